@@ -1,0 +1,321 @@
+//! Checks that need the whole configuration, run from Apache's check_config
+//! hook (which `apachectl configtest` runs too): group names unique across
+//! all vhosts, every group a directive names declared where it is used, each
+//! group's language known, its program installed, and its files reachable by
+//! the user it will run as.
+
+use super::access::{Identity, Need, WORKER_PATH, check_access, find_program};
+use super::group::GroupConfig;
+use super::languages::{Language, Protocol};
+use super::scope::ServerConfig;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// One server (main or vhost) as the check sees it.
+pub struct ServerView<'a> {
+    /// "the main server" or "virtual host shop.example (file:line)".
+    pub label: String,
+    pub config: &'a ServerConfig,
+}
+
+/// Runs every cross-check; returns one sentence per problem (empty: fine).
+///
+/// `servers[0]` must be the main server. `apache_user` is Apache's `User`,
+/// which groups without `user=` run as.
+pub fn check_configuration(servers: &[ServerView<'_>], apache_user: &Identity) -> Vec<String> {
+    let mut errors = Vec::new();
+    let Some(main) = servers.first() else {
+        return errors;
+    };
+    let table = match main.config.languages.table() {
+        Ok(t) => t,
+        Err(e) => return vec![format!("ProcdLanguages {e}")],
+    };
+
+    // Group names are global: each names one socket in the runtime dir.
+    let mut first_seen: BTreeMap<&str, &GroupConfig> = BTreeMap::new();
+    for server in servers {
+        for g in &server.config.groups {
+            match first_seen.get(g.name.as_str()) {
+                Some(other) if other.declared_at != g.declared_at => errors.push(format!(
+                    "LanguageGroup {} (at {}): a group of that name is already declared at {}; group names must be unique across all virtual hosts",
+                    g.name, g.declared_at, other.declared_at
+                )),
+                Some(_) => {}
+                None => {
+                    first_seen.insert(&g.name, g);
+                    errors.extend(check_group(g, &table, apache_user));
+                }
+            }
+        }
+    }
+
+    for server in servers {
+        for r in &server.config.group_refs {
+            if server.config.visible_groups().any(|g| g.name == r.group) {
+                continue;
+            }
+            let elsewhere = first_seen
+                .get(r.group.as_str())
+                .map(|g| format!(" (it is declared at {}, a scope this one cannot use; a virtual host can use its own groups and those of the main server)", g.declared_at))
+                .unwrap_or_default();
+            errors.push(format!(
+                "{} {} (at {}): no LanguageGroup named \"{}\" is declared for {}{}",
+                r.directive, r.group, r.origin, r.group, server.label, elsewhere
+            ));
+        }
+        for m in &server.config.mounts {
+            let Some(g) = server.config.visible_groups().find(|g| g.name == m.group) else {
+                continue;
+            };
+            let protocol = table.get(&g.language).map(|l| l.protocol);
+            if g.app.is_none() && protocol != Some(Protocol::Http) && protocol.is_some() {
+                errors.push(format!(
+                    "LanguageMount {} {} (at {}): group {} has no app= to serve the mount; add app=/path/to/the/application to its LanguageGroup (at {})",
+                    m.prefix, m.group, m.origin, g.name, g.declared_at
+                ));
+            }
+        }
+    }
+    errors
+}
+
+/// The identity a group's workers run as.
+pub fn group_identity(g: &GroupConfig, apache_user: &Identity) -> Identity {
+    let (name, uid, gid) = match &g.user {
+        Some(u) => (u.name.as_str(), u.uid, u.gid),
+        None => (apache_user.user.as_str(), apache_user.uid, apache_user.gid),
+    };
+    Identity::new(name, uid, g.group.as_ref().map_or(gid, |(_, gid)| *gid))
+}
+
+fn check_group(
+    g: &GroupConfig,
+    table: &BTreeMap<String, Language>,
+    apache_user: &Identity,
+) -> Vec<String> {
+    let mut errors = Vec::new();
+    let at = format!("LanguageGroup {} (at {})", g.name, g.declared_at);
+    let Some(lang) = table.get(&g.language) else {
+        let known: Vec<&str> = table.keys().map(String::as_str).collect();
+        return vec![format!(
+            "{at}: unknown language={}: known languages are {} (define more with ProcdLanguages FILE.toml)",
+            g.language,
+            known.join(", ")
+        )];
+    };
+    let who = group_identity(g, apache_user);
+    if g.threads > 1 && !lang.protocol.allows_threads() {
+        errors.push(format!(
+            "{at}: threads={} is not possible for language={}: its workers ({} protocol) serve one request at a time; use processes= to serve more at once",
+            g.threads,
+            g.language,
+            lang.protocol.name()
+        ));
+    }
+
+    match g.command.as_ref().or(lang.command.as_ref()).and_then(|c| c.first()) {
+        None if lang.protocol == Protocol::Http => errors.push(format!(
+            "{at}: language={} needs command=, the program that serves HTTP on the group's socket (e.g. command=\"/usr/bin/node /srv/app/server.js\")",
+            g.language
+        )),
+        None => {}
+        Some(program) => match find_program(program) {
+            None => {
+                let how = match (&g.command, &lang.package) {
+                    (None, Some(pkg)) => format!("install the Debian package {pkg} (apt-get install {pkg}), or name the program with command="),
+                    (None, None) => format!("install it, or fix the command of language {} ({})", lang.name, lang.origin),
+                    (Some(_), _) => "give the full path of an installed program".to_string(),
+                };
+                let given = if g.command.is_some() { "command=" } else { "the language's command " };
+                errors.push(format!(
+                    "{at}: {given}{program} is not installed (looked for it {}); {how}",
+                    if program.contains('/') { "at that path".to_string() } else { format!("in {WORKER_PATH}") }
+                ));
+            }
+            Some(path) => {
+                if let Err(why) = check_access(&path, &who, Need::Execute) {
+                    errors.push(format!("{at}: program {program} cannot be run as the group's user: {why}"));
+                }
+            }
+        },
+    }
+
+    if let Some(home) = &g.home {
+        if let Err(why) = check_access(home, &who, Need::Directory) {
+            errors.push(format!("{at}: home={}: {why}", home.display()));
+        }
+    }
+    if let Some(app) = &g.app {
+        if let Err(why) = check_access(app, &who, Need::ReadFile) {
+            errors.push(format!("{at}: app={}: {why}", app.display()));
+        }
+    }
+    for (option, path) in [
+        ("error-log", &g.error_log),
+        ("restart-file", &g.restart_file),
+    ] {
+        let Some(path) = path else { continue };
+        let parent = path.parent().unwrap_or(Path::new("/"));
+        if !parent.is_dir() {
+            errors.push(format!(
+                "{at}: {option}={}: the directory {} does not exist; create it first",
+                path.display(),
+                parent.display()
+            ));
+        }
+    }
+    errors
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{DirectiveContext, Origin};
+
+    fn ctx(line: u32) -> DirectiveContext {
+        DirectiveContext {
+            origin: Origin {
+                file: "t.conf".into(),
+                line,
+            },
+            in_vhost: false,
+            in_section: false,
+            server_root: "/etc/apache2".into(),
+        }
+    }
+
+    fn nobody() -> Identity {
+        Identity::new("nobody", 65534, 65534)
+    }
+
+    fn run(main: &ServerConfig, vhosts: &[ServerConfig]) -> Vec<String> {
+        let merged: Vec<ServerConfig> = vhosts
+            .iter()
+            .map(|v| ServerConfig::merge(main, v))
+            .collect();
+        let mut views = vec![ServerView {
+            label: "the main server".into(),
+            config: main,
+        }];
+        views.extend(merged.iter().map(|c| ServerView {
+            label: "virtual host v".into(),
+            config: c,
+        }));
+        check_configuration(&views, &nobody())
+    }
+
+    #[test]
+    fn unknown_language_and_missing_program() {
+        let mut main = ServerConfig::default();
+        main.apply("LanguageGroup", "a language=cobol", &ctx(1))
+            .unwrap();
+        main.apply(
+            "LanguageGroup",
+            "b language=python command=/no/such/python",
+            &ctx(2),
+        )
+        .unwrap();
+        main.apply("LanguageGroup", "c language=http", &ctx(3))
+            .unwrap();
+        main.apply("LanguageGroup", "d language=cgi threads=4", &ctx(4))
+            .unwrap();
+        let errors = run(&main, &[]);
+        assert_eq!(errors.len(), 4, "{errors:#?}");
+        assert!(
+            errors[0].contains("unknown language=cobol: known languages are cgi, http"),
+            "{}",
+            errors[0]
+        );
+        assert!(
+            errors[1].contains("command=/no/such/python is not installed"),
+            "{}",
+            errors[1]
+        );
+        assert!(errors[2].contains("needs command="), "{}", errors[2]);
+        assert!(
+            errors[3].contains("threads=4 is not possible"),
+            "{}",
+            errors[3]
+        );
+    }
+
+    #[test]
+    fn references_must_be_visible() {
+        let mut main = ServerConfig::default();
+        main.apply("LanguageGroup", "shared language=cgi", &ctx(1))
+            .unwrap();
+        let mut v1 = ServerConfig::default();
+        v1.apply("LanguageGroup", "mine language=cgi", &ctx(5))
+            .unwrap();
+        v1.apply("LanguageMount", "/s shared", &ctx(6)).unwrap();
+        let mut v2 = ServerConfig::default();
+        v2.apply("LanguageMount", "/m mine", &ctx(9)).unwrap();
+        v2.apply("LanguageMount", "/n nowhere", &ctx(10)).unwrap();
+        let errors = run(&main, &[v1, v2]);
+        assert_eq!(errors.len(), 3, "{errors:#?}");
+        assert!(
+            errors[0].contains("group shared has no app="),
+            "{}",
+            errors[0]
+        );
+        assert!(
+            errors[1].contains("LanguageMount /m mine (at t.conf:9)")
+                && errors[1].contains("declared at t.conf:5"),
+            "{}",
+            errors[1]
+        );
+        assert!(
+            errors[2].contains("no LanguageGroup named \"nowhere\""),
+            "{}",
+            errors[2]
+        );
+    }
+
+    #[test]
+    fn duplicate_names_across_vhosts() {
+        let main = ServerConfig::default();
+        let mut v1 = ServerConfig::default();
+        v1.apply("LanguageGroup", "x language=cgi", &ctx(1))
+            .unwrap();
+        let mut v2 = ServerConfig::default();
+        v2.apply("LanguageGroup", "x language=cgi", &ctx(2))
+            .unwrap();
+        let errors = run(&main, &[v1, v2]);
+        assert_eq!(errors.len(), 1, "{errors:#?}");
+        assert!(
+            errors[0].contains("already declared at t.conf:1"),
+            "{}",
+            errors[0]
+        );
+    }
+
+    #[test]
+    fn files_must_be_reachable_by_the_user() {
+        let dir = std::env::temp_dir().join(format!("procd-check-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let app = dir.join("app.wsgi");
+        std::fs::write(&app, "").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&app, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let mut main = ServerConfig::default();
+        let line = format!(
+            "p language=cgi user=nobody app={} home=/no/such/dir",
+            app.display()
+        );
+        main.apply("LanguageGroup", &line, &ctx(1)).unwrap();
+        let errors = run(&main, &[]);
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(errors.len(), 2, "{errors:#?}");
+        assert!(
+            errors[0].contains("home=/no/such/dir: /no/such/dir does not exist"),
+            "{}",
+            errors[0]
+        );
+        assert!(
+            errors[1].contains("user nobody (uid 65534) cannot read"),
+            "{}",
+            errors[1]
+        );
+    }
+}

@@ -1,0 +1,350 @@
+//! Language definitions: data, not code.
+//!
+//! A language says which program runs its workers, which protocol Apache
+//! speaks to them and which file extensions it usually serves. The built-in
+//! ones can be overridden, and new ones added, with `ProcdLanguages FILE.toml`:
+//!
+//! ```toml
+//! [language.node]
+//! protocol = "http"
+//! command = "node"
+//! package = "nodejs"        # Debian package named in "not installed" errors
+//!
+//! [language.python]
+//! command = "/opt/python3.12/bin/python3"   # override one field of a built-in
+//! ```
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// How Apache talks to a group's workers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// mod_procd's own framed protocol, spoken by the shipped loaders.
+    Procd,
+    /// FastCGI (php-cgi).
+    Fastcgi,
+    /// One exec per request, as the group's user.
+    Cgi,
+    /// HTTP/1.1 over the group's Unix socket.
+    Http,
+}
+
+impl Protocol {
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Procd => "procd",
+            Protocol::Fastcgi => "fastcgi",
+            Protocol::Cgi => "cgi",
+            Protocol::Http => "http",
+        }
+    }
+
+    /// Whether one worker process can serve several requests at once.
+    pub fn allows_threads(self) -> bool {
+        matches!(self, Protocol::Procd)
+    }
+}
+
+/// One language, built in or from a `ProcdLanguages` file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Language {
+    pub name: String,
+    pub protocol: Protocol,
+    /// Program and arguments; `None` when each group must give `command=`
+    /// (http) or when requests exec the script itself (cgi).
+    pub command: Option<Vec<String>>,
+    pub extensions: Vec<String>,
+    /// The Debian package that provides `command`, for error messages.
+    pub package: Option<String>,
+    /// Where it was defined: "built in" or "FILE".
+    pub origin: String,
+}
+
+fn builtin(
+    name: &str,
+    protocol: Protocol,
+    command: Option<&str>,
+    exts: &[&str],
+    package: Option<&str>,
+) -> Language {
+    Language {
+        name: name.into(),
+        protocol,
+        command: command.map(|c| vec![c.to_string()]),
+        extensions: exts.iter().map(|e| e.to_string()).collect(),
+        package: package.map(str::to_string),
+        origin: "built in".into(),
+    }
+}
+
+/// The languages mod_procd knows without any `ProcdLanguages` file.
+pub fn builtin_languages() -> Vec<Language> {
+    use Protocol::*;
+    vec![
+        builtin(
+            "python",
+            Procd,
+            Some("python3"),
+            &[".wsgi", ".py"],
+            Some("python3"),
+        ),
+        builtin("ruby", Procd, Some("ruby"), &[".ru"], Some("ruby")),
+        builtin("perl", Procd, Some("perl"), &[".psgi"], Some("perl")),
+        builtin("php", Fastcgi, Some("php-cgi"), &[".php"], Some("php-cgi")),
+        builtin("cgi", Cgi, None, &[".cgi", ".pl", ".sh"], None),
+        builtin("http", Http, None, &[], None),
+    ]
+}
+
+/// The language table in force: built-ins, then each `ProcdLanguages` file in
+/// configuration order (a later definition of a field wins).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LanguageOverrides {
+    pub files: Vec<LanguageFile>,
+}
+
+/// One parsed `ProcdLanguages` file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LanguageFile {
+    pub path: String,
+    pub entries: BTreeMap<String, LanguageEntry>,
+}
+
+/// A `[language.NAME]` table; every field optional so that it can override
+/// one field of a built-in.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LanguageEntry {
+    pub protocol: Option<Protocol>,
+    pub command: Option<String>,
+    pub extensions: Option<Vec<String>>,
+    pub package: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileShape {
+    #[serde(default)]
+    language: BTreeMap<String, LanguageEntry>,
+}
+
+/// Line and column (1-based) of a byte offset.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, col)
+}
+
+/// Parses the text of a `ProcdLanguages` file; errors carry line and column.
+pub fn parse_language_file(path: &str, text: &str) -> Result<LanguageFile, String> {
+    let shape: FileShape = toml::from_str(text).map_err(|e| {
+        let at = e
+            .span()
+            .map(|s| {
+                let (l, c) = line_col(text, s.start);
+                format!("line {l}, column {c}: ")
+            })
+            .unwrap_or_default();
+        format!("{path}: {at}{}", e.message().trim())
+    })?;
+    let locate = |name: &str| {
+        // Point at the table header of a bad entry; good enough for a human.
+        let needle = format!("[language.{name}]");
+        text.find(&needle).map_or(String::new(), |off| {
+            let (l, c) = line_col(text, off);
+            format!("line {l}, column {c}: ")
+        })
+    };
+    for (name, entry) in &shape.language {
+        if !valid_name(name) {
+            return Err(format!(
+                "{path}: {}language name \"{name}\" is not allowed: use letters, digits, '_' and '-'",
+                locate(name)
+            ));
+        }
+        if let Some(exts) = &entry.extensions {
+            for ext in exts {
+                if let Err(why) = check_extension(ext) {
+                    return Err(format!(
+                        "{path}: {}[language.{name}] extensions: {why}",
+                        locate(name)
+                    ));
+                }
+            }
+        }
+        if let Some(cmd) = &entry.command {
+            if cmd.split_whitespace().next().is_none() {
+                return Err(format!(
+                    "{path}: {}[language.{name}] command is empty",
+                    locate(name)
+                ));
+            }
+        }
+    }
+    Ok(LanguageFile {
+        path: path.to_string(),
+        entries: shape.language,
+    })
+}
+
+/// Reads and parses a `ProcdLanguages` file.
+pub fn load_language_file(path: &Path) -> Result<LanguageFile, String> {
+    let shown = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {shown}: {e}"))?;
+    parse_language_file(&shown, &text)
+}
+
+impl LanguageOverrides {
+    /// Resolves the full language table: built-ins plus every file's entries.
+    pub fn table(&self) -> Result<BTreeMap<String, Language>, String> {
+        let mut table: BTreeMap<String, Language> = builtin_languages()
+            .into_iter()
+            .map(|l| (l.name.clone(), l))
+            .collect();
+        for file in &self.files {
+            for (name, entry) in &file.entries {
+                let lang = match table.remove(name) {
+                    Some(mut known) => {
+                        if let Some(p) = entry.protocol {
+                            known.protocol = p;
+                        }
+                        known.origin = file.path.clone();
+                        known
+                    }
+                    None => Language {
+                        name: name.clone(),
+                        protocol: entry.protocol.ok_or_else(|| {
+                            format!(
+                                "{}: [language.{name}] is a new language and needs protocol = \"procd\", \"fastcgi\", \"cgi\" or \"http\"",
+                                file.path
+                            )
+                        })?,
+                        command: None,
+                        extensions: Vec::new(),
+                        package: None,
+                        origin: file.path.clone(),
+                    },
+                };
+                let mut lang = lang;
+                if let Some(c) = &entry.command {
+                    lang.command = Some(c.split_whitespace().map(str::to_string).collect());
+                    // A user-supplied program: the built-in package hint no longer applies.
+                    lang.package = None;
+                }
+                if let Some(e) = &entry.extensions {
+                    lang.extensions = e.iter().map(|x| x.to_ascii_lowercase()).collect();
+                }
+                if let Some(p) = &entry.package {
+                    lang.package = Some(p.clone());
+                }
+                table.insert(name.clone(), lang);
+            }
+        }
+        Ok(table)
+    }
+}
+
+/// Names of groups and languages: they end up in socket paths and logs.
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.')
+        && !name.starts_with('.')
+}
+
+/// A file extension as `LanguageHandler` takes it: a dot, then letters,
+/// digits, `_` or `-`.
+pub fn check_extension(ext: &str) -> Result<(), String> {
+    match ext.strip_prefix('.') {
+        None => Err(format!(
+            "\"{ext}\" is not an extension: write it with its leading dot, as \".{ext}\""
+        )),
+        Some(rest)
+            if !rest.is_empty()
+                && rest
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.') =>
+        {
+            Ok(())
+        }
+        Some(_) => Err(format!(
+            "\"{ext}\" is not an extension: expected a dot followed by letters, digits, '_' or '-', such as .php"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builtins_are_complete() {
+        let t = LanguageOverrides::default().table().unwrap();
+        let names: Vec<_> = t.keys().map(String::as_str).collect();
+        assert_eq!(names, ["cgi", "http", "perl", "php", "python", "ruby"]);
+        assert_eq!(t["php"].protocol, Protocol::Fastcgi);
+        assert_eq!(t["php"].package.as_deref(), Some("php-cgi"));
+    }
+
+    #[test]
+    fn file_adds_and_overrides() {
+        let f = parse_language_file(
+            "l.toml",
+            "[language.node]\nprotocol = \"http\"\ncommand = \"node server.js\"\n\n[language.python]\ncommand = \"/opt/py/bin/python3\"\n",
+        )
+        .unwrap();
+        let t = LanguageOverrides { files: vec![f] }.table().unwrap();
+        assert_eq!(t["node"].protocol, Protocol::Http);
+        assert_eq!(t["node"].command.as_ref().unwrap(), &["node", "server.js"]);
+        assert_eq!(t["python"].protocol, Protocol::Procd);
+        assert_eq!(
+            t["python"].command.as_ref().unwrap(),
+            &["/opt/py/bin/python3"]
+        );
+        assert_eq!(t["python"].package, None);
+    }
+
+    #[test]
+    fn new_language_needs_protocol() {
+        let f = parse_language_file("l.toml", "[language.go]\ncommand = \"/srv/app\"\n").unwrap();
+        let err = LanguageOverrides { files: vec![f] }.table().unwrap_err();
+        assert!(err.contains("needs protocol"), "{err}");
+    }
+
+    #[test]
+    fn malformed_files_name_line_and_column() {
+        let err =
+            parse_language_file("l.toml", "[language.node]\nprotocol = \"ftp\"\n").unwrap_err();
+        assert!(err.starts_with("l.toml: line 2, column 12: "), "{err}");
+        assert!(err.contains("procd"), "{err}");
+        let err = parse_language_file("l.toml", "[language.node\n").unwrap_err();
+        assert!(err.contains("line 1, column"), "{err}");
+        let err = parse_language_file("l.toml", "[language.x]\nprotocol = \"http\"\ncolour = 1\n")
+            .unwrap_err();
+        assert!(err.contains("line 3") && err.contains("colour"), "{err}");
+        let err = parse_language_file(
+            "l.toml",
+            "\n[language.x]\nprotocol = \"http\"\nextensions = [\"js\"]\n",
+        )
+        .unwrap_err();
+        assert!(
+            err.contains("line 2, column 1") && err.contains(".js"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn extensions() {
+        assert!(check_extension(".php").is_ok());
+        assert!(check_extension(".tar.gz").is_ok());
+        assert!(check_extension("php").unwrap_err().contains("\".php\""));
+        assert!(check_extension(".").is_err());
+        assert!(check_extension(".p/hp").is_err());
+    }
+}

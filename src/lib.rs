@@ -1,0 +1,13 @@
+//! mod_procd: an Apache httpd 2.4 module that runs web applications in any
+//! language as supervised, per-vhost process groups.
+//!
+//! Layers, in one direction only:
+//! - `ffi`: the generated Apache/APR bindings, the module record, the
+//!   directive table and every function Apache calls. All `unsafe` lives here.
+//! - `config`: directive parsing, merging and validation, in safe Rust.
+
+#![cfg_attr(test, allow(dead_code))]
+
+mod config;
+#[cfg(not(test))]
+mod ffi;
