@@ -4,7 +4,9 @@
 //! option value may carry spaces the way an administrator would write it:
 //! `command="/srv/venv/bin/python -X dev"` or `env='GREETING=hello world'`.
 //! Quotes may open anywhere in a word; inside double quotes a backslash
-//! escapes the next character.
+//! escapes the next character. An unquoted `#` at the start of a word
+//! begins a comment that runs to the end of the line (Apache itself has no
+//! trailing comments, but administrators write them, as DESIGN.md does).
 
 /// Splits `line` into words, or explains the unbalanced quote.
 pub fn split_words(line: &str) -> Result<Vec<String>, String> {
@@ -20,6 +22,7 @@ pub fn split_words(line: &str) -> Result<Vec<String>, String> {
                     in_word = false;
                 }
             }
+            '#' if !in_word => break,
             '"' | '\'' => {
                 in_word = true;
                 let quote = c;
@@ -71,6 +74,18 @@ mod tests {
         );
         assert_eq!(split_words(r#""a \"q\" b""#).unwrap(), [r#"a "q" b"#]);
         assert_eq!(split_words(r#"e="""#).unwrap(), ["e="]);
+    }
+
+    #[test]
+    fn trailing_comments() {
+        assert_eq!(
+            split_words("/api shop   # shop's app").unwrap(),
+            ["/api", "shop"]
+        );
+        assert_eq!(
+            split_words("a user=#1000 '#x'").unwrap(),
+            ["a", "user=#1000", "#x"]
+        );
     }
 
     #[test]

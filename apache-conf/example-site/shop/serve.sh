@@ -1,0 +1,1 @@
+echo "HTTP/1.1 200 OK"

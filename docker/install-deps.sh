@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs what a fresh Debian 12 machine lacks to build, test and demo
+# mod_procd. Idempotent: apt-get runs only if a package is missing.
+set -euo pipefail
+
+PACKAGES=(
+    # build
+    apache2 apache2-dev libapr1-dev libaprutil1-dev libclang-dev pkg-config
+    # tests and demo
+    curl procps passwd
+    # language runtimes the tests and the demo use
+    python3 perl
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "install-deps: installing ${missing[*]}" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# Debian's apache2 package enables and starts its own service; we never use
+# it (everything runs from `apache2 -f OUR.conf`). Leave it as the admin set it.
+
+if ! command -v cargo >/dev/null 2>&1; then
+    echo "install-deps: cargo not found: install Rust 1.85 or newer (https://rustup.rs), then run this again" >&2
+    exit 1
+fi
