@@ -196,7 +196,7 @@ impl Apache {
         }
         std::fs::write(dir.join("htdocs/hello.txt"), "Hello, World!\n").expect("write docroot");
         let _ = Command::new("chmod").args(["-R", "755"]).arg(&dir).status();
-        let mut a = Apache {
+        let a = Apache {
             conf: dir.join("httpd.conf"),
             dir,
             port: free_port(),
