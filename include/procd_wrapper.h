@@ -12,5 +12,6 @@
 #include <apr_strings.h>
 #include <apr_pools.h>
 #include <apr_buckets.h>
+#include <apr_thread_proc.h>
 
 #include "procd_shim.h"

@@ -5,9 +5,10 @@
 //! - `ffi`: the generated Apache/APR bindings, the module record, the
 //!   directive table and every function Apache calls. All `unsafe` lives here.
 //! - `config`: directive parsing, merging and validation, in safe Rust.
+//! - `manager`: the process manager forked from httpd, in safe Rust.
 
 #![cfg_attr(test, allow(dead_code))]
 
 mod config;
-#[cfg(not(test))]
 mod ffi;
+mod manager;

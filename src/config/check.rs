@@ -16,6 +16,8 @@ pub struct ServerView<'a> {
     /// "the main server" or "virtual host shop.example (file:line)".
     pub label: String,
     pub config: &'a ServerConfig,
+    /// The server's ErrorLog as Apache resolved it (a path, `|pipe` or `syslog:`).
+    pub error_log: Option<String>,
 }
 
 /// Runs every cross-check; returns one sentence per problem (empty: fine).
@@ -197,10 +199,12 @@ mod tests {
         let mut views = vec![ServerView {
             label: "the main server".into(),
             config: main,
+            error_log: None,
         }];
         views.extend(merged.iter().map(|c| ServerView {
             label: "virtual host v".into(),
             config: c,
+            error_log: None,
         }));
         check_configuration(&views, &nobody())
     }

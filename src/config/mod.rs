@@ -12,6 +12,7 @@ pub mod access;
 pub mod check;
 pub mod group;
 pub mod languages;
+pub mod plan;
 pub mod scope;
 pub mod units;
 pub mod words;

@@ -10,6 +10,7 @@ pub mod msg {
     pub const STARTED: &str = "PD0001";
     pub const PANIC: &str = "PD0002";
     pub const CONFIG_CHECK: &str = "PD0101";
+    pub const MANAGER: &str = "PD0102";
 }
 
 /// Runs `f`, turning a panic into `fallback`: a Rust panic must never unwind

@@ -9,6 +9,7 @@ use super::apache::{
 };
 use super::sys;
 use crate::config::check::{ServerView, check_configuration};
+use crate::config::plan::build_plan;
 use crate::config::scope::{DirConfig, ServerConfig};
 use crate::config::{DirectiveContext, Origin, access::Identity};
 use std::ffi::{c_char, c_int, c_void};
@@ -244,34 +245,13 @@ fn apache_identity() -> Identity {
 /// Cross-checks the whole configuration. Runs at every start and restart,
 /// and in `apachectl configtest`, after all directives are read.
 unsafe extern "C" fn check_config(
-    _pconf: *mut sys::apr_pool_t,
+    pconf: *mut sys::apr_pool_t,
     _plog: *mut sys::apr_pool_t,
     _ptemp: *mut sys::apr_pool_t,
     main: *mut sys::server_rec,
 ) -> c_int {
     guard(sys::HTTP_INTERNAL_SERVER_ERROR, || {
-        let mut views = Vec::new();
-        let mut s = main;
-        while !s.is_null() {
-            // SAFETY: Apache's list of servers, complete and merged by now.
-            unsafe {
-                let label = if (*s).is_virtual != 0 {
-                    format!(
-                        "the virtual host {} ({}:{})",
-                        string_from((*s).server_hostname),
-                        string_from((*s).defn_name),
-                        (*s).defn_line_number
-                    )
-                } else {
-                    "the main server".to_string()
-                };
-                views.push(ServerView {
-                    label,
-                    config: server_config(s),
-                });
-                s = (*s).next;
-            }
-        }
+        let views = server_views(main, pconf);
         let errors = check_configuration(&views, &apache_identity());
         // SAFETY: `main` is the live main server.
         let server = unsafe { Server::from_raw(main) };
@@ -290,6 +270,249 @@ unsafe extern "C" fn check_config(
     })
 }
 
+/// What survives graceful restarts in the httpd parent (Apache's retained
+/// data): plain numbers only, never pointers into this .so.
+#[repr(C)]
+struct Retained {
+    manager_pid: libc::pid_t,
+    control_fd: c_int,
+}
+
+/// The parent's view of the manager for one configuration generation; owned
+/// by the configuration pool, handed to the other-child callback.
+struct ParentState {
+    plan_text: String,
+    proc_: *mut sys::apr_proc_t,
+    pconf: *mut sys::apr_pool_t,
+    main: Server,
+    retained: *mut Retained,
+}
+
+fn retained() -> *mut Retained {
+    let key = c"mod_procd-retained";
+    // SAFETY: retained data lives in the process pool for the life of httpd;
+    // created zeroed (pid 0: no manager) on first use.
+    unsafe {
+        let mut r = sys::ap_retained_data_get(key.as_ptr());
+        if r.is_null() {
+            r = sys::ap_retained_data_create(key.as_ptr(), std::mem::size_of::<Retained>());
+            (*r.cast::<Retained>()).control_fd = -1;
+        }
+        r.cast()
+    }
+}
+
+fn server_views(
+    main: *mut sys::server_rec,
+    pool: *mut sys::apr_pool_t,
+) -> Vec<ServerView<'static>> {
+    let mut views = Vec::new();
+    let mut s = main;
+    while !s.is_null() {
+        // SAFETY: Apache's list of servers, complete and merged; the configs
+        // live in the configuration pool, which outlives this hook call.
+        unsafe {
+            let label = if (*s).is_virtual != 0 {
+                format!(
+                    "the virtual host {} ({}:{})",
+                    string_from((*s).server_hostname),
+                    string_from((*s).defn_name),
+                    (*s).defn_line_number
+                )
+            } else {
+                "the main server".to_string()
+            };
+            let fname = string_from((*s).error_fname);
+            let error_log = if fname.is_empty() {
+                None
+            } else if fname.starts_with('|')
+                || fname.starts_with("syslog")
+                || fname.starts_with('/')
+            {
+                Some(fname)
+            } else {
+                let c = std::ffi::CString::new(fname).unwrap_or_default();
+                Some(string_from(sys::ap_server_root_relative(pool, c.as_ptr())))
+            };
+            views.push(ServerView {
+                label,
+                config: server_config(s),
+                error_log,
+            });
+            s = (*s).next;
+        }
+    }
+    views
+}
+
+fn manager_alive(pid: libc::pid_t) -> bool {
+    pid > 0 && nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
+}
+
+/// Forks a new manager. Returns in the parent only.
+fn start_manager(state: &ParentState) -> Result<(), String> {
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
+    use std::os::fd::{AsFd, IntoRawFd};
+    let (parent_end, manager_end) = socketpair(
+        AddressFamily::Unix,
+        SockType::Stream,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+    .map_err(|e| format!("socketpair: {e}"))?;
+    match super::os::fork_manager(manager_end.as_fd()).map_err(|e| format!("fork: {e}"))? {
+        super::os::Forked::Manager(control) => crate::manager::run(control),
+        super::os::Forked::Parent(pid) => {
+            drop(manager_end);
+            // SAFETY: `retained` points into Apache's retained data (see
+            // `retained()`); only the single-threaded parent writes it.
+            unsafe {
+                let r = &mut *state.retained;
+                if r.control_fd >= 0 {
+                    libc::close(r.control_fd);
+                }
+                r.manager_pid = pid.as_raw();
+                // Kept open across restarts: not owned by any pool.
+                r.control_fd = parent_end.into_raw_fd();
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Sends the plan as one frame: u32 big-endian length, then TOML text.
+fn send_plan(state: &ParentState) -> Result<(), String> {
+    use nix::sys::socket::{MsgFlags, send};
+    // SAFETY: see `start_manager`.
+    let fd = unsafe { (*state.retained).control_fd };
+    let mut frame = (state.plan_text.len() as u32).to_be_bytes().to_vec();
+    frame.extend_from_slice(state.plan_text.as_bytes());
+    let mut sent = 0;
+    while sent < frame.len() {
+        match send(
+            fd,
+            &frame[sent..],
+            MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT,
+        ) {
+            Ok(n) => sent += n,
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(format!("cannot send the configuration to the manager: {e}")),
+        }
+    }
+    Ok(())
+}
+
+/// Registers the manager with Apache's other-child machinery, so that the
+/// MPM tells us when it dies and when httpd stops.
+fn register_manager(state: *mut ParentState) {
+    // SAFETY: `state` and its apr_proc_t live in pconf, as long as this
+    // registration (which pconf's cleanup removes).
+    unsafe {
+        (*(*state).proc_).pid = (*(*state).retained).manager_pid;
+        sys::apr_proc_other_child_register(
+            (*state).proc_,
+            Some(manager_event),
+            state.cast(),
+            null_mut(),
+            (*state).pconf,
+        );
+    }
+}
+
+fn launch(state: *mut ParentState) {
+    // SAFETY: `state` is the pconf-owned ParentState of this generation.
+    let st = unsafe { &*state };
+    if let Err(e) = start_manager(st).and_then(|()| send_plan(st)) {
+        log_server(
+            Some(st.main),
+            Level::Crit,
+            &format!(
+                "{}: cannot start the process manager: {e}; process groups will not run",
+                msg::MANAGER
+            ),
+        );
+        return;
+    }
+    register_manager(state);
+}
+
+unsafe extern "C" fn manager_event(reason: c_int, data: *mut c_void, status: c_int) {
+    guard((), || {
+        let state = data.cast::<ParentState>();
+        // SAFETY: `data` is the ParentState we registered, alive in pconf.
+        let st = unsafe { &*state };
+        // SAFETY: reading our retained numbers in the single-threaded parent.
+        let r = unsafe { &mut *st.retained };
+        match reason {
+            sys::APR_OC_REASON_DEATH | sys::APR_OC_REASON_LOST => {
+                // SAFETY: unregistering the registration this callback belongs to.
+                unsafe { sys::apr_proc_other_child_unregister(data) };
+                let dead = r.manager_pid;
+                r.manager_pid = 0;
+                if r.control_fd >= 0 {
+                    // SAFETY: our own descriptor, closed once.
+                    unsafe { libc::close(r.control_fd) };
+                    r.control_fd = -1;
+                }
+                let mut mpm_state: c_int = 0;
+                // SAFETY: ap_mpm_query writes one int.
+                unsafe { sys::ap_mpm_query(sys::AP_MPMQ_MPM_STATE, &mut mpm_state) };
+                if mpm_state == sys::AP_MPMQ_STOPPING {
+                    return;
+                }
+                let how = if libc::WIFEXITED(status) {
+                    format!("exited with status {}", libc::WEXITSTATUS(status))
+                } else if libc::WIFSIGNALED(status) {
+                    format!("was killed by signal {}", libc::WTERMSIG(status))
+                } else {
+                    "was lost".to_string()
+                };
+                if libc::WIFEXITED(status)
+                    && libc::WEXITSTATUS(status) == crate::manager::EXIT_STARTUP_FAILURE
+                {
+                    log_server(
+                        Some(st.main),
+                        Level::Crit,
+                        &format!(
+                            "{}: the process manager (pid {dead}) could not start; not restarting it. Fix the cause logged above and restart Apache",
+                            msg::MANAGER
+                        ),
+                    );
+                    return;
+                }
+                log_server(
+                    Some(st.main),
+                    Level::Crit,
+                    &format!(
+                        "{}: the process manager (pid {dead}) {how}; starting a new one",
+                        msg::MANAGER
+                    ),
+                );
+                launch(state);
+            }
+            // SAFETY: ap_state_query may be called at any time.
+            sys::APR_OC_REASON_UNREGISTER
+                if unsafe { sys::ap_state_query(sys::AP_SQ_MAIN_STATE) }
+                    == sys::AP_SQ_MS_EXITING
+                    && r.manager_pid > 0 =>
+            {
+                // httpd is stopping: the manager stops every group.
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(r.manager_pid),
+                    nix::sys::signal::Signal::SIGTERM,
+                );
+                r.manager_pid = 0;
+                if r.control_fd >= 0 {
+                    // SAFETY: our own descriptor, closed once.
+                    unsafe { libc::close(r.control_fd) };
+                    r.control_fd = -1;
+                }
+            }
+            _ => {}
+        }
+    })
+}
+
 unsafe extern "C" fn post_config(
     pconf: *mut sys::apr_pool_t,
     _plog: *mut sys::apr_pool_t,
@@ -303,18 +526,10 @@ unsafe extern "C" fn post_config(
             // The first, dry pass at start-up: nothing to do until the real one.
             return sys::OK;
         }
-        let mut groups = 0usize;
-        let mut servers = 0usize;
-        let mut s = main;
-        while !s.is_null() {
-            // SAFETY: Apache's complete list of servers.
-            unsafe {
-                groups += server_config(s).groups.len();
-                servers += 1;
-                s = (*s).next;
-            }
-        }
-        // SAFETY: `main` is live; pconf is the configuration pool.
+        // SAFETY: `main` is the live main server.
+        let server = unsafe { Server::from_raw(main) };
+        let views = server_views(main, pconf);
+        // SAFETY: pconf is the configuration pool.
         let (config, runtime_default) = unsafe {
             sys::ap_add_version_component(pconf, c"mod_procd/0.1.0".as_ptr());
             (
@@ -326,15 +541,47 @@ unsafe extern "C" fn post_config(
             .runtime_dir
             .as_ref()
             .map_or(runtime_default, |d| d.display().to_string());
-        // SAFETY: `main` is the live main server.
-        let server = unsafe { Server::from_raw(main) };
+        let plan = build_plan(&views, &apache_identity(), &runtime_dir);
+        let groups = plan.groups.len();
+        let plan_text = match plan.to_text() {
+            Ok(t) => t,
+            Err(e) => {
+                log_server(Some(server), Level::Crit, &format!("{}: {e}", msg::MANAGER));
+                return sys::OK;
+            }
+        };
+        // SAFETY: apr_pcalloc from the live configuration pool.
+        let proc_ = unsafe { sys::apr_pcalloc(pconf, std::mem::size_of::<sys::apr_proc_t>()) }
+            .cast::<sys::apr_proc_t>();
+        let state = ParentState {
+            plan_text,
+            proc_,
+            pconf,
+            main: server,
+            retained: retained(),
+        };
+        // SAFETY: pconf is the configuration pool, cleared before unload.
+        let state = unsafe { pool_box(pconf, state) };
+        // SAFETY: `state` was just created and is alive in pconf.
+        let st = unsafe { &*state };
+        // SAFETY: retained numbers, single-threaded parent.
+        let pid = unsafe { (*st.retained).manager_pid };
+        if manager_alive(pid) {
+            if let Err(e) = send_plan(st) {
+                log_server(Some(server), Level::Crit, &format!("{}: {e}", msg::MANAGER));
+            }
+            register_manager(state);
+        } else if groups > 0 {
+            launch(state);
+        }
         log_server(
             Some(server),
             Level::Notice,
             &format!(
-                "{}: mod_procd {} configured: {groups} process group(s) in {servers} server(s), runtime dir {runtime_dir}",
+                "{}: mod_procd {} configured: {groups} process group(s) in {} server(s), runtime dir {runtime_dir}",
                 msg::STARTED,
-                env!("CARGO_PKG_VERSION")
+                env!("CARGO_PKG_VERSION"),
+                views.len()
             ),
         );
         sys::OK

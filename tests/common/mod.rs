@@ -195,6 +195,8 @@ impl Apache {
             std::fs::create_dir_all(dir.join(sub)).expect("create test dir");
         }
         std::fs::write(dir.join("htdocs/hello.txt"), "Hello, World!\n").expect("write docroot");
+        let worker = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/workers/echo_worker.py");
+        std::fs::copy(worker, dir.join("echo_worker.py")).expect("copy the test worker");
         let _ = Command::new("chmod").args(["-R", "755"]).arg(&dir).status();
         let a = Apache {
             conf: dir.join("httpd.conf"),
@@ -255,7 +257,7 @@ DocumentRoot "{d}/htdocs"
 "#,
             port = self.port,
             module = module_path().display(),
-            extra = self.extra
+            extra = self.extra.replace("@DIR@", &d.to_string())
         );
         std::fs::write(&self.conf, conf).expect("write httpd.conf");
     }
@@ -485,4 +487,240 @@ pub fn ensure_user(name: &str) {
             "useradd {name} failed"
         );
     }
+}
+
+/// The process manager of an Apache master (its child named procd-manager).
+pub fn manager_of(master: i32) -> Option<i32> {
+    all_pids()
+        .into_iter()
+        .find(|p| parent_of(*p) == Some(master) && comm(*p) == "procd-manager")
+}
+
+/// The direct children of `pid`.
+pub fn children(pid: i32) -> BTreeSet<i32> {
+    all_pids()
+        .into_iter()
+        .filter(|p| parent_of(*p) == Some(pid) && pid_alive(*p))
+        .collect()
+}
+
+pub fn comm(pid: i32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
+
+/// (real uid, real gid) of a process.
+pub fn uid_gid(pid: i32) -> (u32, u32) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| -> u32 {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(u32::MAX)
+    };
+    (field("Uid:"), field("Gid:"))
+}
+
+/// What each open descriptor of a process points to (socket:[..], paths, pipes).
+pub fn fd_targets(pid: i32) -> BTreeSet<String> {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| {
+            d.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+                .map(|t| t.display().to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// User + system CPU time of a process, in clock ticks.
+pub fn cpu_ticks(pid: i32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    // After the comm: state(0) ppid(1) ... utime(11) stime(12)
+    fields
+        .get(11)
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0)
+        + fields
+            .get(12)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+}
+
+/// Zombies among the children of `pid`.
+pub fn zombie_children(pid: i32) -> Vec<i32> {
+    all_pids()
+        .into_iter()
+        .filter(|p| parent_of(*p) == Some(pid))
+        .filter(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/stat"))
+                .map(|s| {
+                    s.rsplit(')')
+                        .next()
+                        .unwrap_or("")
+                        .trim_start()
+                        .starts_with('Z')
+                })
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+/// Sends one line to a group's socket and returns the answer line.
+pub fn ask(socket: &Path, line: &str) -> Result<String, String> {
+    use std::os::unix::net::UnixStream;
+    let mut s =
+        UnixStream::connect(socket).map_err(|e| format!("connect {}: {e}", socket.display()))?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok();
+    s.write_all(format!("{line}\n").as_bytes())
+        .map_err(|e| format!("send: {e}"))?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)
+        .map_err(|e| format!("read: {e}"))?;
+    if out.is_empty() {
+        return Err("connection closed without an answer".into());
+    }
+    Ok(out.trim().to_string())
+}
+
+/// A field (`gen=`, `pid=`...) of an echo worker's answer.
+pub fn field<'a>(answer: &'a str, name: &str) -> &'a str {
+    answer
+        .split_whitespace()
+        .find_map(|kv| kv.strip_prefix(name).and_then(|v| v.strip_prefix('=')))
+        .unwrap_or("")
+}
+
+impl Apache {
+    /// The group's stable socket path.
+    pub fn socket(&self, group: &str) -> PathBuf {
+        self.dir.join("run/procd").join(format!("{group}.sock"))
+    }
+
+    /// Waits until `group` answers; returns the answer.
+    pub fn wait_for_group(&self, group: &str, limit: Duration) -> String {
+        let mut last = String::new();
+        if wait_until(limit, || match ask(&self.socket(group), "who") {
+            Ok(a) => {
+                last = a;
+                true
+            }
+            Err(e) => {
+                last = e;
+                false
+            }
+        }) {
+            last
+        } else {
+            self.fail(&format!(
+                "group {group} does not answer within {limit:?}: {last}"
+            ))
+        }
+    }
+
+    pub fn manager(&self) -> i32 {
+        let master = self.master.unwrap_or_else(|| self.fail("not started"));
+        let mut found = None;
+        wait_until(Duration::from_secs(5), || {
+            found = manager_of(master);
+            found.is_some()
+        });
+        found.unwrap_or_else(|| self.fail("no procd-manager process under the httpd master"))
+    }
+
+    pub fn log_count(&self, needle: &str) -> usize {
+        self.error_log().matches(needle).count()
+    }
+
+    /// Forgets the master (for tests that kill it themselves).
+    pub fn forget_master(&mut self) -> Option<i32> {
+        self.master.take()
+    }
+}
+
+/// Creates a system group for tests if it does not exist, and adds `user` to it.
+pub fn ensure_supplementary_group(group: &str, user: &str) -> u32 {
+    let _ = Command::new("groupadd")
+        .args(["--system", "-f", group])
+        .status();
+    let _ = Command::new("usermod")
+        .args(["-a", "-G", group, user])
+        .status();
+    let out = Command::new("getent")
+        .args(["group", group])
+        .output()
+        .expect("getent");
+    String::from_utf8_lossy(&out.stdout)
+        .split(':')
+        .nth(2)
+        .and_then(|g| g.parse().ok())
+        .expect("gid of the test group")
+}
+
+/// Runs a command as `user` (setpriv, no shell); returns (success, output).
+pub fn run_as(user: &str, args: &[&str]) -> (bool, String) {
+    let out = Command::new("setpriv")
+        .args(["--reuid", user, "--regid", user, "--init-groups", "--"])
+        .args(args)
+        .output()
+        .expect("setpriv");
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// Descriptors of `pid` that share an open file description with one of
+/// `master`'s: inherited, not merely the same file opened again (kcmp(2)).
+pub fn shared_descriptions(master: i32, pid: i32) -> Vec<String> {
+    let fds = |p: i32| -> Vec<(i32, String)> {
+        std::fs::read_dir(format!("/proc/{p}/fd"))
+            .map(|d| {
+                d.filter_map(|e| {
+                    let e = e.ok()?;
+                    let n: i32 = e.file_name().to_str()?.parse().ok()?;
+                    Some((n, std::fs::read_link(e.path()).ok()?.display().to_string()))
+                })
+                .collect()
+            })
+            .unwrap_or_default()
+    };
+    let theirs = fds(master);
+    let mut shared = Vec::new();
+    for (fd, target) in fds(pid) {
+        for (mfd, mtarget) in &theirs {
+            if &target != mtarget {
+                continue;
+            }
+            const KCMP_FILE: libc::c_long = 0;
+            // SAFETY: kcmp only compares kernel objects of two processes.
+            let same = unsafe {
+                libc::syscall(
+                    libc::SYS_kcmp,
+                    pid as libc::c_long,
+                    master as libc::c_long,
+                    KCMP_FILE,
+                    fd as libc::c_long,
+                    *mfd as libc::c_long,
+                )
+            };
+            if same == 0 {
+                shared.push(format!("fd {fd} -> {target} (master fd {mfd})"));
+            }
+        }
+    }
+    shared
 }

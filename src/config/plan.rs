@@ -1,0 +1,202 @@
+//! The plan: what the manager must run, resolved from the configuration by
+//! the httpd parent (users to ids, programs to paths, logs to files) and sent
+//! to the manager as one TOML document per configuration generation.
+
+use super::access::Identity;
+use super::access::{WORKER_PATH, find_program};
+use super::check::{ServerView, group_identity};
+use super::languages::Protocol;
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// Everything the manager runs for one configuration generation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Plan {
+    pub runtime_dir: String,
+    /// The main server's error log file (the manager's own messages).
+    pub main_error_log: String,
+    /// Sockets are owned by root and this group (Apache's), mode 0660.
+    pub socket_gid: u32,
+    pub groups: Vec<GroupPlan>,
+}
+
+/// One group, resolved.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupPlan {
+    pub name: String,
+    pub language: String,
+    pub protocol: String,
+    /// Program (absolute path) and arguments; empty: no resident workers
+    /// (cgi: one exec per request).
+    pub argv: Vec<String>,
+    pub user: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub groups: Vec<u32>,
+    pub home: String,
+    pub env: Vec<(String, String)>,
+    pub app: Option<String>,
+    pub processes: u32,
+    pub threads: u32,
+    /// Whether workers report READY on fd 4 (the procd protocol's loaders
+    /// do); others count as ready once they have run for `settle_ms`.
+    pub ready_message: bool,
+    pub startup_timeout_ms: u64,
+    pub graceful_timeout_ms: u64,
+    pub error_log: String,
+    pub restart_file: Option<String>,
+}
+
+/// How long a worker that cannot report readiness must stay up to count as
+/// started.
+pub const SETTLE_MS: u64 = 1000;
+
+/// Where the error log of a server goes for workers' output: a file path,
+/// or, for piped or syslog logs (which the manager cannot share), a file in
+/// the runtime dir.
+fn usable_log(path: Option<&str>, fallback: &str) -> String {
+    match path {
+        Some(p) if p.starts_with('/') => p.to_string(),
+        _ => fallback.to_string(),
+    }
+}
+
+/// Builds the plan. `views` carry each server's error log; `servers[0]` is
+/// the main server. Only groups that pass `check_configuration` reach here.
+pub fn build_plan(views: &[ServerView<'_>], apache: &Identity, runtime_dir: &str) -> Plan {
+    let main_log = usable_log(
+        views.first().and_then(|v| v.error_log.as_deref()),
+        &format!("{runtime_dir}/procd.log"),
+    );
+    let table = views
+        .first()
+        .and_then(|v| v.config.languages.table().ok())
+        .unwrap_or_default();
+    let mut groups = Vec::new();
+    for view in views {
+        for g in &view.config.groups {
+            let Some(lang) = table.get(&g.language) else {
+                continue;
+            };
+            let who = group_identity(g, apache);
+            let words = g.command.as_ref().or(lang.command.as_ref());
+            let argv = match words.and_then(|w| w.split_first()) {
+                Some((program, args)) if lang.protocol != Protocol::Cgi || g.command.is_some() => {
+                    let resolved =
+                        find_program(program).map_or(program.clone(), |p| p.display().to_string());
+                    std::iter::once(resolved)
+                        .chain(args.iter().cloned())
+                        .collect()
+                }
+                _ => Vec::new(),
+            };
+            let home = g.home.as_ref().map_or_else(
+                || {
+                    nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(who.uid))
+                        .ok()
+                        .flatten()
+                        .map(|u| u.dir.display().to_string())
+                        .filter(|d| Path::new(d).is_dir())
+                        .unwrap_or_else(|| "/".into())
+                },
+                |h| h.display().to_string(),
+            );
+            let mut env = vec![
+                ("PATH".to_string(), WORKER_PATH.to_string()),
+                ("HOME".to_string(), home.clone()),
+                ("USER".to_string(), who.user.clone()),
+                ("LOGNAME".to_string(), who.user.clone()),
+                ("LANG".to_string(), "C.UTF-8".to_string()),
+            ];
+            for (k, v) in &g.env {
+                env.retain(|(old, _)| old != k);
+                env.push((k.clone(), v.clone()));
+            }
+            groups.push(GroupPlan {
+                name: g.name.clone(),
+                language: g.language.clone(),
+                protocol: lang.protocol.name().to_string(),
+                argv,
+                user: who.user.clone(),
+                uid: who.uid,
+                gid: who.gid,
+                groups: who.groups.clone(),
+                home,
+                env,
+                app: g.app.as_ref().map(|a| a.display().to_string()),
+                processes: g.processes.min.max(1),
+                threads: g.threads,
+                ready_message: lang.protocol == Protocol::Procd,
+                startup_timeout_ms: g.startup_timeout.as_millis() as u64,
+                graceful_timeout_ms: g.graceful_timeout.as_millis() as u64,
+                error_log: g.error_log.as_ref().map_or_else(
+                    || usable_log(view.error_log.as_deref(), &main_log),
+                    |p| p.display().to_string(),
+                ),
+                restart_file: g.restart_file.as_ref().map(|p| p.display().to_string()),
+            });
+        }
+    }
+    Plan {
+        runtime_dir: runtime_dir.to_string(),
+        main_error_log: main_log,
+        socket_gid: apache.gid,
+        groups,
+    }
+}
+
+impl Plan {
+    pub fn to_text(&self) -> Result<String, String> {
+        toml::to_string(self).map_err(|e| format!("cannot encode the plan: {e}"))
+    }
+
+    pub fn from_text(text: &str) -> Result<Plan, String> {
+        toml::from_str(text).map_err(|e| format!("cannot decode the plan: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::scope::ServerConfig;
+    use crate::config::{DirectiveContext, Origin};
+
+    #[test]
+    fn plan_round_trips_and_resolves() {
+        let ctx = DirectiveContext {
+            origin: Origin {
+                file: "t.conf".into(),
+                line: 1,
+            },
+            in_vhost: false,
+            in_section: false,
+            server_root: "/etc/apache2".into(),
+        };
+        let mut main = ServerConfig::default();
+        main.apply(
+            "LanguageGroup",
+            "a language=python processes=0-4 user=nobody env=X=1 env=PATH=/opt/bin",
+            &ctx,
+        )
+        .unwrap();
+        main.apply("LanguageGroup", "b language=cgi", &ctx).unwrap();
+        let views = [ServerView {
+            label: "main".into(),
+            config: &main,
+            error_log: Some("/var/log/e.log".into()),
+        }];
+        let apache = Identity::new("nobody", 65534, 65534);
+        let plan = build_plan(&views, &apache, "/run/procd");
+        let a = &plan.groups[0];
+        assert!(a.argv[0].ends_with("/python3"), "{:?}", a.argv);
+        assert_eq!(a.uid, 65534);
+        assert_eq!(a.processes, 1);
+        assert!(a.ready_message);
+        assert_eq!(a.error_log, "/var/log/e.log");
+        assert!(a.env.contains(&("PATH".into(), "/opt/bin".into())));
+        assert!(a.env.contains(&("X".into(), "1".into())));
+        assert!(plan.groups[1].argv.is_empty());
+        let text = plan.to_text().unwrap();
+        assert_eq!(Plan::from_text(&text).unwrap(), plan);
+    }
+}

@@ -1,0 +1,243 @@
+//! The process-level primitives mod_procd needs that only exist as unsafe
+//! calls: forking the manager out of the httpd parent, and fork+exec of a
+//! worker with its file descriptors placed and its credentials dropped.
+//! Everything else (the manager's event loop, supervision) is safe Rust on
+//! top of these and of nix.
+
+use nix::sys::signal::{SigSet, SigmaskHow, Signal, sigprocmask};
+use nix::unistd::{ForkResult, Gid, Pid, Uid, fork};
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
+
+/// Closes every descriptor from `first` up (Linux close_range, with a
+/// /proc/self/fd walk as fallback for old kernels).
+fn close_from(first: RawFd) {
+    // SAFETY: close_range only closes descriptors; called in a freshly
+    // forked, single-threaded child, where nothing else uses them.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            first as libc::c_uint,
+            libc::c_uint::MAX,
+            0,
+        )
+    };
+    if rc != 0 {
+        for fd in first..65_536 {
+            // SAFETY: as above; EBADF for unused numbers is harmless.
+            unsafe { libc::close(fd) };
+        }
+    }
+}
+
+/// Default dispositions for every catchable signal and an empty mask: a
+/// child of httpd inherits Apache's handlers and mask, and exec keeps the
+/// mask.
+fn reset_signals() {
+    for sig in Signal::iterator() {
+        if sig == Signal::SIGKILL || sig == Signal::SIGSTOP {
+            continue;
+        }
+        // SAFETY: setting SIG_DFL installs no Rust handler.
+        let _ = unsafe { nix::sys::signal::signal(sig, nix::sys::signal::SigHandler::SigDfl) };
+    }
+    let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
+}
+
+fn dev_null_stdio() {
+    if let Ok(null) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+    {
+        for target in 0..3 {
+            // SAFETY: dup2 onto the standard descriptors of this process.
+            unsafe { libc::dup2(null.as_raw_fd(), target) };
+        }
+    }
+}
+
+/// What `fork_manager` returns in each process.
+pub enum Forked {
+    Parent(Pid),
+    /// In the new manager: the control descriptor, moved to fd 3.
+    Manager(OwnedFd),
+}
+
+/// Forks the manager from the httpd parent. In the child: a new session,
+/// SIGTERM when the httpd parent dies, default signals, stdio on /dev/null,
+/// and every descriptor of Apache's closed except `control`.
+pub fn fork_manager(control: BorrowedFd<'_>) -> nix::Result<Forked> {
+    // SAFETY: the httpd parent runs no threads (mod_procd starts none, and
+    // Apache's MPMs keep the parent single-threaded), so the child may run
+    // arbitrary code after fork.
+    match unsafe { fork() }? {
+        ForkResult::Parent { child } => Ok(Forked::Parent(child)),
+        ForkResult::Child => {
+            let parent = nix::unistd::getppid();
+            // SAFETY: dup2 of a descriptor we own onto fd 3 in this child.
+            unsafe { libc::dup2(control.as_raw_fd(), 3) };
+            close_from(4);
+            dev_null_stdio();
+            reset_signals();
+            let _ = nix::unistd::setsid();
+            // `ps -o comm` and /proc/PID/comm show "procd-manager".
+            let _ = nix::sys::prctl::set_name(c"procd-manager");
+            let _ = nix::sys::prctl::set_pdeathsig(Some(Signal::SIGTERM));
+            if nix::unistd::getppid() != parent {
+                // httpd died between fork and prctl.
+                std::process::exit(0);
+            }
+            // SAFETY: fd 3 is ours (dup2 above) and nothing else owns it.
+            Ok(Forked::Manager(unsafe {
+                <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(3)
+            }))
+        }
+    }
+}
+
+/// Everything needed to start one worker.
+pub struct Launch<'a> {
+    pub argv: &'a [CString],
+    /// Environment without LISTEN_PID (added in the child, where the pid is known).
+    pub env: &'a [CString],
+    pub uid: u32,
+    pub gid: u32,
+    pub groups: &'a [u32],
+    pub home: &'a CString,
+    /// Becomes fd 3 (LISTEN_FDS=1).
+    pub listen: BorrowedFd<'a>,
+    /// Becomes fd 4: the status channel (READY from the worker; EOF from the
+    /// manager means "finish what you hold and exit").
+    pub status: BorrowedFd<'a>,
+    /// Becomes fds 1 and 2.
+    pub output: BorrowedFd<'a>,
+}
+
+fn child_fail(what: &str, err: nix::Error) -> ! {
+    let msg = format!("mod_procd: cannot start worker: {what}: {err}\n");
+    // SAFETY: write(2) to our stderr (the manager's log pipe) and _exit: the
+    // only safe ways out of a failed child after fork.
+    unsafe {
+        libc::write(2, msg.as_ptr().cast(), msg.len());
+        libc::_exit(127);
+    }
+}
+
+/// fork+exec of a worker as `uid`/`gid`, in its own session, killed when
+/// the manager dies.
+pub fn spawn_worker(l: &Launch<'_>) -> nix::Result<Pid> {
+    let manager = nix::unistd::getpid();
+    // SAFETY: the manager is single-threaded, so the child may allocate and
+    // run ordinary code before exec.
+    match unsafe { fork() }? {
+        ForkResult::Parent { child } => Ok(child),
+        ForkResult::Child => {
+            // Move sources out of the way first, so that dup2 onto 1..4
+            // never overwrites another source.
+            let high = |fd: RawFd| {
+                // SAFETY: F_DUPFD_CLOEXEC duplicates a descriptor we own.
+                unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 100) }
+            };
+            let (listen, status, output) = (
+                high(l.listen.as_raw_fd()),
+                high(l.status.as_raw_fd()),
+                high(l.output.as_raw_fd()),
+            );
+            // SAFETY: placing our own descriptors at fixed numbers; dup2
+            // clears close-on-exec on the targets.
+            unsafe {
+                libc::dup2(output, 1);
+                libc::dup2(output, 2);
+                libc::dup2(listen, 3);
+                libc::dup2(status, 4);
+            }
+            if let Ok(null) = std::fs::File::open("/dev/null") {
+                // SAFETY: as above.
+                unsafe { libc::dup2(null.as_raw_fd(), 0) };
+            }
+            close_from(5);
+            reset_signals();
+            if let Err(e) = nix::unistd::setsid() {
+                child_fail("setsid", e);
+            }
+            let gids: Vec<Gid> = l.groups.iter().map(|g| Gid::from_raw(*g)).collect();
+            if let Err(e) = nix::unistd::setgroups(&gids) {
+                child_fail("setgroups", e);
+            }
+            if let Err(e) = nix::unistd::setgid(Gid::from_raw(l.gid)) {
+                child_fail("setgid", e);
+            }
+            if let Err(e) = nix::unistd::setuid(Uid::from_raw(l.uid)) {
+                child_fail("setuid", e);
+            }
+            // After setuid: changing credentials clears the death signal.
+            let _ = nix::sys::prctl::set_pdeathsig(Some(Signal::SIGKILL));
+            if nix::unistd::getppid() != manager {
+                // SAFETY: leaving a child whose manager is already gone.
+                unsafe { libc::_exit(0) };
+            }
+            if let Err(e) = nix::unistd::chdir(l.home.as_c_str()) {
+                child_fail(&format!("chdir {}", l.home.to_string_lossy()), e);
+            }
+            let mut env: Vec<CString> = l.env.to_vec();
+            if let Ok(pid) = CString::new(format!("LISTEN_PID={}", nix::unistd::getpid())) {
+                env.push(pid);
+            }
+            let Some(program) = l.argv.first() else {
+                child_fail("argv", nix::Error::EINVAL)
+            };
+            let err = nix::unistd::execve(program, l.argv, &env)
+                .err()
+                .unwrap_or(nix::Error::EINVAL);
+            child_fail(&format!("exec {}", program.to_string_lossy()), err);
+        }
+    }
+}
+
+/// The time as Apache writes it in error logs: `Sun Nov 22 06:42:48.093576 2026`.
+pub fn log_time() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let secs = now.as_secs() as libc::time_t;
+    // SAFETY: localtime_r and strftime write only into the buffers given.
+    unsafe {
+        let mut tm: libc::tm = std::mem::zeroed();
+        libc::localtime_r(&secs, &mut tm);
+        let mut head = [0u8; 64];
+        let mut year = [0u8; 16];
+        let n = libc::strftime(
+            head.as_mut_ptr().cast(),
+            head.len(),
+            c"%a %b %d %H:%M:%S".as_ptr(),
+            &tm,
+        );
+        let m = libc::strftime(year.as_mut_ptr().cast(), year.len(), c"%Y".as_ptr(), &tm);
+        format!(
+            "{}.{:06} {}",
+            String::from_utf8_lossy(&head[..n]),
+            now.subsec_micros(),
+            String::from_utf8_lossy(&year[..m])
+        )
+    }
+}
+
+/// Ends this process at once, without running atexit handlers or flushing
+/// stdio buffers inherited from httpd (the manager is a fork of httpd).
+pub fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit never returns and touches no Rust state.
+    unsafe { libc::_exit(code) }
+}
+
+/// Installs a signal disposition that runs no Rust code (SIG_IGN/SIG_DFL).
+pub fn set_sigaction(sig: Signal, action: &nix::sys::signal::SigAction) -> nix::Result<()> {
+    if matches!(
+        action.handler(),
+        nix::sys::signal::SigHandler::Handler(_) | nix::sys::signal::SigHandler::SigAction(_)
+    ) {
+        return Err(nix::Error::EINVAL);
+    }
+    // SAFETY: only SIG_IGN / SIG_DFL reach here (checked above).
+    unsafe { nix::sys::signal::sigaction(sig, action) }.map(|_| ())
+}

@@ -1,0 +1,462 @@
+//! The process manager against a real Apache: groups as supervised worker
+//! pools under their own users, graceful generations, crash recovery,
+//! back-off, isolation, and nothing left behind.
+
+mod common;
+use common::*;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+fn group(name: &str, user: &str, extra: &str) -> String {
+    format!(
+        "LanguageGroup {name} language=python user={user} \"command=/usr/bin/python3 @DIR@/echo_worker.py\" {extra}"
+    )
+}
+
+#[test]
+fn groups_run_as_their_users_and_hold_nothing_of_apaches() {
+    ensure_user("procd-test-a");
+    ensure_user("procd-test-b");
+    let sup = ensure_supplementary_group("procd-test-sup", "procd-test-a");
+    let conf = format!(
+        "{}\n{}",
+        group("ga", "procd-test-a", "processes=2"),
+        group("gb", "procd-test-b", "processes=1")
+    );
+    let mut a = Apache::new("users", Mpm::Event, &conf);
+    a.start();
+    let ga = a.wait_for_group("ga", Duration::from_secs(10));
+    let gb = a.wait_for_group("gb", Duration::from_secs(10));
+    let (uid_a, uid_b) = (nix_uid("procd-test-a"), nix_uid("procd-test-b"));
+    if field(&ga, "uid") != uid_a.to_string() || field(&gb, "uid") != uid_b.to_string() {
+        a.fail(&format!("wrong users: {ga} / {gb}"));
+    }
+    if !field(&ga, "groups")
+        .split(',')
+        .any(|g| g == sup.to_string())
+    {
+        a.fail(&format!("supplementary group {sup} not set: {ga}"));
+    }
+
+    let master = a.master.unwrap();
+    let manager = a.manager();
+    if uid_gid(manager).0 != 0 {
+        a.fail("the manager should run as root (it starts workers as other users)");
+    }
+    let workers = children(manager);
+    if workers.len() != 3 {
+        a.fail(&format!("expected 3 workers, found {workers:?}"));
+    }
+    let by_user: Vec<u32> = workers.iter().map(|w| uid_gid(*w).0).collect();
+    if by_user.iter().filter(|u| **u == uid_a).count() != 2
+        || by_user.iter().filter(|u| **u == uid_b).count() != 1
+    {
+        a.fail(&format!("uids of workers: {by_user:?}"));
+    }
+    for w in &workers {
+        let (uid, gid) = uid_gid(*w);
+        let expected_gid = if uid == uid_a {
+            nix_gid("procd-test-a")
+        } else {
+            nix_gid("procd-test-b")
+        };
+        if gid != expected_gid {
+            a.fail(&format!(
+                "worker {w} has gid {gid}, expected {expected_gid}"
+            ));
+        }
+    }
+
+    // No descriptor of the httpd master (listening socket, logs, pipes) is
+    // shared with the manager or a worker; sockets and pipes not even by inode.
+    let apaches: std::collections::BTreeSet<String> = fd_targets(master)
+        .into_iter()
+        .filter(|t| t.starts_with("socket:") || t.starts_with("pipe:"))
+        .collect();
+    for pid in std::iter::once(manager).chain(workers.iter().copied()) {
+        let mut shared: Vec<String> = fd_targets(pid).intersection(&apaches).cloned().collect();
+        shared.extend(shared_descriptions(master, pid));
+        if !shared.is_empty() {
+            a.fail(&format!(
+                "process {pid} ({}) holds Apache's descriptors {shared:?}",
+                comm(pid)
+            ));
+        }
+        let n = fd_targets(pid).len();
+        if pid != manager && n > 5 {
+            a.fail(&format!(
+                "worker {pid} has {n} descriptors, expected 0-4 only: {:?}",
+                fd_targets(pid)
+            ));
+        }
+    }
+    // Start-up output of workers reached the log, with group and pid.
+    if !a.error_log().contains("[procd:app] [group ga] [pid")
+        || !a.error_log().contains("a line on stderr")
+    {
+        a.fail("worker output is not in the error log");
+    }
+    a.stop();
+}
+
+fn nix_uid(user: &str) -> u32 {
+    id_of(user, "-u")
+}
+fn nix_gid(user: &str) -> u32 {
+    id_of(user, "-g")
+}
+fn id_of(user: &str, flag: &str) -> u32 {
+    let out = std::process::Command::new("id")
+        .args([flag, user])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+}
+
+#[test]
+fn five_graceful_restarts_under_load_lose_nothing() {
+    ensure_user("procd-test-a");
+    let conf = group("load", "procd-test-a", "processes=2 graceful-timeout=5");
+    let mut a = Apache::new("load", Mpm::Event, &conf);
+    a.start();
+    a.wait_for_group("load", Duration::from_secs(10));
+    let manager = a.manager();
+    let socket = a.socket("load");
+    let stop = Arc::new(AtomicBool::new(false));
+    let ok = Arc::new(AtomicUsize::new(0));
+    let failures = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            let (stop, ok, failures, socket) =
+                (stop.clone(), ok.clone(), failures.clone(), socket.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::SeqCst) && Instant::now() < deadline {
+                    match ask(&socket, "sleep 0.02") {
+                        Ok(answer) if answer.starts_with("group=load") => {
+                            ok.fetch_add(1, Ordering::SeqCst);
+                        }
+                        Ok(other) => failures
+                            .lock()
+                            .unwrap()
+                            .push(format!("bad answer {other:?}")),
+                        Err(e) => failures.lock().unwrap().push(e),
+                    }
+                }
+            })
+        })
+        .collect();
+    let mut seen_workers = children(manager);
+    std::thread::sleep(Duration::from_millis(500));
+    for i in 1..=5 {
+        a.graceful();
+        // The new generation of the group is serving before the next restart.
+        if !wait_until(Duration::from_secs(10), || {
+            a.log_count("is serving with") > i
+        }) {
+            a.fail(&format!("generation {} of the group never served", i + 1));
+        }
+        // Keep the load going between restarts: about 10 s in all.
+        for _ in 0..8 {
+            std::thread::sleep(Duration::from_millis(200));
+            seen_workers.extend(children(manager));
+        }
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, Ordering::SeqCst);
+    for c in clients {
+        c.join().unwrap();
+    }
+    let failures = failures.lock().unwrap().clone();
+    let answered = ok.load(Ordering::SeqCst);
+    eprintln!(
+        "graceful under load: {answered} answers, {} failures",
+        failures.len()
+    );
+    if !failures.is_empty() || answered < 400 {
+        a.fail(&format!(
+            "{answered} answered, {} failed: {:?}",
+            failures.len(),
+            &failures[..failures.len().min(5)]
+        ));
+    }
+    // Old generations drain and exit (well within graceful-timeout here).
+    let last_gen = field(&ask(&socket, "who").unwrap(), "gen").to_string();
+    if !wait_until(Duration::from_secs(8), || children(manager).len() == 2) {
+        a.fail(&format!(
+            "old workers still running: {:?}",
+            children(manager)
+        ));
+    }
+    for w in children(manager) {
+        seen_workers.remove(&w);
+    }
+    if let Some(p) = seen_workers.iter().find(|p| pid_alive(**p)) {
+        a.fail(&format!(
+            "a worker of an old generation is still alive: {p}"
+        ));
+    }
+    if !zombie_children(manager).is_empty() {
+        a.fail("the manager left zombies");
+    }
+    if a.log_count("has drained and stopped") < 5 || a.log_count("PD0207") > 0 {
+        a.fail("every old generation should drain by itself, without SIGTERM/SIGKILL");
+    }
+    eprintln!(
+        "last generation {last_gen}; {} old workers all gone",
+        seen_workers.len()
+    );
+    a.stop();
+}
+
+#[test]
+fn killed_worker_is_replaced_and_killed_manager_comes_back() {
+    ensure_user("procd-test-a");
+    let mut a = Apache::new(
+        "crash",
+        Mpm::Event,
+        &group("crash", "procd-test-a", "processes=2"),
+    );
+    a.start();
+    a.wait_for_group("crash", Duration::from_secs(10));
+    let manager = a.manager();
+    let before = children(manager);
+    let victim = *before.iter().next().unwrap();
+    nix_kill(victim, "KILL");
+    if !wait_until(Duration::from_secs(5), || {
+        let now = children(manager);
+        now.len() == 2 && !now.contains(&victim)
+    }) {
+        a.fail(&format!(
+            "worker {victim} was not replaced: {:?}",
+            children(manager)
+        ));
+    }
+    a.wait_for_group("crash", Duration::from_secs(5));
+    if !a
+        .error_log()
+        .contains(&format!("worker pid {victim} was killed by signal SIGKILL"))
+    {
+        a.fail("the log does not say how the worker died");
+    }
+
+    // A worker that crashes while answering: the client sees the cut, the
+    // worker is replaced.
+    let _ = ask(&a.socket("crash"), "crash");
+    if !wait_until(Duration::from_secs(5), || {
+        a.error_log().contains("exited with status 3")
+    }) {
+        a.fail("the crash's exit status is not logged");
+    }
+    if !wait_until(Duration::from_secs(5), || children(manager).len() == 2) {
+        a.fail("the crashed worker was not replaced");
+    }
+
+    // SIGKILL the manager: a new one within about a second, its old workers gone.
+    let old_workers = children(manager);
+    let killed = Instant::now();
+    nix_kill(manager, "KILL");
+    let master = a.master.unwrap();
+    let mut new_manager = None;
+    if !wait_until(Duration::from_secs(3), || {
+        new_manager = manager_of(master).filter(|m| *m != manager);
+        new_manager.is_some()
+    }) {
+        a.fail("no new manager within 3 s");
+    }
+    let took = killed.elapsed();
+    eprintln!("new manager after {} ms", took.as_millis());
+    if !wait_until(Duration::from_secs(1), || {
+        old_workers.iter().all(|p| !pid_alive(*p))
+    }) {
+        a.fail(&format!(
+            "workers of the dead manager linger: {old_workers:?}"
+        ));
+    }
+    a.wait_for_group("crash", Duration::from_secs(5));
+    if !a.error_log().contains("PD0102: the process manager") {
+        a.fail("no log line about the manager's death");
+    }
+    if took > Duration::from_millis(2000) {
+        a.fail(&format!(
+            "the manager took {} ms to come back",
+            took.as_millis()
+        ));
+    }
+    a.stop();
+}
+
+fn nix_kill(pid: i32, sig: &str) {
+    std::process::Command::new("kill")
+        .args([&format!("-{sig}"), &pid.to_string()])
+        .status()
+        .unwrap();
+}
+
+#[test]
+fn killing_httpd_takes_manager_and_workers_down() {
+    ensure_user("procd-test-a");
+    let mut a = Apache::new(
+        "parentkill",
+        Mpm::Event,
+        &group("pk", "procd-test-a", "processes=2"),
+    );
+    a.start();
+    a.wait_for_group("pk", Duration::from_secs(10));
+    let manager = a.manager();
+    let workers = children(manager);
+    let master = a.forget_master().unwrap();
+    let apache_children: Vec<i32> = children(master)
+        .into_iter()
+        .filter(|p| *p != manager)
+        .collect();
+    nix_kill(master, "KILL");
+    let gone = wait_until(Duration::from_secs(2), || {
+        !pid_alive(manager) && workers.iter().all(|w| !pid_alive(*w))
+    });
+    // Apache's own children are not ours to judge; clean them up by pid.
+    for p in apache_children {
+        if pid_alive(p) {
+            nix_kill(p, "KILL");
+        }
+    }
+    if !gone {
+        a.fail(&format!(
+            "2 s after SIGKILL of httpd: manager alive={}, workers alive={:?}",
+            pid_alive(manager),
+            workers
+                .iter()
+                .filter(|w| pid_alive(**w))
+                .collect::<Vec<_>>()
+        ));
+    }
+}
+
+#[test]
+fn failing_command_backs_off_quietly() {
+    ensure_user("procd-test-a");
+    let conf = group("bad", "procd-test-a", "processes=1 env=WORKER_MODE=fail");
+    let mut a = Apache::new("backoff", Mpm::Event, &conf);
+    a.start();
+    let manager = a.manager();
+    let cpu_before = cpu_ticks(manager);
+    std::thread::sleep(Duration::from_secs(6));
+    let starts = a.log_count("PD0201");
+    let cpu = cpu_ticks(manager) - cpu_before;
+    eprintln!("failing command: {starts} starts in 6 s, manager used {cpu} CPU ticks");
+    if !(2..=7).contains(&starts) {
+        a.fail(&format!(
+            "{starts} starts in 6 s: expected a handful, with back-off"
+        ));
+    }
+    if !a
+        .error_log()
+        .contains("PD0203: group bad: workers fail to start")
+        || !a.error_log().contains("failing on purpose")
+    {
+        a.fail("expected the back-off line and the worker's own message");
+    }
+    if cpu > 50 {
+        a.fail(&format!("the manager used {cpu} ticks in 6 s: not idle"));
+    }
+    if !zombie_children(manager).is_empty() {
+        a.fail("zombies under the manager");
+    }
+    a.stop();
+}
+
+#[test]
+fn broken_new_generation_keeps_the_old_one_serving() {
+    ensure_user("procd-test-a");
+    let good = group("keep", "procd-test-a", "processes=2");
+    let mut a = Apache::new("broken", Mpm::Event, &good);
+    a.start();
+    let first = a.wait_for_group("keep", Duration::from_secs(10));
+    let gen1 = field(&first, "gen").to_string();
+    a.set_extra(&group(
+        "keep",
+        "procd-test-a",
+        "processes=2 env=WORKER_MODE=fail",
+    ));
+    a.graceful();
+    if !wait_until(Duration::from_secs(10), || {
+        a.error_log().contains("failed to start")
+    }) {
+        a.fail("the broken generation was not reported");
+    }
+    if !a
+        .error_log()
+        .contains(&format!("the previous generation ({gen1}) keeps serving"))
+    {
+        a.fail("the log should say the previous generation keeps serving");
+    }
+    for _ in 0..20 {
+        let answer = ask(&a.socket("keep"), "who")
+            .unwrap_or_else(|e| a.fail(&format!("the old generation stopped answering: {e}")));
+        if field(&answer, "gen") != gen1 {
+            a.fail(&format!("answered by {answer}, expected generation {gen1}"));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Fixing the configuration brings a new generation in.
+    a.set_extra(&good);
+    a.graceful();
+    if !wait_until(Duration::from_secs(10), || {
+        ask(&a.socket("keep"), "who").is_ok_and(|x| field(&x, "gen") != gen1)
+    }) {
+        a.fail("the fixed configuration never replaced the old generation");
+    }
+    a.stop();
+}
+
+#[test]
+fn groups_are_isolated_from_each_other_and_from_httpd() {
+    ensure_user("procd-test-a");
+    ensure_user("procd-test-b");
+    let conf = format!(
+        "{}\n{}",
+        group("ia", "procd-test-a", "processes=1"),
+        group("ib", "procd-test-b", "processes=1")
+    );
+    let mut a = Apache::new("isolation", Mpm::Event, &conf);
+    a.start();
+    a.wait_for_group("ia", Duration::from_secs(10));
+    a.wait_for_group("ib", Duration::from_secs(10));
+    let b_socket = a.socket("ib").display().to_string();
+    let connect =
+        format!("import socket; s=socket.socket(socket.AF_UNIX); s.connect('{b_socket}')");
+    let (ok, out) = run_as("procd-test-a", &["/usr/bin/python3", "-c", &connect]);
+    if ok || !out.contains("Permission denied") {
+        a.fail(&format!(
+            "group a's user could connect to group b's socket: {out}"
+        ));
+    }
+    let run_dir = a.dir.join("run/procd").display().to_string();
+    let (ok, out) = run_as("procd-test-a", &["/bin/ls", &run_dir]);
+    if ok || !out.contains("Permission denied") {
+        a.fail(&format!("group a's user could list the runtime dir: {out}"));
+    }
+    for (what, pid) in [
+        ("the manager", a.manager()),
+        ("the httpd master", a.master.unwrap()),
+    ] {
+        let (ok, out) = run_as("procd-test-a", &["/bin/kill", "-0", &pid.to_string()]);
+        if ok {
+            a.fail(&format!("group a's user can signal {what}: {out}"));
+        }
+    }
+    // Apache's child user can connect (it must, to serve requests).
+    let (ok, out) = run_as(
+        "www-data",
+        &[
+            "/usr/bin/python3",
+            "-c",
+            &format!("{connect}; s.sendall(b'who\\n'); print(s.recv(200))"),
+        ],
+    );
+    if !ok || !out.contains("group=ib") {
+        a.fail(&format!("Apache's user cannot reach the group: {out}"));
+    }
+    a.stop();
+}

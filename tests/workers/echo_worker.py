@@ -1,0 +1,75 @@
+#!/usr/bin/env python3
+"""A test worker for mod_procd's process manager (stdlib only).
+
+Accepts on the listening socket it inherits as fd 3 (LISTEN_FDS=1), says
+READY on the status channel fd 4, and answers each connection's one line:
+  "who"            -> group, generation, pid, uid, gid, groups
+  "sleep SECONDS"  -> sleeps, then answers like "who"
+  "crash"          -> exits with status 3 (the connection is cut)
+When fd 4 reaches EOF (the manager drains this generation) it serves what is
+already queued on the socket, then exits 0.
+
+WORKER_MODE (env): "fail" exits 1 at once; "hang" never says READY.
+"""
+import os
+import select
+import socket
+import sys
+import time
+
+def answer(conn, line):
+    if line.startswith("sleep"):
+        time.sleep(float(line.split()[1]))
+    if line == "crash":
+        os._exit(3)
+    info = "group=%s gen=%s pid=%d uid=%d gid=%d groups=%s\n" % (
+        os.environ.get("PROCD_GROUP"), os.environ.get("PROCD_GENERATION"),
+        os.getpid(), os.getuid(), os.getgid(),
+        ",".join(str(g) for g in sorted(os.getgroups())))
+    conn.sendall(info.encode())
+
+def serve(conn):
+    with conn:
+        conn.settimeout(10)
+        data = b""
+        while not data.endswith(b"\n"):
+            chunk = conn.recv(4096)
+            if not chunk:
+                return
+            data += chunk
+        answer(conn, data.decode().strip())
+
+def main():
+    mode = os.environ.get("WORKER_MODE", "")
+    print("echo worker pid %d starting (mode=%r)" % (os.getpid(), mode), flush=True)
+    print("a line on stderr", file=sys.stderr, flush=True)
+    if mode == "fail":
+        print("failing on purpose", file=sys.stderr, flush=True)
+        sys.exit(1)
+    assert os.environ.get("LISTEN_FDS") == "1"
+    assert os.environ.get("LISTEN_PID") == str(os.getpid())
+    listener = socket.socket(fileno=3)
+    listener.setblocking(False)
+    status = 4
+    if mode != "hang":
+        os.write(status, b"READY\n")
+    draining = False
+    while True:
+        readable, _, _ = select.select([listener] + ([] if draining else [status]), [], [], 1.0)
+        if status in readable and not draining:
+            if os.read(status, 100) == b"":
+                draining = True
+        if listener in readable or draining:
+            while True:
+                try:
+                    conn, _ = listener.accept()
+                except (BlockingIOError, InterruptedError):
+                    break
+                conn.setblocking(True)
+                serve(conn)
+            if draining:
+                print("drained, exiting", flush=True)
+                return
+
+if __name__ == "__main__":
+    main()
