@@ -7,7 +7,7 @@ PACKAGES=(
     # build
     apache2 apache2-dev libapr1-dev libaprutil1-dev libclang-dev pkg-config
     # tests and demo
-    curl procps passwd
+    curl procps passwd util-linux
     # language runtimes the tests and the demo use
     python3 perl
 )

@@ -460,3 +460,98 @@ fn groups_are_isolated_from_each_other_and_from_httpd() {
     }
     a.stop();
 }
+
+#[test]
+fn startup_timeout_bounds_a_worker_that_never_gets_ready() {
+    ensure_user("procd-test-a");
+    let conf = group(
+        "slow",
+        "procd-test-a",
+        "processes=1 startup-timeout=2 env=WORKER_MODE=hang",
+    );
+    let mut a = Apache::new("startup-timeout", Mpm::Event, &conf);
+    a.start();
+    if !wait_until(Duration::from_secs(6), || {
+        a.error_log()
+            .contains("not every worker became ready within startup-timeout (2 s)")
+    }) {
+        a.fail("the start-up timeout was not enforced");
+    }
+    if !a.error_log().contains("PD0203: group slow") {
+        a.fail("no back-off line after the start-up timeout");
+    }
+    a.stop();
+}
+
+#[test]
+fn graceful_stop_lets_workers_finish_and_stop_is_bounded() {
+    ensure_user("procd-test-a");
+    let mut a = Apache::new(
+        "stopping",
+        Mpm::Event,
+        &group("st", "procd-test-a", "processes=2"),
+    );
+    a.start();
+    a.wait_for_group("st", Duration::from_secs(10));
+    let manager = a.manager();
+    let workers = children(manager);
+    let socket = a.socket("st");
+    let in_flight = std::thread::spawn(move || ask(&socket, "sleep 0.8"));
+    std::thread::sleep(Duration::from_millis(200));
+    let master = a.forget_master().unwrap();
+    let stopped = Instant::now();
+    let out = std::process::Command::new(APACHE)
+        .arg("-f")
+        .arg(&a.conf)
+        .args(["-k", "graceful-stop"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let answer = in_flight.join().unwrap();
+    if !answer.as_ref().is_ok_and(|x| x.starts_with("group=st")) {
+        a.fail(&format!(
+            "the request in flight during graceful-stop was lost: {answer:?}"
+        ));
+    }
+    let all_gone = wait_until(Duration::from_secs(8), || {
+        !pid_alive(master) && !pid_alive(manager) && workers.iter().all(|w| !pid_alive(*w))
+    });
+    eprintln!(
+        "graceful-stop: everything gone after {} ms",
+        stopped.elapsed().as_millis()
+    );
+    if !all_gone {
+        a.fail("processes left after graceful-stop");
+    }
+
+    // apachectl stop: bounded.
+    a.start();
+    a.wait_for_group("st", Duration::from_secs(10));
+    let manager = a.manager();
+    let workers = children(manager);
+    let master = a.forget_master().unwrap();
+    let stopped = Instant::now();
+    let _ = std::process::Command::new(APACHE)
+        .arg("-f")
+        .arg(&a.conf)
+        .args(["-k", "stop"])
+        .output()
+        .unwrap();
+    let all_gone = wait_until(Duration::from_secs(6), || {
+        !pid_alive(master) && !pid_alive(manager) && workers.iter().all(|w| !pid_alive(*w))
+    });
+    eprintln!(
+        "stop: everything gone after {} ms",
+        stopped.elapsed().as_millis()
+    );
+    if !all_gone {
+        a.fail("processes left 6 s after stop");
+    }
+    if std::net::TcpListener::bind(("127.0.0.1", a.port)).is_err() {
+        a.fail("the port is still taken after stop");
+    }
+}

@@ -762,7 +762,10 @@ impl Manager {
             .retain(|_, g| g.plan.is_some() || !g.generations.is_empty());
     }
 
-    /// Everything stops: `apachectl stop`, or httpd is gone.
+    /// Everything stops: `apachectl stop` or `graceful-stop`, or httpd is
+    /// gone. Workers first get EOF on their status channel (finish what you
+    /// hold, then exit); whoever is left after a second gets SIGTERM, and
+    /// SIGKILL after `STOP_GRACE`. Bounded: about 3 s in all.
     fn shutdown(&mut self, why: &str) -> ! {
         self.stopping = true;
         self.logs.manager(
@@ -770,12 +773,30 @@ impl Manager {
             id::MANAGER,
             &format!("stopping all groups ({why})"),
         );
-        let pids: Vec<Pid> = self.workers.keys().copied().collect();
-        for pid in &pids {
-            let _ = killpg(*pid, Signal::SIGTERM);
+        let mut quiet = Vec::new();
+        for (pid, w) in self.workers.iter_mut() {
+            w.status = None;
+            let speaks_status = self
+                .groups
+                .get(&w.group)
+                .and_then(|g| g.generations.iter().find(|x| x.id == w.generation))
+                .is_some_and(|g| g.plan.ready_message);
+            if !speaks_status {
+                quiet.push(*pid);
+            }
         }
-        let deadline = Instant::now() + STOP_GRACE;
-        while !self.workers.is_empty() && Instant::now() < deadline {
+        for pid in quiet {
+            let _ = killpg(pid, Signal::SIGTERM);
+        }
+        let start = Instant::now();
+        let mut termed = false;
+        while !self.workers.is_empty() && start.elapsed() < STOP_GRACE {
+            if !termed && start.elapsed() >= Duration::from_secs(1) {
+                termed = true;
+                for pid in self.workers.keys() {
+                    let _ = killpg(*pid, Signal::SIGTERM);
+                }
+            }
             self.reap();
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -783,7 +804,7 @@ impl Manager {
             let _ = killpg(*pid, Signal::SIGKILL);
             let _ = kill(*pid, Signal::SIGKILL);
         }
-        while !self.workers.is_empty() && Instant::now() < deadline + Duration::from_secs(2) {
+        while !self.workers.is_empty() && start.elapsed() < STOP_GRACE + Duration::from_secs(2) {
             self.reap();
             std::thread::sleep(Duration::from_millis(10));
         }
