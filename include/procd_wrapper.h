@@ -13,5 +13,6 @@
 #include <apr_pools.h>
 #include <apr_buckets.h>
 #include <apr_thread_proc.h>
+#include <util_script.h>
 
 #include "procd_shim.h"

@@ -11,4 +11,6 @@
 
 mod config;
 mod ffi;
+mod handler;
 mod manager;
+mod protocol;

@@ -51,6 +51,23 @@ pub struct GroupPlan {
 /// started.
 pub const SETTLE_MS: u64 = 1000;
 
+/// Loaders shipped inside the module, by language: (file name, source).
+/// The manager writes them to `RUNTIME/loaders/` and the language's
+/// interpreter (or `command=`) runs them.
+pub const LOADERS: &[(&str, &str, &str)] = &[(
+    "python",
+    "procd_wsgi.py",
+    include_str!("../loaders/procd_wsgi.py"),
+)];
+
+/// Where the loader of `language` lives under the runtime dir, if it has one.
+pub fn loader_path(runtime_dir: &str, language: &str) -> Option<String> {
+    LOADERS
+        .iter()
+        .find(|(l, _, _)| *l == language)
+        .map(|(_, file, _)| format!("{runtime_dir}/loaders/{file}"))
+}
+
 /// Where the error log of a server goes for workers' output: a file path,
 /// or, for piped or syslog logs (which the manager cannot share), a file in
 /// the runtime dir.
@@ -80,7 +97,7 @@ pub fn build_plan(views: &[ServerView<'_>], apache: &Identity, runtime_dir: &str
             };
             let who = group_identity(g, apache);
             let words = g.command.as_ref().or(lang.command.as_ref());
-            let argv = match words.and_then(|w| w.split_first()) {
+            let mut argv: Vec<String> = match words.and_then(|w| w.split_first()) {
                 Some((program, args)) if lang.protocol != Protocol::Cgi || g.command.is_some() => {
                     let resolved =
                         find_program(program).map_or(program.clone(), |p| p.display().to_string());
@@ -90,6 +107,12 @@ pub fn build_plan(views: &[ServerView<'_>], apache: &Identity, runtime_dir: &str
                 }
                 _ => Vec::new(),
             };
+            // Built-in languages run their shipped loader; command= replaces
+            // only the interpreter (e.g. a virtualenv's python).
+            if let (false, Some(loader)) = (argv.is_empty(), loader_path(runtime_dir, &g.language))
+            {
+                argv.push(loader);
+            }
             let home = g.home.as_ref().map_or_else(
                 || {
                     nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(who.uid))
@@ -108,6 +131,14 @@ pub fn build_plan(views: &[ServerView<'_>], apache: &Identity, runtime_dir: &str
                 ("LOGNAME".to_string(), who.user.clone()),
                 ("LANG".to_string(), "C.UTF-8".to_string()),
             ];
+            env.push((
+                "PROCD_REQUEST_TIMEOUT_MS".to_string(),
+                g.request_timeout.as_millis().to_string(),
+            ));
+            env.push((
+                "PROCD_MAX_REQUESTS".to_string(),
+                g.maximum_requests.to_string(),
+            ));
             for (k, v) in &g.env {
                 env.retain(|(old, _)| old != k);
                 env.push((k.clone(), v.clone()));
@@ -189,6 +220,7 @@ mod tests {
         let plan = build_plan(&views, &apache, "/run/procd");
         let a = &plan.groups[0];
         assert!(a.argv[0].ends_with("/python3"), "{:?}", a.argv);
+        assert_eq!(a.argv[1], "/run/procd/loaders/procd_wsgi.py");
         assert_eq!(a.uid, 65534);
         assert_eq!(a.processes, 1);
         assert!(a.ready_message);

@@ -51,6 +51,7 @@ pub enum Level {
     /// Startup errors: printed plainly, also by `apachectl configtest`.
     StartupError,
     Crit,
+    Error,
     Notice,
 }
 
@@ -82,6 +83,7 @@ pub fn log_server(server: Option<Server>, level: Level, text: &str) {
     let lvl = match level {
         Level::StartupError => sys::APLOG_STARTUP | sys::APLOG_EMERG,
         Level::Crit => sys::APLOG_CRIT,
+        Level::Error => sys::APLOG_ERR,
         Level::Notice => sys::APLOG_NOTICE,
     };
     let text = CString::new(text.replace('\0', "\\0")).unwrap_or_default();
@@ -153,4 +155,27 @@ pub unsafe fn pool_box<T>(pool: *mut sys::apr_pool_t, value: T) -> *mut T {
         );
     }
     raw
+}
+
+/// Writes one line to the error log about request `r` (with client and URL).
+pub fn log_request(r: *mut sys::request_rec, level: Level, text: &str) {
+    let lvl = match level {
+        Level::StartupError | Level::Crit => sys::APLOG_CRIT,
+        Level::Error => sys::APLOG_ERR,
+        Level::Notice => sys::APLOG_NOTICE,
+    };
+    let text = CString::new(text.replace('\0', "\\0")).unwrap_or_default();
+    // SAFETY: `r` is the live request of the calling hook; "%s" matches.
+    unsafe {
+        sys::ap_log_rerror_(
+            c"mod_procd".as_ptr(),
+            line!() as i32,
+            module_index(),
+            lvl,
+            0,
+            r,
+            c"%s".as_ptr(),
+            text.as_ptr(),
+        );
+    }
 }

@@ -11,4 +11,6 @@ mod apache;
 pub mod module;
 pub mod os;
 #[cfg(not(test))]
+mod request;
+#[cfg(not(test))]
 mod sys;

@@ -108,6 +108,30 @@ unsafe extern "C" fn register_hooks(_pool: *mut sys::apr_pool_t) {
         unsafe {
             sys::ap_hook_check_config(Some(check_config), null(), null(), sys::APR_HOOK_MIDDLE);
             sys::ap_hook_post_config(Some(post_config), null(), null(), sys::APR_HOOK_MIDDLE);
+            sys::ap_hook_translate_name(
+                Some(super::request::translate_name),
+                null(),
+                null(),
+                sys::APR_HOOK_MIDDLE,
+            );
+            sys::ap_hook_map_to_storage(
+                Some(super::request::map_to_storage),
+                null(),
+                null(),
+                sys::APR_HOOK_FIRST,
+            );
+            sys::ap_hook_fixups(
+                Some(super::request::fixups),
+                null(),
+                null(),
+                sys::APR_HOOK_LAST,
+            );
+            sys::ap_hook_handler(
+                Some(super::request::handler),
+                null(),
+                null(),
+                sys::APR_HOOK_MIDDLE,
+            );
         }
     })
 }
@@ -158,6 +182,15 @@ unsafe extern "C" fn merge_dir_config(
         // cleared before the module can be unloaded.
         unsafe { pool_box(pool, DirConfig::merge(base, add)) }.cast()
     })
+}
+
+/// This module's configuration for a server, for request hooks.
+///
+/// # Safety
+/// As `server_config`; the result is only read.
+pub(super) unsafe fn server_config_of<'a>(s: *mut sys::server_rec) -> &'a ServerConfig {
+    // SAFETY: per the contract.
+    unsafe { server_config(s) }
 }
 
 /// This module's configuration for a server.

@@ -50,6 +50,11 @@ const KILL_GRACE: Duration = Duration::from_secs(2);
 const STOP_GRACE: Duration = Duration::from_secs(3);
 /// Longest line of worker output kept before it is logged in pieces.
 const MAX_LINE: usize = 8192;
+/// Under the runtime dir: one file per recently exited worker, named by pid,
+/// saying how it ended.
+pub const EXITS: &str = "exits";
+/// How long exit records are kept.
+const EXIT_RECORD_AGE: Duration = Duration::from_secs(120);
 
 /// Log ids of the manager.
 mod id {
@@ -158,7 +163,7 @@ impl Manager {
     /// A new configuration from httpd: every group starts a new generation.
     fn apply(&mut self, plan: Plan) {
         self.logs.reset(&plan.main_error_log);
-        if let Err(e) = prepare_runtime_dir(Path::new(&plan.runtime_dir)) {
+        if let Err(e) = prepare_runtime_dir(Path::new(&plan.runtime_dir), plan.socket_gid) {
             self.logs.manager(
                 "error",
                 id::MANAGER,
@@ -499,6 +504,7 @@ impl Manager {
             return;
         };
         self.flush_output(pid, &mut w);
+        self.record_exit(pid, &describe(status));
         let name = w.group.clone();
         let Some(group) = self.groups.get_mut(&name) else {
             return;
@@ -596,6 +602,33 @@ impl Manager {
                         g.failures = 0;
                     }
                     self.spawn(&name, gen_id);
+                }
+            }
+        }
+    }
+
+    /// Writes how a worker ended to `RUNTIME/exits/PID`, for the request
+    /// handler's log line; forgets records older than two minutes.
+    fn record_exit(&mut self, pid: Pid, how: &str) {
+        let dir = Path::new(&self.plan.runtime_dir).join(EXITS);
+        let file = dir.join(pid.as_raw().to_string());
+        if std::fs::write(&file, how).is_ok() {
+            let _ = nix::unistd::chown(
+                &file,
+                None,
+                Some(nix::unistd::Gid::from_raw(self.plan.socket_gid)),
+            );
+            let _ = std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o640));
+        }
+        if let Ok(entries) = std::fs::read_dir(&dir) {
+            for e in entries.flatten() {
+                let old = e
+                    .metadata()
+                    .ok()
+                    .and_then(|m| m.modified().ok())
+                    .and_then(|t| t.elapsed().ok());
+                if old.is_some_and(|age| age > EXIT_RECORD_AGE) {
+                    let _ = std::fs::remove_file(e.path());
                 }
             }
         }
@@ -887,15 +920,30 @@ fn set_nonblocking(fd: &OwnedFd) {
     }
 }
 
-fn prepare_runtime_dir(dir: &Path) -> std::io::Result<()> {
+/// The runtime dir: 0711 root (others may pass through to a socket they may
+/// open, but not list it); `loaders/` (0755, the shipped loaders, 0644);
+/// `exits/` (0750 root:Apache's group: how each worker ended, read by the
+/// request handler to explain a failed request).
+fn prepare_runtime_dir(dir: &Path, apache_gid: u32) -> std::io::Result<()> {
+    let root = Some(nix::unistd::Uid::from_raw(0));
+    let wheel = Some(nix::unistd::Gid::from_raw(0));
     std::fs::create_dir_all(dir)?;
-    nix::unistd::chown(
-        dir,
-        Some(nix::unistd::Uid::from_raw(0)),
-        Some(nix::unistd::Gid::from_raw(0)),
-    )?;
-    // Others may pass through (to reach a socket they may open) but not list.
+    nix::unistd::chown(dir, root, wheel)?;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711))?;
+    let loaders = dir.join("loaders");
+    std::fs::create_dir_all(&loaders)?;
+    nix::unistd::chown(&loaders, root, wheel)?;
+    std::fs::set_permissions(&loaders, std::fs::Permissions::from_mode(0o755))?;
+    for (_, file, source) in crate::config::plan::LOADERS {
+        let tmp = loaders.join(format!(".{file}.tmp"));
+        std::fs::write(&tmp, source)?;
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644))?;
+        std::fs::rename(&tmp, loaders.join(file))?;
+    }
+    let exits = dir.join(EXITS);
+    std::fs::create_dir_all(&exits)?;
+    nix::unistd::chown(&exits, root, Some(nix::unistd::Gid::from_raw(apache_gid)))?;
+    std::fs::set_permissions(&exits, std::fs::Permissions::from_mode(0o750))?;
     // Sockets of a previous manager (killed, or httpd killed) are stale.
     for entry in std::fs::read_dir(dir)?.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();

@@ -197,6 +197,12 @@ impl Apache {
         std::fs::write(dir.join("htdocs/hello.txt"), "Hello, World!\n").expect("write docroot");
         let worker = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/workers/echo_worker.py");
         std::fs::copy(worker, dir.join("echo_worker.py")).expect("copy the test worker");
+        // Language "echo": the test worker, speaking the procd status channel.
+        std::fs::write(
+            dir.join("echo.toml"),
+            format!("[language.echo]\nprotocol = \"procd\"\ncommand = \"/usr/bin/python3 {}/echo_worker.py\"\n", dir.display()),
+        )
+        .expect("write echo.toml");
         let _ = Command::new("chmod").args(["-R", "755"]).arg(&dir).status();
         let a = Apache {
             conf: dir.join("httpd.conf"),

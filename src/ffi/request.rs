@@ -1,0 +1,421 @@
+//! Request hooks: `LanguageMount` (translate_name, map_to_storage),
+//! `LanguageHandler` (fixups) and the handler that sends a request to its
+//! group through `crate::handler`.
+
+use super::apache::{Level, guard, log_request, pool_string, string_from};
+use super::module::server_config_of;
+use super::sys;
+use crate::config::scope::DirConfig;
+use crate::handler::{Client, Outcome, Target, proxy};
+use std::ffi::{c_char, c_int};
+use std::path::PathBuf;
+
+const NOTE_GROUP: &std::ffi::CStr = c"procd-group";
+const NOTE_KIND: &std::ffi::CStr = c"procd-kind";
+const HANDLER_MOUNT: &str = "procd-mount";
+const HANDLER_SCRIPT: &str = "procd-script";
+
+/// A request Apache is processing, valid for one hook call.
+struct Request(*mut sys::request_rec);
+
+impl Request {
+    fn r(&self) -> &sys::request_rec {
+        // SAFETY: Apache passes a live request_rec to every request hook and
+        // it outlives the call; `Request` never escapes the call.
+        unsafe { &*self.0 }
+    }
+
+    fn pool(&self) -> *mut sys::apr_pool_t {
+        self.r().pool
+    }
+
+    fn note(&self, key: &std::ffi::CStr) -> Option<String> {
+        // SAFETY: notes is the request's live table.
+        let v = unsafe { sys::apr_table_get(self.r().notes, key.as_ptr()) };
+        // SAFETY: a table value is a NUL-terminated string or NULL.
+        (!v.is_null()).then(|| unsafe { string_from(v) })
+    }
+
+    fn set_table(&self, table: *mut sys::apr_table_t, key: &str, value: &str, add: bool) {
+        let pool = self.pool();
+        // SAFETY: pool strings live as long as the request; the table is live.
+        unsafe {
+            let (k, v) = (pool_string(pool, key), pool_string(pool, value));
+            if add {
+                sys::apr_table_addn(table, k, v);
+            } else {
+                sys::apr_table_setn(table, k, v);
+            }
+        }
+    }
+
+    fn set_note(&self, key: &std::ffi::CStr, value: &str) {
+        // SAFETY: notes is the request's live table; the value is copied.
+        unsafe {
+            let v = pool_string(self.pool(), value);
+            sys::apr_table_setn(self.r().notes, key.as_ptr(), v);
+        }
+    }
+
+    fn set_string_field(
+        &self,
+        value: &str,
+        field: impl FnOnce(*mut sys::request_rec, *mut c_char),
+    ) {
+        // SAFETY: a pool copy, alive as long as the request.
+        let v = unsafe { pool_string(self.pool(), value) } as *mut c_char;
+        field(self.0, v);
+    }
+
+    fn uri(&self) -> String {
+        // SAFETY: r->uri is a NUL-terminated string or NULL.
+        unsafe { string_from(self.r().uri) }
+    }
+
+    fn handler(&self) -> String {
+        // SAFETY: as above.
+        unsafe { string_from(self.r().handler) }
+    }
+
+    fn filename(&self) -> String {
+        // SAFETY: as above.
+        unsafe { string_from(self.r().filename) }
+    }
+
+    fn dir_config(&self) -> &DirConfig {
+        // SAFETY: our per-dir config, created by create/merge_dir_config,
+        // lives in a pool that outlives the request.
+        unsafe {
+            &*sys::procd_get_module_config(
+                self.r().per_dir_config,
+                &raw const super::module::procd_module,
+            )
+            .cast::<DirConfig>()
+        }
+    }
+
+    fn log(&self, level: Level, text: &str) {
+        log_request(self.0, level, text);
+    }
+
+    /// Every (name, value) of an APR table.
+    fn table_entries(&self, table: *mut sys::apr_table_t) -> Vec<(String, String)> {
+        // SAFETY: apr_table_elts is a cast of the table to its array header;
+        // entries are `nelts` apr_table_entry_t with string key/val (or NULL).
+        unsafe {
+            let arr = table as *const sys::apr_array_header_t;
+            let entries = (*arr).elts as *const sys::apr_table_entry_t;
+            (0..(*arr).nelts as usize)
+                .map(|i| {
+                    let e = &*entries.add(i);
+                    (string_from(e.key), string_from(e.val))
+                })
+                .filter(|(k, _)| !k.is_empty())
+                .collect()
+        }
+    }
+}
+
+/// `LanguageMount`: claims URLs under a mounted prefix.
+pub unsafe extern "C" fn translate_name(r: *mut sys::request_rec) -> c_int {
+    guard(sys::DECLINED, || {
+        let req = Request(r);
+        let uri = req.uri();
+        // SAFETY: r->server is the live server of this request.
+        let config = unsafe { server_config_of(req.r().server) };
+        let Some(m) = config.mounts.iter().find(|m| {
+            m.prefix == "/"
+                || uri == m.prefix
+                || uri
+                    .strip_prefix(m.prefix.as_str())
+                    .is_some_and(|rest| rest.starts_with('/'))
+        }) else {
+            return sys::DECLINED;
+        };
+        let path_info = if m.prefix == "/" {
+            uri.clone()
+        } else {
+            uri[m.prefix.len()..].to_string()
+        };
+        req.set_note(NOTE_GROUP, &m.group);
+        req.set_note(NOTE_KIND, HANDLER_MOUNT);
+        // SAFETY: writing pool strings into this request's fields.
+        req.set_string_field(&format!("procd:{}", m.group), |r, v| unsafe {
+            (*r).filename = v
+        });
+        req.set_string_field(&path_info, |r, v| unsafe { (*r).path_info = v });
+        sys::OK
+    })
+}
+
+/// Mounted URLs are not files: skip the directory walk, as mod_proxy does
+/// (`<Location>` still applies).
+pub unsafe extern "C" fn map_to_storage(r: *mut sys::request_rec) -> c_int {
+    guard(sys::DECLINED, || {
+        let req = Request(r);
+        if req.note(NOTE_KIND).as_deref() == Some(HANDLER_MOUNT) {
+            sys::OK
+        } else {
+            sys::DECLINED
+        }
+    })
+}
+
+/// Sets our handler for mounts and for files whose extension a
+/// `LanguageHandler` maps.
+pub unsafe extern "C" fn fixups(r: *mut sys::request_rec) -> c_int {
+    guard(sys::DECLINED, || {
+        let req = Request(r);
+        if req.note(NOTE_KIND).as_deref() == Some(HANDLER_MOUNT) {
+            // SAFETY: a pool copy into this request's handler field.
+            req.set_string_field(HANDLER_MOUNT, |r, v| unsafe { (*r).handler = v });
+            return sys::DECLINED;
+        }
+        if req.r().finfo.filetype == sys::apr_filetype_e_APR_DIR {
+            return sys::DECLINED;
+        }
+        let file = req.filename();
+        let name = file.rsplit('/').next().unwrap_or("");
+        if let Some(group) = req.dir_config().group_for_file(name).map(str::to_string) {
+            req.set_note(NOTE_GROUP, &group);
+            req.set_note(NOTE_KIND, HANDLER_SCRIPT);
+            // SAFETY: a pool copy into this request's handler field.
+            req.set_string_field(HANDLER_SCRIPT, |r, v| unsafe { (*r).handler = v });
+        }
+        sys::DECLINED
+    })
+}
+
+/// Apache's side of the conversation, over `request_rec`.
+struct ApacheClient {
+    r: *mut sys::request_rec,
+    body_started: bool,
+    has_body: bool,
+}
+
+impl Client for ApacheClient {
+    fn read_body(&mut self, max: usize) -> Result<Vec<u8>, String> {
+        // SAFETY: the request is live for the handler call; these are
+        // Apache's documented body-reading calls, in their order.
+        unsafe {
+            if !self.body_started {
+                self.body_started = true;
+                let rc = sys::ap_setup_client_block(self.r, sys::REQUEST_CHUNKED_DECHUNK);
+                if rc != sys::OK {
+                    return Err(format!("the request body cannot be read (status {rc})"));
+                }
+                // Sends 100 Continue if the client waits for it.
+                self.has_body = sys::ap_should_client_block(self.r) != 0;
+            }
+            if !self.has_body {
+                return Ok(Vec::new());
+            }
+            let mut buf = vec![0u8; max.max(1)];
+            let n = sys::ap_get_client_block(self.r, buf.as_mut_ptr().cast(), buf.len() as _);
+            if n < 0 {
+                return Err("the client stopped sending the body (timeout or disconnect)".into());
+            }
+            buf.truncate(n as usize);
+            Ok(buf)
+        }
+    }
+
+    fn start_response(&mut self, status: u16, headers: &[(String, String)]) {
+        let req = Request(self.r);
+        // SAFETY: setting fields of the live request before any output.
+        unsafe { (*self.r).status = c_int::from(status) };
+        for (name, value) in headers {
+            match name.to_ascii_lowercase().as_str() {
+                "content-type" => {
+                    // SAFETY: a pool copy, alive as long as the request.
+                    unsafe { sys::ap_set_content_type(self.r, pool_string(req.pool(), value)) };
+                }
+                "connection" | "keep-alive" | "transfer-encoding" | "proxy-connection"
+                | "upgrade" | "te" | "trailer" => {}
+                _ => req.set_table(req.r().headers_out, name, value, true),
+            }
+        }
+    }
+
+    fn write(&mut self, data: &[u8]) -> bool {
+        // SAFETY: ap_rwrite copies `data` into the request's output brigade.
+        unsafe { sys::ap_rwrite(data.as_ptr().cast(), data.len() as c_int, self.r) >= 0 }
+    }
+
+    fn flush(&mut self) -> bool {
+        // SAFETY: ap_rflush passes a FLUSH down the live request's filters.
+        unsafe { sys::ap_rflush(self.r) >= 0 }
+    }
+
+    fn body_not_read(&mut self) {
+        // SAFETY: fields of the live request and its connection.
+        unsafe {
+            if (*self.r).expecting_100 != 0 {
+                // End-to-end 100-continue: the application did not read the
+                // body, so the client never gets 100 Continue...
+                (*self.r).expecting_100 = 0;
+            }
+            // ...and the unread body is not read afterwards either.
+            (*(*self.r).connection).keepalive = sys::ap_conn_keepalive_e_AP_CONN_CLOSE;
+        }
+    }
+
+    fn abort(&mut self) {
+        // SAFETY: mod_proxy's way to cut a response whose headers are out:
+        // an error bucket then EOS down the live request's filters.
+        unsafe {
+            sys::ap_rflush(self.r);
+            let c = (*self.r).connection;
+            let bb = sys::apr_brigade_create((*self.r).pool, (*c).bucket_alloc);
+            let e = sys::ap_bucket_error_create(
+                sys::HTTP_BAD_GATEWAY,
+                std::ptr::null(),
+                (*c).pool,
+                (*c).bucket_alloc,
+            );
+            sys::procd_brigade_insert_tail(bb, e);
+            sys::procd_brigade_insert_tail(bb, sys::apr_bucket_eos_create((*c).bucket_alloc));
+            sys::ap_pass_brigade((*self.r).output_filters, bb);
+            (*c).keepalive = sys::ap_conn_keepalive_e_AP_CONN_CLOSE;
+        }
+    }
+}
+
+/// The CGI/WSGI environment of the request.
+fn environment(req: &Request, kind: &str, app: Option<&str>) -> Vec<(String, String)> {
+    let r = req.r();
+    // SAFETY: ap_add_common_vars fills r->subprocess_env (HTTP_*, SERVER_*,
+    // REMOTE_*, DOCUMENT_ROOT, SCRIPT_FILENAME, REQUEST_SCHEME, ...).
+    unsafe { sys::ap_add_common_vars(req.0) };
+    let mut env = req.table_entries(r.subprocess_env);
+    // SAFETY: NUL-terminated strings or NULL, from the live request.
+    let (method, protocol, args, unparsed, path_info) = unsafe {
+        (
+            string_from(r.method),
+            string_from(r.protocol),
+            string_from(r.args),
+            string_from(r.unparsed_uri),
+            string_from(r.path_info),
+        )
+    };
+    let uri = req.uri();
+    let script_name = uri
+        .strip_suffix(path_info.as_str())
+        .unwrap_or(&uri)
+        .to_string();
+    let has_https = env.iter().any(|(k, _)| k == "HTTPS");
+    let is_https = env
+        .iter()
+        .any(|(k, v)| k == "REQUEST_SCHEME" && v == "https");
+    let mut set = |k: &str, v: String| {
+        env.retain(|(name, _)| name != k);
+        env.push((k.to_string(), v));
+    };
+    set("GATEWAY_INTERFACE", "CGI/1.1".into());
+    set("SERVER_PROTOCOL", protocol);
+    set("REQUEST_METHOD", method);
+    set("QUERY_STRING", args);
+    set("REQUEST_URI", unparsed);
+    set("SCRIPT_NAME", script_name);
+    set("PATH_INFO", path_info);
+    if kind == HANDLER_MOUNT {
+        set("SCRIPT_FILENAME", app.unwrap_or_default().to_string());
+    }
+    if !has_https {
+        set("HTTPS", if is_https { "on" } else { "off" }.into());
+    }
+    env.retain(|(k, _)| k != "PATH");
+    env
+}
+
+/// The content handler for `procd-mount` and `procd-script`.
+pub unsafe extern "C" fn handler(r: *mut sys::request_rec) -> c_int {
+    guard(sys::HTTP_INTERNAL_SERVER_ERROR, || {
+        let req = Request(r);
+        let kind = req.handler();
+        if kind != HANDLER_MOUNT && kind != HANDLER_SCRIPT {
+            return sys::DECLINED;
+        }
+        let Some(group_name) = req.note(NOTE_GROUP) else {
+            return sys::DECLINED;
+        };
+        if kind == HANDLER_SCRIPT {
+            if req.r().finfo.filetype == sys::apr_filetype_e_APR_NOFILE {
+                req.log(
+                    Level::Error,
+                    &format!(
+                        "PD0301: script not found or unable to stat: {}",
+                        req.filename()
+                    ),
+                );
+                return sys::HTTP_NOT_FOUND;
+            }
+            // SAFETY: ap_allow_options reads the live request's options.
+            if unsafe { sys::ap_allow_options(r) } & sys::OPT_EXECCGI == 0 {
+                req.log(Level::Error, &format!(
+                    "PD0302: Options ExecCGI is off in this directory: {} (add Options +ExecCGI to run it in group {group_name})",
+                    req.filename()
+                ));
+                return sys::HTTP_FORBIDDEN;
+            }
+        }
+        // SAFETY: r->server is the live server of this request.
+        let config = unsafe { server_config_of(req.r().server) };
+        let Some(group) = config.visible_groups().find(|g| g.name == group_name) else {
+            req.log(
+                Level::Error,
+                &format!("PD0303: group {group_name} is not declared for this virtual host"),
+            );
+            return sys::HTTP_INTERNAL_SERVER_ERROR;
+        };
+        let runtime_dir = config.runtime_dir.as_ref().map_or_else(
+            // SAFETY: the request pool is live.
+            || {
+                PathBuf::from(unsafe {
+                    string_from(sys::ap_runtime_dir_relative(req.pool(), c"procd".as_ptr()))
+                })
+            },
+            |d| d.clone(),
+        );
+        let target = Target {
+            group: group.name.clone(),
+            socket: runtime_dir.join(format!("{}.sock", group.name)),
+            exits: runtime_dir.join(crate::manager::EXITS),
+            queue_timeout: group.queue_timeout,
+            request_timeout: group.request_timeout,
+        };
+        let app = group.app.as_ref().map(|p| p.display().to_string());
+        let env = environment(&req, &kind, app.as_deref());
+        let mut client = ApacheClient {
+            r,
+            body_started: false,
+            has_body: false,
+        };
+        match proxy(&mut client, &target, env) {
+            Outcome::Done => sys::OK,
+            Outcome::Failed {
+                status,
+                retry_after,
+                log,
+            } => {
+                req.log(Level::Error, &format!("PD0304: {log}"));
+                if let Some(secs) = retry_after {
+                    req.set_table(
+                        req.r().err_headers_out,
+                        "Retry-After",
+                        &secs.to_string(),
+                        false,
+                    );
+                }
+                c_int::from(status)
+            }
+            Outcome::Cut { log } => {
+                req.log(
+                    Level::Error,
+                    &format!("PD0305: {log}; the response to the client was cut"),
+                );
+                sys::OK
+            }
+        }
+    })
+}

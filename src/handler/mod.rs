@@ -1,0 +1,323 @@
+//! The Apache side of one request to a group: connect to the group's
+//! socket, exchange frames (see src/protocol/PROTOCOL.md), stream the
+//! answer to the client, and turn every failure into a status and one log
+//! line that says what happened and what to do.
+//!
+//! Safe Rust: Apache is reached only through the [`Client`] trait, which the
+//! FFI layer implements over `request_rec`.
+
+#![forbid(unsafe_code)]
+
+use crate::protocol::{Frame, ProtocolError, decode, encode};
+use std::io::{ErrorKind, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// What the handler needs from Apache for one request.
+pub trait Client {
+    /// Up to `max` bytes of the request body; empty at its end. The first
+    /// call is what makes Apache send `100 Continue`.
+    fn read_body(&mut self, max: usize) -> Result<Vec<u8>, String>;
+    /// Status and headers, before any body byte.
+    fn start_response(&mut self, status: u16, headers: &[(String, String)]);
+    /// Body bytes; false if the client has gone.
+    fn write(&mut self, data: &[u8]) -> bool;
+    /// Pass what was written to the client now; false if the client has gone.
+    fn flush(&mut self) -> bool;
+    /// The application answered without reading the body: no `100 Continue`,
+    /// and the connection closes after the response.
+    fn body_not_read(&mut self);
+    /// End a response whose headers are out, signalling an error to the
+    /// client (no clean end of a chunked body; the connection closes).
+    fn abort(&mut self);
+}
+
+/// Where and how to reach a group.
+pub struct Target {
+    pub group: String,
+    pub socket: PathBuf,
+    /// `RUNTIME/exits`: how workers ended (written by the manager).
+    pub exits: PathBuf,
+    pub queue_timeout: Duration,
+    pub request_timeout: Duration,
+}
+
+/// How a request ended, for the FFI layer.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The response was sent (or the client left; nothing more to say).
+    Done,
+    /// Nothing was sent yet: answer with this status (and Retry-After).
+    Failed {
+        status: u16,
+        retry_after: Option<u32>,
+        log: String,
+    },
+    /// The headers were out when it failed: the response was cut; log this.
+    Cut { log: String },
+}
+
+/// Largest body chunk relayed in one BODY frame.
+const BODY_CHUNK: usize = 256 << 10;
+
+fn read_frame(
+    stream: &mut UnixStream,
+    buf: &mut Vec<u8>,
+    deadline: Instant,
+) -> Result<Frame, ReadError> {
+    loop {
+        match decode(buf) {
+            Ok(Some((frame, used))) => {
+                buf.drain(..used);
+                return Ok(frame);
+            }
+            Ok(None) => {}
+            Err(e) => return Err(ReadError::Protocol(e)),
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(ReadError::Timeout);
+        }
+        let _ = stream.set_read_timeout(Some(left.max(Duration::from_millis(1))));
+        let mut chunk = [0u8; 64 << 10];
+        match stream.read(&mut chunk) {
+            Ok(0) => return Err(ReadError::Closed),
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                return Err(ReadError::Timeout);
+            }
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(ReadError::Io(e.to_string())),
+        }
+    }
+}
+
+enum ReadError {
+    Timeout,
+    Closed,
+    Io(String),
+    Protocol(ProtocolError),
+}
+
+fn send(stream: &mut UnixStream, frame: &Frame) -> std::io::Result<()> {
+    let mut out = Vec::new();
+    encode(frame, &mut out);
+    stream.write_all(&out)
+}
+
+/// How the manager says a worker ended, waiting briefly for the record.
+fn worker_fate(exits: &Path, pid: u32) -> String {
+    let file = exits.join(pid.to_string());
+    let deadline = Instant::now() + Duration::from_millis(500);
+    loop {
+        if let Ok(text) = std::fs::read_to_string(&file) {
+            return text;
+        }
+        if Instant::now() >= deadline {
+            return "closed the connection (it may have crashed; see the group's error log)"
+                .to_string();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Sends one request to `target` and streams the answer to `client`.
+pub fn proxy(client: &mut dyn Client, target: &Target, env: Vec<(String, String)>) -> Outcome {
+    let g = &target.group;
+    let unavailable = |log: String| Outcome::Failed {
+        status: 503,
+        retry_after: Some(5),
+        log,
+    };
+    let mut stream = match UnixStream::connect(&target.socket) {
+        Ok(s) => s,
+        Err(e) => {
+            return match e.kind() {
+                ErrorKind::NotFound => unavailable(format!(
+                    "group {g} is not running: {} does not exist. See the group's error log for why its workers do not start",
+                    target.socket.display()
+                )),
+                ErrorKind::PermissionDenied => Outcome::Failed {
+                    status: 500,
+                    retry_after: None,
+                    log: format!(
+                        "Apache's user may not connect to {}: check the permissions of the runtime dir",
+                        target.socket.display()
+                    ),
+                },
+                ErrorKind::WouldBlock => unavailable(format!(
+                    "group {g}: its connection queue is full; add processes= or threads="
+                )),
+                _ => unavailable(format!(
+                    "group {g}: cannot connect to {}: {e}",
+                    target.socket.display()
+                )),
+            };
+        }
+    };
+    let _ = stream.set_write_timeout(Some(target.request_timeout));
+    let mut buf = Vec::new();
+
+    // 1. A worker accepts and says HELLO, within queue-timeout.
+    let queue_deadline = Instant::now() + target.queue_timeout.max(Duration::from_millis(50));
+    let pid = match read_frame(&mut stream, &mut buf, queue_deadline) {
+        Ok(Frame::Hello { pid }) => pid,
+        Ok(other) => return bad_gateway(g, 0, &format!("expected HELLO, got {other:?}")),
+        Err(ReadError::Timeout) => {
+            return unavailable(format!(
+                "group {g}: no worker became free within queue-timeout ({} s); the group is overloaded or its requests are slow: add processes= or threads=",
+                target.queue_timeout.as_secs_f32()
+            ));
+        }
+        Err(ReadError::Closed) | Err(ReadError::Io(_)) => {
+            return unavailable(format!(
+                "group {g}: the connection closed before a worker accepted it (the generation may be stopping)"
+            ));
+        }
+        Err(ReadError::Protocol(e)) => return bad_gateway(g, 0, &e.to_string()),
+    };
+
+    // 2. The request.
+    if let Err(e) = send(&mut stream, &Frame::Request { env }) {
+        return bad_gateway(g, pid, &format!("cannot send the request: {e}"));
+    }
+
+    // 3. Frames until END.
+    let deadline = Instant::now() + target.request_timeout;
+    let mut headers_sent = false;
+    let mut pulled = false;
+    let mut body_done = false;
+    let fail = |headers_sent: bool, status: u16, log: String| {
+        if headers_sent {
+            Outcome::Cut { log }
+        } else {
+            Outcome::Failed {
+                status,
+                retry_after: None,
+                log,
+            }
+        }
+    };
+    let outcome = loop {
+        match read_frame(&mut stream, &mut buf, deadline) {
+            Ok(Frame::Pull { max }) => {
+                pulled = true;
+                let chunk = if body_done {
+                    Vec::new()
+                } else {
+                    match client.read_body((max as usize).min(BODY_CHUNK)) {
+                        Ok(chunk) => chunk,
+                        Err(e) => {
+                            break fail(
+                                headers_sent,
+                                400,
+                                format!(
+                                    "group {g}: reading the request body from the client failed: {e}"
+                                ),
+                            );
+                        }
+                    }
+                };
+                body_done = chunk.is_empty();
+                if send(&mut stream, &Frame::Body(chunk)).is_err() {
+                    break fail(
+                        headers_sent,
+                        502,
+                        format!(
+                            "group {g}: worker pid {pid} went away while reading the request body: {}",
+                            worker_fate(&target.exits, pid)
+                        ),
+                    );
+                }
+            }
+            Ok(Frame::Headers { status, headers }) if !headers_sent => {
+                if !pulled {
+                    client.body_not_read();
+                }
+                client.start_response(status, &headers);
+                headers_sent = true;
+            }
+            Ok(Frame::Data(data)) if headers_sent => {
+                if !client.write(&data) {
+                    break Outcome::Done; // the client left; closing tells the worker
+                }
+            }
+            Ok(Frame::Flush) if headers_sent => {
+                if !client.flush() {
+                    break Outcome::Done;
+                }
+            }
+            Ok(Frame::End) if headers_sent => break Outcome::Done,
+            Ok(Frame::Error(why)) => {
+                break fail(
+                    headers_sent,
+                    500,
+                    format!(
+                        "group {g}: the application failed in worker pid {pid}: {why} (traceback in the group's error log)"
+                    ),
+                );
+            }
+            Ok(other) => {
+                let what = format!("unexpected {other:?} frame (headers sent: {headers_sent})");
+                break fail(
+                    headers_sent,
+                    502,
+                    format!("group {g}: malformed response from worker pid {pid}: {what}"),
+                );
+            }
+            Err(ReadError::Timeout) => {
+                break fail(
+                    headers_sent,
+                    504,
+                    format!(
+                        "group {g}: request-timeout ({} s) exceeded: worker pid {pid} did not finish in time; the worker exits and the manager replaces it",
+                        target.request_timeout.as_secs()
+                    ),
+                );
+            }
+            Err(ReadError::Closed) => {
+                break fail(
+                    headers_sent,
+                    502,
+                    format!(
+                        "group {g}: worker pid {pid} {} while handling this request",
+                        worker_fate(&target.exits, pid)
+                    ),
+                );
+            }
+            Err(ReadError::Io(e)) => {
+                break fail(
+                    headers_sent,
+                    502,
+                    format!(
+                        "group {g}: reading from worker pid {pid} failed ({e}); it {}",
+                        worker_fate(&target.exits, pid)
+                    ),
+                );
+            }
+            Err(ReadError::Protocol(e)) => {
+                break fail(
+                    headers_sent,
+                    502,
+                    format!("group {g}: malformed response from worker pid {pid}: {e}"),
+                );
+            }
+        }
+    };
+    if !pulled {
+        client.body_not_read();
+    }
+    if let Outcome::Cut { .. } = outcome {
+        client.abort();
+    }
+    outcome
+}
+
+fn bad_gateway(group: &str, pid: u32, why: &str) -> Outcome {
+    Outcome::Failed {
+        status: 502,
+        retry_after: None,
+        log: format!("group {group}: bad answer from worker pid {pid}: {why}"),
+    }
+}

@@ -1,0 +1,420 @@
+"""mod_procd's WSGI loader (PEP 3333), one stdlib-only file.
+
+Shipped inside mod_procd.so and written to the runtime dir by the manager,
+which starts it as: python3 procd_wsgi.py, with
+  fd 3   the group's listening socket (LISTEN_FDS=1)
+  fd 4   the status channel: we write READY; EOF means "drain and exit"
+  PROCD_APP                 file defining `application` (mounts); without
+                            it, each request's SCRIPT_FILENAME is loaded
+  PROCD_THREADS             requests served at once by this process
+  PROCD_REQUEST_TIMEOUT_MS  a request running longer makes this process
+                            log every thread's stack and exit (replaced)
+  PROCD_MAX_REQUESTS        exit cleanly after that many requests (0: never)
+The protocol is described in src/protocol/PROTOCOL.md.
+"""
+
+import importlib.machinery
+import importlib.util
+import os
+import select
+import socket
+import struct
+import sys
+import threading
+import time
+import traceback
+
+VERSION = 1
+REQUEST, BODY = 0x01, 0x02
+HELLO, PULL, HEADERS, DATA, FLUSH, END, ERROR = 0x10, 0x11, 0x12, 0x13, 0x14, 0x15, 0x16
+MAX_FRAME = 1 << 20
+
+
+class TransportError(Exception):
+    """Apache (or the client behind it) went away; not the application's fault."""
+
+
+def log(message):
+    sys.stderr.write("procd_wsgi[%d]: %s\n" % (os.getpid(), message))
+    sys.stderr.flush()
+
+
+# ---------------------------------------------------------------- frames --
+
+def encode_pairs(pairs):
+    out = [struct.pack(">I", len(pairs))]
+    for name, value in pairs:
+        for s in (name, value):
+            b = s.encode("latin-1", "replace")
+            out.append(struct.pack(">I", len(b)))
+            out.append(b)
+    return b"".join(out)
+
+
+def decode_pairs(payload, offset):
+    (count,) = struct.unpack_from(">I", payload, offset)
+    offset += 4
+    pairs = []
+    for _ in range(count):
+        item = []
+        for _ in range(2):
+            (n,) = struct.unpack_from(">I", payload, offset)
+            offset += 4
+            item.append(payload[offset:offset + n].decode("latin-1"))
+            offset += n
+        pairs.append(tuple(item))
+    if offset != len(payload):
+        raise TransportError("trailing bytes in a frame")
+    return pairs
+
+
+class Connection:
+    def __init__(self, sock):
+        self.sock = sock
+
+    def send(self, kind, payload=b""):
+        try:
+            self.sock.sendall(struct.pack(">BI", kind, len(payload)) + payload)
+        except OSError as e:
+            raise TransportError("cannot send to Apache: %s" % e)
+
+    def send_data(self, data):
+        view = memoryview(data)
+        for start in range(0, len(view), MAX_FRAME):
+            self.send(DATA, view[start:start + MAX_FRAME].tobytes())
+
+    def _exactly(self, n):
+        chunks = []
+        while n:
+            try:
+                chunk = self.sock.recv(min(n, 1 << 16))
+            except OSError as e:
+                raise TransportError("cannot read from Apache: %s" % e)
+            if not chunk:
+                raise TransportError("Apache closed the connection")
+            chunks.append(chunk)
+            n -= len(chunk)
+        return b"".join(chunks)
+
+    def receive(self):
+        kind, length = struct.unpack(">BI", self._exactly(5))
+        if length > MAX_FRAME:
+            raise TransportError("frame of %d bytes from Apache" % length)
+        return kind, self._exactly(length)
+
+
+# ------------------------------------------------------------ wsgi.input --
+
+class Input:
+    """The request body, pulled from Apache only when the application reads."""
+
+    def __init__(self, conn, length):
+        self.conn = conn
+        self.remaining = length  # None: unknown (chunked)
+        self.buffer = b""
+        self.eof = length == 0
+
+    def _pull(self, want):
+        if self.eof:
+            return b""
+        if self.remaining is not None:
+            want = min(want, self.remaining)
+        want = max(1, min(want, MAX_FRAME))
+        self.conn.send(PULL, struct.pack(">I", want))
+        kind, payload = self.conn.receive()
+        if kind != BODY:
+            raise TransportError("expected BODY, got frame 0x%02x" % kind)
+        if not payload:
+            self.eof = True
+        elif self.remaining is not None:
+            self.remaining -= len(payload)
+            if self.remaining <= 0:
+                self.eof = True
+        return payload
+
+    def read(self, size=-1):
+        if size is None or size < 0:
+            parts = [self.buffer]
+            self.buffer = b""
+            while True:
+                chunk = self._pull(1 << 16)
+                if not chunk:
+                    return b"".join(parts)
+                parts.append(chunk)
+        while len(self.buffer) < size:
+            chunk = self._pull(max(size - len(self.buffer), 8192))
+            if not chunk:
+                break
+            self.buffer += chunk
+        data, self.buffer = self.buffer[:size], self.buffer[size:]
+        return data
+
+    def readline(self, size=-1):
+        while b"\n" not in self.buffer and (size is None or size < 0 or len(self.buffer) < size):
+            chunk = self._pull(8192)
+            if not chunk:
+                break
+            self.buffer += chunk
+        end = self.buffer.find(b"\n") + 1 or len(self.buffer)
+        if size is not None and size >= 0:
+            end = min(end, size)
+        line, self.buffer = self.buffer[:end], self.buffer[end:]
+        return line
+
+    def readlines(self, hint=-1):
+        lines, total = [], 0
+        while True:
+            line = self.readline()
+            if not line:
+                return lines
+            lines.append(line)
+            total += len(line)
+            if hint is not None and 0 < hint <= total:
+                return lines
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        line = self.readline()
+        if not line:
+            raise StopIteration
+        return line
+
+
+class FileWrapper:
+    """wsgi.file_wrapper: streams a file-like object in blocks."""
+
+    def __init__(self, filelike, blksize=8192):
+        self.filelike = filelike
+        self.blksize = blksize
+        if hasattr(filelike, "close"):
+            self.close = filelike.close
+
+    def __iter__(self):
+        while True:
+            data = self.filelike.read(self.blksize)
+            if not data:
+                return
+            yield data
+
+
+# ---------------------------------------------------------- applications --
+
+class Applications:
+    """The mounted app (PROCD_APP), or per-file scripts cached by mtime."""
+
+    def __init__(self, app_path):
+        self.app_path = app_path
+        self.cache = {}
+        self.lock = threading.Lock()
+        self.mounted = self.load(app_path) if app_path else None
+
+    @staticmethod
+    def load(path):
+        directory = os.path.dirname(os.path.abspath(path))
+        if directory not in sys.path:
+            sys.path.insert(0, directory)
+        name = "_procd_app_%x" % (hash(path) & 0xFFFFFFFF)
+        # Any file name (app.wsgi, index.py): load it as Python source.
+        spec = importlib.util.spec_from_loader(name, importlib.machinery.SourceFileLoader(name, path))
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        app = getattr(module, "application", None)
+        if app is None:
+            raise ImportError("%s defines no `application`" % path)
+        return app
+
+    def for_request(self, environ):
+        if self.mounted is not None:
+            return self.mounted
+        path = environ.get("SCRIPT_FILENAME", "")
+        mtime = os.stat(path).st_mtime
+        with self.lock:
+            cached = self.cache.get(path)
+            if cached is None or cached[0] != mtime:
+                cached = (mtime, self.load(path))
+                self.cache[path] = cached
+            return cached[1]
+
+
+# --------------------------------------------------------------- requests --
+
+def status_code(status):
+    if not isinstance(status, str) or len(status) < 4 or not status[:3].isdigit() or status[3] != " ":
+        raise ValueError("invalid status %r: expected '200 OK'" % (status,))
+    return int(status[:3])
+
+
+def handle(conn, apps, threads):
+    conn.send(HELLO, struct.pack(">BI", VERSION, os.getpid()))
+    kind, payload = conn.receive()
+    if kind != REQUEST or not payload or payload[0] != VERSION:
+        raise TransportError("expected a version %d REQUEST" % VERSION)
+    environ = dict(decode_pairs(payload, 1))
+    length = environ.get("CONTENT_LENGTH", "")
+    https = environ.get("HTTPS", "off").lower() in ("on", "1") or environ.get("REQUEST_SCHEME") == "https"
+    environ.update({
+        "wsgi.version": (1, 0),
+        "wsgi.url_scheme": "https" if https else "http",
+        "wsgi.input": Input(conn, int(length) if length.isdigit() else None),
+        "wsgi.errors": sys.stderr,
+        "wsgi.multithread": threads > 1,
+        "wsgi.multiprocess": True,
+        "wsgi.run_once": False,
+        "wsgi.file_wrapper": FileWrapper,
+    })
+    state = {"status": None, "headers": None, "sent": False}
+
+    def send_headers():
+        code = status_code(state["status"])
+        conn.send(HEADERS, struct.pack(">H", code) + encode_pairs(state["headers"]))
+        state["sent"] = True
+
+    def write(data):
+        if state["status"] is None:
+            raise AssertionError("write() before start_response()")
+        if not isinstance(data, bytes):
+            raise TypeError("the application must give bytes, not %s" % type(data).__name__)
+        if not state["sent"]:
+            send_headers()
+        if data:
+            conn.send_data(data)
+            conn.send(FLUSH)
+
+    def start_response(status, response_headers, exc_info=None):
+        if exc_info:
+            try:
+                if state["sent"]:
+                    raise exc_info[1].with_traceback(exc_info[2])
+            finally:
+                exc_info = None
+        elif state["status"] is not None:
+            raise AssertionError("start_response() called twice without exc_info")
+        status_code(status)
+        for pair in response_headers:
+            if not (isinstance(pair, tuple) and len(pair) == 2 and all(isinstance(x, str) for x in pair)):
+                raise TypeError("response headers must be (str, str) tuples, got %r" % (pair,))
+        state["status"], state["headers"] = status, list(response_headers)
+        return write
+
+    try:
+        app = apps.for_request(environ)
+        result = app(environ, start_response)
+        try:
+            stream = not isinstance(result, (list, tuple))
+            for chunk in result:
+                if not isinstance(chunk, bytes):
+                    raise TypeError("the application must yield bytes, not %s" % type(chunk).__name__)
+                if not chunk:
+                    continue
+                if not state["sent"]:
+                    if state["status"] is None:
+                        raise AssertionError("the application yielded data before start_response()")
+                    send_headers()
+                conn.send_data(chunk)
+                if stream:
+                    conn.send(FLUSH)
+            if not state["sent"]:
+                if state["status"] is None:
+                    raise AssertionError("the application returned without calling start_response()")
+                send_headers()
+        finally:
+            if hasattr(result, "close"):
+                result.close()
+        conn.send(END)
+    except TransportError:
+        raise
+    except Exception as e:
+        log("application error in %s %s:\n%s" % (environ.get("REQUEST_METHOD"), environ.get("REQUEST_URI"),
+                                                  traceback.format_exc().rstrip()))
+        message = ("%s: %s" % (type(e).__name__, e)).encode("utf-8", "replace")[:4096]
+        conn.send(ERROR, struct.pack(">I", len(message)) + message)
+
+
+# ----------------------------------------------------------------- serving --
+
+class Worker:
+    def __init__(self):
+        self.threads = max(1, int(os.environ.get("PROCD_THREADS", "1")))
+        self.timeout = int(os.environ.get("PROCD_REQUEST_TIMEOUT_MS", "0")) / 1000.0
+        self.max_requests = int(os.environ.get("PROCD_MAX_REQUESTS", "0"))
+        self.listener = socket.socket(fileno=3)
+        self.listener.setblocking(False)
+        self.draining = threading.Event()
+        self.started = {}  # thread name -> start time of its current request
+        self.served = 0
+        self.lock = threading.Lock()
+        self.apps = Applications(os.environ.get("PROCD_APP") or None)
+
+    def serve_one(self, sock):
+        sock.setblocking(True)
+        name = threading.current_thread().name
+        self.started[name] = time.monotonic()
+        try:
+            handle(Connection(sock), self.apps, self.threads)
+        except TransportError as e:
+            log("request abandoned: %s" % e)
+        finally:
+            self.started.pop(name, None)
+            sock.close()
+        with self.lock:
+            self.served += 1
+            if self.max_requests and self.served >= self.max_requests and not self.draining.is_set():
+                log("maximum-requests (%d) reached: finishing and exiting" % self.max_requests)
+                self.draining.set()
+
+    def accept_loop(self):
+        while True:
+            draining = self.draining.is_set()
+            if not draining:
+                select.select([self.listener], [], [], 0.5)
+            try:
+                sock, _ = self.listener.accept()
+            except (BlockingIOError, InterruptedError):
+                if draining:
+                    return
+                continue
+            self.serve_one(sock)
+
+    def watchdog(self):
+        """Main thread: status channel and request timeouts."""
+        status_open = True
+        while any(t.is_alive() for t in self.pool):
+            readable = select.select([4] if status_open else [], [], [], 0.5)[0]
+            if readable and os.read(4, 64) == b"":
+                status_open = False
+                self.draining.set()
+            if self.timeout:
+                now = time.monotonic()
+                late = [n for n, t in list(self.started.items()) if now - t > self.timeout]
+                if late:
+                    log("request-timeout (%.0f s) exceeded in thread %s; this process exits so that "
+                        "the manager replaces it. Stacks of all threads:" % (self.timeout, late[0]))
+                    frames = sys._current_frames()
+                    for thread in threading.enumerate():
+                        frame = frames.get(thread.ident)
+                        if frame is not None:
+                            log("thread %s:\n%s" % (thread.name, "".join(traceback.format_stack(frame)).rstrip()))
+                    os._exit(3)
+
+    def run(self):
+        os.write(4, b"READY\n")
+        self.pool = [threading.Thread(target=self.accept_loop, name="request-%d" % i, daemon=True)
+                     for i in range(self.threads)]
+        for t in self.pool:
+            t.start()
+        self.watchdog()
+
+
+def main():
+    try:
+        worker = Worker()
+    except Exception:
+        log("cannot load the application:\n%s" % traceback.format_exc().rstrip())
+        sys.exit(1)
+    worker.run()
+
+
+if __name__ == "__main__":
+    main()

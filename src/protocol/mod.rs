@@ -1,0 +1,485 @@
+//! The framed protocol between Apache and language workers (see
+//! PROTOCOL.md next to this file): sans-IO encode and decode.
+//!
+//! Decoding never panics and never allocates more than the frame it has in
+//! hand: lengths are checked against the limits before anything is read.
+
+#![forbid(unsafe_code)]
+
+pub const VERSION: u8 = 1;
+pub const MAX_FRAME: usize = 1 << 20;
+pub const MAX_HEADERS: usize = 100;
+pub const MAX_HEADERS_SIZE: usize = 64 << 10;
+const HEADER_LEN: usize = 5;
+
+pub mod kind {
+    pub const REQUEST: u8 = 0x01;
+    pub const BODY: u8 = 0x02;
+    pub const HELLO: u8 = 0x10;
+    pub const PULL: u8 = 0x11;
+    pub const HEADERS: u8 = 0x12;
+    pub const DATA: u8 = 0x13;
+    pub const FLUSH: u8 = 0x14;
+    pub const END: u8 = 0x15;
+    pub const ERROR: u8 = 0x16;
+}
+
+/// One decoded frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frame {
+    Request {
+        env: Vec<(String, String)>,
+    },
+    Body(Vec<u8>),
+    Hello {
+        pid: u32,
+    },
+    Pull {
+        max: u32,
+    },
+    Headers {
+        status: u16,
+        headers: Vec<(String, String)>,
+    },
+    Data(Vec<u8>),
+    Flush,
+    End,
+    Error(String),
+}
+
+/// Why a byte stream is not a valid exchange.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProtocolError {
+    FrameTooLarge(usize),
+    UnknownType(u8),
+    BadVersion(u8),
+    Malformed(&'static str),
+    TooManyHeaders(usize),
+    HeadersTooLarge(usize),
+    BadHeader(String),
+    BadStatus(u16),
+}
+
+impl std::fmt::Display for ProtocolError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ProtocolError::FrameTooLarge(n) => {
+                write!(f, "a frame of {n} bytes (the limit is {MAX_FRAME})")
+            }
+            ProtocolError::UnknownType(t) => write!(f, "unknown frame type 0x{t:02x}"),
+            ProtocolError::BadVersion(v) => {
+                write!(f, "protocol version {v} (this module speaks {VERSION})")
+            }
+            ProtocolError::Malformed(what) => write!(f, "malformed {what} frame"),
+            ProtocolError::TooManyHeaders(n) => {
+                write!(f, "{n} response headers (the limit is {MAX_HEADERS})")
+            }
+            ProtocolError::HeadersTooLarge(n) => write!(
+                f,
+                "response headers of {n} bytes (the limit is {MAX_HEADERS_SIZE})"
+            ),
+            ProtocolError::BadHeader(h) => write!(f, "invalid response header {h:?}"),
+            ProtocolError::BadStatus(s) => write!(f, "invalid status {s}"),
+        }
+    }
+}
+
+/// A reader over one payload that insists on exact lengths.
+struct Cursor<'a> {
+    buf: &'a [u8],
+    what: &'static str,
+}
+
+impl<'a> Cursor<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], ProtocolError> {
+        if self.buf.len() < n {
+            return Err(ProtocolError::Malformed(self.what));
+        }
+        let (head, rest) = self.buf.split_at(n);
+        self.buf = rest;
+        Ok(head)
+    }
+    fn u8(&mut self) -> Result<u8, ProtocolError> {
+        Ok(self.take(1)?[0])
+    }
+    fn u16(&mut self) -> Result<u16, ProtocolError> {
+        let b = self.take(2)?;
+        Ok(u16::from_be_bytes([b[0], b[1]]))
+    }
+    fn u32(&mut self) -> Result<u32, ProtocolError> {
+        let b = self.take(4)?;
+        Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    }
+    fn string(&mut self) -> Result<String, ProtocolError> {
+        let n = self.u32()? as usize;
+        let bytes = self.take(n)?;
+        // Latin-1 is how WSGI carries header bytes; map each byte to a char.
+        Ok(bytes.iter().map(|b| *b as char).collect())
+    }
+    fn pairs(&mut self, max: usize) -> Result<Vec<(String, String)>, ProtocolError> {
+        let count = self.u32()? as usize;
+        if count > max {
+            return Err(ProtocolError::TooManyHeaders(count));
+        }
+        // Each pair needs at least 8 bytes: reject counts the payload cannot hold.
+        if count.saturating_mul(8) > self.buf.len() {
+            return Err(ProtocolError::Malformed(self.what));
+        }
+        let mut out = Vec::with_capacity(count);
+        for _ in 0..count {
+            out.push((self.string()?, self.string()?));
+        }
+        Ok(out)
+    }
+    fn done(&self) -> Result<(), ProtocolError> {
+        if self.buf.is_empty() {
+            Ok(())
+        } else {
+            Err(ProtocolError::Malformed(self.what))
+        }
+    }
+}
+
+fn is_token_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c)
+}
+
+fn check_headers(headers: &[(String, String)], encoded: usize) -> Result<(), ProtocolError> {
+    if encoded > MAX_HEADERS_SIZE {
+        return Err(ProtocolError::HeadersTooLarge(encoded));
+    }
+    for (name, value) in headers {
+        if name.is_empty()
+            || !name.chars().all(is_token_char)
+            || value.chars().any(|c| matches!(c, '\r' | '\n' | '\0'))
+        {
+            return Err(ProtocolError::BadHeader(format!("{name}: {value}")));
+        }
+    }
+    Ok(())
+}
+
+/// Decodes one frame from the front of `buf`: `Ok(None)` if more bytes are
+/// needed, else the frame and how many bytes it used.
+pub fn decode(buf: &[u8]) -> Result<Option<(Frame, usize)>, ProtocolError> {
+    if buf.len() < HEADER_LEN {
+        return Ok(None);
+    }
+    let ty = buf[0];
+    let len = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
+    if len > MAX_FRAME {
+        return Err(ProtocolError::FrameTooLarge(len));
+    }
+    if !matches!(ty, kind::REQUEST | kind::BODY | kind::HELLO..=kind::ERROR) {
+        return Err(ProtocolError::UnknownType(ty));
+    }
+    if buf.len() < HEADER_LEN + len {
+        return Ok(None);
+    }
+    let payload = &buf[HEADER_LEN..HEADER_LEN + len];
+    let frame = match ty {
+        kind::REQUEST => {
+            let mut c = Cursor {
+                buf: payload,
+                what: "REQUEST",
+            };
+            let v = c.u8()?;
+            if v != VERSION {
+                return Err(ProtocolError::BadVersion(v));
+            }
+            let env = c.pairs(usize::MAX)?;
+            c.done()?;
+            Frame::Request { env }
+        }
+        kind::BODY => Frame::Body(payload.to_vec()),
+        kind::HELLO => {
+            let mut c = Cursor {
+                buf: payload,
+                what: "HELLO",
+            };
+            let v = c.u8()?;
+            if v != VERSION {
+                return Err(ProtocolError::BadVersion(v));
+            }
+            let pid = c.u32()?;
+            c.done()?;
+            Frame::Hello { pid }
+        }
+        kind::PULL => {
+            let mut c = Cursor {
+                buf: payload,
+                what: "PULL",
+            };
+            let max = c.u32()?;
+            c.done()?;
+            if max == 0 || max as usize > MAX_FRAME {
+                return Err(ProtocolError::Malformed("PULL"));
+            }
+            Frame::Pull { max }
+        }
+        kind::HEADERS => {
+            let mut c = Cursor {
+                buf: payload,
+                what: "HEADERS",
+            };
+            let status = c.u16()?;
+            if !(100..=999).contains(&status) {
+                return Err(ProtocolError::BadStatus(status));
+            }
+            let headers = c.pairs(MAX_HEADERS)?;
+            c.done()?;
+            check_headers(&headers, len)?;
+            Frame::Headers { status, headers }
+        }
+        kind::DATA => Frame::Data(payload.to_vec()),
+        kind::FLUSH | kind::END if !payload.is_empty() => {
+            return Err(ProtocolError::Malformed(if ty == kind::FLUSH {
+                "FLUSH"
+            } else {
+                "END"
+            }));
+        }
+        kind::FLUSH => Frame::Flush,
+        kind::END => Frame::End,
+        _ => {
+            let mut c = Cursor {
+                buf: payload,
+                what: "ERROR",
+            };
+            let text = c.string()?;
+            c.done()?;
+            Frame::Error(text)
+        }
+    };
+    Ok(Some((frame, HEADER_LEN + len)))
+}
+
+fn put_string(out: &mut Vec<u8>, s: &str) {
+    let bytes: Vec<u8> = s
+        .chars()
+        .map(|c| {
+            if (c as u32) < 256 {
+                c as u32 as u8
+            } else {
+                b'?'
+            }
+        })
+        .collect();
+    out.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
+    out.extend_from_slice(&bytes);
+}
+
+fn put_pairs(out: &mut Vec<u8>, pairs: &[(String, String)]) {
+    out.extend_from_slice(&(pairs.len() as u32).to_be_bytes());
+    for (k, v) in pairs {
+        put_string(out, k);
+        put_string(out, v);
+    }
+}
+
+/// Appends one encoded frame to `out` (the length is filled in after the body).
+pub fn encode(frame: &Frame, out: &mut Vec<u8>) {
+    let start = out.len();
+    let ty = match frame {
+        Frame::Request { .. } => kind::REQUEST,
+        Frame::Body(_) => kind::BODY,
+        Frame::Hello { .. } => kind::HELLO,
+        Frame::Pull { .. } => kind::PULL,
+        Frame::Headers { .. } => kind::HEADERS,
+        Frame::Data(_) => kind::DATA,
+        Frame::Flush => kind::FLUSH,
+        Frame::End => kind::END,
+        Frame::Error(_) => kind::ERROR,
+    };
+    out.push(ty);
+    out.extend_from_slice(&[0, 0, 0, 0]);
+    match frame {
+        Frame::Request { env } => {
+            out.push(VERSION);
+            put_pairs(out, env);
+        }
+        Frame::Body(b) | Frame::Data(b) => out.extend_from_slice(b),
+        Frame::Hello { pid } => {
+            out.push(VERSION);
+            out.extend_from_slice(&pid.to_be_bytes());
+        }
+        Frame::Pull { max } => out.extend_from_slice(&max.to_be_bytes()),
+        Frame::Headers { status, headers } => {
+            out.extend_from_slice(&status.to_be_bytes());
+            put_pairs(out, headers);
+        }
+        Frame::Flush | Frame::End => {}
+        Frame::Error(text) => put_string(out, text),
+    }
+    let len = (out.len() - start - HEADER_LEN) as u32;
+    out[start + 1..start + HEADER_LEN].copy_from_slice(&len.to_be_bytes());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn round_trip(f: Frame) {
+        let mut buf = Vec::new();
+        encode(&f, &mut buf);
+        let (back, used) = decode(&buf).unwrap().unwrap();
+        assert_eq!((back, used), (f, buf.len()));
+        for cut in 0..buf.len() {
+            assert_eq!(
+                decode(&buf[..cut]).unwrap(),
+                None,
+                "a cut at {cut} must ask for more"
+            );
+        }
+    }
+
+    #[test]
+    fn every_frame_round_trips() {
+        round_trip(Frame::Request {
+            env: vec![
+                ("REQUEST_METHOD".into(), "GET".into()),
+                ("PATH_INFO".into(), "/é".into()),
+            ],
+        });
+        round_trip(Frame::Body(b"abc".to_vec()));
+        round_trip(Frame::Body(Vec::new()));
+        round_trip(Frame::Hello { pid: 4242 });
+        round_trip(Frame::Pull { max: 65536 });
+        round_trip(Frame::Headers {
+            status: 200,
+            headers: vec![
+                ("Set-Cookie".into(), "a=1".into()),
+                ("Set-Cookie".into(), "b=2".into()),
+            ],
+        });
+        round_trip(Frame::Data(vec![0; 1000]));
+        round_trip(Frame::Flush);
+        round_trip(Frame::End);
+        round_trip(Frame::Error("boom".into()));
+    }
+
+    /// Golden bytes, shared with the Python loader's self-test.
+    #[test]
+    fn golden_bytes() {
+        let mut buf = Vec::new();
+        encode(
+            &Frame::Headers {
+                status: 201,
+                headers: vec![("A".into(), "b".into())],
+            },
+            &mut buf,
+        );
+        assert_eq!(
+            buf,
+            b"\x12\x00\x00\x00\x10\x00\xc9\x00\x00\x00\x01\x00\x00\x00\x01A\x00\x00\x00\x01b"
+        );
+        let mut buf = Vec::new();
+        encode(&Frame::Hello { pid: 7 }, &mut buf);
+        assert_eq!(buf, b"\x10\x00\x00\x00\x05\x01\x00\x00\x00\x07");
+    }
+
+    #[test]
+    fn hostile_input_is_rejected() {
+        assert_eq!(
+            decode(b"\x13\x7f\xff\xff\xff"),
+            Err(ProtocolError::FrameTooLarge(0x7fff_ffff))
+        );
+        assert_eq!(
+            decode(b"\x99\x00\x00\x00\x00"),
+            Err(ProtocolError::UnknownType(0x99))
+        );
+        assert_eq!(
+            decode(b"\x10\x00\x00\x00\x05\x02\x00\x00\x00\x07"),
+            Err(ProtocolError::BadVersion(2))
+        );
+        assert_eq!(
+            decode(b"\x14\x00\x00\x00\x01x"),
+            Err(ProtocolError::Malformed("FLUSH"))
+        );
+        assert_eq!(
+            decode(b"\x11\x00\x00\x00\x04\x00\x00\x00\x00"),
+            Err(ProtocolError::Malformed("PULL"))
+        );
+        // A header count that the payload cannot hold, without allocating it.
+        assert_eq!(
+            decode(b"\x12\x00\x00\x00\x06\x00\xc8\x00\x00\x00\x50"),
+            Err(ProtocolError::Malformed("HEADERS"))
+        );
+        assert_eq!(
+            decode(b"\x12\x00\x00\x00\x06\x00\xc8\xff\xff\xff\xff"),
+            Err(ProtocolError::TooManyHeaders(0xffff_ffff))
+        );
+        let mut buf = Vec::new();
+        encode(
+            &Frame::Headers {
+                status: 200,
+                headers: vec![("Bad Name".into(), "x".into())],
+            },
+            &mut buf,
+        );
+        assert!(matches!(decode(&buf), Err(ProtocolError::BadHeader(_))));
+        let mut buf = Vec::new();
+        encode(
+            &Frame::Headers {
+                status: 200,
+                headers: vec![("X".into(), "a\r\nInjected: 1".into())],
+            },
+            &mut buf,
+        );
+        assert!(matches!(decode(&buf), Err(ProtocolError::BadHeader(_))));
+        let mut buf = Vec::new();
+        encode(
+            &Frame::Headers {
+                status: 42,
+                headers: vec![],
+            },
+            &mut buf,
+        );
+        assert_eq!(decode(&buf), Err(ProtocolError::BadStatus(42)));
+        let mut buf = Vec::new();
+        let many: Vec<(String, String)> = (0..101).map(|i| (format!("H{i}"), "v".into())).collect();
+        encode(
+            &Frame::Headers {
+                status: 200,
+                headers: many,
+            },
+            &mut buf,
+        );
+        assert_eq!(decode(&buf), Err(ProtocolError::TooManyHeaders(101)));
+        let mut buf = Vec::new();
+        encode(
+            &Frame::Headers {
+                status: 200,
+                headers: vec![("Big".into(), "x".repeat(70_000))],
+            },
+            &mut buf,
+        );
+        assert!(matches!(
+            decode(&buf),
+            Err(ProtocolError::HeadersTooLarge(_))
+        ));
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 20_000, ..ProptestConfig::default() })]
+
+        /// Arbitrary bytes: decode never panics, and what it accepts it
+        /// accounts for exactly.
+        #[test]
+        fn decode_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+            if let Ok(Some((_, used))) = decode(&bytes) {
+                prop_assert!(used <= bytes.len());
+            }
+        }
+
+        /// Well-formed frame headers with random payloads.
+        #[test]
+        fn random_payloads_never_panic(ty in prop_oneof![Just(0x01u8), Just(0x02), 0x10u8..=0x16], payload in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let mut bytes = vec![ty];
+            bytes.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+            bytes.extend_from_slice(&payload);
+            let _ = decode(&bytes);
+        }
+    }
+}
