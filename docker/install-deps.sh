@@ -9,7 +9,7 @@ PACKAGES=(
     # tests and demo
     curl procps passwd util-linux
     # language runtimes the tests and the demo use
-    python3 perl
+    python3 python3-venv perl
 )
 
 missing=()

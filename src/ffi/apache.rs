@@ -116,6 +116,41 @@ pub unsafe fn string_from(p: *const c_char) -> String {
     unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()
 }
 
+/// The bytes of a C string (NULL → empty).
+///
+/// # Safety
+/// `p` is NULL or a NUL-terminated string alive for the call.
+pub unsafe fn bytes_from(p: *const c_char) -> Vec<u8> {
+    if p.is_null() {
+        return Vec::new();
+    }
+    // SAFETY: per this function's contract.
+    unsafe { CStr::from_ptr(p) }.to_bytes().to_vec()
+}
+
+/// Bytes as latin-1 characters, one char per byte: how WSGI carries raw
+/// request bytes in native strings, and how the protocol encodes them back.
+pub fn latin1(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| char::from(*b)).collect()
+}
+
+/// The inverse of `latin1` (characters above U+00FF become '?').
+pub fn latin1_bytes(text: &str) -> Vec<u8> {
+    text.chars()
+        .map(|c| u8::try_from(u32::from(c)).unwrap_or(b'?'))
+        .collect()
+}
+
+/// A pool-owned copy of raw bytes as a C string (a NUL inside is cut there).
+///
+/// # Safety
+/// `pool` is a live APR pool.
+pub unsafe fn pool_bytes(pool: *mut sys::apr_pool_t, bytes: &[u8]) -> *const c_char {
+    let end = bytes.iter().position(|b| *b == 0).unwrap_or(bytes.len());
+    // SAFETY: apr_pstrmemdup copies `end` bytes and adds the NUL.
+    unsafe { sys::apr_pstrmemdup(pool, bytes.as_ptr().cast(), end) }
+}
+
 /// A pool-owned copy of `text`, for returning error strings to Apache.
 ///
 /// # Safety

@@ -2,7 +2,10 @@
 //! `LanguageHandler` (fixups) and the handler that sends a request to its
 //! group through `crate::handler`.
 
-use super::apache::{Level, guard, log_request, pool_string, string_from};
+use super::apache::{
+    Level, bytes_from, guard, latin1, latin1_bytes, log_request, pool_bytes, pool_string,
+    string_from,
+};
 use super::module::server_config_of;
 use super::sys;
 use crate::config::scope::DirConfig;
@@ -36,11 +39,15 @@ impl Request {
         (!v.is_null()).then(|| unsafe { string_from(v) })
     }
 
+    /// Sets a table entry; `value` is latin-1 (WSGI's header strings).
     fn set_table(&self, table: *mut sys::apr_table_t, key: &str, value: &str, add: bool) {
         let pool = self.pool();
         // SAFETY: pool strings live as long as the request; the table is live.
         unsafe {
-            let (k, v) = (pool_string(pool, key), pool_string(pool, value));
+            let (k, v) = (
+                pool_bytes(pool, &latin1_bytes(key)),
+                pool_bytes(pool, &latin1_bytes(value)),
+            );
             if add {
                 sys::apr_table_addn(table, k, v);
             } else {
@@ -59,17 +66,18 @@ impl Request {
 
     fn set_string_field(
         &self,
-        value: &str,
+        value: &[u8],
         field: impl FnOnce(*mut sys::request_rec, *mut c_char),
     ) {
         // SAFETY: a pool copy, alive as long as the request.
-        let v = unsafe { pool_string(self.pool(), value) } as *mut c_char;
+        let v = unsafe { pool_bytes(self.pool(), value) } as *mut c_char;
         field(self.0, v);
     }
 
-    fn uri(&self) -> String {
+    /// The decoded URL path, byte for byte.
+    fn uri(&self) -> Vec<u8> {
         // SAFETY: r->uri is a NUL-terminated string or NULL.
-        unsafe { string_from(self.r().uri) }
+        unsafe { bytes_from(self.r().uri) }
     }
 
     fn handler(&self) -> String {
@@ -108,7 +116,7 @@ impl Request {
             (0..(*arr).nelts as usize)
                 .map(|i| {
                     let e = &*entries.add(i);
-                    (string_from(e.key), string_from(e.val))
+                    (latin1(&bytes_from(e.key)), latin1(&bytes_from(e.val)))
                 })
                 .filter(|(k, _)| !k.is_empty())
                 .collect()
@@ -124,23 +132,24 @@ pub unsafe extern "C" fn translate_name(r: *mut sys::request_rec) -> c_int {
         // SAFETY: r->server is the live server of this request.
         let config = unsafe { server_config_of(req.r().server) };
         let Some(m) = config.mounts.iter().find(|m| {
-            m.prefix == "/"
-                || uri == m.prefix
+            let prefix = m.prefix.as_bytes();
+            prefix == b"/"
+                || uri == prefix
                 || uri
-                    .strip_prefix(m.prefix.as_str())
-                    .is_some_and(|rest| rest.starts_with('/'))
+                    .strip_prefix(prefix)
+                    .is_some_and(|rest| rest.starts_with(b"/"))
         }) else {
             return sys::DECLINED;
         };
         let path_info = if m.prefix == "/" {
             uri.clone()
         } else {
-            uri[m.prefix.len()..].to_string()
+            uri[m.prefix.len()..].to_vec()
         };
         req.set_note(NOTE_GROUP, &m.group);
         req.set_note(NOTE_KIND, HANDLER_MOUNT);
         // SAFETY: writing pool strings into this request's fields.
-        req.set_string_field(&format!("procd:{}", m.group), |r, v| unsafe {
+        req.set_string_field(format!("procd:{}", m.group).as_bytes(), |r, v| unsafe {
             (*r).filename = v
         });
         req.set_string_field(&path_info, |r, v| unsafe { (*r).path_info = v });
@@ -168,7 +177,7 @@ pub unsafe extern "C" fn fixups(r: *mut sys::request_rec) -> c_int {
         let req = Request(r);
         if req.note(NOTE_KIND).as_deref() == Some(HANDLER_MOUNT) {
             // SAFETY: a pool copy into this request's handler field.
-            req.set_string_field(HANDLER_MOUNT, |r, v| unsafe { (*r).handler = v });
+            req.set_string_field(HANDLER_MOUNT.as_bytes(), |r, v| unsafe { (*r).handler = v });
             return sys::DECLINED;
         }
         if req.r().finfo.filetype == sys::apr_filetype_e_APR_DIR {
@@ -180,7 +189,9 @@ pub unsafe extern "C" fn fixups(r: *mut sys::request_rec) -> c_int {
             req.set_note(NOTE_GROUP, &group);
             req.set_note(NOTE_KIND, HANDLER_SCRIPT);
             // SAFETY: a pool copy into this request's handler field.
-            req.set_string_field(HANDLER_SCRIPT, |r, v| unsafe { (*r).handler = v });
+            req.set_string_field(HANDLER_SCRIPT.as_bytes(), |r, v| unsafe {
+                (*r).handler = v
+            });
         }
         sys::DECLINED
     })
@@ -228,7 +239,12 @@ impl Client for ApacheClient {
             match name.to_ascii_lowercase().as_str() {
                 "content-type" => {
                     // SAFETY: a pool copy, alive as long as the request.
-                    unsafe { sys::ap_set_content_type(self.r, pool_string(req.pool(), value)) };
+                    unsafe {
+                        sys::ap_set_content_type(
+                            self.r,
+                            pool_bytes(req.pool(), &latin1_bytes(value)),
+                        )
+                    };
                 }
                 "connection" | "keep-alive" | "transfer-encoding" | "proxy-connection"
                 | "upgrade" | "te" | "trailer" => {}
@@ -290,15 +306,16 @@ fn environment(req: &Request, kind: &str, app: Option<&str>) -> Vec<(String, Str
     let mut env = req.table_entries(r.subprocess_env);
     // SAFETY: NUL-terminated strings or NULL, from the live request.
     let (method, protocol, args, unparsed, path_info) = unsafe {
+        let f = |p| latin1(&bytes_from(p));
         (
-            string_from(r.method),
-            string_from(r.protocol),
-            string_from(r.args),
-            string_from(r.unparsed_uri),
-            string_from(r.path_info),
+            f(r.method),
+            f(r.protocol),
+            f(r.args),
+            f(r.unparsed_uri),
+            f(r.path_info),
         )
     };
-    let uri = req.uri();
+    let uri = latin1(&req.uri());
     let script_name = uri
         .strip_suffix(path_info.as_str())
         .unwrap_or(&uri)

@@ -1,0 +1,104 @@
+"""The WSGI app the tests mount: one behaviour per PATH_INFO."""
+import hashlib
+import io
+import json
+import os
+import signal
+import sys
+import time
+from wsgiref.validate import validator
+
+
+def reply(start_response, body, status="200 OK", ctype="text/plain", extra=()):
+    start_response(status, [("Content-Type", ctype)] + list(extra))
+    return [body]
+
+
+def simple(environ, start_response):
+    # PEP 3333 (and wsgiref.validate) want read() with a size.
+    data = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(data) + 3))])
+    return [b"ok:" + data]
+
+
+validated = validator(simple)
+
+
+def application(environ, start_response):
+    path = environ.get("PATH_INFO", "")
+    query = dict(p.split("=", 1) for p in environ.get("QUERY_STRING", "").split("&") if "=" in p)
+    if path in ("", "/", "/env") or path.startswith("/env/") or path.startswith("/x"):
+        body = environ["wsgi.input"].read()
+        env = {k: v for k, v in environ.items() if isinstance(v, str)}
+        env["wsgi.url_scheme"] = environ["wsgi.url_scheme"]
+        env["body"] = body.decode("latin-1")
+        env["multithread"] = str(environ["wsgi.multithread"])
+        return reply(start_response, json.dumps(env).encode(), ctype="application/json",
+                     extra=[("Set-Cookie", "a=1; Path=/"), ("Set-Cookie", "b=2; Path=/")])
+    if path == "/upload":
+        digest, total, wsgi_input = hashlib.sha256(), 0, environ["wsgi.input"]
+        while True:
+            chunk = wsgi_input.read(65536)
+            if not chunk:
+                break
+            digest.update(chunk)
+            total += len(chunk)
+        return reply(start_response, ("%s %d" % (digest.hexdigest(), total)).encode())
+    if path == "/lines":
+        lines = list(environ["wsgi.input"])
+        return reply(start_response, ("%d lines, first %r" % (len(lines), lines[0] if lines else b"")).encode())
+    if path == "/big":
+        mb = int(query.get("mb", "20"))
+        start_response("200 OK", [("Content-Type", "application/octet-stream")])
+        block = bytes(range(256)) * 256  # 64 KiB
+        return (block for _ in range(mb * 16))
+    if path == "/stream":
+        def gen():
+            yield b"first\n"
+            time.sleep(1.0)
+            yield b"second\n"
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return gen()
+    if path == "/reject":
+        return reply(start_response, b"too large\n", status="413 Payload Too Large")
+    if path == "/sleep":
+        time.sleep(float(query.get("s", "1")))
+        return reply(start_response, b"slept\n")
+    if path == "/die":
+        os._exit(7)
+    if path == "/kill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    if path == "/bad-header":
+        return reply(start_response, b"x", extra=[("X-Bad", "a\r\nInjected: yes")])
+    if path == "/huge-header":
+        return reply(start_response, b"x", extra=[("X-Huge", "h" * 70000)])
+    if path == "/raise":
+        raise RuntimeError("boom: secret detail")
+    if path == "/validate":
+        return validated(environ, start_response)
+    if path == "/write":
+        write = start_response("200 OK", [("Content-Type", "text/plain")])
+        write(b"written;")
+        return [b"returned"]
+    if path == "/file":
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return environ["wsgi.file_wrapper"](io.BytesIO(b"from a file wrapper"), 4)
+    if path == "/exc-info":
+        try:
+            raise ValueError("handled")
+        except ValueError:
+            start_response("500 Internal Server Error", [("Content-Type", "text/plain")], sys.exc_info())
+        return [b"handled by the app"]
+    if path == "/forever":
+        class Forever:
+            sent = 0
+            def __iter__(self):
+                while True:
+                    self.sent += 1
+                    yield b"x" * 65536
+                    time.sleep(0.01)
+            def close(self):
+                print("forever: closed after %d chunks" % self.sent, file=environ["wsgi.errors"], flush=True)
+        start_response("200 OK", [("Content-Type", "application/octet-stream")])
+        return Forever()
+    return reply(start_response, b"no such test\n", status="404 Not Found")

@@ -1,0 +1,472 @@
+//! Python WSGI through Apache: the environment, bodies both ways without
+//! buffering, streaming, end-to-end 100-continue, every failure's status and
+//! log line, PEP 3333 validation.
+
+mod common;
+use common::*;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+fn wsgi_conf(extra_group_opts: &str) -> String {
+    format!(
+        "LanguageGroup py language=python processes=2 threads=4 user=procd-test-a app=@DIR@/wsgi_app.py {extra_group_opts}\n\
+         LanguageMount /app py\n\
+         LanguageGroup scripts language=python processes=1 threads=2 user=procd-test-a\n\
+         LanguageHandler scripts .py\n\
+         <Directory @DIR@/htdocs/cgi>\n  Options +ExecCGI\n</Directory>\n\
+         <Directory @DIR@/htdocs/denied>\n  Options +ExecCGI\n  Require all denied\n</Directory>\n\
+         LoadModule deflate_module {MODULES}/mod_deflate.so\n\
+         LoadModule filter_module {MODULES}/mod_filter.so\n\
+         AddOutputFilterByType DEFLATE application/json\n"
+    )
+}
+
+fn start(name: &str, extra: &str) -> Apache {
+    ensure_user("procd-test-a");
+    let mut a = Apache::new(name, Mpm::Event, &wsgi_conf(extra));
+    let app = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/apps/wsgi_app.py");
+    std::fs::copy(app, a.dir.join("wsgi_app.py")).unwrap();
+    for sub in ["htdocs/cgi", "htdocs/noexec", "htdocs/denied"] {
+        std::fs::create_dir_all(a.dir.join(sub)).unwrap();
+        std::fs::copy(app, a.dir.join(sub).join("script.py")).unwrap();
+    }
+    let _ = std::process::Command::new("chmod")
+        .args(["-R", "a+rX"])
+        .arg(&a.dir)
+        .status();
+    a.start();
+    wait_until(Duration::from_secs(10), || a.get("/app/env").status == 200);
+    a
+}
+
+fn json_field(body: &str, key: &str) -> Option<String> {
+    // A tiny reader for the flat JSON object the app returns.
+    let needle = format!("\"{key}\": \"");
+    let start = body.find(&needle)? + needle.len();
+    let mut out = String::new();
+    let mut chars = body[start..].chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => return Some(out),
+            '\\' => match chars.next()? {
+                'u' => {
+                    let hex: String = chars.by_ref().take(4).collect();
+                    out.push(char::from_u32(u32::from_str_radix(&hex, 16).ok()?)?);
+                }
+                'n' => out.push('\n'),
+                other => out.push(other),
+            },
+            c => out.push(c),
+        }
+    }
+    None
+}
+
+#[test]
+fn environment_follows_the_cgi_and_wsgi_specs() {
+    let a = start("wsgi-env", "");
+    let cases = [
+        ("/app", "/app", ""),
+        ("/app/", "/app", "/"),
+        (
+            "/app/env/a%20b/%C3%A9?x=1&y=2",
+            "/app",
+            "/env/a b/\u{c3}\u{a9}",
+        ),
+    ];
+    for (url, script_name, path_info) in cases {
+        let r = a.request(&format!(
+            "POST {url} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nX-Custom-Thing: hello\r\nContent-Type: text/x-test\r\nContent-Length: 5\r\nConnection: close\r\n\r\nabcde",
+            a.port
+        ));
+        let body = r.text();
+        if r.status != 200 {
+            a.fail(&format!("{url}: {} {body}", r.status));
+        }
+        let get = |k: &str| {
+            json_field(&body, k).unwrap_or_else(|| a.fail(&format!("{url}: no {k} in {body}")))
+        };
+        let expect = [
+            ("SCRIPT_NAME", script_name.to_string()),
+            ("PATH_INFO", path_info.to_string()),
+            ("REQUEST_METHOD", "POST".into()),
+            ("CONTENT_TYPE", "text/x-test".into()),
+            ("CONTENT_LENGTH", "5".into()),
+            ("HTTP_X_CUSTOM_THING", "hello".into()),
+            ("SERVER_NAME", "127.0.0.1".into()),
+            ("SERVER_PORT", a.port.to_string()),
+            ("SERVER_PROTOCOL", "HTTP/1.1".into()),
+            ("REMOTE_ADDR", "127.0.0.1".into()),
+            ("HTTPS", "off".into()),
+            ("wsgi.url_scheme", "http".into()),
+            ("REQUEST_URI", url.to_string()),
+            ("DOCUMENT_ROOT", a.dir.join("htdocs").display().to_string()),
+            (
+                "SCRIPT_FILENAME",
+                a.dir.join("wsgi_app.py").display().to_string(),
+            ),
+            ("body", "abcde".into()),
+            ("multithread", "True".into()),
+        ];
+        for (k, v) in expect {
+            if get(k) != v {
+                a.fail(&format!("{url}: {k} = {:?}, expected {v:?}", get(k)));
+            }
+        }
+        if get("QUERY_STRING") != url.split_once('?').map_or("", |(_, q)| q)
+            || get("REMOTE_PORT").parse::<u16>().is_err()
+        {
+            a.fail(&format!(
+                "{url}: QUERY_STRING or REMOTE_PORT wrong in {body}"
+            ));
+        }
+        if r.head.matches("Set-Cookie:").count() != 2 {
+            a.fail(&format!(
+                "the two Set-Cookie headers were merged or lost: {}",
+                r.head
+            ));
+        }
+    }
+    // Chunked request body: no CONTENT_LENGTH, the body arrives whole.
+    let r = a.request("POST /app/env HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n3\r\nabc\r\n4\r\ndefg\r\n0\r\n\r\n");
+    if json_field(&r.text(), "body").as_deref() != Some("abcdefg")
+        || json_field(&r.text(), "CONTENT_LENGTH").is_some()
+    {
+        a.fail(&format!("chunked body: {}", r.text()));
+    }
+    // HEAD: headers, no body.
+    let r = a.request("HEAD /app/env HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    if r.status != 200 || !r.body.is_empty() || !r.head.contains("Content-Type: application/json") {
+        a.fail(&format!("HEAD: {} {:?} {}", r.status, r.text(), r.head));
+    }
+    // mod_deflate still applies to our responses.
+    let r = a.request(
+        "GET /app/env HTTP/1.1\r\nHost: x\r\nAccept-Encoding: gzip\r\nConnection: close\r\n\r\n",
+    );
+    if !r.head.contains("Content-Encoding: gzip") {
+        a.fail(&format!("mod_deflate did not compress: {}", r.head));
+    }
+}
+
+#[test]
+fn script_files_respect_apache_rules() {
+    let a = start("wsgi-scripts", "");
+    let r = a.get("/cgi/script.py/env/more?z=1");
+    let body = r.text();
+    if r.status != 200
+        || json_field(&body, "SCRIPT_NAME").as_deref() != Some("/cgi/script.py")
+        || json_field(&body, "PATH_INFO").as_deref() != Some("/env/more")
+    {
+        a.fail(&format!("script mode: {} {body}", r.status));
+    }
+    if json_field(&body, "SCRIPT_FILENAME").as_deref()
+        != Some(a.dir.join("htdocs/cgi/script.py").to_str().unwrap())
+    {
+        a.fail(&format!("SCRIPT_FILENAME: {body}"));
+    }
+    let r = a.get("/cgi/missing.py");
+    if r.status != 404 {
+        a.fail(&format!("missing script: {}", r.status));
+    }
+    let r = a.get("/noexec/script.py");
+    if r.status != 403 || !a.error_log().contains("PD0302: Options ExecCGI is off") {
+        a.fail(&format!("without ExecCGI: {}", r.status));
+    }
+    let r = a.get("/denied/script.py");
+    if r.status != 403 {
+        a.fail(&format!("Require all denied: {}", r.status));
+    }
+}
+
+fn vm_hwm_kb(pid: i32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn apache_children_peak(a: &Apache) -> u64 {
+    let master = a.master.unwrap();
+    let manager = a.manager();
+    children(master)
+        .into_iter()
+        .filter(|p| *p != manager)
+        .map(vm_hwm_kb)
+        .max()
+        .unwrap_or(0)
+}
+
+#[test]
+fn large_bodies_stream_both_ways() {
+    let a = start("wsgi-large", "");
+    let before = apache_children_peak(&a);
+    // 5 MB multipart upload, read back as sha256.
+    let boundary = "procdboundary";
+    let payload: Vec<u8> = (0..5 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
+    let mut body = format!("--{boundary}\r\nContent-Disposition: form-data; name=\"f\"; filename=\"a.bin\"\r\nContent-Type: application/octet-stream\r\n\r\n").into_bytes();
+    body.extend_from_slice(&payload);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    let expected = {
+        let out = std::process::Command::new("sha256sum")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut child = out;
+        child.stdin.take().unwrap().write_all(&body).unwrap();
+        let o = child.wait_with_output().unwrap();
+        String::from_utf8_lossy(&o.stdout)
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    let mut s = TcpStream::connect(("127.0.0.1", a.port)).unwrap();
+    write!(s, "POST /app/upload HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary={boundary}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len()).unwrap();
+    s.write_all(&body).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    if !out.contains(&format!("{expected} {}", body.len())) {
+        a.fail(&format!(
+            "upload digest mismatch: expected {expected}, got {out}"
+        ));
+    }
+    // 20 MB response.
+    let r = a.get("/app/big?mb=20");
+    if r.status != 200
+        || r.body.len() != 20 << 20
+        || r.body[..256] != (0..=255u8).collect::<Vec<_>>()[..]
+    {
+        a.fail(&format!(
+            "20 MB response: {} {} bytes",
+            r.status,
+            r.body.len()
+        ));
+    }
+    let after = apache_children_peak(&a);
+    eprintln!("Apache child peak RSS: {before} kB before, {after} kB after 5 MB up + 20 MB down");
+    if after > before + 8 * 1024 {
+        a.fail(&format!(
+            "Apache children grew from {before} kB to {after} kB: bodies are being buffered"
+        ));
+    }
+}
+
+#[test]
+fn streamed_chunks_reach_the_client_before_the_app_finishes() {
+    let a = start("wsgi-stream", "");
+    let mut s = TcpStream::connect(("127.0.0.1", a.port)).unwrap();
+    let t0 = Instant::now();
+    s.write_all(b"GET /app/stream HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let mut first_at = None;
+    loop {
+        let n = s.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        got.extend_from_slice(&buf[..n]);
+        if first_at.is_none() && String::from_utf8_lossy(&got).contains("first") {
+            first_at = Some(t0.elapsed());
+        }
+    }
+    let total = t0.elapsed();
+    let first = first_at.unwrap_or_else(|| a.fail("no first chunk"));
+    eprintln!(
+        "stream: first chunk after {} ms, all after {} ms",
+        first.as_millis(),
+        total.as_millis()
+    );
+    if first > Duration::from_millis(700)
+        || total < Duration::from_millis(900)
+        || !String::from_utf8_lossy(&got).contains("second")
+    {
+        a.fail(&format!("first chunk at {first:?}, end at {total:?}"));
+    }
+}
+
+#[test]
+fn expect_100_continue_is_end_to_end() {
+    let a = start("wsgi-100", "");
+    // The app answers 413 without reading: no 100 Continue, ever.
+    let mut s = TcpStream::connect(("127.0.0.1", a.port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"POST /app/reject HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\nExpect: 100-continue\r\n\r\n").unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out);
+    if !text.starts_with("HTTP/1.1 413") || text.contains("100 Continue") {
+        a.fail(&format!("expected a bare 413: {text}"));
+    }
+    // The app reads the body: 100 Continue first, then the answer.
+    let mut s = TcpStream::connect(("127.0.0.1", a.port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"POST /app/upload HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n").unwrap();
+    let mut first = [0u8; 25];
+    s.read_exact(&mut first).unwrap();
+    if !String::from_utf8_lossy(&first).starts_with("HTTP/1.1 100 Continue") {
+        a.fail(&format!(
+            "expected 100 Continue, got {:?}",
+            String::from_utf8_lossy(&first)
+        ));
+    }
+    s.write_all(b"abcd").unwrap();
+    let mut rest = String::new();
+    let _ = s.read_to_string(&mut rest);
+    if !rest.contains("200 OK") || !rest.contains(" 4") {
+        a.fail(&format!("after 100 Continue: {rest}"));
+    }
+}
+
+#[test]
+fn every_failure_has_its_status_and_log_line() {
+    let a = start("wsgi-fail", "");
+    let check = |path: &str, status: u16, log: &str| {
+        let r = a.get(path);
+        if r.status != status {
+            a.fail(&format!(
+                "{path}: status {} (expected {status}): {}",
+                r.status,
+                r.text()
+            ));
+        }
+        if !wait_until(Duration::from_secs(3), || a.error_log().contains(log)) {
+            a.fail(&format!("{path}: no log line containing {log:?}"));
+        }
+        r
+    };
+    check(
+        "/app/die",
+        502,
+        "exited with status 7 while handling this request",
+    );
+    check("/app/kill", 502, "was killed by signal SIGKILL");
+    check("/app/bad-header", 502, "invalid response header");
+    check("/app/huge-header", 502, "response headers of");
+    let r = check("/app/raise", 500, "the application failed in worker pid");
+    if r.text().contains("secret detail") {
+        a.fail("the traceback leaked to the client");
+    }
+    if !a.error_log().contains("RuntimeError: boom: secret detail")
+        || !a.error_log().contains("Traceback")
+    {
+        a.fail("the traceback is not in the group's error log");
+    }
+    // The app handles its own error with exc_info.
+    let r = a.get("/app/exc-info");
+    if r.status != 500 || r.text() != "handled by the app" {
+        a.fail(&format!("exc_info: {} {}", r.status, r.text()));
+    }
+    // write(), file_wrapper and wsgiref.validate.
+    for (path, body) in [
+        ("/app/write", "written;returned"),
+        ("/app/file", "from a file wrapper"),
+        ("/app/validate", "ok:"),
+    ] {
+        let r = a.get(path);
+        if r.status != 200 || r.text() != body {
+            a.fail(&format!("{path}: {} {:?}", r.status, r.text()));
+        }
+    }
+    let r = a.request("POST /app/validate HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nConnection: close\r\n\r\nxyz");
+    if r.text() != "ok:xyz"
+        || a.error_log().contains("WSGIWarning")
+        || a.error_log().contains("AssertionError")
+    {
+        a.fail(&format!("wsgiref.validate found a problem: {}", r.text()));
+    }
+}
+
+#[test]
+fn queue_and_request_timeouts() {
+    ensure_user("procd-test-a");
+    let conf = "LanguageGroup one language=python processes=1 threads=1 queue-timeout=1 request-timeout=3 user=procd-test-a app=@DIR@/wsgi_app.py\nLanguageMount /one one\n";
+    let mut a = Apache::new("wsgi-timeouts", Mpm::Event, conf);
+    std::fs::copy(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/tests/apps/wsgi_app.py"),
+        a.dir.join("wsgi_app.py"),
+    )
+    .unwrap();
+    a.start();
+    wait_until(Duration::from_secs(10), || a.get("/one/env").status == 200);
+    // The only worker is busy for 2 s: a second request waits 1 s, then 503.
+    let port = a.port;
+    let busy = std::thread::spawn(move || {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.write_all(b"GET /one/sleep?s=2 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let t0 = Instant::now();
+    let r = a.get("/one/env");
+    let waited = t0.elapsed();
+    if r.status != 503
+        || !r.head.contains("Retry-After:")
+        || waited < Duration::from_millis(900)
+        || waited > Duration::from_secs(3)
+    {
+        a.fail(&format!(
+            "queue-timeout: {} after {waited:?}: {}",
+            r.status, r.head
+        ));
+    }
+    if !a
+        .error_log()
+        .contains("no worker became free within queue-timeout")
+    {
+        a.fail("no queue-timeout log line");
+    }
+    if !busy.join().unwrap().contains("slept") {
+        a.fail("the busy request did not complete");
+    }
+    // request-timeout: 504 after about 3 s, and the worker is replaced.
+    let manager = a.manager();
+    let before = children(manager);
+    let t0 = Instant::now();
+    let r = a.get("/one/sleep?s=20");
+    let took = t0.elapsed();
+    if r.status != 504 || took > Duration::from_secs(6) {
+        a.fail(&format!("request-timeout: {} after {took:?}", r.status));
+    }
+    if !wait_until(Duration::from_secs(6), || {
+        !children(manager).is_empty() && children(manager).is_disjoint(&before)
+    }) {
+        a.fail("the timed-out worker was not replaced");
+    }
+    if !a.error_log().contains("request-timeout (3 s) exceeded")
+        || !a.error_log().contains("Stacks of all threads")
+    {
+        a.fail("no request-timeout log lines (Apache's and the worker's stack dump)");
+    }
+    wait_until(Duration::from_secs(10), || a.get("/one/env").status == 200);
+    a.stop();
+}
+
+#[test]
+fn client_disconnect_stops_the_application_promptly() {
+    let a = start("wsgi-disconnect", "");
+    {
+        let mut s = TcpStream::connect(("127.0.0.1", a.port)).unwrap();
+        s.write_all(b"GET /app/forever HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let mut buf = vec![0u8; 256 * 1024];
+        s.read_exact(&mut buf).unwrap();
+    } // closed
+    if !wait_until(Duration::from_secs(5), || {
+        a.error_log().contains("forever: closed after")
+    }) {
+        a.fail("the application was not stopped after the client left");
+    }
+    if a.get("/app/env").status != 200 {
+        a.fail("the group does not serve after a client disconnect");
+    }
+}
