@@ -49,9 +49,7 @@ fn main() {
         if let Some(dir) = arg.strip_prefix("-I") {
             shim.include(dir);
         } else if let Some(def) = arg.strip_prefix("-D") {
-            let (k, v) = def
-                .split_once('=')
-                .map_or((def, None), |(k, v)| (k, Some(v)));
+            let (k, v) = def.split_once('=').map_or((def, None), |(k, v)| (k, Some(v)));
             shim.define(k, v);
         }
     }

@@ -14,25 +14,14 @@ fn rejected(name: &str, conf: &str, expect: &[&str]) -> Result<(), String> {
     }
     let missing: Vec<&&str> = expect.iter().filter(|e| !out.contains(**e)).collect();
     if !missing.is_empty() {
-        return Err(format!(
-            "[{name}] output lacks {missing:?}:\n{out}\nfor:\n{conf}\n"
-        ));
+        return Err(format!("[{name}] output lacks {missing:?}:\n{out}\nfor:\n{conf}\n"));
     }
     Ok(())
 }
 
 fn run_cases(cases: &[(String, String, Vec<&str>)]) {
-    let failures: Vec<String> = cases
-        .iter()
-        .filter_map(|(n, c, e)| rejected(n, c, e).err())
-        .collect();
-    assert!(
-        failures.is_empty(),
-        "{} of {} cases failed:\n{}",
-        failures.len(),
-        cases.len(),
-        failures.join("\n")
-    );
+    let failures: Vec<String> = cases.iter().filter_map(|(n, c, e)| rejected(n, c, e).err()).collect();
+    assert!(failures.is_empty(), "{} of {} cases failed:\n{}", failures.len(), cases.len(), failures.join("\n"));
 }
 
 fn case(name: &str, conf: &str, expect: &[&'static str]) -> (String, String, Vec<&'static str>) {
@@ -45,12 +34,7 @@ fn language_group_option_errors() {
         case(
             "unknown-option",
             "LanguageGroup a language=python proceses=2",
-            &[
-                "LanguageGroup a",
-                "unknown option \"proceses\"",
-                "did you mean processes=?",
-                "allowed options are",
-            ],
+            &["LanguageGroup a", "unknown option \"proceses\"", "did you mean processes=?", "allowed options are"],
         ),
         case(
             "not-a-number",
@@ -62,21 +46,9 @@ fn language_group_option_errors() {
             "LanguageGroup a language=python threads=5000",
             &["invalid threads=5000", "out of range: allowed is 1 to 1024"],
         ),
-        case(
-            "bad-range",
-            "LanguageGroup a language=python processes=8-2",
-            &["invalid processes=8-2", "MIN <= MAX"],
-        ),
-        case(
-            "bad-size",
-            "LanguageGroup a language=python memory-limit=12Q",
-            &["invalid memory-limit=12Q", "512M"],
-        ),
-        case(
-            "tiny-size",
-            "LanguageGroup a language=python memory-limit=10K",
-            &["invalid memory-limit=10K", "from 1M"],
-        ),
+        case("bad-range", "LanguageGroup a language=python processes=8-2", &["invalid processes=8-2", "MIN <= MAX"]),
+        case("bad-size", "LanguageGroup a language=python memory-limit=12Q", &["invalid memory-limit=12Q", "512M"]),
+        case("tiny-size", "LanguageGroup a language=python memory-limit=10K", &["invalid memory-limit=10K", "from 1M"]),
         case(
             "bad-duration",
             "LanguageGroup a language=python request-timeout=soon",
@@ -87,11 +59,7 @@ fn language_group_option_errors() {
             "LanguageGroup a language=python startup-timeout=0",
             &["invalid startup-timeout=0", "from 1s"],
         ),
-        case(
-            "no-language",
-            "LanguageGroup a processes=2",
-            &["LanguageGroup a: language= is required"],
-        ),
+        case("no-language", "LanguageGroup a processes=2", &["LanguageGroup a: language= is required"]),
         case(
             "unknown-language",
             "LanguageGroup a language=cobol",
@@ -104,62 +72,31 @@ fn language_group_option_errors() {
         case(
             "no-such-user",
             "LanguageGroup a language=python user=no-such-user-procd",
-            &[
-                "invalid user=no-such-user-procd",
-                "no user \"no-such-user-procd\"",
-            ],
+            &["invalid user=no-such-user-procd", "no user \"no-such-user-procd\""],
         ),
         case(
             "no-such-group",
             "LanguageGroup a language=python group=no-such-group-procd",
             &["invalid group=no-such-group-procd", "no group"],
         ),
-        case(
-            "root-user",
-            "LanguageGroup a language=python user=root",
-            &["invalid user=root", "never run as root"],
-        ),
-        case(
-            "root-uid",
-            "LanguageGroup a language=python user=#0",
-            &["invalid user=#0", "never run as root"],
-        ),
-        case(
-            "duplicate-option",
-            "LanguageGroup a language=python threads=2 threads=4",
-            &["threads= is given twice"],
-        ),
-        case(
-            "bare-word",
-            "LanguageGroup a language=python verbose",
-            &["\"verbose\" is not an option", "key=value"],
-        ),
-        case(
-            "bad-env",
-            "LanguageGroup a language=python env=NOVALUE",
-            &["invalid env=NOVALUE", "env=NAME=VALUE"],
-        ),
+        case("root-user", "LanguageGroup a language=python user=root", &["invalid user=root", "never run as root"]),
+        case("root-uid", "LanguageGroup a language=python user=#0", &["invalid user=#0", "never run as root"]),
+        case("duplicate-option", "LanguageGroup a language=python threads=2 threads=4", &["threads= is given twice"]),
+        case("bare-word", "LanguageGroup a language=python verbose", &["\"verbose\" is not an option", "key=value"]),
+        case("bad-env", "LanguageGroup a language=python env=NOVALUE", &["invalid env=NOVALUE", "env=NAME=VALUE"]),
         case(
             "unbalanced-quote",
             "LanguageGroup a language=python \"command=/usr/bin/python3",
             &["unbalanced \" quote"],
         ),
         case("no-args", "LanguageGroup", &["LanguageGroup needs a name"]),
-        case(
-            "bad-name",
-            "LanguageGroup ../x language=python",
-            &["not a valid group name"],
-        ),
+        case("bad-name", "LanguageGroup ../x language=python", &["not a valid group name"]),
         case(
             "threads-for-php",
             "LanguageGroup a language=cgi threads=4",
             &["threads=4 is not possible for language=cgi"],
         ),
-        case(
-            "http-needs-command",
-            "LanguageGroup a language=http",
-            &["language=http needs command="],
-        ),
+        case("http-needs-command", "LanguageGroup a language=http", &["language=http needs command="]),
         case(
             "wrong-context",
             "<Location /x>\nLanguageGroup a language=python\n</Location>",
@@ -173,11 +110,7 @@ fn language_group_option_errors() {
         case(
             "duplicate-across-vhosts",
             "<VirtualHost 127.0.0.1:*>\nServerName one\nLanguageGroup a language=cgi\n</VirtualHost>\n<VirtualHost 127.0.0.1:*>\nServerName two\nLanguageGroup a language=cgi\n</VirtualHost>",
-            &[
-                "LanguageGroup a (at",
-                "already declared at",
-                "unique across all virtual hosts",
-            ],
+            &["LanguageGroup a (at", "already declared at", "unique across all virtual hosts"],
         ),
     ];
     run_cases(&cases);
@@ -191,28 +124,16 @@ fn programs_and_files_are_checked_for_the_groups_user() {
     std::fs::create_dir_all(dir.join("public")).unwrap();
     std::fs::write(dir.join("private/app.wsgi"), "application = None\n").unwrap();
     std::fs::write(dir.join("public/app.wsgi"), "application = None\n").unwrap();
-    let _ = std::process::Command::new("chmod")
-        .args(["644", dir.join("public/app.wsgi").to_str().unwrap()])
-        .status();
+    let _ = std::process::Command::new("chmod").args(["644", dir.join("public/app.wsgi").to_str().unwrap()]).status();
     std::fs::write(
         dir.join("langs.toml"),
         "[language.missing]\nprotocol = \"procd\"\ncommand = \"procd-no-such-interpreter --flag\"\npackage = \"procd-interp-pkg\"\n",
     )
     .unwrap();
-    std::fs::write(
-        dir.join("broken.toml"),
-        "[language.node]\nprotocol = \"http\"\ncommand = 5\n",
-    )
-    .unwrap();
-    let _ = std::process::Command::new("chmod")
-        .args(["755", dir.to_str().unwrap()])
-        .status();
-    let _ = std::process::Command::new("chmod")
-        .args(["700", dir.join("private").to_str().unwrap()])
-        .status();
-    let _ = std::process::Command::new("chmod")
-        .args(["755", dir.join("public").to_str().unwrap()])
-        .status();
+    std::fs::write(dir.join("broken.toml"), "[language.node]\nprotocol = \"http\"\ncommand = 5\n").unwrap();
+    let _ = std::process::Command::new("chmod").args(["755", dir.to_str().unwrap()]).status();
+    let _ = std::process::Command::new("chmod").args(["700", dir.join("private").to_str().unwrap()]).status();
+    let _ = std::process::Command::new("chmod").args(["755", dir.join("public").to_str().unwrap()]).status();
     let d = dir.display();
     let cases = [
         case(
@@ -223,19 +144,12 @@ fn programs_and_files_are_checked_for_the_groups_user() {
         case(
             "missing-interpreter-names-package",
             &format!("ProcdLanguages {d}/langs.toml\nLanguageGroup a language=missing"),
-            &[
-                "procd-no-such-interpreter is not installed",
-                "apt-get install procd-interp-pkg",
-            ],
+            &["procd-no-such-interpreter is not installed", "apt-get install procd-interp-pkg"],
         ),
         case(
             "not-executable",
             &format!("LanguageGroup a language=python command={d}/public/app.wsgi"),
-            &[
-                "program",
-                "app.wsgi cannot be run as the group's user",
-                "cannot execute",
-            ],
+            &["program", "app.wsgi cannot be run as the group's user", "cannot execute"],
         ),
         case(
             "app-missing",
@@ -252,11 +166,7 @@ fn programs_and_files_are_checked_for_the_groups_user() {
             "LanguageGroup a language=python home=/no/such/home",
             &["home=/no/such/home: /no/such/home does not exist"],
         ),
-        case(
-            "home-not-dir",
-            "LanguageGroup a language=python home=/etc/hostname",
-            &["home=/etc/hostname", "not one"],
-        ),
+        case("home-not-dir", "LanguageGroup a language=python home=/etc/hostname", &["home=/etc/hostname", "not one"]),
         case(
             "languages-unreadable",
             "ProcdLanguages /no/such/langs.toml",
@@ -265,11 +175,7 @@ fn programs_and_files_are_checked_for_the_groups_user() {
         case(
             "languages-malformed",
             &format!("ProcdLanguages {d}/broken.toml"),
-            &[
-                "ProcdLanguages",
-                "broken.toml: line 3, column 11",
-                "invalid type",
-            ],
+            &["ProcdLanguages", "broken.toml: line 3, column 11", "invalid type"],
         ),
         case(
             "languages-in-vhost",
@@ -302,32 +208,19 @@ fn handler_mount_and_rewrite_errors() {
         case(
             "handler-undeclared",
             "LanguageHandler ghost .php",
-            &[
-                "LanguageHandler .php ghost",
-                "no LanguageGroup named \"ghost\"",
-            ],
+            &["LanguageHandler .php ghost", "no LanguageGroup named \"ghost\""],
         ),
         case(
             "mount-undeclared",
             "LanguageMount /api ghost",
-            &[
-                "LanguageMount /api ghost",
-                "no LanguageGroup named \"ghost\"",
-            ],
+            &["LanguageMount /api ghost", "no LanguageGroup named \"ghost\""],
         ),
         case(
             "ext-without-dot",
             "LanguageGroup a language=cgi\nLanguageHandler a php",
-            &[
-                "LanguageHandler a",
-                "write it with its leading dot, as \".php\"",
-            ],
+            &["LanguageHandler a", "write it with its leading dot, as \".php\""],
         ),
-        case(
-            "handler-no-ext",
-            "LanguageGroup a language=cgi\nLanguageHandler a",
-            &["name at least one extension"],
-        ),
+        case("handler-no-ext", "LanguageGroup a language=cgi\nLanguageHandler a", &["name at least one extension"]),
         case(
             "mount-no-slash",
             "LanguageGroup a language=cgi app=/etc/hostname\nLanguageMount api a",
@@ -351,45 +244,22 @@ fn handler_mount_and_rewrite_errors() {
         case(
             "other-vhosts-group",
             "<VirtualHost 127.0.0.1:*>\nServerName one\nLanguageGroup mine language=cgi\n</VirtualHost>\n<VirtualHost 127.0.0.1:*>\nServerName two\nLanguageHandler mine .cgi\n</VirtualHost>",
-            &[
-                "LanguageHandler .cgi mine",
-                "the virtual host two",
-                "a scope this one cannot use",
-            ],
+            &["LanguageHandler .cgi mine", "the virtual host two", "a scope this one cannot use"],
         ),
         case(
             "location-handler-undeclared",
             "<Location /x>\nLanguageHandler ghost .py\n</Location>",
-            &[
-                "LanguageHandler .py ghost",
-                "no LanguageGroup named \"ghost\"",
-            ],
+            &["LanguageHandler .py ghost", "no LanguageGroup named \"ghost\""],
         ),
-        case(
-            "rewrite-bad-from",
-            "LinkRewrite ftp://x/ /y/",
-            &["LinkRewrite: FROM \"ftp://x/\" is not a URL prefix"],
-        ),
-        case(
-            "rewrite-one-arg",
-            "LinkRewrite http://x/",
-            &["LinkRewrite takes two arguments"],
-        ),
-        case(
-            "rewrite-slash-mismatch",
-            "LinkRewrite http://x:81/ /legacy",
-            &["write TO as /legacy/"],
-        ),
+        case("rewrite-bad-from", "LinkRewrite ftp://x/ /y/", &["LinkRewrite: FROM \"ftp://x/\" is not a URL prefix"]),
+        case("rewrite-one-arg", "LinkRewrite http://x/", &["LinkRewrite takes two arguments"]),
+        case("rewrite-slash-mismatch", "LinkRewrite http://x:81/ /legacy", &["write TO as /legacy/"]),
         case(
             "runtime-dir-in-vhost",
             "<VirtualHost 127.0.0.1:*>\nProcdRuntimeDir /run/x\n</VirtualHost>",
             &["ProcdRuntimeDir is a server-wide setting"],
         ),
-        case(
-            "runtime-dir-two-args",
-            "ProcdRuntimeDir /a /b",
-            &["ProcdRuntimeDir takes one path"],
-        ),
+        case("runtime-dir-two-args", "ProcdRuntimeDir /a /b", &["ProcdRuntimeDir takes one path"]),
     ];
     run_cases(&cases);
 }
@@ -413,16 +283,8 @@ fn hostile_input_never_crashes_configtest() {
     for (i, input) in inputs.iter().enumerate() {
         let a = Apache::new(&format!("hostile{i}"), Mpm::Event, input);
         let start = std::time::Instant::now();
-        let out = std::process::Command::new(common::APACHE)
-            .arg("-t")
-            .arg("-f")
-            .arg(&a.conf)
-            .output()
-            .unwrap();
-        assert!(
-            start.elapsed().as_secs() < 10,
-            "configtest took too long on input {i}"
-        );
+        let out = std::process::Command::new(common::APACHE).arg("-t").arg("-f").arg(&a.conf).output().unwrap();
+        assert!(start.elapsed().as_secs() < 10, "configtest took too long on input {i}");
         // 0 (valid, e.g. a long env value) or 1 (rejected); never a signal.
         let code = out.status.code();
         assert!(
@@ -440,12 +302,8 @@ fn shipped_example_passes_configtest() {
     ensure_user("procd-shop");
     ensure_user("procd-blog");
     let root = env!("CARGO_MANIFEST_DIR");
-    let example =
-        std::fs::read_to_string(format!("{root}/apache-conf/procd-example-vhost.conf")).unwrap();
-    let conf = example.replace(
-        "/srv/procd-example",
-        &format!("{root}/apache-conf/example-site"),
-    );
+    let example = std::fs::read_to_string(format!("{root}/apache-conf/procd-example-vhost.conf")).unwrap();
+    let conf = example.replace("/srv/procd-example", &format!("{root}/apache-conf/example-site"));
     let a = Apache::new("example", Mpm::Event, &conf);
     let (ok, out) = a.configtest();
     assert!(ok && out.contains("Syntax OK"), "{out}");

@@ -48,7 +48,8 @@ fn flask_in_a_virtualenv_works_under_a_prefix() {
         a.fail(&format!("/flask/hello: {}", r.text()));
     }
     let r = a.get("/flask/go");
-    let location = r.head.lines().find(|l| l.to_ascii_lowercase().starts_with("location:")).unwrap_or_default().to_string();
+    let location =
+        r.head.lines().find(|l| l.to_ascii_lowercase().starts_with("location:")).unwrap_or_default().to_string();
     if r.status != 302 || !location.trim_end().ends_with("/flask/hello") {
         a.fail(&format!("redirect: {} {location}", r.status));
     }

@@ -19,11 +19,8 @@ fn groups_run_as_their_users_and_hold_nothing_of_apaches() {
     ensure_user("procd-test-a");
     ensure_user("procd-test-b");
     let sup = ensure_supplementary_group("procd-test-sup", "procd-test-a");
-    let conf = format!(
-        "{}\n{}",
-        group("ga", "procd-test-a", "processes=2"),
-        group("gb", "procd-test-b", "processes=1")
-    );
+    let conf =
+        format!("{}\n{}", group("ga", "procd-test-a", "processes=2"), group("gb", "procd-test-b", "processes=1"));
     let mut a = Apache::new("users", Mpm::Event, &conf);
     a.start();
     let ga = a.wait_for_group("ga", Duration::from_secs(10));
@@ -32,10 +29,7 @@ fn groups_run_as_their_users_and_hold_nothing_of_apaches() {
     if field(&ga, "uid") != uid_a.to_string() || field(&gb, "uid") != uid_b.to_string() {
         a.fail(&format!("wrong users: {ga} / {gb}"));
     }
-    if !field(&ga, "groups")
-        .split(',')
-        .any(|g| g == sup.to_string())
-    {
+    if !field(&ga, "groups").split(',').any(|g| g == sup.to_string()) {
         a.fail(&format!("supplementary group {sup} not set: {ga}"));
     }
 
@@ -49,52 +43,34 @@ fn groups_run_as_their_users_and_hold_nothing_of_apaches() {
         a.fail(&format!("expected 3 workers, found {workers:?}"));
     }
     let by_user: Vec<u32> = workers.iter().map(|w| uid_gid(*w).0).collect();
-    if by_user.iter().filter(|u| **u == uid_a).count() != 2
-        || by_user.iter().filter(|u| **u == uid_b).count() != 1
-    {
+    if by_user.iter().filter(|u| **u == uid_a).count() != 2 || by_user.iter().filter(|u| **u == uid_b).count() != 1 {
         a.fail(&format!("uids of workers: {by_user:?}"));
     }
     for w in &workers {
         let (uid, gid) = uid_gid(*w);
-        let expected_gid = if uid == uid_a {
-            nix_gid("procd-test-a")
-        } else {
-            nix_gid("procd-test-b")
-        };
+        let expected_gid = if uid == uid_a { nix_gid("procd-test-a") } else { nix_gid("procd-test-b") };
         if gid != expected_gid {
-            a.fail(&format!(
-                "worker {w} has gid {gid}, expected {expected_gid}"
-            ));
+            a.fail(&format!("worker {w} has gid {gid}, expected {expected_gid}"));
         }
     }
 
     // No descriptor of the httpd master (listening socket, logs, pipes) is
     // shared with the manager or a worker; sockets and pipes not even by inode.
-    let apaches: std::collections::BTreeSet<String> = fd_targets(master)
-        .into_iter()
-        .filter(|t| t.starts_with("socket:") || t.starts_with("pipe:"))
-        .collect();
+    let apaches: std::collections::BTreeSet<String> =
+        fd_targets(master).into_iter().filter(|t| t.starts_with("socket:") || t.starts_with("pipe:")).collect();
     for pid in std::iter::once(manager).chain(workers.iter().copied()) {
         let mut shared: Vec<String> = fd_targets(pid).intersection(&apaches).cloned().collect();
         shared.extend(shared_descriptions(master, pid));
         if !shared.is_empty() {
-            a.fail(&format!(
-                "process {pid} ({}) holds Apache's descriptors {shared:?}",
-                comm(pid)
-            ));
+            a.fail(&format!("process {pid} ({}) holds Apache's descriptors {shared:?}", comm(pid)));
         }
         let n = fd_targets(pid).len();
         if pid != manager && n > 5 {
-            a.fail(&format!(
-                "worker {pid} has {n} descriptors, expected 0-4 only: {:?}",
-                fd_targets(pid)
-            ));
+            a.fail(&format!("worker {pid} has {n} descriptors, expected 0-4 only: {:?}", fd_targets(pid)));
         }
     }
     // Start-up output of workers reached the log, with group and pid.
-    if !a.error_log().contains("[procd:app] [group ga] [pid")
-        || !a.error_log().contains("a line on stderr")
-    {
+    if !a.error_log().contains("[procd:app] [group ga] [pid") || !a.error_log().contains("a line on stderr") {
         a.fail("worker output is not in the error log");
     }
     a.stop();
@@ -107,10 +83,7 @@ fn nix_gid(user: &str) -> u32 {
     id_of(user, "-g")
 }
 fn id_of(user: &str, flag: &str) -> u32 {
-    let out = std::process::Command::new("id")
-        .args([flag, user])
-        .output()
-        .unwrap();
+    let out = std::process::Command::new("id").args([flag, user]).output().unwrap();
     String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
 }
 
@@ -129,18 +102,14 @@ fn five_graceful_restarts_under_load_lose_nothing() {
     let deadline = Instant::now() + Duration::from_secs(30);
     let clients: Vec<_> = (0..4)
         .map(|_| {
-            let (stop, ok, failures, socket) =
-                (stop.clone(), ok.clone(), failures.clone(), socket.clone());
+            let (stop, ok, failures, socket) = (stop.clone(), ok.clone(), failures.clone(), socket.clone());
             std::thread::spawn(move || {
                 while !stop.load(Ordering::SeqCst) && Instant::now() < deadline {
                     match ask(&socket, "sleep 0.02") {
                         Ok(answer) if answer.starts_with("group=load") => {
                             ok.fetch_add(1, Ordering::SeqCst);
                         }
-                        Ok(other) => failures
-                            .lock()
-                            .unwrap()
-                            .push(format!("bad answer {other:?}")),
+                        Ok(other) => failures.lock().unwrap().push(format!("bad answer {other:?}")),
                         Err(e) => failures.lock().unwrap().push(e),
                     }
                 }
@@ -152,9 +121,7 @@ fn five_graceful_restarts_under_load_lose_nothing() {
     for i in 1..=5 {
         a.graceful();
         // The new generation of the group is serving before the next restart.
-        if !wait_until(Duration::from_secs(10), || {
-            a.log_count("is serving with") > i
-        }) {
+        if !wait_until(Duration::from_secs(10), || a.log_count("is serving with") > i) {
             a.fail(&format!("generation {} of the group never served", i + 1));
         }
         // Keep the load going between restarts: about 10 s in all.
@@ -170,32 +137,20 @@ fn five_graceful_restarts_under_load_lose_nothing() {
     }
     let failures = failures.lock().unwrap().clone();
     let answered = ok.load(Ordering::SeqCst);
-    eprintln!(
-        "graceful under load: {answered} answers, {} failures",
-        failures.len()
-    );
+    eprintln!("graceful under load: {answered} answers, {} failures", failures.len());
     if !failures.is_empty() || answered < 400 {
-        a.fail(&format!(
-            "{answered} answered, {} failed: {:?}",
-            failures.len(),
-            &failures[..failures.len().min(5)]
-        ));
+        a.fail(&format!("{answered} answered, {} failed: {:?}", failures.len(), &failures[..failures.len().min(5)]));
     }
     // Old generations drain and exit (well within graceful-timeout here).
     let last_gen = field(&ask(&socket, "who").unwrap(), "gen").to_string();
     if !wait_until(Duration::from_secs(8), || children(manager).len() == 2) {
-        a.fail(&format!(
-            "old workers still running: {:?}",
-            children(manager)
-        ));
+        a.fail(&format!("old workers still running: {:?}", children(manager)));
     }
     for w in children(manager) {
         seen_workers.remove(&w);
     }
     if let Some(p) = seen_workers.iter().find(|p| pid_alive(**p)) {
-        a.fail(&format!(
-            "a worker of an old generation is still alive: {p}"
-        ));
+        a.fail(&format!("a worker of an old generation is still alive: {p}"));
     }
     if !zombie_children(manager).is_empty() {
         a.fail("the manager left zombies");
@@ -203,21 +158,14 @@ fn five_graceful_restarts_under_load_lose_nothing() {
     if a.log_count("has drained and stopped") < 5 || a.log_count("PD0207") > 0 {
         a.fail("every old generation should drain by itself, without SIGTERM/SIGKILL");
     }
-    eprintln!(
-        "last generation {last_gen}; {} old workers all gone",
-        seen_workers.len()
-    );
+    eprintln!("last generation {last_gen}; {} old workers all gone", seen_workers.len());
     a.stop();
 }
 
 #[test]
 fn killed_worker_is_replaced_and_killed_manager_comes_back() {
     ensure_user("procd-test-a");
-    let mut a = Apache::new(
-        "crash",
-        Mpm::Event,
-        &group("crash", "procd-test-a", "processes=2"),
-    );
+    let mut a = Apache::new("crash", Mpm::Event, &group("crash", "procd-test-a", "processes=2"));
     a.start();
     a.wait_for_group("crash", Duration::from_secs(10));
     let manager = a.manager();
@@ -228,25 +176,17 @@ fn killed_worker_is_replaced_and_killed_manager_comes_back() {
         let now = children(manager);
         now.len() == 2 && !now.contains(&victim)
     }) {
-        a.fail(&format!(
-            "worker {victim} was not replaced: {:?}",
-            children(manager)
-        ));
+        a.fail(&format!("worker {victim} was not replaced: {:?}", children(manager)));
     }
     a.wait_for_group("crash", Duration::from_secs(5));
-    if !a
-        .error_log()
-        .contains(&format!("worker pid {victim} was killed by signal SIGKILL"))
-    {
+    if !a.error_log().contains(&format!("worker pid {victim} was killed by signal SIGKILL")) {
         a.fail("the log does not say how the worker died");
     }
 
     // A worker that crashes while answering: the client sees the cut, the
     // worker is replaced.
     let _ = ask(&a.socket("crash"), "crash");
-    if !wait_until(Duration::from_secs(5), || {
-        a.error_log().contains("exited with status 3")
-    }) {
+    if !wait_until(Duration::from_secs(5), || a.error_log().contains("exited with status 3")) {
         a.fail("the crash's exit status is not logged");
     }
     if !wait_until(Duration::from_secs(5), || children(manager).len() == 2) {
@@ -267,54 +207,35 @@ fn killed_worker_is_replaced_and_killed_manager_comes_back() {
     }
     let took = killed.elapsed();
     eprintln!("new manager after {} ms", took.as_millis());
-    if !wait_until(Duration::from_secs(1), || {
-        old_workers.iter().all(|p| !pid_alive(*p))
-    }) {
-        a.fail(&format!(
-            "workers of the dead manager linger: {old_workers:?}"
-        ));
+    if !wait_until(Duration::from_secs(1), || old_workers.iter().all(|p| !pid_alive(*p))) {
+        a.fail(&format!("workers of the dead manager linger: {old_workers:?}"));
     }
     a.wait_for_group("crash", Duration::from_secs(5));
     if !a.error_log().contains("PD0102: the process manager") {
         a.fail("no log line about the manager's death");
     }
     if took > Duration::from_millis(2000) {
-        a.fail(&format!(
-            "the manager took {} ms to come back",
-            took.as_millis()
-        ));
+        a.fail(&format!("the manager took {} ms to come back", took.as_millis()));
     }
     a.stop();
 }
 
 fn nix_kill(pid: i32, sig: &str) {
-    std::process::Command::new("kill")
-        .args([&format!("-{sig}"), &pid.to_string()])
-        .status()
-        .unwrap();
+    std::process::Command::new("kill").args([&format!("-{sig}"), &pid.to_string()]).status().unwrap();
 }
 
 #[test]
 fn killing_httpd_takes_manager_and_workers_down() {
     ensure_user("procd-test-a");
-    let mut a = Apache::new(
-        "parentkill",
-        Mpm::Event,
-        &group("pk", "procd-test-a", "processes=2"),
-    );
+    let mut a = Apache::new("parentkill", Mpm::Event, &group("pk", "procd-test-a", "processes=2"));
     a.start();
     a.wait_for_group("pk", Duration::from_secs(10));
     let manager = a.manager();
     let workers = children(manager);
     let master = a.forget_master().unwrap();
-    let apache_children: Vec<i32> = children(master)
-        .into_iter()
-        .filter(|p| *p != manager)
-        .collect();
+    let apache_children: Vec<i32> = children(master).into_iter().filter(|p| *p != manager).collect();
     nix_kill(master, "KILL");
-    let gone = wait_until(Duration::from_secs(2), || {
-        !pid_alive(manager) && workers.iter().all(|w| !pid_alive(*w))
-    });
+    let gone = wait_until(Duration::from_secs(2), || !pid_alive(manager) && workers.iter().all(|w| !pid_alive(*w)));
     // Apache's own children are not ours to judge; clean them up by pid.
     for p in apache_children {
         if pid_alive(p) {
@@ -325,10 +246,7 @@ fn killing_httpd_takes_manager_and_workers_down() {
         a.fail(&format!(
             "2 s after SIGKILL of httpd: manager alive={}, workers alive={:?}",
             pid_alive(manager),
-            workers
-                .iter()
-                .filter(|w| pid_alive(**w))
-                .collect::<Vec<_>>()
+            workers.iter().filter(|w| pid_alive(**w)).collect::<Vec<_>>()
         ));
     }
 }
@@ -346,13 +264,9 @@ fn failing_command_backs_off_quietly() {
     let cpu = cpu_ticks(manager) - cpu_before;
     eprintln!("failing command: {starts} starts in 6 s, manager used {cpu} CPU ticks");
     if !(2..=7).contains(&starts) {
-        a.fail(&format!(
-            "{starts} starts in 6 s: expected a handful, with back-off"
-        ));
+        a.fail(&format!("{starts} starts in 6 s: expected a handful, with back-off"));
     }
-    if !a
-        .error_log()
-        .contains("PD0203: group bad: workers fail to start")
+    if !a.error_log().contains("PD0203: group bad: workers fail to start")
         || !a.error_log().contains("failing on purpose")
     {
         a.fail("expected the back-off line and the worker's own message");
@@ -374,21 +288,12 @@ fn broken_new_generation_keeps_the_old_one_serving() {
     a.start();
     let first = a.wait_for_group("keep", Duration::from_secs(10));
     let gen1 = field(&first, "gen").to_string();
-    a.set_extra(&group(
-        "keep",
-        "procd-test-a",
-        "processes=2 env=WORKER_MODE=fail",
-    ));
+    a.set_extra(&group("keep", "procd-test-a", "processes=2 env=WORKER_MODE=fail"));
     a.graceful();
-    if !wait_until(Duration::from_secs(10), || {
-        a.error_log().contains("failed to start")
-    }) {
+    if !wait_until(Duration::from_secs(10), || a.error_log().contains("failed to start")) {
         a.fail("the broken generation was not reported");
     }
-    if !a
-        .error_log()
-        .contains(&format!("the previous generation ({gen1}) keeps serving"))
-    {
+    if !a.error_log().contains(&format!("the previous generation ({gen1}) keeps serving")) {
         a.fail("the log should say the previous generation keeps serving");
     }
     for _ in 0..20 {
@@ -402,9 +307,7 @@ fn broken_new_generation_keeps_the_old_one_serving() {
     // Fixing the configuration brings a new generation in.
     a.set_extra(&good);
     a.graceful();
-    if !wait_until(Duration::from_secs(10), || {
-        ask(&a.socket("keep"), "who").is_ok_and(|x| field(&x, "gen") != gen1)
-    }) {
+    if !wait_until(Duration::from_secs(10), || ask(&a.socket("keep"), "who").is_ok_and(|x| field(&x, "gen") != gen1)) {
         a.fail("the fixed configuration never replaced the old generation");
     }
     a.stop();
@@ -414,33 +317,24 @@ fn broken_new_generation_keeps_the_old_one_serving() {
 fn groups_are_isolated_from_each_other_and_from_httpd() {
     ensure_user("procd-test-a");
     ensure_user("procd-test-b");
-    let conf = format!(
-        "{}\n{}",
-        group("ia", "procd-test-a", "processes=1"),
-        group("ib", "procd-test-b", "processes=1")
-    );
+    let conf =
+        format!("{}\n{}", group("ia", "procd-test-a", "processes=1"), group("ib", "procd-test-b", "processes=1"));
     let mut a = Apache::new("isolation", Mpm::Event, &conf);
     a.start();
     a.wait_for_group("ia", Duration::from_secs(10));
     a.wait_for_group("ib", Duration::from_secs(10));
     let b_socket = a.socket("ib").display().to_string();
-    let connect =
-        format!("import socket; s=socket.socket(socket.AF_UNIX); s.connect('{b_socket}')");
+    let connect = format!("import socket; s=socket.socket(socket.AF_UNIX); s.connect('{b_socket}')");
     let (ok, out) = run_as("procd-test-a", &["/usr/bin/python3", "-c", &connect]);
     if ok || !out.contains("Permission denied") {
-        a.fail(&format!(
-            "group a's user could connect to group b's socket: {out}"
-        ));
+        a.fail(&format!("group a's user could connect to group b's socket: {out}"));
     }
     let run_dir = a.dir.join("run/procd").display().to_string();
     let (ok, out) = run_as("procd-test-a", &["/bin/ls", &run_dir]);
     if ok || !out.contains("Permission denied") {
         a.fail(&format!("group a's user could list the runtime dir: {out}"));
     }
-    for (what, pid) in [
-        ("the manager", a.manager()),
-        ("the httpd master", a.master.unwrap()),
-    ] {
+    for (what, pid) in [("the manager", a.manager()), ("the httpd master", a.master.unwrap())] {
         let (ok, out) = run_as("procd-test-a", &["/bin/kill", "-0", &pid.to_string()]);
         if ok {
             a.fail(&format!("group a's user can signal {what}: {out}"));
@@ -449,11 +343,7 @@ fn groups_are_isolated_from_each_other_and_from_httpd() {
     // Apache's child user can connect (it must, to serve requests).
     let (ok, out) = run_as(
         "www-data",
-        &[
-            "/usr/bin/python3",
-            "-c",
-            &format!("{connect}; s.sendall(b'who\\n'); print(s.recv(200))"),
-        ],
+        &["/usr/bin/python3", "-c", &format!("{connect}; s.sendall(b'who\\n'); print(s.recv(200))")],
     );
     if !ok || !out.contains("group=ib") {
         a.fail(&format!("Apache's user cannot reach the group: {out}"));
@@ -464,16 +354,11 @@ fn groups_are_isolated_from_each_other_and_from_httpd() {
 #[test]
 fn startup_timeout_bounds_a_worker_that_never_gets_ready() {
     ensure_user("procd-test-a");
-    let conf = group(
-        "slow",
-        "procd-test-a",
-        "processes=1 startup-timeout=2 env=WORKER_MODE=hang",
-    );
+    let conf = group("slow", "procd-test-a", "processes=1 startup-timeout=2 env=WORKER_MODE=hang");
     let mut a = Apache::new("startup-timeout", Mpm::Event, &conf);
     a.start();
     if !wait_until(Duration::from_secs(6), || {
-        a.error_log()
-            .contains("not every worker became ready within startup-timeout (2 s)")
+        a.error_log().contains("not every worker became ready within startup-timeout (2 s)")
     }) {
         a.fail("the start-up timeout was not enforced");
     }
@@ -486,11 +371,7 @@ fn startup_timeout_bounds_a_worker_that_never_gets_ready() {
 #[test]
 fn graceful_stop_lets_workers_finish_and_stop_is_bounded() {
     ensure_user("procd-test-a");
-    let mut a = Apache::new(
-        "stopping",
-        Mpm::Event,
-        &group("st", "procd-test-a", "processes=2"),
-    );
+    let mut a = Apache::new("stopping", Mpm::Event, &group("st", "procd-test-a", "processes=2"));
     a.start();
     a.wait_for_group("st", Duration::from_secs(10));
     let manager = a.manager();
@@ -500,30 +381,16 @@ fn graceful_stop_lets_workers_finish_and_stop_is_bounded() {
     std::thread::sleep(Duration::from_millis(200));
     let master = a.forget_master().unwrap();
     let stopped = Instant::now();
-    let out = std::process::Command::new(APACHE)
-        .arg("-f")
-        .arg(&a.conf)
-        .args(["-k", "graceful-stop"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = std::process::Command::new(APACHE).arg("-f").arg(&a.conf).args(["-k", "graceful-stop"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let answer = in_flight.join().unwrap();
     if !answer.as_ref().is_ok_and(|x| x.starts_with("group=st")) {
-        a.fail(&format!(
-            "the request in flight during graceful-stop was lost: {answer:?}"
-        ));
+        a.fail(&format!("the request in flight during graceful-stop was lost: {answer:?}"));
     }
     let all_gone = wait_until(Duration::from_secs(8), || {
         !pid_alive(master) && !pid_alive(manager) && workers.iter().all(|w| !pid_alive(*w))
     });
-    eprintln!(
-        "graceful-stop: everything gone after {} ms",
-        stopped.elapsed().as_millis()
-    );
+    eprintln!("graceful-stop: everything gone after {} ms", stopped.elapsed().as_millis());
     if !all_gone {
         a.fail("processes left after graceful-stop");
     }
@@ -535,19 +402,11 @@ fn graceful_stop_lets_workers_finish_and_stop_is_bounded() {
     let workers = children(manager);
     let master = a.forget_master().unwrap();
     let stopped = Instant::now();
-    let _ = std::process::Command::new(APACHE)
-        .arg("-f")
-        .arg(&a.conf)
-        .args(["-k", "stop"])
-        .output()
-        .unwrap();
+    let _ = std::process::Command::new(APACHE).arg("-f").arg(&a.conf).args(["-k", "stop"]).output().unwrap();
     let all_gone = wait_until(Duration::from_secs(6), || {
         !pid_alive(master) && !pid_alive(manager) && workers.iter().all(|w| !pid_alive(*w))
     });
-    eprintln!(
-        "stop: everything gone after {} ms",
-        stopped.elapsed().as_millis()
-    );
+    eprintln!("stop: everything gone after {} ms", stopped.elapsed().as_millis());
     if !all_gone {
         a.fail("processes left 6 s after stop");
     }

@@ -31,10 +31,7 @@ fn start(name: &str, extra: &str) -> Apache {
         std::fs::create_dir_all(a.dir.join(sub)).unwrap();
         std::fs::copy(app, a.dir.join(sub).join("script.py")).unwrap();
     }
-    let _ = std::process::Command::new("chmod")
-        .args(["-R", "a+rX"])
-        .arg(&a.dir)
-        .status();
+    let _ = std::process::Command::new("chmod").args(["-R", "a+rX"]).arg(&a.dir).status();
     a.start();
     wait_until(Duration::from_secs(10), || a.get("/app/env").status == 200);
     a
@@ -69,11 +66,7 @@ fn environment_follows_the_cgi_and_wsgi_specs() {
     let cases = [
         ("/app", "/app", ""),
         ("/app/", "/app", "/"),
-        (
-            "/app/env/a%20b/%C3%A9?x=1&y=2",
-            "/app",
-            "/env/a b/\u{c3}\u{a9}",
-        ),
+        ("/app/env/a%20b/%C3%A9?x=1&y=2", "/app", "/env/a b/\u{c3}\u{a9}"),
     ];
     for (url, script_name, path_info) in cases {
         let r = a.request(&format!(
@@ -84,9 +77,7 @@ fn environment_follows_the_cgi_and_wsgi_specs() {
         if r.status != 200 {
             a.fail(&format!("{url}: {} {body}", r.status));
         }
-        let get = |k: &str| {
-            json_field(&body, k).unwrap_or_else(|| a.fail(&format!("{url}: no {k} in {body}")))
-        };
+        let get = |k: &str| json_field(&body, k).unwrap_or_else(|| a.fail(&format!("{url}: no {k} in {body}")));
         let expect = [
             ("SCRIPT_NAME", script_name.to_string()),
             ("PATH_INFO", path_info.to_string()),
@@ -102,10 +93,7 @@ fn environment_follows_the_cgi_and_wsgi_specs() {
             ("wsgi.url_scheme", "http".into()),
             ("REQUEST_URI", url.to_string()),
             ("DOCUMENT_ROOT", a.dir.join("htdocs").display().to_string()),
-            (
-                "SCRIPT_FILENAME",
-                a.dir.join("wsgi_app.py").display().to_string(),
-            ),
+            ("SCRIPT_FILENAME", a.dir.join("wsgi_app.py").display().to_string()),
             ("body", "abcde".into()),
             ("multithread", "True".into()),
         ];
@@ -117,21 +105,15 @@ fn environment_follows_the_cgi_and_wsgi_specs() {
         if get("QUERY_STRING") != url.split_once('?').map_or("", |(_, q)| q)
             || get("REMOTE_PORT").parse::<u16>().is_err()
         {
-            a.fail(&format!(
-                "{url}: QUERY_STRING or REMOTE_PORT wrong in {body}"
-            ));
+            a.fail(&format!("{url}: QUERY_STRING or REMOTE_PORT wrong in {body}"));
         }
         if r.head.matches("Set-Cookie:").count() != 2 {
-            a.fail(&format!(
-                "the two Set-Cookie headers were merged or lost: {}",
-                r.head
-            ));
+            a.fail(&format!("the two Set-Cookie headers were merged or lost: {}", r.head));
         }
     }
     // Chunked request body: no CONTENT_LENGTH, the body arrives whole.
     let r = a.request("POST /app/env HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n3\r\nabc\r\n4\r\ndefg\r\n0\r\n\r\n");
-    if json_field(&r.text(), "body").as_deref() != Some("abcdefg")
-        || json_field(&r.text(), "CONTENT_LENGTH").is_some()
+    if json_field(&r.text(), "body").as_deref() != Some("abcdefg") || json_field(&r.text(), "CONTENT_LENGTH").is_some()
     {
         a.fail(&format!("chunked body: {}", r.text()));
     }
@@ -141,9 +123,7 @@ fn environment_follows_the_cgi_and_wsgi_specs() {
         a.fail(&format!("HEAD: {} {:?} {}", r.status, r.text(), r.head));
     }
     // mod_deflate still applies to our responses.
-    let r = a.request(
-        "GET /app/env HTTP/1.1\r\nHost: x\r\nAccept-Encoding: gzip\r\nConnection: close\r\n\r\n",
-    );
+    let r = a.request("GET /app/env HTTP/1.1\r\nHost: x\r\nAccept-Encoding: gzip\r\nConnection: close\r\n\r\n");
     if !r.head.contains("Content-Encoding: gzip") {
         a.fail(&format!("mod_deflate did not compress: {}", r.head));
     }
@@ -160,9 +140,7 @@ fn script_files_respect_apache_rules() {
     {
         a.fail(&format!("script mode: {} {body}", r.status));
     }
-    if json_field(&body, "SCRIPT_FILENAME").as_deref()
-        != Some(a.dir.join("htdocs/cgi/script.py").to_str().unwrap())
-    {
+    if json_field(&body, "SCRIPT_FILENAME").as_deref() != Some(a.dir.join("htdocs/cgi/script.py").to_str().unwrap()) {
         a.fail(&format!("SCRIPT_FILENAME: {body}"));
     }
     let r = a.get("/cgi/missing.py");
@@ -192,12 +170,7 @@ fn vm_hwm_kb(pid: i32) -> u64 {
 fn apache_children_peak(a: &Apache) -> u64 {
     let master = a.master.unwrap();
     let manager = a.manager();
-    children(master)
-        .into_iter()
-        .filter(|p| *p != manager)
-        .map(vm_hwm_kb)
-        .max()
-        .unwrap_or(0)
+    children(master).into_iter().filter(|p| *p != manager).map(vm_hwm_kb).max().unwrap_or(0)
 }
 
 #[test]
@@ -219,11 +192,7 @@ fn large_bodies_stream_both_ways() {
         let mut child = out;
         child.stdin.take().unwrap().write_all(&body).unwrap();
         let o = child.wait_with_output().unwrap();
-        String::from_utf8_lossy(&o.stdout)
-            .split_whitespace()
-            .next()
-            .unwrap()
-            .to_string()
+        String::from_utf8_lossy(&o.stdout).split_whitespace().next().unwrap().to_string()
     };
     let mut s = TcpStream::connect(("127.0.0.1", a.port)).unwrap();
     write!(s, "POST /app/upload HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary={boundary}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len()).unwrap();
@@ -231,28 +200,17 @@ fn large_bodies_stream_both_ways() {
     let mut out = String::new();
     s.read_to_string(&mut out).unwrap();
     if !out.contains(&format!("{expected} {}", body.len())) {
-        a.fail(&format!(
-            "upload digest mismatch: expected {expected}, got {out}"
-        ));
+        a.fail(&format!("upload digest mismatch: expected {expected}, got {out}"));
     }
     // 20 MB response.
     let r = a.get("/app/big?mb=20");
-    if r.status != 200
-        || r.body.len() != 20 << 20
-        || r.body[..256] != (0..=255u8).collect::<Vec<_>>()[..]
-    {
-        a.fail(&format!(
-            "20 MB response: {} {} bytes",
-            r.status,
-            r.body.len()
-        ));
+    if r.status != 200 || r.body.len() != 20 << 20 || r.body[..256] != (0..=255u8).collect::<Vec<_>>()[..] {
+        a.fail(&format!("20 MB response: {} {} bytes", r.status, r.body.len()));
     }
     let after = apache_children_peak(&a);
     eprintln!("Apache child peak RSS: {before} kB before, {after} kB after 5 MB up + 20 MB down");
     if after > before + 8 * 1024 {
-        a.fail(&format!(
-            "Apache children grew from {before} kB to {after} kB: bodies are being buffered"
-        ));
+        a.fail(&format!("Apache children grew from {before} kB to {after} kB: bodies are being buffered"));
     }
 }
 
@@ -261,8 +219,7 @@ fn streamed_chunks_reach_the_client_before_the_app_finishes() {
     let a = start("wsgi-stream", "");
     let mut s = TcpStream::connect(("127.0.0.1", a.port)).unwrap();
     let t0 = Instant::now();
-    s.write_all(b"GET /app/stream HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .unwrap();
+    s.write_all(b"GET /app/stream HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
     let mut got = Vec::new();
     let mut buf = [0u8; 4096];
     let mut first_at = None;
@@ -278,11 +235,7 @@ fn streamed_chunks_reach_the_client_before_the_app_finishes() {
     }
     let total = t0.elapsed();
     let first = first_at.unwrap_or_else(|| a.fail("no first chunk"));
-    eprintln!(
-        "stream: first chunk after {} ms, all after {} ms",
-        first.as_millis(),
-        total.as_millis()
-    );
+    eprintln!("stream: first chunk after {} ms, all after {} ms", first.as_millis(), total.as_millis());
     if first > Duration::from_millis(700)
         || total < Duration::from_millis(900)
         || !String::from_utf8_lossy(&got).contains("second")
@@ -297,7 +250,8 @@ fn expect_100_continue_is_end_to_end() {
     // The app answers 413 without reading: no 100 Continue, ever.
     let mut s = TcpStream::connect(("127.0.0.1", a.port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    s.write_all(b"POST /app/reject HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\nExpect: 100-continue\r\n\r\n").unwrap();
+    s.write_all(b"POST /app/reject HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\nExpect: 100-continue\r\n\r\n")
+        .unwrap();
     let mut out = Vec::new();
     let _ = s.read_to_end(&mut out);
     let text = String::from_utf8_lossy(&out);
@@ -311,10 +265,7 @@ fn expect_100_continue_is_end_to_end() {
     let mut first = [0u8; 25];
     s.read_exact(&mut first).unwrap();
     if !String::from_utf8_lossy(&first).starts_with("HTTP/1.1 100 Continue") {
-        a.fail(&format!(
-            "expected 100 Continue, got {:?}",
-            String::from_utf8_lossy(&first)
-        ));
+        a.fail(&format!("expected 100 Continue, got {:?}", String::from_utf8_lossy(&first)));
     }
     s.write_all(b"abcd").unwrap();
     let mut rest = String::new();
@@ -330,22 +281,14 @@ fn every_failure_has_its_status_and_log_line() {
     let check = |path: &str, status: u16, log: &str| {
         let r = a.get(path);
         if r.status != status {
-            a.fail(&format!(
-                "{path}: status {} (expected {status}): {}",
-                r.status,
-                r.text()
-            ));
+            a.fail(&format!("{path}: status {} (expected {status}): {}", r.status, r.text()));
         }
         if !wait_until(Duration::from_secs(3), || a.error_log().contains(log)) {
             a.fail(&format!("{path}: no log line containing {log:?}"));
         }
         r
     };
-    check(
-        "/app/die",
-        502,
-        "exited with status 7 while handling this request",
-    );
+    check("/app/die", 502, "exited with status 7 while handling this request");
     check("/app/kill", 502, "was killed by signal SIGKILL");
     check("/app/bad-header", 502, "invalid response header");
     check("/app/huge-header", 502, "response headers of");
@@ -353,9 +296,7 @@ fn every_failure_has_its_status_and_log_line() {
     if r.text().contains("secret detail") {
         a.fail("the traceback leaked to the client");
     }
-    if !a.error_log().contains("RuntimeError: boom: secret detail")
-        || !a.error_log().contains("Traceback")
-    {
+    if !a.error_log().contains("RuntimeError: boom: secret detail") || !a.error_log().contains("Traceback") {
         a.fail("the traceback is not in the group's error log");
     }
     // The app handles its own error with exc_info.
@@ -364,21 +305,16 @@ fn every_failure_has_its_status_and_log_line() {
         a.fail(&format!("exc_info: {} {}", r.status, r.text()));
     }
     // write(), file_wrapper and wsgiref.validate.
-    for (path, body) in [
-        ("/app/write", "written;returned"),
-        ("/app/file", "from a file wrapper"),
-        ("/app/validate", "ok:"),
-    ] {
+    for (path, body) in
+        [("/app/write", "written;returned"), ("/app/file", "from a file wrapper"), ("/app/validate", "ok:")]
+    {
         let r = a.get(path);
         if r.status != 200 || r.text() != body {
             a.fail(&format!("{path}: {} {:?}", r.status, r.text()));
         }
     }
     let r = a.request("POST /app/validate HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nConnection: close\r\n\r\nxyz");
-    if r.text() != "ok:xyz"
-        || a.error_log().contains("WSGIWarning")
-        || a.error_log().contains("AssertionError")
-    {
+    if r.text() != "ok:xyz" || a.error_log().contains("WSGIWarning") || a.error_log().contains("AssertionError") {
         a.fail(&format!("wsgiref.validate found a problem: {}", r.text()));
     }
 }
@@ -388,19 +324,14 @@ fn queue_and_request_timeouts() {
     ensure_user("procd-test-a");
     let conf = "LanguageGroup one language=python processes=1 threads=1 queue-timeout=1 request-timeout=3 user=procd-test-a app=@DIR@/wsgi_app.py\nLanguageMount /one one\n";
     let mut a = Apache::new("wsgi-timeouts", Mpm::Event, conf);
-    std::fs::copy(
-        concat!(env!("CARGO_MANIFEST_DIR"), "/tests/apps/wsgi_app.py"),
-        a.dir.join("wsgi_app.py"),
-    )
-    .unwrap();
+    std::fs::copy(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/apps/wsgi_app.py"), a.dir.join("wsgi_app.py")).unwrap();
     a.start();
     wait_until(Duration::from_secs(10), || a.get("/one/env").status == 200);
     // The only worker is busy for 2 s: a second request waits 1 s, then 503.
     let port = a.port;
     let busy = std::thread::spawn(move || {
         let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-        s.write_all(b"GET /one/sleep?s=2 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            .unwrap();
+        s.write_all(b"GET /one/sleep?s=2 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
         let mut out = String::new();
         s.read_to_string(&mut out).unwrap();
         out
@@ -414,15 +345,9 @@ fn queue_and_request_timeouts() {
         || waited < Duration::from_millis(900)
         || waited > Duration::from_secs(3)
     {
-        a.fail(&format!(
-            "queue-timeout: {} after {waited:?}: {}",
-            r.status, r.head
-        ));
+        a.fail(&format!("queue-timeout: {} after {waited:?}: {}", r.status, r.head));
     }
-    if !a
-        .error_log()
-        .contains("no worker became free within queue-timeout")
-    {
+    if !a.error_log().contains("no worker became free within queue-timeout") {
         a.fail("no queue-timeout log line");
     }
     if !busy.join().unwrap().contains("slept") {
@@ -437,14 +362,10 @@ fn queue_and_request_timeouts() {
     if r.status != 504 || took > Duration::from_secs(6) {
         a.fail(&format!("request-timeout: {} after {took:?}", r.status));
     }
-    if !wait_until(Duration::from_secs(6), || {
-        !children(manager).is_empty() && children(manager).is_disjoint(&before)
-    }) {
+    if !wait_until(Duration::from_secs(6), || !children(manager).is_empty() && children(manager).is_disjoint(&before)) {
         a.fail("the timed-out worker was not replaced");
     }
-    if !a.error_log().contains("request-timeout (3 s) exceeded")
-        || !a.error_log().contains("Stacks of all threads")
-    {
+    if !a.error_log().contains("request-timeout (3 s) exceeded") || !a.error_log().contains("Stacks of all threads") {
         a.fail("no request-timeout log lines (Apache's and the worker's stack dump)");
     }
     wait_until(Duration::from_secs(10), || a.get("/one/env").status == 200);
@@ -456,14 +377,11 @@ fn client_disconnect_stops_the_application_promptly() {
     let a = start("wsgi-disconnect", "");
     {
         let mut s = TcpStream::connect(("127.0.0.1", a.port)).unwrap();
-        s.write_all(b"GET /app/forever HTTP/1.1\r\nHost: x\r\n\r\n")
-            .unwrap();
+        s.write_all(b"GET /app/forever HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
         let mut buf = vec![0u8; 256 * 1024];
         s.read_exact(&mut buf).unwrap();
     } // closed
-    if !wait_until(Duration::from_secs(5), || {
-        a.error_log().contains("forever: closed after")
-    }) {
+    if !wait_until(Duration::from_secs(5), || a.error_log().contains("forever: closed after")) {
         a.fail("the application was not stopped after the client left");
     }
     if a.get("/app/env").status != 200 {

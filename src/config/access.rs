@@ -30,12 +30,7 @@ impl Identity {
         }
         groups.sort_unstable();
         groups.dedup();
-        Identity {
-            user: user.to_string(),
-            uid,
-            gid,
-            groups,
-        }
+        Identity { user: user.to_string(), uid, gid, groups }
     }
 
     fn describe(&self) -> String {
@@ -47,9 +42,7 @@ impl Identity {
 pub fn lookup_user(spec: &str) -> Result<User, String> {
     let found = match spec.strip_prefix('#') {
         Some(num) => {
-            let uid: u32 = num
-                .parse()
-                .map_err(|_| format!("\"{spec}\" is not a user name or #uid"))?;
+            let uid: u32 = num.parse().map_err(|_| format!("\"{spec}\" is not a user name or #uid"))?;
             User::from_uid(Uid::from_raw(uid))
         }
         None => User::from_name(spec),
@@ -67,9 +60,7 @@ pub fn lookup_user(spec: &str) -> Result<User, String> {
 pub fn lookup_group(spec: &str) -> Result<Group, String> {
     let found = match spec.strip_prefix('#') {
         Some(num) => {
-            let gid: u32 = num
-                .parse()
-                .map_err(|_| format!("\"{spec}\" is not a group name or #gid"))?;
+            let gid: u32 = num.parse().map_err(|_| format!("\"{spec}\" is not a group name or #gid"))?;
             Group::from_gid(Gid::from_raw(gid))
         }
         None => Group::from_name(spec),
@@ -110,19 +101,11 @@ fn allowed(meta: &std::fs::Metadata, who: &Identity, bit: u32) -> bool {
 }
 
 fn explain(path: &Path, meta: &std::fs::Metadata) -> String {
-    let owner = User::from_uid(Uid::from_raw(meta.uid()))
-        .ok()
-        .flatten()
-        .map_or_else(|| meta.uid().to_string(), |u| u.name);
-    let group = Group::from_gid(Gid::from_raw(meta.gid()))
-        .ok()
-        .flatten()
-        .map_or_else(|| meta.gid().to_string(), |g| g.name);
-    format!(
-        "{} is mode {:04o}, owned by {owner}:{group}",
-        path.display(),
-        meta.mode() & 0o7777
-    )
+    let owner =
+        User::from_uid(Uid::from_raw(meta.uid())).ok().flatten().map_or_else(|| meta.uid().to_string(), |u| u.name);
+    let group =
+        Group::from_gid(Gid::from_raw(meta.gid())).ok().flatten().map_or_else(|| meta.gid().to_string(), |g| g.name);
+    format!("{} is mode {:04o}, owned by {owner}:{group}", path.display(), meta.mode() & 0o7777)
 }
 
 /// Checks that `who` can do `need` on `path`, following every directory on
@@ -137,12 +120,7 @@ pub fn check_access(path: &Path, who: &Identity, need: Need) -> Result<PathBuf, 
     for (i, comp) in comps.iter().enumerate() {
         let meta = std::fs::metadata(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         if !allowed(&meta, who, 0o1) {
-            return Err(format!(
-                "{} cannot enter {}: {}",
-                who.describe(),
-                dir.display(),
-                explain(&dir, &meta)
-            ));
+            return Err(format!("{} cannot enter {}: {}", who.describe(), dir.display(), explain(&dir, &meta)));
         }
         dir.push(comp);
         let _ = i;
@@ -152,22 +130,14 @@ pub fn check_access(path: &Path, who: &Identity, need: Need) -> Result<PathBuf, 
         Need::ReadFile if meta.is_dir() => (false, "read (it is a directory, a file is needed)"),
         Need::ReadFile => (allowed(&meta, who, 0o4), "read"),
         Need::Directory if !meta.is_dir() => (false, "use as a directory (it is not one)"),
-        Need::Directory => (
-            allowed(&meta, who, 0o1) && allowed(&meta, who, 0o4),
-            "enter and list",
-        ),
+        Need::Directory => (allowed(&meta, who, 0o1) && allowed(&meta, who, 0o4), "enter and list"),
         Need::Execute if meta.is_dir() => (false, "execute (it is a directory)"),
         Need::Execute => (allowed(&meta, who, 0o1), "execute"),
     };
     if ok {
         Ok(real)
     } else {
-        Err(format!(
-            "{} cannot {what} {}: {}",
-            who.describe(),
-            real.display(),
-            explain(&real, &meta)
-        ))
+        Err(format!("{} cannot {what} {}: {}", who.describe(), real.display(), explain(&real, &meta)))
     }
 }
 
@@ -182,10 +152,7 @@ pub fn find_program(program: &str) -> Option<PathBuf> {
         let p = PathBuf::from(program);
         return p.exists().then_some(p);
     }
-    WORKER_PATH
-        .split(':')
-        .map(|dir| Path::new(dir).join(program))
-        .find(|candidate| candidate.is_file())
+    WORKER_PATH.split(':').map(|dir| Path::new(dir).join(program)).find(|candidate| candidate.is_file())
 }
 
 #[cfg(test)]
@@ -194,12 +161,7 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
 
     fn someone() -> Identity {
-        Identity {
-            user: "tester".into(),
-            uid: 4_000_001,
-            gid: 4_000_001,
-            groups: vec![4_000_001],
-        }
+        Identity { user: "tester".into(), uid: 4_000_001, gid: 4_000_001, groups: vec![4_000_001] }
     }
 
     #[test]
@@ -211,38 +173,20 @@ mod tests {
         std::fs::write(&file, "x").unwrap();
         std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
         assert!(check_access(&file, &someone(), Need::ReadFile).is_ok());
-        assert!(
-            check_access(&file, &someone(), Need::Execute)
-                .unwrap_err()
-                .contains("cannot execute")
-        );
+        assert!(check_access(&file, &someone(), Need::Execute).unwrap_err().contains("cannot execute"));
         assert!(check_access(&dir, &someone(), Need::Directory).is_ok());
-        assert!(
-            check_access(&file, &someone(), Need::Directory)
-                .unwrap_err()
-                .contains("not one")
-        );
+        assert!(check_access(&file, &someone(), Need::Directory).unwrap_err().contains("not one"));
 
         std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
         let err = check_access(&file, &someone(), Need::ReadFile).unwrap_err();
-        assert!(
-            err.contains("cannot read") && err.contains("mode 0600"),
-            "{err}"
-        );
+        assert!(err.contains("cannot read") && err.contains("mode 0600"), "{err}");
 
         std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
         let err = check_access(&file, &someone(), Need::ReadFile).unwrap_err();
-        assert!(
-            err.contains("cannot enter") && err.contains("mode 0700"),
-            "{err}"
-        );
+        assert!(err.contains("cannot enter") && err.contains("mode 0700"), "{err}");
 
-        assert!(
-            check_access(&dir.join("missing"), &someone(), Need::ReadFile)
-                .unwrap_err()
-                .contains("does not exist")
-        );
+        assert!(check_access(&dir.join("missing"), &someone(), Need::ReadFile).unwrap_err().contains("does not exist"));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -257,15 +201,7 @@ mod tests {
     fn users_and_groups() {
         assert_eq!(lookup_user("root").unwrap().uid.as_raw(), 0);
         assert_eq!(lookup_user("#0").unwrap().name, "root");
-        assert!(
-            lookup_user("no-such-user-procd")
-                .unwrap_err()
-                .contains("useradd")
-        );
-        assert!(
-            lookup_group("no-such-group-procd")
-                .unwrap_err()
-                .contains("groupadd")
-        );
+        assert!(lookup_user("no-such-user-procd").unwrap_err().contains("useradd"));
+        assert!(lookup_group("no-such-group-procd").unwrap_err().contains("groupadd"));
     }
 }

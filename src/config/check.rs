@@ -91,11 +91,7 @@ pub fn group_identity(g: &GroupConfig, apache_user: &Identity) -> Identity {
     Identity::new(name, uid, g.group.as_ref().map_or(gid, |(_, gid)| *gid))
 }
 
-fn check_group(
-    g: &GroupConfig,
-    table: &BTreeMap<String, Language>,
-    apache_user: &Identity,
-) -> Vec<String> {
+fn check_group(g: &GroupConfig, table: &BTreeMap<String, Language>, apache_user: &Identity) -> Vec<String> {
     let mut errors = Vec::new();
     let at = format!("LanguageGroup {} (at {})", g.name, g.declared_at);
     let Some(lang) = table.get(&g.language) else {
@@ -153,10 +149,7 @@ fn check_group(
             errors.push(format!("{at}: app={}: {why}", app.display()));
         }
     }
-    for (option, path) in [
-        ("error-log", &g.error_log),
-        ("restart-file", &g.restart_file),
-    ] {
+    for (option, path) in [("error-log", &g.error_log), ("restart-file", &g.restart_file)] {
         let Some(path) = path else { continue };
         let parent = path.parent().unwrap_or(Path::new("/"));
         if !parent.is_dir() {
@@ -177,10 +170,7 @@ mod tests {
 
     fn ctx(line: u32) -> DirectiveContext {
         DirectiveContext {
-            origin: Origin {
-                file: "t.conf".into(),
-                line,
-            },
+            origin: Origin { file: "t.conf".into(), line },
             in_vhost: false,
             in_section: false,
             server_root: "/etc/apache2".into(),
@@ -192,106 +182,58 @@ mod tests {
     }
 
     fn run(main: &ServerConfig, vhosts: &[ServerConfig]) -> Vec<String> {
-        let merged: Vec<ServerConfig> = vhosts
-            .iter()
-            .map(|v| ServerConfig::merge(main, v))
-            .collect();
-        let mut views = vec![ServerView {
-            label: "the main server".into(),
-            config: main,
-            error_log: None,
-        }];
-        views.extend(merged.iter().map(|c| ServerView {
-            label: "virtual host v".into(),
-            config: c,
-            error_log: None,
-        }));
+        let merged: Vec<ServerConfig> = vhosts.iter().map(|v| ServerConfig::merge(main, v)).collect();
+        let mut views = vec![ServerView { label: "the main server".into(), config: main, error_log: None }];
+        views.extend(merged.iter().map(|c| ServerView { label: "virtual host v".into(), config: c, error_log: None }));
         check_configuration(&views, &nobody())
     }
 
     #[test]
     fn unknown_language_and_missing_program() {
         let mut main = ServerConfig::default();
-        main.apply("LanguageGroup", "a language=cobol", &ctx(1))
-            .unwrap();
-        main.apply(
-            "LanguageGroup",
-            "b language=python command=/no/such/python",
-            &ctx(2),
-        )
-        .unwrap();
-        main.apply("LanguageGroup", "c language=http", &ctx(3))
-            .unwrap();
-        main.apply("LanguageGroup", "d language=cgi threads=4", &ctx(4))
-            .unwrap();
+        main.apply("LanguageGroup", "a language=cobol", &ctx(1)).unwrap();
+        main.apply("LanguageGroup", "b language=python command=/no/such/python", &ctx(2)).unwrap();
+        main.apply("LanguageGroup", "c language=http", &ctx(3)).unwrap();
+        main.apply("LanguageGroup", "d language=cgi threads=4", &ctx(4)).unwrap();
         let errors = run(&main, &[]);
         assert_eq!(errors.len(), 4, "{errors:#?}");
-        assert!(
-            errors[0].contains("unknown language=cobol: known languages are cgi, http"),
-            "{}",
-            errors[0]
-        );
-        assert!(
-            errors[1].contains("command=/no/such/python is not installed"),
-            "{}",
-            errors[1]
-        );
+        assert!(errors[0].contains("unknown language=cobol: known languages are cgi, http"), "{}", errors[0]);
+        assert!(errors[1].contains("command=/no/such/python is not installed"), "{}", errors[1]);
         assert!(errors[2].contains("needs command="), "{}", errors[2]);
-        assert!(
-            errors[3].contains("threads=4 is not possible"),
-            "{}",
-            errors[3]
-        );
+        assert!(errors[3].contains("threads=4 is not possible"), "{}", errors[3]);
     }
 
     #[test]
     fn references_must_be_visible() {
         let mut main = ServerConfig::default();
-        main.apply("LanguageGroup", "shared language=cgi", &ctx(1))
-            .unwrap();
+        main.apply("LanguageGroup", "shared language=cgi", &ctx(1)).unwrap();
         let mut v1 = ServerConfig::default();
-        v1.apply("LanguageGroup", "mine language=cgi", &ctx(5))
-            .unwrap();
+        v1.apply("LanguageGroup", "mine language=cgi", &ctx(5)).unwrap();
         v1.apply("LanguageMount", "/s shared", &ctx(6)).unwrap();
         let mut v2 = ServerConfig::default();
         v2.apply("LanguageMount", "/m mine", &ctx(9)).unwrap();
         v2.apply("LanguageMount", "/n nowhere", &ctx(10)).unwrap();
         let errors = run(&main, &[v1, v2]);
         assert_eq!(errors.len(), 3, "{errors:#?}");
+        assert!(errors[0].contains("group shared has no app="), "{}", errors[0]);
         assert!(
-            errors[0].contains("group shared has no app="),
-            "{}",
-            errors[0]
-        );
-        assert!(
-            errors[1].contains("LanguageMount /m mine (at t.conf:9)")
-                && errors[1].contains("declared at t.conf:5"),
+            errors[1].contains("LanguageMount /m mine (at t.conf:9)") && errors[1].contains("declared at t.conf:5"),
             "{}",
             errors[1]
         );
-        assert!(
-            errors[2].contains("no LanguageGroup named \"nowhere\""),
-            "{}",
-            errors[2]
-        );
+        assert!(errors[2].contains("no LanguageGroup named \"nowhere\""), "{}", errors[2]);
     }
 
     #[test]
     fn duplicate_names_across_vhosts() {
         let main = ServerConfig::default();
         let mut v1 = ServerConfig::default();
-        v1.apply("LanguageGroup", "x language=cgi", &ctx(1))
-            .unwrap();
+        v1.apply("LanguageGroup", "x language=cgi", &ctx(1)).unwrap();
         let mut v2 = ServerConfig::default();
-        v2.apply("LanguageGroup", "x language=cgi", &ctx(2))
-            .unwrap();
+        v2.apply("LanguageGroup", "x language=cgi", &ctx(2)).unwrap();
         let errors = run(&main, &[v1, v2]);
         assert_eq!(errors.len(), 1, "{errors:#?}");
-        assert!(
-            errors[0].contains("already declared at t.conf:1"),
-            "{}",
-            errors[0]
-        );
+        assert!(errors[0].contains("already declared at t.conf:1"), "{}", errors[0]);
     }
 
     #[test]
@@ -303,23 +245,12 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&app, std::fs::Permissions::from_mode(0o600)).unwrap();
         let mut main = ServerConfig::default();
-        let line = format!(
-            "p language=cgi user=nobody app={} home=/no/such/dir",
-            app.display()
-        );
+        let line = format!("p language=cgi user=nobody app={} home=/no/such/dir", app.display());
         main.apply("LanguageGroup", &line, &ctx(1)).unwrap();
         let errors = run(&main, &[]);
         std::fs::remove_dir_all(&dir).unwrap();
         assert_eq!(errors.len(), 2, "{errors:#?}");
-        assert!(
-            errors[0].contains("home=/no/such/dir: /no/such/dir does not exist"),
-            "{}",
-            errors[0]
-        );
-        assert!(
-            errors[1].contains("user nobody (uid 65534) cannot read"),
-            "{}",
-            errors[1]
-        );
+        assert!(errors[0].contains("home=/no/such/dir: /no/such/dir does not exist"), "{}", errors[0]);
+        assert!(errors[1].contains("user nobody (uid 65534) cannot read"), "{}", errors[1]);
     }
 }

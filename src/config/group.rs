@@ -58,10 +58,7 @@ pub const DEFAULT_GRACEFUL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Every option, with what it accepts: the text of "unknown option" errors.
 pub const OPTIONS: &[(&str, &str)] = &[
-    (
-        "language",
-        "a language name (python, ruby, perl, php, cgi, http, or one from ProcdLanguages)",
-    ),
+    ("language", "a language name (python, ruby, perl, php, cgi, http, or one from ProcdLanguages)"),
     ("processes", "N or MIN-MAX"),
     ("threads", "1 to 1024"),
     ("user", "an existing user other than root"),
@@ -105,10 +102,7 @@ fn unknown_option(key: &str) -> String {
         .filter(|(d, _)| *d <= 2)
         .min()
         .map_or(String::new(), |(_, n)| format!(" (did you mean {n}=?)"));
-    format!(
-        "unknown option \"{key}\"{hint}; allowed options are: {}",
-        names.join(", ")
-    )
+    format!("unknown option \"{key}\"{hint}; allowed options are: {}", names.join(", "))
 }
 
 fn optional_duration(value: &str) -> Result<Option<Duration>, String> {
@@ -122,11 +116,7 @@ pub fn server_relative(server_root: &Path, value: &str) -> Result<PathBuf, Strin
         return Err("expected a path, got nothing".into());
     }
     let p = Path::new(value);
-    Ok(if p.is_absolute() {
-        p.to_path_buf()
-    } else {
-        server_root.join(p)
-    })
+    Ok(if p.is_absolute() { p.to_path_buf() } else { server_root.join(p) })
 }
 
 fn valid_env_name(name: &str) -> bool {
@@ -189,9 +179,7 @@ pub fn parse_group(args: &str, server_root: &Path, origin: Origin) -> Result<Gro
         let bad = |why: String| format!("LanguageGroup {name}: invalid {key}={value}: {why}");
         if key != "env" {
             if seen.contains(&key) {
-                return Err(format!(
-                    "LanguageGroup {name}: option {key}= is given twice; give it once"
-                ));
+                return Err(format!("LanguageGroup {name}: option {key}= is given twice; give it once"));
             }
             if OPTIONS.iter().any(|(n, _)| *n == key) {
                 seen.push(key);
@@ -200,9 +188,7 @@ pub fn parse_group(args: &str, server_root: &Path, origin: Origin) -> Result<Gro
         match key {
             "language" => {
                 if !valid_name(value) {
-                    return Err(bad(
-                        "expected a language name such as python, php or ruby".into()
-                    ));
+                    return Err(bad("expected a language name such as python, php or ruby".into()));
                 }
                 g.language = value.to_string();
             }
@@ -215,18 +201,12 @@ pub fn parse_group(args: &str, server_root: &Path, origin: Origin) -> Result<Gro
                         "groups never run as root: application code must not run with root's rights; create a dedicated user (useradd --system NAME) and name it here".into(),
                     ));
                 }
-                g.user = Some(RunAs {
-                    name: u.name,
-                    uid: u.uid.as_raw(),
-                    gid: u.gid.as_raw(),
-                });
+                g.user = Some(RunAs { name: u.name, uid: u.uid.as_raw(), gid: u.gid.as_raw() });
             }
             "group" => {
                 let grp = lookup_group(value).map_err(bad)?;
                 if grp.gid.as_raw() == 0 {
-                    return Err(bad(
-                        "groups never run with group root (gid 0); name another group".into(),
-                    ));
+                    return Err(bad("groups never run with group root (gid 0); name another group".into()));
                 }
                 g.group = Some((grp.name, grp.gid.as_raw()));
             }
@@ -235,9 +215,7 @@ pub fn parse_group(args: &str, server_root: &Path, origin: Origin) -> Result<Gro
             "command" => {
                 let parts: Vec<String> = value.split_whitespace().map(str::to_string).collect();
                 if parts.is_empty() {
-                    return Err(bad(
-                        "expected a program, e.g. command=/srv/app/venv/bin/python3".into(),
-                    ));
+                    return Err(bad("expected a program, e.g. command=/srv/app/venv/bin/python3".into()));
                 }
                 g.command = Some(parts);
             }
@@ -256,30 +234,16 @@ pub fn parse_group(args: &str, server_root: &Path, origin: Origin) -> Result<Gro
                     g.env.push((var.to_string(), val.to_string()));
                 }
             }
-            "maximum-requests" => {
-                g.maximum_requests = parse_count(value, 0, u32::MAX.into()).map_err(bad)?
-            }
-            "memory-limit" => {
-                g.memory_limit = Some(parse_size(value, 1 << 20, 1 << 40).map_err(bad)?)
-            }
+            "maximum-requests" => g.maximum_requests = parse_count(value, 0, u32::MAX.into()).map_err(bad)?,
+            "memory-limit" => g.memory_limit = Some(parse_size(value, 1 << 20, 1 << 40).map_err(bad)?),
             "lifetime" => g.lifetime = optional_duration(value).map_err(bad)?,
             "inactivity-timeout" => g.inactivity_timeout = optional_duration(value).map_err(bad)?,
-            "request-timeout" => {
-                g.request_timeout = parse_duration(value, SEC, DAY).map_err(bad)?
-            }
-            "queue-timeout" => {
-                g.queue_timeout = parse_duration(value, Duration::ZERO, 3600 * SEC).map_err(bad)?
-            }
-            "startup-timeout" => {
-                g.startup_timeout = parse_duration(value, SEC, 3600 * SEC).map_err(bad)?
-            }
-            "graceful-timeout" => {
-                g.graceful_timeout = parse_duration(value, Duration::ZERO, DAY).map_err(bad)?
-            }
+            "request-timeout" => g.request_timeout = parse_duration(value, SEC, DAY).map_err(bad)?,
+            "queue-timeout" => g.queue_timeout = parse_duration(value, Duration::ZERO, 3600 * SEC).map_err(bad)?,
+            "startup-timeout" => g.startup_timeout = parse_duration(value, SEC, 3600 * SEC).map_err(bad)?,
+            "graceful-timeout" => g.graceful_timeout = parse_duration(value, Duration::ZERO, DAY).map_err(bad)?,
             "error-log" => g.error_log = Some(server_relative(server_root, value).map_err(bad)?),
-            "restart-file" => {
-                g.restart_file = Some(server_relative(server_root, value).map_err(bad)?)
-            }
+            "restart-file" => g.restart_file = Some(server_relative(server_root, value).map_err(bad)?),
             _ => return Err(format!("LanguageGroup {name}: {}", unknown_option(key))),
         }
     }
@@ -296,14 +260,7 @@ mod tests {
     use super::*;
 
     fn parse(args: &str) -> Result<GroupConfig, String> {
-        parse_group(
-            args,
-            Path::new("/etc/apache2"),
-            Origin {
-                file: "t.conf".into(),
-                line: 1,
-            },
-        )
+        parse_group(args, Path::new("/etc/apache2"), Origin { file: "t.conf".into(), line: 1 })
     }
 
     #[test]
@@ -320,18 +277,9 @@ mod tests {
         assert_eq!(g.threads, 4);
         assert_eq!(g.user.as_ref().unwrap().name, "nobody");
         assert_eq!(g.memory_limit, Some(512 << 20));
-        assert_eq!(
-            g.error_log.as_deref(),
-            Some(Path::new("/etc/apache2/logs/shop.log"))
-        );
-        assert_eq!(
-            g.env,
-            [("A".into(), "1".into()), ("B".into(), "two words".into())]
-        );
-        assert_eq!(
-            g.command.as_ref().unwrap(),
-            &["/venv/bin/python3", "-X", "dev"]
-        );
+        assert_eq!(g.error_log.as_deref(), Some(Path::new("/etc/apache2/logs/shop.log")));
+        assert_eq!(g.env, [("A".into(), "1".into()), ("B".into(), "two words".into())]);
+        assert_eq!(g.command.as_ref().unwrap(), &["/venv/bin/python3", "-X", "dev"]);
         assert_eq!(g.lifetime, Some(3600 * SEC));
         assert_eq!(g.inactivity_timeout, None);
         assert_eq!(g.request_timeout, 90 * SEC);
@@ -353,35 +301,17 @@ mod tests {
     #[test]
     fn errors_name_the_option_and_what_is_allowed() {
         let e = err("shop language=python proceses=4");
-        assert!(
-            e.contains("unknown option \"proceses\"") && e.contains("did you mean processes=?"),
-            "{e}"
-        );
+        assert!(e.contains("unknown option \"proceses\"") && e.contains("did you mean processes=?"), "{e}");
         let e = err("shop language=python processes=abc");
-        assert!(
-            e.starts_with("LanguageGroup shop: invalid processes=abc: expected N"),
-            "{e}"
-        );
+        assert!(e.starts_with("LanguageGroup shop: invalid processes=abc: expected N"), "{e}");
         let e = err("shop language=python threads=0");
-        assert!(
-            e.contains("invalid threads=0") && e.contains("1 to 1024"),
-            "{e}"
-        );
+        assert!(e.contains("invalid threads=0") && e.contains("1 to 1024"), "{e}");
         let e = err("shop language=python memory-limit=lots");
-        assert!(
-            e.contains("invalid memory-limit=lots") && e.contains("512M"),
-            "{e}"
-        );
+        assert!(e.contains("invalid memory-limit=lots") && e.contains("512M"), "{e}");
         let e = err("shop language=python request-timeout=forever");
-        assert!(
-            e.contains("invalid request-timeout=forever") && e.contains("30s"),
-            "{e}"
-        );
+        assert!(e.contains("invalid request-timeout=forever") && e.contains("30s"), "{e}");
         let e = err("shop language=python user=root");
-        assert!(
-            e.contains("invalid user=root") && e.contains("never run as root"),
-            "{e}"
-        );
+        assert!(e.contains("invalid user=root") && e.contains("never run as root"), "{e}");
         let e = err("shop language=python user=#0");
         assert!(e.contains("never run as root"), "{e}");
         let e = err("shop language=python group=root");

@@ -63,13 +63,7 @@ pub struct Language {
     pub origin: String,
 }
 
-fn builtin(
-    name: &str,
-    protocol: Protocol,
-    command: Option<&str>,
-    exts: &[&str],
-    package: Option<&str>,
-) -> Language {
+fn builtin(name: &str, protocol: Protocol, command: Option<&str>, exts: &[&str], package: Option<&str>) -> Language {
     Language {
         name: name.into(),
         protocol,
@@ -84,13 +78,7 @@ fn builtin(
 pub fn builtin_languages() -> Vec<Language> {
     use Protocol::*;
     vec![
-        builtin(
-            "python",
-            Procd,
-            Some("python3"),
-            &[".wsgi", ".py"],
-            Some("python3"),
-        ),
+        builtin("python", Procd, Some("python3"), &[".wsgi", ".py"], Some("python3")),
         builtin("ruby", Procd, Some("ruby"), &[".ru"], Some("ruby")),
         builtin("perl", Procd, Some("perl"), &[".psgi"], Some("perl")),
         builtin("php", Fastcgi, Some("php-cgi"), &[".php"], Some("php-cgi")),
@@ -169,26 +157,17 @@ pub fn parse_language_file(path: &str, text: &str) -> Result<LanguageFile, Strin
         if let Some(exts) = &entry.extensions {
             for ext in exts {
                 if let Err(why) = check_extension(ext) {
-                    return Err(format!(
-                        "{path}: {}[language.{name}] extensions: {why}",
-                        locate(name)
-                    ));
+                    return Err(format!("{path}: {}[language.{name}] extensions: {why}", locate(name)));
                 }
             }
         }
         if let Some(cmd) = &entry.command {
             if cmd.split_whitespace().next().is_none() {
-                return Err(format!(
-                    "{path}: {}[language.{name}] command is empty",
-                    locate(name)
-                ));
+                return Err(format!("{path}: {}[language.{name}] command is empty", locate(name)));
             }
         }
     }
-    Ok(LanguageFile {
-        path: path.to_string(),
-        entries: shape.language,
-    })
+    Ok(LanguageFile { path: path.to_string(), entries: shape.language })
 }
 
 /// Reads and parses a `ProcdLanguages` file.
@@ -201,10 +180,8 @@ pub fn load_language_file(path: &Path) -> Result<LanguageFile, String> {
 impl LanguageOverrides {
     /// Resolves the full language table: built-ins plus every file's entries.
     pub fn table(&self) -> Result<BTreeMap<String, Language>, String> {
-        let mut table: BTreeMap<String, Language> = builtin_languages()
-            .into_iter()
-            .map(|l| (l.name.clone(), l))
-            .collect();
+        let mut table: BTreeMap<String, Language> =
+            builtin_languages().into_iter().map(|l| (l.name.clone(), l)).collect();
         for file in &self.files {
             for (name, entry) in &file.entries {
                 let lang = match table.remove(name) {
@@ -252,9 +229,7 @@ impl LanguageOverrides {
 pub fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.')
         && !name.starts_with('.')
 }
 
@@ -262,14 +237,10 @@ pub fn valid_name(name: &str) -> bool {
 /// digits, `_` or `-`.
 pub fn check_extension(ext: &str) -> Result<(), String> {
     match ext.strip_prefix('.') {
-        None => Err(format!(
-            "\"{ext}\" is not an extension: write it with its leading dot, as \".{ext}\""
-        )),
+        None => Err(format!("\"{ext}\" is not an extension: write it with its leading dot, as \".{ext}\"")),
         Some(rest)
             if !rest.is_empty()
-                && rest
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.') =>
+                && rest.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.') =>
         {
             Ok(())
         }
@@ -303,10 +274,7 @@ mod tests {
         assert_eq!(t["node"].protocol, Protocol::Http);
         assert_eq!(t["node"].command.as_ref().unwrap(), &["node", "server.js"]);
         assert_eq!(t["python"].protocol, Protocol::Procd);
-        assert_eq!(
-            t["python"].command.as_ref().unwrap(),
-            &["/opt/py/bin/python3"]
-        );
+        assert_eq!(t["python"].command.as_ref().unwrap(), &["/opt/py/bin/python3"]);
         assert_eq!(t["python"].package, None);
     }
 
@@ -319,24 +287,16 @@ mod tests {
 
     #[test]
     fn malformed_files_name_line_and_column() {
-        let err =
-            parse_language_file("l.toml", "[language.node]\nprotocol = \"ftp\"\n").unwrap_err();
+        let err = parse_language_file("l.toml", "[language.node]\nprotocol = \"ftp\"\n").unwrap_err();
         assert!(err.starts_with("l.toml: line 2, column 12: "), "{err}");
         assert!(err.contains("procd"), "{err}");
         let err = parse_language_file("l.toml", "[language.node\n").unwrap_err();
         assert!(err.contains("line 1, column"), "{err}");
-        let err = parse_language_file("l.toml", "[language.x]\nprotocol = \"http\"\ncolour = 1\n")
-            .unwrap_err();
+        let err = parse_language_file("l.toml", "[language.x]\nprotocol = \"http\"\ncolour = 1\n").unwrap_err();
         assert!(err.contains("line 3") && err.contains("colour"), "{err}");
-        let err = parse_language_file(
-            "l.toml",
-            "\n[language.x]\nprotocol = \"http\"\nextensions = [\"js\"]\n",
-        )
-        .unwrap_err();
-        assert!(
-            err.contains("line 2, column 1") && err.contains(".js"),
-            "{err}"
-        );
+        let err =
+            parse_language_file("l.toml", "\n[language.x]\nprotocol = \"http\"\nextensions = [\"js\"]\n").unwrap_err();
+        assert!(err.contains("line 2, column 1") && err.contains(".js"), "{err}");
     }
 
     #[test]

@@ -18,6 +18,27 @@ pub struct Plan {
     /// Sockets are owned by root and this group (Apache's), mode 0660.
     pub socket_gid: u32,
     pub groups: Vec<GroupPlan>,
+    /// The loaders of the module that made this plan, (file name, source):
+    /// the manager may have been forked from an older module (it survives
+    /// graceful restarts), and loaders must speak the protocol of the Apache
+    /// children that run now.
+    #[serde(default)]
+    pub loaders: Vec<(String, String)>,
+    /// The build of the module that made this plan.
+    #[serde(default)]
+    pub build: String,
+}
+
+/// Identifies this build of the module: version plus a hash of the loaders
+/// and protocol description (what must match between Apache and workers).
+pub fn build_id() -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for (_, _, source) in LOADERS {
+        for b in source.bytes().chain(include_str!("../protocol/PROTOCOL.md").bytes()) {
+            h = (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
+        }
+    }
+    format!("{}-{h:016x}", env!("CARGO_PKG_VERSION"))
 }
 
 /// One group, resolved.
@@ -54,18 +75,11 @@ pub const SETTLE_MS: u64 = 1000;
 /// Loaders shipped inside the module, by language: (file name, source).
 /// The manager writes them to `RUNTIME/loaders/` and the language's
 /// interpreter (or `command=`) runs them.
-pub const LOADERS: &[(&str, &str, &str)] = &[(
-    "python",
-    "procd_wsgi.py",
-    include_str!("../loaders/procd_wsgi.py"),
-)];
+pub const LOADERS: &[(&str, &str, &str)] = &[("python", "procd_wsgi.py", include_str!("../loaders/procd_wsgi.py"))];
 
 /// Where the loader of `language` lives under the runtime dir, if it has one.
 pub fn loader_path(runtime_dir: &str, language: &str) -> Option<String> {
-    LOADERS
-        .iter()
-        .find(|(l, _, _)| *l == language)
-        .map(|(_, file, _)| format!("{runtime_dir}/loaders/{file}"))
+    LOADERS.iter().find(|(l, _, _)| *l == language).map(|(_, file, _)| format!("{runtime_dir}/loaders/{file}"))
 }
 
 /// Where the error log of a server goes for workers' output: a file path,
@@ -81,14 +95,8 @@ fn usable_log(path: Option<&str>, fallback: &str) -> String {
 /// Builds the plan. `views` carry each server's error log; `servers[0]` is
 /// the main server. Only groups that pass `check_configuration` reach here.
 pub fn build_plan(views: &[ServerView<'_>], apache: &Identity, runtime_dir: &str) -> Plan {
-    let main_log = usable_log(
-        views.first().and_then(|v| v.error_log.as_deref()),
-        &format!("{runtime_dir}/procd.log"),
-    );
-    let table = views
-        .first()
-        .and_then(|v| v.config.languages.table().ok())
-        .unwrap_or_default();
+    let main_log = usable_log(views.first().and_then(|v| v.error_log.as_deref()), &format!("{runtime_dir}/procd.log"));
+    let table = views.first().and_then(|v| v.config.languages.table().ok()).unwrap_or_default();
     let mut groups = Vec::new();
     for view in views {
         for g in &view.config.groups {
@@ -99,18 +107,14 @@ pub fn build_plan(views: &[ServerView<'_>], apache: &Identity, runtime_dir: &str
             let words = g.command.as_ref().or(lang.command.as_ref());
             let mut argv: Vec<String> = match words.and_then(|w| w.split_first()) {
                 Some((program, args)) if lang.protocol != Protocol::Cgi || g.command.is_some() => {
-                    let resolved =
-                        find_program(program).map_or(program.clone(), |p| p.display().to_string());
-                    std::iter::once(resolved)
-                        .chain(args.iter().cloned())
-                        .collect()
+                    let resolved = find_program(program).map_or(program.clone(), |p| p.display().to_string());
+                    std::iter::once(resolved).chain(args.iter().cloned()).collect()
                 }
                 _ => Vec::new(),
             };
             // Built-in languages run their shipped loader; command= replaces
             // only the interpreter (e.g. a virtualenv's python).
-            if let (false, Some(loader)) = (argv.is_empty(), loader_path(runtime_dir, &g.language))
-            {
+            if let (false, Some(loader)) = (argv.is_empty(), loader_path(runtime_dir, &g.language)) {
                 argv.push(loader);
             }
             let home = g.home.as_ref().map_or_else(
@@ -131,14 +135,8 @@ pub fn build_plan(views: &[ServerView<'_>], apache: &Identity, runtime_dir: &str
                 ("LOGNAME".to_string(), who.user.clone()),
                 ("LANG".to_string(), "C.UTF-8".to_string()),
             ];
-            env.push((
-                "PROCD_REQUEST_TIMEOUT_MS".to_string(),
-                g.request_timeout.as_millis().to_string(),
-            ));
-            env.push((
-                "PROCD_MAX_REQUESTS".to_string(),
-                g.maximum_requests.to_string(),
-            ));
+            env.push(("PROCD_REQUEST_TIMEOUT_MS".to_string(), g.request_timeout.as_millis().to_string()));
+            env.push(("PROCD_MAX_REQUESTS".to_string(), g.maximum_requests.to_string()));
             for (k, v) in &g.env {
                 env.retain(|(old, _)| old != k);
                 env.push((k.clone(), v.clone()));
@@ -160,10 +158,10 @@ pub fn build_plan(views: &[ServerView<'_>], apache: &Identity, runtime_dir: &str
                 ready_message: lang.protocol == Protocol::Procd,
                 startup_timeout_ms: g.startup_timeout.as_millis() as u64,
                 graceful_timeout_ms: g.graceful_timeout.as_millis() as u64,
-                error_log: g.error_log.as_ref().map_or_else(
-                    || usable_log(view.error_log.as_deref(), &main_log),
-                    |p| p.display().to_string(),
-                ),
+                error_log: g
+                    .error_log
+                    .as_ref()
+                    .map_or_else(|| usable_log(view.error_log.as_deref(), &main_log), |p| p.display().to_string()),
                 restart_file: g.restart_file.as_ref().map(|p| p.display().to_string()),
             });
         }
@@ -173,6 +171,8 @@ pub fn build_plan(views: &[ServerView<'_>], apache: &Identity, runtime_dir: &str
         main_error_log: main_log,
         socket_gid: apache.gid,
         groups,
+        loaders: LOADERS.iter().map(|(_, file, source)| (file.to_string(), source.to_string())).collect(),
+        build: build_id(),
     }
 }
 
@@ -195,27 +195,16 @@ mod tests {
     #[test]
     fn plan_round_trips_and_resolves() {
         let ctx = DirectiveContext {
-            origin: Origin {
-                file: "t.conf".into(),
-                line: 1,
-            },
+            origin: Origin { file: "t.conf".into(), line: 1 },
             in_vhost: false,
             in_section: false,
             server_root: "/etc/apache2".into(),
         };
         let mut main = ServerConfig::default();
-        main.apply(
-            "LanguageGroup",
-            "a language=python processes=0-4 user=nobody env=X=1 env=PATH=/opt/bin",
-            &ctx,
-        )
-        .unwrap();
+        main.apply("LanguageGroup", "a language=python processes=0-4 user=nobody env=X=1 env=PATH=/opt/bin", &ctx)
+            .unwrap();
         main.apply("LanguageGroup", "b language=cgi", &ctx).unwrap();
-        let views = [ServerView {
-            label: "main".into(),
-            config: &main,
-            error_log: Some("/var/log/e.log".into()),
-        }];
+        let views = [ServerView { label: "main".into(), config: &main, error_log: Some("/var/log/e.log".into()) }];
         let apache = Identity::new("nobody", 65534, 65534);
         let plan = build_plan(&views, &apache, "/run/procd");
         let a = &plan.groups[0];

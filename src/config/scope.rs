@@ -12,9 +12,7 @@
 //!   (same FROM: the inner TO wins); the longest FROM matches first.
 
 use super::group::{GroupConfig, parse_group, server_relative};
-use super::languages::{
-    LanguageFile, LanguageOverrides, check_extension, load_language_file, valid_name,
-};
+use super::languages::{LanguageFile, LanguageOverrides, check_extension, load_language_file, valid_name};
 use super::words::split_words;
 use super::{DirectiveContext, Origin};
 use std::path::PathBuf;
@@ -83,12 +81,8 @@ impl ServerConfig {
     pub fn merge(base: &ServerConfig, vhost: &ServerConfig) -> ServerConfig {
         let mut inherited = base.inherited_groups.clone();
         inherited.extend(base.groups.iter().cloned());
-        let mut mounts: Vec<Mount> = base
-            .mounts
-            .iter()
-            .filter(|m| !vhost.mounts.iter().any(|v| v.prefix == m.prefix))
-            .cloned()
-            .collect();
+        let mut mounts: Vec<Mount> =
+            base.mounts.iter().filter(|m| !vhost.mounts.iter().any(|v| v.prefix == m.prefix)).cloned().collect();
         mounts.extend(vhost.mounts.iter().cloned());
         mounts.sort_by_key(|m| std::cmp::Reverse(m.prefix.len()));
         ServerConfig {
@@ -107,12 +101,7 @@ impl ServerConfig {
     }
 
     /// Applies a server-scope directive.
-    pub fn apply(
-        &mut self,
-        directive: &str,
-        args: &str,
-        ctx: &DirectiveContext,
-    ) -> Result<(), String> {
+    pub fn apply(&mut self, directive: &str, args: &str, ctx: &DirectiveContext) -> Result<(), String> {
         match directive {
             "LanguageGroup" => {
                 let g = parse_group(args, &ctx.server_root, ctx.origin.clone())?;
@@ -128,23 +117,17 @@ impl ServerConfig {
             "LanguageMount" => self.apply_mount(args, ctx),
             "ProcdRuntimeDir" => {
                 let dir = main_server_only(directive, args, ctx)?;
-                self.runtime_dir = Some(
-                    server_relative(&ctx.server_root, &dir)
-                        .map_err(|e| format!("{directive}: {e}"))?,
-                );
+                self.runtime_dir =
+                    Some(server_relative(&ctx.server_root, &dir).map_err(|e| format!("{directive}: {e}"))?);
                 Ok(())
             }
             "ProcdLanguages" => {
                 let file = main_server_only(directive, args, ctx)?;
-                let path = server_relative(&ctx.server_root, &file)
-                    .map_err(|e| format!("{directive}: {e}"))?;
-                let parsed: LanguageFile =
-                    load_language_file(&path).map_err(|e| format!("ProcdLanguages {e}"))?;
+                let path = server_relative(&ctx.server_root, &file).map_err(|e| format!("{directive}: {e}"))?;
+                let parsed: LanguageFile = load_language_file(&path).map_err(|e| format!("ProcdLanguages {e}"))?;
                 self.languages.files.push(parsed);
                 // A new language must be complete on its own; say so here, at its line.
-                self.languages
-                    .table()
-                    .map_err(|e| format!("ProcdLanguages {e}"))?;
+                self.languages.table().map_err(|e| format!("ProcdLanguages {e}"))?;
                 Ok(())
             }
             _ => Err(format!("mod_procd: {directive} is not a server directive")),
@@ -164,18 +147,13 @@ impl ServerConfig {
                 "LanguageMount {prefix}: the URL prefix must start with '/', e.g. LanguageMount /{prefix} {group}"
             ));
         }
-        if let Some(bad) = prefix
-            .chars()
-            .find(|c| matches!(c, '?' | '#' | '%') || c.is_control())
-        {
+        if let Some(bad) = prefix.chars().find(|c| matches!(c, '?' | '#' | '%') || c.is_control()) {
             return Err(format!(
                 "LanguageMount {prefix}: '{bad}' is not allowed in a mount prefix: give the decoded URL path, without query or fragment"
             ));
         }
         if prefix.split('/').any(|seg| seg == "." || seg == "..") {
-            return Err(format!(
-                "LanguageMount {prefix}: '.' and '..' segments are not allowed in a mount prefix"
-            ));
+            return Err(format!("LanguageMount {prefix}: '.' and '..' segments are not allowed in a mount prefix"));
         }
         // "/api/" and "/api" mean the same mount; "/" stays "/".
         let normal = match prefix.trim_end_matches('/') {
@@ -183,9 +161,7 @@ impl ServerConfig {
             p => p.to_string(),
         };
         if !valid_name(group) {
-            return Err(format!(
-                "LanguageMount {prefix} {group}: \"{group}\" is not a valid group name"
-            ));
+            return Err(format!("LanguageMount {prefix} {group}: \"{group}\" is not a valid group name"));
         }
         if let Some(other) = self.mounts.iter().find(|m| m.prefix == normal) {
             return Err(format!(
@@ -198,13 +174,8 @@ impl ServerConfig {
             directive: format!("LanguageMount {normal}"),
             origin: ctx.origin.clone(),
         });
-        self.mounts.push(Mount {
-            prefix: normal,
-            group: group.clone(),
-            origin: ctx.origin.clone(),
-        });
-        self.mounts
-            .sort_by_key(|m| std::cmp::Reverse(m.prefix.len()));
+        self.mounts.push(Mount { prefix: normal, group: group.clone(), origin: ctx.origin.clone() });
+        self.mounts.sort_by_key(|m| std::cmp::Reverse(m.prefix.len()));
         Ok(())
     }
 }
@@ -218,19 +189,14 @@ fn main_server_only(directive: &str, args: &str, ctx: &DirectiveContext) -> Resu
     let words = split_words(args).map_err(|e| format!("{directive}: {e}"))?;
     match words.as_slice() {
         [one] => Ok(one.clone()),
-        _ => Err(format!(
-            "{directive} takes one path, got {} arguments",
-            words.len()
-        )),
+        _ => Err(format!("{directive} takes one path, got {} arguments", words.len())),
     }
 }
 
 /// Checks a `LinkRewrite` FROM or TO value.
 fn check_link_url(which: &str, value: &str) -> Result<(), String> {
-    let rest = value
-        .strip_prefix("http://")
-        .or_else(|| value.strip_prefix("https://"))
-        .or_else(|| value.strip_prefix("//"));
+    let rest =
+        value.strip_prefix("http://").or_else(|| value.strip_prefix("https://")).or_else(|| value.strip_prefix("//"));
     let ok = match rest {
         Some(hostpart) => {
             let host = hostpart.split('/').next().unwrap_or("");
@@ -256,18 +222,11 @@ impl DirConfig {
             .cloned()
             .collect();
         handlers.extend(inner.handlers.iter().cloned());
-        let mut link_maps: Vec<LinkMap> = outer
-            .link_maps
-            .iter()
-            .filter(|m| !inner.link_maps.iter().any(|i| i.from == m.from))
-            .cloned()
-            .collect();
+        let mut link_maps: Vec<LinkMap> =
+            outer.link_maps.iter().filter(|m| !inner.link_maps.iter().any(|i| i.from == m.from)).cloned().collect();
         link_maps.extend(inner.link_maps.iter().cloned());
         link_maps.sort_by_key(|m| std::cmp::Reverse(m.from.len()));
-        DirConfig {
-            handlers,
-            link_maps,
-        }
+        DirConfig { handlers, link_maps }
     }
 
     /// The group that serves files with this name's extension, if any.
@@ -283,12 +242,7 @@ impl DirConfig {
 
     /// Applies a per-directory directive. Group names used here are returned
     /// so that the caller can record them on the server for checking.
-    pub fn apply(
-        &mut self,
-        directive: &str,
-        args: &str,
-        ctx: &DirectiveContext,
-    ) -> Result<Vec<GroupRef>, String> {
+    pub fn apply(&mut self, directive: &str, args: &str, ctx: &DirectiveContext) -> Result<Vec<GroupRef>, String> {
         let words = split_words(args).map_err(|e| format!("{directive}: {e}"))?;
         match directive {
             "LanguageHandler" => {
@@ -296,9 +250,7 @@ impl DirConfig {
                     return Err("LanguageHandler needs a group and at least one extension: LanguageHandler GROUP .ext [.ext ...]".into());
                 };
                 if !valid_name(group) {
-                    return Err(format!(
-                        "LanguageHandler {group}: \"{group}\" is not a valid group name"
-                    ));
+                    return Err(format!("LanguageHandler {group}: \"{group}\" is not a valid group name"));
                 }
                 if exts.is_empty() {
                     return Err(format!(
@@ -309,10 +261,7 @@ impl DirConfig {
                     check_extension(ext).map_err(|e| format!("LanguageHandler {group}: {e}"))?;
                     let extension = ext.to_ascii_lowercase();
                     self.handlers.retain(|h| h.extension != extension);
-                    self.handlers.push(HandlerMapping {
-                        extension,
-                        group: group.clone(),
-                    });
+                    self.handlers.push(HandlerMapping { extension, group: group.clone() });
                 }
                 Ok(vec![GroupRef {
                     group: group.clone(),
@@ -335,17 +284,11 @@ impl DirConfig {
                     ));
                 }
                 self.link_maps.retain(|m| &m.from != from);
-                self.link_maps.push(LinkMap {
-                    from: from.clone(),
-                    to: to.clone(),
-                });
-                self.link_maps
-                    .sort_by_key(|m| std::cmp::Reverse(m.from.len()));
+                self.link_maps.push(LinkMap { from: from.clone(), to: to.clone() });
+                self.link_maps.sort_by_key(|m| std::cmp::Reverse(m.from.len()));
                 Ok(Vec::new())
             }
-            _ => Err(format!(
-                "mod_procd: {directive} is not a per-directory directive"
-            )),
+            _ => Err(format!("mod_procd: {directive} is not a per-directory directive")),
         }
     }
 }
@@ -356,10 +299,7 @@ mod tests {
 
     fn ctx() -> DirectiveContext {
         DirectiveContext {
-            origin: Origin {
-                file: "t.conf".into(),
-                line: 7,
-            },
+            origin: Origin { file: "t.conf".into(), line: 7 },
             in_vhost: false,
             in_section: false,
             server_root: "/etc/apache2".into(),
@@ -369,36 +309,25 @@ mod tests {
     #[test]
     fn vhost_sees_main_groups_and_mounts() {
         let mut main = ServerConfig::default();
-        main.apply("LanguageGroup", "shared language=python", &ctx())
-            .unwrap();
-        main.apply("LanguageMount", "/shared/ shared", &ctx())
-            .unwrap();
+        main.apply("LanguageGroup", "shared language=python", &ctx()).unwrap();
+        main.apply("LanguageMount", "/shared/ shared", &ctx()).unwrap();
         main.apply("LanguageMount", "/x shared", &ctx()).unwrap();
         let mut vhost = ServerConfig::default();
-        vhost
-            .apply("LanguageGroup", "own language=php", &ctx())
-            .unwrap();
+        vhost.apply("LanguageGroup", "own language=php", &ctx()).unwrap();
         vhost.apply("LanguageMount", "/x own", &ctx()).unwrap();
         let merged = ServerConfig::merge(&main, &vhost);
         let names: Vec<_> = merged.visible_groups().map(|g| g.name.as_str()).collect();
         assert_eq!(names, ["own", "shared"]);
         assert_eq!(merged.groups.len(), 1);
-        let mounts: Vec<_> = merged
-            .mounts
-            .iter()
-            .map(|m| (m.prefix.as_str(), m.group.as_str()))
-            .collect();
+        let mounts: Vec<_> = merged.mounts.iter().map(|m| (m.prefix.as_str(), m.group.as_str())).collect();
         assert_eq!(mounts, [("/shared", "shared"), ("/x", "own")]);
     }
 
     #[test]
     fn server_directive_errors() {
         let mut s = ServerConfig::default();
-        s.apply("LanguageGroup", "a language=python", &ctx())
-            .unwrap();
-        let e = s
-            .apply("LanguageGroup", "a language=php", &ctx())
-            .unwrap_err();
+        s.apply("LanguageGroup", "a language=python", &ctx()).unwrap();
+        let e = s.apply("LanguageGroup", "a language=php", &ctx()).unwrap_err();
         assert!(e.contains("already declared at t.conf:7"), "{e}");
         let e = s.apply("LanguageMount", "api a", &ctx()).unwrap_err();
         assert!(e.contains("must start with '/'"), "{e}");
@@ -409,32 +338,19 @@ mod tests {
         assert!(e.contains("already mounted"), "{e}");
         let e = s.apply("LanguageMount", "/a?b a", &ctx()).unwrap_err();
         assert!(e.contains("'?' is not allowed"), "{e}");
-        let vctx = DirectiveContext {
-            in_vhost: true,
-            ..ctx()
-        };
+        let vctx = DirectiveContext { in_vhost: true, ..ctx() };
         let e = s.apply("ProcdRuntimeDir", "/run/procd", &vctx).unwrap_err();
         assert!(e.contains("server-wide"), "{e}");
         s.apply("ProcdRuntimeDir", "run/procd", &ctx()).unwrap();
-        assert_eq!(
-            s.runtime_dir.as_deref(),
-            Some(std::path::Path::new("/etc/apache2/run/procd"))
-        );
-        let e = s
-            .apply("ProcdLanguages", "/no/such/file.toml", &ctx())
-            .unwrap_err();
-        assert!(
-            e.starts_with("ProcdLanguages cannot read /no/such/file.toml"),
-            "{e}"
-        );
+        assert_eq!(s.runtime_dir.as_deref(), Some(std::path::Path::new("/etc/apache2/run/procd")));
+        let e = s.apply("ProcdLanguages", "/no/such/file.toml", &ctx()).unwrap_err();
+        assert!(e.starts_with("ProcdLanguages cannot read /no/such/file.toml"), "{e}");
     }
 
     #[test]
     fn handlers_merge_per_extension() {
         let mut outer = DirConfig::default();
-        outer
-            .apply("LanguageHandler", "blog .php .PHTML", &ctx())
-            .unwrap();
+        outer.apply("LanguageHandler", "blog .php .PHTML", &ctx()).unwrap();
         let mut inner = DirConfig::default();
         let refs = inner.apply("LanguageHandler", "shop .php", &ctx()).unwrap();
         assert_eq!(refs[0].group, "shop");
@@ -442,9 +358,7 @@ mod tests {
         assert_eq!(merged.group_for_file("index.PHP"), Some("shop"));
         assert_eq!(merged.group_for_file("x.phtml"), Some("blog"));
         assert_eq!(merged.group_for_file("x.txt"), None);
-        let e = inner
-            .apply("LanguageHandler", "blog php", &ctx())
-            .unwrap_err();
+        let e = inner.apply("LanguageHandler", "blog php", &ctx()).unwrap_err();
         assert!(e.contains("\".php\""), "{e}");
         let e = inner.apply("LanguageHandler", "blog", &ctx()).unwrap_err();
         assert!(e.contains("at least one extension"), "{e}");
@@ -453,35 +367,16 @@ mod tests {
     #[test]
     fn link_maps_add_up_down_the_tree() {
         let mut server = DirConfig::default();
-        server
-            .apply("LinkRewrite", "http://127.0.0.1:8180/ /legacy/", &ctx())
-            .unwrap();
+        server.apply("LinkRewrite", "http://127.0.0.1:8180/ /legacy/", &ctx()).unwrap();
         let mut loc = DirConfig::default();
-        loc.apply(
-            "LinkRewrite",
-            "http://127.0.0.1:8180/app/ /legacy/app2/",
-            &ctx(),
-        )
-        .unwrap();
-        loc.apply("LinkRewrite", "http://other:81/ /other/", &ctx())
-            .unwrap();
+        loc.apply("LinkRewrite", "http://127.0.0.1:8180/app/ /legacy/app2/", &ctx()).unwrap();
+        loc.apply("LinkRewrite", "http://other:81/ /other/", &ctx()).unwrap();
         let merged = DirConfig::merge(&server, &loc);
         let froms: Vec<_> = merged.link_maps.iter().map(|m| m.from.as_str()).collect();
-        assert_eq!(
-            froms,
-            [
-                "http://127.0.0.1:8180/app/",
-                "http://127.0.0.1:8180/",
-                "http://other:81/"
-            ]
-        );
-        let e = loc
-            .apply("LinkRewrite", "http://a/ /b", &ctx())
-            .unwrap_err();
+        assert_eq!(froms, ["http://127.0.0.1:8180/app/", "http://127.0.0.1:8180/", "http://other:81/"]);
+        let e = loc.apply("LinkRewrite", "http://a/ /b", &ctx()).unwrap_err();
         assert!(e.contains("write TO as /b/"), "{e}");
-        let e = loc
-            .apply("LinkRewrite", "ftp://a/ /b/", &ctx())
-            .unwrap_err();
+        let e = loc.apply("LinkRewrite", "ftp://a/ /b/", &ctx()).unwrap_err();
         assert!(e.contains("FROM \"ftp://a/\" is not a URL prefix"), "{e}");
         let e = loc.apply("LinkRewrite", "http://a/", &ctx()).unwrap_err();
         assert!(e.contains("two arguments"), "{e}");

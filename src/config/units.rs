@@ -7,9 +7,7 @@ use std::time::Duration;
 
 /// Parses a whole number within `min..=max`.
 pub fn parse_count(value: &str, min: u64, max: u64) -> Result<u64, String> {
-    let n: u64 = value
-        .parse()
-        .map_err(|_| format!("expected a whole number from {min} to {max}"))?;
+    let n: u64 = value.parse().map_err(|_| format!("expected a whole number from {min} to {max}"))?;
     if n < min || n > max {
         return Err(format!("{n} is out of range: allowed is {min} to {max}"));
     }
@@ -93,12 +91,7 @@ pub fn parse_duration(value: &str, min: Duration, max: Duration) -> Result<Durat
 /// Formats a duration compactly (`30s`, `5m`, `500ms`).
 pub fn show_duration(d: Duration) -> String {
     let ms = d.as_millis();
-    for (unit_ms, unit) in [
-        (86_400_000, "d"),
-        (3_600_000, "h"),
-        (60_000, "m"),
-        (1000, "s"),
-    ] {
+    for (unit_ms, unit) in [(86_400_000, "d"), (3_600_000, "h"), (60_000, "m"), (1000, "s")] {
         if ms >= unit_ms && ms % unit_ms == 0 {
             return format!("{}{unit}", ms / unit_ms);
         }
@@ -146,11 +139,7 @@ mod tests {
     #[test]
     fn counts() {
         assert_eq!(parse_count("8", 1, 10).unwrap(), 8);
-        assert!(
-            parse_count("0", 1, 10)
-                .unwrap_err()
-                .contains("out of range")
-        );
+        assert!(parse_count("0", 1, 10).unwrap_err().contains("out of range"));
         assert!(parse_count("-1", 1, 10).is_err());
         assert!(parse_count("4x", 1, 10).is_err());
         assert!(parse_count("99999999999999999999999", 0, 10).is_err());
@@ -167,11 +156,7 @@ mod tests {
         for bad in ["", "M", "12Q", "1.5G", "-1M", "99999999999T"] {
             assert!(parse_size(bad, 0, max).is_err(), "{bad}");
         }
-        assert!(
-            parse_size("1K", 1 << 20, max)
-                .unwrap_err()
-                .contains("from 1M")
-        );
+        assert!(parse_size("1K", 1 << 20, max).unwrap_err().contains("from 1M"));
         assert_eq!(show_size(512 << 20), "512M");
         assert_eq!(show_size(1000), "1000");
     }
@@ -183,10 +168,7 @@ mod tests {
         assert_eq!(parse_duration("30s", S, max).unwrap(), 30 * S);
         assert_eq!(parse_duration("5m", S, max).unwrap(), 300 * S);
         assert_eq!(parse_duration("2H", S, max).unwrap(), 7200 * S);
-        assert_eq!(
-            parse_duration("1500ms", S, max).unwrap(),
-            Duration::from_millis(1500)
-        );
+        assert_eq!(parse_duration("1500ms", S, max).unwrap(), Duration::from_millis(1500));
         for bad in ["", "s", "1.5s", "10y", "-3", "2d", "500ms"] {
             assert!(parse_duration(bad, S, max).is_err(), "{bad}");
         }
@@ -196,18 +178,9 @@ mod tests {
 
     #[test]
     fn process_ranges() {
-        assert_eq!(
-            parse_processes("4").unwrap(),
-            ProcessRange { min: 4, max: 4 }
-        );
-        assert_eq!(
-            parse_processes("2-8").unwrap(),
-            ProcessRange { min: 2, max: 8 }
-        );
-        assert_eq!(
-            parse_processes("0-4").unwrap(),
-            ProcessRange { min: 0, max: 4 }
-        );
+        assert_eq!(parse_processes("4").unwrap(), ProcessRange { min: 4, max: 4 });
+        assert_eq!(parse_processes("2-8").unwrap(), ProcessRange { min: 2, max: 8 });
+        assert_eq!(parse_processes("0-4").unwrap(), ProcessRange { min: 0, max: 4 });
         for bad in ["0", "0-0", "8-2", "1-", "-3", "a", "1-2000", "1-2-3", ""] {
             assert!(parse_processes(bad).is_err(), "{bad}");
         }

@@ -78,14 +78,8 @@ mod tests {
 
     #[test]
     fn trailing_comments() {
-        assert_eq!(
-            split_words("/api shop   # shop's app").unwrap(),
-            ["/api", "shop"]
-        );
-        assert_eq!(
-            split_words("a user=#1000 '#x'").unwrap(),
-            ["a", "user=#1000", "#x"]
-        );
+        assert_eq!(split_words("/api shop   # shop's app").unwrap(), ["/api", "shop"]);
+        assert_eq!(split_words("a user=#1000 '#x'").unwrap(), ["a", "user=#1000", "#x"]);
     }
 
     #[test]

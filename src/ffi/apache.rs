@@ -24,10 +24,7 @@ pub fn guard<R>(fallback: R, f: impl FnOnce() -> R) -> R {
 /// httpd parent across restarts).
 pub fn install_panic_hook() {
     std::panic::set_hook(Box::new(|info| {
-        let location = info
-            .location()
-            .map(|l| format!(" at {}:{}", l.file(), l.line()))
-            .unwrap_or_default();
+        let location = info.location().map(|l| format!(" at {}:{}", l.file(), l.line())).unwrap_or_default();
         let payload = info
             .payload()
             .downcast_ref::<&str>()
@@ -128,17 +125,10 @@ pub unsafe fn bytes_from(p: *const c_char) -> Vec<u8> {
     unsafe { CStr::from_ptr(p) }.to_bytes().to_vec()
 }
 
-/// Bytes as latin-1 characters, one char per byte: how WSGI carries raw
-/// request bytes in native strings, and how the protocol encodes them back.
-pub fn latin1(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| char::from(*b)).collect()
-}
-
-/// The inverse of `latin1` (characters above U+00FF become '?').
+/// A latin-1 string (WSGI's header strings) back to its bytes; characters
+/// above U+00FF become '?'.
 pub fn latin1_bytes(text: &str) -> Vec<u8> {
-    text.chars()
-        .map(|c| u8::try_from(u32::from(c)).unwrap_or(b'?'))
-        .collect()
+    text.chars().map(|c| u8::try_from(u32::from(c)).unwrap_or(b'?')).collect()
 }
 
 /// A pool-owned copy of raw bytes as a C string (a NUL inside is cut there).

@@ -4,9 +4,7 @@
 //! exported from a Rust cdylib). Every `extern "C"` function here catches
 //! panics and hands plain Rust values to `crate::config`.
 
-use super::apache::{
-    Level, Server, guard, install_panic_hook, log_server, msg, pool_box, pool_string, string_from,
-};
+use super::apache::{Level, Server, guard, install_panic_hook, log_server, msg, pool_box, pool_string, string_from};
 use super::sys;
 use crate::config::check::{ServerView, check_configuration};
 use crate::config::plan::build_plan;
@@ -22,9 +20,7 @@ const fn raw_directive(
 ) -> sys::command_rec {
     sys::command_rec {
         name: name.as_ptr(),
-        func: sys::cmd_func {
-            raw_args: Some(directive),
-        },
+        func: sys::cmd_func { raw_args: Some(directive) },
         cmd_data: null_mut(),
         req_override: where_,
         args_how: sys::cmd_how_RAW_ARGS,
@@ -37,36 +33,16 @@ const SERVER_AND_DIR: c_int = sys::RSRC_CONF | sys::ACCESS_CONF;
 
 /// The directive table. Apache reads it; it must outlive the module.
 static mut COMMANDS: [sys::command_rec; 7] = [
-    raw_directive(
-        c"LanguageGroup",
-        SERVER,
-        c"NAME language=LANG [key=value ...]: declare a process group",
-    ),
+    raw_directive(c"LanguageGroup", SERVER, c"NAME language=LANG [key=value ...]: declare a process group"),
     raw_directive(
         c"LanguageHandler",
         SERVER_AND_DIR,
         c"GROUP .ext [.ext ...]: files with these extensions run in GROUP",
     ),
-    raw_directive(
-        c"LanguageMount",
-        SERVER,
-        c"/prefix GROUP: the URL space under /prefix goes to GROUP's app=",
-    ),
-    raw_directive(
-        c"LinkRewrite",
-        SERVER_AND_DIR,
-        c"FROM TO: rewrite URL prefix FROM to TO in HTML and headers",
-    ),
-    raw_directive(
-        c"ProcdRuntimeDir",
-        SERVER,
-        c"DIR: where group sockets and state live",
-    ),
-    raw_directive(
-        c"ProcdLanguages",
-        SERVER,
-        c"FILE.toml: add or override language definitions",
-    ),
+    raw_directive(c"LanguageMount", SERVER, c"/prefix GROUP: the URL space under /prefix goes to GROUP's app="),
+    raw_directive(c"LinkRewrite", SERVER_AND_DIR, c"FROM TO: rewrite URL prefix FROM to TO in HTML and headers"),
+    raw_directive(c"ProcdRuntimeDir", SERVER, c"DIR: where group sockets and state live"),
+    raw_directive(c"ProcdLanguages", SERVER, c"FILE.toml: add or override language definitions"),
     // SAFETY of the all-zero terminator: Apache stops at a NULL name.
     sys::command_rec {
         name: null(),
@@ -108,42 +84,17 @@ unsafe extern "C" fn register_hooks(_pool: *mut sys::apr_pool_t) {
         unsafe {
             sys::ap_hook_check_config(Some(check_config), null(), null(), sys::APR_HOOK_MIDDLE);
             sys::ap_hook_post_config(Some(post_config), null(), null(), sys::APR_HOOK_MIDDLE);
-            sys::ap_hook_translate_name(
-                Some(super::request::translate_name),
-                null(),
-                null(),
-                sys::APR_HOOK_MIDDLE,
-            );
-            sys::ap_hook_map_to_storage(
-                Some(super::request::map_to_storage),
-                null(),
-                null(),
-                sys::APR_HOOK_FIRST,
-            );
-            sys::ap_hook_fixups(
-                Some(super::request::fixups),
-                null(),
-                null(),
-                sys::APR_HOOK_LAST,
-            );
-            sys::ap_hook_handler(
-                Some(super::request::handler),
-                null(),
-                null(),
-                sys::APR_HOOK_MIDDLE,
-            );
+            sys::ap_hook_translate_name(Some(super::request::translate_name), null(), null(), sys::APR_HOOK_MIDDLE);
+            sys::ap_hook_map_to_storage(Some(super::request::map_to_storage), null(), null(), sys::APR_HOOK_FIRST);
+            sys::ap_hook_fixups(Some(super::request::fixups), null(), null(), sys::APR_HOOK_LAST);
+            sys::ap_hook_handler(Some(super::request::handler), null(), null(), sys::APR_HOOK_MIDDLE);
         }
     })
 }
 
-unsafe extern "C" fn create_server_config(
-    pool: *mut sys::apr_pool_t,
-    _s: *mut sys::server_rec,
-) -> *mut c_void {
+unsafe extern "C" fn create_server_config(pool: *mut sys::apr_pool_t, _s: *mut sys::server_rec) -> *mut c_void {
     // SAFETY: `pool` is the configuration pool Apache passes here.
-    guard(null_mut(), || {
-        unsafe { pool_box(pool, ServerConfig::default()) }.cast()
-    })
+    guard(null_mut(), || unsafe { pool_box(pool, ServerConfig::default()) }.cast())
 }
 
 unsafe extern "C" fn merge_server_config(
@@ -160,21 +111,12 @@ unsafe extern "C" fn merge_server_config(
     })
 }
 
-unsafe extern "C" fn create_dir_config(
-    pool: *mut sys::apr_pool_t,
-    _dir: *mut c_char,
-) -> *mut c_void {
+unsafe extern "C" fn create_dir_config(pool: *mut sys::apr_pool_t, _dir: *mut c_char) -> *mut c_void {
     // SAFETY: `pool` is the configuration pool Apache passes here.
-    guard(null_mut(), || {
-        unsafe { pool_box(pool, DirConfig::default()) }.cast()
-    })
+    guard(null_mut(), || unsafe { pool_box(pool, DirConfig::default()) }.cast())
 }
 
-unsafe extern "C" fn merge_dir_config(
-    pool: *mut sys::apr_pool_t,
-    base: *mut c_void,
-    add: *mut c_void,
-) -> *mut c_void {
+unsafe extern "C" fn merge_dir_config(pool: *mut sys::apr_pool_t, base: *mut c_void, add: *mut c_void) -> *mut c_void {
     guard(null_mut(), || {
         // SAFETY: both came from create/merge_dir_config of this module.
         let (base, add) = unsafe { (&*base.cast::<DirConfig>(), &*add.cast::<DirConfig>()) };
@@ -200,27 +142,16 @@ pub(super) unsafe fn server_config_of<'a>(s: *mut sys::server_rec) -> &'a Server
 /// create/merge_server_config; the result must not outlive the config pool.
 unsafe fn server_config<'a>(s: *mut sys::server_rec) -> &'a mut ServerConfig {
     // SAFETY: per the contract; Apache stores our pointer at our index.
-    unsafe {
-        &mut *sys::procd_get_module_config((*s).module_config, &raw const procd_module)
-            .cast::<ServerConfig>()
-    }
+    unsafe { &mut *sys::procd_get_module_config((*s).module_config, &raw const procd_module).cast::<ServerConfig>() }
 }
 
 /// The one handler for all directives (RAW_ARGS): works out the context and
 /// hands name and arguments to `crate::config`.
-unsafe extern "C" fn directive(
-    cmd: *mut sys::cmd_parms,
-    mconfig: *mut c_void,
-    args: *const c_char,
-) -> *const c_char {
+unsafe extern "C" fn directive(cmd: *mut sys::cmd_parms, mconfig: *mut c_void, args: *const c_char) -> *const c_char {
     // SAFETY: Apache passes a live cmd_parms for the directive being read.
     let pool = unsafe { (*cmd).pool };
-    let outcome = guard(
-        Err(
-            "mod_procd: internal error while reading this directive (see the error log)"
-                .to_string(),
-        ),
-        || {
+    let outcome =
+        guard(Err("mod_procd: internal error while reading this directive (see the error log)".to_string()), || {
             // SAFETY: during configuration reading, cmd and everything it points
             // to are valid and only this thread touches the configuration.
             unsafe {
@@ -230,10 +161,7 @@ unsafe extern "C" fn directive(
                 let origin = if d.is_null() {
                     Origin::default()
                 } else {
-                    Origin {
-                        file: string_from((*d).filename),
-                        line: (*d).line_num as u32,
-                    }
+                    Origin { file: string_from((*d).filename), line: (*d).line_num as u32 }
                 };
                 let ctx = DirectiveContext {
                     origin,
@@ -252,8 +180,7 @@ unsafe extern "C" fn directive(
                     _ => server.apply(&name, &args, &ctx),
                 }
             }
-        },
-    );
+        });
     match outcome {
         Ok(()) => null(),
         // SAFETY: cmd->pool is the live configuration pool.
@@ -266,11 +193,7 @@ fn apache_identity() -> Identity {
     // SAFETY: mod_unixd filled ap_unixd_config while reading the
     // configuration; check_config runs after that, single-threaded.
     let (name, uid, gid) = unsafe {
-        (
-            string_from(sys::ap_unixd_config.user_name),
-            sys::ap_unixd_config.user_id,
-            sys::ap_unixd_config.group_id,
-        )
+        (string_from(sys::ap_unixd_config.user_name), sys::ap_unixd_config.user_id, sys::ap_unixd_config.group_id)
     };
     Identity::new(&name, uid, gid)
 }
@@ -289,17 +212,9 @@ unsafe extern "C" fn check_config(
         // SAFETY: `main` is the live main server.
         let server = unsafe { Server::from_raw(main) };
         for e in &errors {
-            log_server(
-                Some(server),
-                Level::StartupError,
-                &format!("{}: {e}", msg::CONFIG_CHECK),
-            );
+            log_server(Some(server), Level::StartupError, &format!("{}: {e}", msg::CONFIG_CHECK));
         }
-        if errors.is_empty() {
-            sys::OK
-        } else {
-            sys::HTTP_INTERNAL_SERVER_ERROR
-        }
+        if errors.is_empty() { sys::OK } else { sys::HTTP_INTERNAL_SERVER_ERROR }
     })
 }
 
@@ -335,10 +250,7 @@ fn retained() -> *mut Retained {
     }
 }
 
-fn server_views(
-    main: *mut sys::server_rec,
-    pool: *mut sys::apr_pool_t,
-) -> Vec<ServerView<'static>> {
+fn server_views(main: *mut sys::server_rec, pool: *mut sys::apr_pool_t) -> Vec<ServerView<'static>> {
     let mut views = Vec::new();
     let mut s = main;
     while !s.is_null() {
@@ -358,20 +270,13 @@ fn server_views(
             let fname = string_from((*s).error_fname);
             let error_log = if fname.is_empty() {
                 None
-            } else if fname.starts_with('|')
-                || fname.starts_with("syslog")
-                || fname.starts_with('/')
-            {
+            } else if fname.starts_with('|') || fname.starts_with("syslog") || fname.starts_with('/') {
                 Some(fname)
             } else {
                 let c = std::ffi::CString::new(fname).unwrap_or_default();
                 Some(string_from(sys::ap_server_root_relative(pool, c.as_ptr())))
             };
-            views.push(ServerView {
-                label,
-                config: server_config(s),
-                error_log,
-            });
+            views.push(ServerView { label, config: server_config(s), error_log });
             s = (*s).next;
         }
     }
@@ -386,13 +291,8 @@ fn manager_alive(pid: libc::pid_t) -> bool {
 fn start_manager(state: &ParentState) -> Result<(), String> {
     use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
     use std::os::fd::{AsFd, IntoRawFd};
-    let (parent_end, manager_end) = socketpair(
-        AddressFamily::Unix,
-        SockType::Stream,
-        None,
-        SockFlag::SOCK_CLOEXEC,
-    )
-    .map_err(|e| format!("socketpair: {e}"))?;
+    let (parent_end, manager_end) = socketpair(AddressFamily::Unix, SockType::Stream, None, SockFlag::SOCK_CLOEXEC)
+        .map_err(|e| format!("socketpair: {e}"))?;
     match super::os::fork_manager(manager_end.as_fd()).map_err(|e| format!("fork: {e}"))? {
         super::os::Forked::Manager(control) => crate::manager::run(control),
         super::os::Forked::Parent(pid) => {
@@ -422,11 +322,7 @@ fn send_plan(state: &ParentState) -> Result<(), String> {
     frame.extend_from_slice(state.plan_text.as_bytes());
     let mut sent = 0;
     while sent < frame.len() {
-        match send(
-            fd,
-            &frame[sent..],
-            MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT,
-        ) {
+        match send(fd, &frame[sent..], MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT) {
             Ok(n) => sent += n,
             Err(nix::errno::Errno::EINTR) => {}
             Err(e) => return Err(format!("cannot send the configuration to the manager: {e}")),
@@ -459,10 +355,7 @@ fn launch(state: *mut ParentState) {
         log_server(
             Some(st.main),
             Level::Crit,
-            &format!(
-                "{}: cannot start the process manager: {e}; process groups will not run",
-                msg::MANAGER
-            ),
+            &format!("{}: cannot start the process manager: {e}; process groups will not run", msg::MANAGER),
         );
         return;
     }
@@ -500,9 +393,7 @@ unsafe extern "C" fn manager_event(reason: c_int, data: *mut c_void, status: c_i
                 } else {
                     "was lost".to_string()
                 };
-                if libc::WIFEXITED(status)
-                    && libc::WEXITSTATUS(status) == crate::manager::EXIT_STARTUP_FAILURE
-                {
+                if libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == crate::manager::EXIT_STARTUP_FAILURE {
                     log_server(
                         Some(st.main),
                         Level::Crit,
@@ -516,17 +407,13 @@ unsafe extern "C" fn manager_event(reason: c_int, data: *mut c_void, status: c_i
                 log_server(
                     Some(st.main),
                     Level::Crit,
-                    &format!(
-                        "{}: the process manager (pid {dead}) {how}; starting a new one",
-                        msg::MANAGER
-                    ),
+                    &format!("{}: the process manager (pid {dead}) {how}; starting a new one", msg::MANAGER),
                 );
                 launch(state);
             }
             // SAFETY: ap_state_query may be called at any time.
             sys::APR_OC_REASON_UNREGISTER
-                if unsafe { sys::ap_state_query(sys::AP_SQ_MAIN_STATE) }
-                    == sys::AP_SQ_MS_EXITING
+                if unsafe { sys::ap_state_query(sys::AP_SQ_MAIN_STATE) } == sys::AP_SQ_MS_EXITING
                     && r.manager_pid > 0 =>
             {
                 // httpd is stopping: the manager stops every group.
@@ -554,8 +441,7 @@ unsafe extern "C" fn post_config(
 ) -> c_int {
     guard(sys::OK, || {
         // SAFETY: ap_state_query may be called from any hook.
-        if unsafe { sys::ap_state_query(sys::AP_SQ_MAIN_STATE) } == sys::AP_SQ_MS_CREATE_PRE_CONFIG
-        {
+        if unsafe { sys::ap_state_query(sys::AP_SQ_MAIN_STATE) } == sys::AP_SQ_MS_CREATE_PRE_CONFIG {
             // The first, dry pass at start-up: nothing to do until the real one.
             return sys::OK;
         }
@@ -565,15 +451,9 @@ unsafe extern "C" fn post_config(
         // SAFETY: pconf is the configuration pool.
         let (config, runtime_default) = unsafe {
             sys::ap_add_version_component(pconf, c"mod_procd/0.1.0".as_ptr());
-            (
-                server_config(main),
-                string_from(sys::ap_runtime_dir_relative(pconf, c"procd".as_ptr())),
-            )
+            (server_config(main), string_from(sys::ap_runtime_dir_relative(pconf, c"procd".as_ptr())))
         };
-        let runtime_dir = config
-            .runtime_dir
-            .as_ref()
-            .map_or(runtime_default, |d| d.display().to_string());
+        let runtime_dir = config.runtime_dir.as_ref().map_or(runtime_default, |d| d.display().to_string());
         let plan = build_plan(&views, &apache_identity(), &runtime_dir);
         let groups = plan.groups.len();
         let plan_text = match plan.to_text() {
@@ -584,15 +464,9 @@ unsafe extern "C" fn post_config(
             }
         };
         // SAFETY: apr_pcalloc from the live configuration pool.
-        let proc_ = unsafe { sys::apr_pcalloc(pconf, std::mem::size_of::<sys::apr_proc_t>()) }
-            .cast::<sys::apr_proc_t>();
-        let state = ParentState {
-            plan_text,
-            proc_,
-            pconf,
-            main: server,
-            retained: retained(),
-        };
+        let proc_ =
+            unsafe { sys::apr_pcalloc(pconf, std::mem::size_of::<sys::apr_proc_t>()) }.cast::<sys::apr_proc_t>();
+        let state = ParentState { plan_text, proc_, pconf, main: server, retained: retained() };
         // SAFETY: pconf is the configuration pool, cleared before unload.
         let state = unsafe { pool_box(pconf, state) };
         // SAFETY: `state` was just created and is alive in pconf.

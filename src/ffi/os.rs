@@ -14,14 +14,7 @@ use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 fn close_from(first: RawFd) {
     // SAFETY: close_range only closes descriptors; called in a freshly
     // forked, single-threaded child, where nothing else uses them.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_close_range,
-            first as libc::c_uint,
-            libc::c_uint::MAX,
-            0,
-        )
-    };
+    let rc = unsafe { libc::syscall(libc::SYS_close_range, first as libc::c_uint, libc::c_uint::MAX, 0) };
     if rc != 0 {
         for fd in first..65_536 {
             // SAFETY: as above; EBADF for unused numbers is harmless.
@@ -45,11 +38,7 @@ fn reset_signals() {
 }
 
 fn dev_null_stdio() {
-    if let Ok(null) = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/null")
-    {
+    if let Ok(null) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null") {
         for target in 0..3 {
             // SAFETY: dup2 onto the standard descriptors of this process.
             unsafe { libc::dup2(null.as_raw_fd(), target) };
@@ -89,9 +78,7 @@ pub fn fork_manager(control: BorrowedFd<'_>) -> nix::Result<Forked> {
                 std::process::exit(0);
             }
             // SAFETY: fd 3 is ours (dup2 above) and nothing else owns it.
-            Ok(Forked::Manager(unsafe {
-                <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(3)
-            }))
+            Ok(Forked::Manager(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(3) }))
         }
     }
 }
@@ -139,11 +126,8 @@ pub fn spawn_worker(l: &Launch<'_>) -> nix::Result<Pid> {
                 // SAFETY: F_DUPFD_CLOEXEC duplicates a descriptor we own.
                 unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 100) }
             };
-            let (listen, status, output) = (
-                high(l.listen.as_raw_fd()),
-                high(l.status.as_raw_fd()),
-                high(l.output.as_raw_fd()),
-            );
+            let (listen, status, output) =
+                (high(l.listen.as_raw_fd()), high(l.status.as_raw_fd()), high(l.output.as_raw_fd()));
             // SAFETY: placing our own descriptors at fixed numbers; dup2
             // clears close-on-exec on the targets.
             unsafe {
@@ -184,12 +168,8 @@ pub fn spawn_worker(l: &Launch<'_>) -> nix::Result<Pid> {
             if let Ok(pid) = CString::new(format!("LISTEN_PID={}", nix::unistd::getpid())) {
                 env.push(pid);
             }
-            let Some(program) = l.argv.first() else {
-                child_fail("argv", nix::Error::EINVAL)
-            };
-            let err = nix::unistd::execve(program, l.argv, &env)
-                .err()
-                .unwrap_or(nix::Error::EINVAL);
+            let Some(program) = l.argv.first() else { child_fail("argv", nix::Error::EINVAL) };
+            let err = nix::unistd::execve(program, l.argv, &env).err().unwrap_or(nix::Error::EINVAL);
             child_fail(&format!("exec {}", program.to_string_lossy()), err);
         }
     }
@@ -197,9 +177,7 @@ pub fn spawn_worker(l: &Launch<'_>) -> nix::Result<Pid> {
 
 /// The time as Apache writes it in error logs: `Sun Nov 22 06:42:48.093576 2026`.
 pub fn log_time() -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     let secs = now.as_secs() as libc::time_t;
     // SAFETY: localtime_r and strftime write only into the buffers given.
     unsafe {
@@ -207,12 +185,7 @@ pub fn log_time() -> String {
         libc::localtime_r(&secs, &mut tm);
         let mut head = [0u8; 64];
         let mut year = [0u8; 16];
-        let n = libc::strftime(
-            head.as_mut_ptr().cast(),
-            head.len(),
-            c"%a %b %d %H:%M:%S".as_ptr(),
-            &tm,
-        );
+        let n = libc::strftime(head.as_mut_ptr().cast(), head.len(), c"%a %b %d %H:%M:%S".as_ptr(), &tm);
         let m = libc::strftime(year.as_mut_ptr().cast(), year.len(), c"%Y".as_ptr(), &tm);
         format!(
             "{}.{:06} {}",
@@ -232,12 +205,19 @@ pub fn exit_now(code: i32) -> ! {
 
 /// Installs a signal disposition that runs no Rust code (SIG_IGN/SIG_DFL).
 pub fn set_sigaction(sig: Signal, action: &nix::sys::signal::SigAction) -> nix::Result<()> {
-    if matches!(
-        action.handler(),
-        nix::sys::signal::SigHandler::Handler(_) | nix::sys::signal::SigHandler::SigAction(_)
-    ) {
+    if matches!(action.handler(), nix::sys::signal::SigHandler::Handler(_) | nix::sys::signal::SigHandler::SigAction(_))
+    {
         return Err(nix::Error::EINVAL);
     }
     // SAFETY: only SIG_IGN / SIG_DFL reach here (checked above).
     unsafe { nix::sys::signal::sigaction(sig, action) }.map(|_| ())
+}
+
+/// Bytes this end of a Unix stream socket has sent that the peer has not
+/// read yet (SIOCOUTQ). Zero after a REQUEST means a worker took it.
+pub fn unread_by_peer(socket: &std::os::unix::net::UnixStream) -> std::io::Result<usize> {
+    let mut n: libc::c_int = 0;
+    // SAFETY: SIOCOUTQ writes one int through the pointer we pass.
+    let rc = unsafe { libc::ioctl(socket.as_raw_fd(), libc::TIOCOUTQ, &mut n) };
+    if rc < 0 { Err(std::io::Error::last_os_error()) } else { Ok(n.max(0) as usize) }
 }

@@ -2,10 +2,7 @@
 //! `LanguageHandler` (fixups) and the handler that sends a request to its
 //! group through `crate::handler`.
 
-use super::apache::{
-    Level, bytes_from, guard, latin1, latin1_bytes, log_request, pool_bytes, pool_string,
-    string_from,
-};
+use super::apache::{Level, bytes_from, guard, latin1_bytes, log_request, pool_bytes, pool_string, string_from};
 use super::module::server_config_of;
 use super::sys;
 use crate::config::scope::DirConfig;
@@ -44,10 +41,7 @@ impl Request {
         let pool = self.pool();
         // SAFETY: pool strings live as long as the request; the table is live.
         unsafe {
-            let (k, v) = (
-                pool_bytes(pool, &latin1_bytes(key)),
-                pool_bytes(pool, &latin1_bytes(value)),
-            );
+            let (k, v) = (pool_bytes(pool, &latin1_bytes(key)), pool_bytes(pool, &latin1_bytes(value)));
             if add {
                 sys::apr_table_addn(table, k, v);
             } else {
@@ -64,11 +58,7 @@ impl Request {
         }
     }
 
-    fn set_string_field(
-        &self,
-        value: &[u8],
-        field: impl FnOnce(*mut sys::request_rec, *mut c_char),
-    ) {
+    fn set_string_field(&self, value: &[u8], field: impl FnOnce(*mut sys::request_rec, *mut c_char)) {
         // SAFETY: a pool copy, alive as long as the request.
         let v = unsafe { pool_bytes(self.pool(), value) } as *mut c_char;
         field(self.0, v);
@@ -94,11 +84,8 @@ impl Request {
         // SAFETY: our per-dir config, created by create/merge_dir_config,
         // lives in a pool that outlives the request.
         unsafe {
-            &*sys::procd_get_module_config(
-                self.r().per_dir_config,
-                &raw const super::module::procd_module,
-            )
-            .cast::<DirConfig>()
+            &*sys::procd_get_module_config(self.r().per_dir_config, &raw const super::module::procd_module)
+                .cast::<DirConfig>()
         }
     }
 
@@ -106,20 +93,29 @@ impl Request {
         log_request(self.0, level, text);
     }
 
-    /// Every (name, value) of an APR table.
-    fn table_entries(&self, table: *mut sys::apr_table_t) -> Vec<(String, String)> {
+    /// Calls `f` with the bytes of each (name, value) of an APR table.
+    fn for_each_entry(&self, table: *mut sys::apr_table_t, mut f: impl FnMut(&[u8], &[u8])) {
         // SAFETY: apr_table_elts is a cast of the table to its array header;
         // entries are `nelts` apr_table_entry_t with string key/val (or NULL).
         unsafe {
             let arr = table as *const sys::apr_array_header_t;
             let entries = (*arr).elts as *const sys::apr_table_entry_t;
-            (0..(*arr).nelts as usize)
-                .map(|i| {
-                    let e = &*entries.add(i);
-                    (latin1(&bytes_from(e.key)), latin1(&bytes_from(e.val)))
-                })
-                .filter(|(k, _)| !k.is_empty())
-                .collect()
+            for i in 0..(*arr).nelts as usize {
+                let e = &*entries.add(i);
+                if e.key.is_null() {
+                    continue;
+                }
+                let value: &[u8] = if e.val.is_null() { b"" } else { std::ffi::CStr::from_ptr(e.val).to_bytes() };
+                f(std::ffi::CStr::from_ptr(e.key).to_bytes(), value);
+            }
+        }
+    }
+
+    fn table_get(&self, table: *mut sys::apr_table_t, key: &std::ffi::CStr) -> Option<Vec<u8>> {
+        // SAFETY: a lookup in a live table; the value is a C string or NULL.
+        unsafe {
+            let v = sys::apr_table_get(table, key.as_ptr());
+            (!v.is_null()).then(|| bytes_from(v))
         }
     }
 }
@@ -133,25 +129,15 @@ pub unsafe extern "C" fn translate_name(r: *mut sys::request_rec) -> c_int {
         let config = unsafe { server_config_of(req.r().server) };
         let Some(m) = config.mounts.iter().find(|m| {
             let prefix = m.prefix.as_bytes();
-            prefix == b"/"
-                || uri == prefix
-                || uri
-                    .strip_prefix(prefix)
-                    .is_some_and(|rest| rest.starts_with(b"/"))
+            prefix == b"/" || uri == prefix || uri.strip_prefix(prefix).is_some_and(|rest| rest.starts_with(b"/"))
         }) else {
             return sys::DECLINED;
         };
-        let path_info = if m.prefix == "/" {
-            uri.clone()
-        } else {
-            uri[m.prefix.len()..].to_vec()
-        };
+        let path_info = if m.prefix == "/" { uri.clone() } else { uri[m.prefix.len()..].to_vec() };
         req.set_note(NOTE_GROUP, &m.group);
         req.set_note(NOTE_KIND, HANDLER_MOUNT);
         // SAFETY: writing pool strings into this request's fields.
-        req.set_string_field(format!("procd:{}", m.group).as_bytes(), |r, v| unsafe {
-            (*r).filename = v
-        });
+        req.set_string_field(format!("procd:{}", m.group).as_bytes(), |r, v| unsafe { (*r).filename = v });
         req.set_string_field(&path_info, |r, v| unsafe { (*r).path_info = v });
         sys::OK
     })
@@ -162,11 +148,7 @@ pub unsafe extern "C" fn translate_name(r: *mut sys::request_rec) -> c_int {
 pub unsafe extern "C" fn map_to_storage(r: *mut sys::request_rec) -> c_int {
     guard(sys::DECLINED, || {
         let req = Request(r);
-        if req.note(NOTE_KIND).as_deref() == Some(HANDLER_MOUNT) {
-            sys::OK
-        } else {
-            sys::DECLINED
-        }
+        if req.note(NOTE_KIND).as_deref() == Some(HANDLER_MOUNT) { sys::OK } else { sys::DECLINED }
     })
 }
 
@@ -189,9 +171,7 @@ pub unsafe extern "C" fn fixups(r: *mut sys::request_rec) -> c_int {
             req.set_note(NOTE_GROUP, &group);
             req.set_note(NOTE_KIND, HANDLER_SCRIPT);
             // SAFETY: a pool copy into this request's handler field.
-            req.set_string_field(HANDLER_SCRIPT.as_bytes(), |r, v| unsafe {
-                (*r).handler = v
-            });
+            req.set_string_field(HANDLER_SCRIPT.as_bytes(), |r, v| unsafe { (*r).handler = v });
         }
         sys::DECLINED
     })
@@ -239,15 +219,10 @@ impl Client for ApacheClient {
             match name.to_ascii_lowercase().as_str() {
                 "content-type" => {
                     // SAFETY: a pool copy, alive as long as the request.
-                    unsafe {
-                        sys::ap_set_content_type(
-                            self.r,
-                            pool_bytes(req.pool(), &latin1_bytes(value)),
-                        )
-                    };
+                    unsafe { sys::ap_set_content_type(self.r, pool_bytes(req.pool(), &latin1_bytes(value))) };
                 }
-                "connection" | "keep-alive" | "transfer-encoding" | "proxy-connection"
-                | "upgrade" | "te" | "trailer" => {}
+                "connection" | "keep-alive" | "transfer-encoding" | "proxy-connection" | "upgrade" | "te"
+                | "trailer" => {}
                 _ => req.set_table(req.r().headers_out, name, value, true),
             }
         }
@@ -264,13 +239,18 @@ impl Client for ApacheClient {
     }
 
     fn body_not_read(&mut self) {
+        let req = Request(self.r);
+        let headers = req.r().headers_in;
+        let has_body = req.table_get(headers, c"Transfer-Encoding").is_some()
+            || req.table_get(headers, c"Content-Length").is_some_and(|v| v.iter().any(|b| *b != b'0'));
+        if !has_body {
+            return; // nothing unread: keep-alive stays as it is
+        }
         // SAFETY: fields of the live request and its connection.
         unsafe {
-            if (*self.r).expecting_100 != 0 {
-                // End-to-end 100-continue: the application did not read the
-                // body, so the client never gets 100 Continue...
-                (*self.r).expecting_100 = 0;
-            }
+            // End-to-end 100-continue: the application did not read the
+            // body, so the client never gets 100 Continue...
+            (*self.r).expecting_100 = 0;
             // ...and the unread body is not read afterwards either.
             (*(*self.r).connection).keepalive = sys::ap_conn_keepalive_e_AP_CONN_CLOSE;
         }
@@ -283,12 +263,7 @@ impl Client for ApacheClient {
             sys::ap_rflush(self.r);
             let c = (*self.r).connection;
             let bb = sys::apr_brigade_create((*self.r).pool, (*c).bucket_alloc);
-            let e = sys::ap_bucket_error_create(
-                sys::HTTP_BAD_GATEWAY,
-                std::ptr::null(),
-                (*c).pool,
-                (*c).bucket_alloc,
-            );
+            let e = sys::ap_bucket_error_create(sys::HTTP_BAD_GATEWAY, std::ptr::null(), (*c).pool, (*c).bucket_alloc);
             sys::procd_brigade_insert_tail(bb, e);
             sys::procd_brigade_insert_tail(bb, sys::apr_bucket_eos_create((*c).bucket_alloc));
             sys::ap_pass_brigade((*self.r).output_filters, bb);
@@ -297,52 +272,49 @@ impl Client for ApacheClient {
     }
 }
 
-/// The CGI/WSGI environment of the request.
-fn environment(req: &Request, kind: &str, app: Option<&str>) -> Vec<(String, String)> {
+/// The CGI/WSGI environment of the request, encoded for the REQUEST frame.
+fn environment(req: &Request, kind: &str, app: Option<&str>) -> Vec<u8> {
     let r = req.r();
+    let env_table = r.subprocess_env;
     // SAFETY: ap_add_common_vars fills r->subprocess_env (HTTP_*, SERVER_*,
-    // REMOTE_*, DOCUMENT_ROOT, SCRIPT_FILENAME, REQUEST_SCHEME, ...).
-    unsafe { sys::ap_add_common_vars(req.0) };
-    let mut env = req.table_entries(r.subprocess_env);
-    // SAFETY: NUL-terminated strings or NULL, from the live request.
-    let (method, protocol, args, unparsed, path_info) = unsafe {
-        let f = |p| latin1(&bytes_from(p));
+    // REMOTE_*, DOCUMENT_ROOT, SCRIPT_FILENAME, REQUEST_SCHEME, ...); the
+    // raw fields below are NUL-terminated strings or NULL.
+    let (method, protocol, args, unparsed, path_info, uri) = unsafe {
+        sys::ap_add_common_vars(req.0);
         (
-            f(r.method),
-            f(r.protocol),
-            f(r.args),
-            f(r.unparsed_uri),
-            f(r.path_info),
+            bytes_from(r.method),
+            bytes_from(r.protocol),
+            bytes_from(r.args),
+            bytes_from(r.unparsed_uri),
+            bytes_from(r.path_info),
+            req.uri(),
         )
     };
-    let uri = latin1(&req.uri());
-    let script_name = uri
-        .strip_suffix(path_info.as_str())
-        .unwrap_or(&uri)
-        .to_string();
-    let has_https = env.iter().any(|(k, _)| k == "HTTPS");
-    let is_https = env
-        .iter()
-        .any(|(k, v)| k == "REQUEST_SCHEME" && v == "https");
-    let mut set = |k: &str, v: String| {
-        env.retain(|(name, _)| name != k);
-        env.push((k.to_string(), v));
+    let script_name = uri.strip_suffix(path_info.as_slice()).unwrap_or(&uri).to_vec();
+    let pool = req.pool();
+    let set = |k: &std::ffi::CStr, v: &[u8]| {
+        // SAFETY: pool copies into the request's live table.
+        unsafe { sys::apr_table_setn(env_table, k.as_ptr(), pool_bytes(pool, v)) };
     };
-    set("GATEWAY_INTERFACE", "CGI/1.1".into());
-    set("SERVER_PROTOCOL", protocol);
-    set("REQUEST_METHOD", method);
-    set("QUERY_STRING", args);
-    set("REQUEST_URI", unparsed);
-    set("SCRIPT_NAME", script_name);
-    set("PATH_INFO", path_info);
+    set(c"GATEWAY_INTERFACE", b"CGI/1.1");
+    set(c"SERVER_PROTOCOL", &protocol);
+    set(c"REQUEST_METHOD", &method);
+    set(c"QUERY_STRING", &args);
+    set(c"REQUEST_URI", &unparsed);
+    set(c"SCRIPT_NAME", &script_name);
+    set(c"PATH_INFO", &path_info);
     if kind == HANDLER_MOUNT {
-        set("SCRIPT_FILENAME", app.unwrap_or_default().to_string());
+        set(c"SCRIPT_FILENAME", app.unwrap_or_default().as_bytes());
     }
-    if !has_https {
-        set("HTTPS", if is_https { "on" } else { "off" }.into());
+    if req.table_get(env_table, c"HTTPS").is_none() {
+        let https = req.table_get(env_table, c"REQUEST_SCHEME").is_some_and(|s| s == b"https");
+        set(c"HTTPS", if https { b"on" } else { b"off" });
     }
-    env.retain(|(k, _)| k != "PATH");
-    env
+    // SAFETY: unsetting a key of the live table.
+    unsafe { sys::apr_table_unset(env_table, c"PATH".as_ptr()) };
+    let mut env = crate::protocol::EnvBuilder::with_capacity(2048);
+    req.for_each_entry(env_table, |k, v| env.add(k, v));
+    env.finish()
 }
 
 /// The content handler for `procd-mount` and `procd-script`.
@@ -358,13 +330,7 @@ pub unsafe extern "C" fn handler(r: *mut sys::request_rec) -> c_int {
         };
         if kind == HANDLER_SCRIPT {
             if req.r().finfo.filetype == sys::apr_filetype_e_APR_NOFILE {
-                req.log(
-                    Level::Error,
-                    &format!(
-                        "PD0301: script not found or unable to stat: {}",
-                        req.filename()
-                    ),
-                );
+                req.log(Level::Error, &format!("PD0301: script not found or unable to stat: {}", req.filename()));
                 return sys::HTTP_NOT_FOUND;
             }
             // SAFETY: ap_allow_options reads the live request's options.
@@ -379,19 +345,12 @@ pub unsafe extern "C" fn handler(r: *mut sys::request_rec) -> c_int {
         // SAFETY: r->server is the live server of this request.
         let config = unsafe { server_config_of(req.r().server) };
         let Some(group) = config.visible_groups().find(|g| g.name == group_name) else {
-            req.log(
-                Level::Error,
-                &format!("PD0303: group {group_name} is not declared for this virtual host"),
-            );
+            req.log(Level::Error, &format!("PD0303: group {group_name} is not declared for this virtual host"));
             return sys::HTTP_INTERNAL_SERVER_ERROR;
         };
         let runtime_dir = config.runtime_dir.as_ref().map_or_else(
             // SAFETY: the request pool is live.
-            || {
-                PathBuf::from(unsafe {
-                    string_from(sys::ap_runtime_dir_relative(req.pool(), c"procd".as_ptr()))
-                })
-            },
+            || PathBuf::from(unsafe { string_from(sys::ap_runtime_dir_relative(req.pool(), c"procd".as_ptr())) }),
             |d| d.clone(),
         );
         let target = Target {
@@ -403,34 +362,18 @@ pub unsafe extern "C" fn handler(r: *mut sys::request_rec) -> c_int {
         };
         let app = group.app.as_ref().map(|p| p.display().to_string());
         let env = environment(&req, &kind, app.as_deref());
-        let mut client = ApacheClient {
-            r,
-            body_started: false,
-            has_body: false,
-        };
+        let mut client = ApacheClient { r, body_started: false, has_body: false };
         match proxy(&mut client, &target, env) {
             Outcome::Done => sys::OK,
-            Outcome::Failed {
-                status,
-                retry_after,
-                log,
-            } => {
+            Outcome::Failed { status, retry_after, log } => {
                 req.log(Level::Error, &format!("PD0304: {log}"));
                 if let Some(secs) = retry_after {
-                    req.set_table(
-                        req.r().err_headers_out,
-                        "Retry-After",
-                        &secs.to_string(),
-                        false,
-                    );
+                    req.set_table(req.r().err_headers_out, "Retry-After", &secs.to_string(), false);
                 }
                 c_int::from(status)
             }
             Outcome::Cut { log } => {
-                req.log(
-                    Level::Error,
-                    &format!("PD0305: {log}; the response to the client was cut"),
-                );
+                req.log(Level::Error, &format!("PD0305: {log}; the response to the client was cut"));
                 sys::OK
             }
         }

@@ -49,11 +49,7 @@ pub enum Outcome {
     /// The response was sent (or the client left; nothing more to say).
     Done,
     /// Nothing was sent yet: answer with this status (and Retry-After).
-    Failed {
-        status: u16,
-        retry_after: Option<u32>,
-        log: String,
-    },
+    Failed { status: u16, retry_after: Option<u32>, log: String },
     /// The headers were out when it failed: the response was cut; log this.
     Cut { log: String },
 }
@@ -61,11 +57,14 @@ pub enum Outcome {
 /// Largest body chunk relayed in one BODY frame.
 const BODY_CHUNK: usize = 256 << 10;
 
-fn read_frame(
-    stream: &mut UnixStream,
-    buf: &mut Vec<u8>,
-    deadline: Instant,
-) -> Result<Frame, ReadError> {
+/// Bytes read from the worker, with one reusable read buffer per request.
+struct Inbox {
+    buf: Vec<u8>,
+    chunk: Vec<u8>,
+}
+
+fn read_frame(stream: &mut UnixStream, inbox: &mut Inbox, deadline: Instant) -> Result<Frame, ReadError> {
+    let Inbox { buf, chunk } = inbox;
     loop {
         match decode(buf) {
             Ok(Some((frame, used))) => {
@@ -80,8 +79,7 @@ fn read_frame(
             return Err(ReadError::Timeout);
         }
         let _ = stream.set_read_timeout(Some(left.max(Duration::from_millis(1))));
-        let mut chunk = [0u8; 64 << 10];
-        match stream.read(&mut chunk) {
+        match stream.read(chunk) {
             Ok(0) => return Err(ReadError::Closed),
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
@@ -112,24 +110,45 @@ fn worker_fate(exits: &Path, pid: u32) -> String {
     let deadline = Instant::now() + Duration::from_millis(500);
     loop {
         if let Ok(text) = std::fs::read_to_string(&file) {
-            return text;
+            return text.split_once('\n').map_or(text.clone(), |(_, how)| how.to_string());
         }
         if Instant::now() >= deadline {
-            return "closed the connection (it may have crashed; see the group's error log)"
-                .to_string();
+            return "closed the connection (it may have crashed; see the group's error log)".to_string();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A worker of `group` that died since `since`, as "worker pid P HOW": for a
+/// connection that closed before its worker's first frame.
+fn recent_death(exits: &Path, group: &str, since: std::time::SystemTime) -> Option<String> {
+    // File times come from the kernel's coarse clock, a few ms behind.
+    let since = since - Duration::from_millis(20);
+    let deadline = Instant::now() + Duration::from_millis(500);
+    loop {
+        let newest = std::fs::read_dir(exits)
+            .ok()?
+            .flatten()
+            .filter_map(|e| {
+                let modified = e.metadata().ok()?.modified().ok()?;
+                let text = std::fs::read_to_string(e.path()).ok()?;
+                let (g, how) = text.split_once('\n')?;
+                (modified >= since && g == group)
+                    .then(|| (modified, format!("worker pid {} {how}", e.file_name().to_string_lossy())))
+            })
+            .max();
+        if newest.is_some() || Instant::now() >= deadline {
+            return newest.map(|(_, text)| text);
         }
         std::thread::sleep(Duration::from_millis(20));
     }
 }
 
 /// Sends one request to `target` and streams the answer to `client`.
-pub fn proxy(client: &mut dyn Client, target: &Target, env: Vec<(String, String)>) -> Outcome {
+pub fn proxy(client: &mut dyn Client, target: &Target, env: Vec<u8>) -> Outcome {
     let g = &target.group;
-    let unavailable = |log: String| Outcome::Failed {
-        status: 503,
-        retry_after: Some(5),
-        log,
-    };
+    let started = std::time::SystemTime::now();
+    let unavailable = |log: String| Outcome::Failed { status: 503, retry_after: Some(5), log };
     let mut stream = match UnixStream::connect(&target.socket) {
         Ok(s) => s,
         Err(e) => {
@@ -146,58 +165,71 @@ pub fn proxy(client: &mut dyn Client, target: &Target, env: Vec<(String, String)
                         target.socket.display()
                     ),
                 },
-                ErrorKind::WouldBlock => unavailable(format!(
-                    "group {g}: its connection queue is full; add processes= or threads="
-                )),
-                _ => unavailable(format!(
-                    "group {g}: cannot connect to {}: {e}",
-                    target.socket.display()
-                )),
+                ErrorKind::WouldBlock => {
+                    unavailable(format!("group {g}: its connection queue is full; add processes= or threads="))
+                }
+                _ => unavailable(format!("group {g}: cannot connect to {}: {e}", target.socket.display())),
             };
         }
     };
-    let _ = stream.set_write_timeout(Some(target.request_timeout));
-    let mut buf = Vec::new();
+    let connected = Instant::now();
+    let queue_deadline = connected + target.queue_timeout.max(Duration::from_millis(50));
+    let mut buf = Inbox { buf: Vec::new(), chunk: vec![0; 32 << 10] };
 
-    // 1. A worker accepts and says HELLO, within queue-timeout.
-    let queue_deadline = Instant::now() + target.queue_timeout.max(Duration::from_millis(50));
-    let pid = match read_frame(&mut stream, &mut buf, queue_deadline) {
-        Ok(Frame::Hello { pid }) => pid,
-        Ok(other) => return bad_gateway(g, 0, &format!("expected HELLO, got {other:?}")),
-        Err(ReadError::Timeout) => {
-            return unavailable(format!(
-                "group {g}: no worker became free within queue-timeout ({} s); the group is overloaded or its requests are slow: add processes= or threads=",
-                target.queue_timeout.as_secs_f32()
-            ));
+    // 1. The request waits in the socket until a worker accepts it...
+    let _ = stream.set_write_timeout(Some(target.queue_timeout.max(Duration::from_millis(50))));
+    if let Err(e) = send(&mut stream, &Frame::Request { env }) {
+        return unavailable(format!("group {g}: cannot queue the request: {e}; the group is overloaded"));
+    }
+    let _ = stream.set_write_timeout(Some(target.request_timeout));
+
+    // 2. ...and the worker that does says HELLO, within queue-timeout.
+    // Its first frame (HELLO, sent with the worker's first answer) comes
+    // within queue-timeout, or the kernel says a worker has read it already.
+    let mut phase_deadline = queue_deadline;
+    let mut taken = false;
+    let pid = loop {
+        match read_frame(&mut stream, &mut buf, phase_deadline) {
+            Ok(Frame::Hello { pid }) => break pid,
+            Ok(other) => return bad_gateway(g, 0, &format!("expected HELLO, got {other:?}")),
+            Err(ReadError::Timeout) if !taken => {
+                if matches!(crate::ffi::os::unread_by_peer(&stream), Ok(0)) {
+                    taken = true;
+                    phase_deadline = connected + target.request_timeout;
+                    continue;
+                }
+                return unavailable(format!(
+                    "group {g}: no worker became free within queue-timeout ({} s); the group is overloaded or its requests are slow: add processes= or threads=",
+                    target.queue_timeout.as_secs_f32()
+                ));
+            }
+            Err(ReadError::Timeout) => {
+                return Outcome::Failed {
+                    status: 504,
+                    retry_after: None,
+                    log: format!(
+                        "group {g}: request-timeout ({} s) exceeded before the worker answered; the worker exits and the manager replaces it",
+                        target.request_timeout.as_secs()
+                    ),
+                };
+            }
+            Err(ReadError::Closed) | Err(ReadError::Io(_)) => {
+                // A worker took the request and ended before its first frame.
+                let who = recent_death(&target.exits, g, started)
+                    .unwrap_or_else(|| "a worker closed the connection without answering (it may have crashed)".into());
+                return bad_gateway_plain(format!("group {g}: {who} while handling this request"));
+            }
+            Err(ReadError::Protocol(e)) => return bad_gateway(g, 0, &e.to_string()),
         }
-        Err(ReadError::Closed) | Err(ReadError::Io(_)) => {
-            return unavailable(format!(
-                "group {g}: the connection closed before a worker accepted it (the generation may be stopping)"
-            ));
-        }
-        Err(ReadError::Protocol(e)) => return bad_gateway(g, 0, &e.to_string()),
     };
 
-    // 2. The request.
-    if let Err(e) = send(&mut stream, &Frame::Request { env }) {
-        return bad_gateway(g, pid, &format!("cannot send the request: {e}"));
-    }
-
     // 3. Frames until END.
-    let deadline = Instant::now() + target.request_timeout;
+    let deadline = connected + target.request_timeout;
     let mut headers_sent = false;
     let mut pulled = false;
     let mut body_done = false;
     let fail = |headers_sent: bool, status: u16, log: String| {
-        if headers_sent {
-            Outcome::Cut { log }
-        } else {
-            Outcome::Failed {
-                status,
-                retry_after: None,
-                log,
-            }
-        }
+        if headers_sent { Outcome::Cut { log } } else { Outcome::Failed { status, retry_after: None, log } }
     };
     let outcome = loop {
         match read_frame(&mut stream, &mut buf, deadline) {
@@ -212,9 +244,7 @@ pub fn proxy(client: &mut dyn Client, target: &Target, env: Vec<(String, String)
                             break fail(
                                 headers_sent,
                                 400,
-                                format!(
-                                    "group {g}: reading the request body from the client failed: {e}"
-                                ),
+                                format!("group {g}: reading the request body from the client failed: {e}"),
                             );
                         }
                     }
@@ -260,11 +290,7 @@ pub fn proxy(client: &mut dyn Client, target: &Target, env: Vec<(String, String)
             }
             Ok(other) => {
                 let what = format!("unexpected {other:?} frame (headers sent: {headers_sent})");
-                break fail(
-                    headers_sent,
-                    502,
-                    format!("group {g}: malformed response from worker pid {pid}: {what}"),
-                );
+                break fail(headers_sent, 502, format!("group {g}: malformed response from worker pid {pid}: {what}"));
             }
             Err(ReadError::Timeout) => {
                 break fail(
@@ -297,11 +323,7 @@ pub fn proxy(client: &mut dyn Client, target: &Target, env: Vec<(String, String)
                 );
             }
             Err(ReadError::Protocol(e)) => {
-                break fail(
-                    headers_sent,
-                    502,
-                    format!("group {g}: malformed response from worker pid {pid}: {e}"),
-                );
+                break fail(headers_sent, 502, format!("group {g}: malformed response from worker pid {pid}: {e}"));
             }
         }
     };
@@ -312,6 +334,10 @@ pub fn proxy(client: &mut dyn Client, target: &Target, env: Vec<(String, String)
         client.abort();
     }
     outcome
+}
+
+fn bad_gateway_plain(log: String) -> Outcome {
+    Outcome::Failed { status: 502, retry_after: None, log }
 }
 
 fn bad_gateway(group: &str, pid: u32, why: &str) -> Outcome {

@@ -51,56 +51,65 @@ def encode_pairs(pairs):
     return b"".join(out)
 
 
-def decode_pairs(payload, offset):
-    (count,) = struct.unpack_from(">I", payload, offset)
-    offset += 4
-    pairs = []
-    for _ in range(count):
-        item = []
-        for _ in range(2):
-            (n,) = struct.unpack_from(">I", payload, offset)
-            offset += 4
-            item.append(payload[offset:offset + n].decode("latin-1"))
-            offset += n
-        pairs.append(tuple(item))
-    if offset != len(payload):
-        raise TransportError("trailing bytes in a frame")
-    return pairs
-
-
 class Connection:
+    """Frames over one connection. Outgoing frames are collected with
+    `queue` and written in one system call by `send_queued`."""
+
     def __init__(self, sock):
         self.sock = sock
+        self.inbox = b""
+        self.outbox = []
+        # HELLO rides along with the first frame we send anyway (Apache knows
+        # the request was taken when the kernel says we read it).
+        self.hello = struct.pack(">BIBI", HELLO, 5, VERSION, os.getpid())
 
-    def send(self, kind, payload=b""):
+    def queue(self, kind, payload=b""):
+        self.outbox.append(struct.pack(">BI", kind, len(payload)))
+        self.outbox.append(payload)
+
+    def queue_data(self, data):
+        if len(data) <= MAX_FRAME:
+            self.queue(DATA, data)
+            return
+        view = memoryview(data)
+        for start in range(0, len(view), MAX_FRAME):
+            self.queue(DATA, view[start:start + MAX_FRAME].tobytes())
+
+    def send_queued(self):
+        if not self.outbox:
+            return
+        data = b"".join(self.outbox)
+        self.outbox = []
+        if self.hello:
+            data, self.hello = self.hello + data, None
         try:
-            self.sock.sendall(struct.pack(">BI", kind, len(payload)) + payload)
+            self.sock.sendall(data)
         except OSError as e:
             raise TransportError("cannot send to Apache: %s" % e)
 
-    def send_data(self, data):
-        view = memoryview(data)
-        for start in range(0, len(view), MAX_FRAME):
-            self.send(DATA, view[start:start + MAX_FRAME].tobytes())
 
-    def _exactly(self, n):
-        chunks = []
-        while n:
+    def send(self, kind, payload=b""):
+        self.queue(kind, payload)
+        self.send_queued()
+
+    def _fill(self, n):
+        while len(self.inbox) < n:
             try:
-                chunk = self.sock.recv(min(n, 1 << 16))
+                chunk = self.sock.recv(max(n - len(self.inbox), 1 << 16))
             except OSError as e:
                 raise TransportError("cannot read from Apache: %s" % e)
             if not chunk:
                 raise TransportError("Apache closed the connection")
-            chunks.append(chunk)
-            n -= len(chunk)
-        return b"".join(chunks)
+            self.inbox += chunk
 
     def receive(self):
-        kind, length = struct.unpack(">BI", self._exactly(5))
+        self._fill(5)
+        kind, length = struct.unpack_from(">BI", self.inbox)
         if length > MAX_FRAME:
             raise TransportError("frame of %d bytes from Apache" % length)
-        return kind, self._exactly(length)
+        self._fill(5 + length)
+        payload, self.inbox = self.inbox[5:5 + length], self.inbox[5 + length:]
+        return kind, payload
 
 
 # ------------------------------------------------------------ wsgi.input --
@@ -247,11 +256,11 @@ def status_code(status):
 
 
 def handle(conn, apps, threads):
-    conn.send(HELLO, struct.pack(">BI", VERSION, os.getpid()))
     kind, payload = conn.receive()
     if kind != REQUEST or not payload or payload[0] != VERSION:
         raise TransportError("expected a version %d REQUEST" % VERSION)
-    environ = dict(decode_pairs(payload, 1))
+    fields = payload[1:].decode("latin-1").split("\0")
+    environ = dict(zip(fields[0:-1:2], fields[1:-1:2]))
     length = environ.get("CONTENT_LENGTH", "")
     https = environ.get("HTTPS", "off").lower() in ("on", "1") or environ.get("REQUEST_SCHEME") == "https"
     environ.update({
@@ -268,7 +277,7 @@ def handle(conn, apps, threads):
 
     def send_headers():
         code = status_code(state["status"])
-        conn.send(HEADERS, struct.pack(">H", code) + encode_pairs(state["headers"]))
+        conn.queue(HEADERS, struct.pack(">H", code) + encode_pairs(state["headers"]))
         state["sent"] = True
 
     def write(data):
@@ -279,8 +288,9 @@ def handle(conn, apps, threads):
         if not state["sent"]:
             send_headers()
         if data:
-            conn.send_data(data)
-            conn.send(FLUSH)
+            conn.queue_data(data)
+            conn.queue(FLUSH)
+        conn.send_queued()
 
     def start_response(status, response_headers, exc_info=None):
         if exc_info:
@@ -312,9 +322,11 @@ def handle(conn, apps, threads):
                     if state["status"] is None:
                         raise AssertionError("the application yielded data before start_response()")
                     send_headers()
-                conn.send_data(chunk)
+                conn.queue_data(chunk)
                 if stream:
-                    conn.send(FLUSH)
+                    # Each block of a streamed response goes out at once.
+                    conn.queue(FLUSH)
+                    conn.send_queued()
             if not state["sent"]:
                 if state["status"] is None:
                     raise AssertionError("the application returned without calling start_response()")
@@ -322,13 +334,15 @@ def handle(conn, apps, threads):
         finally:
             if hasattr(result, "close"):
                 result.close()
-        conn.send(END)
+        conn.queue(END)
+        conn.send_queued()
     except TransportError:
         raise
     except Exception as e:
         log("application error in %s %s:\n%s" % (environ.get("REQUEST_METHOD"), environ.get("REQUEST_URI"),
                                                   traceback.format_exc().rstrip()))
         message = ("%s: %s" % (type(e).__name__, e)).encode("utf-8", "replace")[:4096]
+        conn.outbox = []  # what the app had produced is not sent
         conn.send(ERROR, struct.pack(">I", len(message)) + message)
 
 
@@ -351,13 +365,17 @@ class Worker:
         sock.setblocking(True)
         name = threading.current_thread().name
         self.started[name] = time.monotonic()
+        conn = Connection(sock)
         try:
-            handle(Connection(sock), self.apps, self.threads)
+            handle(conn, self.apps, self.threads)
         except TransportError as e:
             log("request abandoned: %s" % e)
+        except Exception:
+            # Never let anything end this thread's accept loop.
+            log("internal error in the loader:\n%s" % traceback.format_exc().rstrip())
         finally:
-            self.started.pop(name, None)
             sock.close()
+            self.started.pop(name, None)
         with self.lock:
             self.served += 1
             if self.max_requests and self.served >= self.max_requests and not self.draining.is_set():
@@ -365,10 +383,14 @@ class Worker:
                 self.draining.set()
 
     def accept_loop(self):
+        # One epoll per thread with EPOLLEXCLUSIVE: a new connection wakes one
+        # waiting thread of one process, not every thread of the generation.
+        poller = select.epoll()
+        poller.register(self.listener.fileno(), select.EPOLLIN | getattr(select, "EPOLLEXCLUSIVE", 0))
         while True:
             draining = self.draining.is_set()
             if not draining:
-                select.select([self.listener], [], [], 0.5)
+                poller.poll(0.5)
             try:
                 sock, _ = self.listener.accept()
             except (BlockingIOError, InterruptedError):
@@ -387,7 +409,9 @@ class Worker:
                 self.draining.set()
             if self.timeout:
                 now = time.monotonic()
-                late = [n for n, t in list(self.started.items()) if now - t > self.timeout]
+                # One second after Apache's own deadline: Apache answers 504
+                # first, then this process goes.
+                late = [n for n, t in list(self.started.items()) if now - t > self.timeout + 1.0]
                 if late:
                     log("request-timeout (%.0f s) exceeded in thread %s; this process exits so that "
                         "the manager replaces it. Stacks of all threads:" % (self.timeout, late[0]))

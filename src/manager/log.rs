@@ -17,11 +17,7 @@ pub struct Logs {
 
 impl Logs {
     pub fn new() -> Logs {
-        Logs {
-            files: BTreeMap::new(),
-            main: String::new(),
-            pid: std::process::id(),
-        }
+        Logs { files: BTreeMap::new(), main: String::new(), pid: std::process::id() }
     }
 
     /// Sets the main log and forgets files no longer named (reopened on
@@ -33,12 +29,7 @@ impl Logs {
 
     fn write(&mut self, path: &str, line: &str) {
         if !self.files.contains_key(path) {
-            match OpenOptions::new()
-                .append(true)
-                .create(true)
-                .mode(0o640)
-                .open(path)
-            {
+            match OpenOptions::new().append(true).create(true).mode(0o640).open(path) {
                 Ok(f) => {
                     self.files.insert(path.to_string(), f);
                 }
@@ -52,22 +43,14 @@ impl Logs {
 
     /// A line of the manager's own, with a stable id, to the main log.
     pub fn manager(&mut self, level: &str, id: &str, text: &str) {
-        let line = format!(
-            "[{}] [procd:{level}] [pid {}] {id}: {text}\n",
-            log_time(),
-            self.pid
-        );
+        let line = format!("[{}] [procd:{level}] [pid {}] {id}: {text}\n", log_time(), self.pid);
         let main = self.main.clone();
         self.write(&main, &line);
     }
 
     /// A line about one group, to that group's log and (for errors) the main log.
     pub fn group(&mut self, path: &str, level: &str, id: &str, group: &str, text: &str) {
-        let line = format!(
-            "[{}] [procd:{level}] [pid {}] {id}: group {group}: {text}\n",
-            log_time(),
-            self.pid
-        );
+        let line = format!("[{}] [procd:{level}] [pid {}] {id}: group {group}: {text}\n", log_time(), self.pid);
         self.write(path, &line);
         if path != self.main && level != "notice" && level != "info" {
             let main = self.main.clone();
@@ -78,11 +61,8 @@ impl Logs {
     /// One line a worker printed.
     pub fn worker_output(&mut self, path: &str, group: &str, pid: i32, text: &[u8]) {
         let text = String::from_utf8_lossy(text);
-        let line = format!(
-            "[{}] [procd:app] [group {group}] [pid {pid}] {}\n",
-            log_time(),
-            text.trim_end_matches('\r')
-        );
+        let line =
+            format!("[{}] [procd:app] [group {group}] [pid {pid}] {}\n", log_time(), text.trim_end_matches('\r'));
         self.write(path, &line);
     }
 }

@@ -50,8 +50,8 @@ const KILL_GRACE: Duration = Duration::from_secs(2);
 const STOP_GRACE: Duration = Duration::from_secs(3);
 /// Longest line of worker output kept before it is logged in pieces.
 const MAX_LINE: usize = 8192;
-/// Under the runtime dir: one file per recently exited worker, named by pid,
-/// saying how it ended.
+/// Under the runtime dir: one file per recently exited worker, named by pid:
+/// its group on the first line, then how it ended.
 pub const EXITS: &str = "exits";
 /// How long exit records are kept.
 const EXIT_RECORD_AGE: Duration = Duration::from_secs(120);
@@ -131,17 +131,11 @@ fn describe(status: WaitStatus) -> String {
         WaitStatus::Exited(_, code) => format!("exited with status {code}"),
         WaitStatus::Signaled(_, sig, core) => {
             let hint = match sig {
-                Signal::SIGKILL => {
-                    " (killed: by the manager, an administrator, or the kernel's out-of-memory killer)"
-                }
+                Signal::SIGKILL => " (killed: by the manager, an administrator, or the kernel's out-of-memory killer)",
                 Signal::SIGSEGV | Signal::SIGBUS | Signal::SIGABRT => " (crashed)",
                 _ => "",
             };
-            format!(
-                "was killed by signal {}{}{hint}",
-                sig.as_str(),
-                if core { " with a core dump" } else { "" }
-            )
+            format!("was killed by signal {}{}{hint}", sig.as_str(), if core { " with a core dump" } else { "" })
         }
         other => format!("{other:?}"),
     }
@@ -163,34 +157,33 @@ impl Manager {
     /// A new configuration from httpd: every group starts a new generation.
     fn apply(&mut self, plan: Plan) {
         self.logs.reset(&plan.main_error_log);
-        if let Err(e) = prepare_runtime_dir(Path::new(&plan.runtime_dir), plan.socket_gid) {
+        if !plan.build.is_empty() && plan.build != crate::config::plan::build_id() {
+            self.logs.manager(
+                "warn",
+                id::MANAGER,
+                &format!(
+                    "httpd now runs mod_procd build {}, this manager build {}: loaders and request handling are the new build's; the manager itself is updated at the next full restart (apachectl restart)",
+                    plan.build,
+                    crate::config::plan::build_id()
+                ),
+            );
+        }
+        if let Err(e) = prepare_runtime_dir(Path::new(&plan.runtime_dir), plan.socket_gid, &plan.loaders) {
             self.logs.manager(
                 "error",
                 id::MANAGER,
-                &format!(
-                    "cannot prepare the runtime dir {}: {e}; groups cannot start",
-                    plan.runtime_dir
-                ),
+                &format!("cannot prepare the runtime dir {}: {e}; groups cannot start", plan.runtime_dir),
             );
         }
         let old_dir = std::mem::replace(&mut self.plan, plan);
         self.logs.manager(
             "notice",
             id::MANAGER,
-            &format!(
-                "new configuration: {} group(s), runtime dir {}",
-                self.plan.groups.len(),
-                self.plan.runtime_dir
-            ),
+            &format!("new configuration: {} group(s), runtime dir {}", self.plan.groups.len(), self.plan.runtime_dir),
         );
         let names: Vec<String> = self.plan.groups.iter().map(|g| g.name.clone()).collect();
         // Groups that are gone: drain everything they run.
-        let removed: Vec<String> = self
-            .groups
-            .keys()
-            .filter(|n| !names.contains(n))
-            .cloned()
-            .collect();
+        let removed: Vec<String> = self.groups.keys().filter(|n| !names.contains(n)).cloned().collect();
         for name in removed {
             let stable = Path::new(&old_dir.runtime_dir).join(format!("{name}.sock"));
             let _ = std::fs::remove_file(stable);
@@ -204,10 +197,7 @@ impl Manager {
             group.plan = Some(gp.clone());
             group.failures = 0;
             group.retry_at = None;
-            group.restart_mtime = gp
-                .restart_file
-                .as_ref()
-                .and_then(|f| std::fs::metadata(f).ok()?.modified().ok());
+            group.restart_mtime = gp.restart_file.as_ref().and_then(|f| std::fs::metadata(f).ok()?.modified().ok());
             self.start_generation(&gp.name);
         }
     }
@@ -220,11 +210,7 @@ impl Manager {
         if plan.argv.is_empty() {
             return; // cgi: no resident workers
         }
-        if let Some(pos) = self.groups[name]
-            .generations
-            .iter()
-            .position(|g| g.phase == Phase::Starting)
-        {
+        if let Some(pos) = self.groups[name].generations.iter().position(|g| g.phase == Phase::Starting) {
             let gen_ = self.groups.get_mut(name).map(|g| g.generations.remove(pos));
             if let Some(gen_) = gen_ {
                 self.discard(gen_);
@@ -269,11 +255,7 @@ impl Manager {
     }
 
     fn spawn(&mut self, name: &str, gen_id: u64) -> bool {
-        let Some(gen_) = self
-            .groups
-            .get(name)
-            .and_then(|g| g.generations.iter().find(|x| x.id == gen_id))
-        else {
+        let Some(gen_) = self.groups.get(name).and_then(|g| g.generations.iter().find(|x| x.id == gen_id)) else {
             return false;
         };
         let plan = &gen_.plan;
@@ -285,8 +267,7 @@ impl Manager {
                     plan.argv.join(" ")
                 );
                 let log = plan.error_log.clone();
-                self.logs
-                    .group(&log, "notice", id::WORKER_STARTED, name, &text);
+                self.logs.group(&log, "notice", id::WORKER_STARTED, name, &text);
                 self.workers.insert(
                     pid,
                     Worker {
@@ -300,10 +281,8 @@ impl Manager {
                         error_log: log,
                     },
                 );
-                if let Some(g) = self
-                    .groups
-                    .get_mut(name)
-                    .and_then(|g| g.generations.iter_mut().find(|x| x.id == gen_id))
+                if let Some(g) =
+                    self.groups.get_mut(name).and_then(|g| g.generations.iter_mut().find(|x| x.id == gen_id))
                 {
                     g.workers.push(pid);
                 }
@@ -311,13 +290,7 @@ impl Manager {
             }
             Err(e) => {
                 let log = plan.error_log.clone();
-                self.logs.group(
-                    &log,
-                    "error",
-                    id::SPAWN_FAILED,
-                    name,
-                    &format!("cannot start a worker: {e}"),
-                );
+                self.logs.group(&log, "error", id::SPAWN_FAILED, name, &format!("cannot start a worker: {e}"));
                 false
             }
         }
@@ -339,11 +312,7 @@ impl Manager {
         let Some(group) = self.groups.get_mut(name) else {
             return;
         };
-        let Some(pos) = group
-            .generations
-            .iter()
-            .position(|g| g.phase == Phase::Starting)
-        else {
+        let Some(pos) = group.generations.iter().position(|g| g.phase == Phase::Starting) else {
             return;
         };
         let gen_ = group.generations.remove(pos);
@@ -351,18 +320,14 @@ impl Manager {
         let log = gen_.plan.error_log.clone();
         let consequence = match serving {
             Some(old) => format!("the previous generation ({old}) keeps serving"),
-            None => "the group has no working generation: requests to it will fail until it starts"
-                .to_string(),
+            None => "the group has no working generation: requests to it will fail until it starts".to_string(),
         };
         self.logs.group(
             &log,
             "error",
             id::GENERATION_FAILED,
             name,
-            &format!(
-                "generation {} failed to start: {why}; {consequence}",
-                gen_.id
-            ),
+            &format!("generation {} failed to start: {why}; {consequence}", gen_.id),
         );
         self.discard(gen_);
         self.schedule_retry(name, why);
@@ -374,19 +339,10 @@ impl Manager {
             return;
         };
         group.failures += 1;
-        let delay = Duration::from_millis(
-            500u64.saturating_mul(1 << group.failures.min(8).saturating_sub(1)),
-        )
-        .min(MAX_BACKOFF);
+        let delay =
+            Duration::from_millis(500u64.saturating_mul(1 << group.failures.min(8).saturating_sub(1))).min(MAX_BACKOFF);
         group.retry_at = Some(Instant::now() + delay);
-        let (failures, log) = (
-            group.failures,
-            group
-                .plan
-                .as_ref()
-                .map(|p| p.error_log.clone())
-                .unwrap_or_default(),
-        );
+        let (failures, log) = (group.failures, group.plan.as_ref().map(|p| p.error_log.clone()).unwrap_or_default());
         self.logs.group(
             &log,
             "error",
@@ -401,28 +357,17 @@ impl Manager {
         let Some(group) = self.groups.get_mut(name) else {
             return;
         };
-        let Some(gen_) = group
-            .generations
-            .iter_mut()
-            .find(|g| g.phase == Phase::Starting)
-        else {
+        let Some(gen_) = group.generations.iter_mut().find(|g| g.phase == Phase::Starting) else {
             return;
         };
         let all_ready = gen_.workers.len() as u32 >= gen_.plan.processes
-            && gen_
-                .workers
-                .iter()
-                .all(|p| self.workers.get(p).is_some_and(|w| w.ready));
+            && gen_.workers.iter().all(|p| self.workers.get(p).is_some_and(|w| w.ready));
         if !all_ready {
             return;
         }
         let stable = Path::new(&self.plan.runtime_dir).join(format!("{name}.sock"));
         if let Err(e) = std::fs::rename(&gen_.path, &stable) {
-            let why = format!(
-                "cannot rename {} over {}: {e}",
-                gen_.path.display(),
-                stable.display()
-            );
+            let why = format!("cannot rename {} over {}: {e}", gen_.path.display(), stable.display());
             self.fail_starting(name, &why);
             return;
         }
@@ -430,12 +375,8 @@ impl Manager {
         gen_.path = stable;
         let (new_id, log, count) = (gen_.id, gen_.plan.error_log.clone(), gen_.workers.len());
         group.failures = 0;
-        let old: Vec<u64> = group
-            .generations
-            .iter()
-            .filter(|g| g.phase == Phase::Serving && g.id != new_id)
-            .map(|g| g.id)
-            .collect();
+        let old: Vec<u64> =
+            group.generations.iter().filter(|g| g.phase == Phase::Serving && g.id != new_id).map(|g| g.id).collect();
         self.logs.group(
             &log,
             "notice",
@@ -449,17 +390,11 @@ impl Manager {
     }
 
     fn drain(&mut self, name: &str, gen_id: u64) {
-        let Some(gen_) = self
-            .groups
-            .get_mut(name)
-            .and_then(|g| g.generations.iter_mut().find(|x| x.id == gen_id))
+        let Some(gen_) = self.groups.get_mut(name).and_then(|g| g.generations.iter_mut().find(|x| x.id == gen_id))
         else {
             return;
         };
-        gen_.phase = Phase::Draining {
-            since: Instant::now(),
-            terminated: false,
-        };
+        gen_.phase = Phase::Draining { since: Instant::now(), terminated: false };
         let ready_message = gen_.plan.ready_message;
         for pid in gen_.workers.clone() {
             if let Some(w) = self.workers.get_mut(&pid) {
@@ -472,11 +407,8 @@ impl Manager {
     }
 
     fn drain_all(&mut self, name: &str, why: &str) {
-        let ids: Vec<(u64, Phase)> = self
-            .groups
-            .get(name)
-            .map(|g| g.generations.iter().map(|x| (x.id, x.phase)).collect())
-            .unwrap_or_default();
+        let ids: Vec<(u64, Phase)> =
+            self.groups.get(name).map(|g| g.generations.iter().map(|x| (x.id, x.phase)).collect()).unwrap_or_default();
         for (gid, phase) in ids {
             match phase {
                 Phase::Starting => {
@@ -491,11 +423,7 @@ impl Manager {
                 Phase::Draining { .. } => {}
             }
         }
-        self.logs.manager(
-            "notice",
-            id::DRAINED,
-            &format!("group {name}: stopping ({why})"),
-        );
+        self.logs.manager("notice", id::DRAINED, &format!("group {name}: stopping ({why})"));
     }
 
     /// A worker was reaped.
@@ -504,7 +432,7 @@ impl Manager {
             return;
         };
         self.flush_output(pid, &mut w);
-        self.record_exit(pid, &describe(status));
+        self.record_exit(pid, &w.group, &describe(status));
         let name = w.group.clone();
         let Some(group) = self.groups.get_mut(&name) else {
             return;
@@ -535,9 +463,7 @@ impl Manager {
                     "info",
                     id::WORKER_EXITED,
                     &name,
-                    &format!(
-                        "generation {gen_id}: old worker pid {pid} {how} (draining, {left} left)"
-                    ),
+                    &format!("generation {gen_id}: old worker pid {pid} {how} (draining, {left} left)"),
                 );
                 if left == 0 {
                     if let Some(pos) = group.generations.iter().position(|g| g.id == gen_id) {
@@ -575,10 +501,7 @@ impl Manager {
                     ),
                 );
                 if !w.ready {
-                    self.schedule_retry(
-                        &name,
-                        &format!("worker pid {pid} {how} before it was ready"),
-                    );
+                    self.schedule_retry(&name, &format!("worker pid {pid} {how} before it was ready"));
                 } else if uptime < STABLE_AFTER {
                     // Ready, then died soon: replace at once, but back off if
                     // it keeps happening (a crash loop).
@@ -589,10 +512,7 @@ impl Manager {
                     if loops.unwrap_or(0) >= 3 {
                         self.schedule_retry(
                             &name,
-                            &format!(
-                                "worker pid {pid} {how} {} ms after starting",
-                                uptime.as_millis()
-                            ),
+                            &format!("worker pid {pid} {how} {} ms after starting", uptime.as_millis()),
                         );
                     } else {
                         self.spawn(&name, gen_id);
@@ -609,24 +529,16 @@ impl Manager {
 
     /// Writes how a worker ended to `RUNTIME/exits/PID`, for the request
     /// handler's log line; forgets records older than two minutes.
-    fn record_exit(&mut self, pid: Pid, how: &str) {
+    fn record_exit(&mut self, pid: Pid, group: &str, how: &str) {
         let dir = Path::new(&self.plan.runtime_dir).join(EXITS);
         let file = dir.join(pid.as_raw().to_string());
-        if std::fs::write(&file, how).is_ok() {
-            let _ = nix::unistd::chown(
-                &file,
-                None,
-                Some(nix::unistd::Gid::from_raw(self.plan.socket_gid)),
-            );
+        if std::fs::write(&file, format!("{group}\n{how}")).is_ok() {
+            let _ = nix::unistd::chown(&file, None, Some(nix::unistd::Gid::from_raw(self.plan.socket_gid)));
             let _ = std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o640));
         }
         if let Ok(entries) = std::fs::read_dir(&dir) {
             for e in entries.flatten() {
-                let old = e
-                    .metadata()
-                    .ok()
-                    .and_then(|m| m.modified().ok())
-                    .and_then(|t| t.elapsed().ok());
+                let old = e.metadata().ok().and_then(|m| m.modified().ok()).and_then(|t| t.elapsed().ok());
                 if old.is_some_and(|age| age > EXIT_RECORD_AGE) {
                     let _ = std::fs::remove_file(e.path());
                 }
@@ -640,8 +552,7 @@ impl Manager {
             read_available(fd, &mut w.partial);
         }
         for line in w.partial.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-            self.logs
-                .worker_output(&w.error_log, &w.group, pid.as_raw(), line);
+            self.logs.worker_output(&w.error_log, &w.group, pid.as_raw(), line);
         }
         w.partial.clear();
     }
@@ -653,11 +564,7 @@ impl Manager {
         for name in names {
             // Settled workers that cannot say READY.
             let settle = Duration::from_millis(SETTLE_MS);
-            let pids: Vec<Pid> = self.groups[&name]
-                .generations
-                .iter()
-                .flat_map(|g| g.workers.clone())
-                .collect();
+            let pids: Vec<Pid> = self.groups[&name].generations.iter().flat_map(|g| g.workers.clone()).collect();
             let mut became_ready = false;
             for pid in pids {
                 let quiet = self.groups[&name]
@@ -680,10 +587,7 @@ impl Manager {
             if let Some(g) = group.generation(|p| p == Phase::Starting) {
                 let limit = Duration::from_millis(g.plan.startup_timeout_ms);
                 if g.started.elapsed() > limit {
-                    let why = format!(
-                        "not every worker became ready within startup-timeout ({} s)",
-                        limit.as_secs()
-                    );
+                    let why = format!("not every worker became ready within startup-timeout ({} s)", limit.as_secs());
                     self.fail_starting(&name, &why);
                 }
             }
@@ -692,11 +596,7 @@ impl Manager {
             if let Some(g) = group.generation(|p| p == Phase::Serving) {
                 let limit = Duration::from_millis(g.plan.startup_timeout_ms);
                 for pid in g.workers.clone() {
-                    if self
-                        .workers
-                        .get(&pid)
-                        .is_some_and(|w| !w.ready && w.started.elapsed() > limit)
-                    {
+                    if self.workers.get(&pid).is_some_and(|w| !w.ready && w.started.elapsed() > limit) {
                         let _ = killpg(pid, Signal::SIGKILL);
                     }
                 }
@@ -708,30 +608,27 @@ impl Manager {
                     if let Phase::Draining { since, terminated } = g.phase {
                         let timeout = Duration::from_millis(g.plan.graceful_timeout_ms);
                         if !terminated && since.elapsed() >= timeout {
-                            g.phase = Phase::Draining {
-                                since,
-                                terminated: true,
-                            };
-                            stragglers.push((
-                                g.id,
-                                g.workers.clone(),
-                                Signal::SIGTERM,
-                                g.plan.error_log.clone(),
-                            ));
+                            g.phase = Phase::Draining { since, terminated: true };
+                            stragglers.push((g.id, g.workers.clone(), Signal::SIGTERM, g.plan.error_log.clone()));
                         } else if terminated && since.elapsed() >= timeout + KILL_GRACE {
-                            stragglers.push((
-                                g.id,
-                                g.workers.clone(),
-                                Signal::SIGKILL,
-                                g.plan.error_log.clone(),
-                            ));
+                            stragglers.push((g.id, g.workers.clone(), Signal::SIGKILL, g.plan.error_log.clone()));
                         }
                     }
                 }
             }
             for (gid, pids, sig, log) in stragglers {
                 if !pids.is_empty() {
-                    self.logs.group(&log, "warn", id::STRAGGLER, &name, &format!("generation {gid}: {} worker(s) still running after graceful-timeout; sending {}", pids.len(), sig.as_str()));
+                    self.logs.group(
+                        &log,
+                        "warn",
+                        id::STRAGGLER,
+                        &name,
+                        &format!(
+                            "generation {gid}: {} worker(s) still running after graceful-timeout; sending {}",
+                            pids.len(),
+                            sig.as_str()
+                        ),
+                    );
                 }
                 for pid in pids {
                     let _ = killpg(pid, sig);
@@ -755,10 +652,7 @@ impl Manager {
                     }
                     Some(_) => {}
                     None => {
-                        if self.groups[&name]
-                            .generation(|p| p == Phase::Starting)
-                            .is_none()
-                        {
+                        if self.groups[&name].generation(|p| p == Phase::Starting).is_none() {
                             self.start_generation(&name);
                         }
                     }
@@ -767,15 +661,9 @@ impl Manager {
             // restart-file: touch it to restart only this group.
             let group = &self.groups[&name];
             if let Some(file) = group.plan.as_ref().and_then(|p| p.restart_file.clone()) {
-                let mtime = std::fs::metadata(&file)
-                    .ok()
-                    .and_then(|m| m.modified().ok());
+                let mtime = std::fs::metadata(&file).ok().and_then(|m| m.modified().ok());
                 if mtime.is_some() && mtime != group.restart_mtime {
-                    let log = group
-                        .plan
-                        .as_ref()
-                        .map(|p| p.error_log.clone())
-                        .unwrap_or_default();
+                    let log = group.plan.as_ref().map(|p| p.error_log.clone()).unwrap_or_default();
                     if let Some(g) = self.groups.get_mut(&name) {
                         g.restart_mtime = mtime;
                     }
@@ -791,8 +679,7 @@ impl Manager {
             }
         }
         // Groups that were removed and have fully drained.
-        self.groups
-            .retain(|_, g| g.plan.is_some() || !g.generations.is_empty());
+        self.groups.retain(|_, g| g.plan.is_some() || !g.generations.is_empty());
     }
 
     /// Everything stops: `apachectl stop` or `graceful-stop`, or httpd is
@@ -801,11 +688,7 @@ impl Manager {
     /// SIGKILL after `STOP_GRACE`. Bounded: about 3 s in all.
     fn shutdown(&mut self, why: &str) -> ! {
         self.stopping = true;
-        self.logs.manager(
-            "notice",
-            id::MANAGER,
-            &format!("stopping all groups ({why})"),
-        );
+        self.logs.manager("notice", id::MANAGER, &format!("stopping all groups ({why})"));
         let mut quiet = Vec::new();
         for (pid, w) in self.workers.iter_mut() {
             w.status = None;
@@ -913,10 +796,7 @@ fn read_available(fd: &OwnedFd, into: &mut Vec<u8>) -> bool {
 fn set_nonblocking(fd: &OwnedFd) {
     use nix::fcntl::{FcntlArg, OFlag, fcntl};
     if let Ok(flags) = fcntl(fd.as_raw_fd(), FcntlArg::F_GETFL) {
-        let _ = fcntl(
-            fd.as_raw_fd(),
-            FcntlArg::F_SETFL(OFlag::from_bits_truncate(flags) | OFlag::O_NONBLOCK),
-        );
+        let _ = fcntl(fd.as_raw_fd(), FcntlArg::F_SETFL(OFlag::from_bits_truncate(flags) | OFlag::O_NONBLOCK));
     }
 }
 
@@ -924,7 +804,7 @@ fn set_nonblocking(fd: &OwnedFd) {
 /// open, but not list it); `loaders/` (0755, the shipped loaders, 0644);
 /// `exits/` (0750 root:Apache's group: how each worker ended, read by the
 /// request handler to explain a failed request).
-fn prepare_runtime_dir(dir: &Path, apache_gid: u32) -> std::io::Result<()> {
+fn prepare_runtime_dir(dir: &Path, apache_gid: u32, loader_files: &[(String, String)]) -> std::io::Result<()> {
     let root = Some(nix::unistd::Uid::from_raw(0));
     let wheel = Some(nix::unistd::Gid::from_raw(0));
     std::fs::create_dir_all(dir)?;
@@ -934,7 +814,7 @@ fn prepare_runtime_dir(dir: &Path, apache_gid: u32) -> std::io::Result<()> {
     std::fs::create_dir_all(&loaders)?;
     nix::unistd::chown(&loaders, root, wheel)?;
     std::fs::set_permissions(&loaders, std::fs::Permissions::from_mode(0o755))?;
-    for (_, file, source) in crate::config::plan::LOADERS {
+    for (file, source) in loader_files {
         let tmp = loaders.join(format!(".{file}.tmp"));
         std::fs::write(&tmp, source)?;
         std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644))?;
@@ -959,11 +839,7 @@ fn prepare_runtime_dir(dir: &Path, apache_gid: u32) -> std::io::Result<()> {
 /// connect to.
 fn bind_socket(path: &Path, gid: u32) -> std::io::Result<UnixListener> {
     let listener = UnixListener::bind(path)?;
-    nix::unistd::chown(
-        path,
-        Some(nix::unistd::Uid::from_raw(0)),
-        Some(nix::unistd::Gid::from_raw(gid)),
-    )?;
+    nix::unistd::chown(path, Some(nix::unistd::Uid::from_raw(0)), Some(nix::unistd::Gid::from_raw(gid)))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
     Ok(listener)
 }
@@ -971,27 +847,15 @@ fn bind_socket(path: &Path, gid: u32) -> std::io::Result<UnixListener> {
 fn cstrings(items: impl IntoIterator<Item = String>) -> Result<Vec<CString>, String> {
     items
         .into_iter()
-        .map(|s| {
-            CString::new(s).map_err(|_| "a NUL byte in the command or environment".to_string())
-        })
+        .map(|s| CString::new(s).map_err(|_| "a NUL byte in the command or environment".to_string()))
         .collect()
 }
 
 /// Forks and execs one worker of `plan` on `listener`.
-fn start_worker(
-    plan: &GroupPlan,
-    gen_id: u64,
-    listener: &UnixListener,
-) -> Result<(Pid, OwnedFd, OwnedFd), String> {
-    let (ours, theirs) = socketpair(
-        AddressFamily::Unix,
-        SockType::Stream,
-        None,
-        SockFlag::SOCK_CLOEXEC,
-    )
-    .map_err(|e| format!("socketpair: {e}"))?;
-    let (out_read, out_write) =
-        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
+fn start_worker(plan: &GroupPlan, gen_id: u64, listener: &UnixListener) -> Result<(Pid, OwnedFd, OwnedFd), String> {
+    let (ours, theirs) = socketpair(AddressFamily::Unix, SockType::Stream, None, SockFlag::SOCK_CLOEXEC)
+        .map_err(|e| format!("socketpair: {e}"))?;
+    let (out_read, out_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
     let argv = cstrings(plan.argv.clone())?;
     let mut env: Vec<String> = plan.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
     env.extend([
@@ -1031,30 +895,22 @@ fn start_worker(
 pub fn run(control: OwnedFd) -> ! {
     let mut m = Manager::new();
     let mut mask = SigSet::empty();
-    for s in [
-        Signal::SIGCHLD,
-        Signal::SIGTERM,
-        Signal::SIGINT,
-        Signal::SIGHUP,
-    ] {
+    for s in [Signal::SIGCHLD, Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
         mask.add(s);
     }
     if mask.thread_block().is_err() {
         crate::ffi::os::exit_now(EXIT_STARTUP_FAILURE);
     }
     let _ = ignore_sigpipe();
-    let Ok(signals) = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
-    else {
+    let Ok(signals) = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC) else {
         crate::ffi::os::exit_now(EXIT_STARTUP_FAILURE);
     };
     set_nonblocking(&control);
     loop {
         // Worker fds to watch, in a fixed order for this round.
         let mut watched: Vec<(Pid, bool)> = Vec::new();
-        let mut fds: Vec<PollFd> = vec![
-            PollFd::new(signals.as_fd(), PollFlags::POLLIN),
-            PollFd::new(control.as_fd(), PollFlags::POLLIN),
-        ];
+        let mut fds: Vec<PollFd> =
+            vec![PollFd::new(signals.as_fd(), PollFlags::POLLIN), PollFd::new(control.as_fd(), PollFlags::POLLIN)];
         for (pid, w) in &m.workers {
             if let Some(fd) = &w.output {
                 fds.push(PollFd::new(fd.as_fd(), PollFlags::POLLIN));
@@ -1068,10 +924,7 @@ pub fn run(control: OwnedFd) -> ! {
             }
         }
         let _ = poll(&mut fds, PollTimeout::from(250u16));
-        let ready: Vec<bool> = fds
-            .iter()
-            .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
-            .collect();
+        let ready: Vec<bool> = fds.iter().map(|f| f.revents().is_some_and(|r| !r.is_empty())).collect();
         drop(fds);
         if ready[0] {
             while let Ok(Some(info)) = signals.read_signal() {
@@ -1094,18 +947,14 @@ pub fn run(control: OwnedFd) -> ! {
             };
             if is_output {
                 let mut buf = std::mem::take(&mut w.partial);
-                let open = w
-                    .output
-                    .as_ref()
-                    .is_some_and(|fd| read_available(fd, &mut buf));
+                let open = w.output.as_ref().is_some_and(|fd| read_available(fd, &mut buf));
                 if !open {
                     w.output = None;
                 }
                 let (log, group) = (w.error_log.clone(), w.group.clone());
                 while let Some(nl) = memchr_nl(&buf) {
                     let line: Vec<u8> = buf.drain(..=nl).collect();
-                    m.logs
-                        .worker_output(&log, &group, pid.as_raw(), &line[..line.len() - 1]);
+                    m.logs.worker_output(&log, &group, pid.as_raw(), &line[..line.len() - 1]);
                 }
                 if buf.len() > MAX_LINE || (!open && !buf.is_empty()) {
                     m.logs.worker_output(&log, &group, pid.as_raw(), &buf);
@@ -1116,14 +965,8 @@ pub fn run(control: OwnedFd) -> ! {
                 }
             } else {
                 let mut msg = Vec::new();
-                let open = w
-                    .status
-                    .as_ref()
-                    .is_some_and(|fd| read_available(fd, &mut msg));
-                if String::from_utf8_lossy(&msg)
-                    .lines()
-                    .any(|l| l.trim() == "READY")
-                {
+                let open = w.status.as_ref().is_some_and(|fd| read_available(fd, &mut msg));
+                if String::from_utf8_lossy(&msg).lines().any(|l| l.trim() == "READY") {
                     w.ready = true;
                     let name = w.group.clone();
                     m.maybe_promote(&name);
@@ -1158,9 +1001,7 @@ mod tests {
     fn exit_statuses_are_explained() {
         let p = Pid::from_raw(1);
         assert_eq!(describe(WaitStatus::Exited(p, 3)), "exited with status 3");
-        assert!(
-            describe(WaitStatus::Signaled(p, Signal::SIGKILL, false)).contains("out-of-memory")
-        );
+        assert!(describe(WaitStatus::Signaled(p, Signal::SIGKILL, false)).contains("out-of-memory"));
         assert!(describe(WaitStatus::Signaled(p, Signal::SIGSEGV, true)).contains("core dump"));
     }
 }

@@ -27,8 +27,9 @@ pub mod kind {
 /// One decoded frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Frame {
+    /// The environment as `name\0value\0` pairs (C strings cannot hold NUL).
     Request {
-        env: Vec<(String, String)>,
+        env: Vec<u8>,
     },
     Body(Vec<u8>),
     Hello {
@@ -74,10 +75,9 @@ impl std::fmt::Display for ProtocolError {
             ProtocolError::TooManyHeaders(n) => {
                 write!(f, "{n} response headers (the limit is {MAX_HEADERS})")
             }
-            ProtocolError::HeadersTooLarge(n) => write!(
-                f,
-                "response headers of {n} bytes (the limit is {MAX_HEADERS_SIZE})"
-            ),
+            ProtocolError::HeadersTooLarge(n) => {
+                write!(f, "response headers of {n} bytes (the limit is {MAX_HEADERS_SIZE})")
+            }
             ProtocolError::BadHeader(h) => write!(f, "invalid response header {h:?}"),
             ProtocolError::BadStatus(s) => write!(f, "invalid status {s}"),
         }
@@ -132,11 +132,7 @@ impl<'a> Cursor<'a> {
         Ok(out)
     }
     fn done(&self) -> Result<(), ProtocolError> {
-        if self.buf.is_empty() {
-            Ok(())
-        } else {
-            Err(ProtocolError::Malformed(self.what))
-        }
+        if self.buf.is_empty() { Ok(()) } else { Err(ProtocolError::Malformed(self.what)) }
     }
 }
 
@@ -149,9 +145,7 @@ fn check_headers(headers: &[(String, String)], encoded: usize) -> Result<(), Pro
         return Err(ProtocolError::HeadersTooLarge(encoded));
     }
     for (name, value) in headers {
-        if name.is_empty()
-            || !name.chars().all(is_token_char)
-            || value.chars().any(|c| matches!(c, '\r' | '\n' | '\0'))
+        if name.is_empty() || !name.chars().all(is_token_char) || value.chars().any(|c| matches!(c, '\r' | '\n' | '\0'))
         {
             return Err(ProtocolError::BadHeader(format!("{name}: {value}")));
         }
@@ -179,24 +173,20 @@ pub fn decode(buf: &[u8]) -> Result<Option<(Frame, usize)>, ProtocolError> {
     let payload = &buf[HEADER_LEN..HEADER_LEN + len];
     let frame = match ty {
         kind::REQUEST => {
-            let mut c = Cursor {
-                buf: payload,
-                what: "REQUEST",
-            };
+            let mut c = Cursor { buf: payload, what: "REQUEST" };
             let v = c.u8()?;
             if v != VERSION {
                 return Err(ProtocolError::BadVersion(v));
             }
-            let env = c.pairs(usize::MAX)?;
-            c.done()?;
+            let env = c.take(c.buf.len())?.to_vec();
+            if env.last().is_some_and(|b| *b != 0) || env.iter().filter(|b| **b == 0).count() % 2 != 0 {
+                return Err(ProtocolError::Malformed("REQUEST"));
+            }
             Frame::Request { env }
         }
         kind::BODY => Frame::Body(payload.to_vec()),
         kind::HELLO => {
-            let mut c = Cursor {
-                buf: payload,
-                what: "HELLO",
-            };
+            let mut c = Cursor { buf: payload, what: "HELLO" };
             let v = c.u8()?;
             if v != VERSION {
                 return Err(ProtocolError::BadVersion(v));
@@ -206,10 +196,7 @@ pub fn decode(buf: &[u8]) -> Result<Option<(Frame, usize)>, ProtocolError> {
             Frame::Hello { pid }
         }
         kind::PULL => {
-            let mut c = Cursor {
-                buf: payload,
-                what: "PULL",
-            };
+            let mut c = Cursor { buf: payload, what: "PULL" };
             let max = c.u32()?;
             c.done()?;
             if max == 0 || max as usize > MAX_FRAME {
@@ -218,10 +205,7 @@ pub fn decode(buf: &[u8]) -> Result<Option<(Frame, usize)>, ProtocolError> {
             Frame::Pull { max }
         }
         kind::HEADERS => {
-            let mut c = Cursor {
-                buf: payload,
-                what: "HEADERS",
-            };
+            let mut c = Cursor { buf: payload, what: "HEADERS" };
             let status = c.u16()?;
             if !(100..=999).contains(&status) {
                 return Err(ProtocolError::BadStatus(status));
@@ -233,19 +217,12 @@ pub fn decode(buf: &[u8]) -> Result<Option<(Frame, usize)>, ProtocolError> {
         }
         kind::DATA => Frame::Data(payload.to_vec()),
         kind::FLUSH | kind::END if !payload.is_empty() => {
-            return Err(ProtocolError::Malformed(if ty == kind::FLUSH {
-                "FLUSH"
-            } else {
-                "END"
-            }));
+            return Err(ProtocolError::Malformed(if ty == kind::FLUSH { "FLUSH" } else { "END" }));
         }
         kind::FLUSH => Frame::Flush,
         kind::END => Frame::End,
         _ => {
-            let mut c = Cursor {
-                buf: payload,
-                what: "ERROR",
-            };
+            let mut c = Cursor { buf: payload, what: "ERROR" };
             let text = c.string()?;
             c.done()?;
             Frame::Error(text)
@@ -255,18 +232,33 @@ pub fn decode(buf: &[u8]) -> Result<Option<(Frame, usize)>, ProtocolError> {
 }
 
 fn put_string(out: &mut Vec<u8>, s: &str) {
-    let bytes: Vec<u8> = s
-        .chars()
-        .map(|c| {
-            if (c as u32) < 256 {
-                c as u32 as u8
-            } else {
-                b'?'
-            }
-        })
-        .collect();
-    out.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
-    out.extend_from_slice(&bytes);
+    let len_at = out.len();
+    out.extend_from_slice(&[0; 4]);
+    out.extend(s.chars().map(|c| u8::try_from(u32::from(c)).unwrap_or(b'?')));
+    let len = (out.len() - len_at - 4) as u32;
+    out[len_at..len_at + 4].copy_from_slice(&len.to_be_bytes());
+}
+
+/// Builds the environment of a REQUEST frame.
+#[derive(Default)]
+pub struct EnvBuilder(Vec<u8>);
+
+impl EnvBuilder {
+    pub fn with_capacity(n: usize) -> EnvBuilder {
+        EnvBuilder(Vec::with_capacity(n))
+    }
+
+    /// Adds one variable; NUL bytes (impossible in C strings) are dropped.
+    pub fn add(&mut self, name: &[u8], value: &[u8]) {
+        self.0.extend(name.iter().filter(|b| **b != 0));
+        self.0.push(0);
+        self.0.extend(value.iter().filter(|b| **b != 0));
+        self.0.push(0);
+    }
+
+    pub fn finish(self) -> Vec<u8> {
+        self.0
+    }
 }
 
 fn put_pairs(out: &mut Vec<u8>, pairs: &[(String, String)]) {
@@ -296,7 +288,7 @@ pub fn encode(frame: &Frame, out: &mut Vec<u8>) {
     match frame {
         Frame::Request { env } => {
             out.push(VERSION);
-            put_pairs(out, env);
+            out.extend_from_slice(env);
         }
         Frame::Body(b) | Frame::Data(b) => out.extend_from_slice(b),
         Frame::Hello { pid } => {
@@ -326,32 +318,26 @@ mod tests {
         let (back, used) = decode(&buf).unwrap().unwrap();
         assert_eq!((back, used), (f, buf.len()));
         for cut in 0..buf.len() {
-            assert_eq!(
-                decode(&buf[..cut]).unwrap(),
-                None,
-                "a cut at {cut} must ask for more"
-            );
+            assert_eq!(decode(&buf[..cut]).unwrap(), None, "a cut at {cut} must ask for more");
         }
     }
 
     #[test]
     fn every_frame_round_trips() {
-        round_trip(Frame::Request {
-            env: vec![
-                ("REQUEST_METHOD".into(), "GET".into()),
-                ("PATH_INFO".into(), "/é".into()),
-            ],
-        });
+        let mut env = EnvBuilder::default();
+        env.add(b"REQUEST_METHOD", b"GET");
+        env.add(b"PATH_INFO", b"/\xc3\xa9");
+        round_trip(Frame::Request { env: env.finish() });
+        round_trip(Frame::Request { env: Vec::new() });
+        assert_eq!(decode(b"\x01\x00\x00\x00\x03\x01a\x00"), Err(ProtocolError::Malformed("REQUEST")));
+        assert_eq!(decode(b"\x01\x00\x00\x00\x03\x01ab"), Err(ProtocolError::Malformed("REQUEST")));
         round_trip(Frame::Body(b"abc".to_vec()));
         round_trip(Frame::Body(Vec::new()));
         round_trip(Frame::Hello { pid: 4242 });
         round_trip(Frame::Pull { max: 65536 });
         round_trip(Frame::Headers {
             status: 200,
-            headers: vec![
-                ("Set-Cookie".into(), "a=1".into()),
-                ("Set-Cookie".into(), "b=2".into()),
-            ],
+            headers: vec![("Set-Cookie".into(), "a=1".into()), ("Set-Cookie".into(), "b=2".into())],
         });
         round_trip(Frame::Data(vec![0; 1000]));
         round_trip(Frame::Flush);
@@ -363,17 +349,8 @@ mod tests {
     #[test]
     fn golden_bytes() {
         let mut buf = Vec::new();
-        encode(
-            &Frame::Headers {
-                status: 201,
-                headers: vec![("A".into(), "b".into())],
-            },
-            &mut buf,
-        );
-        assert_eq!(
-            buf,
-            b"\x12\x00\x00\x00\x10\x00\xc9\x00\x00\x00\x01\x00\x00\x00\x01A\x00\x00\x00\x01b"
-        );
+        encode(&Frame::Headers { status: 201, headers: vec![("A".into(), "b".into())] }, &mut buf);
+        assert_eq!(buf, b"\x12\x00\x00\x00\x10\x00\xc9\x00\x00\x00\x01\x00\x00\x00\x01A\x00\x00\x00\x01b");
         let mut buf = Vec::new();
         encode(&Frame::Hello { pid: 7 }, &mut buf);
         assert_eq!(buf, b"\x10\x00\x00\x00\x05\x01\x00\x00\x00\x07");
@@ -381,84 +358,33 @@ mod tests {
 
     #[test]
     fn hostile_input_is_rejected() {
-        assert_eq!(
-            decode(b"\x13\x7f\xff\xff\xff"),
-            Err(ProtocolError::FrameTooLarge(0x7fff_ffff))
-        );
-        assert_eq!(
-            decode(b"\x99\x00\x00\x00\x00"),
-            Err(ProtocolError::UnknownType(0x99))
-        );
-        assert_eq!(
-            decode(b"\x10\x00\x00\x00\x05\x02\x00\x00\x00\x07"),
-            Err(ProtocolError::BadVersion(2))
-        );
-        assert_eq!(
-            decode(b"\x14\x00\x00\x00\x01x"),
-            Err(ProtocolError::Malformed("FLUSH"))
-        );
-        assert_eq!(
-            decode(b"\x11\x00\x00\x00\x04\x00\x00\x00\x00"),
-            Err(ProtocolError::Malformed("PULL"))
-        );
+        assert_eq!(decode(b"\x13\x7f\xff\xff\xff"), Err(ProtocolError::FrameTooLarge(0x7fff_ffff)));
+        assert_eq!(decode(b"\x99\x00\x00\x00\x00"), Err(ProtocolError::UnknownType(0x99)));
+        assert_eq!(decode(b"\x10\x00\x00\x00\x05\x02\x00\x00\x00\x07"), Err(ProtocolError::BadVersion(2)));
+        assert_eq!(decode(b"\x14\x00\x00\x00\x01x"), Err(ProtocolError::Malformed("FLUSH")));
+        assert_eq!(decode(b"\x11\x00\x00\x00\x04\x00\x00\x00\x00"), Err(ProtocolError::Malformed("PULL")));
         // A header count that the payload cannot hold, without allocating it.
-        assert_eq!(
-            decode(b"\x12\x00\x00\x00\x06\x00\xc8\x00\x00\x00\x50"),
-            Err(ProtocolError::Malformed("HEADERS"))
-        );
+        assert_eq!(decode(b"\x12\x00\x00\x00\x06\x00\xc8\x00\x00\x00\x50"), Err(ProtocolError::Malformed("HEADERS")));
         assert_eq!(
             decode(b"\x12\x00\x00\x00\x06\x00\xc8\xff\xff\xff\xff"),
             Err(ProtocolError::TooManyHeaders(0xffff_ffff))
         );
         let mut buf = Vec::new();
-        encode(
-            &Frame::Headers {
-                status: 200,
-                headers: vec![("Bad Name".into(), "x".into())],
-            },
-            &mut buf,
-        );
+        encode(&Frame::Headers { status: 200, headers: vec![("Bad Name".into(), "x".into())] }, &mut buf);
         assert!(matches!(decode(&buf), Err(ProtocolError::BadHeader(_))));
         let mut buf = Vec::new();
-        encode(
-            &Frame::Headers {
-                status: 200,
-                headers: vec![("X".into(), "a\r\nInjected: 1".into())],
-            },
-            &mut buf,
-        );
+        encode(&Frame::Headers { status: 200, headers: vec![("X".into(), "a\r\nInjected: 1".into())] }, &mut buf);
         assert!(matches!(decode(&buf), Err(ProtocolError::BadHeader(_))));
         let mut buf = Vec::new();
-        encode(
-            &Frame::Headers {
-                status: 42,
-                headers: vec![],
-            },
-            &mut buf,
-        );
+        encode(&Frame::Headers { status: 42, headers: vec![] }, &mut buf);
         assert_eq!(decode(&buf), Err(ProtocolError::BadStatus(42)));
         let mut buf = Vec::new();
         let many: Vec<(String, String)> = (0..101).map(|i| (format!("H{i}"), "v".into())).collect();
-        encode(
-            &Frame::Headers {
-                status: 200,
-                headers: many,
-            },
-            &mut buf,
-        );
+        encode(&Frame::Headers { status: 200, headers: many }, &mut buf);
         assert_eq!(decode(&buf), Err(ProtocolError::TooManyHeaders(101)));
         let mut buf = Vec::new();
-        encode(
-            &Frame::Headers {
-                status: 200,
-                headers: vec![("Big".into(), "x".repeat(70_000))],
-            },
-            &mut buf,
-        );
-        assert!(matches!(
-            decode(&buf),
-            Err(ProtocolError::HeadersTooLarge(_))
-        ));
+        encode(&Frame::Headers { status: 200, headers: vec![("Big".into(), "x".repeat(70_000))] }, &mut buf);
+        assert!(matches!(decode(&buf), Err(ProtocolError::HeadersTooLarge(_))));
     }
 
     proptest! {

@@ -56,18 +56,10 @@ pub fn module_path() -> PathBuf {
                 .args(["build", "--lib", "--quiet", "--manifest-path", manifest])
                 .output()
                 .expect("run cargo build");
-            assert!(
-                out.status.success(),
-                "cargo build --lib failed:\n{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            assert!(out.status.success(), "cargo build --lib failed:\n{}", String::from_utf8_lossy(&out.stderr));
             let exe = std::env::current_exe().expect("test binary path");
             // target/debug/deps/<test> -> target/debug/libmod_procd.so
-            let so = exe
-                .parent()
-                .and_then(Path::parent)
-                .expect("target dir")
-                .join("libmod_procd.so");
+            let so = exe.parent().and_then(Path::parent).expect("target dir").join("libmod_procd.so");
             assert!(so.exists(), "{} is missing after cargo build", so.display());
             so
         })
@@ -89,41 +81,25 @@ pub fn wait_until(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free loopback port")
 }
 
 pub fn pid_alive(pid: i32) -> bool {
     // A zombie is dead for our purposes only once reaped; /proc shows both.
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !stat
-            .rsplit(')')
-            .next()
-            .unwrap_or("")
-            .trim_start()
-            .starts_with('Z'),
+        Ok(stat) => !stat.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'),
         Err(_) => false,
     }
 }
 
 fn parent_of(pid: i32) -> Option<i32> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat.rsplit(')')
-        .next()?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
+    stat.rsplit(')').next()?.split_whitespace().nth(1)?.parse().ok()
 }
 
 fn all_pids() -> Vec<i32> {
     std::fs::read_dir("/proc")
-        .map(|d| {
-            d.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-                .collect()
-        })
+        .map(|d| d.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect())
         .unwrap_or_default()
 }
 
@@ -200,7 +176,10 @@ impl Apache {
         // Language "echo": the test worker, speaking the procd status channel.
         std::fs::write(
             dir.join("echo.toml"),
-            format!("[language.echo]\nprotocol = \"procd\"\ncommand = \"/usr/bin/python3 {}/echo_worker.py\"\n", dir.display()),
+            format!(
+                "[language.echo]\nprotocol = \"procd\"\ncommand = \"/usr/bin/python3 {}/echo_worker.py\"\n",
+                dir.display()
+            ),
         )
         .expect("write echo.toml");
         let _ = Command::new("chmod").args(["-R", "755"]).arg(&dir).status();
@@ -283,52 +262,31 @@ DocumentRoot "{d}/htdocs"
     }
 
     fn apache(&self, args: &[&str]) -> Output {
-        Command::new(APACHE)
-            .arg("-f")
-            .arg(&self.conf)
-            .args(args)
-            .env("LANG", "C")
-            .output()
-            .expect("run apache2")
+        Command::new(APACHE).arg("-f").arg(&self.conf).args(args).env("LANG", "C").output().expect("run apache2")
     }
 
     /// `apache2 -t`: (success, stderr+stdout).
     pub fn configtest(&self) -> (bool, String) {
         let out = self.apache(&["-t"]);
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stderr),
-            String::from_utf8_lossy(&out.stdout)
-        );
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stderr), String::from_utf8_lossy(&out.stdout));
         (out.status.success(), text)
     }
 
     fn pidfile(&self) -> Option<i32> {
-        std::fs::read_to_string(self.dir.join("httpd.pid"))
-            .ok()?
-            .trim()
-            .parse()
-            .ok()
+        std::fs::read_to_string(self.dir.join("httpd.pid")).ok()?.trim().parse().ok()
     }
 
     /// Starts Apache and waits until it answers on its port.
     pub fn start(&mut self) {
         let out = self.apache(&["-k", "start"]);
         if !out.status.success() {
-            self.fail(&format!(
-                "apache2 -k start failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            ));
+            self.fail(&format!("apache2 -k start failed: {}", String::from_utf8_lossy(&out.stderr)));
         }
-        if !wait_until(Duration::from_secs(10), || {
-            self.pidfile().is_some_and(pid_alive)
-        }) {
+        if !wait_until(Duration::from_secs(10), || self.pidfile().is_some_and(pid_alive)) {
             self.fail("no live pid in PidFile 10 s after start");
         }
         self.master = self.pidfile();
-        if !wait_until(Duration::from_secs(10), || {
-            TcpStream::connect(("127.0.0.1", self.port)).is_ok()
-        }) {
+        if !wait_until(Duration::from_secs(10), || TcpStream::connect(("127.0.0.1", self.port)).is_ok()) {
             self.fail("Apache does not accept connections 10 s after start");
         }
         self.note_processes();
@@ -343,9 +301,7 @@ DocumentRoot "{d}/htdocs"
 
     /// How many times Apache said it was (re)configured and serving.
     pub fn generations(&self) -> usize {
-        self.error_log()
-            .matches("resuming normal operations")
-            .count()
+        self.error_log().matches("resuming normal operations").count()
     }
 
     /// `apache2 -k graceful`, waiting for the new generation to be up.
@@ -354,10 +310,7 @@ DocumentRoot "{d}/htdocs"
         let before = self.generations();
         let out = self.apache(&["-k", "graceful"]);
         if !out.status.success() {
-            self.fail(&format!(
-                "apache2 -k graceful failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            ));
+            self.fail(&format!("apache2 -k graceful failed: {}", String::from_utf8_lossy(&out.stderr)));
         }
         if !wait_until(Duration::from_secs(15), || self.generations() > before) {
             self.fail("no new generation 15 s after graceful");
@@ -379,12 +332,7 @@ DocumentRoot "{d}/htdocs"
         let _ = self.apache(&["-k", "stop"]);
         let gone = wait_until(Duration::from_secs(15), || !pid_alive(master));
         let left_after = || -> BTreeSet<i32> {
-            let mut left: BTreeSet<i32> = self
-                .seen
-                .iter()
-                .copied()
-                .filter(|p| pid_alive(*p))
-                .collect();
+            let mut left: BTreeSet<i32> = self.seen.iter().copied().filter(|p| pid_alive(*p)).collect();
             left.extend(pids_mentioning(&self.dir.display().to_string()));
             left
         };
@@ -393,48 +341,33 @@ DocumentRoot "{d}/htdocs"
             let left = left_after();
             for p in &left {
                 // Only pids this harness saw under its own master.
-                let _ = Command::new("kill")
-                    .args(["-KILL", &p.to_string()])
-                    .status();
+                let _ = Command::new("kill").args(["-KILL", &p.to_string()]).status();
             }
-            self.fail(&format!(
-                "processes left after apache2 -k stop: master gone={gone}, still alive: {left:?}"
-            ));
+            self.fail(&format!("processes left after apache2 -k stop: master gone={gone}, still alive: {left:?}"));
         }
     }
 
     /// A GET over a fresh connection.
     pub fn get(&self, path: &str) -> Response {
-        self.request(&format!(
-            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-        ))
+        self.request(&format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"))
     }
 
     /// Sends raw bytes and reads the whole answer (connection closes).
     pub fn request(&self, raw: &str) -> Response {
-        let mut s = TcpStream::connect(("127.0.0.1", self.port))
-            .unwrap_or_else(|e| self.fail(&format!("connect: {e}")));
+        let mut s =
+            TcpStream::connect(("127.0.0.1", self.port)).unwrap_or_else(|e| self.fail(&format!("connect: {e}")));
         s.set_read_timeout(Some(Duration::from_secs(20))).ok();
-        s.write_all(raw.as_bytes())
-            .unwrap_or_else(|e| self.fail(&format!("send: {e}")));
+        s.write_all(raw.as_bytes()).unwrap_or_else(|e| self.fail(&format!("send: {e}")));
         let mut buf = Vec::new();
-        s.read_to_end(&mut buf)
-            .unwrap_or_else(|e| self.fail(&format!("read: {e}")));
-        let split = buf
-            .windows(4)
-            .position(|w| w == b"\r\n\r\n")
-            .unwrap_or_else(|| self.fail("no HTTP head"));
+        s.read_to_end(&mut buf).unwrap_or_else(|e| self.fail(&format!("read: {e}")));
+        let split = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or_else(|| self.fail("no HTTP head"));
         let head = String::from_utf8_lossy(&buf[..split]).into_owned();
-        let status = head
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
-        Response {
-            status,
-            head,
-            body: buf[split + 4..].to_vec(),
+        let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+        let mut body = buf[split + 4..].to_vec();
+        if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+            body = dechunk(&body).unwrap_or_else(|| self.fail("malformed chunked body"));
         }
+        Response { status, head, body }
     }
 }
 
@@ -449,9 +382,7 @@ impl Drop for Apache {
                     let _ = self.apache(&["-k", "stop"]);
                     wait_until(Duration::from_secs(10), || !pid_alive(m));
                     for p in all.into_iter().filter(|p| pid_alive(*p)) {
-                        let _ = Command::new("kill")
-                            .args(["-KILL", &p.to_string()])
-                            .status();
+                        let _ = Command::new("kill").args(["-KILL", &p.to_string()]).status();
                     }
                 }
             } else {
@@ -466,30 +397,16 @@ impl Drop for Apache {
 
 /// Creates a system user for tests if it does not exist (we run as root).
 pub fn ensure_user(name: &str) {
-    let exists = Command::new("id")
-        .arg(name)
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
+    let exists = Command::new("id").arg(name).output().map(|o| o.status.success()).unwrap_or(false);
     if !exists {
         let ok = Command::new("useradd")
-            .args([
-                "--system",
-                "--no-create-home",
-                "--shell",
-                "/usr/sbin/nologin",
-                name,
-            ])
+            .args(["--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name])
             .status()
             .map(|s| s.success())
             .unwrap_or(false);
         // Another test binary may have created it meanwhile.
         assert!(
-            ok || Command::new("id")
-                .arg(name)
-                .status()
-                .map(|s| s.success())
-                .unwrap_or(false),
+            ok || Command::new("id").arg(name).status().map(|s| s.success()).unwrap_or(false),
             "useradd {name} failed"
         );
     }
@@ -497,24 +414,16 @@ pub fn ensure_user(name: &str) {
 
 /// The process manager of an Apache master (its child named procd-manager).
 pub fn manager_of(master: i32) -> Option<i32> {
-    all_pids()
-        .into_iter()
-        .find(|p| parent_of(*p) == Some(master) && comm(*p) == "procd-manager")
+    all_pids().into_iter().find(|p| parent_of(*p) == Some(master) && comm(*p) == "procd-manager")
 }
 
 /// The direct children of `pid`.
 pub fn children(pid: i32) -> BTreeSet<i32> {
-    all_pids()
-        .into_iter()
-        .filter(|p| parent_of(*p) == Some(pid) && pid_alive(*p))
-        .collect()
+    all_pids().into_iter().filter(|p| parent_of(*p) == Some(pid) && pid_alive(*p)).collect()
 }
 
 pub fn comm(pid: i32) -> String {
-    std::fs::read_to_string(format!("/proc/{pid}/comm"))
-        .unwrap_or_default()
-        .trim()
-        .to_string()
+    std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default().trim().to_string()
 }
 
 /// (real uid, real gid) of a process.
@@ -534,32 +443,17 @@ pub fn uid_gid(pid: i32) -> (u32, u32) {
 /// What each open descriptor of a process points to (socket:[..], paths, pipes).
 pub fn fd_targets(pid: i32) -> BTreeSet<String> {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|d| {
-            d.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
-                .map(|t| t.display().to_string())
-                .collect()
-        })
+        .map(|d| d.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok()).map(|t| t.display().to_string()).collect())
         .unwrap_or_default()
 }
 
 /// User + system CPU time of a process, in clock ticks.
 pub fn cpu_ticks(pid: i32) -> u64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .collect();
+    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
     // After the comm: state(0) ppid(1) ... utime(11) stime(12)
-    fields
-        .get(11)
-        .and_then(|v| v.parse::<u64>().ok())
-        .unwrap_or(0)
-        + fields
-            .get(12)
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
+    fields.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+        + fields.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
 }
 
 /// Zombies among the children of `pid`.
@@ -569,13 +463,7 @@ pub fn zombie_children(pid: i32) -> Vec<i32> {
         .filter(|p| parent_of(*p) == Some(pid))
         .filter(|p| {
             std::fs::read_to_string(format!("/proc/{p}/stat"))
-                .map(|s| {
-                    s.rsplit(')')
-                        .next()
-                        .unwrap_or("")
-                        .trim_start()
-                        .starts_with('Z')
-                })
+                .map(|s| s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'))
                 .unwrap_or(false)
         })
         .collect()
@@ -584,14 +472,11 @@ pub fn zombie_children(pid: i32) -> Vec<i32> {
 /// Sends one line to a group's socket and returns the answer line.
 pub fn ask(socket: &Path, line: &str) -> Result<String, String> {
     use std::os::unix::net::UnixStream;
-    let mut s =
-        UnixStream::connect(socket).map_err(|e| format!("connect {}: {e}", socket.display()))?;
+    let mut s = UnixStream::connect(socket).map_err(|e| format!("connect {}: {e}", socket.display()))?;
     s.set_read_timeout(Some(Duration::from_secs(10))).ok();
-    s.write_all(format!("{line}\n").as_bytes())
-        .map_err(|e| format!("send: {e}"))?;
+    s.write_all(format!("{line}\n").as_bytes()).map_err(|e| format!("send: {e}"))?;
     let mut out = String::new();
-    s.read_to_string(&mut out)
-        .map_err(|e| format!("read: {e}"))?;
+    s.read_to_string(&mut out).map_err(|e| format!("read: {e}"))?;
     if out.is_empty() {
         return Err("connection closed without an answer".into());
     }
@@ -600,10 +485,7 @@ pub fn ask(socket: &Path, line: &str) -> Result<String, String> {
 
 /// A field (`gen=`, `pid=`...) of an echo worker's answer.
 pub fn field<'a>(answer: &'a str, name: &str) -> &'a str {
-    answer
-        .split_whitespace()
-        .find_map(|kv| kv.strip_prefix(name).and_then(|v| v.strip_prefix('=')))
-        .unwrap_or("")
+    answer.split_whitespace().find_map(|kv| kv.strip_prefix(name).and_then(|v| v.strip_prefix('='))).unwrap_or("")
 }
 
 impl Apache {
@@ -627,9 +509,7 @@ impl Apache {
         }) {
             last
         } else {
-            self.fail(&format!(
-                "group {group} does not answer within {limit:?}: {last}"
-            ))
+            self.fail(&format!("group {group} does not answer within {limit:?}: {last}"))
         }
     }
 
@@ -655,21 +535,10 @@ impl Apache {
 
 /// Creates a system group for tests if it does not exist, and adds `user` to it.
 pub fn ensure_supplementary_group(group: &str, user: &str) -> u32 {
-    let _ = Command::new("groupadd")
-        .args(["--system", "-f", group])
-        .status();
-    let _ = Command::new("usermod")
-        .args(["-a", "-G", group, user])
-        .status();
-    let out = Command::new("getent")
-        .args(["group", group])
-        .output()
-        .expect("getent");
-    String::from_utf8_lossy(&out.stdout)
-        .split(':')
-        .nth(2)
-        .and_then(|g| g.parse().ok())
-        .expect("gid of the test group")
+    let _ = Command::new("groupadd").args(["--system", "-f", group]).status();
+    let _ = Command::new("usermod").args(["-a", "-G", group, user]).status();
+    let out = Command::new("getent").args(["group", group]).output().expect("getent");
+    String::from_utf8_lossy(&out.stdout).split(':').nth(2).and_then(|g| g.parse().ok()).expect("gid of the test group")
 }
 
 /// Runs a command as `user` (setpriv, no shell); returns (success, output).
@@ -679,14 +548,7 @@ pub fn run_as(user: &str, args: &[&str]) -> (bool, String) {
         .args(args)
         .output()
         .expect("setpriv");
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
 }
 
 /// Descriptors of `pid` that share an open file description with one of
@@ -729,4 +591,20 @@ pub fn shared_descriptions(master: i32, pid: i32) -> Vec<String> {
         }
     }
     shared
+}
+
+/// Decodes a chunked HTTP body.
+pub fn dechunk(mut data: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    loop {
+        let line_end = data.windows(2).position(|w| w == b"\r\n")?;
+        let size_text = std::str::from_utf8(&data[..line_end]).ok()?;
+        let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
+        data = &data[line_end + 2..];
+        if size == 0 {
+            return Some(out);
+        }
+        out.extend_from_slice(data.get(..size)?);
+        data = data.get(size + 2..)?;
+    }
 }

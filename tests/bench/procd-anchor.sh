@@ -1,0 +1,19 @@
+# mod_procd as one more row of ../shared/bench (sourced by its anchors.sh /
+# graceful.sh through BENCH_EXTRA_ANCHORS; see tests/bench/run.sh).
+# Same hello apps, same Apache front end, same workers as mod_wsgi daemon
+# mode: 2 processes x 8 threads.
+
+PROCD_SO=${PROCD_SO:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)/target/release/libmod_procd.so}
+
+anchor_procd_info()  { echo "mod_procd + Python WSGI|2 procs x 8 threads"; }
+anchor_procd_path()  { [ "${1:-}" = sleep ] && echo /sleep || echo /hello; }
+anchor_procd_start() {
+  apache_conf "$1" "$2" "LoadModule procd_module $PROCD_SO
+ProcdRuntimeDir \"$1/run/procd\"
+LanguageGroup hello language=python processes=2 threads=8 app=$BENCH_APPS/wsgi/hello.wsgi
+LanguageGroup sleep language=python processes=2 threads=8 app=$BENCH_APPS/wsgi/sleep.wsgi
+LanguageMount /hello hello
+LanguageMount /sleep sleep" && apache_start "$1" || return 1
+  # Groups become ready a moment after Apache answers.
+  wait_for curl -fso /dev/null "http://127.0.0.1:$2/hello" && wait_for curl -fso /dev/null "http://127.0.0.1:$2/sleep"
+}

@@ -1,0 +1,28 @@
+#!/usr/bin/env python3
+"""Medians over rounds of the shared harness's tables, and mod_procd's
+ratios to mod_wsgi daemon mode (same run, same box)."""
+import statistics
+import sys
+from collections import defaultdict
+
+rows = defaultdict(lambda: {"rps": [], "p99": []})
+for path in sys.argv[1:]:
+    for line in open(path):
+        cells = [c.strip() for c in line.split("|")]
+        if len(cells) < 6 or not cells[2].isdigit():
+            continue
+        key = (cells[0], int(cells[2]))
+        rows[key]["rps"].append(float(cells[3]))
+        rows[key]["p99"].append(float(cells[5]))
+
+print("%-30s %5s %10s %9s   (median of %d rounds)" % ("anchor", "conns", "req/s", "p99 ms", len(sys.argv) - 1))
+for (name, conns), v in sorted(rows.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+    print("%-30s %5d %10.0f %9.2f" % (name, conns, statistics.median(v["rps"]), statistics.median(v["p99"])))
+print()
+for conns in sorted({c for _, c in rows}):
+    procd = rows.get(("mod_procd + Python WSGI", conns))
+    wsgi = rows.get(("mod_wsgi daemon", conns))
+    if procd and wsgi and procd["rps"] and wsgi["rps"]:
+        print("c=%d: mod_procd / mod_wsgi daemon: throughput %.2fx, p99 %.2fx" % (
+            conns, statistics.median(procd["rps"]) / statistics.median(wsgi["rps"]),
+            statistics.median(procd["p99"]) / statistics.median(wsgi["p99"])))
