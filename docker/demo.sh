@@ -32,9 +32,12 @@ cat > "$DEMO/htdocs/index.html" <<HTML
 <html><head><title>mod_procd demo</title></head>
 <body><h1>mod_procd demo</h1>
 <p>Apache $(apache2 -v | sed -n 's/Server version: //p') with mod_procd loaded.</p>
-<p>Static file: <a href="/hello.txt">/hello.txt</a>.</p>
-<p>Process groups are configured (see $DEMO/httpd.conf); the language
-handlers that serve them arrive in later releases.</p>
+<ul>
+<li>Static file: <a href="/hello.txt">/hello.txt</a></li>
+<li>Python (WSGI), group <code>hello</code>, 2 processes x 4 threads: <a href="/python/">/python/</a></li>
+</ul>
+<p>Config: $DEMO/httpd.conf; log: $DEMO/error.log. PHP, Ruby, Perl and CGI
+groups arrive with their loaders.</p>
 </body></html>
 HTML
 echo "Hello, World!" > "$DEMO/htdocs/hello.txt"
@@ -67,6 +70,7 @@ CONF
 
 apache2 -t -f "$DEMO/httpd.conf"
 apache2 -f "$DEMO/httpd.conf" -k start
-for _ in $(seq 50); do curl -fs "http://127.0.0.1:$PORT/" >/dev/null && break; sleep 0.1; done
+for _ in $(seq 100); do curl -fs "http://127.0.0.1:$PORT/python/" >/dev/null && break; sleep 0.1; done
 curl -fs "http://127.0.0.1:$PORT/hello.txt"
+curl -fs "http://127.0.0.1:$PORT/python/"
 echo "demo running: http://127.0.0.1:$PORT/  (config $DEMO/httpd.conf, log $DEMO/error.log; stop: sudo docker/demo.sh stop)"

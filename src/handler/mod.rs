@@ -154,7 +154,7 @@ pub fn proxy(client: &mut dyn Client, target: &Target, env: Vec<u8>) -> Outcome 
         Err(e) => {
             return match e.kind() {
                 ErrorKind::NotFound => unavailable(format!(
-                    "group {g} is not running: {} does not exist. See the group's error log for why its workers do not start",
+                    "group {g} is not running: {} does not exist. Right after a start it appears once the workers are ready; otherwise the group's error log says why its workers do not start",
                     target.socket.display()
                 )),
                 ErrorKind::PermissionDenied => Outcome::Failed {
