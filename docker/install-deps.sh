@@ -10,6 +10,8 @@ PACKAGES=(
     curl procps passwd util-linux
     # language runtimes the tests and the demo use
     python3 python3-venv perl
+    # LinkRewrite tests compare against the Apache manual
+    apache2-doc
 )
 
 missing=()

@@ -14,3 +14,4 @@ mod ffi;
 mod handler;
 mod manager;
 mod protocol;
+mod rewrite;

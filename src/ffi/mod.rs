@@ -8,6 +8,8 @@
 #[cfg(not(test))]
 mod apache;
 #[cfg(not(test))]
+mod filter;
+#[cfg(not(test))]
 pub mod module;
 pub mod os;
 #[cfg(not(test))]

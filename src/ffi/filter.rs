@@ -1,0 +1,203 @@
+//! The LINKREWRITE output filter: brigades in, rewritten brigades out.
+//! Inserted automatically where `LinkRewrite` maps are in scope (any
+//! handler: mod_proxy, groups, static files, CGI), and usable by hand with
+//! `SetOutputFilter LINKREWRITE` or `AddOutputFilterByType`.
+
+use super::apache::{Level, bytes_from, guard, latin1_bytes, log_request, pool_box, pool_bytes};
+use super::sys;
+use crate::config::scope::DirConfig;
+use crate::rewrite::{BodyEncoding, Maps, StreamRewriter};
+use std::ffi::{CStr, c_char};
+use std::ptr::null_mut;
+
+pub const FILTER_NAME: &CStr = c"LINKREWRITE";
+
+/// Per-response state, owned by the request pool.
+struct State {
+    rewriter: Option<StreamRewriter>,
+}
+
+fn dir_config<'a>(r: *mut sys::request_rec) -> &'a DirConfig {
+    // SAFETY: our per-dir config of a live request (see request.rs).
+    unsafe {
+        &*sys::procd_get_module_config((*r).per_dir_config, &raw const super::module::procd_module).cast::<DirConfig>()
+    }
+}
+
+/// insert_filter hook: add the filter where maps apply.
+pub unsafe extern "C" fn insert_filter(r: *mut sys::request_rec) {
+    guard((), || {
+        if !dir_config(r).link_maps.is_empty() {
+            // SAFETY: adding a registered filter to the live request.
+            unsafe { sys::ap_add_output_filter(FILTER_NAME.as_ptr(), null_mut(), r, (*r).connection) };
+        }
+    })
+}
+
+/// Rewrites URL-carrying headers of one table in place.
+fn rewrite_headers(r: *mut sys::request_rec, table: *mut sys::apr_table_t, maps: &Maps) {
+    // SAFETY: apr_table_elts is a cast to the array header; entries are
+    // `nelts` apr_table_entry_t; replacing `val` with a pool string keeps
+    // the table valid (only keys are indexed).
+    unsafe {
+        let arr = table as *const sys::apr_array_header_t;
+        let entries = (*arr).elts as *mut sys::apr_table_entry_t;
+        for i in 0..(*arr).nelts as usize {
+            let e = &mut *entries.add(i);
+            if e.key.is_null() || e.val.is_null() {
+                continue;
+            }
+            let name = String::from_utf8_lossy(&bytes_from(e.key)).into_owned();
+            let value: String = bytes_from(e.val).iter().map(|b| char::from(*b)).collect();
+            if let Some(new) = maps.rewrite_header(&name, &value) {
+                e.val = pool_bytes((*r).pool, &latin1_bytes(&new)) as *mut c_char;
+            }
+        }
+    }
+}
+
+fn header(r: *mut sys::request_rec, name: &CStr) -> Option<String> {
+    // SAFETY: a lookup in the live request's output headers.
+    let v = unsafe { sys::apr_table_get((*r).headers_out, name.as_ptr()) };
+    // SAFETY: a C string or NULL.
+    (!v.is_null()).then(|| String::from_utf8_lossy(&unsafe { bytes_from(v) }).into_owned())
+}
+
+/// First call for a response: headers, then decide whether to rewrite the body.
+fn start(f: *mut sys::ap_filter_t) -> Option<State> {
+    // SAFETY: the live filter and its request.
+    let r = unsafe { (*f).r };
+    let maps = Maps::new(&dir_config(r).link_maps);
+    if maps.is_empty() {
+        return None;
+    }
+    // SAFETY: the live request's header tables.
+    unsafe {
+        rewrite_headers(r, (*r).headers_out, &maps);
+        rewrite_headers(r, (*r).err_headers_out, &maps);
+    }
+    // SAFETY: a C string or NULL.
+    let content_type = unsafe { String::from_utf8_lossy(&bytes_from((*r).content_type)).to_ascii_lowercase() };
+    let mime = content_type.split(';').next().unwrap_or("").trim().to_string();
+    if mime != "text/html" && mime != "application/xhtml+xml" {
+        return None;
+    }
+    let charset = content_type
+        .split(';')
+        .find_map(|p| p.trim().strip_prefix("charset=").map(|c| c.trim_matches('"').to_string()));
+    let encoding = match header(r, c"Content-Encoding").map(|e| e.trim().to_ascii_lowercase()).as_deref() {
+        None | Some("") | Some("identity") => BodyEncoding::Identity,
+        Some("gzip") | Some("x-gzip") => BodyEncoding::Gzip,
+        Some("deflate") => BodyEncoding::Deflate,
+        Some(other) => {
+            log_request(
+                r,
+                Level::Error,
+                &format!(
+                    "PD0401: LinkRewrite cannot decode Content-Encoding {other:?}: the page is passed on unrewritten (let the backend send gzip, deflate or no encoding)"
+                ),
+            );
+            return None;
+        }
+    };
+    let rewriter = match StreamRewriter::new(maps, charset.as_deref(), encoding) {
+        Ok(rw) => rw,
+        Err(e) => {
+            log_request(r, Level::Error, &format!("PD0402: LinkRewrite: {e}: the page is passed on unrewritten"));
+            return None;
+        }
+    };
+    // SAFETY: unsetting headers of the live request; the body changes.
+    unsafe {
+        sys::apr_table_unset((*r).headers_out, c"Content-Length".as_ptr());
+        if encoding != BodyEncoding::Identity {
+            sys::apr_table_unset((*r).headers_out, c"Content-Encoding".as_ptr());
+        }
+    }
+    Some(State { rewriter: Some(rewriter) })
+}
+
+/// Appends `data` to `bb` as a heap bucket (APR copies it).
+///
+/// # Safety
+/// `bb` and `alloc` are live; called from the filter only.
+unsafe fn append(bb: *mut sys::apr_bucket_brigade, alloc: *mut sys::apr_bucket_alloc_t, data: &[u8]) {
+    if data.is_empty() {
+        return;
+    }
+    // SAFETY: per the contract; heap_create copies `data` (no free func).
+    unsafe {
+        let b = sys::apr_bucket_heap_create(data.as_ptr().cast(), data.len(), None, alloc);
+        sys::procd_brigade_insert_tail(bb, b);
+    }
+}
+
+/// The filter function.
+pub unsafe extern "C" fn link_filter(f: *mut sys::ap_filter_t, bb: *mut sys::apr_bucket_brigade) -> sys::apr_status_t {
+    guard(sys::APR_EGENERAL, || {
+        // SAFETY: Apache calls output filters with a live filter and brigade.
+        let (r, c) = unsafe { ((*f).r, (*f).c) };
+        // SAFETY: reading our own context pointer.
+        if unsafe { (*f).ctx }.is_null() {
+            match start(f) {
+                // SAFETY: the request pool outlives the response.
+                Some(state) => unsafe { (*f).ctx = pool_box((*r).pool, state).cast() },
+                None => {
+                    // SAFETY: removing ourselves, then passing the data on.
+                    unsafe {
+                        sys::ap_remove_output_filter(f);
+                        return sys::ap_pass_brigade((*f).next, bb);
+                    }
+                }
+            }
+        }
+        // SAFETY: set above; owned by the request pool.
+        let state = unsafe { &mut *(*f).ctx.cast::<State>() };
+        // SAFETY: a new brigade in the request pool with the connection's allocator.
+        let (out, alloc) = unsafe { (sys::apr_brigade_create((*r).pool, (*c).bucket_alloc), (*c).bucket_alloc) };
+        // SAFETY: walking the live brigade with APR's macros (shim); moved
+        // buckets are removed before insertion elsewhere.
+        unsafe {
+            let mut b = sys::procd_brigade_first(bb);
+            while b != sys::procd_brigade_sentinel(bb) {
+                let next = sys::procd_bucket_next(b);
+                if sys::procd_bucket_is_eos(b) != 0 {
+                    if let Some(rw) = state.rewriter.take() {
+                        match rw.end() {
+                            Ok(rest) => append(out, alloc, &rest),
+                            Err(e) => {
+                                log_request(r, Level::Error, &format!("PD0403: LinkRewrite: {e}; the response is cut"));
+                                return sys::APR_EGENERAL;
+                            }
+                        }
+                    }
+                    sys::procd_bucket_remove(b);
+                    sys::procd_brigade_insert_tail(out, b);
+                    break;
+                } else if sys::procd_bucket_is_metadata(b) != 0 {
+                    // FLUSH and the rest pass through, in order.
+                    sys::procd_bucket_remove(b);
+                    sys::procd_brigade_insert_tail(out, b);
+                } else if let Some(rw) = state.rewriter.as_mut() {
+                    let mut data: *const c_char = std::ptr::null();
+                    let mut len: sys::apr_size_t = 0;
+                    let rv = sys::procd_bucket_read(b, &mut data, &mut len, sys::apr_read_type_e_APR_BLOCK_READ);
+                    if rv != 0 {
+                        return rv;
+                    }
+                    let slice = if len == 0 { &[][..] } else { std::slice::from_raw_parts(data.cast::<u8>(), len) };
+                    match rw.write(slice) {
+                        Ok(bytes) => append(out, alloc, &bytes),
+                        Err(e) => {
+                            log_request(r, Level::Error, &format!("PD0403: LinkRewrite: {e}; the response is cut"));
+                            return sys::APR_EGENERAL;
+                        }
+                    }
+                }
+                b = next;
+            }
+            sys::apr_brigade_cleanup(bb.cast());
+            sys::ap_pass_brigade((*f).next, out)
+        }
+    })
+}

@@ -1,0 +1,200 @@
+use super::*;
+use proptest::prelude::*;
+
+fn maps(pairs: &[(&str, &str)]) -> Maps {
+    Maps::new(&pairs.iter().map(|(f, t)| LinkMap { from: f.to_string(), to: t.to_string() }).collect::<Vec<_>>())
+}
+
+fn backend() -> Maps {
+    maps(&[("http://127.0.0.1:8180/", "/legacy/"), ("http://127.0.0.1:8180/app/", "/app2/")])
+}
+
+fn rw(html: &str) -> String {
+    String::from_utf8(rewrite_all(&backend(), html.as_bytes(), 7).unwrap()).unwrap()
+}
+
+#[test]
+fn urls_longest_prefix_wins() {
+    let m = backend();
+    assert_eq!(m.rewrite_url("http://127.0.0.1:8180/x?a=1&amp;b=2").as_deref(), Some("/legacy/x?a=1&amp;b=2"));
+    assert_eq!(m.rewrite_url("http://127.0.0.1:8180/app/y").as_deref(), Some("/app2/y"));
+    assert_eq!(m.rewrite_url("http://127.0.0.1:8181/x"), None);
+    assert_eq!(m.rewrite_url("/local"), None);
+    assert_eq!(m.rewrite_url("http&#x3a;//127.0.0.1:8180&#47;z").as_deref(), Some("/legacy/z"));
+    assert_eq!(m.rewrite_url("  http://127.0.0.1:8180/s").as_deref(), Some("  /legacy/s"));
+}
+
+#[test]
+fn every_quoting_style_and_case() {
+    let out = rw(
+        r#"<A HREF="http://127.0.0.1:8180/a">x</A><img src='http://127.0.0.1:8180/b.png'><form action=http://127.0.0.1:8180/c method=post>"#,
+    );
+    assert!(out.contains(r#"HREF="/legacy/a""#), "{out}");
+    assert!(out.contains(r#"src="/legacy/b.png""#), "{out}");
+    assert!(out.contains(r#"action="/legacy/c" method=post"#), "{out}");
+}
+
+#[test]
+fn raw_text_comments_and_cdata_are_left_alone() {
+    let page = concat!(
+        "<!DOCTYPE html>\n<!-- <a href=\"http://127.0.0.1:8180/c\"> -->",
+        "<script>var u = '<a href=\"http://127.0.0.1:8180/s\">';</script>",
+        "<style>a { background: url(http://127.0.0.1:8180/bg.png) }</style>",
+        "<textarea><a href=\"http://127.0.0.1:8180/t\"></textarea>",
+        "<svg><![CDATA[ <a href=\"http://127.0.0.1:8180/d\"> ]]></svg>",
+        "<p>see http://127.0.0.1:8180/text</p><a href=\"http://127.0.0.1:8180/real\">r</a>"
+    );
+    let out = rw(page);
+    assert_eq!(out.matches("/legacy/").count(), 1, "{out}");
+    assert_eq!(out, page.replace("href=\"http://127.0.0.1:8180/real\"", "href=\"/legacy/real\""));
+}
+
+#[test]
+fn srcset_meta_refresh_and_other_attributes() {
+    let out = rw(concat!(
+        r#"<img srcset="http://127.0.0.1:8180/a.png 1x, http://127.0.0.1:8180/b.png 2x, /c.png 3x">"#,
+        r#"<meta http-equiv="Refresh" content="0; url=http://127.0.0.1:8180/next">"#,
+        r#"<video poster="http://127.0.0.1:8180/p.jpg"></video><blockquote cite="http://127.0.0.1:8180/q"></blockquote>"#,
+        r#"<base href="http://127.0.0.1:8180/app/">"#
+    ));
+    assert!(out.contains(r#"srcset="/legacy/a.png 1x, /legacy/b.png 2x, /c.png 3x""#), "{out}");
+    assert!(out.contains(r#"content="0; url=/legacy/next""#), "{out}");
+    assert!(out.contains(r#"poster="/legacy/p.jpg""#) && out.contains(r#"cite="/legacy/q""#), "{out}");
+    assert!(out.contains(r#"<base href="/app2/">"#), "{out}");
+}
+
+#[test]
+fn a_tag_split_across_chunks_is_found() {
+    let mut page = "x".repeat(8190);
+    page.push_str(r#"<a href="http://127.0.0.1:8180/split">s</a>"#);
+    for chunk in [1, 2, 3, 8191, 8192, 8193, 8200] {
+        let out = String::from_utf8(rewrite_all(&backend(), page.as_bytes(), chunk).unwrap()).unwrap();
+        assert!(out.ends_with(r#"<a href="/legacy/split">s</a>"#), "chunk {chunk}");
+    }
+}
+
+#[test]
+fn headers_and_cookies() {
+    let m = backend();
+    assert_eq!(m.rewrite_header("Location", "http://127.0.0.1:8180/login").as_deref(), Some("/legacy/login"));
+    assert_eq!(m.rewrite_header("Content-Location", "http://127.0.0.1:8180/x").as_deref(), Some("/legacy/x"));
+    assert_eq!(m.rewrite_header("Refresh", "5; url=http://127.0.0.1:8180/r").as_deref(), Some("5; url=/legacy/r"));
+    assert_eq!(
+        m.rewrite_header("Link", "<http://127.0.0.1:8180/s.css>; rel=preload, </o.js>; rel=preload").as_deref(),
+        Some("</legacy/s.css>; rel=preload, </o.js>; rel=preload")
+    );
+    assert_eq!(
+        m.rewrite_header("Set-Cookie", "sid=1; Path=/; Domain=127.0.0.1; HttpOnly").as_deref(),
+        Some("sid=1; Path=/legacy/; HttpOnly")
+    );
+    assert_eq!(m.rewrite_header("Set-Cookie", "a=b; path=/app/x").as_deref(), Some("a=b; path=/app2/x"));
+    assert_eq!(m.rewrite_header("X-Other", "http://127.0.0.1:8180/"), None);
+    let to_host = maps(&[("http://backend:81/", "https://www.example/shop/")]);
+    assert_eq!(
+        to_host.rewrite_header("Set-Cookie", "a=1; Domain=backend; Path=/").as_deref(),
+        Some("a=1; Domain=www.example; Path=/shop/")
+    );
+}
+
+#[test]
+fn gzip_and_deflate_bodies_are_decoded() {
+    use flate2::Compression;
+    let page = br#"<a href="http://127.0.0.1:8180/z">z</a>"#;
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), Compression::default());
+    gz.write_all(page).unwrap();
+    let gz = gz.finish().unwrap();
+    let mut r = StreamRewriter::new(backend(), Some("utf-8"), BodyEncoding::Gzip).unwrap();
+    let mut out = Vec::new();
+    for c in gz.chunks(5) {
+        out.extend(r.write(c).unwrap());
+    }
+    out.extend(r.end().unwrap());
+    assert_eq!(out, br#"<a href="/legacy/z">z</a>"#);
+    let mut zl = flate2::write::ZlibEncoder::new(Vec::new(), Compression::default());
+    zl.write_all(page).unwrap();
+    let mut r = StreamRewriter::new(backend(), None, BodyEncoding::Deflate).unwrap();
+    let mut out = r.write(&zl.finish().unwrap()).unwrap();
+    out.extend(r.end().unwrap());
+    assert_eq!(out, br#"<a href="/legacy/z">z</a>"#);
+}
+
+#[test]
+fn latin1_pages_keep_their_bytes() {
+    let page = b"<p>caf\xe9</p><a href=\"http://127.0.0.1:8180/caf\xe9\">x</a>";
+    let mut r = StreamRewriter::new(backend(), Some("iso-8859-1"), BodyEncoding::Identity).unwrap();
+    let mut out = r.write(page).unwrap();
+    out.extend(r.end().unwrap());
+    assert_eq!(out, b"<p>caf\xe9</p><a href=\"/legacy/caf\xe9\">x</a>");
+    assert!(StreamRewriter::new(backend(), Some("utf-16"), BodyEncoding::Identity).is_err());
+}
+
+#[test]
+fn output_streams_as_input_arrives() {
+    // 50 MB in 8 KiB chunks: what comes out keeps pace with what goes in
+    // (the rewriter holds at most the token in progress).
+    let block = br#"<p><a href="http://127.0.0.1:8180/x">link</a> text text text</p>"#.repeat(128);
+    let block_out = rewrite_all(&backend(), &block, block.len()).unwrap().len();
+    let mut r = StreamRewriter::new(backend(), None, BodyEncoding::Identity).unwrap();
+    let (mut blocks, mut got, mut max_lag) = (0usize, 0usize, 0usize);
+    while blocks * block.len() < 50 << 20 {
+        for c in block.chunks(8192) {
+            got += r.write(c).unwrap().len();
+        }
+        blocks += 1;
+        max_lag = max_lag.max((blocks * block_out).saturating_sub(got));
+    }
+    got += r.end().unwrap().len();
+    assert_eq!(got, blocks * block_out);
+    assert!(max_lag < 1024, "output lagged {max_lag} bytes behind the input");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 3000, ..ProptestConfig::default() })]
+
+    /// Random HTML-ish text in random chunk sizes: no panic, and maps that
+    /// change nothing give back the input byte for byte.
+    #[test]
+    fn identity_maps_are_byte_identical(
+        parts in proptest::collection::vec(prop_oneof![
+            Just("<a href=\"http://h/x\">".to_string()), Just("<A HREF='http://h/'>".to_string()),
+            Just("<!-- c -->".to_string()), Just("<script>x<y</script>".to_string()),
+            Just("<img src=http://h/i srcset=\"http://h/a 1x\">".to_string()), Just("&amp;".to_string()),
+            Just("<".to_string()), Just("\"".to_string()), Just("<![CDATA[x]]>".to_string()),
+            "[a-z <>=\"'/&;!-]{0,12}",
+        ], 0..30),
+        chunk in 1usize..64,
+    ) {
+        let input = parts.concat();
+        let same = maps(&[("http://h/", "http://h/")]);
+        let out = rewrite_all(&same, input.as_bytes(), chunk).unwrap();
+        prop_assert_eq!(out, input.as_bytes());
+        let other = maps(&[("http://h/", "/p/")]);
+        let _ = rewrite_all(&other, input.as_bytes(), chunk).unwrap();
+    }
+}
+
+/// The filter's own single-core throughput (a benchmark, not a test):
+/// `cargo test --release --lib bench_rewrite -- --ignored --nocapture`
+#[test]
+#[ignore]
+fn bench_rewrite() {
+    for (label, size) in [("100 KB", 100 << 10), ("5 MB", 5 << 20)] {
+        let block =
+            br#"<p class="x"><a href="http://127.0.0.1:8180/page/1">a link</a> and <img src="/local.png"> text</p>"#;
+        let page: Vec<u8> = block.iter().copied().cycle().take(size).collect();
+        let mut runs = Vec::new();
+        for _ in 0..5 {
+            let reps = (50 << 20) / size;
+            let t = std::time::Instant::now();
+            for _ in 0..reps {
+                std::hint::black_box(rewrite_all(&backend(), &page, 8192).unwrap());
+            }
+            runs.push((reps * size) as f64 / t.elapsed().as_secs_f64() / 1e6);
+        }
+        runs.sort_by(|a, b| a.total_cmp(b));
+        println!(
+            "LinkRewrite single core, {label} pages in 8 KiB chunks: median {:.0} MB/s (runs {runs:.0?})",
+            runs[2]
+        );
+    }
+}

@@ -1,0 +1,300 @@
+//! LinkRewrite against a real Apache: a backend vhost on a second loopback
+//! port, proxied under /legacy/, whose pages and headers point at the
+//! backend's own host:port.
+
+mod common;
+use common::*;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::Command;
+use std::time::Duration;
+
+struct Setup {
+    a: Apache,
+    backend: String,
+}
+
+fn setup(name: &str) -> Setup {
+    let bport = free_port();
+    let backend = format!("http://127.0.0.1:{bport}/");
+    let conf = format!(
+        r#"
+LoadModule proxy_module {MODULES}/mod_proxy.so
+LoadModule proxy_http_module {MODULES}/mod_proxy_http.so
+LoadModule headers_module {MODULES}/mod_headers.so
+LoadModule alias_module {MODULES}/mod_alias.so
+LoadModule filter_module {MODULES}/mod_filter.so
+LoadModule deflate_module {MODULES}/mod_deflate.so
+LoadModule brotli_module {MODULES}/mod_brotli.so
+Listen 127.0.0.1:{bport}
+<VirtualHost 127.0.0.1:{bport}>
+    ServerName backend
+    DocumentRoot "@DIR@/backend"
+    <Directory "@DIR@/backend">
+        Require all granted
+    </Directory>
+    Redirect /old {backend}new
+    <Location /cookie>
+        Header always set Set-Cookie "sid=1; Path=/; Domain=127.0.0.1; HttpOnly"
+        Header always set Link "<{backend}s.css>; rel=preload"
+    </Location>
+    <Location /gz/>
+        SetOutputFilter DEFLATE
+    </Location>
+    <Location /br/>
+        SetOutputFilter BROTLI_COMPRESS
+    </Location>
+    Alias /manual /usr/share/doc/apache2-doc/manual
+    <Directory /usr/share/doc/apache2-doc/manual>
+        Require all granted
+    </Directory>
+</VirtualHost>
+<Location /legacy/>
+    ProxyPass {backend}
+    LinkRewrite {backend} /legacy/
+</Location>
+<Location /legacy/manual/>
+    LinkRewrite http://httpd.apache.org/ /apache-site/
+</Location>
+<Directory "@DIR@/htdocs/static">
+    LinkRewrite {backend} /from-static/
+</Directory>
+"#
+    );
+    let mut a = Apache::new(name, Mpm::Event, &conf);
+    for sub in ["backend/gz", "backend/br", "htdocs/static"] {
+        std::fs::create_dir_all(a.dir.join(sub)).unwrap();
+    }
+    a.start();
+    Setup { a, backend }
+}
+
+/// A page with one link to the backend in every place that must be
+/// rewritten, and in every place that must not; returns (page, expected).
+fn tricky_page(backend: &str, to: &str) -> (String, String) {
+    let b = backend;
+    let rewritten: Vec<String> = vec![
+        format!("<a href=\"{b}double\">d</a>"),
+        format!("<a href='{b}single'>s</a>"),
+        format!("<a href={b}bare>b</a>"),
+        format!("<A HREF=\"{b}UPPER\">u</A>"),
+        format!("<img src=\"{b}i.png\" srcset=\"{b}a.png 1x, {b}b.png 2x\">"),
+        format!("<form action=\"{b}post\"><button formaction=\"{b}alt\">x</button></form>"),
+        format!("<meta http-equiv=\"refresh\" content=\"0; url={b}next\">"),
+        format!("<base href=\"{b}\">"),
+        format!("<a href=\"{b}q?a=1&amp;b=2\">entities</a>"),
+    ];
+    let untouched: Vec<String> = vec![
+        "<!DOCTYPE html PUBLIC \"-//W3C//DTD XHTML 1.0 Strict//EN\" \"http://www.w3.org/TR/xhtml1/DTD/xhtml1-strict.dtd\">".to_string(),
+        format!("<!-- <a href=\"{b}comment\"> -->"),
+        format!("<script>var s = '<a href=\"{b}script\">';</script>"),
+        format!("<style>body {{ background: url({b}style.png) }}</style>"),
+        format!("<textarea><a href=\"{b}textarea\"></textarea>"),
+        format!("<p>plain text mentions {b}text</p>"),
+        "<a href=\"http://elsewhere.example/x\">other</a>".to_string(),
+    ];
+    let mut page = String::new();
+    let mut expected = String::new();
+    page.push_str(&untouched[0]);
+    expected.push_str(&untouched[0]);
+    // Put a link across the 8 KiB boundary the proxy reads in.
+    let pad = "x".repeat(8192 - untouched[0].len() - 10);
+    page.push_str(&pad);
+    expected.push_str(&pad);
+    for (i, piece) in rewritten.iter().enumerate() {
+        page.push_str(piece);
+        let mut e = piece.replace(b, to);
+        if piece.starts_with("<a href='") || piece.starts_with("<a href=") && !piece.starts_with("<a href=\"") {
+            // lol_html writes a rewritten value with double quotes.
+            let value = if piece.starts_with("<a href='") { format!("'{to}single'") } else { format!("{to}bare") };
+            let quoted = format!("\"{}\"", value.trim_matches('\''));
+            e = e.replacen(&value, &quoted, 1);
+        }
+        expected.push_str(&e);
+        page.push_str(&untouched[1 + i % (untouched.len() - 1)]);
+        expected.push_str(&untouched[1 + i % (untouched.len() - 1)]);
+    }
+    (page, expected)
+}
+
+#[test]
+fn proxied_pages_are_rewritten_and_nothing_else_changes() {
+    let s = setup("lr-proxy");
+    let (page, expected) = tricky_page(&s.backend, "/legacy/");
+    std::fs::write(s.a.dir.join("backend/tricky.html"), &page).unwrap();
+    let r = s.a.get("/legacy/tricky.html");
+    if r.status != 200 || r.text() != expected {
+        let got = r.text();
+        let at = got.bytes().zip(expected.bytes()).position(|(x, y)| x != y).unwrap_or(0);
+        s.a.fail(&format!(
+            "rewritten page differs at byte {at}:\n got      {:?}\n expected {:?}",
+            &got[at.saturating_sub(40)..(at + 80).min(got.len())],
+            &expected[at.saturating_sub(40)..(at + 80).min(expected.len())]
+        ));
+    }
+    if r.head.contains("Content-Length: ") && !r.head.contains(&format!("Content-Length: {}", expected.len())) {
+        s.a.fail(&format!("stale Content-Length: {}", r.head));
+    }
+    // A page without any backend link comes out byte-identical.
+    let plain = "<!DOCTYPE html>\n<html><body><a href=\"/x\">x</a><!-- c --></body></html>\n";
+    std::fs::write(s.a.dir.join("backend/plain.html"), plain).unwrap();
+    if s.a.get("/legacy/plain.html").text() != plain {
+        s.a.fail("a page with no match was changed");
+    }
+    // Other types are left alone, Content-Length included.
+    std::fs::write(s.a.dir.join("backend/data.txt"), format!("{}file", s.backend)).unwrap();
+    let r = s.a.get("/legacy/data.txt");
+    if r.text() != format!("{}file", s.backend) {
+        s.a.fail("text/plain was rewritten");
+    }
+}
+
+#[test]
+fn headers_and_cookies_are_rewritten() {
+    let s = setup("lr-headers");
+    let r = s.a.get("/legacy/old");
+    if r.status != 302 || !r.head.contains("Location: /legacy/new") {
+        s.a.fail(&format!("redirect: {}", r.head));
+    }
+    std::fs::write(s.a.dir.join("backend/cookie"), "c").unwrap();
+    let r = s.a.get("/legacy/cookie");
+    if !r.head.contains("Set-Cookie: sid=1; Path=/legacy/; HttpOnly")
+        || !r.head.contains("Link: </legacy/s.css>; rel=preload")
+    {
+        s.a.fail(&format!("cookie/link headers: {}", r.head));
+    }
+}
+
+fn raw_get(port: u16, path: &str, extra: &str) -> (String, Vec<u8>) {
+    let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    write!(c, "GET {path} HTTP/1.1\r\nHost: x\r\n{extra}Connection: close\r\n\r\n").unwrap();
+    let mut buf = Vec::new();
+    c.read_to_end(&mut buf).unwrap();
+    let split = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let head = String::from_utf8_lossy(&buf[..split]).into_owned();
+    let mut body = buf[split + 4..].to_vec();
+    if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        body = dechunk(&body).unwrap();
+    }
+    (head, body)
+}
+
+#[test]
+fn compressed_bodies_are_decoded_or_passed_through() {
+    let s = setup("lr-gzip");
+    let page = format!("<html><body>{}<a href=\"{}deep\">d</a></body></html>", "<p>filler</p>".repeat(500), s.backend);
+    std::fs::write(s.a.dir.join("backend/gz/page.html"), &page).unwrap();
+    std::fs::write(s.a.dir.join("backend/br/page.html"), &page).unwrap();
+    let (head, body) = raw_get(s.a.port, "/legacy/gz/page.html", "Accept-Encoding: gzip\r\n");
+    let text = String::from_utf8_lossy(&body);
+    if head.to_ascii_lowercase().contains("content-encoding") || !text.contains("href=\"/legacy/deep\"") {
+        s.a.fail(&format!("gzip page not decoded and rewritten: {head}\n{}", &text[..text.len().min(200)]));
+    }
+    let (head, body) = raw_get(s.a.port, "/legacy/br/page.html", "Accept-Encoding: br\r\n");
+    if !head.to_ascii_lowercase().contains("content-encoding: br") || body.windows(6).any(|w| w == b"legacy") {
+        s.a.fail(&format!("brotli page should pass through untouched: {head}"));
+    }
+    if !s.a.error_log().contains("PD0401: LinkRewrite cannot decode Content-Encoding \"br\"") {
+        s.a.fail("no log line for the undecodable encoding");
+    }
+}
+
+#[test]
+fn the_apache_manual_survives_a_token_level_comparison() {
+    let s = setup("lr-manual");
+    let tokens = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/tokens.py");
+    let (mut checked, mut rewritten) = (0, 0);
+    for page in ["en/index.html", "en/mod/core.html", "en/rewrite/remapping.html", "en/howto/htaccess.html"] {
+        let original = std::fs::read(format!("/usr/share/doc/apache2-doc/manual/{page}")).unwrap();
+        let r = s.a.get(&format!("/legacy/manual/{page}"));
+        if r.status != 200 {
+            s.a.fail(&format!("{page}: {}", r.status));
+        }
+        let (o, w) = (s.a.dir.join("original.html"), s.a.dir.join("rewritten.html"));
+        std::fs::write(&o, &original).unwrap();
+        std::fs::write(&w, &r.body).unwrap();
+        let out = Command::new("python3")
+            .arg(tokens)
+            .arg(&o)
+            .arg(&w)
+            .arg(format!("{}=/legacy/", s.backend))
+            .arg("http://httpd.apache.org/=/apache-site/")
+            .output()
+            .unwrap();
+        let msg = String::from_utf8_lossy(&out.stdout).to_string();
+        if !out.status.success() {
+            s.a.fail(&format!("{page}: {msg}"));
+        }
+        // The DOCTYPE and everything before <html> stay byte-identical.
+        let head_len = original.windows(5).position(|w| w == b"<html").unwrap_or(0);
+        if r.body[..head_len] != original[..head_len] {
+            s.a.fail(&format!("{page}: the prologue changed"));
+        }
+        eprintln!("{page}: {msg}");
+        checked += 1;
+        rewritten += msg.split_whitespace().rev().nth(2).and_then(|n| n.parse::<usize>().ok()).unwrap_or(0);
+    }
+    assert_eq!(checked, 4);
+    if rewritten == 0 {
+        s.a.fail("no URL of the manual was rewritten: the test proves nothing");
+    }
+}
+
+#[test]
+fn large_pages_stream_with_flat_memory() {
+    let s = setup("lr-large");
+    let block = format!("<p><a href=\"{}x\">link</a> some text to pad the line out</p>\n", s.backend);
+    let mut f = std::fs::File::create(s.a.dir.join("backend/big.html")).unwrap();
+    let mut written = 0;
+    while written < 50 << 20 {
+        f.write_all(block.as_bytes()).unwrap();
+        written += block.len();
+    }
+    drop(f);
+    let master = s.a.master.unwrap();
+    let peak = || {
+        children(master)
+            .into_iter()
+            .map(|p| {
+                std::fs::read_to_string(format!("/proc/{p}/status"))
+                    .unwrap_or_default()
+                    .lines()
+                    .find(|l| l.starts_with("VmHWM:"))
+                    .and_then(|l| l.split_whitespace().nth(1))
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(0)
+            })
+            .max()
+            .unwrap_or(0)
+    };
+    let before = peak();
+    let (_, body) = raw_get(s.a.port, "/legacy/big.html", "");
+    let after = peak();
+    let links = body.windows(9).filter(|w| w == b"/legacy/x").count();
+    eprintln!(
+        "50 MB page: {} bytes out, {links} links rewritten, Apache child peak RSS {before} -> {after} kB",
+        body.len()
+    );
+    if links != written / block.len() {
+        s.a.fail(&format!("{links} links rewritten, expected {}", written / block.len()));
+    }
+    if after > before + 16 * 1024 {
+        s.a.fail(&format!("Apache children grew from {before} kB to {after} kB on a 50 MB page"));
+    }
+}
+
+#[test]
+fn static_files_in_scope_are_rewritten_too() {
+    let s = setup("lr-static");
+    std::fs::write(s.a.dir.join("htdocs/static/p.html"), format!("<a href=\"{}s\">s</a>", s.backend)).unwrap();
+    let r = s.a.get("/static/p.html");
+    if r.text() != "<a href=\"/from-static/s\">s</a>" {
+        s.a.fail(&format!("static: {}", r.text()));
+    }
+    // Outside the scope: untouched.
+    std::fs::write(s.a.dir.join("htdocs/p.html"), format!("<a href=\"{}s\">s</a>", s.backend)).unwrap();
+    if !s.a.get("/p.html").text().contains(&s.backend) {
+        s.a.fail("a page outside every LinkRewrite scope was rewritten");
+    }
+}
