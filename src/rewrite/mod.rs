@@ -13,7 +13,8 @@
 
 use crate::config::scope::LinkMap;
 use lol_html::html_content::Element;
-use lol_html::{AsciiCompatibleEncoding, HtmlRewriter, Settings, element};
+use lol_html::{AsciiCompatibleEncoding, ElementContentHandlers, HtmlRewriter, Selector, Settings};
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::io::Write;
 use std::rc::Rc;
@@ -258,28 +259,53 @@ fn url_path(url: &str) -> &str {
     }
 }
 
-fn rewrite_element(maps: &Maps, el: &mut Element<'_, '_>) {
-    for attr in URL_ATTRIBUTES {
-        if let Some(v) = el.get_attribute(attr) {
-            if let Some(new) = maps.rewrite_url(&v) {
-                let _ = el.set_attribute(attr, &new);
+/// What to do with one attribute of a matched element.
+#[derive(Clone, Copy)]
+enum AttributeKind {
+    Url,
+    Srcset,
+    Refresh,
+}
+
+fn rewrite_attribute(maps: &Maps, el: &mut Element<'_, '_>, name: &str, kind: AttributeKind) {
+    let Some(value) = el.get_attribute(name) else { return };
+    let new = match kind {
+        AttributeKind::Url => maps.rewrite_url(&value),
+        AttributeKind::Srcset => maps.rewrite_srcset(&value),
+        AttributeKind::Refresh => {
+            if !el.get_attribute("http-equiv").is_some_and(|h| h.trim().eq_ignore_ascii_case("refresh")) {
+                return;
             }
+            maps.rewrite_refresh(&value)
         }
+    };
+    if let Some(new) = new {
+        let _ = el.set_attribute(name, &new);
+    }
+}
+
+/// One selector per attribute, so that lol_html's selector VM skips every
+/// element that carries none of them (a `*` selector would build them all).
+fn handlers(maps: &Rc<Maps>) -> Result<Settings<'static, 'static>, String> {
+    let mut settings = Settings::new();
+    let mut rules: Vec<(String, &'static str, AttributeKind)> = Vec::new();
+    for attr in URL_ATTRIBUTES {
+        rules.push((format!("[{attr}]"), attr, AttributeKind::Url));
     }
     for attr in SRCSET_ATTRIBUTES {
-        if let Some(v) = el.get_attribute(attr) {
-            if let Some(new) = maps.rewrite_srcset(&v) {
-                let _ = el.set_attribute(attr, &new);
-            }
-        }
+        rules.push((format!("[{attr}]"), attr, AttributeKind::Srcset));
     }
-    if el.tag_name() == "meta"
-        && el.get_attribute("http-equiv").is_some_and(|h| h.trim().eq_ignore_ascii_case("refresh"))
-    {
-        if let Some(new) = el.get_attribute("content").and_then(|c| maps.rewrite_refresh(&c)) {
-            let _ = el.set_attribute("content", &new);
-        }
+    rules.push(("meta[http-equiv][content]".to_string(), "content", AttributeKind::Refresh));
+    for (selector, attr, kind) in rules {
+        let selector: Selector = selector.parse().map_err(|e| format!("selector {selector}: {e}"))?;
+        let maps = maps.clone();
+        let handler = ElementContentHandlers::default().element(move |el: &mut Element<'_, '_>| {
+            rewrite_attribute(&maps, el, attr, kind);
+            Ok(())
+        });
+        settings = settings.append_element_content_handler((Cow::Owned(selector), handler));
     }
+    Ok(settings)
 }
 
 /// How the body arrives.
@@ -293,6 +319,8 @@ pub enum BodyEncoding {
 
 /// Collects lol_html's output for the filter to pass on.
 type Output = Rc<RefCell<Vec<u8>>>;
+/// lol_html's output sink.
+type Sink = Box<dyn FnMut(&[u8])>;
 
 enum Decoder {
     None,
@@ -302,7 +330,7 @@ enum Decoder {
 
 /// One response's rewriter: `write` each chunk, then `end`.
 pub struct StreamRewriter {
-    html: HtmlRewriter<'static, Box<dyn FnMut(&[u8])>>,
+    html: HtmlRewriter<'static, Sink>,
     output: Output,
     decoder: Decoder,
 }
@@ -320,12 +348,8 @@ impl StreamRewriter {
             .ok_or_else(|| format!("charset {} is not ASCII-compatible", enc.name()))?;
         let output: Output = Rc::new(RefCell::new(Vec::new()));
         let sink_output = output.clone();
-        let sink: Box<dyn FnMut(&[u8])> =
-            Box::new(move |chunk: &[u8]| sink_output.borrow_mut().extend_from_slice(chunk));
-        let settings = Settings::new().with_encoding(enc).append_element_content_handler(element!("*", move |el| {
-            rewrite_element(&maps, el);
-            Ok(())
-        }));
+        let sink: Sink = Box::new(move |chunk: &[u8]| sink_output.borrow_mut().extend_from_slice(chunk));
+        let settings = handlers(&Rc::new(maps))?.with_encoding(enc);
         let decoder = match encoding {
             BodyEncoding::Identity => Decoder::None,
             BodyEncoding::Gzip => Decoder::Gzip(flate2::write::MultiGzDecoder::new(Vec::new())),
