@@ -103,13 +103,7 @@ fn tricky_page(backend: &str, to: &str) -> (String, String) {
     expected.push_str(&pad);
     for (i, piece) in rewritten.iter().enumerate() {
         page.push_str(piece);
-        let mut e = piece.replace(b, to);
-        if piece.starts_with("<a href='") || piece.starts_with("<a href=") && !piece.starts_with("<a href=\"") {
-            // lol_html writes a rewritten value with double quotes.
-            let value = if piece.starts_with("<a href='") { format!("'{to}single'") } else { format!("{to}bare") };
-            let quoted = format!("\"{}\"", value.trim_matches('\''));
-            e = e.replacen(&value, &quoted, 1);
-        }
+        let e = piece.replace(b, to);
         expected.push_str(&e);
         page.push_str(&untouched[1 + i % (untouched.len() - 1)]);
         expected.push_str(&untouched[1 + i % (untouched.len() - 1)]);
