@@ -79,11 +79,9 @@ fn module_index() -> i32 {
 pub fn log_server(server: Option<Server>, level: Level, text: &str) {
     let lvl = match level {
         Level::StartupError => sys::APLOG_STARTUP | sys::APLOG_EMERG,
-        Level::Crit => sys::APLOG_CRIT,
-        Level::Error => sys::APLOG_ERR,
-        Level::Notice => sys::APLOG_NOTICE,
+        other => apache_level(other),
     };
-    let text = CString::new(text.replace('\0', "\\0")).unwrap_or_default();
+    let text = log_text(text);
     let s = server.map_or(std::ptr::null_mut(), Server::as_ptr);
     // SAFETY: "%s" with one NUL-terminated string matches the format; a
     // NULL server means the main server, as ap_log_error documents.
@@ -99,6 +97,20 @@ pub fn log_server(server: Option<Server>, level: Level, text: &str) {
             text.as_ptr(),
         );
     }
+}
+
+/// Apache's level for a runtime (non-startup) message.
+fn apache_level(level: Level) -> i32 {
+    match level {
+        Level::StartupError | Level::Crit => sys::APLOG_CRIT,
+        Level::Error => sys::APLOG_ERR,
+        Level::Notice => sys::APLOG_NOTICE,
+    }
+}
+
+/// A log message as a C string (a NUL inside is shown as `\0`).
+fn log_text(text: &str) -> CString {
+    CString::new(text.replace('\0', "\\0")).unwrap_or_default()
 }
 
 /// Copies a C string from Apache (NULL → empty).
@@ -184,19 +196,14 @@ pub unsafe fn pool_box<T>(pool: *mut sys::apr_pool_t, value: T) -> *mut T {
 
 /// Writes one line to the error log about request `r` (with client and URL).
 pub fn log_request(r: *mut sys::request_rec, level: Level, text: &str) {
-    let lvl = match level {
-        Level::StartupError | Level::Crit => sys::APLOG_CRIT,
-        Level::Error => sys::APLOG_ERR,
-        Level::Notice => sys::APLOG_NOTICE,
-    };
-    let text = CString::new(text.replace('\0', "\\0")).unwrap_or_default();
+    let text = log_text(text);
     // SAFETY: `r` is the live request of the calling hook; "%s" matches.
     unsafe {
         sys::ap_log_rerror_(
             c"mod_procd".as_ptr(),
             line!() as i32,
             module_index(),
-            lvl,
+            apache_level(level),
             0,
             r,
             c"%s".as_ptr(),
