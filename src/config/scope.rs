@@ -230,7 +230,6 @@ impl DirConfig {
     }
 
     /// The group that serves files with this name's extension, if any.
-    #[allow(dead_code)] // the request handler (language handlers issue) calls this
     pub fn group_for_file(&self, file_name: &str) -> Option<&str> {
         let lower = file_name.to_ascii_lowercase();
         self.handlers

@@ -81,7 +81,7 @@ pub fn log_server(server: Option<Server>, level: Level, text: &str) {
         Level::StartupError => sys::APLOG_STARTUP | sys::APLOG_EMERG,
         other => apache_level(other),
     };
-    let text = log_text(text);
+    let text = c_string(text);
     let s = server.map_or(std::ptr::null_mut(), Server::as_ptr);
     // SAFETY: "%s" with one NUL-terminated string matches the format; a
     // NULL server means the main server, as ap_log_error documents.
@@ -108,8 +108,8 @@ fn apache_level(level: Level) -> i32 {
     }
 }
 
-/// A log message as a C string (a NUL inside is shown as `\0`).
-fn log_text(text: &str) -> CString {
+/// Text as a C string (a NUL inside is shown as `\0`).
+fn c_string(text: &str) -> CString {
     CString::new(text.replace('\0', "\\0")).unwrap_or_default()
 }
 
@@ -158,7 +158,7 @@ pub unsafe fn pool_bytes(pool: *mut sys::apr_pool_t, bytes: &[u8]) -> *const c_c
 /// # Safety
 /// `pool` is a live APR pool.
 pub unsafe fn pool_string(pool: *mut sys::apr_pool_t, text: &str) -> *const c_char {
-    let c = CString::new(text.replace('\0', "\\0")).unwrap_or_default();
+    let c = c_string(text);
     // SAFETY: apr_pstrdup copies the NUL-terminated string into the pool.
     unsafe { sys::apr_pstrdup(pool, c.as_ptr()) }
 }
@@ -196,7 +196,7 @@ pub unsafe fn pool_box<T>(pool: *mut sys::apr_pool_t, value: T) -> *mut T {
 
 /// Writes one line to the error log about request `r` (with client and URL).
 pub fn log_request(r: *mut sys::request_rec, level: Level, text: &str) {
-    let text = log_text(text);
+    let text = c_string(text);
     // SAFETY: `r` is the live request of the calling hook; "%s" matches.
     unsafe {
         sys::ap_log_rerror_(

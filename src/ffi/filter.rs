@@ -18,10 +18,8 @@ struct State {
 }
 
 fn dir_config<'a>(r: *mut sys::request_rec) -> &'a DirConfig {
-    // SAFETY: our per-dir config of a live request (see request.rs).
-    unsafe {
-        &*sys::procd_get_module_config((*r).per_dir_config, &raw const super::module::procd_module).cast::<DirConfig>()
-    }
+    // SAFETY: filters and insert_filter get a live request.
+    unsafe { super::module::dir_config_of(r) }
 }
 
 /// insert_filter hook: add the filter where maps apply.

@@ -142,6 +142,16 @@ pub(super) unsafe fn server_config_of<'a>(s: *mut sys::server_rec) -> &'a Server
     unsafe { server_config(s) }
 }
 
+/// This module's per-directory configuration for a request.
+///
+/// # Safety
+/// `r` is a live request; Apache built its per_dir_config with our
+/// create/merge_dir_config, in a pool that outlives the request.
+pub(super) unsafe fn dir_config_of<'a>(r: *mut sys::request_rec) -> &'a DirConfig {
+    // SAFETY: per the contract; Apache stores our pointer at our index.
+    unsafe { &*sys::procd_get_module_config((*r).per_dir_config, &raw const procd_module).cast::<DirConfig>() }
+}
+
 /// This module's configuration for a server.
 ///
 /// # Safety

@@ -81,12 +81,8 @@ impl Request {
     }
 
     fn dir_config(&self) -> &DirConfig {
-        // SAFETY: our per-dir config, created by create/merge_dir_config,
-        // lives in a pool that outlives the request.
-        unsafe {
-            &*sys::procd_get_module_config(self.r().per_dir_config, &raw const super::module::procd_module)
-                .cast::<DirConfig>()
-        }
+        // SAFETY: a live request of the calling hook.
+        unsafe { super::module::dir_config_of(self.0) }
     }
 
     fn log(&self, level: Level, text: &str) {

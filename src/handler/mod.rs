@@ -86,7 +86,7 @@ fn read_frame(stream: &mut UnixStream, inbox: &mut Inbox, deadline: Instant) -> 
                 return Err(ReadError::Timeout);
             }
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(e) => return Err(ReadError::Io(e.to_string())),
+            Err(_) => return Err(ReadError::Io),
         }
     }
 }
@@ -94,7 +94,8 @@ fn read_frame(stream: &mut UnixStream, inbox: &mut Inbox, deadline: Instant) -> 
 enum ReadError {
     Timeout,
     Closed,
-    Io(String),
+    /// A read error other than a timeout: the worker's side is gone too.
+    Io,
     Protocol(ProtocolError),
 }
 
@@ -213,7 +214,7 @@ pub fn proxy(client: &mut dyn Client, target: &Target, env: Vec<u8>) -> Outcome 
                     ),
                 };
             }
-            Err(ReadError::Closed) | Err(ReadError::Io(_)) => {
+            Err(ReadError::Closed | ReadError::Io) => {
                 // A worker took the request and ended before its first frame.
                 let who = recent_death(&target.exits, g, started)
                     .unwrap_or_else(|| "a worker closed the connection without answering (it may have crashed)".into());
@@ -302,22 +303,12 @@ pub fn proxy(client: &mut dyn Client, target: &Target, env: Vec<u8>) -> Outcome 
                     ),
                 );
             }
-            Err(ReadError::Closed) => {
+            Err(ReadError::Closed | ReadError::Io) => {
                 break fail(
                     headers_sent,
                     502,
                     format!(
                         "group {g}: worker pid {pid} {} while handling this request",
-                        worker_fate(&target.exits, pid)
-                    ),
-                );
-            }
-            Err(ReadError::Io(e)) => {
-                break fail(
-                    headers_sent,
-                    502,
-                    format!(
-                        "group {g}: reading from worker pid {pid} failed ({e}); it {}",
                         worker_fate(&target.exits, pid)
                     ),
                 );

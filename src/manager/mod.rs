@@ -46,6 +46,9 @@ const STABLE_AFTER: Duration = Duration::from_secs(10);
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// Between SIGTERM and SIGKILL for stragglers.
 const KILL_GRACE: Duration = Duration::from_secs(2);
+/// How often the manager checks its timers (start-up, drain, back-off,
+/// restart files).
+const TICK: Duration = Duration::from_millis(100);
 /// `apachectl stop`: how long workers get after SIGTERM.
 const STOP_GRACE: Duration = Duration::from_secs(3);
 /// Longest line of worker output kept before it is logged in pieces.
@@ -906,6 +909,7 @@ pub fn run(control: OwnedFd) -> ! {
         crate::ffi::os::exit_now(EXIT_STARTUP_FAILURE);
     };
     set_nonblocking(&control);
+    let mut last_tick = Instant::now();
     loop {
         // Worker fds to watch, in a fixed order for this round.
         let mut watched: Vec<(Pid, bool)> = Vec::new();
@@ -923,7 +927,7 @@ pub fn run(control: OwnedFd) -> ! {
                 }
             }
         }
-        let _ = poll(&mut fds, PollTimeout::from(250u16));
+        let _ = poll(&mut fds, PollTimeout::from(100u16));
         let ready: Vec<bool> = fds.iter().map(|f| f.revents().is_some_and(|r| !r.is_empty())).collect();
         drop(fds);
         if ready[0] {
@@ -978,7 +982,12 @@ pub fn run(control: OwnedFd) -> ! {
             }
         }
         m.reap();
-        m.tick();
+        // Timers need no finer grain than this; a busy worker's output must
+        // not make the manager stat restart files for every line.
+        if last_tick.elapsed() >= TICK {
+            last_tick = Instant::now();
+            m.tick();
+        }
     }
 }
 
