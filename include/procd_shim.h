@@ -19,6 +19,8 @@ int procd_brigade_empty(apr_bucket_brigade *bb);
 void procd_brigade_insert_tail(apr_bucket_brigade *bb, apr_bucket *b);
 void procd_bucket_remove(apr_bucket *b);
 void procd_bucket_delete(apr_bucket *b);
+void procd_bucket_insert_before(apr_bucket *at, apr_bucket *b);
+apr_status_t procd_bucket_split(apr_bucket *b, apr_size_t point);
 int procd_bucket_is_eos(const apr_bucket *b);
 int procd_bucket_is_flush(const apr_bucket *b);
 int procd_bucket_is_metadata(const apr_bucket *b);

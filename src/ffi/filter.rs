@@ -6,7 +6,7 @@
 use super::apache::{Level, bytes_from, guard, latin1_bytes, log_request, pool_box, pool_bytes};
 use super::sys;
 use crate::config::scope::DirConfig;
-use crate::rewrite::{BodyEncoding, Maps, StreamRewriter};
+use crate::rewrite::{BodyEncoding, Maps, Output, StreamRewriter};
 use std::ffi::{CStr, c_char};
 use std::ptr::null_mut;
 
@@ -115,22 +115,57 @@ fn start(f: *mut sys::ap_filter_t) -> Option<State> {
     Some(State { rewriter: Some(rewriter) })
 }
 
-/// Appends `data` to `bb` as a heap bucket (APR copies it).
+/// Puts a heap bucket holding `len` bytes before bucket `at`, letting
+/// `fill` write them straight into APR's memory (the one copy of output).
 ///
 /// # Safety
-/// `bb` and `alloc` are live; called from the filter only.
-unsafe fn append(bb: *mut sys::apr_bucket_brigade, alloc: *mut sys::apr_bucket_alloc_t, data: &[u8]) {
-    if data.is_empty() {
+/// `at` is a live bucket of a brigade using `alloc`; called from the filter only.
+unsafe fn insert_bytes_before(
+    at: *mut sys::apr_bucket,
+    alloc: *mut sys::apr_bucket_alloc_t,
+    len: usize,
+    fill: impl FnOnce(&mut [u8]),
+) {
+    if len == 0 {
         return;
     }
-    // SAFETY: per the contract; heap_create copies `data` (no free func).
+    // SAFETY: per the contract; apr_bucket_alloc returns `len` writable
+    // bytes (it aborts through APR's abort function when out of memory),
+    // which the heap bucket owns and frees with apr_bucket_free.
     unsafe {
-        let b = sys::apr_bucket_heap_create(data.as_ptr().cast(), data.len(), None, alloc);
-        sys::procd_brigade_insert_tail(bb, b);
+        let buf = sys::apr_bucket_alloc(len, alloc).cast::<u8>();
+        fill(std::slice::from_raw_parts_mut(buf, len));
+        let b = sys::apr_bucket_heap_create(buf.cast(), len, Some(sys::apr_bucket_free), alloc);
+        sys::procd_bucket_insert_before(at, b);
     }
 }
 
-/// The filter function.
+/// Replaces data bucket `b`, whose bytes were fed to the rewriter, with the
+/// rewriter's output: the bucket itself (or its head) when nothing changed,
+/// else one new heap bucket.
+///
+/// # Safety
+/// `b` is a live data bucket of a brigade using `alloc`, already read; `out`
+/// may point into its data, so `b` goes only after the copy.
+unsafe fn replace_bucket(b: *mut sys::apr_bucket, alloc: *mut sys::apr_bucket_alloc_t, out: &Output, len: usize) {
+    // SAFETY: per the contract.
+    unsafe {
+        match out.unchanged_prefix() {
+            Some(n) if n == len => return,
+            Some(0) => {}
+            // The head stays as it is; the tail (kept by the rewriter) goes.
+            Some(n) if sys::procd_bucket_split(b, n) == sys::APR_SUCCESS as sys::apr_status_t => {
+                sys::procd_bucket_delete(sys::procd_bucket_next(b));
+                return;
+            }
+            _ => insert_bytes_before(b, alloc, out.len(), |dst| out.copy_to(dst)),
+        }
+        sys::procd_bucket_delete(b);
+    }
+}
+
+/// The filter function: rewrites the data buckets of `bb` in place and
+/// passes it on.
 pub unsafe extern "C" fn link_filter(f: *mut sys::ap_filter_t, bb: *mut sys::apr_bucket_brigade) -> sys::apr_status_t {
     guard(sys::APR_EGENERAL, || {
         // SAFETY: Apache calls output filters with a live filter and brigade.
@@ -151,10 +186,10 @@ pub unsafe extern "C" fn link_filter(f: *mut sys::ap_filter_t, bb: *mut sys::apr
         }
         // SAFETY: set above; owned by the request pool.
         let state = unsafe { &mut *(*f).ctx.cast::<State>() };
-        // SAFETY: a new brigade in the request pool with the connection's allocator.
-        let (out, alloc) = unsafe { (sys::apr_brigade_create((*r).pool, (*c).bucket_alloc), (*c).bucket_alloc) };
-        // SAFETY: walking the live brigade with APR's macros (shim); moved
-        // buckets are removed before insertion elsewhere.
+        // SAFETY: the connection's bucket allocator.
+        let alloc = unsafe { (*c).bucket_alloc };
+        // SAFETY: walking the live brigade with APR's macros (shim); a
+        // bucket is deleted only after `next` was taken and its data used.
         unsafe {
             let mut b = sys::procd_brigade_first(bb);
             while b != sys::procd_brigade_sentinel(bb) {
@@ -162,40 +197,37 @@ pub unsafe extern "C" fn link_filter(f: *mut sys::ap_filter_t, bb: *mut sys::apr
                 if sys::procd_bucket_is_eos(b) != 0 {
                     if let Some(rw) = state.rewriter.take() {
                         match rw.end() {
-                            Ok(rest) => append(out, alloc, &rest),
+                            Ok(rest) => insert_bytes_before(b, alloc, rest.len(), |dst| dst.copy_from_slice(&rest)),
                             Err(e) => {
                                 log_request(r, Level::Error, &format!("PD0403: LinkRewrite: {e}; the response is cut"));
                                 return sys::APR_EGENERAL;
                             }
                         }
                     }
-                    sys::procd_bucket_remove(b);
-                    sys::procd_brigade_insert_tail(out, b);
                     break;
-                } else if sys::procd_bucket_is_metadata(b) != 0 {
-                    // FLUSH and the rest pass through, in order.
-                    sys::procd_bucket_remove(b);
-                    sys::procd_brigade_insert_tail(out, b);
-                } else if let Some(rw) = state.rewriter.as_mut() {
-                    let mut data: *const c_char = std::ptr::null();
-                    let mut len: sys::apr_size_t = 0;
-                    let rv = sys::procd_bucket_read(b, &mut data, &mut len, sys::apr_read_type_e_APR_BLOCK_READ);
-                    if rv != 0 {
-                        return rv;
-                    }
-                    let slice = if len == 0 { &[][..] } else { std::slice::from_raw_parts(data.cast::<u8>(), len) };
-                    match rw.write(slice) {
-                        Ok(bytes) => append(out, alloc, &bytes),
-                        Err(e) => {
-                            log_request(r, Level::Error, &format!("PD0403: LinkRewrite: {e}; the response is cut"));
-                            return sys::APR_EGENERAL;
+                }
+                // FLUSH and other metadata stay where they are, in order.
+                if sys::procd_bucket_is_metadata(b) == 0 {
+                    if let Some(rw) = state.rewriter.as_mut() {
+                        let mut data: *const c_char = std::ptr::null();
+                        let mut len: sys::apr_size_t = 0;
+                        let rv = sys::procd_bucket_read(b, &mut data, &mut len, sys::apr_read_type_e_APR_BLOCK_READ);
+                        if rv != 0 {
+                            return rv;
+                        }
+                        let slice = if len == 0 { &[][..] } else { std::slice::from_raw_parts(data.cast::<u8>(), len) };
+                        match rw.write(slice) {
+                            Ok(out) => replace_bucket(b, alloc, &out, len),
+                            Err(e) => {
+                                log_request(r, Level::Error, &format!("PD0403: LinkRewrite: {e}; the response is cut"));
+                                return sys::APR_EGENERAL;
+                            }
                         }
                     }
                 }
                 b = next;
             }
-            sys::apr_brigade_cleanup(bb.cast());
-            sys::ap_pass_brigade((*f).next, out)
+            sys::ap_pass_brigade((*f).next, bb)
         }
     })
 }

@@ -14,6 +14,8 @@ int procd_brigade_empty(apr_bucket_brigade *bb) { return APR_BRIGADE_EMPTY(bb); 
 void procd_brigade_insert_tail(apr_bucket_brigade *bb, apr_bucket *b) { APR_BRIGADE_INSERT_TAIL(bb, b); }
 void procd_bucket_remove(apr_bucket *b) { APR_BUCKET_REMOVE(b); }
 void procd_bucket_delete(apr_bucket *b) { apr_bucket_delete(b); }
+void procd_bucket_insert_before(apr_bucket *at, apr_bucket *b) { APR_BUCKET_INSERT_BEFORE(at, b); }
+apr_status_t procd_bucket_split(apr_bucket *b, apr_size_t point) { return apr_bucket_split(b, point); }
 int procd_bucket_is_eos(const apr_bucket *b) { return APR_BUCKET_IS_EOS(b); }
 int procd_bucket_is_flush(const apr_bucket *b) { return APR_BUCKET_IS_FLUSH(b); }
 int procd_bucket_is_metadata(const apr_bucket *b) { return APR_BUCKET_IS_METADATA(b); }

@@ -102,27 +102,28 @@ impl Maps {
         None
     }
 
-    /// `rewrite_url` on raw bytes (pages in any ASCII-compatible charset):
-    /// the prefix is compared byte for byte, the rest kept as it is.
-    pub fn rewrite_url_bytes(&self, raw: &[u8]) -> Option<Vec<u8>> {
+    /// `rewrite_url` on raw bytes (pages in any ASCII-compatible charset),
+    /// appending the new value to `out`; whether the value changed. The
+    /// prefix is compared byte for byte, the rest kept as it is.
+    pub fn rewrite_url_into(&self, raw: &[u8], out: &mut Vec<u8>) -> bool {
         let start = raw.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(raw.len());
         let (lead, value) = raw.split_at(start);
         if let Some(m) = self.0.iter().find(|m| value.starts_with(m.from.as_bytes())) {
             if m.from == m.to {
-                return None;
+                return false;
             }
-            let mut out = Vec::with_capacity(raw.len() + m.to.len());
             out.extend_from_slice(lead);
             out.extend_from_slice(m.to.as_bytes());
             out.extend_from_slice(&value[m.from.len()..]);
-            return Some(out);
+            return true;
         }
-        if value.contains(&b'&') {
-            if let Ok(text) = std::str::from_utf8(raw) {
-                return self.rewrite_url(text).map(String::into_bytes);
+        if memchr::memchr(b'&', value).is_some() {
+            if let Some(new) = std::str::from_utf8(raw).ok().and_then(|text| self.rewrite_url(text)) {
+                out.extend_from_slice(new.as_bytes());
+                return true;
             }
         }
-        None
+        false
     }
 
     /// `srcset`: "url 1x, url 2x" (URLs may contain commas only if quoted
@@ -277,10 +278,153 @@ enum Decoder {
     Zlib(flate2::write::ZlibDecoder<Vec<u8>>),
 }
 
+/// Where a piece of output comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    /// The bytes just written (decoded, if the body is compressed).
+    Input,
+    /// The unfinished construct kept from before, with the start of the input.
+    Joined,
+    /// New bytes (rewritten values).
+    Text,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Piece {
+    source: Source,
+    start: usize,
+    end: usize,
+}
+
+/// The HTML side of a stream: the scanner, the construct kept between
+/// chunks, and the output of the latest chunk as pieces.
+struct Html {
+    scanner: scan::Scanner,
+    /// An unfinished construct at the end of the input so far.
+    pending: Vec<u8>,
+    joined: Vec<u8>,
+    edits: scan::Edits,
+    pieces: Vec<Piece>,
+}
+
+impl Html {
+    /// Scans `input` (after what is pending); fills `pieces` with the output.
+    fn feed(&mut self, input: &[u8], at_end: bool) {
+        self.pieces.clear();
+        self.edits.text.clear();
+        let mut offset = 0;
+        // Finish the construct left from before: scan it with as little of
+        // the input as needed, so that the rest of the input is passed on
+        // without a copy.
+        let mut take = input.len().min(256);
+        while !self.pending.is_empty() {
+            self.joined.clear();
+            self.joined.extend_from_slice(&self.pending);
+            self.joined.extend_from_slice(&input[offset..offset + take]);
+            let last = offset + take == input.len();
+            self.edits.list.clear();
+            let used = self.scanner.scan(&self.joined, at_end && last, &mut self.edits);
+            if used == 0 && !last {
+                take = (take * 4).min(input.len() - offset);
+                continue;
+            }
+            self.add_pieces(Source::Joined, 0, used);
+            if used >= self.pending.len() {
+                offset += used - self.pending.len();
+                self.pending.clear();
+            } else {
+                // Something before the unfinished construct was done (or, at
+                // the end of the input, everything kept is still unfinished).
+                self.pending.drain(..used);
+                if last {
+                    self.pending.extend_from_slice(&input[offset..]);
+                    return;
+                }
+            }
+            take = (input.len() - offset).min(256);
+        }
+        self.edits.list.clear();
+        let rest = &input[offset..];
+        let used = self.scanner.scan(rest, at_end, &mut self.edits);
+        self.add_pieces(Source::Input, offset, offset + used);
+        self.pending.extend_from_slice(&rest[used..]);
+    }
+
+    /// Adds `start..end` of `source` with the scanned edits (relative to `start`) applied.
+    fn add_pieces(&mut self, source: Source, start: usize, end: usize) {
+        let mut at = start;
+        for e in &self.edits.list {
+            push_piece(&mut self.pieces, Piece { source, start: at, end: start + e.start });
+            push_piece(&mut self.pieces, Piece { source: Source::Text, start: e.text_start, end: e.text_end });
+            at = start + e.end;
+        }
+        push_piece(&mut self.pieces, Piece { source, start: at, end });
+    }
+}
+
+fn push_piece(pieces: &mut Vec<Piece>, piece: Piece) {
+    if piece.start == piece.end {
+        return;
+    }
+    match pieces.last_mut() {
+        Some(last) if last.source == piece.source && last.end == piece.start => last.end = piece.end,
+        _ => pieces.push(piece),
+    }
+}
+
+/// What one chunk of input gives: pieces of the input, of bytes kept from
+/// before and of new bytes, to be sent in order.
+pub struct Output<'a> {
+    input: &'a [u8],
+    /// Whether `input` is the caller's chunk (not decoded from it).
+    input_is_chunk: bool,
+    joined: &'a [u8],
+    text: &'a [u8],
+    pieces: &'a [Piece],
+}
+
+impl Output<'_> {
+    /// `Some(n)` when the output is exactly the first `n` bytes of the
+    /// chunk as it was written (so the caller can pass those on as they are).
+    pub fn unchanged_prefix(&self) -> Option<usize> {
+        match self.pieces {
+            [] if self.input_is_chunk => Some(0),
+            [Piece { source: Source::Input, start: 0, end }] if self.input_is_chunk => Some(*end),
+            _ => None,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.pieces.iter().map(|p| p.end - p.start).sum()
+    }
+
+    /// Copies the output into `dst`, which is `len()` bytes long.
+    pub fn copy_to(&self, dst: &mut [u8]) {
+        let mut at = 0;
+        for p in self.pieces {
+            let bytes = match p.source {
+                Source::Input => &self.input[p.start..p.end],
+                Source::Joined => &self.joined[p.start..p.end],
+                Source::Text => &self.text[p.start..p.end],
+            };
+            dst[at..at + bytes.len()].copy_from_slice(bytes);
+            at += bytes.len();
+        }
+    }
+
+    pub fn to_vec(&self) -> Vec<u8> {
+        let mut v = vec![0; self.len()];
+        self.copy_to(&mut v);
+        v
+    }
+}
+
 /// One response's rewriter: `write` each chunk, then `end`.
 pub struct StreamRewriter {
-    html: scan::Scanner,
+    html: Html,
     decoder: Decoder,
+    /// The latest decoded bytes of a compressed body.
+    decoded: Vec<u8>,
 }
 
 impl StreamRewriter {
@@ -299,24 +443,35 @@ impl StreamRewriter {
             BodyEncoding::Gzip => Decoder::Gzip(flate2::write::MultiGzDecoder::new(Vec::new())),
             BodyEncoding::Deflate => Decoder::Zlib(flate2::write::ZlibDecoder::new(Vec::new())),
         };
-        Ok(StreamRewriter { html: scan::Scanner::new(maps), decoder })
+        let html = Html {
+            scanner: scan::Scanner::new(maps),
+            pending: Vec::new(),
+            joined: Vec::new(),
+            edits: scan::Edits::default(),
+            pieces: Vec::new(),
+        };
+        Ok(StreamRewriter { html, decoder, decoded: Vec::new() })
     }
 
     /// Rewrites one chunk; returns what can be sent now.
-    pub fn write(&mut self, chunk: &[u8]) -> Result<Vec<u8>, String> {
-        Ok(match &mut self.decoder {
-            Decoder::None => self.html.write(chunk, false),
+    pub fn write<'a>(&'a mut self, chunk: &'a [u8]) -> Result<Output<'a>, String> {
+        let input: &[u8] = match &mut self.decoder {
+            Decoder::None => chunk,
             Decoder::Gzip(d) => {
                 d.write_all(chunk).map_err(|e| format!("gzip body: {e}"))?;
-                let plain = std::mem::take(d.get_mut());
-                self.html.write(&plain, false)
+                self.decoded.clear();
+                std::mem::swap(d.get_mut(), &mut self.decoded);
+                &self.decoded
             }
             Decoder::Zlib(d) => {
                 d.write_all(chunk).map_err(|e| format!("deflate body: {e}"))?;
-                let plain = std::mem::take(d.get_mut());
-                self.html.write(&plain, false)
+                self.decoded.clear();
+                std::mem::swap(d.get_mut(), &mut self.decoded);
+                &self.decoded
             }
-        })
+        };
+        self.html.feed(input, false);
+        Ok(self.html.output(input, matches!(self.decoder, Decoder::None)))
     }
 
     /// Ends the document; returns the rest.
@@ -326,7 +481,14 @@ impl StreamRewriter {
             Decoder::Gzip(d) => d.finish().map_err(|e| format!("gzip body: {e}"))?,
             Decoder::Zlib(d) => d.finish().map_err(|e| format!("deflate body: {e}"))?,
         };
-        Ok(self.html.write(&rest, true))
+        self.html.feed(&rest, true);
+        Ok(self.html.output(&rest, false).to_vec())
+    }
+}
+
+impl Html {
+    fn output<'a>(&'a self, input: &'a [u8], input_is_chunk: bool) -> Output<'a> {
+        Output { input, input_is_chunk, joined: &self.joined, text: &self.edits.text, pieces: &self.pieces }
     }
 }
 
@@ -336,7 +498,7 @@ pub fn rewrite_all(maps: &Maps, input: &[u8], chunk: usize) -> Result<Vec<u8>, S
     let mut r = StreamRewriter::new(maps.clone(), None, BodyEncoding::Identity)?;
     let mut out = Vec::with_capacity(input.len());
     for piece in input.chunks(chunk.max(1)) {
-        out.extend(r.write(piece)?);
+        out.extend(r.write(piece)?.to_vec());
     }
     out.extend(r.end()?);
     Ok(out)

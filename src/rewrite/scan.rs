@@ -1,5 +1,8 @@
 //! A streaming HTML scanner that finds the attributes LinkRewrite changes,
-//! driven by memchr: data between tags is copied without being looked at.
+//! driven by memchr: data between tags is skipped without being looked at,
+//! and nothing is copied. It reports *edits* (replace bytes `start..end`
+//! of the input with these) and how far the input is complete; the caller
+//! (`mod.rs`) passes the untouched stretches on as they are.
 //!
 //! It follows the HTML tokenizer where it matters for links: tags and
 //! attribute values in every quoting style, comments (`<!-- -->`), bogus
@@ -14,8 +17,30 @@ use super::Maps;
 use memchr::memmem;
 
 const MAX_PENDING: usize = 1 << 20;
-const RAW_TEXT: &[&[u8]] =
-    &[b"script", b"style", b"xmp", b"iframe", b"noembed", b"noframes", b"noscript", b"textarea", b"title"];
+
+/// Character classes of the tag tokenizer, one table lookup per byte.
+const SPACE: u8 = 1; // \t \n \x0c \r and space
+const TAG_NAME_END: u8 = 2; // space, '/', '>'
+const ATTR_NAME_END: u8 = 4; // space, '/', '>', '='
+const UNQUOTED_END: u8 = 8; // space, '>'
+
+static CLASS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let spaces = [b'\t', b'\n', b'\x0c', b'\r', b' '];
+    let mut k = 0;
+    while k < spaces.len() {
+        t[spaces[k] as usize] = SPACE | TAG_NAME_END | ATTR_NAME_END | UNQUOTED_END;
+        k += 1;
+    }
+    t[b'/' as usize] = TAG_NAME_END | ATTR_NAME_END;
+    t[b'>' as usize] = TAG_NAME_END | ATTR_NAME_END | UNQUOTED_END;
+    t[b'=' as usize] = ATTR_NAME_END;
+    t
+};
+
+fn has(b: u8, class: u8) -> bool {
+    CLASS[usize::from(b)] & class != 0
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -26,319 +51,327 @@ enum State {
     PlainText,
 }
 
-/// The scanner; `write` returns what can be sent now.
+/// What a start tag's name means to the scanner.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum TagKind {
+    Other,
+    Meta,
+    RawText(&'static [u8]),
+    PlainText,
+}
+
+fn tag_kind(name: &[u8]) -> TagKind {
+    let mut low = [0u8; 9];
+    if name.len() > low.len() {
+        return TagKind::Other;
+    }
+    for (l, b) in low.iter_mut().zip(name) {
+        *l = b.to_ascii_lowercase();
+    }
+    match &low[..name.len()] {
+        b"meta" => TagKind::Meta,
+        b"script" => TagKind::RawText(b"script"),
+        b"style" => TagKind::RawText(b"style"),
+        b"xmp" => TagKind::RawText(b"xmp"),
+        b"iframe" => TagKind::RawText(b"iframe"),
+        b"noembed" => TagKind::RawText(b"noembed"),
+        b"noframes" => TagKind::RawText(b"noframes"),
+        b"noscript" => TagKind::RawText(b"noscript"),
+        b"textarea" => TagKind::RawText(b"textarea"),
+        b"title" => TagKind::RawText(b"title"),
+        b"plaintext" => TagKind::PlainText,
+        _ => TagKind::Other,
+    }
+}
+
+/// What an attribute's value holds.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum AttrKind {
+    Other,
+    /// A single URL.
+    Url,
+    /// `srcset`, `imagesrcset`: a list of "URL descriptor".
+    SrcSet,
+    /// `content` (a URL only in `<meta http-equiv=refresh>`).
+    Content,
+    HttpEquiv,
+}
+
+fn attr_kind(name: &[u8]) -> AttrKind {
+    let mut low = [0u8; 11];
+    if name.len() > low.len() || name.len() < 3 {
+        return AttrKind::Other;
+    }
+    for (l, b) in low.iter_mut().zip(name) {
+        *l = b.to_ascii_lowercase();
+    }
+    match &low[..name.len()] {
+        b"href" | b"src" | b"action" | b"formaction" | b"cite" | b"background" | b"poster" | b"data" | b"codebase"
+        | b"longdesc" | b"usemap" | b"manifest" | b"icon" => AttrKind::Url,
+        b"srcset" | b"imagesrcset" => AttrKind::SrcSet,
+        b"content" => AttrKind::Content,
+        b"http-equiv" => AttrKind::HttpEquiv,
+        _ => AttrKind::Other,
+    }
+}
+
+/// One replacement: input bytes `start..end` become `text[text_start..text_end]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Edit {
+    pub start: usize,
+    pub end: usize,
+    pub text_start: usize,
+    pub text_end: usize,
+}
+
+/// The edits of one scan, in input order, and the bytes they insert.
+#[derive(Default)]
+pub(super) struct Edits {
+    pub list: Vec<Edit>,
+    pub text: Vec<u8>,
+}
+
+impl Edits {
+    fn mark(&self) -> (usize, usize) {
+        (self.list.len(), self.text.len())
+    }
+
+    fn reset(&mut self, mark: (usize, usize)) {
+        self.list.truncate(mark.0);
+        self.text.truncate(mark.1);
+    }
+
+    /// Records that `start..end` becomes what was appended to `text` since `text_start`.
+    fn push(&mut self, start: usize, end: usize, text_start: usize) {
+        self.list.push(Edit { start, end, text_start, text_end: self.text.len() });
+    }
+}
+
+/// The scanner: `scan` each stretch of the document in order.
 pub struct Scanner {
     maps: Maps,
     state: State,
-    pending: Vec<u8>,
-    /// Reused for every tag.
-    attrs: Vec<Attr>,
-}
-
-fn is_space(b: u8) -> bool {
-    matches!(b, b' ' | b'\t' | b'\n' | b'\r' | b'\x0c')
-}
-
-/// One attribute of a start tag, as byte ranges into the tag.
-struct Attr {
-    name: (usize, usize),
-    value: Option<(usize, usize)>,
-}
-
-/// Parses a complete start or end tag `tag` (from `<` to `>`), returning
-/// its name range and attributes; `None` if the tag is not complete yet.
-fn scan_tag(tag: &[u8], attrs: &mut Vec<Attr>) -> Option<(usize, (usize, usize))> {
-    attrs.clear();
-    let mut i = 1;
-    if tag.get(i) == Some(&b'/') {
-        i += 1;
-    }
-    let name_start = i;
-    while i < tag.len() && !is_space(tag[i]) && tag[i] != b'/' && tag[i] != b'>' {
-        i += 1;
-    }
-    let name = (name_start, i);
-    loop {
-        while i < tag.len() && (is_space(tag[i]) || tag[i] == b'/') {
-            i += 1;
-        }
-        match tag.get(i) {
-            None => return None,
-            Some(b'>') => return Some((i + 1, name)),
-            _ => {}
-        }
-        let n0 = i;
-        i += 1; // the first character may be '=' (spec: part of the name)
-        while i < tag.len() && !is_space(tag[i]) && !matches!(tag[i], b'/' | b'>' | b'=') {
-            i += 1;
-        }
-        let name = (n0, i);
-        let mut j = i;
-        while j < tag.len() && is_space(tag[j]) {
-            j += 1;
-        }
-        if j >= tag.len() {
-            return None;
-        }
-        if tag[j] != b'=' {
-            attrs.push(Attr { name, value: None });
-            continue;
-        }
-        j += 1;
-        while j < tag.len() && is_space(tag[j]) {
-            j += 1;
-        }
-        match tag.get(j) {
-            None => return None,
-            Some(&q @ (b'"' | b'\'')) => {
-                let end = memchr::memchr(q, &tag[j + 1..])? + j + 1;
-                attrs.push(Attr { name, value: Some((j + 1, end)) });
-                i = end + 1;
-            }
-            Some(b'>') => {
-                attrs.push(Attr { name, value: Some((j, j)) });
-                i = j;
-            }
-            Some(_) => {
-                let mut end = j;
-                while end < tag.len() && !is_space(tag[end]) && tag[end] != b'>' {
-                    end += 1;
-                }
-                if end >= tag.len() {
-                    return None;
-                }
-                attrs.push(Attr { name, value: Some((j, end)) });
-                i = end;
-            }
-        }
-    }
-}
-
-/// Whether an attribute name is one whose value is a single URL.
-fn is_url_attribute(name: &[u8]) -> bool {
-    const NAMES: &[&[u8]] = &[
-        b"href",
-        b"src",
-        b"action",
-        b"formaction",
-        b"cite",
-        b"background",
-        b"poster",
-        b"data",
-        b"codebase",
-        b"longdesc",
-        b"usemap",
-        b"manifest",
-        b"icon",
-    ];
-    NAMES.iter().any(|n| n.eq_ignore_ascii_case(name))
 }
 
 impl Scanner {
     pub fn new(maps: Maps) -> Scanner {
-        Scanner { maps, state: State::Data, pending: Vec::new(), attrs: Vec::with_capacity(16) }
+        Scanner { maps, state: State::Data }
     }
 
-    /// Rewrites the URL attributes of a complete start tag (parsed into
-    /// `self.attrs`, name at `name`) into `out`.
-    fn emit_start_tag(&mut self, tag: &[u8], name: (usize, usize), out: &mut Vec<u8>) {
-        let tag_name = &tag[name.0..name.1];
-        let attrs = std::mem::take(&mut self.attrs);
-        let is_refresh = tag_name.eq_ignore_ascii_case(b"meta")
-            && attrs.iter().any(|a| {
-                tag[a.name.0..a.name.1].eq_ignore_ascii_case(b"http-equiv")
-                    && a.value.is_some_and(|v| tag[v.0..v.1].trim_ascii().eq_ignore_ascii_case(b"refresh"))
-            });
-        let mut copied = 0;
-        for a in &attrs {
-            let Some(v) = a.value else { continue };
-            let attr = &tag[a.name.0..a.name.1];
-            let value = &tag[v.0..v.1];
-            let new: Option<Vec<u8>> = if is_url_attribute(attr) {
-                self.maps.rewrite_url_bytes(value)
-            } else if attr.eq_ignore_ascii_case(b"srcset") || attr.eq_ignore_ascii_case(b"imagesrcset") {
-                self.maps.rewrite_srcset(&String::from_utf8_lossy(value)).map(String::into_bytes)
-            } else if is_refresh && attr.eq_ignore_ascii_case(b"content") {
-                self.maps.rewrite_refresh(&String::from_utf8_lossy(value)).map(String::into_bytes)
-            } else {
-                None
-            };
-            if let Some(new) = new {
-                out.extend_from_slice(&tag[copied..v.0]);
-                out.extend_from_slice(&new);
-                copied = v.1;
-            }
-        }
-        self.attrs = attrs;
-        out.extend_from_slice(&tag[copied..]);
-        if let Some(raw) = RAW_TEXT.iter().find(|r| r.eq_ignore_ascii_case(tag_name)) {
-            self.state = State::RawText(raw);
-        } else if tag_name.eq_ignore_ascii_case(b"plaintext") {
-            self.state = State::PlainText;
-        }
-    }
-
-    /// Processes `buf` as far as possible; returns how many bytes were used
-    /// (the rest is an unfinished construct).
-    fn process(&mut self, buf: &[u8], out: &mut Vec<u8>, at_end: bool) -> usize {
+    /// Scans `buf`, adding its edits (positions relative to `buf`) to
+    /// `edits`; returns how many bytes are done. The rest is an unfinished
+    /// construct: scan it again with more input after it (`at_end` says
+    /// there is none).
+    pub(super) fn scan(&mut self, buf: &[u8], at_end: bool, edits: &mut Edits) -> usize {
         let mut i = 0;
         while i < buf.len() {
             match self.state {
-                State::PlainText => {
-                    out.extend_from_slice(&buf[i..]);
-                    return buf.len();
-                }
-                State::RawText(name) => {
-                    // Find `</name` followed by space, '/' or '>'.
-                    let mut k = i;
-                    let found = loop {
-                        match memchr::memchr(b'<', &buf[k..]) {
-                            None => break None,
-                            Some(p) => {
-                                let at = k + p;
-                                let need = at + 2 + name.len() + 1;
-                                if need > buf.len() {
-                                    break Some(None); // maybe split: wait
-                                }
-                                if buf[at + 1] == b'/'
-                                    && buf[at + 2..at + 2 + name.len()].eq_ignore_ascii_case(name)
-                                    && matches!(
-                                        buf[at + 2 + name.len()],
-                                        b'>' | b'/' | b' ' | b'\t' | b'\n' | b'\r' | b'\x0c'
-                                    )
-                                {
-                                    break Some(Some(at));
-                                }
-                                k = at + 1;
-                            }
-                        }
-                    };
-                    match found {
-                        None => {
-                            out.extend_from_slice(&buf[i..]);
-                            return buf.len();
-                        }
-                        Some(None) if !at_end => {
-                            let at = i + memchr::memrchr(b'<', &buf[i..]).unwrap_or(0);
-                            out.extend_from_slice(&buf[i..at]);
-                            return at;
-                        }
-                        Some(None) => {
-                            out.extend_from_slice(&buf[i..]);
-                            return buf.len();
-                        }
-                        Some(Some(at)) => {
-                            out.extend_from_slice(&buf[i..at]);
-                            self.state = State::Data;
-                            i = at;
-                        }
+                State::PlainText => return buf.len(),
+                State::RawText(name) => match raw_text_end(buf, i, name) {
+                    RawEnd::NotHere => return buf.len(),
+                    RawEnd::MaybeSplit(at) if !at_end => return at,
+                    RawEnd::MaybeSplit(_) => return buf.len(),
+                    RawEnd::At(at) => {
+                        self.state = State::Data;
+                        i = at;
                     }
-                }
+                },
                 State::Data => {
-                    let Some(p) = memchr::memchr(b'<', &buf[i..]) else {
-                        out.extend_from_slice(&buf[i..]);
-                        return buf.len();
-                    };
-                    out.extend_from_slice(&buf[i..i + p]);
-                    i += p;
-                    let rest = &buf[i..];
-                    let Some(&next) = rest.get(1) else {
-                        if at_end {
-                            out.push(b'<');
-                            return buf.len();
-                        }
-                        return i;
-                    };
-                    let end = if next.is_ascii_alphabetic()
-                        || next == b'/' && rest.get(2).is_some_and(u8::is_ascii_alphabetic)
-                    {
-                        let mut attrs = std::mem::take(&mut self.attrs);
-                        let scanned = scan_tag(rest, &mut attrs);
-                        self.attrs = attrs;
-                        match scanned {
-                            Some((e, name)) => {
-                                if next == b'/' {
-                                    out.extend_from_slice(&rest[..e]);
-                                } else {
-                                    self.emit_start_tag(&rest[..e], name, out);
-                                }
-                                e
-                            }
-                            None => return self.incomplete(buf, i, out, at_end),
-                        }
-                    } else if next == b'/' && rest.len() < 3 && !at_end {
-                        return i;
-                    } else if rest.starts_with(b"<!--") {
-                        // "<!-->" and "<!--->" end at once; else at "-->".
-                        let body = &rest[4..];
-                        let close = if body.starts_with(b">") {
-                            Some(5)
-                        } else if body.starts_with(b"->") {
-                            Some(6)
-                        } else {
-                            memmem::find(body, b"-->").map(|e| 4 + e + 3)
-                        };
-                        match close {
-                            Some(e) => {
-                                out.extend_from_slice(&rest[..e]);
-                                e
-                            }
-                            None => return self.incomplete(buf, i, out, at_end),
-                        }
-                    } else if rest.starts_with(b"<![CDATA[") {
-                        match memmem::find(&rest[9..], b"]]>") {
-                            Some(e) => {
-                                out.extend_from_slice(&rest[..9 + e + 3]);
-                                9 + e + 3
-                            }
-                            None => return self.incomplete(buf, i, out, at_end),
-                        }
-                    } else if (next == b'!' || next == b'?' || next == b'/')
-                        && !(rest.len() < 9 && b"<![CDATA[".starts_with(rest)
-                            || rest.len() < 4 && b"<!--".starts_with(rest))
-                    {
-                        match memchr::memchr(b'>', rest) {
-                            Some(e) => {
-                                out.extend_from_slice(&rest[..=e]);
-                                e + 1
-                            }
-                            None => return self.incomplete(buf, i, out, at_end),
-                        }
-                    } else if next == b'!' {
-                        return self.incomplete(buf, i, out, at_end); // "<!-" or "<![CDA" so far
-                    } else {
-                        out.push(b'<');
-                        1
-                    };
-                    i += end;
+                    let Some(p) = memchr::memchr(b'<', &buf[i..]) else { return buf.len() };
+                    let at = i + p;
+                    match self.markup(&buf[at..], at, at_end, edits) {
+                        Some(len) => i = at + len,
+                        None if at_end || buf.len() - at > MAX_PENDING => return buf.len(),
+                        None => return at,
+                    }
                 }
             }
         }
         buf.len()
     }
 
-    /// An unfinished construct at `buf[i..]`: keep it for the next chunk,
-    /// unless it is the end of the document or it grew too large.
-    fn incomplete(&mut self, buf: &[u8], i: usize, out: &mut Vec<u8>, at_end: bool) -> usize {
-        if at_end || buf.len() - i > MAX_PENDING {
-            out.extend_from_slice(&buf[i..]);
-            return buf.len();
+    /// The construct starting with the `<` at `rest[0]` (at `base` in the
+    /// scanned buffer): its length, or `None` if it is unfinished.
+    fn markup(&mut self, rest: &[u8], base: usize, at_end: bool, edits: &mut Edits) -> Option<usize> {
+        let Some(&next) = rest.get(1) else { return at_end.then_some(1) };
+        if next.is_ascii_alphabetic() {
+            return self.tag(rest, base, false, edits);
         }
-        i
+        if next == b'/' {
+            return match rest.get(2) {
+                Some(c) if c.is_ascii_alphabetic() => self.tag(rest, base, true, edits),
+                // `</>` and `</ x>` are bogus comments, up to '>'.
+                Some(_) => memchr::memchr(b'>', rest).map(|e| e + 1),
+                None => at_end.then_some(2),
+            };
+        }
+        if rest.starts_with(b"<!--") {
+            // "<!-->" and "<!--->" end at once; else at "-->".
+            let body = &rest[4..];
+            return if body.starts_with(b">") {
+                Some(5)
+            } else if body.starts_with(b"->") {
+                Some(6)
+            } else {
+                memmem::find(body, b"-->").map(|e| 4 + e + 3)
+            };
+        }
+        if rest.starts_with(b"<![CDATA[") {
+            return memmem::find(&rest[9..], b"]]>").map(|e| 9 + e + 3);
+        }
+        if next == b'!'
+            && (rest.len() < 9 && b"<![CDATA[".starts_with(rest) || rest.len() < 4 && b"<!--".starts_with(rest))
+        {
+            return None; // "<!-" or "<![CDA" so far
+        }
+        if next == b'!' || next == b'?' {
+            return memchr::memchr(b'>', rest).map(|e| e + 1);
+        }
+        Some(1) // a '<' that starts nothing
     }
 
-    pub fn write(&mut self, chunk: &[u8], at_end: bool) -> Vec<u8> {
-        let mut out = Vec::with_capacity(chunk.len() + 64);
-        if self.pending.is_empty() {
-            let used = self.process(chunk, &mut out, at_end);
-            self.pending.extend_from_slice(&chunk[used..]);
-        } else {
-            let mut buf = std::mem::take(&mut self.pending);
-            buf.extend_from_slice(chunk);
-            let used = self.process(&buf, &mut out, at_end);
-            buf.drain(..used);
-            self.pending = buf;
+    /// A start or end tag at `rest` (from '<'): parses it like the HTML
+    /// tokenizer, records the edits of its URL attributes (start tags), and
+    /// returns its length, or `None` if it is unfinished (its edits undone).
+    fn tag(&mut self, rest: &[u8], base: usize, is_end: bool, edits: &mut Edits) -> Option<usize> {
+        let mark = edits.mark();
+        let found = self.tag_inner(rest, base, is_end, edits);
+        if found.is_none() {
+            edits.reset(mark);
         }
-        out
+        found
     }
+
+    fn tag_inner(&mut self, rest: &[u8], base: usize, is_end: bool, edits: &mut Edits) -> Option<usize> {
+        let n = rest.len();
+        let mut i = if is_end { 2 } else { 1 };
+        let name_start = i;
+        while i < n && !has(rest[i], TAG_NAME_END) {
+            i += 1;
+        }
+        if i >= n {
+            return None;
+        }
+        let kind = if is_end { TagKind::Other } else { tag_kind(&rest[name_start..i]) };
+        let first_edit = edits.list.len();
+        let mut refresh = false;
+        let mut content = None;
+        loop {
+            while i < n && (has(rest[i], SPACE) || rest[i] == b'/') {
+                i += 1;
+            }
+            match rest.get(i) {
+                None => return None,
+                Some(b'>') => break,
+                _ => {}
+            }
+            let name_start = i;
+            i += 1; // the first character may be '=' (spec: part of the name)
+            while i < n && !has(rest[i], ATTR_NAME_END) {
+                i += 1;
+            }
+            let name_end = i;
+            while i < n && has(rest[i], SPACE) {
+                i += 1;
+            }
+            if *rest.get(i)? != b'=' {
+                continue;
+            }
+            i += 1;
+            while i < n && has(rest[i], SPACE) {
+                i += 1;
+            }
+            let (start, end) = match *rest.get(i)? {
+                q @ (b'"' | b'\'') => {
+                    let end = i + 1 + memchr::memchr(q, &rest[i + 1..])?;
+                    let start = i + 1;
+                    i = end + 1;
+                    (start, end)
+                }
+                b'>' => (i, i),
+                _ => {
+                    let start = i;
+                    while i < n && !has(rest[i], UNQUOTED_END) {
+                        i += 1;
+                    }
+                    if i >= n {
+                        return None;
+                    }
+                    (start, i)
+                }
+            };
+            if is_end || start == end {
+                continue;
+            }
+            let value = &rest[start..end];
+            let text_start = edits.text.len();
+            let changed = match attr_kind(&rest[name_start..name_end]) {
+                AttrKind::Other => false,
+                AttrKind::Url => self.maps.rewrite_url_into(value, &mut edits.text),
+                AttrKind::SrcSet => {
+                    push_some(&mut edits.text, self.maps.rewrite_srcset(&String::from_utf8_lossy(value)))
+                }
+                AttrKind::HttpEquiv => {
+                    refresh |= value.trim_ascii().eq_ignore_ascii_case(b"refresh");
+                    false
+                }
+                AttrKind::Content => {
+                    content = content.or(Some((start, end)));
+                    false
+                }
+            };
+            if changed {
+                edits.push(base + start, base + end, text_start);
+            }
+        }
+        if let (true, TagKind::Meta, Some((start, end))) = (refresh, kind, content) {
+            let text_start = edits.text.len();
+            let value = String::from_utf8_lossy(&rest[start..end]);
+            if push_some(&mut edits.text, self.maps.rewrite_refresh(&value)) {
+                // `content` may come before other rewritten attributes: keep the list in order.
+                let at = first_edit + edits.list[first_edit..].partition_point(|e| e.start < base + start);
+                let edit = Edit { start: base + start, end: base + end, text_start, text_end: edits.text.len() };
+                edits.list.insert(at, edit);
+            }
+        }
+        match kind {
+            TagKind::RawText(name) => self.state = State::RawText(name),
+            TagKind::PlainText => self.state = State::PlainText,
+            TagKind::Other | TagKind::Meta => {}
+        }
+        Some(i + 1)
+    }
+}
+
+/// Appends `new`, if any; whether it did.
+fn push_some(text: &mut Vec<u8>, new: Option<String>) -> bool {
+    new.map(|s| text.extend_from_slice(s.as_bytes())).is_some()
+}
+
+enum RawEnd {
+    /// No end tag in the buffer.
+    NotHere,
+    /// A `<` near the end that may start the end tag.
+    MaybeSplit(usize),
+    /// The end tag starts here.
+    At(usize),
+}
+
+/// Finds `</name` followed by space, '/' or '>' in `buf[from..]`.
+fn raw_text_end(buf: &[u8], from: usize, name: &[u8]) -> RawEnd {
+    let mut k = from;
+    while let Some(p) = memchr::memchr(b'<', &buf[k..]) {
+        let at = k + p;
+        if at + 2 + name.len() + 1 > buf.len() {
+            return RawEnd::MaybeSplit(at);
+        }
+        if buf[at + 1] == b'/'
+            && buf[at + 2..at + 2 + name.len()].eq_ignore_ascii_case(name)
+            && has(buf[at + 2 + name.len()], TAG_NAME_END)
+        {
+            return RawEnd::At(at);
+        }
+        k = at + 1;
+    }
+    RawEnd::NotHere
 }
