@@ -106,15 +106,22 @@ impl Maps {
     /// appending the new value to `out`; whether the value changed. The
     /// prefix is compared byte for byte, the rest kept as it is.
     pub fn rewrite_url_into(&self, raw: &[u8], out: &mut Vec<u8>) -> bool {
-        let start = raw.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(raw.len());
+        let start = match raw.first() {
+            Some(b) if b.is_ascii_whitespace() => {
+                raw.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(raw.len())
+            }
+            _ => 0,
+        };
         let (lead, value) = raw.split_at(start);
         if let Some(m) = self.0.iter().find(|m| value.starts_with(m.from.as_bytes())) {
             if m.from == m.to {
                 return false;
             }
+            let rest = &value[m.from.len()..];
+            out.reserve(lead.len() + m.to.len() + rest.len());
             out.extend_from_slice(lead);
             out.extend_from_slice(m.to.as_bytes());
-            out.extend_from_slice(&value[m.from.len()..]);
+            out.extend_from_slice(rest);
             return true;
         }
         if memchr::memchr(b'&', value).is_some() {

@@ -23,21 +23,46 @@ const SPACE: u8 = 1; // \t \n \x0c \r and space
 const TAG_NAME_END: u8 = 2; // space, '/', '>'
 const ATTR_NAME_END: u8 = 4; // space, '/', '>', '='
 const UNQUOTED_END: u8 = 8; // space, '>'
+const ATTR_SEP: u8 = 16; // space, '/'
 
 static CLASS: [u8; 256] = {
     let mut t = [0u8; 256];
     let spaces = [b'\t', b'\n', b'\x0c', b'\r', b' '];
     let mut k = 0;
     while k < spaces.len() {
-        t[spaces[k] as usize] = SPACE | TAG_NAME_END | ATTR_NAME_END | UNQUOTED_END;
+        t[spaces[k] as usize] = SPACE | TAG_NAME_END | ATTR_NAME_END | UNQUOTED_END | ATTR_SEP;
         k += 1;
     }
-    t[b'/' as usize] = TAG_NAME_END | ATTR_NAME_END;
+    t[b'/' as usize] = TAG_NAME_END | ATTR_NAME_END | ATTR_SEP;
     t[b'>' as usize] = TAG_NAME_END | ATTR_NAME_END | UNQUOTED_END;
     t[b'=' as usize] = ATTR_NAME_END;
     t
 };
 
+/// `memchr`, but the first 64 bytes are searched 8 at a time in plain
+/// code: in markup the next `<` or quote is usually that near, where
+/// memchr's dispatch and set-up cost more than the search.
+#[inline(always)]
+pub(super) fn find(needle: u8, hay: &[u8]) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let near = &hay[..hay.len().min(64)];
+    let mut words = near.chunks_exact(8);
+    for (k, word) in words.by_ref().enumerate() {
+        let mut bytes = [0u8; 8];
+        bytes.copy_from_slice(word);
+        // A zero byte of x is a match; the lowest flagged byte is exact.
+        let x = u64::from_le_bytes(bytes) ^ (ONES * u64::from(needle));
+        let zero = x.wrapping_sub(ONES) & !x & HIGHS;
+        if zero != 0 {
+            return Some(k * 8 + zero.trailing_zeros() as usize / 8);
+        }
+    }
+    let done = near.len() - words.remainder().len();
+    memchr::memchr(needle, &hay[done..]).map(|p| done + p)
+}
+
+#[inline(always)]
 fn has(b: u8, class: u8) -> bool {
     CLASS[usize::from(b)] & class != 0
 }
@@ -60,27 +85,36 @@ enum TagKind {
     PlainText,
 }
 
+/// `name` equals the lowercase `lit` in any letter case. `| 0x20` lowers
+/// ASCII letters; the only other byte it maps onto a letter or '-' of `lit`
+/// is '\r', which never occurs in a name.
+#[inline(always)]
+fn is(name: &[u8], lit: &[u8]) -> bool {
+    name.len() == lit.len() && name.iter().zip(lit).all(|(a, b)| a | 0x20 == *b)
+}
+
 fn tag_kind(name: &[u8]) -> TagKind {
-    let mut low = [0u8; 9];
-    if name.len() > low.len() {
-        return TagKind::Other;
-    }
-    for (l, b) in low.iter_mut().zip(name) {
-        *l = b.to_ascii_lowercase();
-    }
-    match &low[..name.len()] {
+    let Some(&first) = name.first() else { return TagKind::Other };
+    // Length and first letter pick the one candidate to compare.
+    let candidate: &'static [u8] = match (name.len(), first | 0x20) {
+        (4, b'm') => b"meta",
+        (6, b's') => b"script",
+        (5, b's') => b"style",
+        (3, b'x') => b"xmp",
+        (6, b'i') => b"iframe",
+        (7, b'n') => b"noembed",
+        (8, b'n') if is(name, b"noframes") => return TagKind::RawText(b"noframes"),
+        (8, b'n') => b"noscript",
+        (8, b't') => b"textarea",
+        (5, b't') => b"title",
+        (9, b'p') => b"plaintext",
+        _ => return TagKind::Other,
+    };
+    match candidate {
+        _ if !is(name, candidate) => TagKind::Other,
         b"meta" => TagKind::Meta,
-        b"script" => TagKind::RawText(b"script"),
-        b"style" => TagKind::RawText(b"style"),
-        b"xmp" => TagKind::RawText(b"xmp"),
-        b"iframe" => TagKind::RawText(b"iframe"),
-        b"noembed" => TagKind::RawText(b"noembed"),
-        b"noframes" => TagKind::RawText(b"noframes"),
-        b"noscript" => TagKind::RawText(b"noscript"),
-        b"textarea" => TagKind::RawText(b"textarea"),
-        b"title" => TagKind::RawText(b"title"),
         b"plaintext" => TagKind::PlainText,
-        _ => TagKind::Other,
+        raw => TagKind::RawText(raw),
     }
 }
 
@@ -98,21 +132,29 @@ enum AttrKind {
 }
 
 fn attr_kind(name: &[u8]) -> AttrKind {
-    let mut low = [0u8; 11];
-    if name.len() > low.len() || name.len() < 3 {
-        return AttrKind::Other;
-    }
-    for (l, b) in low.iter_mut().zip(name) {
-        *l = b.to_ascii_lowercase();
-    }
-    match &low[..name.len()] {
-        b"href" | b"src" | b"action" | b"formaction" | b"cite" | b"background" | b"poster" | b"data" | b"codebase"
-        | b"longdesc" | b"usemap" | b"manifest" | b"icon" => AttrKind::Url,
-        b"srcset" | b"imagesrcset" => AttrKind::SrcSet,
-        b"content" => AttrKind::Content,
-        b"http-equiv" => AttrKind::HttpEquiv,
-        _ => AttrKind::Other,
-    }
+    let Some(&first) = name.first() else { return AttrKind::Other };
+    // Length and first letter pick the one candidate to compare.
+    let (candidate, kind): (&[u8], AttrKind) = match (name.len(), first | 0x20) {
+        (3, b's') => (b"src", AttrKind::Url),
+        (4, b'h') => (b"href", AttrKind::Url),
+        (4, b'c') => (b"cite", AttrKind::Url),
+        (4, b'd') => (b"data", AttrKind::Url),
+        (4, b'i') => (b"icon", AttrKind::Url),
+        (6, b'a') => (b"action", AttrKind::Url),
+        (6, b'p') => (b"poster", AttrKind::Url),
+        (6, b'u') => (b"usemap", AttrKind::Url),
+        (6, b's') => (b"srcset", AttrKind::SrcSet),
+        (7, b'c') => (b"content", AttrKind::Content),
+        (8, b'c') => (b"codebase", AttrKind::Url),
+        (8, b'l') => (b"longdesc", AttrKind::Url),
+        (8, b'm') => (b"manifest", AttrKind::Url),
+        (10, b'f') => (b"formaction", AttrKind::Url),
+        (10, b'b') => (b"background", AttrKind::Url),
+        (10, b'h') => (b"http-equiv", AttrKind::HttpEquiv),
+        (11, b'i') => (b"imagesrcset", AttrKind::SrcSet),
+        _ => return AttrKind::Other,
+    };
+    if is(name, candidate) { kind } else { AttrKind::Other }
 }
 
 /// One replacement: input bytes `start..end` become `text[text_start..text_end]`.
@@ -142,6 +184,7 @@ impl Edits {
     }
 
     /// Records that `start..end` becomes what was appended to `text` since `text_start`.
+    #[inline]
     fn push(&mut self, start: usize, end: usize, text_start: usize) {
         self.list.push(Edit { start, end, text_start, text_end: self.text.len() });
     }
@@ -177,7 +220,7 @@ impl Scanner {
                     }
                 },
                 State::Data => {
-                    let Some(p) = memchr::memchr(b'<', &buf[i..]) else { return buf.len() };
+                    let Some(p) = find(b'<', &buf[i..]) else { return buf.len() };
                     let at = i + p;
                     match self.markup(&buf[at..], at, at_end, edits) {
                         Some(len) => i = at + len,
@@ -257,7 +300,7 @@ impl Scanner {
         let mut refresh = false;
         let mut content = None;
         loop {
-            while i < n && (has(rest[i], SPACE) || rest[i] == b'/') {
+            while i < n && has(rest[i], ATTR_SEP) {
                 i += 1;
             }
             match rest.get(i) {
@@ -283,7 +326,7 @@ impl Scanner {
             }
             let (start, end) = match *rest.get(i)? {
                 q @ (b'"' | b'\'') => {
-                    let end = i + 1 + memchr::memchr(q, &rest[i + 1..])?;
+                    let end = i + 1 + find(q, &rest[i + 1..])?;
                     let start = i + 1;
                     i = end + 1;
                     (start, end)

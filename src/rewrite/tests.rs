@@ -65,6 +65,48 @@ fn srcset_meta_refresh_and_other_attributes() {
 }
 
 #[test]
+fn every_url_attribute_and_raw_text_element_in_any_case() {
+    let b = "http://127.0.0.1:8180/";
+    for name in [
+        "href",
+        "src",
+        "action",
+        "formaction",
+        "cite",
+        "background",
+        "poster",
+        "data",
+        "codebase",
+        "longdesc",
+        "usemap",
+        "manifest",
+        "icon",
+    ] {
+        for written in [name.to_string(), name.to_ascii_uppercase()] {
+            let out = rw(&format!("<x {written}=\"{b}v\" title=\"{b}t\">"));
+            assert_eq!(out, format!("<x {written}=\"/legacy/v\" title=\"{b}t\">"), "{written}");
+        }
+    }
+    for (attr, value) in [("hrefx", "v"), ("xsrc", "v"), ("srx", "v"), ("contents", "v")] {
+        let page = format!("<x {attr}=\"{b}{value}\">");
+        assert_eq!(rw(&page), page);
+    }
+    for name in
+        ["script", "style", "xmp", "iframe", "noembed", "noframes", "noscript", "textarea", "title", "ScRiPt", "TITLE"]
+    {
+        let page = format!("<{name}><a href=\"{b}in\"></{name}><a href=\"{b}out\">");
+        assert_eq!(rw(&page), format!("<{name}><a href=\"{b}in\"></{name}><a href=\"/legacy/out\">"), "{name}");
+    }
+    // Names that share a length and first letter with one of them are ordinary.
+    for name in ["scrypt", "noscrip", "nobreak", "thead", "menu", "strong", "tt"] {
+        let page = format!("<{name}><a href=\"{b}in\">");
+        assert_eq!(rw(&page), format!("<{name}><a href=\"/legacy/in\">"), "{name}");
+    }
+    let page = format!("<PLAINTEXT><a href=\"{b}in\">");
+    assert_eq!(rw(&page), page);
+}
+
+#[test]
 fn a_tag_split_across_chunks_is_found() {
     let mut page = "x".repeat(8190);
     page.push_str(r#"<a href="http://127.0.0.1:8180/split">s</a>"#);
@@ -153,6 +195,12 @@ fn output_streams_as_input_arrives() {
 proptest! {
     #![proptest_config(ProptestConfig { cases: 3000, ..ProptestConfig::default() })]
 
+    /// The scanner's word-at-a-time search agrees with memchr.
+    #[test]
+    fn find_is_memchr(hay in proptest::collection::vec(prop_oneof![Just(b'<'), Just(0u8), Just(0x80u8), any::<u8>()], 0..200), needle in prop_oneof![Just(b'<'), any::<u8>()]) {
+        prop_assert_eq!(scan::find(needle, &hay), memchr::memchr(needle, &hay));
+    }
+
     /// Random HTML-ish text in random chunk sizes: no panic, and maps that
     /// change nothing give back the input byte for byte.
     #[test]
@@ -197,9 +245,11 @@ fn bench_rewrite() {
         }
         let maps = maps(&[("http://127.0.0.1:8180/", "/legacy/")]);
         let mut sink = vec![0u8; 64 << 10];
+        // PROCD_BENCH_MB: megabytes per run (less for callgrind).
+        let megabytes: usize = std::env::var("PROCD_BENCH_MB").ok().and_then(|v| v.parse().ok()).unwrap_or(100);
         let mut runs = Vec::new();
         for _ in 0..5 {
-            let reps = (100 << 20) / size;
+            let reps = ((megabytes << 20) / size).max(1);
             let t = std::time::Instant::now();
             for _ in 0..reps {
                 let mut r = StreamRewriter::new(maps.clone(), None, BodyEncoding::Identity).unwrap();

@@ -2,8 +2,9 @@
 # LinkRewrite vs mod_proxy_html, end to end through Apache, same box, same
 # run. A backend vhost on a second loopback port serves a static page of
 # links; the front proxies it (1) unfiltered, (2) through LINKREWRITE,
-# (3) through mod_proxy_html with the equivalent ProxyHTMLURLMap (it only
-# acts on proxied responses). Also the page served directly as a ceiling.
+# (3) through mod_proxy_html with the equivalent ProxyHTMLURLMap; and the
+# front serves the same file itself (4) unfiltered, (5) through LINKREWRITE,
+# (6) through mod_proxy_html (forced with PROXY_HTML_FORCE).
 # MB/s = req/s x page size, wrk -t2 -c4, median of 3.
 #   tests/bench/linkrewrite.sh
 set -euo pipefail
@@ -74,6 +75,18 @@ Include /etc/apache2/mods-available/proxy_html.conf
 <Location /procd/>
     LinkRewrite http://127.0.0.1:8180/ /legacy/
 </Location>
+# The same page as a static file of the front, filtered there (mod_proxy_html
+# needs PROXY_HTML_FORCE to touch a response that was not proxied).
+Alias /s-procd "$D/pages"
+Alias /s-pxh "$D/pages"
+<Location /s-procd/>
+    LinkRewrite http://127.0.0.1:8180/ /legacy/
+</Location>
+<Location /s-pxh/>
+    ProxyHTMLEnable On
+    ProxyHTMLURLMap http://127.0.0.1:8180/ /legacy/
+    SetEnv PROXY_HTML_FORCE 1
+</Location>
 CONF
 apache2 -t -f "$D/httpd.conf"
 apache2 -f "$D/httpd.conf" -k start
@@ -81,18 +94,29 @@ trap 'apache2 -f "$D/httpd.conf" -k stop' EXIT
 for _ in $(seq 50); do curl -fso /dev/null "http://127.0.0.1:$PORT/procd/100k.html" && break; sleep 0.1; done
 page=$(curl -fs "http://127.0.0.1:$PORT/procd/100k.html")
 grep -q 'href="/legacy/page/1"' <<<"$page" || { echo "LinkRewrite did not rewrite" >&2; exit 1; }
-page=$(curl -fs "http://127.0.0.1:$PORT/pxh/100k.html")
-grep -q '/legacy/page/1' <<<"$page" || { echo "mod_proxy_html did not rewrite" >&2; exit 1; }
-printf '%-8s %-18s %10s %10s\n' page path "req/s" "MB/s"
+for path in procd pxh s-procd s-pxh; do
+  page=$(curl -fs "http://127.0.0.1:$PORT/$path/100k.html")
+  [[ $page == *'"/legacy/page/1"'* ]] || { echo "$path did not rewrite" >&2; exit 1; }
+done
+printf '%-8s %-10s %10s %10s\n' page path "req/s" "MB/s"
+declare -A mbs
 for page in 100k.html 1m.html 5m.html; do
   size=$(stat -c %s "$D/pages/$page")
-  for path in plain proxied procd pxh; do
+  for path in plain s-procd s-pxh proxied procd pxh; do
     rates=()
     for _ in 1 2 3; do
       r=$(wrk -t2 -c4 -d${BENCH_SECS:-5}s "http://127.0.0.1:$PORT/$path/$page" | awk '/Requests\/sec/ {print $2}')
       rates+=("$r")
     done
     med=$(printf '%s\n' "${rates[@]}" | sort -g | sed -n 2p)
-    printf '%-8s %-18s %10.1f %10.1f\n' "$page" "$path" "$med" "$(echo "$med * $size / 1000000" | bc -l)"
+    mbs[$page/$path]=$(echo "$med * $size / 1000000" | bc -l)
+    printf '%-8s %-10s %10.1f %10.1f\n' "$page" "$path" "$med" "${mbs[$page/$path]}"
   done
+done
+echo
+echo "LinkRewrite / mod_proxy_html (MB/s ratio, same run):"
+for page in 100k.html 1m.html 5m.html; do
+  printf '%-8s static file %5.1fx   proxied %5.1fx\n' "$page" \
+    "$(echo "${mbs[$page/s-procd]} / ${mbs[$page/s-pxh]}" | bc -l)" \
+    "$(echo "${mbs[$page/procd]} / ${mbs[$page/pxh]}" | bc -l)"
 done
