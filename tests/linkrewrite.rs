@@ -53,6 +53,17 @@ Listen 127.0.0.1:{bport}
     ProxyPass {backend}
     LinkRewrite {backend} /legacy/
 </Location>
+# By hand too, with a TO that still starts with FROM: rewriting twice would show.
+<Location /byhand/>
+    ProxyPass {backend}
+    LinkRewrite {backend} {backend}x/
+    SetOutputFilter LINKREWRITE
+</Location>
+<Location /bytype/>
+    ProxyPass {backend}
+    LinkRewrite {backend} {backend}y/
+    AddOutputFilterByType LINKREWRITE text/html
+</Location>
 <Location /legacy/manual/>
     LinkRewrite http://httpd.apache.org/ /apache-site/
 </Location>
@@ -290,5 +301,80 @@ fn static_files_in_scope_are_rewritten_too() {
     std::fs::write(s.a.dir.join("htdocs/p.html"), format!("<a href=\"{}s\">s</a>", s.backend)).unwrap();
     if !s.a.get("/p.html").text().contains(&s.backend) {
         s.a.fail("a page outside every LinkRewrite scope was rewritten");
+    }
+}
+
+#[test]
+fn added_by_hand_as_well_it_rewrites_once() {
+    let s = setup("lr-byhand");
+    std::fs::write(s.a.dir.join("backend/one.html"), format!("<a href=\"{}a\">a</a>", s.backend)).unwrap();
+    for (path, to) in [("/byhand/one.html", "x/"), ("/bytype/one.html", "y/")] {
+        let r = s.a.get(path);
+        if r.text() != format!("<a href=\"{}{to}a\">a</a>", s.backend) {
+            s.a.fail(&format!("{path}: {}", r.text()));
+        }
+    }
+}
+
+/// A backend that sends the first part of a page, stalls, then the rest:
+/// the first part (and the FLUSH mod_proxy sends when the backend stalls)
+/// must reach the client before the backend goes on.
+#[test]
+fn output_is_flushed_while_the_backend_stalls() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let bport = listener.local_addr().unwrap().port();
+    let backend = format!("http://127.0.0.1:{bport}/");
+    let conf = format!(
+        r#"
+LoadModule proxy_module {MODULES}/mod_proxy.so
+LoadModule proxy_http_module {MODULES}/mod_proxy_http.so
+<Location /slow/>
+    ProxyPass {backend}
+    LinkRewrite {backend} /slow/
+</Location>
+"#
+    );
+    let mut a = Apache::new("lr-flush", Mpm::Event, &conf);
+    a.start();
+    let first = format!("<html><body><a href=\"{backend}first\">1</a>\n");
+    let stall = Duration::from_secs(3);
+    let server = std::thread::spawn(move || {
+        let (mut c, _) = listener.accept().unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") && c.read(&mut byte).unwrap_or(0) == 1 {
+            head.push(byte[0]);
+        }
+        let _ = write!(c, "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nConnection: close\r\n\r\n{first}");
+        let _ = c.flush();
+        std::thread::sleep(stall);
+        let _ = write!(c, "<a href=\"{backend}second\">2</a></body></html>\n");
+    });
+    let started = std::time::Instant::now();
+    let mut c = TcpStream::connect(("127.0.0.1", a.port)).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    write!(c, "GET /slow/page HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let mut first_seen = None;
+    loop {
+        let n = c.read(&mut buf).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        got.extend_from_slice(&buf[..n]);
+        if first_seen.is_none() && got.windows(12).any(|w| w == b"/slow/first\"") {
+            first_seen = Some(started.elapsed());
+        }
+    }
+    let _ = server.join();
+    let text = String::from_utf8_lossy(&got).into_owned();
+    eprintln!("first part after {first_seen:?}, whole response after {:?}", started.elapsed());
+    if !text.contains("href=\"/slow/second\"") {
+        a.fail(&format!("second part not rewritten: {text}"));
+    }
+    match first_seen {
+        Some(t) if t < stall - Duration::from_millis(500) => {}
+        _ => a.fail(&format!("the first part was held back until the backend finished ({first_seen:?}): {text}")),
     }
 }

@@ -11,6 +11,8 @@ use std::ffi::{CStr, c_char};
 use std::ptr::null_mut;
 
 pub const FILTER_NAME: &CStr = c"LINKREWRITE";
+/// Request note set by the instance of the filter that rewrites.
+const NOTE_ACTIVE: &CStr = c"procd-linkrewrite";
 
 /// Per-response state, owned by the request pool.
 struct State {
@@ -68,6 +70,15 @@ fn start(f: *mut sys::ap_filter_t) -> Option<State> {
     let maps = Maps::new(&dir_config(r).link_maps);
     if maps.is_empty() {
         return None;
+    }
+    // Added both automatically and by hand (SetOutputFilter,
+    // AddOutputFilterByType): the first instance does the work.
+    // SAFETY: the live request's notes; static key and value.
+    unsafe {
+        if !sys::apr_table_get((*r).notes, NOTE_ACTIVE.as_ptr()).is_null() {
+            return None;
+        }
+        sys::apr_table_setn((*r).notes, NOTE_ACTIVE.as_ptr(), c"1".as_ptr());
     }
     // SAFETY: the live request's header tables.
     unsafe {
