@@ -348,7 +348,7 @@ LoadModule proxy_http_module {MODULES}/mod_proxy_http.so
         let _ = write!(c, "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nConnection: close\r\n\r\n{first}");
         let _ = c.flush();
         std::thread::sleep(stall);
-        let _ = write!(c, "<a href=\"{backend}second\">2</a></body></html>\n");
+        let _ = writeln!(c, "<a href=\"{backend}second\">2</a></body></html>");
     });
     let started = std::time::Instant::now();
     let mut c = TcpStream::connect(("127.0.0.1", a.port)).unwrap();
