@@ -22,6 +22,20 @@ mod scan;
 #[derive(Debug, Clone)]
 pub struct Maps(Vec<LinkMap>);
 
+/// How `Maps::rewrite_value` changes a value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ValueChange {
+    None,
+    /// Bytes `start..end` (a FROM) become map `map`'s TO.
+    Prefix {
+        start: usize,
+        end: usize,
+        map: usize,
+    },
+    /// The whole value becomes the bytes appended to `out`.
+    Whole,
+}
+
 /// Decodes the HTML character references that may hide inside a URL
 /// prefix, giving each decoded char with the raw offset just after it.
 fn decode_with_offsets(raw: &str) -> Vec<(char, usize)> {
@@ -102,35 +116,36 @@ impl Maps {
         None
     }
 
-    /// `rewrite_url` on raw bytes (pages in any ASCII-compatible charset),
-    /// appending the new value to `out`; whether the value changed. The
-    /// prefix is compared byte for byte, the rest kept as it is.
-    pub fn rewrite_url_into(&self, raw: &[u8], out: &mut Vec<u8>) -> bool {
-        let start = match raw.first() {
+    /// How the URL attribute value `raw` (raw bytes, any ASCII-compatible
+    /// charset) changes. The prefix is compared byte for byte, the rest of
+    /// the value stays as it is; a prefix hidden behind character
+    /// references is decoded, and then the new value is appended to `out`.
+    pub(crate) fn rewrite_value(&self, raw: &[u8], out: &mut Vec<u8>) -> ValueChange {
+        let lead = match raw.first() {
             Some(b) if b.is_ascii_whitespace() => {
                 raw.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(raw.len())
             }
             _ => 0,
         };
-        let (lead, value) = raw.split_at(start);
-        if let Some(m) = self.0.iter().find(|m| value.starts_with(m.from.as_bytes())) {
+        let value = &raw[lead..];
+        if let Some((i, m)) = self.0.iter().enumerate().find(|(_, m)| value.starts_with(m.from.as_bytes())) {
             if m.from == m.to {
-                return false;
+                return ValueChange::None;
             }
-            let rest = &value[m.from.len()..];
-            out.reserve(lead.len() + m.to.len() + rest.len());
-            out.extend_from_slice(lead);
-            out.extend_from_slice(m.to.as_bytes());
-            out.extend_from_slice(rest);
-            return true;
+            return ValueChange::Prefix { start: lead, end: lead + m.from.len(), map: i };
         }
         if memchr::memchr(b'&', value).is_some() {
             if let Some(new) = std::str::from_utf8(raw).ok().and_then(|text| self.rewrite_url(text)) {
                 out.extend_from_slice(new.as_bytes());
-                return true;
+                return ValueChange::Whole;
             }
         }
-        false
+        ValueChange::None
+    }
+
+    /// Map `i`'s TO.
+    pub(crate) fn to(&self, i: usize) -> &[u8] {
+        self.0.get(i).map_or(&[][..], |m| m.to.as_bytes())
     }
 
     /// `srcset`: "url 1x, url 2x" (URLs may contain commas only if quoted
@@ -294,6 +309,8 @@ enum Source {
     Joined,
     /// New bytes (rewritten values).
     Text,
+    /// A map's TO.
+    To(usize),
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -362,7 +379,13 @@ impl Html {
         let mut at = start;
         for e in &self.edits.list {
             push_piece(&mut self.pieces, Piece { source, start: at, end: start + e.start });
-            push_piece(&mut self.pieces, Piece { source: Source::Text, start: e.text_start, end: e.text_end });
+            let with = match e.with {
+                scan::With::Text(from, to) => Piece { source: Source::Text, start: from, end: to },
+                scan::With::To(map) => {
+                    Piece { source: Source::To(map), start: 0, end: self.scanner.maps().to(map).len() }
+                }
+            };
+            push_piece(&mut self.pieces, with);
             at = start + e.end;
         }
         push_piece(&mut self.pieces, Piece { source, start: at, end });
@@ -387,6 +410,7 @@ pub struct Output<'a> {
     input_is_chunk: bool,
     joined: &'a [u8],
     text: &'a [u8],
+    maps: &'a Maps,
     pieces: &'a [Piece],
 }
 
@@ -413,6 +437,7 @@ impl Output<'_> {
                 Source::Input => &self.input[p.start..p.end],
                 Source::Joined => &self.joined[p.start..p.end],
                 Source::Text => &self.text[p.start..p.end],
+                Source::To(map) => &self.maps.to(map)[p.start..p.end],
             };
             dst[at..at + bytes.len()].copy_from_slice(bytes);
             at += bytes.len();
@@ -495,7 +520,14 @@ impl StreamRewriter {
 
 impl Html {
     fn output<'a>(&'a self, input: &'a [u8], input_is_chunk: bool) -> Output<'a> {
-        Output { input, input_is_chunk, joined: &self.joined, text: &self.edits.text, pieces: &self.pieces }
+        Output {
+            input,
+            input_is_chunk,
+            joined: &self.joined,
+            text: &self.edits.text,
+            maps: self.scanner.maps(),
+            pieces: &self.pieces,
+        }
     }
 }
 

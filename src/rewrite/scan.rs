@@ -13,7 +13,7 @@
 //! construct is kept between chunks (at most `MAX_PENDING` bytes; beyond
 //! that it is passed on as it is).
 
-use super::Maps;
+use super::{Maps, ValueChange};
 use memchr::memmem;
 
 const MAX_PENDING: usize = 1 << 20;
@@ -157,13 +157,21 @@ fn attr_kind(name: &[u8]) -> AttrKind {
     if is(name, candidate) { kind } else { AttrKind::Other }
 }
 
-/// One replacement: input bytes `start..end` become `text[text_start..text_end]`.
+/// What replaces an edited stretch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum With {
+    /// `Edits::text[from..to]`.
+    Text(usize, usize),
+    /// A map's TO.
+    To(usize),
+}
+
+/// One replacement: input bytes `start..end` become `with`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Edit {
     pub start: usize,
     pub end: usize,
-    pub text_start: usize,
-    pub text_end: usize,
+    pub with: With,
 }
 
 /// The edits of one scan, in input order, and the bytes they insert.
@@ -185,8 +193,8 @@ impl Edits {
 
     /// Records that `start..end` becomes what was appended to `text` since `text_start`.
     #[inline]
-    fn push(&mut self, start: usize, end: usize, text_start: usize) {
-        self.list.push(Edit { start, end, text_start, text_end: self.text.len() });
+    fn push_text(&mut self, start: usize, end: usize, text_start: usize) {
+        self.list.push(Edit { start, end, with: With::Text(text_start, self.text.len()) });
     }
 }
 
@@ -199,6 +207,10 @@ pub struct Scanner {
 impl Scanner {
     pub fn new(maps: Maps) -> Scanner {
         Scanner { maps, state: State::Data }
+    }
+
+    pub fn maps(&self) -> &Maps {
+        &self.maps
     }
 
     /// Scans `buf`, adding its edits (positions relative to `buf`) to
@@ -350,7 +362,15 @@ impl Scanner {
             let text_start = edits.text.len();
             let changed = match attr_kind(&rest[name_start..name_end]) {
                 AttrKind::Other => false,
-                AttrKind::Url => self.maps.rewrite_url_into(value, &mut edits.text),
+                AttrKind::Url => match self.maps.rewrite_value(value, &mut edits.text) {
+                    ValueChange::None => false,
+                    ValueChange::Whole => true,
+                    ValueChange::Prefix { start: from, end: to, map } => {
+                        let (from, to) = (base + start + from, base + start + to);
+                        edits.list.push(Edit { start: from, end: to, with: With::To(map) });
+                        false
+                    }
+                },
                 AttrKind::SrcSet => {
                     push_some(&mut edits.text, self.maps.rewrite_srcset(&String::from_utf8_lossy(value)))
                 }
@@ -364,7 +384,7 @@ impl Scanner {
                 }
             };
             if changed {
-                edits.push(base + start, base + end, text_start);
+                edits.push_text(base + start, base + end, text_start);
             }
         }
         if let (true, TagKind::Meta, Some((start, end))) = (refresh, kind, content) {
@@ -373,7 +393,8 @@ impl Scanner {
             if push_some(&mut edits.text, self.maps.rewrite_refresh(&value)) {
                 // `content` may come before other rewritten attributes: keep the list in order.
                 let at = first_edit + edits.list[first_edit..].partition_point(|e| e.start < base + start);
-                let edit = Edit { start: base + start, end: base + end, text_start, text_end: edits.text.len() };
+                let edit =
+                    Edit { start: base + start, end: base + end, with: With::Text(text_start, edits.text.len()) };
                 edits.list.insert(at, edit);
             }
         }
