@@ -53,6 +53,12 @@ Listen 127.0.0.1:{bport}
     ProxyPass {backend}
     LinkRewrite {backend} /legacy/
 </Location>
+# The backend gzips; the front decodes, rewrites, and its own DEFLATE compresses again.
+<Location /again/>
+    ProxyPass {backend}gz/
+    LinkRewrite {backend} /again/
+    SetOutputFilter DEFLATE
+</Location>
 # By hand too, with a TO that still starts with FROM: rewriting twice would show.
 <Location /byhand/>
     ProxyPass {backend}
@@ -195,6 +201,15 @@ fn compressed_bodies_are_decoded_or_passed_through() {
     let text = String::from_utf8_lossy(&body);
     if head.to_ascii_lowercase().contains("content-encoding") || !text.contains("href=\"/legacy/deep\"") {
         s.a.fail(&format!("gzip page not decoded and rewritten: {head}\n{}", &text[..text.len().min(200)]));
+    }
+    // Compressed again by the front's own DEFLATE, after the rewrite.
+    let (head, body) = raw_get(s.a.port, "/again/page.html", "Accept-Encoding: gzip\r\n");
+    let mut text = String::new();
+    if !head.to_ascii_lowercase().contains("content-encoding: gzip")
+        || flate2::read::GzDecoder::new(&body[..]).read_to_string(&mut text).is_err()
+        || !text.contains("href=\"/again/deep\"")
+    {
+        s.a.fail(&format!("front DEFLATE after the rewrite: {head}\n{}", &text[..text.len().min(200)]));
     }
     let (head, body) = raw_get(s.a.port, "/legacy/br/page.html", "Accept-Encoding: br\r\n");
     if !head.to_ascii_lowercase().contains("content-encoding: br") || body.windows(6).any(|w| w == b"legacy") {

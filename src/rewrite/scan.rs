@@ -62,6 +62,16 @@ pub(super) fn find(needle: u8, hay: &[u8]) -> Option<usize> {
     memchr::memchr(needle, &hay[done..]).map(|p| done + p)
 }
 
+/// The first position from `i` whose byte is (`in_class` false) or is
+/// not (`in_class` true) in `class`; `bytes.len()` if none.
+#[inline(always)]
+fn skip(bytes: &[u8], i: usize, class: u8, in_class: bool) -> usize {
+    match bytes.get(i..) {
+        Some(rest) => i + rest.iter().position(|&b| has(b, class) != in_class).unwrap_or(rest.len()),
+        None => bytes.len(),
+    }
+}
+
 #[inline(always)]
 fn has(b: u8, class: u8) -> bool {
     CLASS[usize::from(b)] & class != 0
@@ -301,9 +311,7 @@ impl Scanner {
         let n = rest.len();
         let mut i = if is_end { 2 } else { 1 };
         let name_start = i;
-        while i < n && !has(rest[i], TAG_NAME_END) {
-            i += 1;
-        }
+        i = skip(rest, i, TAG_NAME_END, false);
         if i >= n {
             return None;
         }
@@ -312,9 +320,7 @@ impl Scanner {
         let mut refresh = false;
         let mut content = None;
         loop {
-            while i < n && has(rest[i], ATTR_SEP) {
-                i += 1;
-            }
+            i = skip(rest, i, ATTR_SEP, true);
             match rest.get(i) {
                 None => return None,
                 Some(b'>') => break,
@@ -322,20 +328,14 @@ impl Scanner {
             }
             let name_start = i;
             i += 1; // the first character may be '=' (spec: part of the name)
-            while i < n && !has(rest[i], ATTR_NAME_END) {
-                i += 1;
-            }
+            i = skip(rest, i, ATTR_NAME_END, false);
             let name_end = i;
-            while i < n && has(rest[i], SPACE) {
-                i += 1;
-            }
+            i = skip(rest, i, SPACE, true);
             if *rest.get(i)? != b'=' {
                 continue;
             }
             i += 1;
-            while i < n && has(rest[i], SPACE) {
-                i += 1;
-            }
+            i = skip(rest, i, SPACE, true);
             let (start, end) = match *rest.get(i)? {
                 q @ (b'"' | b'\'') => {
                     let end = i + 1 + find(q, &rest[i + 1..])?;
@@ -346,9 +346,7 @@ impl Scanner {
                 b'>' => (i, i),
                 _ => {
                     let start = i;
-                    while i < n && !has(rest[i], UNQUOTED_END) {
-                        i += 1;
-                    }
+                    i = skip(rest, i, UNQUOTED_END, false);
                     if i >= n {
                         return None;
                     }

@@ -5,7 +5,8 @@
 # (3) through mod_proxy_html with the equivalent ProxyHTMLURLMap; and the
 # front serves the same file itself (4) unfiltered, (5) through LINKREWRITE,
 # (6) through mod_proxy_html (forced with PROXY_HTML_FORCE).
-# MB/s = req/s x page size, wrk -t2 -c4, median of 3.
+# MB/s = req/s x page size, wrk -t2 -c4, median of ROUNDS (5) rounds of
+# BENCH_SECS (3) seconds; each round runs every path.
 #   tests/bench/linkrewrite.sh
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
@@ -98,19 +99,23 @@ for path in procd pxh s-procd s-pxh; do
   page=$(curl -fs "http://127.0.0.1:$PORT/$path/100k.html")
   [[ $page == *'"/legacy/page/1"'* ]] || { echo "$path did not rewrite" >&2; exit 1; }
 done
-printf '%-8s %-10s %10s %10s\n' page path "req/s" "MB/s"
-declare -A mbs
+ROUNDS=${ROUNDS:-5}
+printf '%-9s %-8s %10s %10s   %s\n' page path "req/s" "MB/s" "(median of $ROUNDS rounds, paths interleaved)"
+declare -A mbs rates
+PATHS="plain s-procd s-pxh proxied procd pxh"
 for page in 100k.html 1m.html 5m.html; do
   size=$(stat -c %s "$D/pages/$page")
-  for path in plain s-procd s-pxh proxied procd pxh; do
-    rates=()
-    for _ in 1 2 3; do
-      r=$(wrk -t2 -c4 -d${BENCH_SECS:-5}s "http://127.0.0.1:$PORT/$path/$page" | awk '/Requests\/sec/ {print $2}')
-      rates+=("$r")
+  # Each round runs every path once, so that the box's drift hits all alike.
+  for _ in $(seq "$ROUNDS"); do
+    for path in $PATHS; do
+      r=$(wrk -t2 -c4 -d${BENCH_SECS:-3}s "http://127.0.0.1:$PORT/$path/$page" | awk '/Requests\/sec/ {print $2}')
+      rates[$page/$path]+="$r "
     done
-    med=$(printf '%s\n' "${rates[@]}" | sort -g | sed -n 2p)
+  done
+  for path in $PATHS; do
+    med=$(printf '%s\n' ${rates[$page/$path]} | sort -g | sed -n "$(((ROUNDS + 1) / 2))p")
     mbs[$page/$path]=$(echo "$med * $size / 1000000" | bc -l)
-    printf '%-8s %-10s %10.1f %10.1f\n' "$page" "$path" "$med" "${mbs[$page/$path]}"
+    printf '%-9s %-8s %10.1f %10.1f\n' "$page" "$path" "$med" "${mbs[$page/$path]}"
   done
 done
 echo
