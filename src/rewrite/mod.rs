@@ -150,46 +150,76 @@ impl Maps {
         self.0.get(i).map_or(&[][..], |m| m.to.as_bytes())
     }
 
-    /// `srcset`: "url 1x, url 2x" (URLs may contain commas only if quoted
-    /// by the author; split on ", " and "," followed by a URL start).
-    pub fn rewrite_srcset(&self, raw: &str) -> Option<String> {
-        let mut changed = false;
-        let parts: Vec<String> = raw
-            .split(',')
-            .map(|candidate| {
-                let start = candidate.len() - candidate.trim_start().len();
-                let body = &candidate[start..];
-                let url_end = body.find(char::is_whitespace).unwrap_or(body.len());
-                match self.rewrite_url(&body[..url_end]) {
-                    Some(new) => {
-                        changed = true;
-                        format!("{}{new}{}", &candidate[..start], &body[url_end..])
-                    }
-                    None => candidate.to_string(),
-                }
-            })
-            .collect();
-        changed.then(|| parts.join(","))
+    /// `rewrite_value`, appending the whole new value to `out`; whether it changed.
+    fn rewrite_value_into(&self, raw: &[u8], out: &mut Vec<u8>) -> bool {
+        match self.rewrite_value(raw, out) {
+            ValueChange::None => false,
+            ValueChange::Whole => true,
+            ValueChange::Prefix { start, end, map } => {
+                out.extend_from_slice(&raw[..start]);
+                out.extend_from_slice(self.to(map));
+                out.extend_from_slice(&raw[end..]);
+                true
+            }
+        }
     }
 
-    /// `<meta http-equiv=refresh content="5; url=...">` and the Refresh header.
-    pub fn rewrite_refresh(&self, raw: &str) -> Option<String> {
-        let lower = raw.to_ascii_lowercase();
-        let at = lower.find("url")?;
-        let after = &raw[at + 3..];
-        let eq = after.find('=')?;
-        if !after[..eq].trim().is_empty() {
-            return None;
+    /// `srcset`: "url 1x, url 2x" (raw bytes, any ASCII-compatible
+    /// charset); appends the new list to `out` if it changed.
+    pub(crate) fn rewrite_srcset_into(&self, raw: &[u8], out: &mut Vec<u8>) -> bool {
+        let mark = out.len();
+        let mut changed = false;
+        for (k, candidate) in raw.split(|&b| b == b',').enumerate() {
+            if k > 0 {
+                out.push(b',');
+            }
+            let start = candidate.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(candidate.len());
+            let url_end =
+                candidate[start..].iter().position(|b| b.is_ascii_whitespace()).map_or(candidate.len(), |e| start + e);
+            out.extend_from_slice(&candidate[..start]);
+            if self.rewrite_value_into(&candidate[start..url_end], out) {
+                changed = true;
+            } else {
+                out.extend_from_slice(&candidate[start..url_end]);
+            }
+            out.extend_from_slice(&candidate[url_end..]);
         }
-        let value = &after[eq + 1..];
-        let start = value.len() - value.trim_start().len();
-        let (quote, inner) = match value[start..].chars().next() {
-            Some(q @ ('\'' | '"')) => (Some(q), &value[start + 1..]),
-            _ => (None, &value[start..]),
-        };
-        let new = self.rewrite_url(inner)?;
-        let prefix_len = raw.len() - value.len() + start + usize::from(quote.is_some());
-        Some(format!("{}{new}", &raw[..prefix_len]))
+        if !changed {
+            out.truncate(mark);
+        }
+        changed
+    }
+
+    /// `<meta http-equiv=refresh content="5; url=...">` and the Refresh
+    /// header (raw bytes); appends the new value to `out` if it changed.
+    pub(crate) fn rewrite_refresh_into(&self, raw: &[u8], out: &mut Vec<u8>) -> bool {
+        let Some(at) = raw.windows(3).position(|w| w.eq_ignore_ascii_case(b"url")) else { return false };
+        let after = &raw[at + 3..];
+        let Some(eq) = after.iter().position(|&b| b == b'=') else { return false };
+        if !after[..eq].trim_ascii().is_empty() {
+            return false;
+        }
+        let mut url = at + 3 + eq + 1;
+        while raw.get(url).is_some_and(u8::is_ascii_whitespace) {
+            url += 1;
+        }
+        if matches!(raw.get(url), Some(b'\'' | b'"')) {
+            url += 1;
+        }
+        let mark = out.len();
+        out.extend_from_slice(&raw[..url]);
+        if self.rewrite_value_into(&raw[url..], out) {
+            return true;
+        }
+        out.truncate(mark);
+        false
+    }
+
+    /// `rewrite_refresh_into` on a header value.
+    pub fn rewrite_refresh(&self, raw: &str) -> Option<String> {
+        let mut out = Vec::new();
+        // Cuts fall on ASCII bytes and TO is UTF-8, so the result is UTF-8.
+        self.rewrite_refresh_into(raw.as_bytes(), &mut out).then(|| String::from_utf8(out).ok()).flatten()
     }
 
     /// A response header, if it carries URLs: Location, Content-Location,

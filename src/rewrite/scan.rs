@@ -369,9 +369,7 @@ impl Scanner {
                         false
                     }
                 },
-                AttrKind::SrcSet => {
-                    push_some(&mut edits.text, self.maps.rewrite_srcset(&String::from_utf8_lossy(value)))
-                }
+                AttrKind::SrcSet => self.maps.rewrite_srcset_into(value, &mut edits.text),
                 AttrKind::HttpEquiv => {
                     refresh |= value.trim_ascii().eq_ignore_ascii_case(b"refresh");
                     false
@@ -387,8 +385,7 @@ impl Scanner {
         }
         if let (true, TagKind::Meta, Some((start, end))) = (refresh, kind, content) {
             let text_start = edits.text.len();
-            let value = String::from_utf8_lossy(&rest[start..end]);
-            if push_some(&mut edits.text, self.maps.rewrite_refresh(&value)) {
+            if self.maps.rewrite_refresh_into(&rest[start..end], &mut edits.text) {
                 // `content` may come before other rewritten attributes: keep the list in order.
                 let at = first_edit + edits.list[first_edit..].partition_point(|e| e.start < base + start);
                 let edit =
@@ -403,11 +400,6 @@ impl Scanner {
         }
         Some(i + 1)
     }
-}
-
-/// Appends `new`, if any; whether it did.
-fn push_some(text: &mut Vec<u8>, new: Option<String>) -> bool {
-    new.map(|s| text.extend_from_slice(s.as_bytes())).is_some()
 }
 
 enum RawEnd {

@@ -169,6 +169,15 @@ fn latin1_pages_keep_their_bytes() {
     let mut out = r.write(page).unwrap().to_vec();
     out.extend(r.end().unwrap());
     assert_eq!(out, b"<p>caf\xe9</p><a href=\"/legacy/caf\xe9\">x</a>");
+    // srcset and meta refresh too: bytes that are not UTF-8 stay as they are.
+    let page = b"<img srcset=\"http://127.0.0.1:8180/\xe9.png 1x, /\xe9 2x\"><meta http-equiv=refresh content=\"1; url=http://127.0.0.1:8180/\xe9\">";
+    let mut r = StreamRewriter::new(backend(), Some("iso-8859-1"), BodyEncoding::Identity).unwrap();
+    let mut out = r.write(page).unwrap().to_vec();
+    out.extend(r.end().unwrap());
+    assert_eq!(
+        out,
+        b"<img srcset=\"/legacy/\xe9.png 1x, /\xe9 2x\"><meta http-equiv=refresh content=\"1; url=/legacy/\xe9\">"
+    );
     assert!(StreamRewriter::new(backend(), Some("utf-16"), BodyEncoding::Identity).is_err());
 }
 
