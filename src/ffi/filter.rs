@@ -204,7 +204,7 @@ pub unsafe extern "C" fn link_filter(f: *mut sys::ap_filter_t, bb: *mut sys::apr
         unsafe {
             let mut b = sys::procd_brigade_first(bb);
             while b != sys::procd_brigade_sentinel(bb) {
-                let next = sys::procd_bucket_next(b);
+                let mut next = sys::procd_bucket_next(b);
                 if sys::procd_bucket_is_eos(b) != 0 {
                     if let Some(rw) = state.rewriter.take() {
                         match rw.end() {
@@ -226,6 +226,10 @@ pub unsafe extern "C" fn link_filter(f: *mut sys::ap_filter_t, bb: *mut sys::apr
                         if rv != 0 {
                             return rv;
                         }
+                        // Reading a FILE bucket may split it (an 8000-byte
+                        // heap bucket, or a 4 MiB mmap, then the rest of
+                        // the file in a new bucket after it): go on from there.
+                        next = sys::procd_bucket_next(b);
                         let slice = if len == 0 { &[][..] } else { std::slice::from_raw_parts(data.cast::<u8>(), len) };
                         match rw.write(slice) {
                             Ok(out) => replace_bucket(b, alloc, &out, len),
