@@ -26,6 +26,15 @@ LoadModule alias_module {MODULES}/mod_alias.so
 LoadModule filter_module {MODULES}/mod_filter.so
 LoadModule deflate_module {MODULES}/mod_deflate.so
 LoadModule brotli_module {MODULES}/mod_brotli.so
+LoadModule cgid_module {MODULES}/mod_cgid.so
+ScriptSock "@DIR@/run/cgid.sock"
+ScriptAlias /cgi/ "@DIR@/cgi/"
+<Directory "@DIR@/cgi">
+    Require all granted
+</Directory>
+<Location /cgi/>
+    LinkRewrite {backend} /from-cgi/
+</Location>
 Listen 127.0.0.1:{bport}
 <VirtualHost 127.0.0.1:{bport}>
     ServerName backend
@@ -82,7 +91,7 @@ Listen 127.0.0.1:{bport}
 "#
     );
     let mut a = Apache::new(name, Mpm::Event, &conf);
-    for sub in ["backend/gz", "backend/br", "htdocs/static/nommap"] {
+    for sub in ["backend/gz", "backend/br", "htdocs/static/nommap", "cgi"] {
         std::fs::create_dir_all(a.dir.join(sub)).unwrap();
     }
     a.start();
@@ -410,5 +419,32 @@ LoadModule proxy_http_module {MODULES}/mod_proxy_http.so
     match first_seen {
         Some(t) if t < stall - Duration::from_millis(500) => {}
         _ => a.fail(&format!("the first part was held back until the backend finished ({first_seen:?}): {text}")),
+    }
+}
+
+#[test]
+fn cgi_output_is_rewritten_to_the_end() {
+    use std::os::unix::fs::PermissionsExt;
+    let s = setup("lr-cgi");
+    // Output through a pipe arrives in many reads: links first and last.
+    let script = s.a.dir.join("cgi/page");
+    let link = format!("<a href=\"{}c\">c</a>", s.backend);
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nprintf 'Content-Type: text/html\\r\\n\\r\\n'\necho '{link}'\nseq 1 20000 | sed 's|.*|<p>&</p>|'\necho '{link}'\n"
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let r = s.a.get("/cgi/page");
+    let text = r.text();
+    if r.status != 200 || text.matches("<a href=\"/from-cgi/c\">").count() != 2 || text.contains(&s.backend) {
+        s.a.fail(&format!(
+            "CGI output: status {}, {} bytes, {} links rewritten",
+            r.status,
+            text.len(),
+            text.matches("/from-cgi/").count()
+        ));
     }
 }
