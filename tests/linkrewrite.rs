@@ -448,3 +448,42 @@ fn cgi_output_is_rewritten_to_the_end() {
         ));
     }
 }
+
+/// A mounted Python group whose app links and redirects to the internal
+/// address it thinks it has: pages, Location and cookie paths all come out
+/// under the mount, with no ProxyPassReverse.
+#[test]
+fn a_mounted_group_is_rewritten_like_a_proxy() {
+    ensure_user("procd-test-a");
+    let conf = "LanguageGroup shop language=python processes=1 threads=2 user=procd-test-a app=@DIR@/shop.py\n\
+                LanguageMount /shop shop\n\
+                <Location /shop>\n    LinkRewrite http://internal.example:8000/ /shop/\n</Location>\n";
+    let mut a = Apache::new("lr-group", Mpm::Event, conf);
+    std::fs::write(
+        a.dir.join("shop.py"),
+        r#"
+def application(environ, start_response):
+    base = "http://internal.example:8000/"
+    if environ["PATH_INFO"] == "/buy":
+        start_response("302 Found", [("Location", base + "done"), ("Set-Cookie", "cart=1; Path=/")])
+        return [b""]
+    start_response("200 OK", [("Content-Type", "text/html; charset=utf-8")])
+    return [('<a href="%scart">cart</a><img src="%slogo.png">' % (base, base)).encode()]
+"#,
+    )
+    .unwrap();
+    let _ = Command::new("chmod").args(["-R", "a+rX"]).arg(&a.dir).status();
+    a.start();
+    wait_until(Duration::from_secs(10), || a.get("/shop/").status == 200);
+    let page = a.get("/shop/");
+    if page.text() != r#"<a href="/shop/cart">cart</a><img src="/shop/logo.png">"# {
+        a.fail(&format!("group page: {}", page.text()));
+    }
+    let r = a.get("/shop/buy");
+    if r.status != 302
+        || !r.head.contains("Location: /shop/done")
+        || !r.head.contains("Set-Cookie: cart=1; Path=/shop/")
+    {
+        a.fail(&format!("group redirect: {}", r.head));
+    }
+}
