@@ -17,6 +17,7 @@ apr_bucket *procd_brigade_sentinel(apr_bucket_brigade *bb);
 apr_bucket *procd_bucket_next(apr_bucket *b);
 int procd_brigade_empty(apr_bucket_brigade *bb);
 void procd_brigade_insert_tail(apr_bucket_brigade *bb, apr_bucket *b);
+void procd_brigade_concat(apr_bucket_brigade *a, apr_bucket_brigade *b);
 void procd_bucket_remove(apr_bucket *b);
 void procd_bucket_delete(apr_bucket *b);
 void procd_bucket_insert_before(apr_bucket *at, apr_bucket *b);

@@ -14,9 +14,16 @@ pub const FILTER_NAME: &CStr = c"LINKREWRITE";
 /// Request note set by the instance of the filter that rewrites.
 const NOTE_ACTIVE: &CStr = c"procd-linkrewrite";
 
+/// Output passed down the chain once this much has been rewritten in one
+/// call: a brigade holding a whole large file (a static page arrives as one
+/// FILE bucket) is then never turned into memory all at once.
+const PASS_ON_BYTES: usize = 64 << 10;
+
 /// Per-response state, owned by the request pool.
 struct State {
     rewriter: Option<StreamRewriter>,
+    /// Holds the rest of a brigade while its head is passed on.
+    rest: *mut sys::apr_bucket_brigade,
 }
 
 fn dir_config<'a>(r: *mut sys::request_rec) -> &'a DirConfig {
@@ -123,7 +130,9 @@ fn start(f: *mut sys::ap_filter_t) -> Option<State> {
             sys::apr_table_unset((*r).headers_out, c"Content-Encoding".as_ptr());
         }
     }
-    Some(State { rewriter: Some(rewriter) })
+    // SAFETY: a brigade in the live request's pool, on its connection's allocator.
+    let rest = unsafe { sys::apr_brigade_create((*r).pool, (*(*r).connection).bucket_alloc) };
+    Some(State { rewriter: Some(rewriter), rest })
 }
 
 /// Puts a heap bucket holding `len` bytes before bucket `at`, letting
@@ -202,6 +211,7 @@ pub unsafe extern "C" fn link_filter(f: *mut sys::ap_filter_t, bb: *mut sys::apr
         // SAFETY: walking the live brigade with APR's macros (shim); a
         // bucket is deleted only after `next` was taken and its data used.
         unsafe {
+            let mut unpassed = 0;
             let mut b = sys::procd_brigade_first(bb);
             while b != sys::procd_brigade_sentinel(bb) {
                 let mut next = sys::procd_bucket_next(b);
@@ -230,6 +240,14 @@ pub unsafe extern "C" fn link_filter(f: *mut sys::ap_filter_t, bb: *mut sys::apr
                         // heap bucket, or a 4 MiB mmap, then the rest of
                         // the file in a new bucket after it): go on from there.
                         next = sys::procd_bucket_next(b);
+                        // A 4 MiB mmap piece is rewritten in slices, so that
+                        // its rewritten copy is never more than one slice.
+                        if len > PASS_ON_BYTES
+                            && sys::procd_bucket_split(b, PASS_ON_BYTES) == sys::APR_SUCCESS as sys::apr_status_t
+                        {
+                            next = sys::procd_bucket_next(b);
+                            len = PASS_ON_BYTES;
+                        }
                         let slice = if len == 0 { &[][..] } else { std::slice::from_raw_parts(data.cast::<u8>(), len) };
                         match rw.write(slice) {
                             Ok(out) => replace_bucket(b, alloc, &out, len),
@@ -238,7 +256,19 @@ pub unsafe extern "C" fn link_filter(f: *mut sys::ap_filter_t, bb: *mut sys::apr
                                 return sys::APR_EGENERAL;
                             }
                         }
+                        unpassed += len;
                     }
+                }
+                if unpassed >= PASS_ON_BYTES && next != sys::procd_brigade_sentinel(bb) {
+                    // Pass what is done, keep walking the rest.
+                    sys::apr_brigade_split_ex(bb, next, state.rest);
+                    let rv = sys::ap_pass_brigade((*f).next, bb);
+                    sys::apr_brigade_cleanup(bb.cast());
+                    sys::procd_brigade_concat(bb, state.rest);
+                    if rv != sys::APR_SUCCESS as sys::apr_status_t {
+                        return rv;
+                    }
+                    unpassed = 0;
                 }
                 b = next;
             }

@@ -12,6 +12,7 @@ apr_bucket *procd_brigade_sentinel(apr_bucket_brigade *bb) { return APR_BRIGADE_
 apr_bucket *procd_bucket_next(apr_bucket *b) { return APR_BUCKET_NEXT(b); }
 int procd_brigade_empty(apr_bucket_brigade *bb) { return APR_BRIGADE_EMPTY(bb); }
 void procd_brigade_insert_tail(apr_bucket_brigade *bb, apr_bucket *b) { APR_BRIGADE_INSERT_TAIL(bb, b); }
+void procd_brigade_concat(apr_bucket_brigade *a, apr_bucket_brigade *b) { APR_BRIGADE_CONCAT(a, b); }
 void procd_bucket_remove(apr_bucket *b) { APR_BUCKET_REMOVE(b); }
 void procd_bucket_delete(apr_bucket *b) { apr_bucket_delete(b); }
 void procd_bucket_insert_before(apr_bucket *at, apr_bucket *b) { APR_BUCKET_INSERT_BEFORE(at, b); }
