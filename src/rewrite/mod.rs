@@ -489,6 +489,9 @@ pub struct StreamRewriter {
     decoder: Decoder,
     /// The latest decoded bytes of a compressed body.
     decoded: Vec<u8>,
+    /// Whether any body bytes arrived: HEAD, 204 and 304 answers keep their
+    /// Content-Encoding but have no compressed stream to finish.
+    got_body: bool,
 }
 
 impl StreamRewriter {
@@ -514,11 +517,12 @@ impl StreamRewriter {
             edits: scan::Edits::default(),
             pieces: Vec::new(),
         };
-        Ok(StreamRewriter { html, decoder, decoded: Vec::new() })
+        Ok(StreamRewriter { html, decoder, decoded: Vec::new(), got_body: false })
     }
 
     /// Rewrites one chunk; returns what can be sent now.
     pub fn write<'a>(&'a mut self, chunk: &'a [u8]) -> Result<Output<'a>, String> {
+        self.got_body |= !chunk.is_empty();
         let input: &[u8] = match &mut self.decoder {
             Decoder::None => chunk,
             Decoder::Gzip(d) => {
@@ -541,6 +545,7 @@ impl StreamRewriter {
     /// Ends the document; returns the rest.
     pub fn end(mut self) -> Result<Vec<u8>, String> {
         let rest = match std::mem::replace(&mut self.decoder, Decoder::None) {
+            _ if !self.got_body => Vec::new(),
             Decoder::None => Vec::new(),
             Decoder::Gzip(d) => d.finish().map_err(|e| format!("gzip body: {e}"))?,
             Decoder::Zlib(d) => d.finish().map_err(|e| format!("deflate body: {e}"))?,

@@ -278,3 +278,12 @@ fn bench_rewrite() {
         );
     }
 }
+
+#[test]
+fn an_empty_compressed_body_is_no_error() {
+    // HEAD, 204 and 304 answers keep their Content-Encoding and have no body.
+    for encoding in [BodyEncoding::Gzip, BodyEncoding::Deflate] {
+        let r = StreamRewriter::new(backend(), None, encoding).unwrap();
+        assert_eq!(r.end(), Ok(Vec::new()), "{encoding:?}");
+    }
+}
