@@ -112,6 +112,7 @@ fn tricky_page(backend: &str, to: &str) -> (String, String) {
         format!("<meta http-equiv=\"refresh\" content=\"0; url={b}next\">"),
         format!("<base href=\"{b}\">"),
         format!("<a href=\"{b}q?a=1&amp;b=2\">entities</a>"),
+        format!("<noscript><img src=\"{b}pixel.gif\"></noscript>"),
     ];
     let untouched: Vec<String> = vec![
         "<!DOCTYPE html PUBLIC \"-//W3C//DTD XHTML 1.0 Strict//EN\" \"http://www.w3.org/TR/xhtml1/DTD/xhtml1-strict.dtd\">".to_string(),
@@ -137,6 +138,10 @@ fn tricky_page(backend: &str, to: &str) -> (String, String) {
         page.push_str(&untouched[1 + i % (untouched.len() - 1)]);
         expected.push_str(&untouched[1 + i % (untouched.len() - 1)]);
     }
+    // A prefix written with character references is matched as decoded.
+    let hidden = b.replacen("://", "&#x3a;&#47;&#47;", 1);
+    page.push_str(&format!("<a href=\"{hidden}ent\">e</a>"));
+    expected.push_str(&format!("<a href=\"{to}ent\">e</a>"));
     (page, expected)
 }
 

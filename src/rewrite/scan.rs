@@ -7,9 +7,11 @@
 //! It follows the HTML tokenizer where it matters for links: tags and
 //! attribute values in every quoting style, comments (`<!-- -->`), bogus
 //! comments and declarations (`<!...>`, `<?...>`), CDATA sections, and the
-//! raw-text (`script`, `style`, `xmp`, `iframe`, `noembed`, `noframes`,
-//! `noscript`) and RCDATA (`textarea`, `title`) elements, whose content is
-//! never parsed for tags. `plaintext` ends parsing. Only an unfinished
+//! raw-text (`script`, `style`, `xmp`, `iframe`, `noembed`, `noframes`)
+//! and RCDATA (`textarea`, `title`) elements, whose content is never parsed
+//! for tags. `plaintext` ends parsing. `noscript` content is markup, as a
+//! browser without scripting (and libxml2, so mod_proxy_html) parses it:
+//! its fallback `<img>`, `<link>` and `<a>` are what such a browser shows. Only an unfinished
 //! construct is kept between chunks (at most `MAX_PENDING` bytes; beyond
 //! that it is passed on as it is).
 
@@ -113,8 +115,7 @@ fn tag_kind(name: &[u8]) -> TagKind {
         (3, b'x') => b"xmp",
         (6, b'i') => b"iframe",
         (7, b'n') => b"noembed",
-        (8, b'n') if is(name, b"noframes") => return TagKind::RawText(b"noframes"),
-        (8, b'n') => b"noscript",
+        (8, b'n') => b"noframes",
         (8, b't') => b"textarea",
         (5, b't') => b"title",
         (9, b'p') => b"plaintext",
