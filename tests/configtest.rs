@@ -254,6 +254,7 @@ fn handler_mount_and_rewrite_errors() {
         case("rewrite-bad-from", "LinkRewrite ftp://x/ /y/", &["LinkRewrite: FROM \"ftp://x/\" is not a URL prefix"]),
         case("rewrite-one-arg", "LinkRewrite http://x/", &["LinkRewrite takes two arguments"]),
         case("rewrite-slash-mismatch", "LinkRewrite http://x:81/ /legacy", &["write TO as /legacy/"]),
+        case("rewrite-css-value", "LinkRewriteCSS yes", &["LinkRewriteCSS \"yes\": expected On or Off"]),
         case(
             "runtime-dir-in-vhost",
             "<VirtualHost 127.0.0.1:*>\nProcdRuntimeDir /run/x\n</VirtualHost>",

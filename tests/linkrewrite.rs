@@ -79,6 +79,12 @@ Listen 127.0.0.1:{bport}
     LinkRewrite {backend} {backend}y/
     AddOutputFilterByType LINKREWRITE text/html
 </Location>
+# CSS too: <style>, style attributes and text/css.
+<Location /css/>
+    ProxyPass {backend}
+    LinkRewrite {backend} /css/
+    LinkRewriteCSS On
+</Location>
 <Location /legacy/manual/>
     LinkRewrite http://httpd.apache.org/ /apache-site/
 </Location>
@@ -337,6 +343,36 @@ fn large_pages_stream_with_flat_memory() {
         if after > before + 16 * 1024 {
             s.a.fail(&format!("{url}: Apache children grew from {before} kB to {after} kB on a 50 MB page"));
         }
+    }
+}
+
+#[test]
+fn css_is_rewritten_where_asked() {
+    let s = setup("lr-css");
+    let b = &s.backend;
+    let page = format!(
+        "<style>@import '{b}a.css'; /* url({b}c) */ p {{ background: url({b}p.png) }}</style>\n<p style=\"background: url('{b}s.png')\"><a href=\"{b}a\">a</a></p>"
+    );
+    let sheet = format!("@import url(\"{b}b.css\");\nh1 {{ background: url({b}h.png) }} /* {b}c */\n");
+    std::fs::write(s.a.dir.join("backend/page.html"), &page).unwrap();
+    std::fs::write(s.a.dir.join("backend/sheet.css"), &sheet).unwrap();
+    let want = format!(
+        "<style>@import '/css/a.css'; /* url({b}c) */ p {{ background: url(/css/p.png) }}</style>\n<p style=\"background: url('/css/s.png')\"><a href=\"/css/a\">a</a></p>"
+    );
+    let got = s.a.get("/css/page.html").text();
+    if got != want {
+        s.a.fail(&format!("LinkRewriteCSS On, HTML:\n got  {got}\n want {want}"));
+    }
+    let r = s.a.get("/css/sheet.css");
+    let want = format!("@import url(\"/css/b.css\");\nh1 {{ background: url(/css/h.png) }} /* {b}c */\n");
+    if r.text() != want || !r.head.contains("Content-Type: text/css") {
+        s.a.fail(&format!("LinkRewriteCSS On, text/css:\n{}\n got  {}\n want {want}", r.head, r.text()));
+    }
+    // Off (the default): only the href.
+    if s.a.get("/legacy/page.html").text().matches("/legacy/").count() != 1
+        || s.a.get("/legacy/sheet.css").text() != sheet
+    {
+        s.a.fail("CSS was rewritten without LinkRewriteCSS On");
     }
 }
 

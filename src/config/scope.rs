@@ -73,6 +73,9 @@ pub struct DirConfig {
     pub handlers: Vec<HandlerMapping>,
     /// Sorted longest FROM first.
     pub link_maps: Vec<LinkMap>,
+    /// `LinkRewriteCSS On|Off`: also rewrite `url()` and `@import` in
+    /// `<style>`, `style` attributes and text/css bodies (unset: Off).
+    pub link_css: Option<bool>,
 }
 
 impl ServerConfig {
@@ -226,7 +229,12 @@ impl DirConfig {
             outer.link_maps.iter().filter(|m| !inner.link_maps.iter().any(|i| i.from == m.from)).cloned().collect();
         link_maps.extend(inner.link_maps.iter().cloned());
         link_maps.sort_by_key(|m| std::cmp::Reverse(m.from.len()));
-        DirConfig { handlers, link_maps }
+        DirConfig { handlers, link_maps, link_css: inner.link_css.or(outer.link_css) }
+    }
+
+    /// Whether CSS is rewritten too in this scope.
+    pub fn rewrites_css(&self) -> bool {
+        self.link_css.unwrap_or(false)
     }
 
     /// The group that serves files with this name's extension, if any.
@@ -285,6 +293,19 @@ impl DirConfig {
                 self.link_maps.retain(|m| &m.from != from);
                 self.link_maps.push(LinkMap { from: from.clone(), to: to.clone() });
                 self.link_maps.sort_by_key(|m| std::cmp::Reverse(m.from.len()));
+                Ok(Vec::new())
+            }
+            "LinkRewriteCSS" => {
+                let on = match words.as_slice() {
+                    [w] if w.eq_ignore_ascii_case("on") => true,
+                    [w] if w.eq_ignore_ascii_case("off") => false,
+                    _ => {
+                        return Err(format!(
+                            "LinkRewriteCSS \"{args}\": expected On or Off (On also rewrites url() and @import in <style>, style attributes and text/css bodies)"
+                        ));
+                    }
+                };
+                self.link_css = Some(on);
                 Ok(Vec::new())
             }
             _ => Err(format!("mod_procd: {directive} is not a per-directory directive")),
@@ -361,6 +382,22 @@ mod tests {
         assert!(e.contains("\".php\""), "{e}");
         let e = inner.apply("LanguageHandler", "blog", &ctx()).unwrap_err();
         assert!(e.contains("at least one extension"), "{e}");
+    }
+
+    #[test]
+    fn link_css_is_on_off_and_inherited() {
+        let mut server = DirConfig::default();
+        assert!(!server.rewrites_css());
+        server.apply("LinkRewriteCSS", "On", &ctx()).unwrap();
+        let inner = DirConfig::default();
+        assert!(DirConfig::merge(&server, &inner).rewrites_css());
+        let mut off = DirConfig::default();
+        off.apply("LinkRewriteCSS", "off", &ctx()).unwrap();
+        assert!(!DirConfig::merge(&server, &off).rewrites_css());
+        for bad in ["", "yes", "On Off"] {
+            let e = off.apply("LinkRewriteCSS", bad, &ctx()).unwrap_err();
+            assert!(e.contains("LinkRewriteCSS") && e.contains("expected On or Off"), "{e}");
+        }
     }
 
     #[test]

@@ -6,7 +6,7 @@
 use super::apache::{Level, bytes_from, guard, latin1_bytes, log_request, pool_box, pool_bytes};
 use super::sys;
 use crate::config::scope::DirConfig;
-use crate::rewrite::{BodyEncoding, Maps, Output, StreamRewriter};
+use crate::rewrite::{Body, BodyEncoding, Maps, Output, StreamRewriter};
 use std::ffi::{CStr, c_char};
 use std::ptr::null_mut;
 
@@ -74,7 +74,8 @@ fn header(r: *mut sys::request_rec, name: &CStr) -> Option<String> {
 fn start(f: *mut sys::ap_filter_t) -> Option<State> {
     // SAFETY: the live filter and its request.
     let r = unsafe { (*f).r };
-    let maps = Maps::new(&dir_config(r).link_maps);
+    let config = dir_config(r);
+    let maps = Maps::new(&config.link_maps);
     if maps.is_empty() {
         return None;
     }
@@ -95,9 +96,11 @@ fn start(f: *mut sys::ap_filter_t) -> Option<State> {
     // SAFETY: a C string or NULL.
     let content_type = unsafe { String::from_utf8_lossy(&bytes_from((*r).content_type)).to_ascii_lowercase() };
     let mime = content_type.split(';').next().unwrap_or("").trim().to_string();
-    if mime != "text/html" && mime != "application/xhtml+xml" {
-        return None;
-    }
+    let body = match mime.as_str() {
+        "text/html" | "application/xhtml+xml" => Body::Html { css: config.rewrites_css() },
+        "text/css" if config.rewrites_css() => Body::Css,
+        _ => return None,
+    };
     let charset = content_type
         .split(';')
         .find_map(|p| p.trim().strip_prefix("charset=").map(|c| c.trim_matches('"').to_string()));
@@ -116,7 +119,7 @@ fn start(f: *mut sys::ap_filter_t) -> Option<State> {
             return None;
         }
     };
-    let rewriter = match StreamRewriter::new(maps, charset.as_deref(), encoding) {
+    let rewriter = match StreamRewriter::new(maps, body, charset.as_deref(), encoding) {
         Ok(rw) => rw,
         Err(e) => {
             log_request(r, Level::Error, &format!("PD0402: LinkRewrite: {e}: the page is passed on unrewritten"));

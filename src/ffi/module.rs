@@ -32,7 +32,7 @@ const SERVER: c_int = sys::RSRC_CONF;
 const SERVER_AND_DIR: c_int = sys::RSRC_CONF | sys::ACCESS_CONF;
 
 /// The directive table. Apache reads it; it must outlive the module.
-static mut COMMANDS: [sys::command_rec; 7] = [
+static mut COMMANDS: [sys::command_rec; 8] = [
     raw_directive(c"LanguageGroup", SERVER, c"NAME language=LANG [key=value ...]: declare a process group"),
     raw_directive(
         c"LanguageHandler",
@@ -41,6 +41,11 @@ static mut COMMANDS: [sys::command_rec; 7] = [
     ),
     raw_directive(c"LanguageMount", SERVER, c"/prefix GROUP: the URL space under /prefix goes to GROUP's app="),
     raw_directive(c"LinkRewrite", SERVER_AND_DIR, c"FROM TO: rewrite URL prefix FROM to TO in HTML and headers"),
+    raw_directive(
+        c"LinkRewriteCSS",
+        SERVER_AND_DIR,
+        c"On|Off: also rewrite url() and @import in <style>, style attributes and text/css",
+    ),
     raw_directive(c"ProcdRuntimeDir", SERVER, c"DIR: where group sockets and state live"),
     raw_directive(c"ProcdLanguages", SERVER, c"FILE.toml: add or override language definitions"),
     // SAFETY of the all-zero terminator: Apache stops at a NULL name.
@@ -188,7 +193,7 @@ unsafe extern "C" fn directive(cmd: *mut sys::cmd_parms, mconfig: *mut c_void, a
                 };
                 let server = server_config((*cmd).server);
                 match name.as_str() {
-                    "LanguageHandler" | "LinkRewrite" => {
+                    "LanguageHandler" | "LinkRewrite" | "LinkRewriteCSS" => {
                         let dir = &mut *mconfig.cast::<DirConfig>();
                         let refs = dir.apply(&name, &args, &ctx)?;
                         server.group_refs.extend(refs);

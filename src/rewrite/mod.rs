@@ -20,6 +20,8 @@ use std::io::Write;
 
 mod scan;
 
+pub use scan::Body;
+
 /// The maps in force for one response, longest FROM first.
 #[derive(Debug, Clone)]
 pub struct Maps(Vec<LinkMap>);
@@ -123,6 +125,23 @@ impl Maps {
     /// the value stays as it is; a prefix hidden behind character
     /// references is decoded, and then the new value is appended to `out`.
     pub(crate) fn rewrite_value(&self, raw: &[u8], out: &mut Vec<u8>) -> ValueChange {
+        match self.prefix_change(raw) {
+            ValueChange::None if memchr::memchr(b'&', raw).is_some() => {
+                match std::str::from_utf8(raw).ok().and_then(|text| self.rewrite_url(text)) {
+                    Some(new) => {
+                        out.extend_from_slice(new.as_bytes());
+                        ValueChange::Whole
+                    }
+                    None => ValueChange::None,
+                }
+            }
+            change => change,
+        }
+    }
+
+    /// `rewrite_value` without character references: for a URL in raw
+    /// text (CSS in `<style>`), where `&` is just a character.
+    pub(crate) fn prefix_change(&self, raw: &[u8]) -> ValueChange {
         let lead = match raw.first() {
             Some(b) if b.is_ascii_whitespace() => {
                 raw.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(raw.len())
@@ -130,19 +149,10 @@ impl Maps {
             _ => 0,
         };
         let value = &raw[lead..];
-        if let Some((i, m)) = self.0.iter().enumerate().find(|(_, m)| value.starts_with(m.from.as_bytes())) {
-            if m.from == m.to {
-                return ValueChange::None;
-            }
-            return ValueChange::Prefix { start: lead, end: lead + m.from.len(), map: i };
+        match self.0.iter().enumerate().find(|(_, m)| value.starts_with(m.from.as_bytes())) {
+            Some((i, m)) if m.from != m.to => ValueChange::Prefix { start: lead, end: lead + m.from.len(), map: i },
+            _ => ValueChange::None,
         }
-        if memchr::memchr(b'&', value).is_some() {
-            if let Some(new) = std::str::from_utf8(raw).ok().and_then(|text| self.rewrite_url(text)) {
-                out.extend_from_slice(new.as_bytes());
-                return ValueChange::Whole;
-            }
-        }
-        ValueChange::None
     }
 
     /// Map `i`'s TO.
@@ -497,7 +507,12 @@ pub struct StreamRewriter {
 impl StreamRewriter {
     /// `charset` from Content-Type (default UTF-8); a charset that is not
     /// ASCII-compatible (UTF-16) is an error: pass the body on unchanged.
-    pub fn new(maps: Maps, charset: Option<&str>, encoding: BodyEncoding) -> Result<StreamRewriter, String> {
+    pub fn new(
+        maps: Maps,
+        body: Body,
+        charset: Option<&str>,
+        encoding: BodyEncoding,
+    ) -> Result<StreamRewriter, String> {
         if let Some(label) = charset {
             let enc = encoding_rs::Encoding::for_label(label.trim().as_bytes())
                 .ok_or_else(|| format!("unknown charset {label:?}"))?;
@@ -511,7 +526,7 @@ impl StreamRewriter {
             BodyEncoding::Deflate => Decoder::Zlib(flate2::write::ZlibDecoder::new(Vec::new())),
         };
         let html = Html {
-            scanner: scan::Scanner::new(maps),
+            scanner: scan::Scanner::new(maps, body),
             pending: Vec::new(),
             joined: Vec::new(),
             edits: scan::Edits::default(),
@@ -571,7 +586,7 @@ impl Html {
 /// Rewrites a whole document (tests and the single-core benchmark).
 #[cfg(test)]
 pub fn rewrite_all(maps: &Maps, input: &[u8], chunk: usize) -> Result<Vec<u8>, String> {
-    let mut r = StreamRewriter::new(maps.clone(), None, BodyEncoding::Identity)?;
+    let mut r = StreamRewriter::new(maps.clone(), Body::Html { css: false }, None, BodyEncoding::Identity)?;
     let mut out = Vec::with_capacity(input.len());
     for piece in input.chunks(chunk.max(1)) {
         out.extend(r.write(piece)?.to_vec());

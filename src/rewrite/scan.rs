@@ -11,7 +11,10 @@
 //! and RCDATA (`textarea`, `title`) elements, whose content is never parsed
 //! for tags. `plaintext` ends parsing. `noscript` content is markup, as a
 //! browser without scripting (and libxml2, so mod_proxy_html) parses it:
-//! its fallback `<img>`, `<link>` and `<a>` are what such a browser shows. Only an unfinished
+//! its fallback `<img>`, `<link>` and `<a>` are what such a browser shows.
+//! With CSS rewriting on (`LinkRewriteCSS On`), `<style>` content and
+//! `style` attributes (or a whole text/css body) are scanned for `url()`
+//! and `@import` strings, skipping CSS comments and other strings. Only an unfinished
 //! construct is kept between chunks (at most `MAX_PENDING` bytes; beyond
 //! that it is passed on as it is).
 
@@ -86,6 +89,12 @@ enum State {
     RawText(&'static [u8]),
     /// After `<plaintext>`: everything is text.
     PlainText,
+    /// CSS, when CSS rewriting is on: inside `<style>` (up to `</style`),
+    /// or a whole text/css body.
+    Css {
+        in_style: bool,
+        in_comment: bool,
+    },
 }
 
 /// What a start tag's name means to the scanner.
@@ -140,6 +149,8 @@ enum AttrKind {
     /// `content` (a URL only in `<meta http-equiv=refresh>`).
     Content,
     HttpEquiv,
+    /// `style`: CSS, whose `url()`s are rewritten when CSS rewriting is on.
+    Style,
 }
 
 fn attr_kind(name: &[u8]) -> AttrKind {
@@ -151,6 +162,7 @@ fn attr_kind(name: &[u8]) -> AttrKind {
         (4, b'c') => (b"cite", AttrKind::Url),
         (4, b'd') => (b"data", AttrKind::Url),
         (4, b'i') => (b"icon", AttrKind::Url),
+        (5, b's') => (b"style", AttrKind::Style),
         (6, b'a') => (b"action", AttrKind::Url),
         (6, b'p') => (b"poster", AttrKind::Url),
         (6, b'u') => (b"usemap", AttrKind::Url),
@@ -209,15 +221,29 @@ impl Edits {
     }
 }
 
+/// What the scanner reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Body {
+    /// HTML; `css`: also rewrite `url()` and `@import` in `<style>` and
+    /// `style` attributes (`LinkRewriteCSS On`).
+    Html { css: bool },
+    /// A stylesheet (text/css, with `LinkRewriteCSS On`).
+    Css,
+}
+
 /// The scanner: `scan` each stretch of the document in order.
 pub struct Scanner {
     maps: Maps,
     state: State,
+    css: bool,
 }
 
 impl Scanner {
-    pub fn new(maps: Maps) -> Scanner {
-        Scanner { maps, state: State::Data }
+    pub fn new(maps: Maps, body: Body) -> Scanner {
+        match body {
+            Body::Html { css } => Scanner { maps, state: State::Data, css },
+            Body::Css => Scanner { maps, state: State::Css { in_style: false, in_comment: false }, css: true },
+        }
     }
 
     pub fn maps(&self) -> &Maps {
@@ -233,6 +259,28 @@ impl Scanner {
         while i < buf.len() {
             match self.state {
                 State::PlainText => return buf.len(),
+                State::Css { in_style, mut in_comment } => {
+                    // Where the CSS ends in this buffer, and what follows.
+                    let (end, after) = if !in_style {
+                        (buf.len(), None)
+                    } else {
+                        match raw_text_end(buf, i, b"style") {
+                            RawEnd::At(at) => (at, Some(at)),
+                            RawEnd::MaybeSplit(at) if !at_end => (at, None),
+                            RawEnd::NotHere | RawEnd::MaybeSplit(_) => (buf.len(), None),
+                        }
+                    };
+                    let css = Css { hay: buf, base: 0, end, complete: at_end || after.is_some(), in_attribute: false };
+                    let done = self.css(&css, i, &mut in_comment, edits);
+                    self.state = State::Css { in_style, in_comment };
+                    match after {
+                        Some(at) if done == end => {
+                            self.state = State::Data;
+                            i = at;
+                        }
+                        _ => return done,
+                    }
+                }
                 State::RawText(name) => match raw_text_end(buf, i, name) {
                     RawEnd::NotHere => return buf.len(),
                     RawEnd::MaybeSplit(at) if !at_end => return at,
@@ -361,15 +409,16 @@ impl Scanner {
             let text_start = edits.text.len();
             let changed = match attr_kind(&rest[name_start..name_end]) {
                 AttrKind::Other => false,
-                AttrKind::Url => match self.maps.rewrite_value(value, &mut edits.text) {
-                    ValueChange::None => false,
-                    ValueChange::Whole => true,
-                    ValueChange::Prefix { start: from, end: to, map } => {
-                        let (from, to) = (base + start + from, base + start + to);
-                        edits.list.push(Edit { start: from, end: to, with: With::To(map) });
-                        false
-                    }
-                },
+                AttrKind::Url => {
+                    self.url_edit(base + start, value, true, edits);
+                    false
+                }
+                AttrKind::Style if self.css => {
+                    let css = Css { hay: rest, base, end, complete: true, in_attribute: true };
+                    self.css(&css, start, &mut false, edits);
+                    false
+                }
+                AttrKind::Style => false,
                 AttrKind::SrcSet => self.maps.rewrite_srcset_into(value, &mut edits.text),
                 AttrKind::HttpEquiv => {
                     refresh |= value.trim_ascii().eq_ignore_ascii_case(b"refresh");
@@ -395,12 +444,185 @@ impl Scanner {
             }
         }
         match kind {
+            TagKind::RawText(b"style") if self.css => self.state = State::Css { in_style: true, in_comment: false },
             TagKind::RawText(name) => self.state = State::RawText(name),
             TagKind::PlainText => self.state = State::PlainText,
             TagKind::Other | TagKind::Meta => {}
         }
         Some(i + 1)
     }
+}
+
+/// A stretch of CSS to scan: `hay[..end]`, whose positions are `base`
+/// further on in the scanned buffer.
+struct Css<'h> {
+    hay: &'h [u8],
+    base: usize,
+    end: usize,
+    /// Nothing follows `end` (else an unfinished construct there waits for more).
+    complete: bool,
+    /// In a `style` attribute, where character references are decoded.
+    in_attribute: bool,
+}
+
+/// Whether `b` may be part of a CSS identifier (so `myurl(` is no `url(`).
+fn css_ident(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b >= 0x80
+}
+
+impl Scanner {
+    /// Records the edit of one URL value at `at` in the buffer.
+    /// `decode_refs`: character references mean characters (attribute
+    /// values), or are just text (a `<style>` element).
+    fn url_edit(&self, at: usize, value: &[u8], decode_refs: bool, edits: &mut Edits) {
+        let text_start = edits.text.len();
+        let change =
+            if decode_refs { self.maps.rewrite_value(value, &mut edits.text) } else { self.maps.prefix_change(value) };
+        match change {
+            ValueChange::None => {}
+            ValueChange::Whole => edits.push_text(at, at + value.len(), text_start),
+            ValueChange::Prefix { start, end, map } => {
+                edits.list.push(Edit { start: at + start, end: at + end, with: With::To(map) });
+            }
+        }
+    }
+
+    /// Scans CSS from `from`, recording the edits of `url(...)` and
+    /// `@import "..."` values, skipping comments and other strings; returns
+    /// how far it is done (less than `css.end` when a construct there is
+    /// unfinished and more may follow).
+    fn css(&self, css: &Css, from: usize, in_comment: &mut bool, edits: &mut Edits) -> usize {
+        let (hay, end) = (&css.hay[..css.end], css.end);
+        let mut k = from;
+        // An unfinished construct at `at`: wait for more input, unless there is none (or too much).
+        let unfinished = |at: usize| if css.complete || end - at > MAX_PENDING { end } else { at };
+        // All done, but for a word at the very end, which may go on (`my` +
+        // `url(`) in the next input: it is scanned again with that.
+        // `floor`: the end of the last escape, string, comment or url(),
+        // which a word held back must not reach into.
+        let settled = |floor: usize| {
+            let word = hay.iter().rev().take_while(|&&b| css_ident(b)).count();
+            if css.complete || word == 0 || word > 256 { end } else { (end - word).max(floor) }
+        };
+        let mut floor = from;
+        while k < end {
+            if *in_comment {
+                match memmem::find(&hay[k..], b"*/") {
+                    Some(p) => {
+                        *in_comment = false;
+                        k += p + 2;
+                        floor = k;
+                        continue;
+                    }
+                    // A '*' at the very end may start the "*/".
+                    None if !css.complete && hay[end - 1] == b'*' => return end - 1,
+                    None => return end,
+                }
+            }
+            let Some(p) = hay[k..].iter().position(|&b| matches!(b, b'/' | b'"' | b'\'' | b'@' | b'u' | b'U' | b'\\'))
+            else {
+                return settled(floor);
+            };
+            let at = k + p;
+            match hay[at] {
+                // An escaped character.
+                b'\\' if at + 1 == end => return unfinished(at),
+                b'\\' => {
+                    k = at + 2;
+                    floor = k;
+                }
+                b'/' => match hay.get(at + 1) {
+                    Some(b'*') => {
+                        *in_comment = true;
+                        k = at + 2;
+                    }
+                    Some(_) => k = at + 1,
+                    None => return unfinished(at),
+                },
+                q @ (b'"' | b'\'') => match css_string_end(hay, at + 1, q) {
+                    Some(e) => {
+                        k = e + 1;
+                        floor = k;
+                    }
+                    None => return unfinished(at),
+                },
+                b'@' => {
+                    const IMPORT: &[u8] = b"@import";
+                    let word = &hay[at..end.min(at + IMPORT.len())];
+                    if !word.eq_ignore_ascii_case(&IMPORT[..word.len()]) {
+                        k = at + 1;
+                        continue;
+                    }
+                    if word.len() < IMPORT.len() {
+                        return unfinished(at);
+                    }
+                    let s = skip(hay, at + IMPORT.len(), SPACE, true);
+                    match hay.get(s) {
+                        None => return unfinished(at),
+                        Some(&q @ (b'"' | b'\'')) => match css_string_end(hay, s + 1, q) {
+                            Some(e) => {
+                                self.url_edit(css.base + s + 1, &hay[s + 1..e], css.in_attribute, edits);
+                                k = e + 1;
+                                floor = k;
+                            }
+                            None => return unfinished(at),
+                        },
+                        // `@import url(...)`: the url() is found next.
+                        Some(_) => k = s,
+                    }
+                }
+                _ => {
+                    // 'u' or 'U': `url(` not inside an identifier.
+                    if at > 0 && css_ident(hay[at - 1]) {
+                        k = at + 1;
+                        continue;
+                    }
+                    let word = &hay[at..end.min(at + 4)];
+                    if !word.eq_ignore_ascii_case(&b"url("[..word.len()]) {
+                        k = at + 1;
+                        continue;
+                    }
+                    if word.len() < 4 {
+                        return unfinished(at);
+                    }
+                    let s = skip(hay, at + 4, SPACE, true);
+                    let (start, stop, next) = match hay.get(s) {
+                        None => return unfinished(at),
+                        Some(&q @ (b'"' | b'\'')) => match css_string_end(hay, s + 1, q) {
+                            Some(e) => (s + 1, e, e + 1),
+                            None => return unfinished(at),
+                        },
+                        Some(_) => match hay[s..].iter().position(|&b| b == b')' || has(b, SPACE)) {
+                            Some(e) => (s, s + e, s + e + 1),
+                            None => return unfinished(at),
+                        },
+                    };
+                    self.url_edit(css.base + start, &hay[start..stop], css.in_attribute, edits);
+                    k = next;
+                    floor = k;
+                }
+            }
+        }
+        settled(floor)
+    }
+}
+
+/// The closing quote `q` of a CSS string whose text starts at `from`
+/// (escapes skipped); a newline ends a bad string there.
+fn css_string_end(hay: &[u8], from: usize, q: u8) -> Option<usize> {
+    let mut k = from;
+    while let Some(p) = hay[k..].iter().position(|&b| b == q || b == b'\\' || b == b'\n') {
+        let at = k + p;
+        if hay[at] == b'\\' {
+            k = at + 2;
+            if k >= hay.len() {
+                return None;
+            }
+            continue;
+        }
+        return Some(at);
+    }
+    None
 }
 
 enum RawEnd {

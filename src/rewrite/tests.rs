@@ -144,7 +144,7 @@ fn gzip_and_deflate_bodies_are_decoded() {
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), Compression::default());
     gz.write_all(page).unwrap();
     let gz = gz.finish().unwrap();
-    let mut r = StreamRewriter::new(backend(), Some("utf-8"), BodyEncoding::Gzip).unwrap();
+    let mut r = StreamRewriter::new(backend(), Body::Html { css: false }, Some("utf-8"), BodyEncoding::Gzip).unwrap();
     let mut out = Vec::new();
     for c in gz.chunks(5) {
         out.extend(r.write(c).unwrap().to_vec());
@@ -153,7 +153,7 @@ fn gzip_and_deflate_bodies_are_decoded() {
     assert_eq!(out, br#"<a href="/legacy/z">z</a>"#);
     let mut zl = flate2::write::ZlibEncoder::new(Vec::new(), Compression::default());
     zl.write_all(page).unwrap();
-    let mut r = StreamRewriter::new(backend(), None, BodyEncoding::Deflate).unwrap();
+    let mut r = StreamRewriter::new(backend(), Body::Html { css: false }, None, BodyEncoding::Deflate).unwrap();
     let zl = zl.finish().unwrap();
     let mut out = r.write(&zl).unwrap().to_vec();
     out.extend(r.end().unwrap());
@@ -163,20 +163,22 @@ fn gzip_and_deflate_bodies_are_decoded() {
 #[test]
 fn latin1_pages_keep_their_bytes() {
     let page = b"<p>caf\xe9</p><a href=\"http://127.0.0.1:8180/caf\xe9\">x</a>";
-    let mut r = StreamRewriter::new(backend(), Some("iso-8859-1"), BodyEncoding::Identity).unwrap();
+    let mut r =
+        StreamRewriter::new(backend(), Body::Html { css: false }, Some("iso-8859-1"), BodyEncoding::Identity).unwrap();
     let mut out = r.write(page).unwrap().to_vec();
     out.extend(r.end().unwrap());
     assert_eq!(out, b"<p>caf\xe9</p><a href=\"/legacy/caf\xe9\">x</a>");
     // srcset and meta refresh too: bytes that are not UTF-8 stay as they are.
     let page = b"<img srcset=\"http://127.0.0.1:8180/\xe9.png 1x, /\xe9 2x\"><meta http-equiv=refresh content=\"1; url=http://127.0.0.1:8180/\xe9\">";
-    let mut r = StreamRewriter::new(backend(), Some("iso-8859-1"), BodyEncoding::Identity).unwrap();
+    let mut r =
+        StreamRewriter::new(backend(), Body::Html { css: false }, Some("iso-8859-1"), BodyEncoding::Identity).unwrap();
     let mut out = r.write(page).unwrap().to_vec();
     out.extend(r.end().unwrap());
     assert_eq!(
         out,
         b"<img srcset=\"/legacy/\xe9.png 1x, /\xe9 2x\"><meta http-equiv=refresh content=\"1; url=/legacy/\xe9\">"
     );
-    assert!(StreamRewriter::new(backend(), Some("utf-16"), BodyEncoding::Identity).is_err());
+    assert!(StreamRewriter::new(backend(), Body::Html { css: false }, Some("utf-16"), BodyEncoding::Identity).is_err());
 }
 
 #[test]
@@ -185,7 +187,7 @@ fn output_streams_as_input_arrives() {
     // (the rewriter holds at most the token in progress).
     let block = br#"<p><a href="http://127.0.0.1:8180/x">link</a> text text text</p>"#.repeat(128);
     let block_out = rewrite_all(&backend(), &block, block.len()).unwrap().len();
-    let mut r = StreamRewriter::new(backend(), None, BodyEncoding::Identity).unwrap();
+    let mut r = StreamRewriter::new(backend(), Body::Html { css: false }, None, BodyEncoding::Identity).unwrap();
     let (mut blocks, mut got, mut max_lag) = (0usize, 0usize, 0usize);
     while blocks * block.len() < 50 << 20 {
         for c in block.chunks(8192) {
@@ -217,19 +219,47 @@ proptest! {
             Just("<!-- c -->".to_string()), Just("<script>x<y</script>".to_string()),
             Just("<img src=http://h/i srcset=\"http://h/a 1x\">".to_string()), Just("&amp;".to_string()),
             Just("<".to_string()), Just("\"".to_string()), Just("<![CDATA[x]]>".to_string()),
-            "[a-z <>=\"'/&;!-]{0,12}",
+            Just("<style>".to_string()), Just("</style>".to_string()), Just("url(http://h/u)".to_string()),
+            Just("@import 'http://h/i';".to_string()), Just("/*".to_string()), Just("*/".to_string()),
+            Just("<p style=\"background:url('http://h/s')\">".to_string()), Just("\\".to_string()),
+            "[a-z <>=\"'/&;!()*@\\-]{0,12}",
         ], 0..30),
         chunk in 1usize..64,
     ) {
         let input = parts.concat();
-        let same = maps(&[("http://h/", "http://h/")]);
-        let out = rewrite_all(&same, input.as_bytes(), chunk).unwrap();
-        prop_assert_eq!(out, input.as_bytes());
-        // Real maps: the same output however the input is cut.
-        let other = maps(&[("http://h/", "/p/")]);
-        let whole = rewrite_all(&other, input.as_bytes(), input.len()).unwrap();
-        prop_assert_eq!(rewrite_all(&other, input.as_bytes(), chunk).unwrap(), whole);
+        for body in [Body::Html { css: false }, Body::Html { css: true }, Body::Css] {
+            let same = maps(&[("http://h/", "http://h/")]);
+            let out = rewrite_with(&same, body, input.as_bytes(), chunk);
+            prop_assert_eq!(out, input.as_bytes());
+            // Real maps: the same output however the input is cut.
+            let other = maps(&[("http://h/", "/p/")]);
+            let whole = rewrite_with(&other, body, input.as_bytes(), input.len());
+            prop_assert_eq!(rewrite_with(&other, body, input.as_bytes(), chunk), whole);
+        }
     }
+
+    /// Any bytes at all, in any chunk size: no panic, and (identity maps)
+    /// byte-identical output.
+    #[test]
+    fn arbitrary_bytes_never_panic(input in proptest::collection::vec(any::<u8>(), 0..600), chunk in 1usize..100) {
+        let same = maps(&[("http://h/", "http://h/"), ("", "")]);
+        let other = maps(&[("http://h/", "/p/"), ("/", "/q/")]);
+        for body in [Body::Html { css: false }, Body::Html { css: true }, Body::Css] {
+            prop_assert_eq!(rewrite_with(&same, body, &input, chunk), input.clone());
+            let whole = rewrite_with(&other, body, &input, input.len().max(1));
+            prop_assert_eq!(rewrite_with(&other, body, &input, chunk), whole);
+        }
+    }
+}
+
+fn rewrite_with(maps: &Maps, body: Body, input: &[u8], chunk: usize) -> Vec<u8> {
+    let mut r = StreamRewriter::new(maps.clone(), body, None, BodyEncoding::Identity).unwrap();
+    let mut out = Vec::new();
+    for piece in input.chunks(chunk.max(1)) {
+        out.extend(r.write(piece).unwrap().to_vec());
+    }
+    out.extend(r.end().unwrap());
+    out
 }
 
 /// The filter's own single-core throughput (a benchmark, not a test): the
@@ -259,7 +289,8 @@ fn bench_rewrite() {
             let reps = ((megabytes << 20) / size).max(1);
             let t = std::time::Instant::now();
             for _ in 0..reps {
-                let mut r = StreamRewriter::new(maps.clone(), None, BodyEncoding::Identity).unwrap();
+                let mut r =
+                    StreamRewriter::new(maps.clone(), Body::Html { css: false }, None, BodyEncoding::Identity).unwrap();
                 for chunk in page.as_bytes().chunks(8192) {
                     let out = r.write(chunk).unwrap();
                     let n = out.len();
@@ -281,7 +312,58 @@ fn bench_rewrite() {
 fn an_empty_compressed_body_is_no_error() {
     // HEAD, 204 and 304 answers keep their Content-Encoding and have no body.
     for encoding in [BodyEncoding::Gzip, BodyEncoding::Deflate] {
-        let r = StreamRewriter::new(backend(), None, encoding).unwrap();
+        let r = StreamRewriter::new(backend(), Body::Html { css: false }, None, encoding).unwrap();
         assert_eq!(r.end(), Ok(Vec::new()), "{encoding:?}");
+    }
+}
+
+fn rw_css(body: Body, input: &str, chunk: usize) -> String {
+    String::from_utf8(rewrite_with(&backend(), body, input.as_bytes(), chunk)).unwrap()
+}
+
+#[test]
+fn css_urls_are_rewritten_when_asked() {
+    let b = "http://127.0.0.1:8180/";
+    let page = format!(
+        concat!(
+            "<style>\n@import \"{b}a.css\"; @IMPORT url('{b}b.css') screen;\n",
+            "body {{ background: URL( \"{b}bg.png\" ) }} .x {{ background-image: url({b}x.png) }}\n",
+            "/* url({b}comment.png) */ .y {{ content: \"url({b}string)\"; mask: myurl({b}ident) }}\n",
+            ".z {{ background: url({b}q?a=1&amp;b) }} .w {{ background: url(http&#58;//127.0.0.1:8180/raw) }}\n",
+            "</style><a href=\"{b}after\" style=\"background: url('{b}attr.png')\">a</a>",
+            "<p style=\"background:url(http&#58;//127.0.0.1:8180/decoded)\">p</p>"
+        ),
+        b = b
+    );
+    let expected = format!(
+        concat!(
+            "<style>\n@import \"/legacy/a.css\"; @IMPORT url('/legacy/b.css') screen;\n",
+            "body {{ background: URL( \"/legacy/bg.png\" ) }} .x {{ background-image: url(/legacy/x.png) }}\n",
+            "/* url({b}comment.png) */ .y {{ content: \"url({b}string)\"; mask: myurl({b}ident) }}\n",
+            ".z {{ background: url(/legacy/q?a=1&amp;b) }} .w {{ background: url(http&#58;//127.0.0.1:8180/raw) }}\n",
+            "</style><a href=\"/legacy/after\" style=\"background: url('/legacy/attr.png')\">a</a>",
+            "<p style=\"background:url(/legacy/decoded)\">p</p>"
+        ),
+        b = b
+    );
+    for chunk in [1, 2, 3, 5, 7, 16, 64, page.len()] {
+        assert_eq!(rw_css(Body::Html { css: true }, &page, chunk), expected, "chunk {chunk}");
+    }
+    // Off (the default): style elements and attributes are left alone.
+    let out = rw_css(Body::Html { css: false }, &page, 7);
+    assert_eq!(out.matches("/legacy/").count(), 1, "{out}");
+    // A stylesheet on its own.
+    let sheet = format!("@import '{b}a.css';\n/* {b}c */\nh1 {{ background: url({b}h.png) }}\n</style> url({b}more)");
+    let want = format!(
+        "@import '/legacy/a.css';\n/* {b}c */\nh1 {{ background: url(/legacy/h.png) }}\n</style> url(/legacy/more)"
+    );
+    for chunk in [1, 3, 8, sheet.len()] {
+        assert_eq!(rw_css(Body::Css, &sheet, chunk), want, "chunk {chunk}");
+    }
+    // Unfinished constructs at the end pass through as they are.
+    for tail in ["url(", "url(\"http://127.0.0.1:8180/x", "/* url(http://127.0.0.1:8180/x)", "@imp", "\"abc", "\\"] {
+        assert_eq!(rw_css(Body::Css, tail, 1), tail);
+        let page = format!("<style>{tail}");
+        assert_eq!(rw_css(Body::Html { css: true }, &page, 2), page);
     }
 }
