@@ -132,6 +132,11 @@ fn start(f: *mut sys::ap_filter_t) -> Option<State> {
         if encoding != BodyEncoding::Identity {
             sys::apr_table_unset((*r).headers_out, c"Content-Encoding".as_ptr());
         }
+        // HEAD: the headers are those of the GET; the body is not sent, so
+        // it is not rewritten either.
+        if (*r).header_only != 0 {
+            return None;
+        }
     }
     // SAFETY: a brigade in the live request's pool, on its connection's allocator.
     let rest = unsafe { sys::apr_brigade_create((*r).pool, (*(*r).connection).bucket_alloc) };

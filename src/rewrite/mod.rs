@@ -472,6 +472,7 @@ impl Output<'_> {
     }
 
     /// Copies the output into `dst`, which is `len()` bytes long.
+    #[inline]
     pub fn copy_to(&self, dst: &mut [u8]) {
         let mut at = 0;
         for p in self.pieces {

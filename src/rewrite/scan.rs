@@ -474,6 +474,7 @@ impl Scanner {
     /// Records the edit of one URL value at `at` in the buffer.
     /// `decode_refs`: character references mean characters (attribute
     /// values), or are just text (a `<style>` element).
+    #[inline(always)]
     fn url_edit(&self, at: usize, value: &[u8], decode_refs: bool, edits: &mut Edits) {
         let text_start = edits.text.len();
         let change =
@@ -491,6 +492,7 @@ impl Scanner {
     /// `@import "..."` values, skipping comments and other strings; returns
     /// how far it is done (less than `css.end` when a construct there is
     /// unfinished and more may follow).
+    #[inline(never)] // kept out of `tag`, whose loop it would crowd
     fn css(&self, css: &Css, from: usize, in_comment: &mut bool, edits: &mut Edits) -> usize {
         let (hay, end) = (&css.hay[..css.end], css.end);
         let mut k = from;
