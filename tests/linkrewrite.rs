@@ -53,6 +53,10 @@ Listen 127.0.0.1:{bport}
     <Location /br/>
         SetOutputFilter BROTLI_COMPRESS
     </Location>
+    # Says gzip, and is not (or only half of it is).
+    <Location /badgz/>
+        Header set Content-Encoding gzip
+    </Location>
     Alias /manual /usr/share/doc/apache2-doc/manual
     <Directory /usr/share/doc/apache2-doc/manual>
         Require all granted
@@ -97,7 +101,7 @@ Listen 127.0.0.1:{bport}
 "#
     );
     let mut a = Apache::new(name, Mpm::Event, &conf);
-    for sub in ["backend/gz", "backend/br", "htdocs/static/nommap", "cgi"] {
+    for sub in ["backend/gz", "backend/br", "backend/badgz", "htdocs/static/nommap", "cgi"] {
         std::fs::create_dir_all(a.dir.join(sub)).unwrap();
     }
     a.start();
@@ -311,7 +315,9 @@ fn large_pages_stream_with_flat_memory() {
     let blocks = page.len() / block.len();
     // The same page proxied from the backend, and as a static file in scope
     // (mmap'd in 4 MiB pieces, and read() in 8000-byte pieces).
-    for path in ["backend/big.html", "htdocs/static/big.html", "htdocs/static/nommap/big.html"] {
+    // And gzipped by the backend (DEFLATE), decoded by the front: 8 KiB of
+    // it may inflate to megabytes.
+    for path in ["backend/big.html", "backend/gz/big.html", "htdocs/static/big.html", "htdocs/static/nommap/big.html"] {
         std::fs::write(s.a.dir.join(path), &page).unwrap();
     }
     drop(page);
@@ -332,12 +338,13 @@ fn large_pages_stream_with_flat_memory() {
             .unwrap_or(0)
     };
     let before = peak();
-    for (url, to) in [
-        ("/legacy/big.html", "/legacy/x"),
-        ("/static/big.html", "/from-static/x"),
-        ("/static/nommap/big.html", "/from-static/x"),
+    for (url, to, extra) in [
+        ("/legacy/big.html", "/legacy/x", ""),
+        ("/legacy/gz/big.html", "/legacy/x", "Accept-Encoding: gzip\r\n"),
+        ("/static/big.html", "/from-static/x", ""),
+        ("/static/nommap/big.html", "/from-static/x", ""),
     ] {
-        let (_, body) = raw_get(s.a.port, url, "");
+        let (_, body) = raw_get(s.a.port, url, extra);
         let after = peak();
         let links = memchr::memmem::find_iter(&body, to.as_bytes()).count();
         eprintln!(
@@ -350,6 +357,41 @@ fn large_pages_stream_with_flat_memory() {
         if after > before + 16 * 1024 {
             s.a.fail(&format!("{url}: Apache children grew from {before} kB to {after} kB on a 50 MB page"));
         }
+    }
+}
+
+#[test]
+fn a_corrupt_compressed_body_gets_502_or_is_cut() {
+    let s = setup("lr-badgz");
+    let page = format!("<a href=\"{}x\">x</a>", s.backend);
+    std::fs::write(s.a.dir.join("backend/badgz/plain.html"), &page).unwrap();
+    let r = s.a.get("/legacy/badgz/plain.html");
+    if r.status != 502 || !s.a.error_log().contains("PD0403") || !s.a.error_log().contains("the client gets 502") {
+        s.a.fail(&format!("a body that is not the gzip it claims: {}", r.head));
+    }
+    // Half of a real gzip stream of a 2 MB page that compresses badly: the
+    // start goes out, then the cut.
+    let mut big = String::new();
+    let mut x: u64 = 1;
+    while big.len() < 2 << 20 {
+        x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        big += &format!("{page}<p>{:016x}</p>\n", x);
+    }
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(big.as_bytes()).unwrap();
+    let gz = gz.finish().unwrap();
+    std::fs::write(s.a.dir.join("backend/badgz/half.html"), &gz[..gz.len() / 2]).unwrap();
+    let mut c = TcpStream::connect(("127.0.0.1", s.a.port)).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    write!(c, "GET /legacy/badgz/half.html HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut buf = Vec::new();
+    let _ = c.read_to_end(&mut buf); // the connection closes: no keep-alive after a cut
+    let text = String::from_utf8_lossy(&buf);
+    if !text.starts_with("HTTP/1.1 200") || !text.contains("/legacy/x") || text.ends_with("0\r\n\r\n") {
+        s.a.fail(&format!("half a gzip stream: {} bytes, {:?}...", buf.len(), &text[..text.len().min(200)]));
+    }
+    if !wait_until(Duration::from_secs(5), || s.a.error_log().contains("the response is cut")) {
+        s.a.fail("no PD0403 line for the cut response");
     }
 }
 

@@ -19,11 +19,19 @@ const NOTE_ACTIVE: &CStr = c"procd-linkrewrite";
 /// FILE bucket) is then never turned into memory all at once.
 const PASS_ON_BYTES: usize = 64 << 10;
 
+/// How much of a compressed body is decoded at a time.
+const COMPRESSED_SLICE: usize = 1 << 10;
+
 /// Per-response state, owned by the request pool.
 struct State {
     rewriter: Option<StreamRewriter>,
     /// Holds the rest of a brigade while its head is passed on.
     rest: *mut sys::apr_bucket_brigade,
+    /// The body could not be decoded: the client got 502, or a cut response.
+    failed: bool,
+    /// Something was passed down the chain, so the headers are out.
+    /// (`r->sent_bodyct` cannot tell: mod_proxy sets it before the body.)
+    passed: bool,
 }
 
 fn dir_config<'a>(r: *mut sys::request_rec) -> &'a DirConfig {
@@ -140,7 +148,7 @@ fn start(f: *mut sys::ap_filter_t) -> Option<State> {
     }
     // SAFETY: a brigade in the live request's pool, on its connection's allocator.
     let rest = unsafe { sys::apr_brigade_create((*r).pool, (*(*r).connection).bucket_alloc) };
-    Some(State { rewriter: Some(rewriter), rest })
+    Some(State { rewriter: Some(rewriter), rest, failed: false, passed: false })
 }
 
 /// Puts a heap bucket holding `len` bytes before bucket `at`, letting
@@ -192,6 +200,43 @@ unsafe fn replace_bucket(b: *mut sys::apr_bucket, alloc: *mut sys::apr_bucket_al
     }
 }
 
+/// A body that cannot be decoded (corrupt gzip or deflate): the client gets
+/// 502 if the headers are not out yet, else the response is cut
+/// (mod_proxy's idiom: an error bucket, then EOS); the rest of the body is
+/// refused, which stops mod_proxy reading it.
+///
+/// # Safety
+/// Called from the filter with its live filter, brigade and request.
+unsafe fn fail(
+    f: *mut sys::ap_filter_t,
+    bb: *mut sys::apr_bucket_brigade,
+    state: &mut State,
+    e: &str,
+) -> sys::apr_status_t {
+    // SAFETY: per the contract.
+    unsafe {
+        let (r, c) = ((*f).r, (*f).c);
+        let what =
+            if state.passed { "the response is cut (its start was sent)" } else { "the client gets 502 Bad Gateway" };
+        log_request(
+            r,
+            Level::Error,
+            &format!(
+                "PD0403: LinkRewrite: {e}: {what}; the body does not match its Content-Encoding: fix the backend, or leave this URL out of LinkRewrite's scope"
+            ),
+        );
+        state.rewriter = None;
+        state.failed = true;
+        sys::apr_brigade_cleanup(bb.cast());
+        let err = sys::ap_bucket_error_create(sys::HTTP_BAD_GATEWAY, std::ptr::null(), (*r).pool, (*c).bucket_alloc);
+        sys::procd_brigade_insert_tail(bb, err);
+        sys::procd_brigade_insert_tail(bb, sys::apr_bucket_eos_create((*c).bucket_alloc));
+        (*c).keepalive = sys::ap_conn_keepalive_e_AP_CONN_CLOSE;
+        sys::ap_pass_brigade((*f).next, bb);
+        sys::APR_EGENERAL
+    }
+}
+
 /// The filter function: rewrites the data buckets of `bb` in place and
 /// passes it on.
 pub unsafe extern "C" fn link_filter(f: *mut sys::ap_filter_t, bb: *mut sys::apr_bucket_brigade) -> sys::apr_status_t {
@@ -214,6 +259,11 @@ pub unsafe extern "C" fn link_filter(f: *mut sys::ap_filter_t, bb: *mut sys::apr
         }
         // SAFETY: set above; owned by the request pool.
         let state = unsafe { &mut *(*f).ctx.cast::<State>() };
+        if state.failed {
+            // SAFETY: dropping what comes after the error bucket and EOS.
+            unsafe { sys::apr_brigade_cleanup(bb.cast()) };
+            return sys::APR_EGENERAL;
+        }
         // SAFETY: the connection's bucket allocator.
         let alloc = unsafe { (*c).bucket_alloc };
         // SAFETY: walking the live brigade with APR's macros (shim); a
@@ -227,10 +277,7 @@ pub unsafe extern "C" fn link_filter(f: *mut sys::ap_filter_t, bb: *mut sys::apr
                     if let Some(rw) = state.rewriter.take() {
                         match rw.end() {
                             Ok(rest) => insert_bytes_before(b, alloc, rest.len(), |dst| dst.copy_from_slice(&rest)),
-                            Err(e) => {
-                                log_request(r, Level::Error, &format!("PD0403: LinkRewrite: {e}; the response is cut"));
-                                return sys::APR_EGENERAL;
-                            }
+                            Err(e) => return fail(f, bb, state, &e),
                         }
                     }
                     break;
@@ -249,27 +296,29 @@ pub unsafe extern "C" fn link_filter(f: *mut sys::ap_filter_t, bb: *mut sys::apr
                         // the file in a new bucket after it): go on from there.
                         next = sys::procd_bucket_next(b);
                         // A 4 MiB mmap piece is rewritten in slices, so that
-                        // its rewritten copy is never more than one slice.
-                        if len > PASS_ON_BYTES
-                            && sys::procd_bucket_split(b, PASS_ON_BYTES) == sys::APR_SUCCESS as sys::apr_status_t
-                        {
+                        // its rewritten copy is never more than one slice;
+                        // compressed input in small ones, as 1 KiB of
+                        // deflate may inflate to 1 MiB.
+                        let slice = if rw.decodes() { COMPRESSED_SLICE } else { PASS_ON_BYTES };
+                        if len > slice && sys::procd_bucket_split(b, slice) == sys::APR_SUCCESS as sys::apr_status_t {
                             next = sys::procd_bucket_next(b);
-                            len = PASS_ON_BYTES;
+                            len = slice;
                         }
                         let slice = if len == 0 { &[][..] } else { std::slice::from_raw_parts(data.cast::<u8>(), len) };
                         match rw.write(slice) {
-                            Ok(out) => replace_bucket(b, alloc, &out, len),
-                            Err(e) => {
-                                log_request(r, Level::Error, &format!("PD0403: LinkRewrite: {e}; the response is cut"));
-                                return sys::APR_EGENERAL;
+                            Ok(out) => {
+                                // Decoded gzip may be far larger than its input.
+                                unpassed += len.max(out.len());
+                                replace_bucket(b, alloc, &out, len);
                             }
+                            Err(e) => return fail(f, bb, state, &e),
                         }
-                        unpassed += len;
                     }
                 }
                 if unpassed >= PASS_ON_BYTES && next != sys::procd_brigade_sentinel(bb) {
                     // Pass what is done, keep walking the rest.
                     sys::apr_brigade_split_ex(bb, next, state.rest);
+                    state.passed = true;
                     let rv = sys::ap_pass_brigade((*f).next, bb);
                     sys::apr_brigade_cleanup(bb.cast());
                     sys::procd_brigade_concat(bb, state.rest);
@@ -280,6 +329,7 @@ pub unsafe extern "C" fn link_filter(f: *mut sys::ap_filter_t, bb: *mut sys::apr
                 }
                 b = next;
             }
+            state.passed = true;
             sys::ap_pass_brigade((*f).next, bb)
         }
     })

@@ -536,6 +536,11 @@ impl StreamRewriter {
         Ok(StreamRewriter { html, decoder, decoded: Vec::new(), got_body: false })
     }
 
+    /// Whether the body is compressed (each chunk is decoded first).
+    pub fn decodes(&self) -> bool {
+        !matches!(self.decoder, Decoder::None)
+    }
+
     /// Rewrites one chunk; returns what can be sent now.
     pub fn write<'a>(&'a mut self, chunk: &'a [u8]) -> Result<Output<'a>, String> {
         self.got_body |= !chunk.is_empty();
