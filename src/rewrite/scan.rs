@@ -107,8 +107,8 @@ enum TagKind {
 }
 
 /// `name` equals the lowercase `lit` in any letter case. `| 0x20` lowers
-/// ASCII letters; the only other byte it maps onto a letter or '-' of `lit`
-/// is '\r', which never occurs in a name.
+/// ASCII letters; the only other bytes it maps onto a '-' or ':' of `lit`
+/// are '\r' (never in a name) and the control byte 0x1a (in no real one).
 #[inline(always)]
 fn is(name: &[u8], lit: &[u8]) -> bool {
     name.len() == lit.len() && name.iter().zip(lit).all(|(a, b)| a | 0x20 == *b)
@@ -174,6 +174,7 @@ fn attr_kind(name: &[u8]) -> AttrKind {
         (10, b'f') => (b"formaction", AttrKind::Url),
         (10, b'b') => (b"background", AttrKind::Url),
         (10, b'h') => (b"http-equiv", AttrKind::HttpEquiv),
+        (10, b'x') => (b"xlink:href", AttrKind::Url), // SVG <use>, <image>, <a>
         (11, b'i') => (b"imagesrcset", AttrKind::SrcSet),
         _ => return AttrKind::Other,
     };

@@ -81,6 +81,7 @@ fn every_url_attribute_and_raw_text_element_in_any_case() {
         "usemap",
         "manifest",
         "icon",
+        "xlink:href",
     ] {
         for written in [name.to_string(), name.to_ascii_uppercase()] {
             let out = rw(&format!("<x {written}=\"{b}v\" title=\"{b}t\">"));
