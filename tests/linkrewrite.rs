@@ -562,6 +562,46 @@ fn cgi_output_is_rewritten_to_the_end() {
 /// address it thinks it has: pages, Location and cookie paths all come out
 /// under the mount, with no ProxyPassReverse.
 #[test]
+fn cgi_output_streams_while_the_script_stalls() {
+    use std::os::unix::fs::PermissionsExt;
+    let s = setup("lr-cgi-stall");
+    let script = s.a.dir.join("cgi/slow");
+    let b = &s.backend;
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nprintf 'Content-Type: text/html\\r\\n\\r\\n'\necho '<a href=\"{b}first\">1</a>'\nsleep 3\necho '<a href=\"{b}second\">2</a>'\n"
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let started = std::time::Instant::now();
+    let mut c = TcpStream::connect(("127.0.0.1", s.a.port)).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    write!(c, "GET /cgi/slow HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    let (mut got, mut buf, mut first_seen) = (Vec::new(), [0u8; 4096], None);
+    loop {
+        let n = c.read(&mut buf).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        got.extend_from_slice(&buf[..n]);
+        if first_seen.is_none() && memchr::memmem::find(&got, b"/from-cgi/first").is_some() {
+            first_seen = Some(started.elapsed());
+        }
+    }
+    let text = String::from_utf8_lossy(&got).into_owned();
+    eprintln!("CGI: first part after {first_seen:?}, whole response after {:?}", started.elapsed());
+    if !text.contains("href=\"/from-cgi/second\"") {
+        s.a.fail(&format!("second part not rewritten: {text}"));
+    }
+    match first_seen {
+        Some(t) if t < Duration::from_millis(2000) => {}
+        _ => s.a.fail(&format!("the first part was held back until the script finished ({first_seen:?}): {text}")),
+    }
+}
+
+#[test]
 fn a_mounted_group_is_rewritten_like_a_proxy() {
     ensure_user("procd-test-a");
     let conf = "LanguageGroup shop language=python processes=1 threads=2 user=procd-test-a app=@DIR@/shop.py\n\

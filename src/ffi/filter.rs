@@ -17,7 +17,7 @@ const NOTE_ACTIVE: &CStr = c"procd-linkrewrite";
 /// Output passed down the chain once this much has been rewritten in one
 /// call: a brigade holding a whole large file (a static page arrives as one
 /// FILE bucket) is then never turned into memory all at once.
-const PASS_ON_BYTES: usize = 64 << 10;
+const PASS_ON_BYTES: usize = 256 << 10;
 
 /// How much of a compressed body is decoded at a time.
 const COMPRESSED_SLICE: usize = 1 << 10;
@@ -237,6 +237,40 @@ unsafe fn fail(
     }
 }
 
+#[derive(PartialEq)]
+enum Flush {
+    Yes,
+    No,
+}
+
+/// Passes the buckets of `bb` before `at` down the chain (with a FLUSH
+/// after them if asked), noting in `passed` that the headers are out; `bb`
+/// then holds `at` and what follows it.
+///
+/// # Safety
+/// Called from the filter with its live filter and brigade; `at` is a bucket of `bb`.
+unsafe fn pass_before(
+    f: *mut sys::ap_filter_t,
+    bb: *mut sys::apr_bucket_brigade,
+    at: *mut sys::apr_bucket,
+    (rest, passed): (*mut sys::apr_bucket_brigade, &mut bool),
+    flush: Flush,
+) -> sys::apr_status_t {
+    // SAFETY: per the contract; `rest` (State::rest) is an empty brigade of
+    // the same request, and is empty again when this returns.
+    unsafe {
+        sys::apr_brigade_split_ex(bb, at, rest);
+        if flush == Flush::Yes {
+            sys::procd_brigade_insert_tail(bb, sys::apr_bucket_flush_create((*(*f).c).bucket_alloc));
+        }
+        *passed = true;
+        let rv = sys::ap_pass_brigade((*f).next, bb);
+        sys::apr_brigade_cleanup(bb.cast());
+        sys::procd_brigade_concat(bb, rest);
+        rv
+    }
+}
+
 /// The filter function: rewrites the data buckets of `bb` in place and
 /// passes it on.
 pub unsafe extern "C" fn link_filter(f: *mut sys::ap_filter_t, bb: *mut sys::apr_bucket_brigade) -> sys::apr_status_t {
@@ -287,7 +321,18 @@ pub unsafe extern "C" fn link_filter(f: *mut sys::ap_filter_t, bb: *mut sys::apr
                     if let Some(rw) = state.rewriter.as_mut() {
                         let mut data: *const c_char = std::ptr::null();
                         let mut len: sys::apr_size_t = 0;
-                        let rv = sys::procd_bucket_read(b, &mut data, &mut len, sys::apr_read_type_e_APR_BLOCK_READ);
+                        let mut rv =
+                            sys::procd_bucket_read(b, &mut data, &mut len, sys::apr_read_type_e_APR_NONBLOCK_READ);
+                        if rv == libc::EAGAIN {
+                            // A pipe (CGI) or socket with nothing yet: what is
+                            // done goes to the client now, then wait for more.
+                            let passed = pass_before(f, bb, b, (state.rest, &mut state.passed), Flush::Yes);
+                            if passed != sys::APR_SUCCESS as sys::apr_status_t {
+                                return passed;
+                            }
+                            unpassed = 0;
+                            rv = sys::procd_bucket_read(b, &mut data, &mut len, sys::apr_read_type_e_APR_BLOCK_READ);
+                        }
                         if rv != 0 {
                             return rv;
                         }
@@ -317,11 +362,7 @@ pub unsafe extern "C" fn link_filter(f: *mut sys::ap_filter_t, bb: *mut sys::apr
                 }
                 if unpassed >= PASS_ON_BYTES && next != sys::procd_brigade_sentinel(bb) {
                     // Pass what is done, keep walking the rest.
-                    sys::apr_brigade_split_ex(bb, next, state.rest);
-                    state.passed = true;
-                    let rv = sys::ap_pass_brigade((*f).next, bb);
-                    sys::apr_brigade_cleanup(bb.cast());
-                    sys::procd_brigade_concat(bb, state.rest);
+                    let rv = pass_before(f, bb, next, (state.rest, &mut state.passed), Flush::No);
                     if rv != sys::APR_SUCCESS as sys::apr_status_t {
                         return rv;
                     }
