@@ -506,21 +506,8 @@ LoadModule proxy_http_module {MODULES}/mod_proxy_http.so
     let mut c = TcpStream::connect(("127.0.0.1", a.port)).unwrap();
     c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     write!(c, "GET /slow/page HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
-    let mut got = Vec::new();
-    let mut buf = [0u8; 4096];
-    let mut first_seen = None;
-    loop {
-        let n = c.read(&mut buf).unwrap_or(0);
-        if n == 0 {
-            break;
-        }
-        got.extend_from_slice(&buf[..n]);
-        if first_seen.is_none() && got.windows(12).any(|w| w == b"/slow/first\"") {
-            first_seen = Some(started.elapsed());
-        }
-    }
+    let (text, first_seen) = read_until_closed(&mut c, started, "/slow/first\"");
     let _ = server.join();
-    let text = String::from_utf8_lossy(&got).into_owned();
     eprintln!("first part after {first_seen:?}, whole response after {:?}", started.elapsed());
     if !text.contains("href=\"/slow/second\"") {
         a.fail(&format!("second part not rewritten: {text}"));
@@ -529,6 +516,24 @@ LoadModule proxy_http_module {MODULES}/mod_proxy_http.so
         Some(t) if t < stall - Duration::from_millis(500) => {}
         _ => a.fail(&format!("the first part was held back until the backend finished ({first_seen:?}): {text}")),
     }
+}
+
+/// Reads the whole answer; also when `needle` first arrived (since `started`).
+/// A read interrupted by a signal (other tests' children) is retried.
+fn read_until_closed(c: &mut TcpStream, started: std::time::Instant, needle: &str) -> (String, Option<Duration>) {
+    let (mut got, mut buf, mut first_seen) = (Vec::new(), [0u8; 4096], None);
+    loop {
+        let n = match c.read(&mut buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) | Ok(0) => break,
+            Ok(n) => n,
+        };
+        got.extend_from_slice(&buf[..n]);
+        if first_seen.is_none() && memchr::memmem::find(&got, needle.as_bytes()).is_some() {
+            first_seen = Some(started.elapsed());
+        }
+    }
+    (String::from_utf8_lossy(&got).into_owned(), first_seen)
 }
 
 #[test]
@@ -579,18 +584,7 @@ fn cgi_output_streams_while_the_script_stalls() {
     let mut c = TcpStream::connect(("127.0.0.1", s.a.port)).unwrap();
     c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     write!(c, "GET /cgi/slow HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
-    let (mut got, mut buf, mut first_seen) = (Vec::new(), [0u8; 4096], None);
-    loop {
-        let n = c.read(&mut buf).unwrap_or(0);
-        if n == 0 {
-            break;
-        }
-        got.extend_from_slice(&buf[..n]);
-        if first_seen.is_none() && memchr::memmem::find(&got, b"/from-cgi/first").is_some() {
-            first_seen = Some(started.elapsed());
-        }
-    }
-    let text = String::from_utf8_lossy(&got).into_owned();
+    let (text, first_seen) = read_until_closed(&mut c, started, "/from-cgi/first");
     eprintln!("CGI: first part after {first_seen:?}, whole response after {:?}", started.elapsed());
     if !text.contains("href=\"/from-cgi/second\"") {
         s.a.fail(&format!("second part not rewritten: {text}"));
