@@ -518,24 +518,6 @@ LoadModule proxy_http_module {MODULES}/mod_proxy_http.so
     }
 }
 
-/// Reads the whole answer; also when `needle` first arrived (since `started`).
-/// A read interrupted by a signal (other tests' children) is retried.
-fn read_until_closed(c: &mut TcpStream, started: std::time::Instant, needle: &str) -> (String, Option<Duration>) {
-    let (mut got, mut buf, mut first_seen) = (Vec::new(), [0u8; 4096], None);
-    loop {
-        let n = match c.read(&mut buf) {
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(_) | Ok(0) => break,
-            Ok(n) => n,
-        };
-        got.extend_from_slice(&buf[..n]);
-        if first_seen.is_none() && memchr::memmem::find(&got, needle.as_bytes()).is_some() {
-            first_seen = Some(started.elapsed());
-        }
-    }
-    (String::from_utf8_lossy(&got).into_owned(), first_seen)
-}
-
 #[test]
 fn cgi_output_is_rewritten_to_the_end() {
     use std::os::unix::fs::PermissionsExt;

@@ -220,25 +220,13 @@ fn streamed_chunks_reach_the_client_before_the_app_finishes() {
     let mut s = TcpStream::connect(("127.0.0.1", a.port)).unwrap();
     let t0 = Instant::now();
     s.write_all(b"GET /app/stream HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
-    let mut got = Vec::new();
-    let mut buf = [0u8; 4096];
-    let mut first_at = None;
-    loop {
-        let n = s.read(&mut buf).unwrap();
-        if n == 0 {
-            break;
-        }
-        got.extend_from_slice(&buf[..n]);
-        if first_at.is_none() && String::from_utf8_lossy(&got).contains("first") {
-            first_at = Some(t0.elapsed());
-        }
-    }
+    let (text, first_at) = read_until_closed(&mut s, t0, "first");
     let total = t0.elapsed();
     let first = first_at.unwrap_or_else(|| a.fail("no first chunk"));
     eprintln!("stream: first chunk after {} ms, all after {} ms", first.as_millis(), total.as_millis());
     if first > Duration::from_millis(700)
         || total < Duration::from_millis(900)
-        || !String::from_utf8_lossy(&got).contains("second")
+        || !text.contains("second")
     {
         a.fail(&format!("first chunk at {first:?}, end at {total:?}"));
     }

@@ -608,3 +608,25 @@ pub fn dechunk(mut data: &[u8]) -> Option<Vec<u8>> {
         data = data.get(size + 2..)?;
     }
 }
+
+/// Reads the whole answer; also when `needle` first arrived (since `started`).
+/// A read interrupted by a signal (other tests' children) is retried.
+pub fn read_until_closed(
+    c: &mut std::net::TcpStream,
+    started: std::time::Instant,
+    needle: &str,
+) -> (String, Option<Duration>) {
+    let (mut got, mut buf, mut first_seen) = (Vec::new(), [0u8; 4096], None);
+    loop {
+        let n = match c.read(&mut buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) | Ok(0) => break,
+            Ok(n) => n,
+        };
+        got.extend_from_slice(&buf[..n]);
+        if first_seen.is_none() && memchr::memmem::find(&got, needle.as_bytes()).is_some() {
+            first_seen = Some(started.elapsed());
+        }
+    }
+    (String::from_utf8_lossy(&got).into_owned(), first_seen)
+}
