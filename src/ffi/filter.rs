@@ -222,7 +222,7 @@ unsafe fn fail(
             r,
             Level::Error,
             &format!(
-                "PD0403: LinkRewrite: {e}: {what}; the body does not match its Content-Encoding: fix the backend, or leave this URL out of LinkRewrite's scope"
+                "PD0403: LinkRewrite: {e}: {what}; the body is not the valid, complete stream its Content-Encoding says: fix the backend, or leave this URL out of LinkRewrite's scope"
             ),
         );
         state.rewriter = None;
@@ -344,10 +344,10 @@ pub unsafe extern "C" fn link_filter(f: *mut sys::ap_filter_t, bb: *mut sys::apr
                         // its rewritten copy is never more than one slice;
                         // compressed input in small ones, as 1 KiB of
                         // deflate may inflate to 1 MiB.
-                        let slice = if rw.decodes() { COMPRESSED_SLICE } else { PASS_ON_BYTES };
-                        if len > slice && sys::procd_bucket_split(b, slice) == sys::APR_SUCCESS as sys::apr_status_t {
+                        let most = if rw.decodes() { COMPRESSED_SLICE } else { PASS_ON_BYTES };
+                        if len > most && sys::procd_bucket_split(b, most) == sys::APR_SUCCESS as sys::apr_status_t {
                             next = sys::procd_bucket_next(b);
-                            len = slice;
+                            len = most;
                         }
                         let slice = if len == 0 { &[][..] } else { std::slice::from_raw_parts(data.cast::<u8>(), len) };
                         match rw.write(slice) {

@@ -14,9 +14,10 @@
 //! its fallback `<img>`, `<link>` and `<a>` are what such a browser shows.
 //! With CSS rewriting on (`LinkRewriteCSS On`), `<style>` content and
 //! `style` attributes (or a whole text/css body) are scanned for `url()`
-//! and `@import` strings, skipping CSS comments and other strings. Only an unfinished
-//! construct is kept between chunks (at most `MAX_PENDING` bytes; beyond
-//! that it is passed on as it is).
+//! and `@import` strings, skipping CSS comments and other strings.
+//!
+//! Only an unfinished construct is kept between chunks (at most
+//! `MAX_PENDING` bytes; beyond that it is passed on as it is).
 
 use super::{Maps, ValueChange};
 use memchr::memmem;
