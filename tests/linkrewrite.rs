@@ -518,21 +518,20 @@ LoadModule proxy_http_module {MODULES}/mod_proxy_http.so
     }
 }
 
+/// An executable CGI script `cgi/NAME`: an HTML header, then `body` (sh).
+fn cgi_script(s: &Setup, name: &str, body: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    let script = s.a.dir.join("cgi").join(name);
+    std::fs::write(&script, format!("#!/bin/sh\nprintf 'Content-Type: text/html\\r\\n\\r\\n'\n{body}\n")).unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
 #[test]
 fn cgi_output_is_rewritten_to_the_end() {
-    use std::os::unix::fs::PermissionsExt;
     let s = setup("lr-cgi");
     // Output through a pipe arrives in many reads: links first and last.
-    let script = s.a.dir.join("cgi/page");
     let link = format!("<a href=\"{}c\">c</a>", s.backend);
-    std::fs::write(
-        &script,
-        format!(
-            "#!/bin/sh\nprintf 'Content-Type: text/html\\r\\n\\r\\n'\necho '{link}'\nseq 1 20000 | sed 's|.*|<p>&</p>|'\necho '{link}'\n"
-        ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    cgi_script(&s, "page", &format!("echo '{link}'\nseq 1 20000 | sed 's|.*|<p>&</p>|'\necho '{link}'"));
     let r = s.a.get("/cgi/page");
     let text = r.text();
     if r.status != 200 || text.matches("<a href=\"/from-cgi/c\">").count() != 2 || text.contains(&s.backend) {
@@ -545,23 +544,11 @@ fn cgi_output_is_rewritten_to_the_end() {
     }
 }
 
-/// A mounted Python group whose app links and redirects to the internal
-/// address it thinks it has: pages, Location and cookie paths all come out
-/// under the mount, with no ProxyPassReverse.
 #[test]
 fn cgi_output_streams_while_the_script_stalls() {
-    use std::os::unix::fs::PermissionsExt;
     let s = setup("lr-cgi-stall");
-    let script = s.a.dir.join("cgi/slow");
     let b = &s.backend;
-    std::fs::write(
-        &script,
-        format!(
-            "#!/bin/sh\nprintf 'Content-Type: text/html\\r\\n\\r\\n'\necho '<a href=\"{b}first\">1</a>'\nsleep 3\necho '<a href=\"{b}second\">2</a>'\n"
-        ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    cgi_script(&s, "slow", &format!("echo '<a href=\"{b}first\">1</a>'\nsleep 3\necho '<a href=\"{b}second\">2</a>'"));
     let started = std::time::Instant::now();
     let mut c = TcpStream::connect(("127.0.0.1", s.a.port)).unwrap();
     c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
@@ -577,6 +564,9 @@ fn cgi_output_streams_while_the_script_stalls() {
     }
 }
 
+/// A mounted Python group whose app links and redirects to the internal
+/// address it thinks it has: pages, Location and cookie paths all come out
+/// under the mount, with no ProxyPassReverse.
 #[test]
 fn a_mounted_group_is_rewritten_like_a_proxy() {
     ensure_user("procd-test-a");
