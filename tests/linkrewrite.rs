@@ -435,7 +435,7 @@ fn static_files_in_scope_are_rewritten_too() {
     }
     // A range is a range of the rewritten page (the byte-range filter runs after ours).
     let r = s.a.request("GET /static/p.html HTTP/1.1\r\nHost: x\r\nRange: bytes=9-20\r\nConnection: close\r\n\r\n");
-    if r.status != 206 || r.text() != &"<a href=\"/from-static/s\">s</a>"[9..=20] {
+    if r.status != 206 || r.text() != "<a href=\"/from-static/s\">s</a>"[9..=20] {
         s.a.fail(&format!("range of a rewritten page: {}\n{}", r.head, r.text()));
     }
     // Files larger than what one read gives (mmap: 4 MiB; read(): 8000
