@@ -95,13 +95,26 @@ Listen 127.0.0.1:{bport}
 <Directory "@DIR@/htdocs/static">
     LinkRewrite {backend} /from-static/
 </Directory>
+# SSI: the included part is rewritten once, with the page (TO starts with FROM).
+LoadModule include_module {MODULES}/mod_include.so
+<Directory "@DIR@/htdocs/ssi">
+    Options +Includes
+    AddOutputFilter INCLUDES .shtml
+    LinkRewrite {backend} {backend}z/
+</Directory>
+<Directory "@DIR@/htdocs/ssi-plain">
+    Options +Includes
+    AddOutputFilter INCLUDES .shtml
+</Directory>
 <Directory "@DIR@/htdocs/static/nommap">
     EnableMMAP Off
 </Directory>
 "#
     );
     let mut a = Apache::new(name, Mpm::Event, &conf);
-    for sub in ["backend/gz", "backend/br", "backend/badgz", "htdocs/static/nommap", "cgi"] {
+    for sub in
+        ["backend/gz", "backend/br", "backend/badgz", "htdocs/static/nommap", "htdocs/ssi", "htdocs/ssi-plain", "cgi"]
+    {
         std::fs::create_dir_all(a.dir.join(sub)).unwrap();
     }
     a.start();
@@ -453,6 +466,22 @@ fn static_files_in_scope_are_rewritten_too() {
                 text.matches("/from-static/").count()
             ));
         }
+    }
+    // A page that includes another (a subrequest): both parts rewritten once.
+    std::fs::write(s.a.dir.join("htdocs/ssi/part.html"), format!("<a href=\"{}in\">i</a>", s.backend)).unwrap();
+    let page = format!("<a href=\"{}out\">o</a><!--#include virtual=\"part.html\" -->", s.backend);
+    std::fs::write(s.a.dir.join("htdocs/ssi/page.shtml"), page).unwrap();
+    let got = s.a.get("/ssi/page.shtml").text();
+    let b = &s.backend;
+    if got != format!("<a href=\"{b}z/out\">o</a><a href=\"{b}z/in\">i</a>") {
+        s.a.fail(&format!("SSI page: {got}"));
+    }
+    // A page outside every scope that includes one inside: the part is rewritten.
+    std::fs::write(s.a.dir.join("htdocs/ssi-plain/page.shtml"), "<p><!--#include virtual=\"/ssi/part.html\" --></p>")
+        .unwrap();
+    let got = s.a.get("/ssi-plain/page.shtml").text();
+    if got != format!("<p><a href=\"{b}z/in\">i</a></p>") {
+        s.a.fail(&format!("SSI page outside the scope: {got}"));
     }
     // Outside the scope: untouched.
     std::fs::write(s.a.dir.join("htdocs/p.html"), format!("<a href=\"{}s\">s</a>", s.backend)).unwrap();

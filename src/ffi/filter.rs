@@ -5,7 +5,7 @@
 
 use super::apache::{Level, bytes_from, guard, latin1_bytes, log_request, pool_box, pool_bytes};
 use super::sys;
-use crate::config::scope::DirConfig;
+use crate::config::scope::{DirConfig, LinkMap};
 use crate::rewrite::{Body, BodyEncoding, Maps, Output, StreamRewriter};
 use std::ffi::{CStr, c_char};
 use std::ptr::null_mut;
@@ -78,6 +78,29 @@ fn header(r: *mut sys::request_rec, name: &CStr) -> Option<String> {
     (!v.is_null()).then(|| String::from_utf8_lossy(&unsafe { bytes_from(v) }).into_owned())
 }
 
+/// A subrequest (an SSI include) whose output flows on through the main
+/// request's own LINKREWRITE, with the same maps: rewriting it here as well
+/// would apply them twice (a TO that starts with its FROM would show).
+fn main_rewrites_too(r: *mut sys::request_rec, maps: &[LinkMap]) -> bool {
+    // SAFETY: a live request; `main` is NULL or its live main request,
+    // whose filter list is a NULL-terminated chain of live filters.
+    unsafe {
+        let main = (*r).main;
+        if main.is_null() || dir_config(main).link_maps != maps {
+            return false;
+        }
+        let mut f = (*main).output_filters;
+        while !f.is_null() {
+            // Apache keeps filter names in lower case.
+            if CStr::from_ptr((*(*f).frec).name).to_bytes() == b"linkrewrite" {
+                return true;
+            }
+            f = (*f).next;
+        }
+        false
+    }
+}
+
 /// First call for a response: headers, then decide whether to rewrite the body.
 fn start(f: *mut sys::ap_filter_t) -> Option<State> {
     // SAFETY: the live filter and its request.
@@ -85,6 +108,9 @@ fn start(f: *mut sys::ap_filter_t) -> Option<State> {
     let config = dir_config(r);
     let maps = Maps::new(&config.link_maps);
     if maps.is_empty() {
+        return None;
+    }
+    if main_rewrites_too(r, &config.link_maps) {
         return None;
     }
     // Added both automatically and by hand (SetOutputFilter,

@@ -94,11 +94,14 @@ unsafe extern "C" fn register_hooks(_pool: *mut sys::apr_pool_t) {
             sys::ap_hook_fixups(Some(super::request::fixups), null(), null(), sys::APR_HOOK_LAST);
             sys::ap_hook_handler(Some(super::request::handler), null(), null(), sys::APR_HOOK_MIDDLE);
             sys::ap_hook_insert_filter(Some(super::filter::insert_filter), null(), null(), sys::APR_HOOK_MIDDLE);
+            // After every RESOURCE filter (INCLUDES, SUBSTITUTE: what they
+            // produce is rewritten too), before CONTENT_SET ones (DEFLATE
+            // compresses what was rewritten).
             sys::ap_register_output_filter(
                 super::filter::FILTER_NAME.as_ptr(),
                 Some(super::filter::link_filter),
                 None,
-                sys::ap_filter_type_AP_FTYPE_RESOURCE,
+                sys::ap_filter_type_AP_FTYPE_CONTENT_SET - 1,
             );
         }
     })
