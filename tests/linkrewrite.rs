@@ -35,6 +35,9 @@ ScriptAlias /cgi/ "@DIR@/cgi/"
 <Location /cgi/>
     LinkRewrite {backend} /from-cgi/
 </Location>
+<Location /cgi/too-slow>
+    CGIDScriptTimeout 1
+</Location>
 Listen 127.0.0.1:{bport}
 <VirtualHost 127.0.0.1:{bport}>
     ServerName backend
@@ -595,6 +598,15 @@ fn cgi_output_streams_while_the_script_stalls() {
     match first_seen {
         Some(t) if t < Duration::from_millis(2000) => {}
         _ => s.a.fail(&format!("the first part was held back until the script finished ({first_seen:?}): {text}")),
+    }
+    // Past CGIDScriptTimeout: the response is cut, and the log says so.
+    cgi_script(&s, "too-slow", &format!("echo '<a href=\"{b}first\">1</a>'\nsleep 3"));
+    let mut c = TcpStream::connect(("127.0.0.1", s.a.port)).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    write!(c, "GET /cgi/too-slow HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    let (text, _) = read_until_closed(&mut c, started, "");
+    if !text.contains("/from-cgi/first") || !wait_until(Duration::from_secs(5), || s.a.error_log().contains("PD0404")) {
+        s.a.fail(&format!("a CGI script past its timeout: no first part, or no PD0404 line: {text}"));
     }
 }
 

@@ -194,6 +194,17 @@ pub unsafe fn pool_box<T>(pool: *mut sys::apr_pool_t, value: T) -> *mut T {
     raw
 }
 
+/// APR's text for a status code (`apr_strerror`).
+pub fn apr_error(status: sys::apr_status_t) -> String {
+    let mut buf = [0 as c_char; 256];
+    // SAFETY: apr_strerror writes at most `buf.len()` bytes, NUL-terminated,
+    // and returns `buf`.
+    unsafe {
+        sys::apr_strerror(status, buf.as_mut_ptr(), buf.len());
+        string_from(buf.as_ptr())
+    }
+}
+
 /// Writes one line to the error log about request `r` (with client and URL).
 pub fn log_request(r: *mut sys::request_rec, level: Level, text: &str) {
     let text = c_string(text);

@@ -3,7 +3,7 @@
 //! handler: mod_proxy, groups, static files, CGI), and usable by hand with
 //! `SetOutputFilter LINKREWRITE` or `AddOutputFilterByType`.
 
-use super::apache::{Level, bytes_from, guard, latin1_bytes, log_request, pool_box, pool_bytes};
+use super::apache::{Level, apr_error, bytes_from, guard, latin1_bytes, log_request, pool_box, pool_bytes};
 use super::sys;
 use crate::config::scope::{DirConfig, LinkMap};
 use crate::rewrite::{Body, BodyEncoding, Maps, Output, StreamRewriter};
@@ -360,6 +360,14 @@ pub unsafe extern "C" fn link_filter(f: *mut sys::ap_filter_t, bb: *mut sys::apr
                             rv = sys::procd_bucket_read(b, &mut data, &mut len, sys::apr_read_type_e_APR_BLOCK_READ);
                         }
                         if rv != 0 {
+                            log_request(
+                                r,
+                                Level::Error,
+                                &format!(
+                                    "PD0404: LinkRewrite: reading the response body failed ({}); the response is cut (the line of the module that produced it, if any, says more)",
+                                    apr_error(rv)
+                                ),
+                            );
                             return rv;
                         }
                         // Reading a FILE bucket may split it (an 8000-byte
