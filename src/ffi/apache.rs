@@ -194,6 +194,23 @@ pub unsafe fn pool_box<T>(pool: *mut sys::apr_pool_t, value: T) -> *mut T {
     raw
 }
 
+/// Appends mod_proxy's "backend broke" ending to `bb`: an error bucket
+/// (a 502 if the headers are not out yet, else the response is cut), then
+/// EOS; the connection is not kept alive.
+///
+/// # Safety
+/// `r` is the live request and `bb` a brigade on its connection's allocator.
+pub unsafe fn append_bad_gateway(r: *mut sys::request_rec, bb: *mut sys::apr_bucket_brigade) {
+    // SAFETY: per the contract.
+    unsafe {
+        let c = (*r).connection;
+        let e = sys::ap_bucket_error_create(sys::HTTP_BAD_GATEWAY, std::ptr::null(), (*r).pool, (*c).bucket_alloc);
+        sys::procd_brigade_insert_tail(bb, e);
+        sys::procd_brigade_insert_tail(bb, sys::apr_bucket_eos_create((*c).bucket_alloc));
+        (*c).keepalive = sys::ap_conn_keepalive_e_AP_CONN_CLOSE;
+    }
+}
+
 /// APR's text for a status code (`apr_strerror`).
 pub fn apr_error(status: sys::apr_status_t) -> String {
     let mut buf = [0 as c_char; 256];

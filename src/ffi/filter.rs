@@ -3,7 +3,9 @@
 //! handler: mod_proxy, groups, static files, CGI), and usable by hand with
 //! `SetOutputFilter LINKREWRITE` or `AddOutputFilterByType`.
 
-use super::apache::{Level, apr_error, bytes_from, guard, latin1_bytes, log_request, pool_box, pool_bytes};
+use super::apache::{
+    Level, append_bad_gateway, apr_error, bytes_from, guard, latin1_bytes, log_request, pool_box, pool_bytes,
+};
 use super::sys;
 use crate::config::scope::{DirConfig, LinkMap};
 use crate::rewrite::{Body, BodyEncoding, Maps, Output, StreamRewriter};
@@ -241,7 +243,7 @@ unsafe fn fail(
 ) -> sys::apr_status_t {
     // SAFETY: per the contract.
     unsafe {
-        let (r, c) = ((*f).r, (*f).c);
+        let r = (*f).r;
         let what =
             if state.passed { "the response is cut (its start was sent)" } else { "the client gets 502 Bad Gateway" };
         log_request(
@@ -254,10 +256,7 @@ unsafe fn fail(
         state.rewriter = None;
         state.failed = true;
         sys::apr_brigade_cleanup(bb.cast());
-        let err = sys::ap_bucket_error_create(sys::HTTP_BAD_GATEWAY, std::ptr::null(), (*r).pool, (*c).bucket_alloc);
-        sys::procd_brigade_insert_tail(bb, err);
-        sys::procd_brigade_insert_tail(bb, sys::apr_bucket_eos_create((*c).bucket_alloc));
-        (*c).keepalive = sys::ap_conn_keepalive_e_AP_CONN_CLOSE;
+        append_bad_gateway(r, bb);
         sys::ap_pass_brigade((*f).next, bb);
         sys::APR_EGENERAL
     }

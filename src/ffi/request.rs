@@ -2,7 +2,9 @@
 //! `LanguageHandler` (fixups) and the handler that sends a request to its
 //! group through `crate::handler`.
 
-use super::apache::{Level, bytes_from, guard, latin1_bytes, log_request, pool_bytes, pool_string, string_from};
+use super::apache::{
+    Level, append_bad_gateway, bytes_from, guard, latin1_bytes, log_request, pool_bytes, pool_string, string_from,
+};
 use super::module::server_config_of;
 use super::sys;
 use crate::config::scope::DirConfig;
@@ -259,11 +261,8 @@ impl Client for ApacheClient {
             sys::ap_rflush(self.r);
             let c = (*self.r).connection;
             let bb = sys::apr_brigade_create((*self.r).pool, (*c).bucket_alloc);
-            let e = sys::ap_bucket_error_create(sys::HTTP_BAD_GATEWAY, std::ptr::null(), (*c).pool, (*c).bucket_alloc);
-            sys::procd_brigade_insert_tail(bb, e);
-            sys::procd_brigade_insert_tail(bb, sys::apr_bucket_eos_create((*c).bucket_alloc));
+            append_bad_gateway(self.r, bb);
             sys::ap_pass_brigade((*self.r).output_filters, bb);
-            (*c).keepalive = sys::ap_conn_keepalive_e_AP_CONN_CLOSE;
         }
     }
 }

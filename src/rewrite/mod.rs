@@ -591,8 +591,8 @@ impl Html {
 
 /// Rewrites a whole document (tests and the single-core benchmark).
 #[cfg(test)]
-pub fn rewrite_all(maps: &Maps, input: &[u8], chunk: usize) -> Result<Vec<u8>, String> {
-    let mut r = StreamRewriter::new(maps.clone(), Body::Html { css: false }, None, BodyEncoding::Identity)?;
+pub fn rewrite_all(maps: &Maps, body: Body, input: &[u8], chunk: usize) -> Result<Vec<u8>, String> {
+    let mut r = StreamRewriter::new(maps.clone(), body, None, BodyEncoding::Identity)?;
     let mut out = Vec::with_capacity(input.len());
     for piece in input.chunks(chunk.max(1)) {
         out.extend(r.write(piece)?.to_vec());

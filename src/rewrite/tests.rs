@@ -5,12 +5,15 @@ fn maps(pairs: &[(&str, &str)]) -> Maps {
     Maps::new(&pairs.iter().map(|(f, t)| LinkMap { from: f.to_string(), to: t.to_string() }).collect::<Vec<_>>())
 }
 
+/// HTML without CSS rewriting (the default).
+const HTML: Body = Body::Html { css: false };
+
 fn backend() -> Maps {
     maps(&[("http://127.0.0.1:8180/", "/legacy/"), ("http://127.0.0.1:8180/app/", "/app2/")])
 }
 
 fn rw(html: &str) -> String {
-    String::from_utf8(rewrite_all(&backend(), html.as_bytes(), 7).unwrap()).unwrap()
+    String::from_utf8(rewrite_all(&backend(), HTML, html.as_bytes(), 7).unwrap()).unwrap()
 }
 
 #[test]
@@ -110,7 +113,7 @@ fn a_tag_split_across_chunks_is_found() {
     let mut page = "x".repeat(8190);
     page.push_str(r#"<a href="http://127.0.0.1:8180/split">s</a>"#);
     for chunk in [1, 2, 3, 8191, 8192, 8193, 8200] {
-        let out = String::from_utf8(rewrite_all(&backend(), page.as_bytes(), chunk).unwrap()).unwrap();
+        let out = String::from_utf8(rewrite_all(&backend(), HTML, page.as_bytes(), chunk).unwrap()).unwrap();
         assert!(out.ends_with(r#"<a href="/legacy/split">s</a>"#), "chunk {chunk}");
     }
 }
@@ -187,7 +190,7 @@ fn output_streams_as_input_arrives() {
     // 50 MB in 8 KiB chunks: what comes out keeps pace with what goes in
     // (the rewriter holds at most the token in progress).
     let block = br#"<p><a href="http://127.0.0.1:8180/x">link</a> text text text</p>"#.repeat(128);
-    let block_out = rewrite_all(&backend(), &block, block.len()).unwrap().len();
+    let block_out = rewrite_all(&backend(), HTML, &block, block.len()).unwrap().len();
     let mut r = StreamRewriter::new(backend(), Body::Html { css: false }, None, BodyEncoding::Identity).unwrap();
     let (mut blocks, mut got, mut max_lag) = (0usize, 0usize, 0usize);
     while blocks * block.len() < 50 << 20 {
@@ -230,12 +233,12 @@ proptest! {
         let input = parts.concat();
         for body in [Body::Html { css: false }, Body::Html { css: true }, Body::Css] {
             let same = maps(&[("http://h/", "http://h/")]);
-            let out = rewrite_with(&same, body, input.as_bytes(), chunk);
+            let out = rewrite_all(&same, body, input.as_bytes(), chunk).unwrap();
             prop_assert_eq!(out, input.as_bytes());
             // Real maps: the same output however the input is cut.
             let other = maps(&[("http://h/", "/p/")]);
-            let whole = rewrite_with(&other, body, input.as_bytes(), input.len());
-            prop_assert_eq!(rewrite_with(&other, body, input.as_bytes(), chunk), whole);
+            let whole = rewrite_all(&other, body, input.as_bytes(), input.len()).unwrap();
+            prop_assert_eq!(rewrite_all(&other, body, input.as_bytes(), chunk).unwrap(), whole);
         }
     }
 
@@ -246,21 +249,11 @@ proptest! {
         let same = maps(&[("http://h/", "http://h/"), ("", "")]);
         let other = maps(&[("http://h/", "/p/"), ("/", "/q/")]);
         for body in [Body::Html { css: false }, Body::Html { css: true }, Body::Css] {
-            prop_assert_eq!(rewrite_with(&same, body, &input, chunk), input.clone());
-            let whole = rewrite_with(&other, body, &input, input.len().max(1));
-            prop_assert_eq!(rewrite_with(&other, body, &input, chunk), whole);
+            prop_assert_eq!(rewrite_all(&same, body, &input, chunk).unwrap(), input.clone());
+            let whole = rewrite_all(&other, body, &input, input.len().max(1)).unwrap();
+            prop_assert_eq!(rewrite_all(&other, body, &input, chunk).unwrap(), whole);
         }
     }
-}
-
-fn rewrite_with(maps: &Maps, body: Body, input: &[u8], chunk: usize) -> Vec<u8> {
-    let mut r = StreamRewriter::new(maps.clone(), body, None, BodyEncoding::Identity).unwrap();
-    let mut out = Vec::new();
-    for piece in input.chunks(chunk.max(1)) {
-        out.extend(r.write(piece).unwrap().to_vec());
-    }
-    out.extend(r.end().unwrap());
-    out
 }
 
 /// The filter's own single-core throughput (a benchmark, not a test): the
@@ -319,7 +312,7 @@ fn an_empty_compressed_body_is_no_error() {
 }
 
 fn rw_css(body: Body, input: &str, chunk: usize) -> String {
-    String::from_utf8(rewrite_with(&backend(), body, input.as_bytes(), chunk)).unwrap()
+    String::from_utf8(rewrite_all(&backend(), body, input.as_bytes(), chunk).unwrap()).unwrap()
 }
 
 #[test]
