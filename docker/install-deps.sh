@@ -7,7 +7,7 @@ PACKAGES=(
     # build
     apache2 apache2-dev libapr1-dev libaprutil1-dev libclang-dev pkg-config
     # tests and demo
-    curl procps passwd util-linux
+    curl procps passwd util-linux iproute2
     # language runtimes the tests and the demo use
     python3 python3-venv perl
     # LinkRewrite tests compare against the Apache manual

@@ -30,6 +30,11 @@ impl Identity {
         }
         groups.sort_unstable();
         groups.dedup();
+        // Never a group of root's, whatever the user database says (a
+        // primary gid 0 is refused at configtest).
+        if gid != 0 {
+            groups.retain(|g| *g != 0);
+        }
         Identity { user: user.to_string(), uid, gid, groups }
     }
 
@@ -138,6 +143,35 @@ pub fn check_access(path: &Path, who: &Identity, need: Need) -> Result<PathBuf, 
         Ok(real)
     } else {
         Err(format!("{} cannot {what} {}: {}", who.describe(), real.display(), explain(&real, &meta)))
+    }
+}
+
+/// Whether only root can change what `path` names: every directory from `/`
+/// down to it (as written, and after resolving links) is root's and not
+/// writable by group or others, unless sticky (as /tmp: others may add
+/// entries but not replace root's); links on the way are root's.
+pub fn root_controls(path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let safe = |p: &Path| match std::fs::symlink_metadata(p) {
+        Ok(m) if m.file_type().is_symlink() => m.uid() == 0,
+        Ok(m) => m.uid() == 0 && (m.mode() & 0o022 == 0 || (m.is_dir() && m.mode() & 0o1000 != 0)),
+        Err(_) => false,
+    };
+    let chain_safe = |p: &Path| p.ancestors().all(safe);
+    chain_safe(path) && std::fs::canonicalize(path).is_ok_and(|real| chain_safe(&real))
+}
+
+/// Whether `who` may append to `path`: write the file as it is, or create
+/// and replace files in its directory (whatever the file is now: the user
+/// may change it at any time, and the manager checks it at run time).
+pub fn check_appendable(path: &Path, who: &Identity) -> Result<(), String> {
+    let file_ok = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_file() && allowed(&m, who, 0o2));
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    let meta = std::fs::metadata(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    if file_ok || (allowed(&meta, who, 0o2) && allowed(&meta, who, 0o1)) {
+        Ok(())
+    } else {
+        Err(format!("{} cannot create files in {}: {}", who.describe(), dir.display(), explain(dir, &meta)))
     }
 }
 

@@ -103,6 +103,12 @@ fn check_group(g: &GroupConfig, table: &BTreeMap<String, Language>, apache_user:
         )];
     };
     let who = group_identity(g, apache_user);
+    if who.gid == 0 {
+        errors.push(format!(
+            "{at}: user {} has root's group (gid 0) as its primary group: groups never run with gid 0; name another group with group=",
+            who.user
+        ));
+    }
     if g.threads > 1 && !lang.protocol.allows_threads() {
         errors.push(format!(
             "{at}: threads={} is not possible for language={}: its workers ({} protocol) serve one request at a time; use processes= to serve more at once",
@@ -158,6 +164,16 @@ fn check_group(g: &GroupConfig, table: &BTreeMap<String, Language>, apache_user:
                 path.display(),
                 parent.display()
             ));
+        } else if option == "error-log" && !crate::config::access::root_controls(parent) {
+            // Users other than root can change what this path names: the
+            // manager opens it as the group's user, who must be able to.
+            if let Err(why) = crate::config::access::check_appendable(path, &who) {
+                errors.push(format!(
+                    "{at}: error-log={}: users other than root can write to {}, so the log is opened as the group's user, and {why}; use a directory only root can write, or let the user write the log",
+                    path.display(),
+                    parent.display()
+                ));
+            }
         }
     }
     errors

@@ -176,13 +176,97 @@ pub fn build_plan(views: &[ServerView<'_>], apache: &Identity, runtime_dir: &str
     }
 }
 
+/// The largest plan the httpd parent sends and the manager accepts: far
+/// above what thousands of groups need (1,000 groups with 1 KB of `env=`
+/// each make about 1.5 MB), far below what could hurt the manager.
+pub const MAX_PLAN: usize = 64 << 20;
+
+/// Longest time any timer of the plan may be set to (a day is the largest
+/// the directives accept); more would overflow the manager's clocks.
+const MAX_TIMER_MS: u64 = 7 * 24 * 3600 * 1000;
+
+/// The control frame: u32 big-endian length, then the plan's TOML text.
+pub fn frame_plan(text: &str) -> Result<Vec<u8>, String> {
+    if text.len() > MAX_PLAN {
+        return Err(format!("the configuration is {} bytes, more than the {MAX_PLAN} the manager accepts", text.len()));
+    }
+    let mut frame = Vec::with_capacity(4 + text.len());
+    frame.extend_from_slice(&(text.len() as u32).to_be_bytes());
+    frame.extend_from_slice(text.as_bytes());
+    Ok(frame)
+}
+
+/// An absolute path without `..`, NUL or control characters.
+fn plain_absolute(path: &str) -> bool {
+    path.starts_with('/') && !path.split('/').any(|c| c == "..") && !path.chars().any(|c| c.is_control())
+}
+
+/// A file name: no directory part, not hidden, not `.` or `..`.
+fn plain_file_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 255
+        && !name.starts_with('.')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
+}
+
 impl Plan {
     pub fn to_text(&self) -> Result<String, String> {
         toml::to_string(self).map_err(|e| format!("cannot encode the plan: {e}"))
     }
 
+    /// Decodes a plan and checks that it is one an honest httpd parent
+    /// sends: the manager runs as root and applies it.
     pub fn from_text(text: &str) -> Result<Plan, String> {
-        toml::from_str(text).map_err(|e| format!("cannot decode the plan: {e}"))
+        let plan: Plan = toml::from_str(text).map_err(|e| format!("cannot decode the plan: {e}"))?;
+        plan.validate()?;
+        Ok(plan)
+    }
+
+    /// What no plan from `build_plan` can contain: root identities,
+    /// relative or `..` paths, loader names with a directory part, timers
+    /// that overflow, absurd counts.
+    pub fn validate(&self) -> Result<(), String> {
+        let refuse = |why: String| Err(format!("refusing the configuration: {why}"));
+        if !plain_absolute(&self.runtime_dir) || self.runtime_dir == "/" {
+            return refuse(format!("runtime dir {:?} is not an absolute path", self.runtime_dir));
+        }
+        if !plain_absolute(&self.main_error_log) {
+            return refuse(format!("main error log {:?} is not an absolute path", self.main_error_log));
+        }
+        for (file, source) in &self.loaders {
+            if !plain_file_name(file) || source.len() > 1 << 20 {
+                return refuse(format!("loader {file:?} is not a plain file name or is too large"));
+            }
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for g in &self.groups {
+            let n = &g.name;
+            if !super::languages::valid_name(n) || !names.insert(n.as_str()) {
+                return refuse(format!("group name {n:?} is invalid or repeated"));
+            }
+            if g.uid == 0 || g.gid == 0 || g.groups.contains(&0) {
+                return refuse(format!("group {n} would run with uid or gid 0"));
+            }
+            if g.argv.first().is_some_and(|p| !plain_absolute(p)) || g.argv.iter().any(|a| a.contains('\0')) {
+                return refuse(format!("group {n}: the program is not an absolute path"));
+            }
+            if !plain_absolute(&g.home) || !plain_absolute(&g.error_log) {
+                return refuse(format!("group {n}: home or error log is not an absolute path"));
+            }
+            if g.restart_file.as_ref().is_some_and(|f| !plain_absolute(f)) {
+                return refuse(format!("group {n}: restart file is not an absolute path"));
+            }
+            if !(1..=1024).contains(&g.processes) || !(1..=1024).contains(&g.threads) {
+                return refuse(format!("group {n}: processes or threads out of range"));
+            }
+            if g.startup_timeout_ms > MAX_TIMER_MS || g.graceful_timeout_ms > MAX_TIMER_MS {
+                return refuse(format!("group {n}: a timeout is out of range"));
+            }
+            if g.env.iter().any(|(k, v)| k.is_empty() || k.contains('=') || k.contains('\0') || v.contains('\0')) {
+                return refuse(format!("group {n}: an environment entry is malformed"));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -219,5 +303,56 @@ mod tests {
         assert!(plan.groups[1].argv.is_empty());
         let text = plan.to_text().unwrap();
         assert_eq!(Plan::from_text(&text).unwrap(), plan);
+    }
+
+    /// What a hostile holder of the control channel might send is refused.
+    #[test]
+    fn dishonest_plans_are_refused() {
+        let good = GroupPlan {
+            name: "shop".into(),
+            language: "python".into(),
+            protocol: "procd".into(),
+            argv: vec!["/usr/bin/python3".into()],
+            user: "nobody".into(),
+            uid: 65534,
+            gid: 65534,
+            groups: vec![65534],
+            home: "/".into(),
+            env: vec![],
+            app: None,
+            processes: 1,
+            threads: 1,
+            ready_message: true,
+            startup_timeout_ms: 1000,
+            graceful_timeout_ms: 1000,
+            error_log: "/var/log/x.log".into(),
+            restart_file: None,
+        };
+        let plan = |g: GroupPlan| Plan {
+            runtime_dir: "/run/procd".into(),
+            main_error_log: "/var/log/e.log".into(),
+            groups: vec![g],
+            ..Plan::default()
+        };
+        assert_eq!(plan(good.clone()).validate(), Ok(()));
+        let bad: [fn(&mut GroupPlan); 8] = [
+            |g| g.uid = 0,
+            |g| g.gid = 0,
+            |g| g.groups.push(0),
+            |g| g.argv = vec!["python3".into()],
+            |g| g.name = "../x".into(),
+            |g| g.processes = 0,
+            |g| g.startup_timeout_ms = u64::MAX,
+            |g| g.error_log = "/var/log/../../etc/shadow".into(),
+        ];
+        for change in bad {
+            let mut g = good.clone();
+            change(&mut g);
+            assert!(plan(g.clone()).validate().is_err(), "{g:?}");
+        }
+        let mut p = plan(good);
+        p.loaders = vec![("../../etc/cron.d/x".into(), String::new())];
+        assert!(p.validate().is_err());
+        assert!(frame_plan(&"x".repeat(MAX_PLAN + 1)).is_err());
     }
 }

@@ -89,6 +89,9 @@ unsafe extern "C" fn register_hooks(_pool: *mut sys::apr_pool_t) {
         unsafe {
             sys::ap_hook_check_config(Some(check_config), null(), null(), sys::APR_HOOK_MIDDLE);
             sys::ap_hook_post_config(Some(post_config), null(), null(), sys::APR_HOOK_MIDDLE);
+            // First of all child_init hooks: no code of any module runs in a
+            // child while it still holds the channel to the root manager.
+            sys::ap_hook_child_init(Some(child_init), null(), null(), sys::APR_HOOK_REALLY_FIRST);
             sys::ap_hook_translate_name(Some(super::request::translate_name), null(), null(), sys::APR_HOOK_MIDDLE);
             sys::ap_hook_map_to_storage(Some(super::request::map_to_storage), null(), null(), sys::APR_HOOK_FIRST);
             sys::ap_hook_fixups(Some(super::request::fixups), null(), null(), sys::APR_HOOK_LAST);
@@ -318,8 +321,15 @@ fn start_manager(state: &ParentState) -> Result<(), String> {
     use std::os::fd::{AsFd, IntoRawFd};
     let (parent_end, manager_end) = socketpair(AddressFamily::Unix, SockType::Stream, None, SockFlag::SOCK_CLOEXEC)
         .map_err(|e| format!("socketpair: {e}"))?;
+    // Before the first byte is sent: the kernel then tags everything the
+    // manager reads with its sender's pid, and the manager accepts plans
+    // from the httpd parent only (whoever else may hold a copy of our end).
+    nix::sys::socket::setsockopt(&manager_end, nix::sys::socket::sockopt::PassCred, &true)
+        .map_err(|e| format!("SO_PASSCRED: {e}"))?;
     match super::os::fork_manager(manager_end.as_fd()).map_err(|e| format!("fork: {e}"))? {
-        super::os::Forked::Manager(control) => crate::manager::run(control),
+        // The manager never returns into httpd's start-up code, not even by
+        // a panic: `run_manager` exits the process.
+        super::os::Forked::Manager(control) => super::os::run_manager(control),
         super::os::Forked::Parent(pid) => {
             drop(manager_end);
             // SAFETY: `retained` points into Apache's retained data (see
@@ -338,20 +348,25 @@ fn start_manager(state: &ParentState) -> Result<(), String> {
     }
 }
 
+/// How long the httpd parent waits for the manager to take a plan.
+const SEND_PLAN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+
 /// Sends the plan as one frame: u32 big-endian length, then TOML text.
+/// The frame goes whole or not at all: a frame cut short would corrupt
+/// every later one, so on failure the manager is killed (the other-child
+/// callback then starts a new one with this generation's plan).
 fn send_plan(state: &ParentState) -> Result<(), String> {
-    use nix::sys::socket::{MsgFlags, send};
     // SAFETY: see `start_manager`.
-    let fd = unsafe { (*state.retained).control_fd };
-    let mut frame = (state.plan_text.len() as u32).to_be_bytes().to_vec();
-    frame.extend_from_slice(state.plan_text.as_bytes());
-    let mut sent = 0;
-    while sent < frame.len() {
-        match send(fd, &frame[sent..], MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT) {
-            Ok(n) => sent += n,
-            Err(nix::errno::Errno::EINTR) => {}
-            Err(e) => return Err(format!("cannot send the configuration to the manager: {e}")),
+    let (fd, pid) = unsafe { ((*state.retained).control_fd, (*state.retained).manager_pid) };
+    let frame = crate::config::plan::frame_plan(&state.plan_text)?;
+    if let Err(e) = super::os::send_all(fd, &frame, SEND_PLAN_TIMEOUT) {
+        if pid > 0 {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
         }
+        return Err(format!(
+            "cannot send the configuration ({} bytes) to the manager (pid {pid}): {e}; the manager is restarted with it",
+            frame.len()
+        ));
     }
     Ok(())
 }
@@ -411,14 +426,14 @@ unsafe extern "C" fn manager_event(reason: c_int, data: *mut c_void, status: c_i
                 if mpm_state == sys::AP_MPMQ_STOPPING {
                     return;
                 }
-                let how = if libc::WIFEXITED(status) {
-                    format!("exited with status {}", libc::WEXITSTATUS(status))
-                } else if libc::WIFSIGNALED(status) {
-                    format!("was killed by signal {}", libc::WTERMSIG(status))
-                } else {
-                    "was lost".to_string()
+                // APR passes the exit code, or the signal number for a
+                // process killed by a signal (not a wait status).
+                let how = match status {
+                    crate::manager::EXIT_PANIC => "exited with status 70 (it panicked; see PD0210 above)".to_string(),
+                    _ if reason == sys::APR_OC_REASON_LOST => "was lost".to_string(),
+                    n => format!("ended with exit status or signal {n}"),
                 };
-                if libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == crate::manager::EXIT_STARTUP_FAILURE {
+                if status == crate::manager::EXIT_STARTUP_FAILURE {
                     log_server(
                         Some(st.main),
                         Level::Crit,
@@ -454,6 +469,24 @@ unsafe extern "C" fn manager_event(reason: c_int, data: *mut c_void, status: c_i
                 }
             }
             _ => {}
+        }
+    })
+}
+
+/// In every Apache child, before any other module's child_init: the
+/// parent's end of the control channel to the root manager is closed, so
+/// code running in a child (mod_php, mod_lua, a module's bug) holds no way
+/// to talk to a root process.
+unsafe extern "C" fn child_init(_pchild: *mut sys::apr_pool_t, _s: *mut sys::server_rec) {
+    guard((), || {
+        let r = retained();
+        // SAFETY: this child's own copy of the retained data; the child is
+        // single-threaded while child_init hooks run.
+        unsafe {
+            if (*r).control_fd >= 0 {
+                libc::close((*r).control_fd);
+                (*r).control_fd = -1;
+            }
         }
     })
 }

@@ -83,6 +83,48 @@ pub fn fork_manager(control: BorrowedFd<'_>) -> nix::Result<Forked> {
     }
 }
 
+/// The manager's entry, in the process `fork_manager` made: runs the
+/// manager and never returns. A panic must not unwind back into the httpd
+/// start-up code this process was forked from (it would go on as a second
+/// httpd parent): the manager's panic hook has logged it, and the process
+/// exits with `EXIT_PANIC`, which the httpd parent answers by starting a new
+/// manager.
+pub fn run_manager(control: OwnedFd) -> ! {
+    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| crate::manager::run(control)));
+    exit_now(crate::manager::EXIT_PANIC)
+}
+
+/// Writes all of `bytes` to the stream socket `fd` within `limit`, waiting
+/// for room as needed (the descriptor may be blocking or not).
+pub fn send_all(fd: RawFd, bytes: &[u8], limit: std::time::Duration) -> Result<(), String> {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    use nix::sys::socket::{MsgFlags, send};
+    let deadline = std::time::Instant::now() + limit;
+    let mut sent = 0;
+    while sent < bytes.len() {
+        match send(fd, &bytes[sent..], MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT) {
+            Ok(n) => sent += n,
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(nix::errno::Errno::EAGAIN) => {
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                if left.is_zero() {
+                    return Err(format!("timed out after {} s with {sent} bytes sent", limit.as_secs()));
+                }
+                // SAFETY: `fd` is open for the duration of this call (the caller owns it).
+                let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+                let ms = u16::try_from(left.as_millis().min(1000)).unwrap_or(1000);
+                let mut fds = [PollFd::new(borrowed, PollFlags::POLLOUT)];
+                match poll(&mut fds, PollTimeout::from(ms)) {
+                    Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+                    Err(e) => return Err(format!("poll: {e}")),
+                }
+            }
+            Err(e) => return Err(format!("{e} after {sent} of {} bytes", bytes.len())),
+        }
+    }
+    Ok(())
+}
+
 /// Everything needed to start one worker.
 pub struct Launch<'a> {
     pub argv: &'a [CString],
@@ -120,30 +162,46 @@ pub fn spawn_worker(l: &Launch<'_>) -> nix::Result<Pid> {
     match unsafe { fork() }? {
         ForkResult::Parent { child } => Ok(child),
         ForkResult::Child => {
-            // Move sources out of the way first, so that dup2 onto 1..4
-            // never overwrites another source.
-            let high = |fd: RawFd| {
+            // Move sources out of the way first (to 5 and up: never one of
+            // the targets, whatever RLIMIT_NOFILE allows), so that dup2 onto
+            // 0..4 never overwrites another source. Every step is checked: a
+            // worker never runs with a descriptor in the wrong place.
+            let high = |fd: RawFd, what: &str| {
                 // SAFETY: F_DUPFD_CLOEXEC duplicates a descriptor we own.
-                unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 100) }
+                let moved = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 5) };
+                if moved < 0 {
+                    child_fail(&format!("moving the {what} descriptor"), nix::Error::last());
+                }
+                moved
             };
-            let (listen, status, output) =
-                (high(l.listen.as_raw_fd()), high(l.status.as_raw_fd()), high(l.output.as_raw_fd()));
-            // SAFETY: placing our own descriptors at fixed numbers; dup2
-            // clears close-on-exec on the targets.
-            unsafe {
-                libc::dup2(output, 1);
-                libc::dup2(output, 2);
-                libc::dup2(listen, 3);
-                libc::dup2(status, 4);
-            }
-            if let Ok(null) = std::fs::File::open("/dev/null") {
-                // SAFETY: as above.
-                unsafe { libc::dup2(null.as_raw_fd(), 0) };
+            let listen = high(l.listen.as_raw_fd(), "listening socket");
+            let status = high(l.status.as_raw_fd(), "status channel");
+            let output = high(l.output.as_raw_fd(), "output pipe");
+            let null = match std::fs::File::open("/dev/null") {
+                Ok(f) => f,
+                Err(e) => child_fail("open /dev/null", nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::EIO))),
+            };
+            let null = high(null.as_raw_fd(), "/dev/null");
+            for (source, target, what) in [
+                (null, 0, "stdin"),
+                (output, 1, "stdout"),
+                (output, 2, "stderr"),
+                (listen, 3, "fd 3 (listening socket)"),
+                (status, 4, "fd 4 (status channel)"),
+            ] {
+                // SAFETY: placing our own descriptors at fixed numbers; dup2
+                // clears close-on-exec on the targets.
+                if unsafe { libc::dup2(source, target) } != target {
+                    child_fail(&format!("placing {what}"), nix::Error::last());
+                }
             }
             close_from(5);
             reset_signals();
             if let Err(e) = nix::unistd::setsid() {
                 child_fail("setsid", e);
+            }
+            if l.uid == 0 || l.gid == 0 || l.groups.contains(&0) {
+                child_fail("refusing to run a worker with uid or gid 0", nix::Error::EPERM);
             }
             let gids: Vec<Gid> = l.groups.iter().map(|g| Gid::from_raw(*g)).collect();
             if let Err(e) = nix::unistd::setgroups(&gids) {

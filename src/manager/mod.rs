@@ -41,6 +41,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 /// Exit status meaning "could not start at all; do not restart me".
 pub const EXIT_STARTUP_FAILURE: i32 = 78;
+/// Exit status after a panic (logged as PD0210); httpd starts a new manager.
+pub const EXIT_PANIC: i32 = 70;
 /// A worker that exits sooner than this after starting counts as a failed start.
 const STABLE_AFTER: Duration = Duration::from_secs(10);
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
@@ -53,6 +55,18 @@ const TICK: Duration = Duration::from_millis(100);
 const STOP_GRACE: Duration = Duration::from_secs(3);
 /// Longest line of worker output kept before it is logged in pieces.
 const MAX_LINE: usize = 8192;
+/// Most bytes read from one worker's output pipe per round of the event
+/// loop: a worker that writes without pause cannot hold the manager.
+const READ_BUDGET: usize = 64 << 10;
+/// Worker output a group may log per second (bytes); more is dropped,
+/// counted, and summed up in one line (PD0212) per `OUTPUT_SUMMARY`.
+const OUTPUT_RATE: u64 = 1 << 20;
+/// Bytes a group may log at once before the rate applies.
+const OUTPUT_BURST: u64 = 4 << 20;
+const OUTPUT_SUMMARY: Duration = Duration::from_secs(5);
+/// Generation sockets live here, under the runtime dir, until they are
+/// renamed over `<group>.sock`: no group name can collide with them.
+pub const GENERATIONS: &str = "generations";
 /// Under the runtime dir: one file per recently exited worker, named by pid:
 /// its group on the first line, then how it ended.
 pub const EXITS: &str = "exits";
@@ -71,6 +85,10 @@ mod id {
     pub const STRAGGLER: &str = "PD0207";
     pub const SPAWN_FAILED: &str = "PD0208";
     pub const RESTART_FILE: &str = "PD0209";
+    pub const PANIC: &str = "PD0210";
+    pub const REFUSED: &str = "PD0211";
+    pub const OUTPUT_DROPPED: &str = "PD0212";
+    pub const ORPHAN: &str = "PD0213";
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,6 +128,63 @@ struct Group {
     failures: u32,
     retry_at: Option<Instant>,
     restart_mtime: Option<SystemTime>,
+    output: OutputBudget,
+}
+
+/// A group's allowance of worker output (a token bucket), and what was
+/// dropped over it since the last summary.
+struct OutputBudget {
+    tokens: u64,
+    refilled: Instant,
+    dropped_lines: u64,
+    dropped_bytes: u64,
+    since: Instant,
+}
+
+impl Default for OutputBudget {
+    fn default() -> Self {
+        let now = Instant::now();
+        OutputBudget { tokens: OUTPUT_BURST, refilled: now, dropped_lines: 0, dropped_bytes: 0, since: now }
+    }
+}
+
+impl OutputBudget {
+    /// Whether a line of `len` bytes may be logged now.
+    fn allow(&mut self, len: usize) -> bool {
+        let now = Instant::now();
+        let earned = (now.duration_since(self.refilled).as_micros() as u64).saturating_mul(OUTPUT_RATE) / 1_000_000;
+        if earned > 0 {
+            self.tokens = (self.tokens + earned).min(OUTPUT_BURST);
+            self.refilled = now;
+        }
+        let cost = len as u64 + 1;
+        if self.tokens >= cost {
+            self.tokens -= cost;
+            true
+        } else {
+            self.dropped_lines += 1;
+            self.dropped_bytes += cost;
+            false
+        }
+    }
+
+    /// The summary line owed, if anything was dropped and it is time.
+    fn summary(&mut self) -> Option<String> {
+        if self.dropped_lines == 0 || self.since.elapsed() < OUTPUT_SUMMARY {
+            return None;
+        }
+        let text = format!(
+            "worker output over the limit of {} KiB/s: {} line(s), {} bytes dropped in the last {} s",
+            OUTPUT_RATE >> 10,
+            self.dropped_lines,
+            self.dropped_bytes,
+            self.since.elapsed().as_secs()
+        );
+        self.dropped_lines = 0;
+        self.dropped_bytes = 0;
+        self.since = Instant::now();
+        Some(text)
+    }
 }
 
 impl Group {
@@ -127,7 +202,24 @@ pub struct Manager {
     control_buf: Vec<u8>,
     /// Set once shutdown begins: exits are expected, nothing is replaced.
     stopping: bool,
+    /// The httpd parent: the only process whose plans are applied.
+    httpd: Pid,
+    /// When bytes from another process on the control channel were last logged.
+    refused_logged: Option<Instant>,
+    /// Processes workers left behind, now our children: (group, generation)
+    /// they end with.
+    orphans: HashMap<Pid, (String, u64)>,
 }
+
+/// Sends `sig` to a worker's process group (it is a session leader) and to
+/// the worker itself, in case it left its group.
+fn signal_worker(pid: Pid, sig: Signal) {
+    let _ = killpg(pid, sig);
+    let _ = kill(pid, sig);
+}
+
+/// The main log, for the panic hook (which cannot reach the manager).
+static MAIN_LOG: std::sync::Mutex<String> = std::sync::Mutex::new(String::new());
 
 fn describe(status: WaitStatus) -> String {
     match status {
@@ -154,12 +246,29 @@ impl Manager {
             next_generation: 1,
             control_buf: Vec::new(),
             stopping: false,
+            httpd: nix::unistd::getppid(),
+            refused_logged: None,
+            orphans: HashMap::new(),
         }
     }
 
     /// A new configuration from httpd: every group starts a new generation.
     fn apply(&mut self, plan: Plan) {
         self.logs.reset(&plan.main_error_log);
+        if let Ok(mut main) = MAIN_LOG.lock() {
+            main.clone_from(&plan.main_error_log);
+        }
+        for g in &plan.groups {
+            self.logs.set_owner(&g.error_log, g.uid, g.gid);
+        }
+        #[cfg(debug_assertions)]
+        if let Some(file) = std::env::var_os("PROCD_TEST_PANIC_ONCE") {
+            // Test hook (debug builds only): prove a panic never returns
+            // into httpd's code.
+            if std::fs::remove_file(file).is_ok() {
+                panic!("test panic requested by PROCD_TEST_PANIC_ONCE");
+            }
+        }
         if !plan.build.is_empty() && plan.build != crate::config::plan::build_id() {
             self.logs.manager(
                 "warn",
@@ -200,7 +309,7 @@ impl Manager {
             group.plan = Some(gp.clone());
             group.failures = 0;
             group.retry_at = None;
-            group.restart_mtime = gp.restart_file.as_ref().and_then(|f| std::fs::metadata(f).ok()?.modified().ok());
+            group.restart_mtime = gp.restart_file.as_deref().and_then(restart_mtime);
             self.start_generation(&gp.name);
         }
     }
@@ -221,7 +330,7 @@ impl Manager {
         }
         let gen_id = self.next_generation;
         self.next_generation += 1;
-        let path = Path::new(&self.plan.runtime_dir).join(format!("{name}.{gen_id}.sock"));
+        let path = Path::new(&self.plan.runtime_dir).join(GENERATIONS).join(format!("{name}.{gen_id}.sock"));
         let _ = std::fs::remove_file(&path);
         let listener = match bind_socket(&path, self.plan.socket_gid) {
             Ok(l) => l,
@@ -301,8 +410,9 @@ impl Manager {
 
     /// Kills a generation that never served and removes its socket.
     fn discard(&mut self, gen_: Generation) {
+        self.kill_orphans_of(&gen_.plan.name, gen_.id, &gen_.plan.error_log);
         for pid in &gen_.workers {
-            let _ = killpg(*pid, Signal::SIGKILL);
+            signal_worker(*pid, Signal::SIGKILL);
             if let Some(w) = self.workers.get_mut(pid) {
                 w.status = None;
             }
@@ -399,14 +509,40 @@ impl Manager {
         };
         gen_.phase = Phase::Draining { since: Instant::now(), terminated: false };
         let ready_message = gen_.plan.ready_message;
-        for pid in gen_.workers.clone() {
+        let workers = gen_.workers.clone();
+        if workers.is_empty() {
+            // Nothing to wait for (a generation in back-off): gone now,
+            // with its listener.
+            self.forget_generation(name, gen_id, "it had no workers");
+            return;
+        }
+        for pid in workers {
             if let Some(w) = self.workers.get_mut(&pid) {
                 w.status = None; // EOF on fd 4: finish and exit
             }
             if !ready_message {
-                let _ = killpg(pid, Signal::SIGTERM);
+                signal_worker(pid, Signal::SIGTERM);
             }
         }
+    }
+
+    /// Drops a drained generation (its listener closes with it).
+    fn forget_generation(&mut self, name: &str, gen_id: u64, why: &str) {
+        let Some(group) = self.groups.get_mut(name) else {
+            return;
+        };
+        let Some(pos) = group.generations.iter().position(|g| g.id == gen_id) else {
+            return;
+        };
+        let gen_ = group.generations.remove(pos);
+        self.logs.group(
+            &gen_.plan.error_log,
+            "notice",
+            id::DRAINED,
+            name,
+            &format!("generation {gen_id} has drained and stopped ({why})"),
+        );
+        self.kill_orphans_of(name, gen_id, &gen_.plan.error_log);
     }
 
     fn drain_all(&mut self, name: &str, why: &str) {
@@ -469,16 +605,7 @@ impl Manager {
                     &format!("generation {gen_id}: old worker pid {pid} {how} (draining, {left} left)"),
                 );
                 if left == 0 {
-                    if let Some(pos) = group.generations.iter().position(|g| g.id == gen_id) {
-                        group.generations.remove(pos);
-                    }
-                    self.logs.group(
-                        &w.error_log,
-                        "notice",
-                        id::DRAINED,
-                        &name,
-                        &format!("generation {gen_id} has drained and stopped"),
-                    );
+                    self.forget_generation(&name, gen_id, "its last worker exited");
                 }
             }
             Phase::Starting => {
@@ -551,13 +678,39 @@ impl Manager {
 
     /// Logs what a worker that just exited still had in its pipe.
     fn flush_output(&mut self, pid: Pid, w: &mut Worker) {
+        let mut buf = std::mem::take(&mut w.partial);
         if let Some(fd) = w.output.as_ref() {
-            read_available(fd, &mut w.partial);
+            read_some(fd, &mut buf, READ_BUDGET);
         }
-        for line in w.partial.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-            self.logs.worker_output(&w.error_log, &w.group, pid.as_raw(), line);
+        self.log_output(pid, &w.error_log, &w.group, &mut buf, true);
+    }
+
+    /// Logs the complete lines at the front of `buf` (and, with `all` or
+    /// past `MAX_LINE`, the rest), within the group's output budget.
+    fn log_output(&mut self, pid: Pid, log: &str, group: &str, buf: &mut Vec<u8>, all: bool) {
+        let mut budget = self.groups.get_mut(group).map(|g| std::mem::take(&mut g.output));
+        let mut start = 0;
+        let mut emit = |logs: &mut Logs, line: &[u8]| {
+            if budget.as_mut().is_none_or(|b| b.allow(line.len())) {
+                logs.worker_output(log, group, pid.as_raw(), line);
+            }
+        };
+        for nl in memchr::memchr_iter(b'\n', buf) {
+            emit(&mut self.logs, &buf[start..nl]);
+            start = nl + 1;
         }
-        w.partial.clear();
+        while buf.len() - start > MAX_LINE {
+            emit(&mut self.logs, &buf[start..start + MAX_LINE]);
+            start += MAX_LINE;
+        }
+        if all && start < buf.len() {
+            emit(&mut self.logs, &buf[start..]);
+            start = buf.len();
+        }
+        buf.drain(..start);
+        if let (Some(g), Some(b)) = (self.groups.get_mut(group), budget) {
+            g.output = b;
+        }
     }
 
     /// Timers: start-up timeouts, retries, drain deadlines, restart files.
@@ -600,7 +753,7 @@ impl Manager {
                 let limit = Duration::from_millis(g.plan.startup_timeout_ms);
                 for pid in g.workers.clone() {
                     if self.workers.get(&pid).is_some_and(|w| !w.ready && w.started.elapsed() > limit) {
-                        let _ = killpg(pid, Signal::SIGKILL);
+                        signal_worker(pid, Signal::SIGKILL);
                     }
                 }
             }
@@ -634,8 +787,24 @@ impl Manager {
                     );
                 }
                 for pid in pids {
-                    let _ = killpg(pid, sig);
+                    signal_worker(pid, sig);
                 }
+            }
+            // A drained generation with no workers left (e.g. they died in
+            // back-off) goes with its listener.
+            let empty: Vec<u64> = self.groups[&name]
+                .generations
+                .iter()
+                .filter(|g| matches!(g.phase, Phase::Draining { .. }) && g.workers.is_empty())
+                .map(|g| g.id)
+                .collect();
+            for gid in empty {
+                self.forget_generation(&name, gid, "no workers left");
+            }
+            // What was dropped of the group's worker output.
+            let summary = self.groups.get_mut(&name).and_then(|g| Some((g.output.summary()?, g.plan.clone()?)));
+            if let Some((text, plan)) = summary {
+                self.logs.group(&plan.error_log, "warn", id::OUTPUT_DROPPED, &name, &text);
             }
             // Retries after back-off.
             let group = &self.groups[&name];
@@ -664,7 +833,7 @@ impl Manager {
             // restart-file: touch it to restart only this group.
             let group = &self.groups[&name];
             if let Some(file) = group.plan.as_ref().and_then(|p| p.restart_file.clone()) {
-                let mtime = std::fs::metadata(&file).ok().and_then(|m| m.modified().ok());
+                let mtime = restart_mtime(&file);
                 if mtime.is_some() && mtime != group.restart_mtime {
                     let log = group.plan.as_ref().map(|p| p.error_log.clone()).unwrap_or_default();
                     if let Some(g) = self.groups.get_mut(&name) {
@@ -683,6 +852,70 @@ impl Manager {
         }
         // Groups that were removed and have fully drained.
         self.groups.retain(|_, g| g.plan.is_some() || !g.generations.is_empty());
+        self.adopt_orphans();
+    }
+
+    /// The manager is a child subreaper: a process a worker started and
+    /// left behind (daemonised, in a session of its own, out of the
+    /// worker's process group) becomes the manager's child once its parent
+    /// ends. Such an orphan lives as long as the serving generation of a
+    /// group of its user (it may be a legitimate background job), and is
+    /// killed when that generation ends; one that belongs to no such
+    /// generation is killed at once.
+    fn adopt_orphans(&mut self) {
+        for pid in own_children() {
+            if self.workers.contains_key(&pid) || self.orphans.contains_key(&pid) {
+                continue;
+            }
+            let uid = process_uid(pid);
+            let home = self.groups.iter().find_map(|(name, g)| {
+                g.generations
+                    .iter()
+                    .find(|x| x.phase == Phase::Serving && Some(x.plan.uid) == uid)
+                    .map(|x| (name.clone(), x.id, x.plan.error_log.clone()))
+            });
+            let what = process_name(pid);
+            match home {
+                Some((group, generation, log)) => {
+                    self.logs.group(
+                        &log,
+                        "notice",
+                        id::ORPHAN,
+                        &group,
+                        &format!(
+                            "pid {pid} ({what}), left running by a worker, now belongs to the manager; it ends with generation {generation}"
+                        ),
+                    );
+                    self.orphans.insert(pid, (group, generation));
+                }
+                None => {
+                    signal_worker(pid, Signal::SIGKILL);
+                    self.logs.manager(
+                        "warn",
+                        id::ORPHAN,
+                        &format!("killed pid {pid} ({what}), left running by a worker whose group no longer serves"),
+                    );
+                }
+            }
+        }
+    }
+
+    /// Kills what the workers of a generation left running.
+    fn kill_orphans_of(&mut self, name: &str, gen_id: u64, log: &str) {
+        let theirs: Vec<Pid> =
+            self.orphans.iter().filter(|(_, (g, id))| g == name && *id == gen_id).map(|(p, _)| *p).collect();
+        for pid in theirs {
+            self.orphans.remove(&pid);
+            let what = process_name(pid);
+            signal_worker(pid, Signal::SIGKILL);
+            self.logs.group(
+                log,
+                "warn",
+                id::ORPHAN,
+                name,
+                &format!("killed pid {pid} ({what}), left running by a worker of generation {gen_id}, which has ended"),
+            );
+        }
     }
 
     /// Everything stops: `apachectl stop` or `graceful-stop`, or httpd is
@@ -705,7 +938,7 @@ impl Manager {
             }
         }
         for pid in quiet {
-            let _ = killpg(pid, Signal::SIGTERM);
+            signal_worker(pid, Signal::SIGTERM);
         }
         let start = Instant::now();
         let mut termed = false;
@@ -713,15 +946,17 @@ impl Manager {
             if !termed && start.elapsed() >= Duration::from_secs(1) {
                 termed = true;
                 for pid in self.workers.keys() {
-                    let _ = killpg(*pid, Signal::SIGTERM);
+                    signal_worker(*pid, Signal::SIGTERM);
                 }
             }
             self.reap();
             std::thread::sleep(Duration::from_millis(20));
         }
         for pid in self.workers.keys() {
-            let _ = killpg(*pid, Signal::SIGKILL);
-            let _ = kill(*pid, Signal::SIGKILL);
+            signal_worker(*pid, Signal::SIGKILL);
+        }
+        for pid in own_children() {
+            let _ = kill(pid, Signal::SIGKILL);
         }
         while !self.workers.is_empty() && start.elapsed() < STOP_GRACE + Duration::from_secs(2) {
             self.reap();
@@ -741,6 +976,7 @@ impl Manager {
                 Ok(WaitStatus::StillAlive) | Err(_) => break,
                 Ok(status) => {
                     if let Some(pid) = status.pid() {
+                        self.orphans.remove(&pid);
                         self.worker_exited(pid, status);
                     }
                 }
@@ -748,15 +984,50 @@ impl Manager {
         }
     }
 
+    /// Reads the control channel. Only bytes the kernel says the httpd
+    /// parent sent are kept: any other holder of the channel (none should
+    /// exist) is refused and logged. Returns false at EOF.
     fn read_control(&mut self, control: &OwnedFd) -> bool {
-        let mut buf = [0u8; 65536];
+        use nix::sys::socket::{ControlMessageOwned, MsgFlags, UnixCredentials, recvmsg};
+        let mut buf = vec![0u8; 65536];
         loop {
-            match nix::unistd::read(control.as_raw_fd(), &mut buf) {
-                Ok(0) => return false,
-                Ok(n) => self.control_buf.extend_from_slice(&buf[..n]),
-                Err(Errno::EAGAIN) => break,
-                Err(Errno::EINTR) => continue,
-                Err(_) => return false,
+            let mut space = nix::cmsg_space!(UnixCredentials);
+            let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+            let (n, sender) =
+                match recvmsg::<()>(control.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::MSG_DONTWAIT) {
+                    Ok(msg) => {
+                        let sender = msg.cmsgs().ok().and_then(|mut c| {
+                            c.find_map(|m| match m {
+                                ControlMessageOwned::ScmCredentials(cred) => Some(cred.pid()),
+                                _ => None,
+                            })
+                        });
+                        (msg.bytes, sender)
+                    }
+                    Err(Errno::EAGAIN) => break,
+                    Err(Errno::EINTR) => continue,
+                    Err(_) => return false,
+                };
+            if n == 0 {
+                return false;
+            }
+            if sender == Some(self.httpd.as_raw()) {
+                if self.control_buf.len() + n > crate::config::plan::MAX_PLAN + 4 {
+                    self.logs.manager("crit", id::MANAGER, "the control channel carries more than a plan; exiting");
+                    crate::ffi::os::exit_now(EXIT_PANIC);
+                }
+                self.control_buf.extend_from_slice(&buf[..n]);
+            } else if self.refused_logged.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                self.refused_logged = Some(Instant::now());
+                let who = sender.map_or("an unknown process".to_string(), |p| format!("pid {p}"));
+                self.logs.manager(
+                    "crit",
+                    id::REFUSED,
+                    &format!(
+                        "refused {n} bytes on the control channel from {who}: only the httpd parent (pid {}) configures the manager",
+                        self.httpd
+                    ),
+                );
             }
         }
         while self.control_buf.len() >= 4 {
@@ -766,34 +1037,75 @@ impl Manager {
                 self.control_buf[2],
                 self.control_buf[3],
             ]) as usize;
+            if len > crate::config::plan::MAX_PLAN {
+                self.logs.manager("crit", id::MANAGER, &format!("a control frame of {len} bytes; exiting"));
+                crate::ffi::os::exit_now(EXIT_PANIC);
+            }
             if self.control_buf.len() < 4 + len {
                 break;
             }
             let frame: Vec<u8> = self.control_buf.drain(..4 + len).skip(4).collect();
-            match Plan::from_text(&String::from_utf8_lossy(&frame)) {
+            match std::str::from_utf8(&frame).map_err(|e| e.to_string()).and_then(Plan::from_text) {
                 Ok(plan) => self.apply(plan),
-                Err(e) => self.logs.manager("error", id::MANAGER, &e),
+                Err(e) => self.logs.manager("error", id::MANAGER, &log::escape(e.as_bytes())),
             }
         }
         true
     }
 }
 
-fn memchr_nl(buf: &[u8]) -> Option<usize> {
-    buf.iter().position(|b| *b == b'\n')
+/// The real uid of a process.
+fn process_uid(pid: Pid) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status.lines().find_map(|l| l.strip_prefix("Uid:"))?.split_whitespace().next()?.parse().ok()
 }
 
-/// Reads what is there without blocking; returns false on EOF.
-fn read_available(fd: &OwnedFd, into: &mut Vec<u8>) -> bool {
-    let mut buf = [0u8; 8192];
-    loop {
-        match nix::unistd::read(fd.as_raw_fd(), &mut buf) {
+/// A process's name, escaped for a log line.
+fn process_name(pid: Pid) -> String {
+    let comm = std::fs::read(format!("/proc/{pid}/comm")).unwrap_or_default();
+    log::escape(comm.trim_ascii_end())
+}
+
+/// The manager's children, from /proc (the kernel's list when it has it,
+/// else a scan of every process's parent).
+fn own_children() -> Vec<Pid> {
+    let me = std::process::id();
+    if let Ok(text) = std::fs::read_to_string(format!("/proc/{me}/task/{me}/children")) {
+        return text.split_whitespace().filter_map(|p| p.parse().ok()).map(Pid::from_raw).collect();
+    }
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/stat"))
+                .ok()
+                .and_then(|s| s.rsplit(')').next()?.split_whitespace().nth(1)?.parse::<u32>().ok())
+                == Some(me)
+        })
+        .map(Pid::from_raw)
+        .collect()
+}
+
+/// Reads what is there, up to `budget` bytes, without blocking; returns
+/// false on EOF.
+fn read_some(fd: &OwnedFd, into: &mut Vec<u8>, budget: usize) -> bool {
+    let mut buf = [0u8; 16384];
+    let mut got = 0;
+    while got < budget {
+        let want = buf.len().min(budget - got);
+        match nix::unistd::read(fd.as_raw_fd(), &mut buf[..want]) {
             Ok(0) => return false,
-            Ok(n) => into.extend_from_slice(&buf[..n]),
+            Ok(n) => {
+                into.extend_from_slice(&buf[..n]);
+                got += n;
+            }
             Err(Errno::EINTR) => continue,
             Err(_) => return true,
         }
     }
+    true
 }
 
 fn set_nonblocking(fd: &OwnedFd) {
@@ -803,37 +1115,64 @@ fn set_nonblocking(fd: &OwnedFd) {
     }
 }
 
+/// The time a restart file was last touched: only a regular file counts,
+/// never what a link a tenant planted points to (lstat, not stat).
+fn restart_mtime(path: &str) -> Option<SystemTime> {
+    let meta = std::fs::symlink_metadata(path).ok()?;
+    if meta.file_type().is_file() { meta.modified().ok() } else { None }
+}
+
+/// Creates `dir` as root's with `mode`; refuses one that exists as a link
+/// or as someone else's.
+fn root_dir(dir: &Path, mode: u32, gid: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    match std::fs::symlink_metadata(dir) {
+        Ok(m) if !m.file_type().is_dir() || m.uid() != 0 => {
+            return Err(std::io::Error::other(format!(
+                "{} exists and is not a directory owned by root: remove it",
+                dir.display()
+            )));
+        }
+        Ok(_) => {}
+        Err(_) => std::fs::create_dir(dir)?,
+    }
+    nix::unistd::chown(dir, Some(nix::unistd::Uid::from_raw(0)), Some(nix::unistd::Gid::from_raw(gid)))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
+}
+
 /// The runtime dir: 0711 root (others may pass through to a socket they may
 /// open, but not list it); `loaders/` (0755, the shipped loaders, 0644);
+/// `generations/` (0711: sockets of generations not yet serving);
 /// `exits/` (0750 root:Apache's group: how each worker ended, read by the
-/// request handler to explain a failed request).
+/// request handler to explain a failed request). The runtime dir and each
+/// of its ancestors must be root's alone: root creates sockets and writes
+/// files there.
 fn prepare_runtime_dir(dir: &Path, apache_gid: u32, loader_files: &[(String, String)]) -> std::io::Result<()> {
-    let root = Some(nix::unistd::Uid::from_raw(0));
-    let wheel = Some(nix::unistd::Gid::from_raw(0));
-    std::fs::create_dir_all(dir)?;
-    nix::unistd::chown(dir, root, wheel)?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711))?;
+    if let Some(parent) = dir.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    root_dir(dir, 0o711, 0)?;
+    if !crate::config::access::root_controls(dir) {
+        return Err(std::io::Error::other(
+            "it or a directory above it is writable by users other than root; use a directory only root can change (ProcdRuntimeDir)",
+        ));
+    }
     let loaders = dir.join("loaders");
-    std::fs::create_dir_all(&loaders)?;
-    nix::unistd::chown(&loaders, root, wheel)?;
-    std::fs::set_permissions(&loaders, std::fs::Permissions::from_mode(0o755))?;
+    root_dir(&loaders, 0o755, 0)?;
     for (file, source) in loader_files {
         let tmp = loaders.join(format!(".{file}.tmp"));
+        let _ = std::fs::remove_file(&tmp);
         std::fs::write(&tmp, source)?;
         std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644))?;
         std::fs::rename(&tmp, loaders.join(file))?;
     }
-    let exits = dir.join(EXITS);
-    std::fs::create_dir_all(&exits)?;
-    nix::unistd::chown(&exits, root, Some(nix::unistd::Gid::from_raw(apache_gid)))?;
-    std::fs::set_permissions(&exits, std::fs::Permissions::from_mode(0o750))?;
-    // Sockets of a previous manager (killed, or httpd killed) are stale.
-    for entry in std::fs::read_dir(dir)?.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let parts: Vec<&str> = name.split('.').collect();
-        if parts.len() == 3 && parts[2] == "sock" && parts[1].chars().all(|c| c.is_ascii_digit()) {
-            let _ = std::fs::remove_file(entry.path());
-        }
+    root_dir(&dir.join(EXITS), 0o750, apache_gid)?;
+    // Sockets of generations of a previous manager (killed, or httpd
+    // killed) are stale; nothing else lives there.
+    let generations = dir.join(GENERATIONS);
+    root_dir(&generations, 0o711, 0)?;
+    for entry in std::fs::read_dir(&generations)?.flatten() {
+        let _ = std::fs::remove_file(entry.path());
     }
     Ok(())
 }
@@ -896,6 +1235,19 @@ fn start_worker(plan: &GroupPlan, gen_id: u64, listener: &UnixListener) -> Resul
 
 /// The manager's main loop. Never returns.
 pub fn run(control: OwnedFd) -> ! {
+    std::panic::set_hook(Box::new(|info| {
+        let path = MAIN_LOG.lock().map(|p| p.clone()).unwrap_or_default();
+        let line = format!(
+            "[{}] [procd:crit] [pid {}] {}: the process manager panicked ({info}); it exits and httpd starts a new one. Please report this.\n",
+            crate::ffi::os::log_time(),
+            std::process::id(),
+            id::PANIC
+        );
+        log::append_line(&path, &line);
+    }));
+    // Orphans of workers (daemonised grandchildren) become our children,
+    // so they can be found and killed.
+    let _ = nix::sys::prctl::set_child_subreaper(true);
     let mut m = Manager::new();
     let mut mask = SigSet::empty();
     for s in [Signal::SIGCHLD, Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
@@ -951,25 +1303,18 @@ pub fn run(control: OwnedFd) -> ! {
             };
             if is_output {
                 let mut buf = std::mem::take(&mut w.partial);
-                let open = w.output.as_ref().is_some_and(|fd| read_available(fd, &mut buf));
+                let open = w.output.as_ref().is_some_and(|fd| read_some(fd, &mut buf, READ_BUDGET));
                 if !open {
                     w.output = None;
                 }
                 let (log, group) = (w.error_log.clone(), w.group.clone());
-                while let Some(nl) = memchr_nl(&buf) {
-                    let line: Vec<u8> = buf.drain(..=nl).collect();
-                    m.logs.worker_output(&log, &group, pid.as_raw(), &line[..line.len() - 1]);
-                }
-                if buf.len() > MAX_LINE || (!open && !buf.is_empty()) {
-                    m.logs.worker_output(&log, &group, pid.as_raw(), &buf);
-                    buf.clear();
-                }
+                m.log_output(pid, &log, &group, &mut buf, !open);
                 if let Some(w) = m.workers.get_mut(&pid) {
                     w.partial = buf;
                 }
             } else {
                 let mut msg = Vec::new();
-                let open = w.status.as_ref().is_some_and(|fd| read_available(fd, &mut msg));
+                let open = w.status.as_ref().is_some_and(|fd| read_some(fd, &mut msg, 4096));
                 if String::from_utf8_lossy(&msg).lines().any(|l| l.trim() == "READY") {
                     w.ready = true;
                     let name = w.group.clone();

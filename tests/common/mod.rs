@@ -145,6 +145,10 @@ pub struct Apache {
     /// Every pid seen under the master, for the leftover check.
     seen: BTreeSet<i32>,
     extra: String,
+    /// Environment for `apache2` (and so the manager it forks).
+    pub env: Vec<(String, String)>,
+    /// A command `apache2 -k start` runs under (e.g. `prlimit --nofile=90 --`).
+    pub wrapper: Vec<String>,
 }
 
 /// A minimal HTTP answer.
@@ -191,6 +195,8 @@ impl Apache {
             master: None,
             seen: BTreeSet::new(),
             extra: extra.to_string(),
+            env: Vec::new(),
+            wrapper: Vec::new(),
         };
         a.write_conf();
         a
@@ -262,7 +268,17 @@ DocumentRoot "{d}/htdocs"
     }
 
     fn apache(&self, args: &[&str]) -> Output {
-        Command::new(APACHE).arg("-f").arg(&self.conf).args(args).env("LANG", "C").output().expect("run apache2")
+        let wrapped = args == ["-k", "start"] && !self.wrapper.is_empty();
+        let mut cmd = if wrapped {
+            let mut c = Command::new(&self.wrapper[0]);
+            c.args(&self.wrapper[1..]).arg(APACHE);
+            c
+        } else {
+            Command::new(APACHE)
+        };
+        cmd.arg("-f").arg(&self.conf).args(args).env("LANG", "C");
+        cmd.envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        cmd.output().expect("run apache2")
     }
 
     /// `apache2 -t`: (success, stderr+stdout).

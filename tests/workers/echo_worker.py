@@ -6,10 +6,14 @@ READY on the status channel fd 4, and answers each connection's one line:
   "who"            -> group, generation, pid, uid, gid, groups
   "sleep SECONDS"  -> sleeps, then answers like "who"
   "crash"          -> exits with status 3 (the connection is cut)
+  "spew MB"        -> writes MB MiB of 'x' lines to stderr, then answers
+  "daemon"         -> starts a grandchild that leaves this worker's session
+                      and process group and sleeps; answers its pid
 When fd 4 reaches EOF (the manager drains this generation) it serves what is
 already queued on the socket, then exits 0.
 
-WORKER_MODE (env): "fail" exits 1 at once; "hang" never says READY.
+WORKER_MODE (env): "fail" exits 1 at once; "hang" never says READY;
+"crashloop" says READY, then exits 3 after 0.2 s.
 """
 import os
 import select
@@ -22,6 +26,22 @@ def answer(conn, line):
         time.sleep(float(line.split()[1]))
     if line == "crash":
         os._exit(3)
+    if line.startswith("spew"):
+        block = (b"x" * 1023 + b"\n") * 64
+        for _ in range(int(line.split()[1]) * 16):
+            os.write(2, block)
+    if line == "daemon":
+        r, w = os.pipe()
+        if os.fork() == 0:
+            conn.close()
+            os.setsid()
+            if os.fork() == 0:
+                os.write(w, b"%d\n" % os.getpid())
+                time.sleep(600)
+            os._exit(0)
+        os.wait()
+        conn.sendall(os.read(r, 100))
+        return
     info = "group=%s gen=%s pid=%d uid=%d gid=%d groups=%s\n" % (
         os.environ.get("PROCD_GROUP"), os.environ.get("PROCD_GENERATION"),
         os.getpid(), os.getuid(), os.getgid(),
@@ -53,6 +73,9 @@ def main():
     status = 4
     if mode != "hang":
         os.write(status, b"READY\n")
+    if mode == "crashloop":
+        time.sleep(0.2)
+        os._exit(3)
     draining = False
     while True:
         readable, _, _ = select.select([listener] + ([] if draining else [status]), [], [], 1.0)

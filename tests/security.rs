@@ -1,0 +1,452 @@
+//! The security model against a real Apache: what Apache's children, a
+//! tenant's worker or a tenant's files can do to the root manager and to
+//! other tenants (see the README's "Security model").
+
+mod common;
+use common::*;
+use std::collections::BTreeSet;
+use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+fn group(name: &str, user: &str, extra: &str) -> String {
+    format!(
+        "LanguageGroup {name} language=python user={user} \"command=/usr/bin/python3 @DIR@/echo_worker.py\" {extra}"
+    )
+}
+
+fn sh(cmd: &str) -> String {
+    let out = Command::new("sh").args(["-c", cmd]).output().expect("sh");
+    assert!(out.status.success(), "{cmd}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A field of /proc/PID/status, in kB (VmHWM, VmRSS).
+fn status_kb(pid: i32, field: &str) -> u64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    text.lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn fd_count(pid: i32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0)
+}
+
+/// The inode of the socket at `fd` of `pid`.
+fn socket_inode(pid: i32, fd: i32) -> Option<u64> {
+    let target = std::fs::read_link(format!("/proc/{pid}/fd/{fd}")).ok()?;
+    target.to_str()?.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok()
+}
+
+/// The inode of the other end of a Unix socket (from the kernel's sock_diag, via ss).
+fn peer_inode(inode: u64) -> Option<u64> {
+    let out = sh("ss -xan");
+    out.lines().find_map(|l| {
+        let cols: Vec<&str> = l.split_whitespace().collect();
+        // Netid State Recv-Q Send-Q Local Port Peer Port
+        (cols.len() >= 8 && cols[5] == inode.to_string()).then(|| cols[7].parse().ok()).flatten()
+    })
+}
+
+/// (pid, fd) of every descriptor on the system open on socket `inode`.
+fn holders(inode: u64) -> Vec<(i32, i32)> {
+    let needle = format!("socket:[{inode}]");
+    let mut found = Vec::new();
+    for p in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
+        let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else { continue };
+        for f in fds.flatten() {
+            if std::fs::read_link(f.path()).is_ok_and(|t| t.to_str() == Some(needle.as_str())) {
+                found.push((pid, f.file_name().to_str().and_then(|s| s.parse().ok()).unwrap_or(-1)));
+            }
+        }
+    }
+    found
+}
+
+/// Item 1: no Apache child holds the channel to the root manager, and a
+/// process that gets hold of a copy anyway cannot make the manager do anything.
+#[test]
+fn no_apache_child_can_command_the_root_manager() {
+    ensure_user("procd-test-a");
+    for mpm in [Mpm::Event, Mpm::Prefork] {
+        let mut a = Apache::new("control", mpm, &group("ctl", "procd-test-a", ""));
+        a.start();
+        let before = a.wait_for_group("ctl", Duration::from_secs(10));
+        let master = a.master.unwrap();
+        let manager = a.manager();
+        let ours = socket_inode(manager, 3).unwrap_or_else(|| a.fail("the manager's fd 3 is not its control socket"));
+        let parent_end = peer_inode(ours).unwrap_or_else(|| a.fail("no peer for the control socket"));
+        // Every Apache child is up by now (StartServers); only the master
+        // holds the parent's end.
+        let held: BTreeSet<i32> = holders(parent_end).into_iter().map(|(p, _)| p).collect();
+        if held != BTreeSet::from([master]) {
+            a.fail(&format!(
+                "the parent's end of the control channel is held by {held:?}, not only the master {master}"
+            ));
+        }
+        let children_now = children(master);
+        if children_now.len() < 2 {
+            a.fail(&format!("expected Apache children beside the manager: {children_now:?}"));
+        }
+
+        // A process holding a copy (here: this test, which takes one from
+        // the master with pidfd_getfd, as code in a child could have before)
+        // sends a plan that would run a command; the manager refuses it.
+        let (_, master_fd) = holders(parent_end).into_iter().find(|(p, _)| *p == master).unwrap();
+        // SAFETY: plain syscalls on our own new descriptors.
+        let stolen = unsafe {
+            let pidfd = libc::syscall(libc::SYS_pidfd_open, master, 0) as i32;
+            assert!(pidfd >= 0, "pidfd_open");
+            let fd = libc::syscall(libc::SYS_pidfd_getfd, pidfd, master_fd, 0) as i32;
+            libc::close(pidfd);
+            assert!(fd >= 0, "pidfd_getfd: {}", std::io::Error::last_os_error());
+            fd
+        };
+        let pwned = a.dir.join("pwned");
+        let uid = sh("id -u procd-test-a").trim().to_string();
+        let plan = format!(
+            "runtime_dir = \"{run}\"\nmain_error_log = \"{d}/error.log\"\nsocket_gid = 33\n\n[[groups]]\nname = \"evil\"\nlanguage = \"python\"\nprotocol = \"procd\"\nargv = [\"/usr/bin/touch\", \"{p}\"]\nuser = \"x\"\nuid = {uid}\ngid = {uid}\ngroups = [{uid}]\nhome = \"/\"\nenv = []\nprocesses = 1\nthreads = 1\nready_message = true\nstartup_timeout_ms = 1000\ngraceful_timeout_ms = 1000\nerror_log = \"{d}/error.log\"\n",
+            run = a.dir.join("run/procd").display(),
+            d = a.dir.display(),
+            p = pwned.display()
+        );
+        let mut frame = (plan.len() as u32).to_be_bytes().to_vec();
+        frame.extend_from_slice(plan.as_bytes());
+        // SAFETY: writing our own buffer to our own descriptor, then closing it.
+        unsafe {
+            assert_eq!(libc::write(stolen, frame.as_ptr().cast(), frame.len()), frame.len() as isize);
+            libc::close(stolen);
+        }
+        if !wait_until(Duration::from_secs(5), || a.log_count("PD0211") > 0) {
+            a.fail("no PD0211 line for a plan sent by another process");
+        }
+        std::thread::sleep(Duration::from_millis(1500));
+        if pwned.exists() || a.error_log().contains("group evil") {
+            a.fail("the manager applied a plan from a process other than the httpd parent");
+        }
+        let after = a.wait_for_group("ctl", Duration::from_secs(5));
+        if field(&after, "gen") != field(&before, "gen") {
+            a.fail(&format!("group ctl was restarted by the foreign bytes: {before} / {after}"));
+        }
+        a.stop();
+    }
+}
+
+/// Item 9: a plan of 1,000 groups (1 KB of env= each) reaches the manager
+/// whole, at start and at graceful restarts.
+#[test]
+fn a_thousand_groups_configure_the_manager() {
+    ensure_user("procd-test-a");
+    let big = "x".repeat(1000);
+    let mut conf = group("live", "procd-test-a", "");
+    for i in 0..1000 {
+        conf.push_str(&format!("\nLanguageGroup many{i} language=cgi \"env=BIG={big}\""));
+    }
+    let mut a = Apache::new("thousand", Mpm::Event, &conf);
+    a.start();
+    let first = a.wait_for_group("live", Duration::from_secs(20));
+    if !wait_until(Duration::from_secs(10), || a.log_count("new configuration: 1001 group(s)") == 1) {
+        a.fail("the manager did not get the 1001-group configuration");
+    }
+    let mut last = field(&first, "gen").to_string();
+    for round in 2..=3 {
+        a.graceful();
+        if !wait_until(Duration::from_secs(20), || a.log_count("new configuration: 1001 group(s)") == round) {
+            a.fail(&format!("graceful {round}: the manager did not get the configuration"));
+        }
+        let moved = wait_until(Duration::from_secs(20), || {
+            ask(&a.socket("live"), "who").is_ok_and(|w| field(&w, "gen") != last)
+        });
+        if !moved {
+            a.fail(&format!("graceful {round}: group live never moved on from generation {last}"));
+        }
+        last = field(&a.wait_for_group("live", Duration::from_secs(5)), "gen").to_string();
+    }
+    if a.error_log().contains("cannot send the configuration") {
+        a.fail("a configuration was not sent");
+    }
+    a.stop();
+}
+
+/// Item 2: a tenant who owns its log directory cannot make root write
+/// through a link it plants, nor stall the manager with a FIFO.
+#[test]
+fn a_tenants_log_directory_cannot_redirect_roots_writes() {
+    ensure_user("procd-test-a");
+    ensure_user("procd-test-b");
+    let mut a = Apache::new("logs", Mpm::Event, "");
+    let logs = a.dir.join("tenant-logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    sh(&format!("chown procd-test-a: {}", logs.display()));
+    let victim = a.dir.join("root-only");
+    std::fs::write(&victim, "secret\n").unwrap();
+    std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let app_log = logs.join("app.log");
+    a.set_extra(&format!(
+        "{}\n{}",
+        group("tenant", "procd-test-a", &format!("error-log={} graceful-timeout=2", app_log.display())),
+        group("other", "procd-test-b", "")
+    ));
+    a.start();
+    a.wait_for_group("tenant", Duration::from_secs(10));
+    if !wait_until(Duration::from_secs(5), || {
+        std::fs::read_to_string(&app_log).is_ok_and(|t| t.contains("a line on stderr"))
+    }) {
+        a.fail("the group's own log did not get its worker's output");
+    }
+    // The tenant replaces its log by a link to a root-only file.
+    let (ok, out) = run_as(
+        "procd-test-a",
+        &["sh", "-c", &format!("rm -f {0} && ln -s {1} {0}", app_log.display(), victim.display())],
+    );
+    assert!(ok, "{out}");
+    a.graceful();
+    a.wait_for_group("tenant", Duration::from_secs(10));
+    std::thread::sleep(Duration::from_millis(1500));
+    if std::fs::read_to_string(&victim).unwrap() != "secret\n" {
+        a.fail("root appended to the file the tenant's link points to");
+    }
+    if !a.error_log().contains("cannot open the log") {
+        a.fail("the refused log is not reported in the main log");
+    }
+    // A FIFO instead: the manager must not block in open().
+    let (ok, out) = run_as("procd-test-a", &["sh", "-c", &format!("rm -f {0} && mkfifo {0}", app_log.display())]);
+    assert!(ok, "{out}");
+    let before = a.wait_for_group("other", Duration::from_secs(5));
+    a.graceful();
+    a.wait_for_group("tenant", Duration::from_secs(10));
+    // Supervision goes on: the other group moves to its new generation.
+    if !wait_until(Duration::from_secs(10), || {
+        field(&a.wait_for_group("other", Duration::from_secs(5)), "gen") != field(&before, "gen")
+    }) {
+        a.fail("the manager stalled after the tenant's log became a FIFO");
+    }
+    a.stop();
+
+    // configtest: a log in a directory another user controls, which the
+    // group's user cannot write, is refused with what to do.
+    let mut b = Apache::new("logs-check", Mpm::Event, "");
+    let theirs = b.dir.join("b-logs");
+    std::fs::create_dir_all(&theirs).unwrap();
+    sh(&format!("chown procd-test-b: {} && chmod 755 {}", theirs.display(), theirs.display()));
+    b.set_extra(&group("t", "procd-test-a", &format!("error-log={}/app.log", theirs.display())));
+    let (ok, text) = b.configtest();
+    if ok || !text.contains("error-log=") || !text.contains("opened as the group's user") {
+        b.fail(&format!("configtest should refuse the log: {text}"));
+    }
+}
+
+/// Item 5: a group named like another group's generation socket never
+/// collides with it.
+#[test]
+fn group_names_never_collide_with_generation_sockets() {
+    ensure_user("procd-test-a");
+    let names = ["blog", "blog.1", "blog.2", "blog.3", "blog.4", "blog.5", "blog.6"];
+    let conf: Vec<String> = names.iter().map(|n| group(n, "procd-test-a", "graceful-timeout=2")).collect();
+    let mut a = Apache::new("names", Mpm::Event, &conf.join("\n"));
+    a.start();
+    for round in 0..3 {
+        if round > 0 {
+            a.graceful();
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        for n in names {
+            let answer = a.wait_for_group(n, Duration::from_secs(10));
+            if field(&answer, "group") != n {
+                a.fail(&format!("round {round}: {n}.sock answered for another group: {answer}"));
+            }
+        }
+    }
+    if a.error_log().contains("PD0205") {
+        a.fail("a generation failed to start");
+    }
+    a.stop();
+}
+
+/// Item 8: a worker writing 1 GiB to stderr leaves the root manager small
+/// and on time for other groups; the excess is summed up in one line.
+#[test]
+fn a_worker_flooding_its_log_cannot_bloat_or_stall_the_manager() {
+    ensure_user("procd-test-a");
+    ensure_user("procd-test-b");
+    let conf = format!("{}\n{}", group("noisy", "procd-test-a", ""), group("calm", "procd-test-b", ""));
+    let mut a = Apache::new("flood", Mpm::Event, &conf);
+    a.start();
+    a.wait_for_group("noisy", Duration::from_secs(10));
+    let calm = a.wait_for_group("calm", Duration::from_secs(10));
+    let manager = a.manager();
+    let socket = a.socket("noisy");
+    let flood = std::thread::spawn(move || {
+        let mut s = std::os::unix::net::UnixStream::connect(socket).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(120))).ok();
+        s.write_all(b"spew 1024\n").expect("send");
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        out
+    });
+    // While the flood runs, a crash in the other group is handled at once.
+    std::thread::sleep(Duration::from_millis(500));
+    let calm_pid: i32 = field(&calm, "pid").parse().unwrap();
+    let killed = Instant::now();
+    let _ = ask(&a.socket("calm"), "crash");
+    let replaced = wait_until(Duration::from_secs(5), || {
+        ask(&a.socket("calm"), "who").is_ok_and(|w| field(&w, "pid") != calm_pid.to_string())
+    });
+    let took = killed.elapsed();
+    let answer = flood.join().unwrap();
+    if !answer.contains("group=noisy") {
+        a.fail(&format!("the flooding request did not complete: {answer:?}"));
+    }
+    if !replaced {
+        a.fail("the other group's crashed worker was not replaced within 5 s during the flood");
+    }
+    let hwm = status_kb(manager, "VmHWM");
+    eprintln!("manager peak RSS {hwm} kB; other group's worker replaced after {took:?}");
+    if hwm > 10 * 1024 {
+        a.fail(&format!("the manager's peak RSS is {hwm} kB after 1 GiB of worker output"));
+    }
+    if !wait_until(Duration::from_secs(8), || a.log_count("PD0212") > 0) {
+        a.fail("no PD0212 summary of the dropped output");
+    }
+    let log_size = std::fs::metadata(a.dir.join("error.log")).map(|m| m.len()).unwrap_or(0);
+    if log_size > 64 << 20 {
+        a.fail(&format!("the error log grew to {log_size} bytes"));
+    }
+    a.stop();
+}
+
+/// Item 10: workers get their descriptors right under a low RLIMIT_NOFILE.
+#[test]
+fn workers_start_under_a_low_descriptor_limit() {
+    ensure_user("procd-test-a");
+    let mut a = Apache::new("nofile", Mpm::Event, &group("few", "procd-test-a", "processes=2"));
+    a.wrapper = ["prlimit", "--nofile=64", "--"].iter().map(|s| s.to_string()).collect();
+    a.start();
+    let answer = a.wait_for_group("few", Duration::from_secs(10));
+    if field(&answer, "group") != "few" {
+        a.fail(&format!("unexpected answer {answer}"));
+    }
+    a.stop();
+}
+
+/// Item 11: 200 graceful restarts with a crash-looping group leave the
+/// manager's descriptors and memory flat.
+#[test]
+fn generations_in_back_off_are_not_leaked() {
+    ensure_user("procd-test-a");
+    let conf = format!(
+        "{}\n{}\n{}",
+        group("loop", "procd-test-a", "env=WORKER_MODE=crashloop graceful-timeout=1"),
+        group("fails", "procd-test-a", "env=WORKER_MODE=fail"),
+        group("fine", "procd-test-a", "graceful-timeout=1")
+    );
+    let mut a = Apache::new("leaks", Mpm::Event, &conf);
+    a.start();
+    a.wait_for_group("fine", Duration::from_secs(10));
+    let manager = a.manager();
+    let rounds = 200;
+    let mut samples = Vec::new();
+    let started = Instant::now();
+    for i in 0..rounds {
+        a.graceful();
+        if i == 19 || i == rounds - 1 {
+            // Let this generation settle (crash, back-off) before measuring.
+            std::thread::sleep(Duration::from_millis(1500));
+            samples.push((fd_count(manager), status_kb(manager, "VmRSS")));
+        }
+    }
+    eprintln!(
+        "{rounds} graceful restarts in {:?}; manager (fds, RSS kB) after 20 and {rounds}: {samples:?}",
+        started.elapsed()
+    );
+    let ((fd20, rss20), (fd_end, rss_end)) = (samples[0], samples[1]);
+    if fd_end > fd20 + 3 {
+        a.fail(&format!("the manager's descriptors grew from {fd20} to {fd_end} over {rounds} restarts"));
+    }
+    if rss_end > rss20 + 1024 {
+        a.fail(&format!("the manager's RSS grew from {rss20} kB to {rss_end} kB over {rounds} restarts"));
+    }
+    if a.manager() != manager {
+        a.fail("the manager was replaced");
+    }
+    a.wait_for_group("fine", Duration::from_secs(10));
+    a.stop();
+}
+
+/// Item 12: no worker ever runs with gid 0, and what a worker leaves
+/// running outside its process group is killed.
+#[test]
+fn no_gid_zero_and_no_escaped_grandchildren() {
+    ensure_user("procd-test-a");
+    // A user whose primary group is root: refused at configtest.
+    if !Command::new("id").arg("procd-test-rootgid").status().is_ok_and(|s| s.success()) {
+        sh("useradd --system --no-create-home --shell /usr/sbin/nologin -g 0 procd-test-rootgid || true");
+    }
+    let bad = Apache::new("gid0", Mpm::Event, &group("g0", "procd-test-rootgid", ""));
+    let (ok, text) = bad.configtest();
+    if ok || !text.contains("gid 0") {
+        bad.fail(&format!("configtest should refuse a user whose primary group is root: {text}"));
+    }
+    // A user in root's group as a supplementary group: the worker runs without it.
+    ensure_user("procd-test-wheel");
+    sh("usermod -a -G root procd-test-wheel");
+    let conf = format!(
+        "{}\n{}",
+        group("wheel", "procd-test-wheel", ""),
+        group("spawner", "procd-test-a", "graceful-timeout=1")
+    );
+    let mut a = Apache::new("escape", Mpm::Event, &conf);
+    a.start();
+    let w = a.wait_for_group("wheel", Duration::from_secs(10));
+    if field(&w, "groups").split(',').any(|g| g == "0") || field(&w, "gid") == "0" {
+        a.fail(&format!("a worker runs with group 0: {w}"));
+    }
+    a.wait_for_group("spawner", Duration::from_secs(10));
+    let grandchild: i32 = ask(&a.socket("spawner"), "daemon").unwrap().trim().parse().unwrap();
+    if !pid_alive(grandchild) {
+        a.fail("the daemonised grandchild did not start");
+    }
+    a.graceful();
+    if !wait_until(Duration::from_secs(8), || !pid_alive(grandchild)) {
+        let _ = Command::new("kill").args(["-KILL", &grandchild.to_string()]).status();
+        a.fail(&format!("pid {grandchild}, daemonised by a worker, outlived its generation"));
+    }
+    if a.log_count("PD0213") == 0 {
+        a.fail("no PD0213 line for the killed orphan");
+    }
+    a.stop();
+}
+
+/// Item 13: a panic in the manager never returns into httpd's start-up
+/// code: it is logged, the manager exits, and httpd starts a new one.
+#[test]
+fn a_panicking_manager_exits_and_is_replaced() {
+    ensure_user("procd-test-a");
+    let mut a = Apache::new("panic", Mpm::Event, &group("p", "procd-test-a", ""));
+    let trigger = a.dir.join("panic-now");
+    std::fs::write(&trigger, "").unwrap();
+    a.env.push(("PROCD_TEST_PANIC_ONCE".into(), trigger.display().to_string()));
+    a.start();
+    if !wait_until(Duration::from_secs(10), || a.log_count("PD0210") > 0) {
+        a.fail("no PD0210 line for the manager's panic");
+    }
+    a.wait_for_group("p", Duration::from_secs(15));
+    if !a.error_log().contains("exited with status 70") {
+        a.fail("the httpd parent did not see the manager exit with status 70");
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    if a.generations() != 1 {
+        a.fail("httpd's start-up ran more than once (the panic returned into httpd)");
+    }
+    let master = a.master.unwrap();
+    let managers: Vec<i32> = children(master).into_iter().filter(|p| comm(*p) == "procd-manager").collect();
+    if managers.len() != 1 {
+        a.fail(&format!("expected one manager, found {managers:?}"));
+    }
+    a.stop();
+}
