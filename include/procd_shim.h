@@ -6,10 +6,14 @@
 
 #include <httpd.h>
 #include <http_config.h>
+#include <http_core.h>
 #include <apr_buckets.h>
 
 /* ap_get_module_config / ap_set_module_config (macros unless AP_DEBUG). */
 void *procd_get_module_config(const ap_conf_vector_t *cv, const module *m);
+
+/* The DocumentRoot of a server (core's server config). */
+const char *procd_document_root(server_rec *s);
 
 /* Bucket-brigade navigation (APR_BRIGADE_* / APR_BUCKET_* macros). */
 apr_bucket *procd_brigade_first(apr_bucket_brigade *bb);

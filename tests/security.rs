@@ -450,3 +450,95 @@ fn a_panicking_manager_exits_and_is_replaced() {
     }
     a.stop();
 }
+
+/// Item 4: a per-file group loads only files under the directories where
+/// `LanguageHandler` names it, whoever connects to its socket; a group
+/// without user= gets a configtest warning.
+#[test]
+fn per_file_groups_load_only_what_apache_maps() {
+    ensure_user("procd-test-a");
+    let conf = "LanguageGroup files language=python user=procd-test-a\n\
+        LanguageGroup shared language=python\n\
+        <Directory @DIR@/htdocs/app>\n    Options +ExecCGI\n    LanguageHandler files .py\n</Directory>\n";
+    let mut a = Apache::new("perfile", Mpm::Event, conf);
+    let app = a.dir.join("htdocs/app");
+    let outside = a.dir.join("outside");
+    let marks = a.dir.join("marks");
+    for d in [&app, &outside, &marks] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    std::fs::set_permissions(&marks, std::fs::Permissions::from_mode(0o777)).unwrap();
+    std::fs::write(
+        app.join("ok.py"),
+        "def application(environ, start_response):\n    start_response('200 OK', [('Content-Type', 'text/plain')])\n    return [b'ok']\n",
+    )
+    .unwrap();
+    let evil = outside.join("evil.py");
+    std::fs::write(
+        &evil,
+        format!(
+            "open({:?}, 'w').write('ran')\ndef application(environ, start_response):\n    start_response('200 OK', [])\n    return [b'evil']\n",
+            marks.join("evil-ran").display().to_string()
+        ),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(&evil, app.join("link.py")).unwrap();
+    sh(&format!("chmod -R a+rX {}", a.dir.display()));
+
+    let (ok, text) = a.configtest();
+    if !ok
+        || !text.contains("PD0103")
+        || !text.contains("LanguageGroup shared")
+        || text.contains("LanguageGroup files (")
+    {
+        a.fail(&format!("configtest should pass and warn about the group without user= only: {text}"));
+    }
+    a.start();
+    let mut r = a.get("/app/ok.py");
+    wait_until(Duration::from_secs(10), || {
+        r = a.get("/app/ok.py");
+        r.status != 503
+    });
+    if r.status != 200 || r.text() != "ok" {
+        a.fail(&format!("a script under its <Directory>: {} {}", r.status, r.text()));
+    }
+    // Through Apache, a link out of the directory is refused by the worker.
+    let r = a.get("/app/link.py");
+    if r.status != 500 {
+        a.fail(&format!("a link to a file outside: expected 500, got {} {}", r.status, r.text()));
+    }
+    // Straight to the socket, as any process that may connect could.
+    let mut env = Vec::new();
+    for (k, v) in [
+        ("REQUEST_METHOD", "GET"),
+        ("SCRIPT_NAME", "/x.py"),
+        ("PATH_INFO", ""),
+        ("QUERY_STRING", ""),
+        ("SERVER_NAME", "127.0.0.1"),
+        ("SERVER_PORT", "80"),
+        ("SERVER_PROTOCOL", "HTTP/1.1"),
+        ("HTTPS", "off"),
+        ("SCRIPT_FILENAME", evil.to_str().unwrap()),
+    ] {
+        env.extend_from_slice(k.as_bytes());
+        env.push(0);
+        env.extend_from_slice(v.as_bytes());
+        env.push(0);
+    }
+    let mut frame = vec![0x01];
+    frame.extend_from_slice(&(env.len() as u32 + 1).to_be_bytes());
+    frame.push(1);
+    frame.extend_from_slice(&env);
+    let mut s = std::os::unix::net::UnixStream::connect(a.socket("files")).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok();
+    s.write_all(&frame).unwrap();
+    let _ = s.read_to_end(&mut Vec::new());
+    std::thread::sleep(Duration::from_millis(300));
+    if marks.join("evil-ran").exists() {
+        a.fail("the group loaded a file outside its LanguageHandler directories");
+    }
+    if !wait_until(Duration::from_secs(5), || a.error_log().contains("refusing to load")) {
+        a.fail("no log line for the refused script");
+    }
+    a.stop();
+}

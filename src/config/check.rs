@@ -18,6 +18,26 @@ pub struct ServerView<'a> {
     pub config: &'a ServerConfig,
     /// The server's ErrorLog as Apache resolved it (a path, `|pipe` or `syslog:`).
     pub error_log: Option<String>,
+    /// The server's DocumentRoot.
+    pub document_root: Option<String>,
+}
+
+/// What deserves a word at configtest without being an error: groups
+/// that run as Apache's own user share its identity with Apache's children
+/// (and with code inside them, such as mod_php).
+pub fn warnings(servers: &[ServerView<'_>], apache_user: &Identity) -> Vec<String> {
+    let mut seen = std::collections::BTreeSet::new();
+    servers
+        .iter()
+        .flat_map(|s| s.config.groups.iter())
+        .filter(|g| g.user.is_none() && seen.insert(g.name.clone()))
+        .map(|g| {
+            format!(
+                "LanguageGroup {} (at {}) has no user=: its workers run as Apache's user {}, so Apache's children and any code in them (mod_php, CGI scripts, other groups without user=) can read and change its files and signal its processes. Give each group its own user= to isolate it",
+                g.name, g.declared_at, apache_user.user
+            )
+        })
+        .collect()
 }
 
 /// Runs every cross-check; returns one sentence per problem (empty: fine).
@@ -186,6 +206,7 @@ mod tests {
 
     fn ctx(line: u32) -> DirectiveContext {
         DirectiveContext {
+            directory: None,
             origin: Origin { file: "t.conf".into(), line },
             in_vhost: false,
             in_section: false,
@@ -199,8 +220,14 @@ mod tests {
 
     fn run(main: &ServerConfig, vhosts: &[ServerConfig]) -> Vec<String> {
         let merged: Vec<ServerConfig> = vhosts.iter().map(|v| ServerConfig::merge(main, v)).collect();
-        let mut views = vec![ServerView { label: "the main server".into(), config: main, error_log: None }];
-        views.extend(merged.iter().map(|c| ServerView { label: "virtual host v".into(), config: c, error_log: None }));
+        let mut views =
+            vec![ServerView { label: "the main server".into(), config: main, error_log: None, document_root: None }];
+        views.extend(merged.iter().map(|c| ServerView {
+            label: "virtual host v".into(),
+            config: c,
+            error_log: None,
+            document_root: None,
+        }));
         check_configuration(&views, &nobody())
     }
 

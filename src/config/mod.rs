@@ -38,6 +38,8 @@ pub struct DirectiveContext {
     pub in_vhost: bool,
     /// Inside `<Directory>`, `<Location>`, `<Files>` (per-directory scope).
     pub in_section: bool,
+    /// The path of the `<Directory>` section the directive is in, if any.
+    pub directory: Option<std::path::PathBuf>,
     /// Apache's ServerRoot, for relative paths.
     pub server_root: std::path::PathBuf,
 }

@@ -66,6 +66,11 @@ pub struct GroupPlan {
     pub graceful_timeout_ms: u64,
     pub error_log: String,
     pub restart_file: Option<String>,
+    /// Directories whose files the group's workers may load per request
+    /// (where `LanguageHandler` names the group); a worker refuses any other
+    /// `SCRIPT_FILENAME`. Empty: no per-file scripts (mounted `app=` only).
+    #[serde(default)]
+    pub script_roots: Vec<String>,
 }
 
 /// How long a worker that cannot report readiness must stay up to count as
@@ -92,11 +97,39 @@ fn usable_log(path: Option<&str>, fallback: &str) -> String {
     }
 }
 
+/// For each group, the directories its `LanguageHandler`s cover: the
+/// `<Directory>` they are written in, else the DocumentRoot of their server
+/// (for the main server's own scope, which every virtual host inherits: of
+/// every server).
+fn script_roots(views: &[ServerView<'_>]) -> std::collections::BTreeMap<String, std::collections::BTreeSet<String>> {
+    let mut roots: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> = Default::default();
+    for (i, view) in views.iter().enumerate() {
+        for r in &view.config.group_refs {
+            let Some(under) = &r.scripts_under else { continue };
+            let entry = roots.entry(r.group.clone()).or_default();
+            match under.as_ref().map(|d| d.display().to_string()).filter(|d| d.starts_with('/')) {
+                Some(dir) => {
+                    let dir = dir.trim_end_matches('/');
+                    entry.insert(if dir.is_empty() { "/".to_string() } else { dir.to_string() });
+                }
+                // A regex `<Directory ~ ...>` counts as the DocumentRoot too.
+                None if i == 0 => entry.extend(views.iter().filter_map(|v| v.document_root.clone())),
+                None => entry.extend(view.document_root.clone()),
+            }
+        }
+    }
+    for set in roots.values_mut() {
+        set.retain(|d| d.starts_with('/') && !d.contains('\n'));
+    }
+    roots
+}
+
 /// Builds the plan. `views` carry each server's error log; `servers[0]` is
 /// the main server. Only groups that pass `check_configuration` reach here.
 pub fn build_plan(views: &[ServerView<'_>], apache: &Identity, runtime_dir: &str) -> Plan {
     let main_log = usable_log(views.first().and_then(|v| v.error_log.as_deref()), &format!("{runtime_dir}/procd.log"));
     let table = views.first().and_then(|v| v.config.languages.table().ok()).unwrap_or_default();
+    let roots = script_roots(views);
     let mut groups = Vec::new();
     for view in views {
         for g in &view.config.groups {
@@ -141,6 +174,9 @@ pub fn build_plan(views: &[ServerView<'_>], apache: &Identity, runtime_dir: &str
                 env.retain(|(old, _)| old != k);
                 env.push((k.clone(), v.clone()));
             }
+            let script_roots: Vec<String> = roots.get(&g.name).map(|r| r.iter().cloned().collect()).unwrap_or_default();
+            env.retain(|(k, _)| k != "PROCD_SCRIPT_ROOTS");
+            env.push(("PROCD_SCRIPT_ROOTS".to_string(), script_roots.join("\n")));
             groups.push(GroupPlan {
                 name: g.name.clone(),
                 language: g.language.clone(),
@@ -163,6 +199,7 @@ pub fn build_plan(views: &[ServerView<'_>], apache: &Identity, runtime_dir: &str
                     .as_ref()
                     .map_or_else(|| usable_log(view.error_log.as_deref(), &main_log), |p| p.display().to_string()),
                 restart_file: g.restart_file.as_ref().map(|p| p.display().to_string()),
+                script_roots,
             });
         }
     }
@@ -279,6 +316,7 @@ mod tests {
     #[test]
     fn plan_round_trips_and_resolves() {
         let ctx = DirectiveContext {
+            directory: None,
             origin: Origin { file: "t.conf".into(), line: 1 },
             in_vhost: false,
             in_section: false,
@@ -288,7 +326,12 @@ mod tests {
         main.apply("LanguageGroup", "a language=python processes=0-4 user=nobody env=X=1 env=PATH=/opt/bin", &ctx)
             .unwrap();
         main.apply("LanguageGroup", "b language=cgi", &ctx).unwrap();
-        let views = [ServerView { label: "main".into(), config: &main, error_log: Some("/var/log/e.log".into()) }];
+        let views = [ServerView {
+            label: "main".into(),
+            config: &main,
+            error_log: Some("/var/log/e.log".into()),
+            document_root: None,
+        }];
         let apache = Identity::new("nobody", 65534, 65534);
         let plan = build_plan(&views, &apache, "/run/procd");
         let a = &plan.groups[0];
@@ -327,6 +370,7 @@ mod tests {
             graceful_timeout_ms: 1000,
             error_log: "/var/log/x.log".into(),
             restart_file: None,
+            script_roots: vec![],
         };
         let plan = |g: GroupPlan| Plan {
             runtime_dir: "/run/procd".into(),

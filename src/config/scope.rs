@@ -25,6 +25,9 @@ pub struct GroupRef {
     /// The directive as written, e.g. "LanguageMount /api".
     pub directive: String,
     pub origin: Origin,
+    /// For `LanguageHandler`: where its files may be (its `<Directory>`,
+    /// or `None`: the server's DocumentRoot).
+    pub scripts_under: Option<Option<PathBuf>>,
 }
 
 /// `LanguageMount /prefix GROUP`.
@@ -176,6 +179,7 @@ impl ServerConfig {
             group: group.clone(),
             directive: format!("LanguageMount {normal}"),
             origin: ctx.origin.clone(),
+            scripts_under: None,
         });
         self.mounts.push(Mount { prefix: normal, group: group.clone(), origin: ctx.origin.clone() });
         self.mounts.sort_by_key(|m| std::cmp::Reverse(m.prefix.len()));
@@ -274,6 +278,7 @@ impl DirConfig {
                     group: group.clone(),
                     directive: format!("LanguageHandler {}", exts.join(" ")),
                     origin: ctx.origin.clone(),
+                    scripts_under: Some(ctx.directory.clone()),
                 }])
             }
             "LinkRewrite" => {
@@ -319,6 +324,7 @@ mod tests {
 
     fn ctx() -> DirectiveContext {
         DirectiveContext {
+            directory: None,
             origin: Origin { file: "t.conf".into(), line: 7 },
             in_vhost: false,
             in_section: false,

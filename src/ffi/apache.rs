@@ -10,6 +10,7 @@ pub mod msg {
     pub const STARTED: &str = "PD0001";
     pub const PANIC: &str = "PD0002";
     pub const CONFIG_CHECK: &str = "PD0101";
+    pub const CONFIG_WARNING: &str = "PD0103";
     pub const MANAGER: &str = "PD0102";
 }
 
@@ -47,6 +48,8 @@ pub fn install_panic_hook() {
 pub enum Level {
     /// Startup errors: printed plainly, also by `apachectl configtest`.
     StartupError,
+    /// Startup warnings: printed plainly, also by `apachectl configtest`.
+    StartupWarning,
     Crit,
     Error,
     Notice,
@@ -79,6 +82,7 @@ fn module_index() -> i32 {
 pub fn log_server(server: Option<Server>, level: Level, text: &str) {
     let lvl = match level {
         Level::StartupError => sys::APLOG_STARTUP | sys::APLOG_EMERG,
+        Level::StartupWarning => sys::APLOG_STARTUP | sys::APLOG_WARNING,
         other => apache_level(other),
     };
     let text = c_string(text);
@@ -103,6 +107,7 @@ pub fn log_server(server: Option<Server>, level: Level, text: &str) {
 fn apache_level(level: Level) -> i32 {
     match level {
         Level::StartupError | Level::Crit => sys::APLOG_CRIT,
+        Level::StartupWarning => sys::APLOG_WARNING,
         Level::Error => sys::APLOG_ERR,
         Level::Notice => sys::APLOG_NOTICE,
     }

@@ -191,7 +191,14 @@ unsafe extern "C" fn directive(cmd: *mut sys::cmd_parms, mconfig: *mut c_void, a
                 } else {
                     Origin { file: string_from((*d).filename), line: (*d).line_num as u32 }
                 };
+                // `<Directory /path>` (not DirectoryMatch): cmd->path is its path.
+                let parent = if d.is_null() { null_mut() } else { (*d).parent };
+                let directory = (!(*cmd).path.is_null()
+                    && !parent.is_null()
+                    && string_from((*parent).directive).eq_ignore_ascii_case("<Directory"))
+                .then(|| string_from((*cmd).path).into());
                 let ctx = DirectiveContext {
+                    directory,
                     origin,
                     in_vhost: (*(*cmd).server).is_virtual != 0,
                     in_section: !(*cmd).path.is_null(),
@@ -239,6 +246,9 @@ unsafe extern "C" fn check_config(
         let errors = check_configuration(&views, &apache_identity());
         // SAFETY: `main` is the live main server.
         let server = unsafe { Server::from_raw(main) };
+        for w in crate::config::check::warnings(&views, &apache_identity()) {
+            log_server(Some(server), Level::StartupWarning, &format!("{}: {w}", msg::CONFIG_WARNING));
+        }
         for e in &errors {
             log_server(Some(server), Level::StartupError, &format!("{}: {e}", msg::CONFIG_CHECK));
         }
@@ -304,7 +314,8 @@ fn server_views(main: *mut sys::server_rec, pool: *mut sys::apr_pool_t) -> Vec<S
                 let c = std::ffi::CString::new(fname).unwrap_or_default();
                 Some(string_from(sys::ap_server_root_relative(pool, c.as_ptr())))
             };
-            views.push(ServerView { label, config: server_config(s), error_log });
+            let document_root = Some(string_from(sys::procd_document_root(s))).filter(|d| !d.is_empty());
+            views.push(ServerView { label, config: server_config(s), error_log, document_root });
             s = (*s).next;
         }
     }

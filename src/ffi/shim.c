@@ -7,6 +7,12 @@ void *procd_get_module_config(const ap_conf_vector_t *cv, const module *m)
     return ap_get_module_config(cv, m);
 }
 
+const char *procd_document_root(server_rec *s)
+{
+    core_server_config *conf = ap_get_core_module_config(s->module_config);
+    return conf ? conf->ap_document_root : NULL;
+}
+
 apr_bucket *procd_brigade_first(apr_bucket_brigade *bb) { return APR_BRIGADE_FIRST(bb); }
 apr_bucket *procd_brigade_sentinel(apr_bucket_brigade *bb) { return APR_BRIGADE_SENTINEL(bb); }
 apr_bucket *procd_bucket_next(apr_bucket *b) { return APR_BUCKET_NEXT(b); }

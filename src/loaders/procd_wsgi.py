@@ -215,6 +215,11 @@ class Applications:
 
     def __init__(self, app_path):
         self.app_path = app_path
+        # Where per-request scripts may be (the directories where the group
+        # is named by LanguageHandler): whoever can connect to the group's
+        # socket must not make it load any other file.
+        roots = os.environ.get("PROCD_SCRIPT_ROOTS", "")
+        self.roots = [os.path.realpath(r) for r in roots.split("\n") if r.startswith("/")]
         self.cache = {}
         self.lock = threading.Lock()
         self.mounted = self.load(app_path) if app_path else None
@@ -238,6 +243,11 @@ class Applications:
         if self.mounted is not None:
             return self.mounted
         path = environ.get("SCRIPT_FILENAME", "")
+        real = os.path.realpath(path)
+        if not any(real == r or real.startswith(r.rstrip("/") + "/") for r in self.roots):
+            raise PermissionError(
+                "refusing to load %r: it is not under a directory where this group is named by "
+                "LanguageHandler (%s)" % (path, ", ".join(self.roots) or "none"))
         mtime = os.stat(path).st_mtime
         with self.lock:
             cached = self.cache.get(path)
