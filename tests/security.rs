@@ -250,6 +250,28 @@ fn group_names_never_collide_with_generation_sockets() {
     let conf: Vec<String> = names.iter().map(|n| group(n, "procd-test-a", "graceful-timeout=2")).collect();
     let mut a = Apache::new("names", Mpm::Event, &conf.join("\n"));
     a.start();
+    for n in names {
+        a.wait_for_group(n, Duration::from_secs(10));
+    }
+    // Meanwhile, every group's socket must stay there: a graceful restart
+    // never deletes a live socket of another group.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sockets: Vec<_> = names.iter().map(|n| a.socket(n)).collect();
+    let watcher = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut missing = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                for s in &sockets {
+                    if let Err(e) = std::os::unix::net::UnixStream::connect(s) {
+                        missing.push(format!("{}: {e}", s.display()));
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            missing
+        })
+    };
     for round in 0..3 {
         if round > 0 {
             a.graceful();
@@ -261,6 +283,15 @@ fn group_names_never_collide_with_generation_sockets() {
                 a.fail(&format!("round {round}: {n}.sock answered for another group: {answer}"));
             }
         }
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let missing = watcher.join().unwrap();
+    if !missing.is_empty() {
+        a.fail(&format!(
+            "{} failed connects to live groups during restarts, e.g. {:?}",
+            missing.len(),
+            &missing[..missing.len().min(3)]
+        ));
     }
     if a.error_log().contains("PD0205") {
         a.fail("a generation failed to start");
@@ -341,7 +372,9 @@ fn generations_in_back_off_are_not_leaked() {
     ensure_user("procd-test-a");
     let conf = format!(
         "{}\n{}\n{}",
-        group("loop", "procd-test-a", "env=WORKER_MODE=crashloop graceful-timeout=1"),
+        // Ready, then dead at once: the group is in back-off, with no
+        // worker, at most restarts.
+        group("loop", "procd-test-a", "env=WORKER_MODE=crashloop env=CRASH_AFTER=0 graceful-timeout=1"),
         group("fails", "procd-test-a", "env=WORKER_MODE=fail"),
         group("fine", "procd-test-a", "graceful-timeout=1")
     );

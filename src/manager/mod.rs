@@ -170,7 +170,11 @@ impl OutputBudget {
 
     /// The summary line owed, if anything was dropped and it is time.
     fn summary(&mut self) -> Option<String> {
-        if self.dropped_lines == 0 || self.since.elapsed() < OUTPUT_SUMMARY {
+        if self.dropped_lines == 0 {
+            self.since = Instant::now();
+            return None;
+        }
+        if self.since.elapsed() < OUTPUT_SUMMARY {
             return None;
         }
         let text = format!(
@@ -1350,6 +1354,22 @@ fn ignore_sigpipe() -> nix::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn worker_output_is_rate_limited_and_summed_up() {
+        let mut b = OutputBudget::default();
+        let line = 8191;
+        let allowed = (0..1000).filter(|_| b.allow(line)).count();
+        let burst = (OUTPUT_BURST / (line as u64 + 1)) as usize;
+        // (A descheduled test thread may earn a line or two meanwhile.)
+        assert!((burst..burst + 3).contains(&allowed), "the burst, then nothing: {allowed}");
+        assert_eq!(b.dropped_lines, 1000 - allowed as u64);
+        assert_eq!(b.summary(), None, "not before OUTPUT_SUMMARY");
+        b.since -= OUTPUT_SUMMARY;
+        let text = b.summary().unwrap_or_default();
+        assert!(text.contains(&format!("{} line(s)", 1000 - allowed)), "{text}");
+        assert_eq!(b.summary(), None, "counted once");
+    }
 
     #[test]
     fn exit_statuses_are_explained() {

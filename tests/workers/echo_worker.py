@@ -13,7 +13,7 @@ When fd 4 reaches EOF (the manager drains this generation) it serves what is
 already queued on the socket, then exits 0.
 
 WORKER_MODE (env): "fail" exits 1 at once; "hang" never says READY;
-"crashloop" says READY, then exits 3 after 0.2 s.
+"crashloop" says READY, then exits 3 after CRASH_AFTER seconds (0.2).
 """
 import os
 import select
@@ -74,7 +74,7 @@ def main():
     if mode != "hang":
         os.write(status, b"READY\n")
     if mode == "crashloop":
-        time.sleep(0.2)
+        time.sleep(float(os.environ.get("CRASH_AFTER", "0.2")))
         os._exit(3)
     draining = False
     while True:
