@@ -8,7 +8,7 @@
 
 #![forbid(unsafe_code)]
 
-use crate::protocol::{Frame, ProtocolError, decode, encode};
+use crate::protocol::{Frame, ProtocolError, decode, encode, escape_log_bounded};
 use std::io::{ErrorKind, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -31,6 +31,8 @@ pub trait Client {
     /// End a response whose headers are out, signalling an error to the
     /// client (no clean end of a chunked body; the connection closes).
     fn abort(&mut self);
+    /// A HEAD request: the response has headers only (Apache drops body bytes).
+    fn head_only(&self) -> bool;
 }
 
 /// Where and how to reach a group.
@@ -105,13 +107,19 @@ fn send(stream: &mut UnixStream, frame: &Frame) -> std::io::Result<()> {
     stream.write_all(&out)
 }
 
-/// How the manager says a worker ended, waiting briefly for the record.
-fn worker_fate(exits: &Path, pid: u32) -> String {
+/// How the manager says a worker of `group` ended, waiting briefly for the
+/// record. `pid` is what the worker claimed in its HELLO: a record of
+/// another group's worker (a pid a hostile worker borrowed) is not it.
+fn worker_fate(exits: &Path, group: &str, pid: u32) -> String {
     let file = exits.join(pid.to_string());
     let deadline = Instant::now() + Duration::from_millis(500);
     loop {
         if let Ok(text) = std::fs::read_to_string(&file) {
-            return text.split_once('\n').map_or(text.clone(), |(_, how)| how.to_string());
+            if let Some((g, how)) = text.split_once('\n') {
+                if g == group {
+                    return how.to_string();
+                }
+            }
         }
         if Instant::now() >= deadline {
             return "closed the connection (it may have crashed; see the group's error log)".to_string();
@@ -192,7 +200,7 @@ pub fn proxy(client: &mut dyn Client, target: &Target, env: Vec<u8>) -> Outcome 
     let pid = loop {
         match read_frame(&mut stream, &mut buf, phase_deadline) {
             Ok(Frame::Hello { pid }) => break pid,
-            Ok(other) => return bad_gateway(g, 0, &format!("expected HELLO, got {other:?}")),
+            Ok(other) => return bad_gateway(g, 0, &format!("expected HELLO, got {}", other.name())),
             Err(ReadError::Timeout) if !taken => {
                 if matches!(crate::ffi::os::unread_by_peer(&stream), Ok(0)) {
                     taken = true;
@@ -227,6 +235,11 @@ pub fn proxy(client: &mut dyn Client, target: &Target, env: Vec<u8>) -> Outcome 
     // 3. Frames until END.
     let deadline = connected + target.request_timeout;
     let mut headers_sent = false;
+    // The worker's Content-Length, when the client is to get a body: the
+    // body it sends is held to it (`sent` bytes so far).
+    let mut declared: Option<u64> = None;
+    let mut sent: u64 = 0;
+    let mut bodiless = false;
     let mut pulled = false;
     let mut body_done = false;
     let fail = |headers_sent: bool, status: u16, log: String| {
@@ -257,12 +270,21 @@ pub fn proxy(client: &mut dyn Client, target: &Target, env: Vec<u8>) -> Outcome 
                         502,
                         format!(
                             "group {g}: worker pid {pid} went away while reading the request body: {}",
-                            worker_fate(&target.exits, pid)
+                            worker_fate(&target.exits, g, pid)
                         ),
                     );
                 }
             }
-            Ok(Frame::Headers { status, headers }) if !headers_sent => {
+            Ok(Frame::Headers { status, mut headers }) if !headers_sent => {
+                let length = match content_length(&mut headers) {
+                    Ok(length) => length,
+                    Err(why) => break fail(false, 502, format!("group {g}: bad answer from worker pid {pid}: {why}")),
+                };
+                // 204 and 304 have no body; HEAD's Apache drops.
+                bodiless = status == 204 || status == 304;
+                if !bodiless && !client.head_only() {
+                    declared = length;
+                }
                 if !pulled {
                     client.body_not_read();
                 }
@@ -270,8 +292,27 @@ pub fn proxy(client: &mut dyn Client, target: &Target, env: Vec<u8>) -> Outcome 
                 headers_sent = true;
             }
             Ok(Frame::Data(data)) if headers_sent => {
-                if !client.write(&data) {
+                if bodiless {
+                    continue;
+                }
+                let mut data = &data[..];
+                let room = declared.map(|limit| limit - sent);
+                let over = room.is_some_and(|room| data.len() as u64 > room);
+                if let (true, Some(room)) = (over, room) {
+                    data = &data[..room as usize];
+                }
+                sent += data.len() as u64;
+                if !data.is_empty() && !client.write(data) {
                     break Outcome::Done; // the client left; closing tells the worker
+                }
+                if over {
+                    // Never more than the client was told: the rest would be
+                    // read as the next response on this connection.
+                    break Outcome::Cut {
+                        log: format!(
+                            "group {g}: worker pid {pid} sent more than its Content-Length ({sent}); the response was stopped there"
+                        ),
+                    };
                 }
             }
             Ok(Frame::Flush) if headers_sent => {
@@ -279,18 +320,32 @@ pub fn proxy(client: &mut dyn Client, target: &Target, env: Vec<u8>) -> Outcome 
                     break Outcome::Done;
                 }
             }
-            Ok(Frame::End) if headers_sent => break Outcome::Done,
+            Ok(Frame::End) if headers_sent => {
+                match declared {
+                    // Too short: the client would wait for the rest, or read
+                    // the next response as this body.
+                    Some(limit) if sent < limit => {
+                        break Outcome::Cut {
+                            log: format!(
+                                "group {g}: worker pid {pid} ended its response after it sent {sent} bytes of its Content-Length ({limit})"
+                            ),
+                        };
+                    }
+                    _ => break Outcome::Done,
+                }
+            }
             Ok(Frame::Error(why)) => {
                 break fail(
                     headers_sent,
                     500,
                     format!(
-                        "group {g}: the application failed in worker pid {pid}: {why} (traceback in the group's error log)"
+                        "group {g}: the application failed in worker pid {pid}: \"{}\" (traceback in the group's error log)",
+                        escape_log_bounded(&why)
                     ),
                 );
             }
             Ok(other) => {
-                let what = format!("unexpected {other:?} frame (headers sent: {headers_sent})");
+                let what = format!("unexpected {} frame (headers sent: {headers_sent})", other.name());
                 break fail(headers_sent, 502, format!("group {g}: malformed response from worker pid {pid}: {what}"));
             }
             Err(ReadError::Timeout) => {
@@ -309,7 +364,7 @@ pub fn proxy(client: &mut dyn Client, target: &Target, env: Vec<u8>) -> Outcome 
                     502,
                     format!(
                         "group {g}: worker pid {pid} {} while handling this request",
-                        worker_fate(&target.exits, pid)
+                        worker_fate(&target.exits, g, pid)
                     ),
                 );
             }
@@ -325,6 +380,32 @@ pub fn proxy(client: &mut dyn Client, target: &Target, env: Vec<u8>) -> Outcome 
         client.abort();
     }
     outcome
+}
+
+/// The worker's `Content-Length`, checked, as one header: `None` if it sent
+/// none; an error (502 before anything is sent) if a value is not a plain
+/// decimal number or two values differ.
+fn content_length(headers: &mut Vec<(String, String)>) -> Result<Option<u64>, String> {
+    let mut found: Option<u64> = None;
+    for (name, value) in headers.iter() {
+        if !name.eq_ignore_ascii_case("content-length") {
+            continue;
+        }
+        let digits = value.trim_matches([' ', '\t']);
+        let n = (!digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| digits.parse::<u64>().ok())
+            .flatten()
+            .ok_or_else(|| format!("invalid Content-Length \"{}\"", escape_log_bounded(value)))?;
+        match found {
+            Some(m) if m != n => return Err(format!("conflicting Content-Length headers ({m} and {n})")),
+            _ => found = Some(n),
+        }
+    }
+    if let Some(n) = found {
+        headers.retain(|(name, _)| !name.eq_ignore_ascii_case("content-length"));
+        headers.push(("Content-Length".to_string(), n.to_string()));
+    }
+    Ok(found)
 }
 
 fn bad_gateway_plain(log: String) -> Outcome {

@@ -252,7 +252,11 @@ class Applications:
 def status_code(status):
     if not isinstance(status, str) or len(status) < 4 or not status[:3].isdigit() or status[3] != " ":
         raise ValueError("invalid status %r: expected '200 OK'" % (status,))
-    return int(status[:3])
+    code = int(status[:3])
+    if not 200 <= code <= 599:
+        # Apache refuses interim (1xx) and out-of-range statuses with a 502.
+        raise ValueError("invalid status %r: a response status is 200 to 599" % (status,))
+    return code
 
 
 def handle(conn, apps, threads):
