@@ -222,3 +222,155 @@ fn the_pid_in_hello_is_only_displayed() {
         a.fail(&format!("another group's exit record was reported for a claimed pid: {line}"));
     }
 }
+
+// ------------------------------------------- 6. no thread waits forever --
+
+/// An Apache with WSGI group `one` (tests/apps/wsgi_app.py) mounted at /one.
+fn start_wsgi(name: &str, group_opts: &str) -> Apache {
+    ensure_user("procd-test-a");
+    let conf = format!(
+        "LanguageGroup one language=python user=procd-test-a app=@DIR@/wsgi_app.py env=RECORD_FILE=@DIR@/records/runs {group_opts}\n\
+         LanguageMount /one one\n"
+    );
+    let mut a = Apache::new(name, Mpm::Event, &conf);
+    std::fs::copy(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/apps/wsgi_app.py"), a.dir.join("wsgi_app.py")).unwrap();
+    std::fs::create_dir_all(a.dir.join("records")).unwrap();
+    let _ = std::process::Command::new("chmod").args(["-R", "a+rX"]).arg(&a.dir).status();
+    let _ = std::process::Command::new("chmod").arg("777").arg(a.dir.join("records")).status();
+    a.start();
+    if !wait_until(Duration::from_secs(10), || a.get("/one/env").status == 200) {
+        a.fail("group one does not answer /one/env");
+    }
+    a
+}
+
+/// A GET on its own thread: the whole answer.
+fn get_in_background(port: u16, path: &str) -> std::thread::JoinHandle<String> {
+    let raw = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    std::thread::spawn(move || {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        s.write_all(raw.as_bytes()).unwrap();
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out);
+        String::from_utf8_lossy(&out).into_owned()
+    })
+}
+
+/// Connections to `socket` that nobody accepts, until the listen backlog
+/// is full (a non-blocking connect says EAGAIN).
+fn fill_backlog(socket: &std::path::Path) -> Vec<std::os::fd::OwnedFd> {
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, UnixAddr, connect, socket as new_socket};
+    use std::os::fd::AsRawFd;
+    // Room for the kernel's largest backlog (net.core.somaxconn).
+    let want: u64 = 70_000;
+    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
+    unsafe {
+        let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < want.min(lim.rlim_max) {
+            lim.rlim_cur = want.min(lim.rlim_max);
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+    let addr = UnixAddr::new(socket).unwrap();
+    let mut held = Vec::new();
+    loop {
+        let fd =
+            new_socket(AddressFamily::Unix, SockType::Stream, SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC, None)
+                .expect("a socket for the backlog");
+        match connect(fd.as_raw_fd(), &addr) {
+            Ok(()) => held.push(fd),
+            Err(nix::errno::Errno::EAGAIN) => return held,
+            Err(e) => panic!("connect to {} after {} connections: {e}", socket.display(), held.len()),
+        }
+        assert!(held.len() < 66_000, "the backlog of {} never filled", socket.display());
+    }
+}
+
+#[test]
+fn a_full_queue_is_a_503_after_queue_timeout() {
+    let a = start_wsgi("queue-full", "processes=1 threads=1 queue-timeout=1 request-timeout=30");
+    // The only worker is busy; the socket's backlog is full.
+    let busy = get_in_background(a.port, "/one/sleep?s=6");
+    std::thread::sleep(Duration::from_millis(500));
+    let held = fill_backlog(&a.socket("one"));
+    eprintln!("the backlog filled after {} connections", held.len());
+    let t0 = Instant::now();
+    let (got, _) =
+        exchange(&a, b"GET /one/env HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", Duration::from_secs(5));
+    let waited = t0.elapsed();
+    let text = String::from_utf8_lossy(&got);
+    if !text.starts_with("HTTP/1.1 503") || !text.contains("Retry-After:") {
+        a.fail(&format!("with a full queue, after {waited:?}, the client got {text:?}"));
+    }
+    if waited < Duration::from_millis(900) {
+        a.fail(&format!("503 after {waited:?}, before queue-timeout"));
+    }
+    if !log_has(&a, "PD0304: group one: its connection queue is full") {
+        a.fail("no PD0304 line saying the queue is full");
+    }
+    drop(held);
+    if !busy.join().unwrap().contains("slept") {
+        a.fail("the busy request did not complete");
+    }
+    // The worker goes through the abandoned connections and serves again.
+    if !wait_until(Duration::from_secs(30), || a.get("/one/env").status == 200) {
+        a.fail("the group does not serve after its queue drained");
+    }
+}
+
+#[test]
+fn a_request_answered_503_is_never_run() {
+    let a = start_wsgi("queue-never-run", "processes=1 threads=1 queue-timeout=1 request-timeout=30");
+    let busy = get_in_background(a.port, "/one/record?id=busy&s=3");
+    std::thread::sleep(Duration::from_millis(500));
+    let t0 = Instant::now();
+    let r = a.get("/one/record?id=late");
+    if r.status != 503 || !r.head.contains("Retry-After:") || t0.elapsed() < Duration::from_millis(900) {
+        a.fail(&format!("queued request: {} after {:?}", r.status, t0.elapsed()));
+    }
+    if !busy.join().unwrap().contains("recorded") {
+        a.fail("the busy request did not complete");
+    }
+    // The worker reaches the abandoned connection before this one.
+    let r = a.get("/one/record?id=after");
+    if r.status != 200 {
+        a.fail(&format!("after: {}", r.status));
+    }
+    // A request that waited longer than queue-timeout, on a connection still
+    // open (Apache's deadline passed just as a worker took it): dropped too.
+    let queued_at = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() - 5000;
+    let mut env = Vec::new();
+    for (k, v) in [
+        ("REQUEST_METHOD", "GET".to_string()),
+        ("SCRIPT_NAME", "/one".into()),
+        ("PATH_INFO", "/record".into()),
+        ("QUERY_STRING", "id=stale".into()),
+        ("PROCD_QUEUED_AT_MS", queued_at.to_string()),
+        ("PROCD_QUEUE_TIMEOUT_MS", "1000".into()),
+    ] {
+        env.extend_from_slice(format!("{k}\0{v}\0").as_bytes());
+    }
+    let mut frame = vec![0x01];
+    frame.extend_from_slice(&(env.len() as u32 + 1).to_be_bytes());
+    frame.push(1);
+    frame.extend_from_slice(&env);
+    let mut s = std::os::unix::net::UnixStream::connect(a.socket("one")).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(&frame).unwrap();
+    let mut answer = Vec::new();
+    let _ = s.read_to_end(&mut answer);
+    if !answer.is_empty() || !log_has(&a, "longer than queue-timeout (1000 ms)") {
+        a.fail(&format!("a request older than queue-timeout got {} bytes of answer", answer.len()));
+    }
+    let runs = std::fs::read_to_string(a.dir.join("records/runs")).unwrap_or_default();
+    if runs != "busy\nafter\n" {
+        a.fail(&format!("the application ran {runs:?}; a request answered 503 must never run"));
+    }
+    if !log_has(&a, "dropped unrun") {
+        a.fail("the worker did not log the request it dropped");
+    }
+    for line in a.error_log().lines().filter(|l| l.contains("dropped unrun") || l.contains("PD0304")) {
+        eprintln!("{line}");
+    }
+}

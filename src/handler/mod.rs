@@ -8,7 +8,7 @@
 
 #![forbid(unsafe_code)]
 
-use crate::protocol::{Frame, ProtocolError, decode, encode, escape_log_bounded};
+use crate::protocol::{EnvBuilder, Frame, ProtocolError, decode, encode, escape_log_bounded};
 use std::io::{ErrorKind, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -153,14 +153,74 @@ fn recent_death(exits: &Path, group: &str, since: std::time::SystemTime) -> Opti
     }
 }
 
+enum ConnectError {
+    /// The listen backlog stayed full until the deadline.
+    QueueFull,
+    Io(std::io::Error),
+}
+
+/// Connects to a group's socket without ever blocking: a full listen
+/// backlog (EAGAIN) is retried after a short sleep until `deadline`. (A
+/// blocking connect waits for room in the backlog for as long as it takes.)
+fn connect_within(path: &Path, deadline: Instant) -> Result<UnixStream, ConnectError> {
+    use nix::errno::Errno;
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, UnixAddr, connect, socket};
+    use std::os::fd::AsRawFd;
+    let io = |e: Errno| ConnectError::Io(std::io::Error::from(e));
+    let addr = UnixAddr::new(path).map_err(io)?;
+    let fd = socket(AddressFamily::Unix, SockType::Stream, SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC, None)
+        .map_err(io)?;
+    let mut pause = Duration::from_millis(5);
+    loop {
+        match connect(fd.as_raw_fd(), &addr) {
+            Ok(()) => break,
+            Err(Errno::EINTR) => {}
+            Err(Errno::EAGAIN) => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(ConnectError::QueueFull);
+                }
+                std::thread::sleep(pause.min(left));
+                pause = (pause * 2).min(Duration::from_millis(50));
+            }
+            Err(e) => return Err(io(e)),
+        }
+    }
+    let stream = UnixStream::from(fd);
+    stream.set_nonblocking(false).map_err(ConnectError::Io)?;
+    Ok(stream)
+}
+
+/// Milliseconds since the epoch (the clock the worker compares with).
+fn epoch_ms(t: std::time::SystemTime) -> u128 {
+    t.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis())
+}
+
 /// Sends one request to `target` and streams the answer to `client`.
-pub fn proxy(client: &mut dyn Client, target: &Target, env: Vec<u8>) -> Outcome {
+pub fn proxy(client: &mut dyn Client, target: &Target, mut env: Vec<u8>) -> Outcome {
     let g = &target.group;
     let started = std::time::SystemTime::now();
     let unavailable = |log: String| Outcome::Failed { status: 503, retry_after: Some(5), log };
-    let mut stream = match UnixStream::connect(&target.socket) {
+    // queue-timeout bounds all the waiting for a worker: the connect, and
+    // the wait for the worker's first frame.
+    let queue_timeout = target.queue_timeout.max(Duration::from_millis(50));
+    let queue_deadline = Instant::now() + queue_timeout;
+    // A worker that takes the request after this deadline (Apache has
+    // answered 503 by then) drops it unrun: see PROTOCOL.md.
+    let mut extra = EnvBuilder::default();
+    extra.add(b"PROCD_QUEUED_AT_MS", epoch_ms(started).to_string().as_bytes());
+    extra.add(b"PROCD_QUEUE_TIMEOUT_MS", queue_timeout.as_millis().to_string().as_bytes());
+    env.extend_from_slice(&extra.finish());
+    let mut stream = match connect_within(&target.socket, queue_deadline) {
         Ok(s) => s,
-        Err(e) => {
+        Err(ConnectError::QueueFull) => {
+            return unavailable(format!(
+                "group {g}: its connection queue is full: for queue-timeout ({} s) no worker took a connection and the listen backlog of {} stayed full, so this request was not queued. Every worker is busy: add processes= or threads=, find what makes requests slow (the group's error log), or raise queue-timeout=",
+                queue_timeout.as_secs_f32(),
+                target.socket.display()
+            ));
+        }
+        Err(ConnectError::Io(e)) => {
             return match e.kind() {
                 ErrorKind::NotFound => unavailable(format!(
                     "group {g} is not running: {} does not exist. Right after a start it appears once the workers are ready; otherwise the group's error log says why its workers do not start",
@@ -174,19 +234,16 @@ pub fn proxy(client: &mut dyn Client, target: &Target, env: Vec<u8>) -> Outcome 
                         target.socket.display()
                     ),
                 },
-                ErrorKind::WouldBlock => {
-                    unavailable(format!("group {g}: its connection queue is full; add processes= or threads="))
-                }
                 _ => unavailable(format!("group {g}: cannot connect to {}: {e}", target.socket.display())),
             };
         }
     };
     let connected = Instant::now();
-    let queue_deadline = connected + target.queue_timeout.max(Duration::from_millis(50));
     let mut buf = Inbox { buf: Vec::new(), chunk: vec![0; 32 << 10] };
 
     // 1. The request waits in the socket until a worker accepts it...
-    let _ = stream.set_write_timeout(Some(target.queue_timeout.max(Duration::from_millis(50))));
+    let queue_left = queue_deadline.saturating_duration_since(connected).max(Duration::from_millis(1));
+    let _ = stream.set_write_timeout(Some(queue_left));
     if let Err(e) = send(&mut stream, &Frame::Request { env }) {
         return unavailable(format!("group {g}: cannot queue the request: {e}; the group is overloaded"));
     }
@@ -209,7 +266,7 @@ pub fn proxy(client: &mut dyn Client, target: &Target, env: Vec<u8>) -> Outcome 
                 }
                 return unavailable(format!(
                     "group {g}: no worker became free within queue-timeout ({} s); the group is overloaded or its requests are slow: add processes= or threads=",
-                    target.queue_timeout.as_secs_f32()
+                    queue_timeout.as_secs_f32()
                 ));
             }
             Err(ReadError::Timeout) => {
@@ -224,8 +281,15 @@ pub fn proxy(client: &mut dyn Client, target: &Target, env: Vec<u8>) -> Outcome 
             }
             Err(ReadError::Closed | ReadError::Io) => {
                 // A worker took the request and ended before its first frame.
-                let who = recent_death(&target.exits, g, started)
-                    .unwrap_or_else(|| "a worker closed the connection without answering (it may have crashed)".into());
+                let who = recent_death(&target.exits, g, started).unwrap_or_else(|| {
+                    if taken {
+                        // Taken at about queue-timeout: the worker may have
+                        // found it too old and dropped it unrun.
+                        "a worker closed the connection without answering (it may have crashed, or taken the request just after queue-timeout and dropped it unrun: see the group's error log)".into()
+                    } else {
+                        "a worker closed the connection without answering (it may have crashed)".into()
+                    }
+                });
                 return bad_gateway_plain(format!("group {g}: {who} while handling this request"));
             }
             Err(ReadError::Protocol(e)) => return bad_gateway(g, 0, &e.to_string()),

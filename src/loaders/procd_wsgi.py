@@ -10,6 +10,9 @@ which starts it as: python3 procd_wsgi.py, with
   PROCD_REQUEST_TIMEOUT_MS  a request running longer makes this process
                             log every thread's stack and exit (replaced)
   PROCD_MAX_REQUESTS        exit cleanly after that many requests (0: never)
+A request whose connection Apache has closed already, or that waited in the
+queue longer than its PROCD_QUEUE_TIMEOUT_MS (both in the REQUEST), was
+answered 503 by Apache: it is dropped unrun, with one line on stderr.
 The protocol is described in src/protocol/PROTOCOL.md.
 """
 
@@ -34,9 +37,37 @@ class TransportError(Exception):
     """Apache (or the client behind it) went away; not the application's fault."""
 
 
+class Dropped(Exception):
+    """Apache no longer waits for this request: it is not run."""
+
+
 def log(message):
     sys.stderr.write("procd_wsgi[%d]: %s\n" % (os.getpid(), message))
     sys.stderr.flush()
+
+
+def printable(text):
+    """Client-controlled text for a log line: non-printable ASCII as \\xNN."""
+    return "".join(c if " " <= c <= "~" and c != "\\" else "\\x%02x" % (ord(c) & 0xFF) for c in text)
+
+
+def abandoned(sock, environ):
+    """Why Apache no longer waits for this request (it answered 503 after
+    queue-timeout, or its client left), or None. See PROTOCOL.md."""
+    try:
+        if sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b"":
+            return "Apache closed the connection before the request started (it answered 503 after queue-timeout)"
+    except (BlockingIOError, InterruptedError):
+        pass  # open, nothing more to read: Apache waits for the answer
+    except OSError as e:
+        return "the connection is broken: %s" % e
+    queued_at, timeout = environ.get("PROCD_QUEUED_AT_MS", ""), environ.get("PROCD_QUEUE_TIMEOUT_MS", "")
+    if queued_at.isdigit() and timeout.isdigit():
+        waited = int(time.time() * 1000) - int(queued_at)
+        if waited > int(timeout):
+            return "it waited %d ms in the queue, longer than queue-timeout (%s ms): Apache answered 503" % (
+                waited, timeout)
+    return None
 
 
 # ---------------------------------------------------------------- frames --
@@ -265,6 +296,11 @@ def handle(conn, apps, threads):
         raise TransportError("expected a version %d REQUEST" % VERSION)
     fields = payload[1:].decode("latin-1").split("\0")
     environ = dict(zip(fields[0:-1:2], fields[1:-1:2]))
+    why = abandoned(conn.sock, environ)
+    if why:
+        raise Dropped("%s %s: %s" % (environ.get("REQUEST_METHOD", "?"), printable(environ.get("REQUEST_URI", "?")), why))
+    environ.pop("PROCD_QUEUED_AT_MS", None)
+    environ.pop("PROCD_QUEUE_TIMEOUT_MS", None)
     length = environ.get("CONTENT_LENGTH", "")
     https = environ.get("HTTPS", "off").lower() in ("on", "1") or environ.get("REQUEST_SCHEME") == "https"
     environ.update({
@@ -343,7 +379,7 @@ def handle(conn, apps, threads):
     except TransportError:
         raise
     except Exception as e:
-        log("application error in %s %s:\n%s" % (environ.get("REQUEST_METHOD"), environ.get("REQUEST_URI"),
+        log("application error in %s %s:\n%s" % (environ.get("REQUEST_METHOD"), printable(environ.get("REQUEST_URI", "")),
                                                   traceback.format_exc().rstrip()))
         message = ("%s: %s" % (type(e).__name__, e)).encode("utf-8", "replace")[:4096]
         conn.outbox = []  # what the app had produced is not sent
@@ -362,6 +398,7 @@ class Worker:
         self.draining = threading.Event()
         self.started = {}  # thread name -> start time of its current request
         self.served = 0
+        self.dropped = 0
         self.lock = threading.Lock()
         self.apps = Applications(os.environ.get("PROCD_APP") or None)
 
@@ -372,6 +409,12 @@ class Worker:
         conn = Connection(sock)
         try:
             handle(conn, self.apps, self.threads)
+        except Dropped as e:
+            with self.lock:
+                self.dropped += 1
+                dropped = self.dropped
+            log("request dropped unrun (%d so far): %s" % (dropped, e))
+            return
         except TransportError as e:
             log("request abandoned: %s" % e)
         except Exception:
