@@ -374,3 +374,108 @@ fn a_request_answered_503_is_never_run() {
         eprintln!("{line}");
     }
 }
+
+// ---------------------------- 7. a slow client does not kill a worker --
+
+/// A connection to Apache with a small receive buffer, so that a slow
+/// reader really holds the response back (no megabytes of kernel buffering).
+fn slow_client(port: u16) -> TcpStream {
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, setsockopt, socket, sockopt};
+    use std::os::fd::AsRawFd;
+    let fd = socket(AddressFamily::Inet, SockType::Stream, SockFlag::SOCK_CLOEXEC, None).unwrap();
+    setsockopt(&fd, sockopt::RcvBuf, &(64 << 10)).unwrap();
+    let addr = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr { s_addr: u32::from(std::net::Ipv4Addr::LOCALHOST).to_be() },
+        sin_zero: [0; 8],
+    };
+    // SAFETY: connect reads `size_of::<sockaddr_in>()` bytes of `addr`.
+    let rc = unsafe {
+        libc::connect(
+            fd.as_raw_fd(),
+            (&raw const addr).cast(),
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "connect to 127.0.0.1:{port}: {}", std::io::Error::last_os_error());
+    TcpStream::from(fd)
+}
+
+#[test]
+fn request_timeout_measures_the_application_not_a_slow_client() {
+    let a = start_wsgi("slow-client", "processes=1 threads=2 request-timeout=2");
+    let manager = a.manager();
+    let workers = children(manager);
+    let exits_before = a.log_count("PD0202");
+
+    // 8 MiB read 64 KiB every 50 ms: about 7 s, well past request-timeout.
+    let mb = 8;
+    let mut s = slow_client(a.port);
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let t0 = Instant::now();
+    s.write_all(format!("GET /one/big?mb={mb} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes()).unwrap();
+    let (mut got, mut buf) = (Vec::new(), vec![0u8; 64 << 10]);
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => a.fail(&format!("reading the slow response: {e} after {} bytes", got.len())),
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let took = t0.elapsed();
+    let split = got.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or_else(|| a.fail("no HTTP head"));
+    let body = &got[split + 4..];
+    let head = String::from_utf8_lossy(&got[..split]).into_owned();
+    eprintln!("slow client: {} bytes in {took:?}", body.len());
+    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        dechunk(body).unwrap_or_else(|| a.fail(&format!("a cut chunked body: {} bytes", body.len())))
+    } else {
+        body.to_vec()
+    };
+    if !head.starts_with("HTTP/1.1 200")
+        || body.len() != mb << 20
+        || body[..256] != (0..=255u8).collect::<Vec<u8>>()[..]
+    {
+        a.fail(&format!("slow client: {head:?}, {} of {} bytes in {took:?}", body.len(), mb << 20));
+    }
+    if took < Duration::from_secs(4) {
+        a.fail(&format!("the transfer took only {took:?}: it did not outlast request-timeout (2 s) + 1 s"));
+    }
+
+    // A slow upload: 1 MiB sent 64 KiB every 200 ms (about 3 s).
+    let mut s = TcpStream::connect(("127.0.0.1", a.port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s.write_all(b"POST /one/upload HTTP/1.1\r\nHost: x\r\nContent-Length: 1048576\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    for _ in 0..16 {
+        std::thread::sleep(Duration::from_millis(200));
+        s.write_all(&[b'u'; 64 << 10]).unwrap();
+    }
+    let mut answer = String::new();
+    let _ = s.read_to_string(&mut answer);
+    if !answer.starts_with("HTTP/1.1 200") || !answer.contains(" 1048576") {
+        a.fail(&format!("slow upload: {answer:?}"));
+    }
+
+    // The worker lived through both.
+    if children(manager) != workers
+        || a.log_count("PD0202") != exits_before
+        || a.error_log().contains("request-timeout")
+    {
+        a.fail(&format!("the worker was killed or replaced: {workers:?} -> {:?}", children(manager)));
+    }
+
+    // An application that really hangs still gets its 504 at request-timeout.
+    let t0 = Instant::now();
+    let r = a.get("/one/sleep?s=30");
+    if r.status != 504 || t0.elapsed() > Duration::from_secs(8) || !log_has(&a, "request-timeout (2 s) exceeded") {
+        a.fail(&format!("a hanging application: {} after {:?}", r.status, t0.elapsed()));
+    }
+    if !wait_until(Duration::from_secs(10), || !children(manager).is_empty() && children(manager).is_disjoint(&workers))
+    {
+        a.fail("the hanging worker was not replaced");
+    }
+}

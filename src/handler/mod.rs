@@ -56,6 +56,9 @@ pub enum Outcome {
     Cut { log: String },
 }
 
+/// How often Apache asks the kernel whether a worker took a queued request.
+const QUEUE_POLL: Duration = Duration::from_millis(100);
+
 /// Largest body chunk relayed in one BODY frame.
 const BODY_CHUNK: usize = 256 << 10;
 
@@ -249,25 +252,30 @@ pub fn proxy(client: &mut dyn Client, target: &Target, mut env: Vec<u8>) -> Outc
     }
     let _ = stream.set_write_timeout(Some(target.request_timeout));
 
-    // 2. ...and the worker that does says HELLO, within queue-timeout.
-    // Its first frame (HELLO, sent with the worker's first answer) comes
-    // within queue-timeout, or the kernel says a worker has read it already.
-    let mut phase_deadline = queue_deadline;
-    let mut taken = false;
+    // 2. ...and the worker that does says HELLO. Its first frame (HELLO,
+    // sent with the worker's first answer) may come long after it took the
+    // request, so Apache also asks the kernel, every QUEUE_POLL, whether a
+    // worker has read the REQUEST: from then on request-timeout runs (it
+    // measures the application, not the time in the queue). Nobody took it
+    // within queue-timeout: 503.
+    let mut taken_at: Option<Instant> = None;
     let pid = loop {
-        match read_frame(&mut stream, &mut buf, phase_deadline) {
+        let until = match taken_at {
+            None => (Instant::now() + QUEUE_POLL).min(queue_deadline),
+            Some(taken) => taken + target.request_timeout,
+        };
+        match read_frame(&mut stream, &mut buf, until) {
             Ok(Frame::Hello { pid }) => break pid,
             Ok(other) => return bad_gateway(g, 0, &format!("expected HELLO, got {}", other.name())),
-            Err(ReadError::Timeout) if !taken => {
+            Err(ReadError::Timeout) if taken_at.is_none() => {
                 if matches!(crate::ffi::os::unread_by_peer(&stream), Ok(0)) {
-                    taken = true;
-                    phase_deadline = connected + target.request_timeout;
-                    continue;
+                    taken_at = Some(Instant::now());
+                } else if Instant::now() >= queue_deadline {
+                    return unavailable(format!(
+                        "group {g}: no worker became free within queue-timeout ({} s); the group is overloaded or its requests are slow: add processes= or threads=",
+                        queue_timeout.as_secs_f32()
+                    ));
                 }
-                return unavailable(format!(
-                    "group {g}: no worker became free within queue-timeout ({} s); the group is overloaded or its requests are slow: add processes= or threads=",
-                    queue_timeout.as_secs_f32()
-                ));
             }
             Err(ReadError::Timeout) => {
                 return Outcome::Failed {
@@ -275,14 +283,15 @@ pub fn proxy(client: &mut dyn Client, target: &Target, mut env: Vec<u8>) -> Outc
                     retry_after: None,
                     log: format!(
                         "group {g}: request-timeout ({} s) exceeded before the worker answered; the worker exits and the manager replaces it",
-                        target.request_timeout.as_secs()
+                        target.request_timeout.as_secs_f32()
                     ),
                 };
             }
             Err(ReadError::Closed | ReadError::Io) => {
                 // A worker took the request and ended before its first frame.
+                let late = taken_at.unwrap_or_else(Instant::now) + QUEUE_POLL * 2 >= queue_deadline;
                 let who = recent_death(&target.exits, g, started).unwrap_or_else(|| {
-                    if taken {
+                    if late {
                         // Taken at about queue-timeout: the worker may have
                         // found it too old and dropped it unrun.
                         "a worker closed the connection without answering (it may have crashed, or taken the request just after queue-timeout and dropped it unrun: see the group's error log)".into()
@@ -297,7 +306,11 @@ pub fn proxy(client: &mut dyn Client, target: &Target, mut env: Vec<u8>) -> Outc
     };
 
     // 3. Frames until END.
-    let deadline = connected + target.request_timeout;
+    // request-timeout measures the application: from when a worker took the
+    // request, less the time spent waiting on the client (reading its body,
+    // writing and flushing to it), which moves the deadline on by as much.
+    // (Each of those waits is bounded by Apache's own Timeout.)
+    let mut deadline = taken_at.unwrap_or_else(Instant::now) + target.request_timeout;
     let mut headers_sent = false;
     // The worker's Content-Length, when the client is to get a body: the
     // body it sends is held to it (`sent` bytes so far).
@@ -316,7 +329,10 @@ pub fn proxy(client: &mut dyn Client, target: &Target, mut env: Vec<u8>) -> Outc
                 let chunk = if body_done {
                     Vec::new()
                 } else {
-                    match client.read_body((max as usize).min(BODY_CHUNK)) {
+                    let waiting = Instant::now();
+                    let read = client.read_body((max as usize).min(BODY_CHUNK));
+                    deadline += waiting.elapsed();
+                    match read {
                         Ok(chunk) => chunk,
                         Err(e) => {
                             break fail(
@@ -366,7 +382,10 @@ pub fn proxy(client: &mut dyn Client, target: &Target, mut env: Vec<u8>) -> Outc
                     data = &data[..room as usize];
                 }
                 sent += data.len() as u64;
-                if !data.is_empty() && !client.write(data) {
+                let waiting = Instant::now();
+                let written = data.is_empty() || client.write(data);
+                deadline += waiting.elapsed();
+                if !written {
                     break Outcome::Done; // the client left; closing tells the worker
                 }
                 if over {
@@ -380,7 +399,10 @@ pub fn proxy(client: &mut dyn Client, target: &Target, mut env: Vec<u8>) -> Outc
                 }
             }
             Ok(Frame::Flush) if headers_sent => {
-                if !client.flush() {
+                let waiting = Instant::now();
+                let flushed = client.flush();
+                deadline += waiting.elapsed();
+                if !flushed {
                     break Outcome::Done;
                 }
             }
@@ -418,7 +440,7 @@ pub fn proxy(client: &mut dyn Client, target: &Target, mut env: Vec<u8>) -> Outc
                     504,
                     format!(
                         "group {g}: request-timeout ({} s) exceeded: worker pid {pid} did not finish in time; the worker exits and the manager replaces it",
-                        target.request_timeout.as_secs()
+                        target.request_timeout.as_secs_f32()
                     ),
                 );
             }

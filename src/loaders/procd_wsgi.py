@@ -8,7 +8,10 @@ which starts it as: python3 procd_wsgi.py, with
                             it, each request's SCRIPT_FILENAME is loaded
   PROCD_THREADS             requests served at once by this process
   PROCD_REQUEST_TIMEOUT_MS  a request running longer makes this process
-                            log every thread's stack and exit (replaced)
+                            log every thread's stack and exit (replaced);
+                            time blocked on Apache (sending to it, waiting
+                            for a BODY frame) does not count: that is a
+                            slow client, not the application
   PROCD_MAX_REQUESTS        exit cleanly after that many requests (0: never)
 A request whose connection Apache has closed already, or that waited in the
 queue longer than its PROCD_QUEUE_TIMEOUT_MS (both in the REQUEST), was
@@ -72,6 +75,38 @@ def abandoned(sock, environ):
 
 # ---------------------------------------------------------------- frames --
 
+class RequestClock:
+    """How long a request has run, less the time blocked on Apache (sending
+    while Apache writes to a slow client, waiting for a BODY frame while
+    Apache reads a slow upload): request-timeout measures the application.
+
+    Written by the request's thread, read by the watchdog thread: `blocked`
+    is set before `excluded` grows and cleared after, and the watchdog reads
+    `blocked` first, so a read in between only ever undercounts."""
+
+    __slots__ = ("start", "excluded", "blocked")
+
+    def __init__(self):
+        self.start = time.monotonic()
+        self.excluded = 0.0
+        self.blocked = None  # monotonic time the current wait began
+
+    def block(self):
+        self.blocked = time.monotonic()
+
+    def unblock(self):
+        since = self.blocked
+        if since is not None:
+            self.excluded += time.monotonic() - since
+            self.blocked = None
+
+    def running(self, now):
+        blocked = self.blocked
+        excluded = self.excluded
+        if blocked is not None:
+            excluded += now - blocked
+        return now - self.start - excluded
+
 def encode_pairs(pairs):
     out = [struct.pack(">I", len(pairs))]
     for name, value in pairs:
@@ -86,8 +121,9 @@ class Connection:
     """Frames over one connection. Outgoing frames are collected with
     `queue` and written in one system call by `send_queued`."""
 
-    def __init__(self, sock):
+    def __init__(self, sock, clock=None):
         self.sock = sock
+        self.clock = clock or RequestClock()
         self.inbox = b""
         self.outbox = []
         # HELLO rides along with the first frame we send anyway (Apache knows
@@ -113,10 +149,13 @@ class Connection:
         self.outbox = []
         if self.hello:
             data, self.hello = self.hello + data, None
+        self.clock.block()
         try:
             self.sock.sendall(data)
         except OSError as e:
             raise TransportError("cannot send to Apache: %s" % e)
+        finally:
+            self.clock.unblock()
 
 
     def send(self, kind, payload=b""):
@@ -125,10 +164,13 @@ class Connection:
 
     def _fill(self, n):
         while len(self.inbox) < n:
+            self.clock.block()
             try:
                 chunk = self.sock.recv(max(n - len(self.inbox), 1 << 16))
             except OSError as e:
                 raise TransportError("cannot read from Apache: %s" % e)
+            finally:
+                self.clock.unblock()
             if not chunk:
                 raise TransportError("Apache closed the connection")
             self.inbox += chunk
@@ -396,7 +438,7 @@ class Worker:
         self.listener = socket.socket(fileno=3)
         self.listener.setblocking(False)
         self.draining = threading.Event()
-        self.started = {}  # thread name -> start time of its current request
+        self.started = {}  # thread name -> RequestClock of its current request
         self.served = 0
         self.dropped = 0
         self.lock = threading.Lock()
@@ -405,8 +447,9 @@ class Worker:
     def serve_one(self, sock):
         sock.setblocking(True)
         name = threading.current_thread().name
-        self.started[name] = time.monotonic()
-        conn = Connection(sock)
+        clock = RequestClock()
+        self.started[name] = clock
+        conn = Connection(sock, clock)
         try:
             handle(conn, self.apps, self.threads)
         except Dropped as e:
@@ -458,7 +501,7 @@ class Worker:
                 now = time.monotonic()
                 # One second after Apache's own deadline: Apache answers 504
                 # first, then this process goes.
-                late = [n for n, t in list(self.started.items()) if now - t > self.timeout + 1.0]
+                late = [n for n, clock in list(self.started.items()) if clock.running(now) > self.timeout + 1.0]
                 if late:
                     log("request-timeout (%.0f s) exceeded in thread %s; this process exits so that "
                         "the manager replaces it. Stacks of all threads:" % (self.timeout, late[0]))
