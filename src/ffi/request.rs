@@ -254,6 +254,11 @@ impl Client for ApacheClient {
         }
     }
 
+    fn head_only(&self) -> bool {
+        // SAFETY: a field of the live request.
+        unsafe { (*self.r).header_only != 0 }
+    }
+
     fn abort(&mut self) {
         // SAFETY: mod_proxy's way to cut a response whose headers are out:
         // an error bucket then EOS down the live request's filters.
@@ -358,17 +363,20 @@ pub unsafe extern "C" fn handler(r: *mut sys::request_rec) -> c_int {
         let app = group.app.as_ref().map(|p| p.display().to_string());
         let env = environment(&req, &kind, app.as_deref());
         let mut client = ApacheClient { r, body_started: false, has_body: false };
+        // What the handler logs quotes a worker's text escaped already; no
+        // control character reaches the log, whatever its origin.
+        let escape = crate::protocol::escape_controls;
         match proxy(&mut client, &target, env) {
             Outcome::Done => sys::OK,
             Outcome::Failed { status, retry_after, log } => {
-                req.log(Level::Error, &format!("PD0304: {log}"));
+                req.log(Level::Error, &format!("PD0304: {}", escape(&log)));
                 if let Some(secs) = retry_after {
                     req.set_table(req.r().err_headers_out, "Retry-After", &secs.to_string(), false);
                 }
                 c_int::from(status)
             }
             Outcome::Cut { log } => {
-                req.log(Level::Error, &format!("PD0305: {log}; the response to the client was cut"));
+                req.log(Level::Error, &format!("PD0305: {}; the response to the client was cut", escape(&log)));
                 sys::OK
             }
         }

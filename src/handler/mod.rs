@@ -8,7 +8,7 @@
 
 #![forbid(unsafe_code)]
 
-use crate::protocol::{Frame, ProtocolError, decode, encode};
+use crate::protocol::{EnvBuilder, Frame, ProtocolError, decode, encode, escape_log_bounded};
 use std::io::{ErrorKind, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -31,6 +31,8 @@ pub trait Client {
     /// End a response whose headers are out, signalling an error to the
     /// client (no clean end of a chunked body; the connection closes).
     fn abort(&mut self);
+    /// A HEAD request: the response has headers only (Apache drops body bytes).
+    fn head_only(&self) -> bool;
 }
 
 /// Where and how to reach a group.
@@ -53,6 +55,9 @@ pub enum Outcome {
     /// The headers were out when it failed: the response was cut; log this.
     Cut { log: String },
 }
+
+/// How often Apache asks the kernel whether a worker took a queued request.
+const QUEUE_POLL: Duration = Duration::from_millis(100);
 
 /// Largest body chunk relayed in one BODY frame.
 const BODY_CHUNK: usize = 256 << 10;
@@ -105,13 +110,19 @@ fn send(stream: &mut UnixStream, frame: &Frame) -> std::io::Result<()> {
     stream.write_all(&out)
 }
 
-/// How the manager says a worker ended, waiting briefly for the record.
-fn worker_fate(exits: &Path, pid: u32) -> String {
+/// How the manager says a worker of `group` ended, waiting briefly for the
+/// record. `pid` is what the worker claimed in its HELLO: a record of
+/// another group's worker (a pid a hostile worker borrowed) is not it.
+fn worker_fate(exits: &Path, group: &str, pid: u32) -> String {
     let file = exits.join(pid.to_string());
     let deadline = Instant::now() + Duration::from_millis(500);
     loop {
         if let Ok(text) = std::fs::read_to_string(&file) {
-            return text.split_once('\n').map_or(text.clone(), |(_, how)| how.to_string());
+            if let Some((g, how)) = text.split_once('\n') {
+                if g == group {
+                    return how.to_string();
+                }
+            }
         }
         if Instant::now() >= deadline {
             return "closed the connection (it may have crashed; see the group's error log)".to_string();
@@ -145,14 +156,74 @@ fn recent_death(exits: &Path, group: &str, since: std::time::SystemTime) -> Opti
     }
 }
 
+enum ConnectError {
+    /// The listen backlog stayed full until the deadline.
+    QueueFull,
+    Io(std::io::Error),
+}
+
+/// Connects to a group's socket without ever blocking: a full listen
+/// backlog (EAGAIN) is retried after a short sleep until `deadline`. (A
+/// blocking connect waits for room in the backlog for as long as it takes.)
+fn connect_within(path: &Path, deadline: Instant) -> Result<UnixStream, ConnectError> {
+    use nix::errno::Errno;
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, UnixAddr, connect, socket};
+    use std::os::fd::AsRawFd;
+    let io = |e: Errno| ConnectError::Io(std::io::Error::from(e));
+    let addr = UnixAddr::new(path).map_err(io)?;
+    let fd = socket(AddressFamily::Unix, SockType::Stream, SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC, None)
+        .map_err(io)?;
+    let mut pause = Duration::from_millis(5);
+    loop {
+        match connect(fd.as_raw_fd(), &addr) {
+            Ok(()) => break,
+            Err(Errno::EINTR) => {}
+            Err(Errno::EAGAIN) => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(ConnectError::QueueFull);
+                }
+                std::thread::sleep(pause.min(left));
+                pause = (pause * 2).min(Duration::from_millis(50));
+            }
+            Err(e) => return Err(io(e)),
+        }
+    }
+    let stream = UnixStream::from(fd);
+    stream.set_nonblocking(false).map_err(ConnectError::Io)?;
+    Ok(stream)
+}
+
+/// Milliseconds since the epoch (the clock the worker compares with).
+fn epoch_ms(t: std::time::SystemTime) -> u128 {
+    t.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis())
+}
+
 /// Sends one request to `target` and streams the answer to `client`.
-pub fn proxy(client: &mut dyn Client, target: &Target, env: Vec<u8>) -> Outcome {
+pub fn proxy(client: &mut dyn Client, target: &Target, mut env: Vec<u8>) -> Outcome {
     let g = &target.group;
     let started = std::time::SystemTime::now();
     let unavailable = |log: String| Outcome::Failed { status: 503, retry_after: Some(5), log };
-    let mut stream = match UnixStream::connect(&target.socket) {
+    // queue-timeout bounds all the waiting for a worker: the connect, and
+    // the wait for the worker's first frame.
+    let queue_timeout = target.queue_timeout.max(Duration::from_millis(50));
+    let queue_deadline = Instant::now() + queue_timeout;
+    // A worker that takes the request after this deadline (Apache has
+    // answered 503 by then) drops it unrun: see PROTOCOL.md.
+    let mut extra = EnvBuilder::default();
+    extra.add(b"PROCD_QUEUED_AT_MS", epoch_ms(started).to_string().as_bytes());
+    extra.add(b"PROCD_QUEUE_TIMEOUT_MS", queue_timeout.as_millis().to_string().as_bytes());
+    env.extend_from_slice(&extra.finish());
+    let mut stream = match connect_within(&target.socket, queue_deadline) {
         Ok(s) => s,
-        Err(e) => {
+        Err(ConnectError::QueueFull) => {
+            return unavailable(format!(
+                "group {g}: its connection queue is full: for queue-timeout ({} s) no worker took a connection and the listen backlog of {} stayed full, so this request was not queued. Every worker is busy: add processes= or threads=, find what makes requests slow (the group's error log), or raise queue-timeout=",
+                queue_timeout.as_secs_f32(),
+                target.socket.display()
+            ));
+        }
+        Err(ConnectError::Io(e)) => {
             return match e.kind() {
                 ErrorKind::NotFound => unavailable(format!(
                     "group {g} is not running: {} does not exist. Right after a start it appears once the workers are ready; otherwise the group's error log says why its workers do not start",
@@ -166,43 +237,45 @@ pub fn proxy(client: &mut dyn Client, target: &Target, env: Vec<u8>) -> Outcome 
                         target.socket.display()
                     ),
                 },
-                ErrorKind::WouldBlock => {
-                    unavailable(format!("group {g}: its connection queue is full; add processes= or threads="))
-                }
                 _ => unavailable(format!("group {g}: cannot connect to {}: {e}", target.socket.display())),
             };
         }
     };
     let connected = Instant::now();
-    let queue_deadline = connected + target.queue_timeout.max(Duration::from_millis(50));
     let mut buf = Inbox { buf: Vec::new(), chunk: vec![0; 32 << 10] };
 
     // 1. The request waits in the socket until a worker accepts it...
-    let _ = stream.set_write_timeout(Some(target.queue_timeout.max(Duration::from_millis(50))));
+    let queue_left = queue_deadline.saturating_duration_since(connected).max(Duration::from_millis(1));
+    let _ = stream.set_write_timeout(Some(queue_left));
     if let Err(e) = send(&mut stream, &Frame::Request { env }) {
         return unavailable(format!("group {g}: cannot queue the request: {e}; the group is overloaded"));
     }
     let _ = stream.set_write_timeout(Some(target.request_timeout));
 
-    // 2. ...and the worker that does says HELLO, within queue-timeout.
-    // Its first frame (HELLO, sent with the worker's first answer) comes
-    // within queue-timeout, or the kernel says a worker has read it already.
-    let mut phase_deadline = queue_deadline;
-    let mut taken = false;
+    // 2. ...and the worker that does says HELLO. Its first frame (HELLO,
+    // sent with the worker's first answer) may come long after it took the
+    // request, so Apache also asks the kernel, every QUEUE_POLL, whether a
+    // worker has read the REQUEST: from then on request-timeout runs (it
+    // measures the application, not the time in the queue). Nobody took it
+    // within queue-timeout: 503.
+    let mut taken_at: Option<Instant> = None;
     let pid = loop {
-        match read_frame(&mut stream, &mut buf, phase_deadline) {
+        let until = match taken_at {
+            None => (Instant::now() + QUEUE_POLL).min(queue_deadline),
+            Some(taken) => taken + target.request_timeout,
+        };
+        match read_frame(&mut stream, &mut buf, until) {
             Ok(Frame::Hello { pid }) => break pid,
-            Ok(other) => return bad_gateway(g, 0, &format!("expected HELLO, got {other:?}")),
-            Err(ReadError::Timeout) if !taken => {
+            Ok(other) => return bad_gateway(g, 0, &format!("expected HELLO, got {}", other.name())),
+            Err(ReadError::Timeout) if taken_at.is_none() => {
                 if matches!(crate::ffi::os::unread_by_peer(&stream), Ok(0)) {
-                    taken = true;
-                    phase_deadline = connected + target.request_timeout;
-                    continue;
+                    taken_at = Some(Instant::now());
+                } else if Instant::now() >= queue_deadline {
+                    return unavailable(format!(
+                        "group {g}: no worker became free within queue-timeout ({} s); the group is overloaded or its requests are slow: add processes= or threads=",
+                        queue_timeout.as_secs_f32()
+                    ));
                 }
-                return unavailable(format!(
-                    "group {g}: no worker became free within queue-timeout ({} s); the group is overloaded or its requests are slow: add processes= or threads=",
-                    target.queue_timeout.as_secs_f32()
-                ));
             }
             Err(ReadError::Timeout) => {
                 return Outcome::Failed {
@@ -210,14 +283,22 @@ pub fn proxy(client: &mut dyn Client, target: &Target, env: Vec<u8>) -> Outcome 
                     retry_after: None,
                     log: format!(
                         "group {g}: request-timeout ({} s) exceeded before the worker answered; the worker exits and the manager replaces it",
-                        target.request_timeout.as_secs()
+                        target.request_timeout.as_secs_f32()
                     ),
                 };
             }
             Err(ReadError::Closed | ReadError::Io) => {
                 // A worker took the request and ended before its first frame.
-                let who = recent_death(&target.exits, g, started)
-                    .unwrap_or_else(|| "a worker closed the connection without answering (it may have crashed)".into());
+                let late = taken_at.unwrap_or_else(Instant::now) + QUEUE_POLL * 2 >= queue_deadline;
+                let who = recent_death(&target.exits, g, started).unwrap_or_else(|| {
+                    if late {
+                        // Taken at about queue-timeout: the worker may have
+                        // found it too old and dropped it unrun.
+                        "a worker closed the connection without answering (it may have crashed, or taken the request just after queue-timeout and dropped it unrun: see the group's error log)".into()
+                    } else {
+                        "a worker closed the connection without answering (it may have crashed)".into()
+                    }
+                });
                 return bad_gateway_plain(format!("group {g}: {who} while handling this request"));
             }
             Err(ReadError::Protocol(e)) => return bad_gateway(g, 0, &e.to_string()),
@@ -225,8 +306,17 @@ pub fn proxy(client: &mut dyn Client, target: &Target, env: Vec<u8>) -> Outcome 
     };
 
     // 3. Frames until END.
-    let deadline = connected + target.request_timeout;
+    // request-timeout measures the application: from when a worker took the
+    // request, less the time spent waiting on the client (reading its body,
+    // writing and flushing to it), which moves the deadline on by as much.
+    // (Each of those waits is bounded by Apache's own Timeout.)
+    let mut deadline = taken_at.unwrap_or_else(Instant::now) + target.request_timeout;
     let mut headers_sent = false;
+    // The worker's Content-Length, when the client is to get a body: the
+    // body it sends is held to it (`sent` bytes so far).
+    let mut declared: Option<u64> = None;
+    let mut sent: u64 = 0;
+    let mut bodiless = false;
     let mut pulled = false;
     let mut body_done = false;
     let fail = |headers_sent: bool, status: u16, log: String| {
@@ -239,7 +329,10 @@ pub fn proxy(client: &mut dyn Client, target: &Target, env: Vec<u8>) -> Outcome 
                 let chunk = if body_done {
                     Vec::new()
                 } else {
-                    match client.read_body((max as usize).min(BODY_CHUNK)) {
+                    let waiting = Instant::now();
+                    let read = client.read_body((max as usize).min(BODY_CHUNK));
+                    deadline += waiting.elapsed();
+                    match read {
                         Ok(chunk) => chunk,
                         Err(e) => {
                             break fail(
@@ -257,12 +350,21 @@ pub fn proxy(client: &mut dyn Client, target: &Target, env: Vec<u8>) -> Outcome 
                         502,
                         format!(
                             "group {g}: worker pid {pid} went away while reading the request body: {}",
-                            worker_fate(&target.exits, pid)
+                            worker_fate(&target.exits, g, pid)
                         ),
                     );
                 }
             }
-            Ok(Frame::Headers { status, headers }) if !headers_sent => {
+            Ok(Frame::Headers { status, mut headers }) if !headers_sent => {
+                let length = match content_length(&mut headers) {
+                    Ok(length) => length,
+                    Err(why) => break fail(false, 502, format!("group {g}: bad answer from worker pid {pid}: {why}")),
+                };
+                // 204 and 304 have no body; HEAD's Apache drops.
+                bodiless = status == 204 || status == 304;
+                if !bodiless && !client.head_only() {
+                    declared = length;
+                }
                 if !pulled {
                     client.body_not_read();
                 }
@@ -270,27 +372,66 @@ pub fn proxy(client: &mut dyn Client, target: &Target, env: Vec<u8>) -> Outcome 
                 headers_sent = true;
             }
             Ok(Frame::Data(data)) if headers_sent => {
-                if !client.write(&data) {
+                if bodiless {
+                    continue;
+                }
+                let mut data = &data[..];
+                let room = declared.map(|limit| limit - sent);
+                let over = room.is_some_and(|room| data.len() as u64 > room);
+                if let (true, Some(room)) = (over, room) {
+                    data = &data[..room as usize];
+                }
+                sent += data.len() as u64;
+                let waiting = Instant::now();
+                let written = data.is_empty() || client.write(data);
+                deadline += waiting.elapsed();
+                if !written {
                     break Outcome::Done; // the client left; closing tells the worker
+                }
+                if over {
+                    // Never more than the client was told: the rest would be
+                    // read as the next response on this connection.
+                    break Outcome::Cut {
+                        log: format!(
+                            "group {g}: worker pid {pid} sent more than its Content-Length ({sent}); the response was stopped there"
+                        ),
+                    };
                 }
             }
             Ok(Frame::Flush) if headers_sent => {
-                if !client.flush() {
+                let waiting = Instant::now();
+                let flushed = client.flush();
+                deadline += waiting.elapsed();
+                if !flushed {
                     break Outcome::Done;
                 }
             }
-            Ok(Frame::End) if headers_sent => break Outcome::Done,
+            Ok(Frame::End) if headers_sent => {
+                match declared {
+                    // Too short: the client would wait for the rest, or read
+                    // the next response as this body.
+                    Some(limit) if sent < limit => {
+                        break Outcome::Cut {
+                            log: format!(
+                                "group {g}: worker pid {pid} ended its response after it sent {sent} bytes of its Content-Length ({limit})"
+                            ),
+                        };
+                    }
+                    _ => break Outcome::Done,
+                }
+            }
             Ok(Frame::Error(why)) => {
                 break fail(
                     headers_sent,
                     500,
                     format!(
-                        "group {g}: the application failed in worker pid {pid}: {why} (traceback in the group's error log)"
+                        "group {g}: the application failed in worker pid {pid}: \"{}\" (traceback in the group's error log)",
+                        escape_log_bounded(&why)
                     ),
                 );
             }
             Ok(other) => {
-                let what = format!("unexpected {other:?} frame (headers sent: {headers_sent})");
+                let what = format!("unexpected {} frame (headers sent: {headers_sent})", other.name());
                 break fail(headers_sent, 502, format!("group {g}: malformed response from worker pid {pid}: {what}"));
             }
             Err(ReadError::Timeout) => {
@@ -299,7 +440,7 @@ pub fn proxy(client: &mut dyn Client, target: &Target, env: Vec<u8>) -> Outcome 
                     504,
                     format!(
                         "group {g}: request-timeout ({} s) exceeded: worker pid {pid} did not finish in time; the worker exits and the manager replaces it",
-                        target.request_timeout.as_secs()
+                        target.request_timeout.as_secs_f32()
                     ),
                 );
             }
@@ -309,7 +450,7 @@ pub fn proxy(client: &mut dyn Client, target: &Target, env: Vec<u8>) -> Outcome 
                     502,
                     format!(
                         "group {g}: worker pid {pid} {} while handling this request",
-                        worker_fate(&target.exits, pid)
+                        worker_fate(&target.exits, g, pid)
                     ),
                 );
             }
@@ -325,6 +466,32 @@ pub fn proxy(client: &mut dyn Client, target: &Target, env: Vec<u8>) -> Outcome 
         client.abort();
     }
     outcome
+}
+
+/// The worker's `Content-Length`, checked, as one header: `None` if it sent
+/// none; an error (502 before anything is sent) if a value is not a plain
+/// decimal number or two values differ.
+fn content_length(headers: &mut Vec<(String, String)>) -> Result<Option<u64>, String> {
+    let mut found: Option<u64> = None;
+    for (name, value) in headers.iter() {
+        if !name.eq_ignore_ascii_case("content-length") {
+            continue;
+        }
+        let digits = value.trim_matches([' ', '\t']);
+        let n = (!digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| digits.parse::<u64>().ok())
+            .flatten()
+            .ok_or_else(|| format!("invalid Content-Length \"{}\"", escape_log_bounded(value)))?;
+        match found {
+            Some(m) if m != n => return Err(format!("conflicting Content-Length headers ({m} and {n})")),
+            _ => found = Some(n),
+        }
+    }
+    if let Some(n) = found {
+        headers.retain(|(name, _)| !name.eq_ignore_ascii_case("content-length"));
+        headers.push(("Content-Length".to_string(), n.to_string()));
+    }
+    Ok(found)
 }
 
 fn bad_gateway_plain(log: String) -> Outcome {

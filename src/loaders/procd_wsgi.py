@@ -8,8 +8,14 @@ which starts it as: python3 procd_wsgi.py, with
                             it, each request's SCRIPT_FILENAME is loaded
   PROCD_THREADS             requests served at once by this process
   PROCD_REQUEST_TIMEOUT_MS  a request running longer makes this process
-                            log every thread's stack and exit (replaced)
+                            log every thread's stack and exit (replaced);
+                            time blocked on Apache (sending to it, waiting
+                            for a BODY frame) does not count: that is a
+                            slow client, not the application
   PROCD_MAX_REQUESTS        exit cleanly after that many requests (0: never)
+A request whose connection Apache has closed already, or that waited in the
+queue longer than its PROCD_QUEUE_TIMEOUT_MS (both in the REQUEST), was
+answered 503 by Apache: it is dropped unrun, with one line on stderr.
 The protocol is described in src/protocol/PROTOCOL.md.
 """
 
@@ -34,12 +40,72 @@ class TransportError(Exception):
     """Apache (or the client behind it) went away; not the application's fault."""
 
 
+class Dropped(Exception):
+    """Apache no longer waits for this request: it is not run."""
+
+
 def log(message):
     sys.stderr.write("procd_wsgi[%d]: %s\n" % (os.getpid(), message))
     sys.stderr.flush()
 
 
+def printable(text):
+    """Client-controlled text for a log line: non-printable ASCII as \\xNN."""
+    return "".join(c if " " <= c <= "~" and c != "\\" else "\\x%02x" % (ord(c) & 0xFF) for c in text)
+
+
+def abandoned(sock, environ):
+    """Why Apache no longer waits for this request (it answered 503 after
+    queue-timeout, or its client left), or None. See PROTOCOL.md."""
+    try:
+        if sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b"":
+            return "Apache closed the connection before the request started (it answered 503 after queue-timeout)"
+    except (BlockingIOError, InterruptedError):
+        pass  # open, nothing more to read: Apache waits for the answer
+    except OSError as e:
+        return "the connection is broken: %s" % e
+    queued_at, timeout = environ.get("PROCD_QUEUED_AT_MS", ""), environ.get("PROCD_QUEUE_TIMEOUT_MS", "")
+    if queued_at.isdigit() and timeout.isdigit():
+        waited = int(time.time() * 1000) - int(queued_at)
+        if waited > int(timeout):
+            return "it waited %d ms in the queue, longer than queue-timeout (%s ms): Apache answered 503" % (
+                waited, timeout)
+    return None
+
+
 # ---------------------------------------------------------------- frames --
+
+class RequestClock:
+    """How long a request has run, less the time blocked on Apache (sending
+    while Apache writes to a slow client, waiting for a BODY frame while
+    Apache reads a slow upload): request-timeout measures the application.
+
+    Written by the request's thread, read by the watchdog thread: `blocked`
+    is set before `excluded` grows and cleared after, and the watchdog reads
+    `blocked` first, so a read in between only ever undercounts."""
+
+    __slots__ = ("start", "excluded", "blocked")
+
+    def __init__(self):
+        self.start = time.monotonic()
+        self.excluded = 0.0
+        self.blocked = None  # monotonic time the current wait began
+
+    def block(self):
+        self.blocked = time.monotonic()
+
+    def unblock(self):
+        since = self.blocked
+        if since is not None:
+            self.excluded += time.monotonic() - since
+            self.blocked = None
+
+    def running(self, now):
+        blocked = self.blocked
+        excluded = self.excluded
+        if blocked is not None:
+            excluded += now - blocked
+        return now - self.start - excluded
 
 def encode_pairs(pairs):
     out = [struct.pack(">I", len(pairs))]
@@ -55,8 +121,9 @@ class Connection:
     """Frames over one connection. Outgoing frames are collected with
     `queue` and written in one system call by `send_queued`."""
 
-    def __init__(self, sock):
+    def __init__(self, sock, clock=None):
         self.sock = sock
+        self.clock = clock or RequestClock()
         self.inbox = b""
         self.outbox = []
         # HELLO rides along with the first frame we send anyway (Apache knows
@@ -82,10 +149,13 @@ class Connection:
         self.outbox = []
         if self.hello:
             data, self.hello = self.hello + data, None
+        self.clock.block()
         try:
             self.sock.sendall(data)
         except OSError as e:
             raise TransportError("cannot send to Apache: %s" % e)
+        finally:
+            self.clock.unblock()
 
 
     def send(self, kind, payload=b""):
@@ -94,10 +164,13 @@ class Connection:
 
     def _fill(self, n):
         while len(self.inbox) < n:
+            self.clock.block()
             try:
                 chunk = self.sock.recv(max(n - len(self.inbox), 1 << 16))
             except OSError as e:
                 raise TransportError("cannot read from Apache: %s" % e)
+            finally:
+                self.clock.unblock()
             if not chunk:
                 raise TransportError("Apache closed the connection")
             self.inbox += chunk
@@ -262,7 +335,11 @@ class Applications:
 def status_code(status):
     if not isinstance(status, str) or len(status) < 4 or not status[:3].isdigit() or status[3] != " ":
         raise ValueError("invalid status %r: expected '200 OK'" % (status,))
-    return int(status[:3])
+    code = int(status[:3])
+    if not 200 <= code <= 599:
+        # Apache refuses interim (1xx) and out-of-range statuses with a 502.
+        raise ValueError("invalid status %r: a response status is 200 to 599" % (status,))
+    return code
 
 
 def handle(conn, apps, threads):
@@ -271,6 +348,11 @@ def handle(conn, apps, threads):
         raise TransportError("expected a version %d REQUEST" % VERSION)
     fields = payload[1:].decode("latin-1").split("\0")
     environ = dict(zip(fields[0:-1:2], fields[1:-1:2]))
+    why = abandoned(conn.sock, environ)
+    if why:
+        raise Dropped("%s %s: %s" % (environ.get("REQUEST_METHOD", "?"), printable(environ.get("REQUEST_URI", "?")), why))
+    environ.pop("PROCD_QUEUED_AT_MS", None)
+    environ.pop("PROCD_QUEUE_TIMEOUT_MS", None)
     length = environ.get("CONTENT_LENGTH", "")
     https = environ.get("HTTPS", "off").lower() in ("on", "1") or environ.get("REQUEST_SCHEME") == "https"
     environ.update({
@@ -349,7 +431,7 @@ def handle(conn, apps, threads):
     except TransportError:
         raise
     except Exception as e:
-        log("application error in %s %s:\n%s" % (environ.get("REQUEST_METHOD"), environ.get("REQUEST_URI"),
+        log("application error in %s %s:\n%s" % (environ.get("REQUEST_METHOD"), printable(environ.get("REQUEST_URI", "")),
                                                   traceback.format_exc().rstrip()))
         message = ("%s: %s" % (type(e).__name__, e)).encode("utf-8", "replace")[:4096]
         conn.outbox = []  # what the app had produced is not sent
@@ -366,18 +448,26 @@ class Worker:
         self.listener = socket.socket(fileno=3)
         self.listener.setblocking(False)
         self.draining = threading.Event()
-        self.started = {}  # thread name -> start time of its current request
+        self.started = {}  # thread name -> RequestClock of its current request
         self.served = 0
+        self.dropped = 0
         self.lock = threading.Lock()
         self.apps = Applications(os.environ.get("PROCD_APP") or None)
 
     def serve_one(self, sock):
         sock.setblocking(True)
         name = threading.current_thread().name
-        self.started[name] = time.monotonic()
-        conn = Connection(sock)
+        clock = RequestClock()
+        self.started[name] = clock
+        conn = Connection(sock, clock)
         try:
             handle(conn, self.apps, self.threads)
+        except Dropped as e:
+            with self.lock:
+                self.dropped += 1
+                dropped = self.dropped
+            log("request dropped unrun (%d so far): %s" % (dropped, e))
+            return
         except TransportError as e:
             log("request abandoned: %s" % e)
         except Exception:
@@ -421,7 +511,7 @@ class Worker:
                 now = time.monotonic()
                 # One second after Apache's own deadline: Apache answers 504
                 # first, then this process goes.
-                late = [n for n, t in list(self.started.items()) if now - t > self.timeout + 1.0]
+                late = [n for n, clock in list(self.started.items()) if clock.running(now) > self.timeout + 1.0]
                 if late:
                     log("request-timeout (%.0f s) exceeded in thread %s; this process exits so that "
                         "the manager replaces it. Stacks of all threads:" % (self.timeout, late[0]))

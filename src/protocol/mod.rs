@@ -11,6 +11,12 @@ pub const MAX_FRAME: usize = 1 << 20;
 pub const MAX_HEADERS: usize = 100;
 pub const MAX_HEADERS_SIZE: usize = 64 << 10;
 const HEADER_LEN: usize = 5;
+/// The statuses a worker may answer with: final ones. An interim 1xx (101
+/// Switching Protocols above all) would hand the client connection to the
+/// worker's bytes.
+pub const STATUSES: std::ops::RangeInclusive<u16> = 200..=599;
+/// At most this much of a worker's text (an ERROR frame) is quoted in a log line.
+pub const MAX_LOGGED_TEXT: usize = 2048;
 
 pub mod kind {
     pub const REQUEST: u8 = 0x01;
@@ -78,10 +84,83 @@ impl std::fmt::Display for ProtocolError {
             ProtocolError::HeadersTooLarge(n) => {
                 write!(f, "response headers of {n} bytes (the limit is {MAX_HEADERS_SIZE})")
             }
-            ProtocolError::BadHeader(h) => write!(f, "invalid response header {h:?}"),
-            ProtocolError::BadStatus(s) => write!(f, "invalid status {s}"),
+            ProtocolError::BadHeader(h) => write!(f, "invalid response header \"{}\"", escape_log(h)),
+            ProtocolError::BadStatus(s) => {
+                write!(f, "invalid status {s} (a final status is 200..=599; 1xx are refused)")
+            }
         }
     }
+}
+
+impl Frame {
+    /// The frame's type name, for log lines (never its payload: that is the
+    /// worker's, and may be 1 MiB).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Frame::Request { .. } => "REQUEST",
+            Frame::Body(_) => "BODY",
+            Frame::Hello { .. } => "HELLO",
+            Frame::Pull { .. } => "PULL",
+            Frame::Headers { .. } => "HEADERS",
+            Frame::Data(_) => "DATA",
+            Frame::Flush => "FLUSH",
+            Frame::End => "END",
+            Frame::Error(_) => "ERROR",
+        }
+    }
+}
+
+/// A worker's text made safe to quote in a log line, the way Apache's
+/// `ap_escape_logitem` does it: `"` and `\` are backslashed, and every byte
+/// that is not printable ASCII (controls, DEL, and everything from 0x80 on,
+/// which C1 controls are among) is written `\xNN`. The text comes from
+/// [`decode`], one char per byte (latin-1); a char beyond U+00FF is escaped
+/// as its UTF-8 bytes.
+pub fn escape_log(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut utf8 = [0u8; 4];
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            ' '..='~' => out.push(c),
+            _ if u32::from(c) <= 0xff => out.push_str(&format!("\\x{:02x}", u32::from(c))),
+            _ => {
+                for b in c.encode_utf8(&mut utf8).bytes() {
+                    out.push_str(&format!("\\x{b:02x}"));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// [`escape_log`] of at most [`MAX_LOGGED_TEXT`] chars, marking the cut.
+pub fn escape_log_bounded(text: &str) -> String {
+    match text.char_indices().nth(MAX_LOGGED_TEXT) {
+        Some((at, _)) => {
+            format!("{}... ({} more bytes)", escape_log(&text[..at]), text.chars().count() - MAX_LOGGED_TEXT)
+        }
+        None => escape_log(text),
+    }
+}
+
+/// Control characters (C0, DEL, C1) in a log line written `\xNN`, the rest
+/// untouched: the last guard before Apache's log, for text that is ours
+/// except for parts already escaped with [`escape_log`].
+pub fn escape_controls(text: &str) -> String {
+    if !text.chars().any(|c| c.is_control()) {
+        return text.to_string();
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        if c.is_control() {
+            out.push_str(&format!("\\x{:02x}", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// A reader over one payload that insists on exact lengths.
@@ -207,7 +286,7 @@ pub fn decode(buf: &[u8]) -> Result<Option<(Frame, usize)>, ProtocolError> {
         kind::HEADERS => {
             let mut c = Cursor { buf: payload, what: "HEADERS" };
             let status = c.u16()?;
-            if !(100..=999).contains(&status) {
+            if !STATUSES.contains(&status) {
                 return Err(ProtocolError::BadStatus(status));
             }
             let headers = c.pairs(MAX_HEADERS)?;
@@ -375,9 +454,16 @@ mod tests {
         let mut buf = Vec::new();
         encode(&Frame::Headers { status: 200, headers: vec![("X".into(), "a\r\nInjected: 1".into())] }, &mut buf);
         assert!(matches!(decode(&buf), Err(ProtocolError::BadHeader(_))));
-        let mut buf = Vec::new();
-        encode(&Frame::Headers { status: 42, headers: vec![] }, &mut buf);
-        assert_eq!(decode(&buf), Err(ProtocolError::BadStatus(42)));
+        for status in [42, 100, 101, 103, 199, 600, 999] {
+            let mut buf = Vec::new();
+            encode(&Frame::Headers { status, headers: vec![] }, &mut buf);
+            assert_eq!(decode(&buf), Err(ProtocolError::BadStatus(status)));
+        }
+        for status in [200, 304, 599] {
+            let mut buf = Vec::new();
+            encode(&Frame::Headers { status, headers: vec![] }, &mut buf);
+            assert!(decode(&buf).is_ok(), "status {status}");
+        }
         let mut buf = Vec::new();
         let many: Vec<(String, String)> = (0..101).map(|i| (format!("H{i}"), "v".into())).collect();
         encode(&Frame::Headers { status: 200, headers: many }, &mut buf);
@@ -385,6 +471,22 @@ mod tests {
         let mut buf = Vec::new();
         encode(&Frame::Headers { status: 200, headers: vec![("Big".into(), "x".repeat(70_000))] }, &mut buf);
         assert!(matches!(decode(&buf), Err(ProtocolError::HeadersTooLarge(_))));
+    }
+
+    #[test]
+    fn worker_text_is_escaped_for_logs() {
+        assert_eq!(escape_log("plain text: 1+1=2 ~"), "plain text: 1+1=2 ~");
+        assert_eq!(escape_log("a\r\nb\x1b[2J\x07\x7f\u{9b}\u{e9}"), "a\\x0d\\x0ab\\x1b[2J\\x07\\x7f\\x9b\\xe9");
+        assert_eq!(escape_log("say \"hi\" \\ bye"), "say \\\"hi\\\" \\\\ bye");
+        assert_eq!(escape_log("\u{20ac}"), "\\xe2\\x82\\xac");
+        let long = "x".repeat(MAX_LOGGED_TEXT + 10);
+        assert!(escape_log_bounded(&long).ends_with("x... (10 more bytes)"));
+        assert_eq!(escape_log_bounded("\n"), "\\x0a");
+        assert_eq!(escape_controls("ok \\x0a é\r\u{9b}\t"), "ok \\x0a é\\x0d\\x9b\\x09");
+        let mut buf = Vec::new();
+        encode(&Frame::Headers { status: 200, headers: vec![("X-\u{1b}[31m".into(), "v".into())] }, &mut buf);
+        let err = decode(&buf).unwrap_err().to_string();
+        assert_eq!(err, "invalid response header \"X-\\x1b[31m: v\"");
     }
 
     proptest! {

@@ -64,6 +64,12 @@ def application(environ, start_response):
     if path == "/sleep":
         time.sleep(float(query.get("s", "1")))
         return reply(start_response, b"slept\n")
+    if path == "/record":
+        # One line per request the application really ran.
+        with open(os.environ["RECORD_FILE"], "a") as f:
+            f.write(query.get("id", "?") + "\n")
+        time.sleep(float(query.get("s", "0")))
+        return reply(start_response, b"recorded\n")
     if path == "/die":
         os._exit(7)
     if path == "/kill":
