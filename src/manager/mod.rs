@@ -1,14 +1,23 @@
 //! The process manager: one long-lived process per httpd instance, forked
 //! from the httpd parent, that runs every group's workers.
 //!
-//! Single-threaded: one `poll` over a signalfd (SIGCHLD, SIGTERM), the
-//! control socket from httpd (each message is a new [`Plan`]), and each
-//! worker's output pipe and status channel.
+//! Single-threaded. Its parts:
+//! - `event_loop`: the one `poll` (signals, control channel, worker pipes)
+//!   and the timer tick;
+//! - this file: groups and their generations as state (`Phase`), workers,
+//!   and the transitions below;
+//! - `policy`: the rules as pure functions (back-off, replacement, crash
+//!   loops, drain and stop deadlines), unit-tested without processes;
+//! - `control`: plans from the httpd parent; `launch`: one worker's start;
+//!   `runtime`: the runtime dir and sockets; `output` and `log`: worker
+//!   output and log files; `orphans`: what workers leave behind; `procs`:
+//!   signals and /proc.
 //!
 //! A group's life, per configuration generation:
-//! 1. *starting*: a new socket `<group>.<gen>.sock`, `processes` workers
-//!    started on it; each must become ready (READY on fd 4, or for programs
-//!    that cannot say so, stay up for a second) within `startup-timeout`.
+//! 1. *starting*: a new socket `generations/<group>.<gen>.sock`,
+//!    `processes` workers started on it; each must become ready (READY on
+//!    fd 4, or for programs that cannot say so, stay up for a second)
+//!    within `startup-timeout`.
 //! 2. *serving*: the new socket is renamed over `<group>.sock` (atomic:
 //!    Apache children connecting now reach the new generation) and the
 //!    previous generation starts draining. A generation that fails to start
@@ -19,21 +28,31 @@
 
 #![forbid(unsafe_code)]
 
+mod control;
+mod event_loop;
+mod launch;
 mod log;
+mod orphans;
+mod output;
+mod policy;
+mod procs;
+mod runtime;
+
+pub use event_loop::run;
+
+use launch::start_worker;
+use output::{MAX_LINE, OutputBudget, READ_BUDGET, read_some};
+use procs::{describe, own_children, signal_worker};
+pub use runtime::EXITS;
+use runtime::{GENERATIONS, bind_socket, prepare_runtime_dir, restart_mtime};
 
 use crate::config::plan::{GroupPlan, Plan, SETTLE_MS};
-use crate::ffi::os::{Launch, spawn_worker};
 use log::Logs;
-use nix::errno::Errno;
-use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-use nix::sys::signal::{SigSet, Signal, kill, killpg};
-use nix::sys::signalfd::{SfdFlags, SignalFd};
-use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
+use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 use std::collections::{BTreeMap, HashMap};
-use std::ffi::CString;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
@@ -43,33 +62,9 @@ use std::time::{Duration, Instant, SystemTime};
 pub const EXIT_STARTUP_FAILURE: i32 = 78;
 /// Exit status after a panic (logged as PD0210); httpd starts a new manager.
 pub const EXIT_PANIC: i32 = 70;
-/// A worker that exits sooner than this after starting counts as a failed start.
-const STABLE_AFTER: Duration = Duration::from_secs(10);
-const MAX_BACKOFF: Duration = Duration::from_secs(60);
-/// Between SIGTERM and SIGKILL for stragglers.
-const KILL_GRACE: Duration = Duration::from_secs(2);
 /// How often the manager checks its timers (start-up, drain, back-off,
 /// restart files).
 const TICK: Duration = Duration::from_millis(100);
-/// `apachectl stop`: how long workers get after SIGTERM.
-const STOP_GRACE: Duration = Duration::from_secs(3);
-/// Longest line of worker output kept before it is logged in pieces.
-const MAX_LINE: usize = 8192;
-/// Most bytes read from one worker's output pipe per round of the event
-/// loop: a worker that writes without pause cannot hold the manager.
-const READ_BUDGET: usize = 64 << 10;
-/// Worker output a group may log per second (bytes); more is dropped,
-/// counted, and summed up in one line (PD0212) per `OUTPUT_SUMMARY`.
-const OUTPUT_RATE: u64 = 1 << 20;
-/// Bytes a group may log at once before the rate applies.
-const OUTPUT_BURST: u64 = 4 << 20;
-const OUTPUT_SUMMARY: Duration = Duration::from_secs(5);
-/// Generation sockets live here, under the runtime dir, until they are
-/// renamed over `<group>.sock`: no group name can collide with them.
-pub const GENERATIONS: &str = "generations";
-/// Under the runtime dir: one file per recently exited worker, named by pid:
-/// its group on the first line, then how it ended.
-pub const EXITS: &str = "exits";
 /// How long exit records are kept.
 const EXIT_RECORD_AGE: Duration = Duration::from_secs(120);
 
@@ -131,66 +126,6 @@ struct Group {
     output: OutputBudget,
 }
 
-/// A group's allowance of worker output (a token bucket), and what was
-/// dropped over it since the last summary.
-struct OutputBudget {
-    tokens: u64,
-    refilled: Instant,
-    dropped_lines: u64,
-    dropped_bytes: u64,
-    since: Instant,
-}
-
-impl Default for OutputBudget {
-    fn default() -> Self {
-        let now = Instant::now();
-        OutputBudget { tokens: OUTPUT_BURST, refilled: now, dropped_lines: 0, dropped_bytes: 0, since: now }
-    }
-}
-
-impl OutputBudget {
-    /// Whether a line of `len` bytes may be logged now.
-    fn allow(&mut self, len: usize) -> bool {
-        let now = Instant::now();
-        let earned = (now.duration_since(self.refilled).as_micros() as u64).saturating_mul(OUTPUT_RATE) / 1_000_000;
-        if earned > 0 {
-            self.tokens = (self.tokens + earned).min(OUTPUT_BURST);
-            self.refilled = now;
-        }
-        let cost = len as u64 + 1;
-        if self.tokens >= cost {
-            self.tokens -= cost;
-            true
-        } else {
-            self.dropped_lines += 1;
-            self.dropped_bytes += cost;
-            false
-        }
-    }
-
-    /// The summary line owed, if anything was dropped and it is time.
-    fn summary(&mut self) -> Option<String> {
-        if self.dropped_lines == 0 {
-            self.since = Instant::now();
-            return None;
-        }
-        if self.since.elapsed() < OUTPUT_SUMMARY {
-            return None;
-        }
-        let text = format!(
-            "worker output over the limit of {} KiB/s: {} line(s), {} bytes dropped in the last {} s",
-            OUTPUT_RATE >> 10,
-            self.dropped_lines,
-            self.dropped_bytes,
-            self.since.elapsed().as_secs()
-        );
-        self.dropped_lines = 0;
-        self.dropped_bytes = 0;
-        self.since = Instant::now();
-        Some(text)
-    }
-}
-
 impl Group {
     fn generation(&self, phase_is: impl Fn(Phase) -> bool) -> Option<&Generation> {
         self.generations.iter().find(|g| phase_is(g.phase))
@@ -215,30 +150,8 @@ pub struct Manager {
     orphans: HashMap<Pid, (String, u64)>,
 }
 
-/// Sends `sig` to a worker's process group (it is a session leader) and to
-/// the worker itself, in case it left its group.
-fn signal_worker(pid: Pid, sig: Signal) {
-    let _ = killpg(pid, sig);
-    let _ = kill(pid, sig);
-}
-
 /// The main log, for the panic hook (which cannot reach the manager).
 static MAIN_LOG: std::sync::Mutex<String> = std::sync::Mutex::new(String::new());
-
-fn describe(status: WaitStatus) -> String {
-    match status {
-        WaitStatus::Exited(_, code) => format!("exited with status {code}"),
-        WaitStatus::Signaled(_, sig, core) => {
-            let hint = match sig {
-                Signal::SIGKILL => " (killed: by the manager, an administrator, or the kernel's out-of-memory killer)",
-                Signal::SIGSEGV | Signal::SIGBUS | Signal::SIGABRT => " (crashed)",
-                _ => "",
-            };
-            format!("was killed by signal {}{}{hint}", sig.as_str(), if core { " with a core dump" } else { "" })
-        }
-        other => format!("{other:?}"),
-    }
-}
 
 impl Manager {
     fn new() -> Manager {
@@ -456,8 +369,7 @@ impl Manager {
             return;
         };
         group.failures += 1;
-        let delay =
-            Duration::from_millis(500u64.saturating_mul(1 << group.failures.min(8).saturating_sub(1))).min(MAX_BACKOFF);
+        let delay = policy::backoff(group.failures);
         group.retry_at = Some(Instant::now() + delay);
         let (failures, log) = (group.failures, group.plan.as_ref().map(|p| p.error_log.clone()).unwrap_or_default());
         self.logs.group(
@@ -584,79 +496,58 @@ impl Manager {
             return;
         };
         gen_.workers.retain(|p| *p != pid);
-        let phase = gen_.phase;
-        let gen_id = gen_.id;
+        let (gen_id, left) = (gen_.id, gen_.workers.len());
+        let stage = match gen_.phase {
+            Phase::Starting => policy::Stage::Starting,
+            Phase::Serving => policy::Stage::Serving,
+            Phase::Draining { .. } => policy::Stage::Draining,
+        };
         let how = describe(status);
         let uptime = w.started.elapsed();
-        if self.stopping {
-            self.logs.group(
-                &w.error_log,
-                "info",
-                id::WORKER_EXITED,
-                &name,
-                &format!("worker pid {pid} {how} (stopping)"),
-            );
-            return;
-        }
-        match phase {
-            Phase::Draining { .. } => {
-                let left = gen_.workers.len();
-                self.logs.group(
-                    &w.error_log,
-                    "info",
-                    id::WORKER_EXITED,
-                    &name,
-                    &format!("generation {gen_id}: old worker pid {pid} {how} (draining, {left} left)"),
-                );
-                if left == 0 {
-                    self.forget_generation(&name, gen_id, "its last worker exited");
+        let decision = policy::after_exit(policy::Exit {
+            stage,
+            stopping: self.stopping,
+            was_ready: w.ready,
+            uptime,
+            left,
+            failures: group.failures,
+        });
+        let log = w.error_log.clone();
+        let (level, text) = match (&decision, stage) {
+            (policy::AfterExit::Nothing, _) => ("info", format!("worker pid {pid} {how} (stopping)")),
+            (_, policy::Stage::Draining) => {
+                ("info", format!("generation {gen_id}: old worker pid {pid} {how} (draining, {left} left)"))
+            }
+            (_, policy::Stage::Starting) => {
+                ("error", format!("generation {gen_id}: worker pid {pid} {how} before it was ready"))
+            }
+            (_, policy::Stage::Serving) => (
+                "error",
+                format!("generation {gen_id}: worker pid {pid} {how} after {} ms; replacing it", uptime.as_millis()),
+            ),
+        };
+        self.logs.group(&log, level, id::WORKER_EXITED, &name, &text);
+        match decision {
+            policy::AfterExit::Nothing | policy::AfterExit::DrainProgress { drained: false } => {}
+            policy::AfterExit::DrainProgress { drained: true } => {
+                self.forget_generation(&name, gen_id, "its last worker exited");
+            }
+            policy::AfterExit::FailGeneration => {
+                self.fail_starting(&name, &format!("worker pid {pid} {how} before it was ready"));
+            }
+            policy::AfterExit::Replace { failures } => {
+                if let Some(g) = self.groups.get_mut(&name) {
+                    g.failures = failures;
                 }
+                self.spawn(&name, gen_id);
             }
-            Phase::Starting => {
-                let why = format!("worker pid {pid} {how} before it was ready");
-                self.logs.group(
-                    &w.error_log,
-                    "error",
-                    id::WORKER_EXITED,
-                    &name,
-                    &format!("generation {gen_id}: {why}"),
-                );
-                self.fail_starting(&name, &why);
-            }
-            Phase::Serving => {
-                self.logs.group(
-                    &w.error_log,
-                    "error",
-                    id::WORKER_EXITED,
-                    &name,
-                    &format!(
-                        "generation {gen_id}: worker pid {pid} {how} after {} ms; replacing it",
-                        uptime.as_millis()
-                    ),
-                );
-                if !w.ready {
-                    self.schedule_retry(&name, &format!("worker pid {pid} {how} before it was ready"));
-                } else if uptime < STABLE_AFTER {
-                    // Ready, then died soon: replace at once, but back off if
-                    // it keeps happening (a crash loop).
-                    let loops = self.groups.get_mut(&name).map(|g| {
-                        g.failures += 1;
-                        g.failures
-                    });
-                    if loops.unwrap_or(0) >= 3 {
-                        self.schedule_retry(
-                            &name,
-                            &format!("worker pid {pid} {how} {} ms after starting", uptime.as_millis()),
-                        );
-                    } else {
-                        self.spawn(&name, gen_id);
-                    }
+            policy::AfterExit::BackOff => {
+                let why = if w.ready {
+                    format!("worker pid {pid} {how} {} ms after starting", uptime.as_millis())
                 } else {
-                    if let Some(g) = self.groups.get_mut(&name) {
-                        g.failures = 0;
-                    }
-                    self.spawn(&name, gen_id);
-                }
+                    format!("worker pid {pid} {how} before it was ready")
+                };
+                self.schedule_retry(&name, &why);
             }
         }
     }
@@ -733,7 +624,7 @@ impl Manager {
                     .find(|g| g.workers.contains(&pid))
                     .is_some_and(|g| !g.plan.ready_message);
                 if let Some(w) = self.workers.get_mut(&pid) {
-                    if quiet && !w.ready && w.started.elapsed() >= settle {
+                    if policy::settled(!quiet, w.ready, w.started.elapsed(), settle) {
                         w.ready = true;
                         became_ready = true;
                     }
@@ -767,12 +658,13 @@ impl Manager {
                 for g in group.generations.iter_mut() {
                     if let Phase::Draining { since, terminated } = g.phase {
                         let timeout = Duration::from_millis(g.plan.graceful_timeout_ms);
-                        if !terminated && since.elapsed() >= timeout {
-                            g.phase = Phase::Draining { since, terminated: true };
-                            stragglers.push((g.id, g.workers.clone(), Signal::SIGTERM, g.plan.error_log.clone()));
-                        } else if terminated && since.elapsed() >= timeout + KILL_GRACE {
-                            stragglers.push((g.id, g.workers.clone(), Signal::SIGKILL, g.plan.error_log.clone()));
-                        }
+                        let signal = match policy::drain_step(since.elapsed(), timeout, terminated) {
+                            Some(policy::DrainStep::Terminate) => Signal::SIGTERM,
+                            Some(policy::DrainStep::Kill) => Signal::SIGKILL,
+                            None => continue,
+                        };
+                        g.phase = Phase::Draining { since, terminated: true };
+                        stragglers.push((g.id, g.workers.clone(), signal, g.plan.error_log.clone()));
                     }
                 }
             }
@@ -859,69 +751,6 @@ impl Manager {
         self.adopt_orphans();
     }
 
-    /// The manager is a child subreaper: a process a worker started and
-    /// left behind (daemonised, in a session of its own, out of the
-    /// worker's process group) becomes the manager's child once its parent
-    /// ends. Such an orphan lives as long as the serving generation of a
-    /// group of its user (it may be a legitimate background job), and is
-    /// killed when that generation ends; one that belongs to no such
-    /// generation is killed at once.
-    fn adopt_orphans(&mut self) {
-        for pid in own_children() {
-            if self.workers.contains_key(&pid) || self.orphans.contains_key(&pid) {
-                continue;
-            }
-            let uid = process_uid(pid);
-            let home = self.groups.iter().find_map(|(name, g)| {
-                g.generations
-                    .iter()
-                    .find(|x| x.phase == Phase::Serving && Some(x.plan.uid) == uid)
-                    .map(|x| (name.clone(), x.id, x.plan.error_log.clone()))
-            });
-            let what = process_name(pid);
-            match home {
-                Some((group, generation, log)) => {
-                    self.logs.group(
-                        &log,
-                        "notice",
-                        id::ORPHAN,
-                        &group,
-                        &format!(
-                            "pid {pid} ({what}), left running by a worker, now belongs to the manager; it ends with generation {generation}"
-                        ),
-                    );
-                    self.orphans.insert(pid, (group, generation));
-                }
-                None => {
-                    signal_worker(pid, Signal::SIGKILL);
-                    self.logs.manager(
-                        "warn",
-                        id::ORPHAN,
-                        &format!("killed pid {pid} ({what}), left running by a worker whose group no longer serves"),
-                    );
-                }
-            }
-        }
-    }
-
-    /// Kills what the workers of a generation left running.
-    fn kill_orphans_of(&mut self, name: &str, gen_id: u64, log: &str) {
-        let theirs: Vec<Pid> =
-            self.orphans.iter().filter(|(_, (g, id))| g == name && *id == gen_id).map(|(p, _)| *p).collect();
-        for pid in theirs {
-            self.orphans.remove(&pid);
-            let what = process_name(pid);
-            signal_worker(pid, Signal::SIGKILL);
-            self.logs.group(
-                log,
-                "warn",
-                id::ORPHAN,
-                name,
-                &format!("killed pid {pid} ({what}), left running by a worker of generation {gen_id}, which has ended"),
-            );
-        }
-    }
-
     /// Everything stops: `apachectl stop` or `graceful-stop`, or httpd is
     /// gone. Workers first get EOF on their status channel (finish what you
     /// hold, then exit); whoever is left after a second gets SIGTERM, and
@@ -946,12 +775,16 @@ impl Manager {
         }
         let start = Instant::now();
         let mut termed = false;
-        while !self.workers.is_empty() && start.elapsed() < STOP_GRACE {
-            if !termed && start.elapsed() >= Duration::from_secs(1) {
-                termed = true;
-                for pid in self.workers.keys() {
-                    signal_worker(*pid, Signal::SIGTERM);
+        while !self.workers.is_empty() {
+            match policy::stop_step(start.elapsed(), termed) {
+                policy::StopStep::Kill => break,
+                policy::StopStep::Terminate => {
+                    termed = true;
+                    for pid in self.workers.keys() {
+                        signal_worker(*pid, Signal::SIGTERM);
+                    }
                 }
+                policy::StopStep::Wait => {}
             }
             self.reap();
             std::thread::sleep(Duration::from_millis(20));
@@ -962,7 +795,7 @@ impl Manager {
         for pid in own_children() {
             let _ = kill(pid, Signal::SIGKILL);
         }
-        while !self.workers.is_empty() && start.elapsed() < STOP_GRACE + Duration::from_secs(2) {
+        while !self.workers.is_empty() && start.elapsed() < policy::STOP_KILL_AFTER + policy::KILL_GRACE {
             self.reap();
             std::thread::sleep(Duration::from_millis(10));
         }
@@ -987,389 +820,11 @@ impl Manager {
             }
         }
     }
-
-    /// Reads the control channel. Only bytes the kernel says the httpd
-    /// parent sent are kept: any other holder of the channel (none should
-    /// exist) is refused and logged. Returns false at EOF.
-    fn read_control(&mut self, control: &OwnedFd) -> bool {
-        use nix::sys::socket::{ControlMessageOwned, MsgFlags, UnixCredentials, recvmsg};
-        let mut buf = vec![0u8; 65536];
-        loop {
-            let mut space = nix::cmsg_space!(UnixCredentials);
-            let mut iov = [std::io::IoSliceMut::new(&mut buf)];
-            let (n, sender) =
-                match recvmsg::<()>(control.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::MSG_DONTWAIT) {
-                    Ok(msg) => {
-                        let sender = msg.cmsgs().ok().and_then(|mut c| {
-                            c.find_map(|m| match m {
-                                ControlMessageOwned::ScmCredentials(cred) => Some(cred.pid()),
-                                _ => None,
-                            })
-                        });
-                        (msg.bytes, sender)
-                    }
-                    Err(Errno::EAGAIN) => break,
-                    Err(Errno::EINTR) => continue,
-                    Err(_) => return false,
-                };
-            if n == 0 {
-                return false;
-            }
-            if sender == Some(self.httpd.as_raw()) {
-                if self.control_buf.len() + n > crate::config::plan::MAX_PLAN + 4 {
-                    self.logs.manager("crit", id::MANAGER, "the control channel carries more than a plan; exiting");
-                    crate::ffi::os::exit_now(EXIT_PANIC);
-                }
-                self.control_buf.extend_from_slice(&buf[..n]);
-            } else if self.refused_logged.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
-                self.refused_logged = Some(Instant::now());
-                let who = sender.map_or("an unknown process".to_string(), |p| format!("pid {p}"));
-                self.logs.manager(
-                    "crit",
-                    id::REFUSED,
-                    &format!(
-                        "refused {n} bytes on the control channel from {who}: only the httpd parent (pid {}) configures the manager",
-                        self.httpd
-                    ),
-                );
-            }
-        }
-        while self.control_buf.len() >= 4 {
-            let len = u32::from_be_bytes([
-                self.control_buf[0],
-                self.control_buf[1],
-                self.control_buf[2],
-                self.control_buf[3],
-            ]) as usize;
-            if len > crate::config::plan::MAX_PLAN {
-                self.logs.manager("crit", id::MANAGER, &format!("a control frame of {len} bytes; exiting"));
-                crate::ffi::os::exit_now(EXIT_PANIC);
-            }
-            if self.control_buf.len() < 4 + len {
-                break;
-            }
-            let frame: Vec<u8> = self.control_buf.drain(..4 + len).skip(4).collect();
-            match std::str::from_utf8(&frame).map_err(|e| e.to_string()).and_then(Plan::from_text) {
-                Ok(plan) => self.apply(plan),
-                Err(e) => self.logs.manager("error", id::MANAGER, &log::escape(e.as_bytes())),
-            }
-        }
-        true
-    }
-}
-
-/// The real uid of a process.
-fn process_uid(pid: Pid) -> Option<u32> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status.lines().find_map(|l| l.strip_prefix("Uid:"))?.split_whitespace().next()?.parse().ok()
-}
-
-/// A process's name, escaped for a log line.
-fn process_name(pid: Pid) -> String {
-    let comm = std::fs::read(format!("/proc/{pid}/comm")).unwrap_or_default();
-    log::escape(comm.trim_ascii_end())
-}
-
-/// The manager's children, from /proc (the kernel's list when it has it,
-/// else a scan of every process's parent).
-fn own_children() -> Vec<Pid> {
-    let me = std::process::id();
-    if let Ok(text) = std::fs::read_to_string(format!("/proc/{me}/task/{me}/children")) {
-        return text.split_whitespace().filter_map(|p| p.parse().ok()).map(Pid::from_raw).collect();
-    }
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    dir.flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|p| {
-            std::fs::read_to_string(format!("/proc/{p}/stat"))
-                .ok()
-                .and_then(|s| s.rsplit(')').next()?.split_whitespace().nth(1)?.parse::<u32>().ok())
-                == Some(me)
-        })
-        .map(Pid::from_raw)
-        .collect()
-}
-
-/// Reads what is there, up to `budget` bytes, without blocking; returns
-/// false on EOF.
-fn read_some(fd: &OwnedFd, into: &mut Vec<u8>, budget: usize) -> bool {
-    let mut buf = [0u8; 16384];
-    let mut got = 0;
-    while got < budget {
-        let want = buf.len().min(budget - got);
-        match nix::unistd::read(fd.as_raw_fd(), &mut buf[..want]) {
-            Ok(0) => return false,
-            Ok(n) => {
-                into.extend_from_slice(&buf[..n]);
-                got += n;
-            }
-            Err(Errno::EINTR) => continue,
-            Err(_) => return true,
-        }
-    }
-    true
-}
-
-fn set_nonblocking(fd: &OwnedFd) {
-    use nix::fcntl::{FcntlArg, OFlag, fcntl};
-    if let Ok(flags) = fcntl(fd.as_raw_fd(), FcntlArg::F_GETFL) {
-        let _ = fcntl(fd.as_raw_fd(), FcntlArg::F_SETFL(OFlag::from_bits_truncate(flags) | OFlag::O_NONBLOCK));
-    }
-}
-
-/// The time a restart file was last touched: only a regular file counts,
-/// never what a link a tenant planted points to (lstat, not stat).
-fn restart_mtime(path: &str) -> Option<SystemTime> {
-    let meta = std::fs::symlink_metadata(path).ok()?;
-    if meta.file_type().is_file() { meta.modified().ok() } else { None }
-}
-
-/// Creates `dir` as root's with `mode`; refuses one that exists as a link
-/// or as someone else's.
-fn root_dir(dir: &Path, mode: u32, gid: u32) -> std::io::Result<()> {
-    use std::os::unix::fs::MetadataExt;
-    match std::fs::symlink_metadata(dir) {
-        Ok(m) if !m.file_type().is_dir() || m.uid() != 0 => {
-            return Err(std::io::Error::other(format!(
-                "{} exists and is not a directory owned by root: remove it",
-                dir.display()
-            )));
-        }
-        Ok(_) => {}
-        Err(_) => std::fs::create_dir(dir)?,
-    }
-    nix::unistd::chown(dir, Some(nix::unistd::Uid::from_raw(0)), Some(nix::unistd::Gid::from_raw(gid)))?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
-}
-
-/// The runtime dir: 0711 root (others may pass through to a socket they may
-/// open, but not list it); `loaders/` (0755, the shipped loaders, 0644);
-/// `generations/` (0711: sockets of generations not yet serving);
-/// `exits/` (0750 root:Apache's group: how each worker ended, read by the
-/// request handler to explain a failed request). The runtime dir and each
-/// of its ancestors must be root's alone: root creates sockets and writes
-/// files there.
-fn prepare_runtime_dir(dir: &Path, apache_gid: u32, loader_files: &[(String, String)]) -> std::io::Result<()> {
-    if let Some(parent) = dir.parent() {
-        std::fs::create_dir_all(parent)?;
-    }
-    root_dir(dir, 0o711, 0)?;
-    if !crate::config::access::root_controls(dir) {
-        return Err(std::io::Error::other(
-            "it or a directory above it is writable by users other than root; use a directory only root can change (ProcdRuntimeDir)",
-        ));
-    }
-    let loaders = dir.join("loaders");
-    root_dir(&loaders, 0o755, 0)?;
-    for (file, source) in loader_files {
-        let tmp = loaders.join(format!(".{file}.tmp"));
-        let _ = std::fs::remove_file(&tmp);
-        std::fs::write(&tmp, source)?;
-        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644))?;
-        std::fs::rename(&tmp, loaders.join(file))?;
-    }
-    root_dir(&dir.join(EXITS), 0o750, apache_gid)?;
-    // Sockets of generations of a previous manager (killed, or httpd
-    // killed) are stale; nothing else lives there.
-    let generations = dir.join(GENERATIONS);
-    root_dir(&generations, 0o711, 0)?;
-    for entry in std::fs::read_dir(&generations)?.flatten() {
-        let _ = std::fs::remove_file(entry.path());
-    }
-    Ok(())
-}
-
-/// A listening socket only root and Apache's group (its child user) may
-/// connect to.
-fn bind_socket(path: &Path, gid: u32) -> std::io::Result<UnixListener> {
-    let listener = UnixListener::bind(path)?;
-    nix::unistd::chown(path, Some(nix::unistd::Uid::from_raw(0)), Some(nix::unistd::Gid::from_raw(gid)))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
-    Ok(listener)
-}
-
-fn cstrings(items: impl IntoIterator<Item = String>) -> Result<Vec<CString>, String> {
-    items
-        .into_iter()
-        .map(|s| CString::new(s).map_err(|_| "a NUL byte in the command or environment".to_string()))
-        .collect()
-}
-
-/// Forks and execs one worker of `plan` on `listener`.
-fn start_worker(plan: &GroupPlan, gen_id: u64, listener: &UnixListener) -> Result<(Pid, OwnedFd, OwnedFd), String> {
-    let (ours, theirs) = socketpair(AddressFamily::Unix, SockType::Stream, None, SockFlag::SOCK_CLOEXEC)
-        .map_err(|e| format!("socketpair: {e}"))?;
-    let (out_read, out_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
-    let argv = cstrings(plan.argv.clone())?;
-    let mut env: Vec<String> = plan.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    env.extend([
-        "LISTEN_FDS=1".to_string(),
-        "LISTEN_FDNAMES=procd".to_string(),
-        "PROCD_STATUS_FD=4".to_string(),
-        format!("PROCD_GROUP={}", plan.name),
-        format!("PROCD_GENERATION={gen_id}"),
-        format!("PROCD_PROTOCOL={}", plan.protocol),
-        format!("PROCD_THREADS={}", plan.threads),
-    ]);
-    if let Some(app) = &plan.app {
-        env.push(format!("PROCD_APP={app}"));
-    }
-    let env = cstrings(env)?;
-    let home = CString::new(plan.home.clone()).map_err(|_| "a NUL byte in home=".to_string())?;
-    let launch = Launch {
-        argv: &argv,
-        env: &env,
-        uid: plan.uid,
-        gid: plan.gid,
-        groups: &plan.groups,
-        home: &home,
-        listen: listener.as_fd(),
-        status: theirs.as_fd(),
-        output: out_write.as_fd(),
-    };
-    let pid = spawn_worker(&launch).map_err(|e| format!("fork: {e}"))?;
-    drop(theirs);
-    drop(out_write);
-    set_nonblocking(&ours);
-    set_nonblocking(&out_read);
-    Ok((pid, ours, out_read))
-}
-
-/// The manager's main loop. Never returns.
-pub fn run(control: OwnedFd) -> ! {
-    std::panic::set_hook(Box::new(|info| {
-        let path = MAIN_LOG.lock().map(|p| p.clone()).unwrap_or_default();
-        let line = format!(
-            "[{}] [procd:crit] [pid {}] {}: the process manager panicked ({info}); it exits and httpd starts a new one. Please report this.\n",
-            crate::ffi::os::log_time(),
-            std::process::id(),
-            id::PANIC
-        );
-        log::append_line(&path, &line);
-    }));
-    // Orphans of workers (daemonised grandchildren) become our children,
-    // so they can be found and killed.
-    let _ = nix::sys::prctl::set_child_subreaper(true);
-    let mut m = Manager::new();
-    let mut mask = SigSet::empty();
-    for s in [Signal::SIGCHLD, Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
-        mask.add(s);
-    }
-    if mask.thread_block().is_err() {
-        crate::ffi::os::exit_now(EXIT_STARTUP_FAILURE);
-    }
-    let _ = ignore_sigpipe();
-    let Ok(signals) = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC) else {
-        crate::ffi::os::exit_now(EXIT_STARTUP_FAILURE);
-    };
-    set_nonblocking(&control);
-    let mut last_tick = Instant::now();
-    loop {
-        // Worker fds to watch, in a fixed order for this round.
-        let mut watched: Vec<(Pid, bool)> = Vec::new();
-        let mut fds: Vec<PollFd> =
-            vec![PollFd::new(signals.as_fd(), PollFlags::POLLIN), PollFd::new(control.as_fd(), PollFlags::POLLIN)];
-        for (pid, w) in &m.workers {
-            if let Some(fd) = &w.output {
-                fds.push(PollFd::new(fd.as_fd(), PollFlags::POLLIN));
-                watched.push((*pid, true));
-            }
-            if let Some(fd) = &w.status {
-                if !w.ready {
-                    fds.push(PollFd::new(fd.as_fd(), PollFlags::POLLIN));
-                    watched.push((*pid, false));
-                }
-            }
-        }
-        let _ = poll(&mut fds, PollTimeout::from(100u16));
-        let ready: Vec<bool> = fds.iter().map(|f| f.revents().is_some_and(|r| !r.is_empty())).collect();
-        drop(fds);
-        if ready[0] {
-            while let Ok(Some(info)) = signals.read_signal() {
-                match Signal::try_from(info.ssi_signo as i32) {
-                    Ok(Signal::SIGCHLD) => {}
-                    Ok(sig) => m.shutdown(&format!("received {}", sig.as_str())),
-                    Err(_) => {}
-                }
-            }
-        }
-        if ready[1] && !m.read_control(&control) {
-            m.shutdown("httpd has exited");
-        }
-        for (i, (pid, is_output)) in watched.into_iter().enumerate() {
-            if !ready[i + 2] {
-                continue;
-            }
-            let Some(w) = m.workers.get_mut(&pid) else {
-                continue;
-            };
-            if is_output {
-                let mut buf = std::mem::take(&mut w.partial);
-                let open = w.output.as_ref().is_some_and(|fd| read_some(fd, &mut buf, READ_BUDGET));
-                if !open {
-                    w.output = None;
-                }
-                let (log, group) = (w.error_log.clone(), w.group.clone());
-                m.log_output(pid, &log, &group, &mut buf, !open);
-                if let Some(w) = m.workers.get_mut(&pid) {
-                    w.partial = buf;
-                }
-            } else {
-                let mut msg = Vec::new();
-                let open = w.status.as_ref().is_some_and(|fd| read_some(fd, &mut msg, 4096));
-                if String::from_utf8_lossy(&msg).lines().any(|l| l.trim() == "READY") {
-                    w.ready = true;
-                    let name = w.group.clone();
-                    m.maybe_promote(&name);
-                } else if !open {
-                    // The worker closed its status channel without READY; its
-                    // exit (or the start-up timeout) decides.
-                    w.status = None;
-                }
-            }
-        }
-        m.reap();
-        // Timers need no finer grain than this; a busy worker's output must
-        // not make the manager stat restart files for every line.
-        if last_tick.elapsed() >= TICK {
-            last_tick = Instant::now();
-            m.tick();
-        }
-    }
-}
-
-/// SIGPIPE: a worker that closes its status channel must not kill the
-/// manager.
-fn ignore_sigpipe() -> nix::Result<()> {
-    let ignore = nix::sys::signal::SigAction::new(
-        nix::sys::signal::SigHandler::SigIgn,
-        nix::sys::signal::SaFlags::empty(),
-        SigSet::empty(),
-    );
-    crate::ffi::os::set_sigaction(Signal::SIGPIPE, &ignore)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn worker_output_is_rate_limited_and_summed_up() {
-        let mut b = OutputBudget::default();
-        let line = 8191;
-        let allowed = (0..1000).filter(|_| b.allow(line)).count();
-        let burst = (OUTPUT_BURST / (line as u64 + 1)) as usize;
-        // (A descheduled test thread may earn a line or two meanwhile.)
-        assert!((burst..burst + 3).contains(&allowed), "the burst, then nothing: {allowed}");
-        assert_eq!(b.dropped_lines, 1000 - allowed as u64);
-        assert_eq!(b.summary(), None, "not before OUTPUT_SUMMARY");
-        b.since -= OUTPUT_SUMMARY;
-        let text = b.summary().unwrap_or_default();
-        assert!(text.contains(&format!("{} line(s)", 1000 - allowed)), "{text}");
-        assert_eq!(b.summary(), None, "counted once");
-    }
 
     #[test]
     fn exit_statuses_are_explained() {

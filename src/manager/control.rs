@@ -1,0 +1,80 @@
+//! The manager's end of the control channel: plans from the httpd parent
+//! only (the kernel names each sender), framed as `protocol::control`
+//! says, then validated (`Plan::from_text`) and applied.
+
+use super::{EXIT_PANIC, Manager, id, log};
+use crate::config::plan::{MAX_PLAN, Plan};
+use nix::errno::Errno;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+impl Manager {
+    /// Reads the control channel. Only bytes the kernel says the httpd
+    /// parent sent are kept: any other holder of the channel (none should
+    /// exist) is refused and logged. Returns false at EOF.
+    pub(super) fn read_control(&mut self, control: &OwnedFd) -> bool {
+        use nix::sys::socket::{ControlMessageOwned, MsgFlags, UnixCredentials, recvmsg};
+        let mut buf = vec![0u8; 65536];
+        loop {
+            let mut space = nix::cmsg_space!(UnixCredentials);
+            let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+            let (n, sender) =
+                match recvmsg::<()>(control.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::MSG_DONTWAIT) {
+                    Ok(msg) => {
+                        let sender = msg.cmsgs().ok().and_then(|mut c| {
+                            c.find_map(|m| match m {
+                                ControlMessageOwned::ScmCredentials(cred) => Some(cred.pid()),
+                                _ => None,
+                            })
+                        });
+                        (msg.bytes, sender)
+                    }
+                    Err(Errno::EAGAIN) => break,
+                    Err(Errno::EINTR) => continue,
+                    Err(_) => return false,
+                };
+            if n == 0 {
+                return false;
+            }
+            if sender == Some(self.httpd.as_raw()) {
+                if self.control_buf.len() + n > MAX_PLAN + 4 {
+                    self.logs.manager("crit", id::MANAGER, "the control channel carries more than a plan; exiting");
+                    crate::ffi::os::exit_now(EXIT_PANIC);
+                }
+                self.control_buf.extend_from_slice(&buf[..n]);
+            } else if self.refused_logged.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                self.refused_logged = Some(Instant::now());
+                let who = sender.map_or("an unknown process".to_string(), |p| format!("pid {p}"));
+                self.logs.manager(
+                    "crit",
+                    id::REFUSED,
+                    &format!(
+                        "refused {n} bytes on the control channel from {who}: only the httpd parent (pid {}) configures the manager",
+                        self.httpd
+                    ),
+                );
+            }
+        }
+        while self.control_buf.len() >= 4 {
+            let len = u32::from_be_bytes([
+                self.control_buf[0],
+                self.control_buf[1],
+                self.control_buf[2],
+                self.control_buf[3],
+            ]) as usize;
+            if len > MAX_PLAN {
+                self.logs.manager("crit", id::MANAGER, &format!("a control frame of {len} bytes; exiting"));
+                crate::ffi::os::exit_now(EXIT_PANIC);
+            }
+            if self.control_buf.len() < 4 + len {
+                break;
+            }
+            let frame: Vec<u8> = self.control_buf.drain(..4 + len).skip(4).collect();
+            match std::str::from_utf8(&frame).map_err(|e| e.to_string()).and_then(Plan::from_text) {
+                Ok(plan) => self.apply(plan),
+                Err(e) => self.logs.manager("error", id::MANAGER, &log::escape(e.as_bytes())),
+            }
+        }
+        true
+    }
+}

@@ -1,0 +1,127 @@
+//! The manager's event loop: one `poll` over a signalfd (SIGCHLD, SIGTERM),
+//! the control channel from httpd, and each worker's output pipe and
+//! status channel; timers every `TICK`.
+
+use super::output::{READ_BUDGET, read_some};
+use super::procs::set_nonblocking;
+use super::{EXIT_STARTUP_FAILURE, MAIN_LOG, Manager, TICK, id, log};
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::unistd::Pid;
+use std::os::fd::{AsFd, OwnedFd};
+use std::time::Instant;
+
+/// The manager's main loop. Never returns.
+pub fn run(control: OwnedFd) -> ! {
+    std::panic::set_hook(Box::new(|info| {
+        let path = MAIN_LOG.lock().map(|p| p.clone()).unwrap_or_default();
+        let line = format!(
+            "[{}] [procd:crit] [pid {}] {}: the process manager panicked ({info}); it exits and httpd starts a new one. Please report this.\n",
+            crate::ffi::os::log_time(),
+            std::process::id(),
+            id::PANIC
+        );
+        log::append_line(&path, &line);
+    }));
+    // Orphans of workers (daemonised grandchildren) become our children,
+    // so they can be found and killed.
+    let _ = nix::sys::prctl::set_child_subreaper(true);
+    let mut m = Manager::new();
+    let mut mask = SigSet::empty();
+    for s in [Signal::SIGCHLD, Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
+        mask.add(s);
+    }
+    if mask.thread_block().is_err() {
+        crate::ffi::os::exit_now(EXIT_STARTUP_FAILURE);
+    }
+    let _ = ignore_sigpipe();
+    let Ok(signals) = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC) else {
+        crate::ffi::os::exit_now(EXIT_STARTUP_FAILURE);
+    };
+    set_nonblocking(&control);
+    let mut last_tick = Instant::now();
+    loop {
+        // Worker fds to watch, in a fixed order for this round.
+        let mut watched: Vec<(Pid, bool)> = Vec::new();
+        let mut fds: Vec<PollFd> =
+            vec![PollFd::new(signals.as_fd(), PollFlags::POLLIN), PollFd::new(control.as_fd(), PollFlags::POLLIN)];
+        for (pid, w) in &m.workers {
+            if let Some(fd) = &w.output {
+                fds.push(PollFd::new(fd.as_fd(), PollFlags::POLLIN));
+                watched.push((*pid, true));
+            }
+            if let Some(fd) = &w.status {
+                if !w.ready {
+                    fds.push(PollFd::new(fd.as_fd(), PollFlags::POLLIN));
+                    watched.push((*pid, false));
+                }
+            }
+        }
+        let _ = poll(&mut fds, PollTimeout::from(100u16));
+        let ready: Vec<bool> = fds.iter().map(|f| f.revents().is_some_and(|r| !r.is_empty())).collect();
+        drop(fds);
+        if ready[0] {
+            while let Ok(Some(info)) = signals.read_signal() {
+                match Signal::try_from(info.ssi_signo as i32) {
+                    Ok(Signal::SIGCHLD) => {}
+                    Ok(sig) => m.shutdown(&format!("received {}", sig.as_str())),
+                    Err(_) => {}
+                }
+            }
+        }
+        if ready[1] && !m.read_control(&control) {
+            m.shutdown("httpd has exited");
+        }
+        for (i, (pid, is_output)) in watched.into_iter().enumerate() {
+            if !ready[i + 2] {
+                continue;
+            }
+            let Some(w) = m.workers.get_mut(&pid) else {
+                continue;
+            };
+            if is_output {
+                let mut buf = std::mem::take(&mut w.partial);
+                let open = w.output.as_ref().is_some_and(|fd| read_some(fd, &mut buf, READ_BUDGET));
+                if !open {
+                    w.output = None;
+                }
+                let (log, group) = (w.error_log.clone(), w.group.clone());
+                m.log_output(pid, &log, &group, &mut buf, !open);
+                if let Some(w) = m.workers.get_mut(&pid) {
+                    w.partial = buf;
+                }
+            } else {
+                let mut msg = Vec::new();
+                let open = w.status.as_ref().is_some_and(|fd| read_some(fd, &mut msg, 4096));
+                if String::from_utf8_lossy(&msg).lines().any(|l| l.trim() == "READY") {
+                    w.ready = true;
+                    let name = w.group.clone();
+                    m.maybe_promote(&name);
+                } else if !open {
+                    // The worker closed its status channel without READY; its
+                    // exit (or the start-up timeout) decides.
+                    w.status = None;
+                }
+            }
+        }
+        m.reap();
+        // Timers need no finer grain than this; a busy worker's output must
+        // not make the manager stat restart files for every line.
+        if last_tick.elapsed() >= TICK {
+            last_tick = Instant::now();
+            m.tick();
+        }
+    }
+}
+
+/// SIGPIPE: a worker that closes its status channel must not kill the
+/// manager.
+fn ignore_sigpipe() -> nix::Result<()> {
+    let ignore = nix::sys::signal::SigAction::new(
+        nix::sys::signal::SigHandler::SigIgn,
+        nix::sys::signal::SaFlags::empty(),
+        SigSet::empty(),
+    );
+    crate::ffi::os::set_sigaction(Signal::SIGPIPE, &ignore)
+}

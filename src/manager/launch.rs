@@ -1,0 +1,57 @@
+//! Starting one worker: the launch contract (descriptors, environment)
+//! filled in for a group's plan, then fork+exec by `ffi::os`.
+
+use crate::config::plan::GroupPlan;
+use crate::ffi::os::{Launch, spawn_worker};
+use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
+use nix::unistd::Pid;
+use std::ffi::CString;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::net::UnixListener;
+
+fn cstrings(items: impl IntoIterator<Item = String>) -> Result<Vec<CString>, String> {
+    items
+        .into_iter()
+        .map(|s| CString::new(s).map_err(|_| "a NUL byte in the command or environment".to_string()))
+        .collect()
+}
+
+/// Forks and execs one worker of `plan` on `listener`.
+pub fn start_worker(plan: &GroupPlan, gen_id: u64, listener: &UnixListener) -> Result<(Pid, OwnedFd, OwnedFd), String> {
+    let (ours, theirs) = socketpair(AddressFamily::Unix, SockType::Stream, None, SockFlag::SOCK_CLOEXEC)
+        .map_err(|e| format!("socketpair: {e}"))?;
+    let (out_read, out_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
+    let argv = cstrings(plan.argv.clone())?;
+    let mut env: Vec<String> = plan.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    env.extend([
+        "LISTEN_FDS=1".to_string(),
+        "LISTEN_FDNAMES=procd".to_string(),
+        "PROCD_STATUS_FD=4".to_string(),
+        format!("PROCD_GROUP={}", plan.name),
+        format!("PROCD_GENERATION={gen_id}"),
+        format!("PROCD_PROTOCOL={}", plan.protocol),
+        format!("PROCD_THREADS={}", plan.threads),
+    ]);
+    if let Some(app) = &plan.app {
+        env.push(format!("PROCD_APP={app}"));
+    }
+    let env = cstrings(env)?;
+    let home = CString::new(plan.home.clone()).map_err(|_| "a NUL byte in home=".to_string())?;
+    let launch = Launch {
+        argv: &argv,
+        env: &env,
+        uid: plan.uid,
+        gid: plan.gid,
+        groups: &plan.groups,
+        home: &home,
+        listen: listener.as_fd(),
+        status: theirs.as_fd(),
+        output: out_write.as_fd(),
+    };
+    let pid = spawn_worker(&launch).map_err(|e| format!("fork: {e}"))?;
+    drop(theirs);
+    drop(out_write);
+    super::procs::set_nonblocking(&ours);
+    super::procs::set_nonblocking(&out_read);
+    Ok((pid, ours, out_read))
+}

@@ -1,0 +1,73 @@
+//! What workers leave behind. The manager is a child subreaper, so a
+//! process a worker started and left running becomes the manager's child
+//! once its parent ends; here it is adopted by a generation or killed.
+
+use super::procs::{own_children, process_name, process_uid, signal_worker};
+use super::{Manager, Phase, id};
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
+
+impl Manager {
+    /// The manager is a child subreaper: a process a worker started and
+    /// left behind (daemonised, in a session of its own, out of the
+    /// worker's process group) becomes the manager's child once its parent
+    /// ends. Such an orphan lives as long as the serving generation of a
+    /// group of its user (it may be a legitimate background job), and is
+    /// killed when that generation ends; one that belongs to no such
+    /// generation is killed at once.
+    pub(super) fn adopt_orphans(&mut self) {
+        for pid in own_children() {
+            if self.workers.contains_key(&pid) || self.orphans.contains_key(&pid) {
+                continue;
+            }
+            let uid = process_uid(pid);
+            let home = self.groups.iter().find_map(|(name, g)| {
+                g.generations
+                    .iter()
+                    .find(|x| x.phase == Phase::Serving && Some(x.plan.uid) == uid)
+                    .map(|x| (name.clone(), x.id, x.plan.error_log.clone()))
+            });
+            let what = process_name(pid);
+            match home {
+                Some((group, generation, log)) => {
+                    self.logs.group(
+                        &log,
+                        "notice",
+                        id::ORPHAN,
+                        &group,
+                        &format!(
+                            "pid {pid} ({what}), left running by a worker, now belongs to the manager; it ends with generation {generation}"
+                        ),
+                    );
+                    self.orphans.insert(pid, (group, generation));
+                }
+                None => {
+                    signal_worker(pid, Signal::SIGKILL);
+                    self.logs.manager(
+                        "warn",
+                        id::ORPHAN,
+                        &format!("killed pid {pid} ({what}), left running by a worker whose group no longer serves"),
+                    );
+                }
+            }
+        }
+    }
+
+    /// Kills what the workers of a generation left running.
+    pub(super) fn kill_orphans_of(&mut self, name: &str, gen_id: u64, log: &str) {
+        let theirs: Vec<Pid> =
+            self.orphans.iter().filter(|(_, (g, id))| g == name && *id == gen_id).map(|(p, _)| *p).collect();
+        for pid in theirs {
+            self.orphans.remove(&pid);
+            let what = process_name(pid);
+            signal_worker(pid, Signal::SIGKILL);
+            self.logs.group(
+                log,
+                "warn",
+                id::ORPHAN,
+                name,
+                &format!("killed pid {pid} ({what}), left running by a worker of generation {gen_id}, which has ended"),
+            );
+        }
+    }
+}

@@ -1,0 +1,83 @@
+//! Processes as the manager sees them: signalling workers, explaining how
+//! they ended, and finding its own children (orphans it adopted) in /proc.
+
+use nix::sys::signal::{Signal, kill, killpg};
+use nix::sys::wait::WaitStatus;
+use nix::unistd::Pid;
+use std::os::fd::{AsRawFd, OwnedFd};
+
+/// Sends `sig` to a worker's process group (it is a session leader) and to
+/// the worker itself, in case it left its group.
+pub fn signal_worker(pid: Pid, sig: Signal) {
+    let _ = killpg(pid, sig);
+    let _ = kill(pid, sig);
+}
+
+pub fn describe(status: WaitStatus) -> String {
+    match status {
+        WaitStatus::Exited(_, code) => format!("exited with status {code}"),
+        WaitStatus::Signaled(_, sig, core) => {
+            let hint = match sig {
+                Signal::SIGKILL => " (killed: by the manager, an administrator, or the kernel's out-of-memory killer)",
+                Signal::SIGSEGV | Signal::SIGBUS | Signal::SIGABRT => " (crashed)",
+                _ => "",
+            };
+            format!("was killed by signal {}{}{hint}", sig.as_str(), if core { " with a core dump" } else { "" })
+        }
+        other => format!("{other:?}"),
+    }
+}
+
+/// The real uid of a process.
+pub fn process_uid(pid: Pid) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status.lines().find_map(|l| l.strip_prefix("Uid:"))?.split_whitespace().next()?.parse().ok()
+}
+
+/// A process's name, escaped for a log line.
+pub fn process_name(pid: Pid) -> String {
+    let comm = std::fs::read(format!("/proc/{pid}/comm")).unwrap_or_default();
+    super::log::escape(comm.trim_ascii_end())
+}
+
+/// The manager's children, from /proc (the kernel's list when it has it,
+/// else a scan of every process's parent).
+pub fn own_children() -> Vec<Pid> {
+    let me = std::process::id();
+    if let Ok(text) = std::fs::read_to_string(format!("/proc/{me}/task/{me}/children")) {
+        return text.split_whitespace().filter_map(|p| p.parse().ok()).map(Pid::from_raw).collect();
+    }
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/stat"))
+                .ok()
+                .and_then(|s| s.rsplit(')').next()?.split_whitespace().nth(1)?.parse::<u32>().ok())
+                == Some(me)
+        })
+        .map(Pid::from_raw)
+        .collect()
+}
+
+pub fn set_nonblocking(fd: &OwnedFd) {
+    use nix::fcntl::{FcntlArg, OFlag, fcntl};
+    if let Ok(flags) = fcntl(fd.as_raw_fd(), FcntlArg::F_GETFL) {
+        let _ = fcntl(fd.as_raw_fd(), FcntlArg::F_SETFL(OFlag::from_bits_truncate(flags) | OFlag::O_NONBLOCK));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_statuses_are_explained() {
+        let p = Pid::from_raw(1);
+        assert_eq!(describe(WaitStatus::Exited(p, 3)), "exited with status 3");
+        assert!(describe(WaitStatus::Signaled(p, Signal::SIGKILL, false)).contains("out-of-memory"));
+        assert!(describe(WaitStatus::Signaled(p, Signal::SIGSEGV, true)).contains("core dump"));
+    }
+}

@@ -1,0 +1,86 @@
+//! The runtime directory: group sockets, generation sockets, shipped
+//! loaders and exit records, all root's; and restart files, read without
+//! following links.
+
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixListener;
+use std::path::Path;
+use std::time::SystemTime;
+
+/// Generation sockets live here, under the runtime dir, until they are
+/// renamed over `<group>.sock`: no group name can collide with them.
+pub const GENERATIONS: &str = "generations";
+/// Under the runtime dir: one file per recently exited worker, named by pid:
+/// its group on the first line, then how it ended.
+pub const EXITS: &str = "exits";
+
+/// The time a restart file was last touched: only a regular file counts,
+/// never what a link a tenant planted points to (lstat, not stat).
+pub fn restart_mtime(path: &str) -> Option<SystemTime> {
+    let meta = std::fs::symlink_metadata(path).ok()?;
+    if meta.file_type().is_file() { meta.modified().ok() } else { None }
+}
+
+/// Creates `dir` as root's with `mode`; refuses one that exists as a link
+/// or as someone else's.
+fn root_dir(dir: &Path, mode: u32, gid: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    match std::fs::symlink_metadata(dir) {
+        Ok(m) if !m.file_type().is_dir() || m.uid() != 0 => {
+            return Err(std::io::Error::other(format!(
+                "{} exists and is not a directory owned by root: remove it",
+                dir.display()
+            )));
+        }
+        Ok(_) => {}
+        Err(_) => std::fs::create_dir(dir)?,
+    }
+    nix::unistd::chown(dir, Some(nix::unistd::Uid::from_raw(0)), Some(nix::unistd::Gid::from_raw(gid)))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
+}
+
+/// The runtime dir: 0711 root (others may pass through to a socket they may
+/// open, but not list it); `loaders/` (0755, the shipped loaders, 0644);
+/// `generations/` (0711: sockets of generations not yet serving);
+/// `exits/` (0750 root:Apache's group: how each worker ended, read by the
+/// request handler to explain a failed request). The runtime dir and each
+/// of its ancestors must be root's alone: root creates sockets and writes
+/// files there.
+pub fn prepare_runtime_dir(dir: &Path, apache_gid: u32, loader_files: &[(String, String)]) -> std::io::Result<()> {
+    if let Some(parent) = dir.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    root_dir(dir, 0o711, 0)?;
+    if !crate::config::access::root_controls(dir) {
+        return Err(std::io::Error::other(
+            "it or a directory above it is writable by users other than root; use a directory only root can change (ProcdRuntimeDir)",
+        ));
+    }
+    let loaders = dir.join("loaders");
+    root_dir(&loaders, 0o755, 0)?;
+    for (file, source) in loader_files {
+        let tmp = loaders.join(format!(".{file}.tmp"));
+        let _ = std::fs::remove_file(&tmp);
+        std::fs::write(&tmp, source)?;
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644))?;
+        std::fs::rename(&tmp, loaders.join(file))?;
+    }
+    root_dir(&dir.join(EXITS), 0o750, apache_gid)?;
+    // Sockets of generations of a previous manager (killed, or httpd
+    // killed) are stale; nothing else lives there.
+    let generations = dir.join(GENERATIONS);
+    root_dir(&generations, 0o711, 0)?;
+    for entry in std::fs::read_dir(&generations)?.flatten() {
+        let _ = std::fs::remove_file(entry.path());
+    }
+    Ok(())
+}
+
+/// A listening socket only root and Apache's group (its child user) may
+/// connect to.
+pub fn bind_socket(path: &Path, gid: u32) -> std::io::Result<UnixListener> {
+    let listener = UnixListener::bind(path)?;
+    nix::unistd::chown(path, Some(nix::unistd::Uid::from_raw(0)), Some(nix::unistd::Gid::from_raw(gid)))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
+    Ok(listener)
+}
