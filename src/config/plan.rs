@@ -27,6 +27,13 @@ pub struct Plan {
     /// The build of the module that made this plan.
     #[serde(default)]
     pub build: String,
+    /// The control protocol's version (`protocol::control::VERSION`).
+    #[serde(default = "first_version")]
+    pub version: u32,
+}
+
+fn first_version() -> u32 {
+    1
 }
 
 /// Identifies this build of the module: version plus a hash of the loaders
@@ -71,6 +78,11 @@ pub struct GroupPlan {
     /// `SCRIPT_FILENAME`. Empty: no per-file scripts (mounted `app=` only).
     #[serde(default)]
     pub script_roots: Vec<String>,
+    #[serde(default)]
+    pub request_timeout_ms: u64,
+    /// `maximum-requests=` (0: never).
+    #[serde(default)]
+    pub maximum_requests: u64,
 }
 
 /// How long a worker that cannot report readiness must stay up to count as
@@ -168,15 +180,11 @@ pub fn build_plan(views: &[ServerView<'_>], apache: &Identity, runtime_dir: &str
                 ("LOGNAME".to_string(), who.user.clone()),
                 ("LANG".to_string(), "C.UTF-8".to_string()),
             ];
-            env.push(("PROCD_REQUEST_TIMEOUT_MS".to_string(), g.request_timeout.as_millis().to_string()));
-            env.push(("PROCD_MAX_REQUESTS".to_string(), g.maximum_requests.to_string()));
             for (k, v) in &g.env {
                 env.retain(|(old, _)| old != k);
                 env.push((k.clone(), v.clone()));
             }
             let script_roots: Vec<String> = roots.get(&g.name).map(|r| r.iter().cloned().collect()).unwrap_or_default();
-            env.retain(|(k, _)| k != "PROCD_SCRIPT_ROOTS");
-            env.push(("PROCD_SCRIPT_ROOTS".to_string(), script_roots.join("\n")));
             groups.push(GroupPlan {
                 name: g.name.clone(),
                 language: g.language.clone(),
@@ -200,6 +208,8 @@ pub fn build_plan(views: &[ServerView<'_>], apache: &Identity, runtime_dir: &str
                     .map_or_else(|| usable_log(view.error_log.as_deref(), &main_log), |p| p.display().to_string()),
                 restart_file: g.restart_file.as_ref().map(|p| p.display().to_string()),
                 script_roots,
+                request_timeout_ms: g.request_timeout.as_millis() as u64,
+                maximum_requests: g.maximum_requests,
             });
         }
     }
@@ -210,28 +220,13 @@ pub fn build_plan(views: &[ServerView<'_>], apache: &Identity, runtime_dir: &str
         groups,
         loaders: LOADERS.iter().map(|(_, file, source)| (file.to_string(), source.to_string())).collect(),
         build: build_id(),
+        version: crate::protocol::control::VERSION,
     }
 }
-
-/// The largest plan the httpd parent sends and the manager accepts: far
-/// above what thousands of groups need (1,000 groups with 1 KB of `env=`
-/// each make about 1.5 MB), far below what could hurt the manager.
-pub const MAX_PLAN: usize = 64 << 20;
 
 /// Longest time any timer of the plan may be set to (a day is the largest
 /// the directives accept); more would overflow the manager's clocks.
 const MAX_TIMER_MS: u64 = 7 * 24 * 3600 * 1000;
-
-/// The control frame: u32 big-endian length, then the plan's TOML text.
-pub fn frame_plan(text: &str) -> Result<Vec<u8>, String> {
-    if text.len() > MAX_PLAN {
-        return Err(format!("the configuration is {} bytes, more than the {MAX_PLAN} the manager accepts", text.len()));
-    }
-    let mut frame = Vec::with_capacity(4 + text.len());
-    frame.extend_from_slice(&(text.len() as u32).to_be_bytes());
-    frame.extend_from_slice(text.as_bytes());
-    Ok(frame)
-}
 
 /// An absolute path without `..`, NUL or control characters.
 fn plain_absolute(path: &str) -> bool {
@@ -264,6 +259,13 @@ impl Plan {
     /// that overflow, absurd counts.
     pub fn validate(&self) -> Result<(), String> {
         let refuse = |why: String| Err(format!("refusing the configuration: {why}"));
+        if self.version > crate::protocol::control::VERSION {
+            return refuse(format!(
+                "it is version {} and this manager reads version {}: restart Apache fully (apachectl restart) to start the new manager",
+                self.version,
+                crate::protocol::control::VERSION
+            ));
+        }
         if !plain_absolute(&self.runtime_dir) || self.runtime_dir == "/" {
             return refuse(format!("runtime dir {:?} is not an absolute path", self.runtime_dir));
         }
@@ -371,6 +373,8 @@ mod tests {
             error_log: "/var/log/x.log".into(),
             restart_file: None,
             script_roots: vec![],
+            request_timeout_ms: 60000,
+            maximum_requests: 0,
         };
         let plan = |g: GroupPlan| Plan {
             runtime_dir: "/run/procd".into(),
@@ -397,6 +401,5 @@ mod tests {
         let mut p = plan(good);
         p.loaders = vec![("../../etc/cron.d/x".into(), String::new())];
         assert!(p.validate().is_err());
-        assert!(frame_plan(&"x".repeat(MAX_PLAN + 1)).is_err());
     }
 }

@@ -369,7 +369,7 @@ const SEND_PLAN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15
 fn send_plan(state: &ParentState) -> Result<(), String> {
     // SAFETY: see `start_manager`.
     let (fd, pid) = unsafe { ((*state.retained).control_fd, (*state.retained).manager_pid) };
-    let frame = crate::config::plan::frame_plan(&state.plan_text)?;
+    let frame = crate::protocol::control::encode(state.plan_text.as_bytes()).map_err(|e| e.to_string())?;
     if let Err(e) = super::os::send_all(fd, &frame, SEND_PLAN_TIMEOUT) {
         if pid > 0 {
             let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);

@@ -4,6 +4,7 @@
 //! Everything else (the manager's event loop, supervision) is safe Rust on
 //! top of these and of nix.
 
+use crate::protocol::launch::{LISTEN_FD, STATUS_FD};
 use nix::sys::signal::{SigSet, SigmaskHow, Signal, sigprocmask};
 use nix::unistd::{ForkResult, Gid, Pid, Uid, fork};
 use std::ffi::CString;
@@ -149,7 +150,7 @@ fn child_fail(what: &str, err: nix::Error) -> ! {
     // only safe ways out of a failed child after fork.
     unsafe {
         libc::write(2, msg.as_ptr().cast(), msg.len());
-        libc::_exit(127);
+        libc::_exit(crate::protocol::launch::EXIT_CANNOT_START);
     }
 }
 
@@ -168,7 +169,7 @@ pub fn spawn_worker(l: &Launch<'_>) -> nix::Result<Pid> {
             // worker never runs with a descriptor in the wrong place.
             let high = |fd: RawFd, what: &str| {
                 // SAFETY: F_DUPFD_CLOEXEC duplicates a descriptor we own.
-                let moved = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 5) };
+                let moved = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, STATUS_FD + 1) };
                 if moved < 0 {
                     child_fail(&format!("moving the {what} descriptor"), nix::Error::last());
                 }
@@ -186,8 +187,8 @@ pub fn spawn_worker(l: &Launch<'_>) -> nix::Result<Pid> {
                 (null, 0, "stdin"),
                 (output, 1, "stdout"),
                 (output, 2, "stderr"),
-                (listen, 3, "fd 3 (listening socket)"),
-                (status, 4, "fd 4 (status channel)"),
+                (listen, LISTEN_FD, "fd 3 (listening socket)"),
+                (status, STATUS_FD, "fd 4 (status channel)"),
             ] {
                 // SAFETY: placing our own descriptors at fixed numbers; dup2
                 // clears close-on-exec on the targets.
@@ -195,7 +196,7 @@ pub fn spawn_worker(l: &Launch<'_>) -> nix::Result<Pid> {
                     child_fail(&format!("placing {what}"), nix::Error::last());
                 }
             }
-            close_from(5);
+            close_from(STATUS_FD + 1);
             reset_signals();
             if let Err(e) = nix::unistd::setsid() {
                 child_fail("setsid", e);

@@ -16,7 +16,8 @@ which starts it as: python3 procd_wsgi.py, with
 A request whose connection Apache has closed already, or that waited in the
 queue longer than its PROCD_QUEUE_TIMEOUT_MS (both in the REQUEST), was
 answered 503 by Apache: it is dropped unrun, with one line on stderr.
-The protocol is described in src/protocol/PROTOCOL.md.
+The frames and the launch contract (descriptors, environment, READY/EOF,
+exit codes) are described in src/protocol/PROTOCOL.md.
 """
 
 import importlib.machinery

@@ -3,7 +3,7 @@
 //! says, then validated (`Plan::from_text`) and applied.
 
 use super::{EXIT_PANIC, Manager, id, log};
-use crate::config::plan::{MAX_PLAN, Plan};
+use crate::config::plan::Plan;
 use nix::errno::Errno;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
@@ -37,11 +37,10 @@ impl Manager {
                 return false;
             }
             if sender == Some(self.httpd.as_raw()) {
-                if self.control_buf.len() + n > MAX_PLAN + 4 {
-                    self.logs.manager("crit", id::MANAGER, "the control channel carries more than a plan; exiting");
+                if let Err(e) = self.control.push(&buf[..n]) {
+                    self.logs.manager("crit", id::MANAGER, &format!("{e}; exiting"));
                     crate::ffi::os::exit_now(EXIT_PANIC);
                 }
-                self.control_buf.extend_from_slice(&buf[..n]);
             } else if self.refused_logged.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
                 self.refused_logged = Some(Instant::now());
                 let who = sender.map_or("an unknown process".to_string(), |p| format!("pid {p}"));
@@ -55,21 +54,15 @@ impl Manager {
                 );
             }
         }
-        while self.control_buf.len() >= 4 {
-            let len = u32::from_be_bytes([
-                self.control_buf[0],
-                self.control_buf[1],
-                self.control_buf[2],
-                self.control_buf[3],
-            ]) as usize;
-            if len > MAX_PLAN {
-                self.logs.manager("crit", id::MANAGER, &format!("a control frame of {len} bytes; exiting"));
-                crate::ffi::os::exit_now(EXIT_PANIC);
-            }
-            if self.control_buf.len() < 4 + len {
-                break;
-            }
-            let frame: Vec<u8> = self.control_buf.drain(..4 + len).skip(4).collect();
+        loop {
+            let frame = match self.control.next_plan() {
+                Ok(Some(frame)) => frame,
+                Ok(None) => break,
+                Err(e) => {
+                    self.logs.manager("crit", id::MANAGER, &format!("{e}; exiting"));
+                    crate::ffi::os::exit_now(EXIT_PANIC);
+                }
+            };
             match std::str::from_utf8(&frame).map_err(|e| e.to_string()).and_then(Plan::from_text) {
                 Ok(plan) => self.apply(plan),
                 Err(e) => self.logs.manager("error", id::MANAGER, &log::escape(e.as_bytes())),

@@ -94,7 +94,7 @@ pub fn run(control: OwnedFd) -> ! {
             } else {
                 let mut msg = Vec::new();
                 let open = w.status.as_ref().is_some_and(|fd| read_some(fd, &mut msg, 4096));
-                if String::from_utf8_lossy(&msg).lines().any(|l| l.trim() == "READY") {
+                if crate::protocol::launch::says_ready(&msg) {
                     w.ready = true;
                     let name = w.group.clone();
                     m.maybe_promote(&name);

@@ -1,5 +1,5 @@
-//! Starting one worker: the launch contract (descriptors, environment)
-//! filled in for a group's plan, then fork+exec by `ffi::os`.
+//! Starting one worker: the launch contract (`protocol::launch`) filled
+//! in for a group's plan, then fork+exec by `ffi::os`.
 
 use crate::config::plan::GroupPlan;
 use crate::ffi::os::{Launch, spawn_worker};
@@ -22,19 +22,20 @@ pub fn start_worker(plan: &GroupPlan, gen_id: u64, listener: &UnixListener) -> R
         .map_err(|e| format!("socketpair: {e}"))?;
     let (out_read, out_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
     let argv = cstrings(plan.argv.clone())?;
-    let mut env: Vec<String> = plan.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    env.extend([
-        "LISTEN_FDS=1".to_string(),
-        "LISTEN_FDNAMES=procd".to_string(),
-        "PROCD_STATUS_FD=4".to_string(),
-        format!("PROCD_GROUP={}", plan.name),
-        format!("PROCD_GENERATION={gen_id}"),
-        format!("PROCD_PROTOCOL={}", plan.protocol),
-        format!("PROCD_THREADS={}", plan.threads),
-    ]);
-    if let Some(app) = &plan.app {
-        env.push(format!("PROCD_APP={app}"));
-    }
+    let contract = crate::protocol::launch::Worker {
+        group: &plan.name,
+        generation: gen_id,
+        protocol: &plan.protocol,
+        threads: plan.threads,
+        app: plan.app.as_deref(),
+        script_roots: &plan.script_roots,
+        request_timeout_ms: plan.request_timeout_ms,
+        maximum_requests: plan.maximum_requests,
+    };
+    let env: Vec<String> = crate::protocol::launch::environment(&plan.env, &contract)
+        .into_iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
     let env = cstrings(env)?;
     let home = CString::new(plan.home.clone()).map_err(|_| "a NUL byte in home=".to_string())?;
     let launch = Launch {

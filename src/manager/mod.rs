@@ -138,7 +138,7 @@ pub struct Manager {
     workers: HashMap<Pid, Worker>,
     logs: Logs,
     next_generation: u64,
-    control_buf: Vec<u8>,
+    control: crate::protocol::control::Decoder,
     /// Set once shutdown begins: exits are expected, nothing is replaced.
     stopping: bool,
     /// The httpd parent: the only process whose plans are applied.
@@ -161,7 +161,7 @@ impl Manager {
             workers: HashMap::new(),
             logs: Logs::new(),
             next_generation: 1,
-            control_buf: Vec::new(),
+            control: Default::default(),
             stopping: false,
             httpd: nix::unistd::getppid(),
             refused_logged: None,

@@ -6,6 +6,9 @@
 
 #![forbid(unsafe_code)]
 
+pub mod control;
+pub mod launch;
+
 pub const VERSION: u8 = 1;
 pub const MAX_FRAME: usize = 1 << 20;
 pub const MAX_HEADERS: usize = 100;
