@@ -161,6 +161,14 @@ pub fn root_controls(path: &Path) -> bool {
     chain_safe(path) && std::fs::canonicalize(path).is_ok_and(|real| chain_safe(&real))
 }
 
+/// Whether only root may create or replace entries in `dir` itself (no
+/// sticky exception: in /tmp anyone may plant a name) and only root
+/// controls the way to it.
+pub fn only_root_writes(dir: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    root_controls(dir) && std::fs::metadata(dir).is_ok_and(|m| m.uid() == 0 && m.mode() & 0o022 == 0)
+}
+
 /// Whether `who` may append to `path`: write the file as it is, or create
 /// and replace files in its directory (whatever the file is now: the user
 /// may change it at any time, and the manager checks it at run time).

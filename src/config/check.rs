@@ -184,7 +184,7 @@ fn check_group(g: &GroupConfig, table: &BTreeMap<String, Language>, apache_user:
                 path.display(),
                 parent.display()
             ));
-        } else if option == "error-log" && !crate::config::access::root_controls(parent) {
+        } else if option == "error-log" && !crate::config::access::only_root_writes(parent) {
             // Users other than root can change what this path names: the
             // manager opens it as the group's user, who must be able to.
             if let Err(why) = crate::config::access::check_appendable(path, &who) {

@@ -78,6 +78,10 @@ pub struct GroupPlan {
     /// `SCRIPT_FILENAME`. Empty: no per-file scripts (mounted `app=` only).
     #[serde(default)]
     pub script_roots: Vec<String>,
+    /// The extensions `LanguageHandler` maps to the group: a per-request
+    /// script must have one of them.
+    #[serde(default)]
+    pub script_extensions: Vec<String>,
     #[serde(default)]
     pub request_timeout_ms: u64,
     /// `maximum-requests=` (0: never).
@@ -134,6 +138,17 @@ fn script_roots(views: &[ServerView<'_>]) -> std::collections::BTreeMap<String, 
         set.retain(|d| d.starts_with('/') && !d.contains('\n'));
     }
     roots
+}
+
+/// The extensions every `LanguageHandler` of `group` maps, in any server.
+fn extensions(views: &[ServerView<'_>], group: &str) -> Vec<String> {
+    let all: std::collections::BTreeSet<String> = views
+        .iter()
+        .flat_map(|v| v.config.group_refs.iter())
+        .filter(|r| r.group == group)
+        .flat_map(|r| r.extensions.iter().cloned())
+        .collect();
+    all.into_iter().collect()
 }
 
 /// Builds the plan. `views` carry each server's error log; `servers[0]` is
@@ -208,6 +223,7 @@ pub fn build_plan(views: &[ServerView<'_>], apache: &Identity, runtime_dir: &str
                     .map_or_else(|| usable_log(view.error_log.as_deref(), &main_log), |p| p.display().to_string()),
                 restart_file: g.restart_file.as_ref().map(|p| p.display().to_string()),
                 script_roots,
+                script_extensions: extensions(views, &g.name),
                 request_timeout_ms: g.request_timeout.as_millis() as u64,
                 maximum_requests: g.maximum_requests,
             });
@@ -373,6 +389,7 @@ mod tests {
             error_log: "/var/log/x.log".into(),
             restart_file: None,
             script_roots: vec![],
+            script_extensions: vec![],
             request_timeout_ms: 60000,
             maximum_requests: 0,
         };

@@ -28,6 +28,8 @@ pub struct GroupRef {
     /// For `LanguageHandler`: where its files may be (its `<Directory>`,
     /// or `None`: the server's DocumentRoot).
     pub scripts_under: Option<Option<PathBuf>>,
+    /// For `LanguageHandler`: the extensions it maps to the group.
+    pub extensions: Vec<String>,
 }
 
 /// `LanguageMount /prefix GROUP`.
@@ -180,6 +182,7 @@ impl ServerConfig {
             directive: format!("LanguageMount {normal}"),
             origin: ctx.origin.clone(),
             scripts_under: None,
+            extensions: Vec::new(),
         });
         self.mounts.push(Mount { prefix: normal, group: group.clone(), origin: ctx.origin.clone() });
         self.mounts.sort_by_key(|m| std::cmp::Reverse(m.prefix.len()));
@@ -279,6 +282,7 @@ impl DirConfig {
                     directive: format!("LanguageHandler {}", exts.join(" ")),
                     origin: ctx.origin.clone(),
                     scripts_under: Some(ctx.directory.clone()),
+                    extensions: exts.iter().map(|e| e.to_ascii_lowercase()).collect(),
                 }])
             }
             "LinkRewrite" => {

@@ -371,8 +371,10 @@ fn send_plan(state: &ParentState) -> Result<(), String> {
     let (fd, pid) = unsafe { ((*state.retained).control_fd, (*state.retained).manager_pid) };
     let frame = crate::protocol::control::encode(state.plan_text.as_bytes()).map_err(|e| e.to_string())?;
     if let Err(e) = super::os::send_all(fd, &frame, SEND_PLAN_TIMEOUT) {
+        // SIGTERM: the manager stops its groups (bounded, a few seconds)
+        // and exits; its death starts a new one.
         if pid > 0 {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM);
         }
         return Err(format!(
             "cannot send the configuration ({} bytes) to the manager (pid {pid}): {e}; the manager is restarted with it",
@@ -402,7 +404,7 @@ fn register_manager(state: *mut ParentState) {
 fn launch(state: *mut ParentState) {
     // SAFETY: `state` is the pconf-owned ParentState of this generation.
     let st = unsafe { &*state };
-    if let Err(e) = start_manager(st).and_then(|()| send_plan(st)) {
+    if let Err(e) = start_manager(st) {
         log_server(
             Some(st.main),
             Level::Crit,
@@ -410,6 +412,11 @@ fn launch(state: *mut ParentState) {
         );
         return;
     }
+    if let Err(e) = send_plan(st) {
+        log_server(Some(st.main), Level::Crit, &format!("{}: {e}", msg::MANAGER));
+    }
+    // Registered whenever it was forked: its death (also one send_plan
+    // caused) starts a new manager.
     register_manager(state);
 }
 

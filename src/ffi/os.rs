@@ -9,6 +9,7 @@ use nix::sys::signal::{SigSet, SigmaskHow, Signal, sigprocmask};
 use nix::unistd::{ForkResult, Gid, Pid, Uid, fork};
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
 
 /// Closes every descriptor from `first` up (Linux close_range, with a
 /// /proc/self/fd walk as fallback for old kernels).
@@ -76,7 +77,7 @@ pub fn fork_manager(control: BorrowedFd<'_>) -> nix::Result<Forked> {
             let _ = nix::sys::prctl::set_pdeathsig(Some(Signal::SIGTERM));
             if nix::unistd::getppid() != parent {
                 // httpd died between fork and prctl.
-                std::process::exit(0);
+                exit_now(0);
             }
             // SAFETY: fd 3 is ours (dup2 above) and nothing else owns it.
             Ok(Forked::Manager(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(3) }))
@@ -142,6 +143,8 @@ pub struct Launch<'a> {
     pub status: BorrowedFd<'a>,
     /// Becomes fds 1 and 2.
     pub output: BorrowedFd<'a>,
+    /// The `cgroup.procs` of the generation's cgroup, entered before exec.
+    pub cgroup_procs: Option<&'a CString>,
 }
 
 fn child_fail(what: &str, err: nix::Error) -> ! {
@@ -200,6 +203,20 @@ pub fn spawn_worker(l: &Launch<'_>) -> nix::Result<Pid> {
             reset_signals();
             if let Err(e) = nix::unistd::setsid() {
                 child_fail("setsid", e);
+            }
+            if let Some(procs) = l.cgroup_procs {
+                // Still root here: enter the generation's cgroup, which the
+                // worker's user cannot leave.
+                let entered = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(std::path::Path::new(std::ffi::OsStr::from_bytes(procs.as_bytes())))
+                    .and_then(|mut f| std::io::Write::write_all(&mut f, b"0"));
+                if let Err(e) = entered {
+                    child_fail(
+                        "entering the generation's cgroup",
+                        nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+                    );
+                }
             }
             if l.uid == 0 || l.gid == 0 || l.groups.contains(&0) {
                 child_fail("refusing to run a worker with uid or gid 0", nix::Error::EPERM);

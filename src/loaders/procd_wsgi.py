@@ -68,7 +68,9 @@ def abandoned(sock, environ):
     queued_at, timeout = environ.get("PROCD_QUEUED_AT_MS", ""), environ.get("PROCD_QUEUE_TIMEOUT_MS", "")
     if queued_at.isdigit() and timeout.isdigit():
         waited = int(time.time() * 1000) - int(queued_at)
-        if waited > int(timeout):
+        # Apache answers 503 at the deadline and closes just after: a
+        # request read in that last moment counts as too old as well.
+        if waited >= int(timeout) - 5:
             return "it waited %d ms in the queue, longer than queue-timeout (%s ms): Apache answered 503" % (
                 waited, timeout)
     return None
@@ -294,6 +296,7 @@ class Applications:
         # socket must not make it load any other file.
         roots = os.environ.get("PROCD_SCRIPT_ROOTS", "")
         self.roots = [os.path.realpath(r) for r in roots.split("\n") if r.startswith("/")]
+        self.extensions = tuple(e for e in os.environ.get("PROCD_SCRIPT_EXTS", "").split() if e.startswith("."))
         self.cache = {}
         self.lock = threading.Lock()
         self.mounted = self.load(app_path) if app_path else None
@@ -317,11 +320,18 @@ class Applications:
         if self.mounted is not None:
             return self.mounted
         path = environ.get("SCRIPT_FILENAME", "")
+        # Checked and then loaded by its resolved name: a link swapped in
+        # between cannot redirect the load.
         real = os.path.realpath(path)
         if not any(real == r or real.startswith(r.rstrip("/") + "/") for r in self.roots):
             raise PermissionError(
                 "refusing to load %r: it is not under a directory where this group is named by "
                 "LanguageHandler (%s)" % (path, ", ".join(self.roots) or "none"))
+        if not os.path.basename(real).lower().endswith(self.extensions or ("\0",)):
+            raise PermissionError(
+                "refusing to load %r: its name does not end with an extension LanguageHandler maps to "
+                "this group (%s)" % (path, " ".join(self.extensions) or "none"))
+        path = real
         mtime = os.stat(path).st_mtime
         with self.lock:
             cached = self.cache.get(path)

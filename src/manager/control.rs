@@ -15,7 +15,8 @@ impl Manager {
     pub(super) fn read_control(&mut self, control: &OwnedFd) -> bool {
         use nix::sys::socket::{ControlMessageOwned, MsgFlags, UnixCredentials, recvmsg};
         let mut buf = vec![0u8; 65536];
-        loop {
+        // At most 1 MiB a round: a flood on the channel cannot hold the loop.
+        for _ in 0..16 {
             let mut space = nix::cmsg_space!(UnixCredentials);
             let mut iov = [std::io::IoSliceMut::new(&mut buf)];
             let (n, sender) =

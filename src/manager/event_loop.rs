@@ -40,12 +40,19 @@ pub fn run(control: OwnedFd) -> ! {
         crate::ffi::os::exit_now(EXIT_STARTUP_FAILURE);
     };
     set_nonblocking(&control);
+    // Files the manager creates are never writable by others, not even in
+    // the moment before their mode is set.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o027));
+    let mut control = Some(control);
     let mut last_tick = Instant::now();
     loop {
         // Worker fds to watch, in a fixed order for this round.
         let mut watched: Vec<(Pid, bool)> = Vec::new();
+        // (A closed control channel is watched as no event at all.)
+        let control_events = if control.is_some() { PollFlags::POLLIN } else { PollFlags::empty() };
+        let control_fd = control.as_ref().map_or(signals.as_fd(), |c| c.as_fd());
         let mut fds: Vec<PollFd> =
-            vec![PollFd::new(signals.as_fd(), PollFlags::POLLIN), PollFd::new(control.as_fd(), PollFlags::POLLIN)];
+            vec![PollFd::new(signals.as_fd(), PollFlags::POLLIN), PollFd::new(control_fd, control_events)];
         for (pid, w) in &m.workers {
             if let Some(fd) = &w.output {
                 fds.push(PollFd::new(fd.as_fd(), PollFlags::POLLIN));
@@ -70,8 +77,20 @@ pub fn run(control: OwnedFd) -> ! {
                 }
             }
         }
-        if ready[1] && !m.read_control(&control) {
-            m.shutdown("httpd has exited");
+        if ready[1] && control.as_ref().is_some_and(|c| !m.read_control(c)) {
+            if !m.httpd_alive() {
+                m.shutdown("httpd has exited");
+            }
+            // httpd lives, so another holder of the channel (a process some
+            // module forked from httpd without exec) closed it: the groups
+            // keep running; httpd's next plan fails to send, and it then
+            // starts a new manager.
+            control = None;
+            m.logs.manager(
+                "crit",
+                id::REFUSED,
+                "the control channel was closed while httpd runs (by a process other than httpd that holds a copy); groups keep running, and the next graceful restart starts a new manager",
+            );
         }
         for (i, (pid, is_output)) in watched.into_iter().enumerate() {
             if !ready[i + 2] {

@@ -17,7 +17,16 @@ fn cstrings(items: impl IntoIterator<Item = String>) -> Result<Vec<CString>, Str
 }
 
 /// Forks and execs one worker of `plan` on `listener`.
-pub fn start_worker(plan: &GroupPlan, gen_id: u64, listener: &UnixListener) -> Result<(Pid, OwnedFd, OwnedFd), String> {
+pub fn start_worker(
+    plan: &GroupPlan,
+    gen_id: u64,
+    listener: &UnixListener,
+    cgroup: Option<&std::path::Path>,
+) -> Result<(Pid, OwnedFd, OwnedFd), String> {
+    let cgroup_procs = cgroup
+        .map(|dir| CString::new(dir.join("cgroup.procs").into_os_string().into_encoded_bytes()))
+        .transpose()
+        .map_err(|_| "a NUL byte in the cgroup path".to_string())?;
     let (ours, theirs) = socketpair(AddressFamily::Unix, SockType::Stream, None, SockFlag::SOCK_CLOEXEC)
         .map_err(|e| format!("socketpair: {e}"))?;
     let (out_read, out_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
@@ -29,6 +38,7 @@ pub fn start_worker(plan: &GroupPlan, gen_id: u64, listener: &UnixListener) -> R
         threads: plan.threads,
         app: plan.app.as_deref(),
         script_roots: &plan.script_roots,
+        script_extensions: &plan.script_extensions,
         request_timeout_ms: plan.request_timeout_ms,
         maximum_requests: plan.maximum_requests,
     };
@@ -48,6 +58,7 @@ pub fn start_worker(plan: &GroupPlan, gen_id: u64, listener: &UnixListener) -> R
         listen: listener.as_fd(),
         status: theirs.as_fd(),
         output: out_write.as_fd(),
+        cgroup_procs: cgroup_procs.as_ref(),
     };
     let pid = spawn_worker(&launch).map_err(|e| format!("fork: {e}"))?;
     drop(theirs);

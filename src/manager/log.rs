@@ -20,8 +20,10 @@ use std::path::Path;
 #[derive(Default)]
 pub struct Logs {
     files: BTreeMap<String, File>,
-    /// Who a log belongs to (the group that names it in `error-log=`).
-    owners: BTreeMap<String, (u32, u32)>,
+    /// Who a log belongs to (the group that names it in `error-log=`):
+    /// uid, gid and supplementary groups. Kept across configurations, so
+    /// that workers of a generation still draining write as their owner.
+    owners: BTreeMap<String, (u32, u32, Vec<u32>)>,
     /// Logs that could not be opened this generation: their lines go to
     /// the main log (the reason was logged once).
     failed: std::collections::BTreeSet<String>,
@@ -55,7 +57,7 @@ pub fn escape(bytes: &[u8]) -> String {
 }
 
 /// Opens a log for appending: no link followed, no blocking open, a
-/// regular file only.
+/// regular file with no other name (a hard link planted to another file).
 fn open_log(path: &str) -> std::io::Result<File> {
     let file = OpenOptions::new()
         .append(true)
@@ -63,8 +65,12 @@ fn open_log(path: &str) -> std::io::Result<File> {
         .mode(0o640)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
         .open(path)?;
-    if !file.metadata()?.file_type().is_file() {
+    let meta = file.metadata()?;
+    if !meta.file_type().is_file() {
         return Err(std::io::Error::other("not a regular file"));
+    }
+    if std::os::unix::fs::MetadataExt::nlink(&meta) > 1 {
+        return Err(std::io::Error::other("the file has other names (hard links)"));
     }
     Ok(file)
 }
@@ -72,10 +78,11 @@ fn open_log(path: &str) -> std::io::Result<File> {
 /// Opens `path` with the file-system identity of `uid`/`gid` (and no
 /// supplementary group of root's), then becomes root again. The manager is
 /// single-threaded, so nothing else runs meanwhile.
-fn open_log_as(path: &str, uid: u32, gid: u32) -> std::io::Result<File> {
+fn open_log_as(path: &str, uid: u32, gid: u32, groups: &[u32]) -> std::io::Result<File> {
     use nix::unistd::{Gid, Uid, getgroups, setfsgid, setfsuid, setgroups};
     let saved = getgroups().map_err(std::io::Error::from)?;
-    setgroups(&[Gid::from_raw(gid)]).map_err(std::io::Error::from)?;
+    let theirs: Vec<Gid> = std::iter::once(gid).chain(groups.iter().copied()).map(Gid::from_raw).collect();
+    setgroups(&theirs).map_err(std::io::Error::from)?;
     setfsgid(Gid::from_raw(gid));
     setfsuid(Uid::from_raw(uid));
     let opened = open_log(path);
@@ -105,26 +112,29 @@ impl Logs {
     /// next use, which also follows log rotation at each graceful restart).
     pub fn reset(&mut self, main: &str) {
         self.files.clear();
-        self.owners.clear();
         self.failed.clear();
         self.main = main.to_string();
     }
 
-    /// `path` is the log of a group running as `uid`/`gid`.
-    pub fn set_owner(&mut self, path: &str, uid: u32, gid: u32) {
+    /// `path` is the log of a group running as `uid`/`gid` with `groups`.
+    pub fn set_owner(&mut self, path: &str, uid: u32, gid: u32, groups: &[u32]) {
         if path != self.main {
-            self.owners.entry(path.to_string()).or_insert((uid, gid));
+            self.owners.insert(path.to_string(), (uid, gid, groups.to_vec()));
         }
     }
 
     /// Opens a log: as root where only root controls its directory (and
     /// for the main log, which Apache itself opens as root), else with its
-    /// group's credentials.
+    /// group's credentials; a log of nobody's in a directory others control
+    /// is not opened.
     fn open(&self, path: &str) -> std::io::Result<File> {
         let dir = Path::new(path).parent().unwrap_or(Path::new("/"));
+        if path == self.main || crate::config::access::only_root_writes(dir) {
+            return open_log(path);
+        }
         match self.owners.get(path) {
-            Some(&(uid, gid)) if !crate::config::access::root_controls(dir) => open_log_as(path, uid, gid),
-            _ => open_log(path),
+            Some((uid, gid, groups)) => open_log_as(path, *uid, *gid, groups),
+            None => Err(std::io::Error::other("users other than root can write its directory")),
         }
     }
 

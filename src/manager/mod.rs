@@ -28,6 +28,7 @@
 
 #![forbid(unsafe_code)]
 
+mod cgroup;
 mod control;
 mod event_loop;
 mod launch;
@@ -84,6 +85,7 @@ mod id {
     pub const REFUSED: &str = "PD0211";
     pub const OUTPUT_DROPPED: &str = "PD0212";
     pub const ORPHAN: &str = "PD0213";
+    pub const CGROUPS: &str = "PD0214";
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,6 +104,8 @@ struct Generation {
     phase: Phase,
     started: Instant,
     workers: Vec<Pid>,
+    /// The generation's cgroup, where cgroup v2 is available.
+    cgroup: Option<PathBuf>,
 }
 
 struct Worker {
@@ -148,6 +152,9 @@ pub struct Manager {
     /// Processes workers left behind, now our children: (group, generation)
     /// they end with.
     orphans: HashMap<Pid, (String, u64)>,
+    cgroups: cgroup::Cgroups,
+    /// Why there is no containment by cgroup, logged with the first plan.
+    no_cgroups: Option<String>,
 }
 
 /// The main log, for the panic hook (which cannot reach the manager).
@@ -155,6 +162,7 @@ static MAIN_LOG: std::sync::Mutex<String> = std::sync::Mutex::new(String::new())
 
 impl Manager {
     fn new() -> Manager {
+        let (cgroups, no_cgroups) = cgroup::Cgroups::new(nix::unistd::getppid().as_raw() as u32);
         Manager {
             plan: Plan::default(),
             groups: BTreeMap::new(),
@@ -166,6 +174,8 @@ impl Manager {
             httpd: nix::unistd::getppid(),
             refused_logged: None,
             orphans: HashMap::new(),
+            cgroups,
+            no_cgroups,
         }
     }
 
@@ -175,8 +185,17 @@ impl Manager {
         if let Ok(mut main) = MAIN_LOG.lock() {
             main.clone_from(&plan.main_error_log);
         }
+        if let Some(why) = self.no_cgroups.take() {
+            self.logs.manager(
+                "notice",
+                id::CGROUPS,
+                &format!(
+                    "no cgroup v2 containment ({why}): what workers leave running is found through the manager's subreaper, and may escape it by chains of daemons"
+                ),
+            );
+        }
         for g in &plan.groups {
-            self.logs.set_owner(&g.error_log, g.uid, g.gid);
+            self.logs.set_owner(&g.error_log, g.uid, g.gid, &g.groups);
         }
         #[cfg(debug_assertions)]
         if let Some(file) = std::env::var_os("PROCD_TEST_PANIC_ONCE") {
@@ -271,6 +290,7 @@ impl Manager {
             phase: Phase::Starting,
             started: Instant::now(),
             workers: Vec::new(),
+            cgroup: self.cgroups.create(name, gen_id),
         };
         if let Some(g) = self.groups.get_mut(name) {
             g.generations.push(generation);
@@ -288,7 +308,7 @@ impl Manager {
             return false;
         };
         let plan = &gen_.plan;
-        match start_worker(plan, gen_id, &gen_.listener) {
+        match start_worker(plan, gen_id, &gen_.listener, gen_.cgroup.as_deref()) {
             Ok((pid, status, output)) => {
                 let text = format!(
                     "generation {gen_id}: started worker pid {pid} as user {} ({})",
@@ -328,6 +348,9 @@ impl Manager {
     /// Kills a generation that never served and removes its socket.
     fn discard(&mut self, gen_: Generation) {
         self.kill_orphans_of(&gen_.plan.name, gen_.id, &gen_.plan.error_log);
+        if let Some(dir) = &gen_.cgroup {
+            self.cgroups.end(dir);
+        }
         for pid in &gen_.workers {
             signal_worker(*pid, Signal::SIGKILL);
             if let Some(w) = self.workers.get_mut(pid) {
@@ -459,6 +482,9 @@ impl Manager {
             &format!("generation {gen_id} has drained and stopped ({why})"),
         );
         self.kill_orphans_of(name, gen_id, &gen_.plan.error_log);
+        if let Some(dir) = &gen_.cgroup {
+            self.cgroups.end(dir);
+        }
     }
 
     fn drain_all(&mut self, name: &str, why: &str) {
@@ -609,7 +635,15 @@ impl Manager {
     }
 
     /// Timers: start-up timeouts, retries, drain deadlines, restart files.
+    /// Whether the httpd parent that forked this manager still runs.
+    fn httpd_alive(&self) -> bool {
+        nix::unistd::getppid() == self.httpd
+    }
+
     fn tick(&mut self) {
+        if !self.httpd_alive() {
+            self.shutdown("httpd has exited");
+        }
         let now = Instant::now();
         let names: Vec<String> = self.groups.keys().cloned().collect();
         for name in names {
@@ -749,6 +783,7 @@ impl Manager {
         // Groups that were removed and have fully drained.
         self.groups.retain(|_, g| g.plan.is_some() || !g.generations.is_empty());
         self.adopt_orphans();
+        self.cgroups.sweep();
     }
 
     /// Everything stops: `apachectl stop` or `graceful-stop`, or httpd is
@@ -795,6 +830,7 @@ impl Manager {
         for pid in own_children() {
             let _ = kill(pid, Signal::SIGKILL);
         }
+        self.cgroups.end_all();
         while !self.workers.is_empty() && start.elapsed() < policy::STOP_KILL_AFTER + policy::KILL_GRACE {
             self.reap();
             std::thread::sleep(Duration::from_millis(10));

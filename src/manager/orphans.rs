@@ -16,17 +16,30 @@ impl Manager {
     /// killed when that generation ends; one that belongs to no such
     /// generation is killed at once.
     pub(super) fn adopt_orphans(&mut self) {
+        let mut killed = Vec::new();
         for pid in own_children() {
             if self.workers.contains_key(&pid) || self.orphans.contains_key(&pid) {
                 continue;
             }
-            let uid = process_uid(pid);
-            let home = self.groups.iter().find_map(|(name, g)| {
-                g.generations
-                    .iter()
-                    .find(|x| x.phase == Phase::Serving && Some(x.plan.uid) == uid)
-                    .map(|x| (name.clone(), x.id, x.plan.error_log.clone()))
-            });
+            // Its cgroup says which generation it comes from; without
+            // cgroups, the generation serving for its user takes it.
+            let home = match self.cgroups.of(pid) {
+                Some(dir) => self.groups.iter().find_map(|(name, g)| {
+                    g.generations
+                        .iter()
+                        .find(|x| x.cgroup.as_ref() == Some(&dir))
+                        .map(|x| (name.clone(), x.id, x.plan.error_log.clone()))
+                }),
+                None => {
+                    let uid = process_uid(pid);
+                    self.groups.iter().find_map(|(name, g)| {
+                        g.generations
+                            .iter()
+                            .find(|x| x.phase == Phase::Serving && Some(x.plan.uid) == uid)
+                            .map(|x| (name.clone(), x.id, x.plan.error_log.clone()))
+                    })
+                }
+            };
             let what = process_name(pid);
             match home {
                 Some((group, generation, log)) => {
@@ -43,13 +56,21 @@ impl Manager {
                 }
                 None => {
                     signal_worker(pid, Signal::SIGKILL);
-                    self.logs.manager(
-                        "warn",
-                        id::ORPHAN,
-                        &format!("killed pid {pid} ({what}), left running by a worker whose group no longer serves"),
-                    );
+                    killed.push(format!("{pid} ({what})"));
                 }
             }
+        }
+        // One line a round, however many: a fork bomb does not flood the log.
+        if !killed.is_empty() {
+            self.logs.manager(
+                "warn",
+                id::ORPHAN,
+                &format!(
+                    "killed {} process(es) left running by workers whose group no longer serves: {}",
+                    killed.len(),
+                    killed.iter().take(5).cloned().collect::<Vec<_>>().join(", ")
+                ),
+            );
         }
     }
 

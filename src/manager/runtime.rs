@@ -47,15 +47,17 @@ fn root_dir(dir: &Path, mode: u32, gid: u32) -> std::io::Result<()> {
 /// of its ancestors must be root's alone: root creates sockets and writes
 /// files there.
 pub fn prepare_runtime_dir(dir: &Path, apache_gid: u32, loader_files: &[(String, String)]) -> std::io::Result<()> {
-    if let Some(parent) = dir.parent() {
-        std::fs::create_dir_all(parent)?;
-    }
-    root_dir(dir, 0o711, 0)?;
-    if !crate::config::access::root_controls(dir) {
+    // Checked before anything is created or changed in it: where only root
+    // controls the parent, nobody can swap the directory for a link between
+    // the check and the chown/chmod below.
+    let parent = dir.parent().unwrap_or(Path::new("/"));
+    std::fs::create_dir_all(parent)?;
+    if !crate::config::access::root_controls(parent) {
         return Err(std::io::Error::other(
-            "it or a directory above it is writable by users other than root; use a directory only root can change (ProcdRuntimeDir)",
+            "a directory above it is writable by users other than root; use a directory only root can change (ProcdRuntimeDir)",
         ));
     }
+    root_dir(dir, 0o711, 0)?;
     let loaders = dir.join("loaders");
     root_dir(&loaders, 0o755, 0)?;
     for (file, source) in loader_files {

@@ -27,6 +27,8 @@ pub struct Worker<'a> {
     pub app: Option<&'a str>,
     /// Directories whose files it may load per request.
     pub script_roots: &'a [String],
+    /// Extensions such a file must have.
+    pub script_extensions: &'a [String],
     pub request_timeout_ms: u64,
     /// Exit after this many requests (0: never).
     pub maximum_requests: u64,
@@ -44,6 +46,7 @@ pub fn environment(base: &[(String, String)], w: &Worker<'_>) -> Vec<(String, St
         ("PROCD_PROTOCOL", w.protocol.to_string()),
         ("PROCD_THREADS", w.threads.to_string()),
         ("PROCD_SCRIPT_ROOTS", w.script_roots.join("\n")),
+        ("PROCD_SCRIPT_EXTS", w.script_extensions.join(" ")),
         ("PROCD_REQUEST_TIMEOUT_MS", w.request_timeout_ms.to_string()),
         ("PROCD_MAX_REQUESTS", w.maximum_requests.to_string()),
     ];
@@ -79,6 +82,7 @@ mod tests {
             threads: 4,
             app: Some("/srv/app.wsgi"),
             script_roots: &roots,
+            script_extensions: &[],
             request_timeout_ms: 60000,
             maximum_requests: 0,
         };

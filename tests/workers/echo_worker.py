@@ -9,6 +9,8 @@ READY on the status channel fd 4, and answers each connection's one line:
   "spew MB"        -> writes MB MiB of 'x' lines to stderr, then answers
   "daemon"         -> starts a grandchild that leaves this worker's session
                       and process group and sleeps; answers its pid
+  "chain FILE"     -> starts a chain of daemons, each forking the next in a
+                      new session and exiting, each appending its pid to FILE
 When fd 4 reaches EOF (the manager drains this generation) it serves what is
 already queued on the socket, then exits 0.
 
@@ -30,6 +32,22 @@ def answer(conn, line):
         block = (b"x" * 1023 + b"\n") * 64
         for _ in range(int(line.split()[1]) * 16):
             os.write(2, block)
+    if line.startswith("chain"):
+        path = line.split()[1]
+        if os.fork() == 0:
+            conn.close()
+            while True:
+                try:
+                    os.setsid()
+                except OSError:
+                    pass
+                if os.fork() != 0:
+                    os._exit(0)
+                with open(path, "a") as f:
+                    f.write("%d\n" % os.getpid())
+                time.sleep(0.05)
+        conn.sendall(b"started\n")
+        return
     if line == "daemon":
         r, w = os.pipe()
         if os.fork() == 0:
