@@ -20,6 +20,9 @@ pub struct RunAs {
 pub struct GroupConfig {
     pub name: String,
     pub language: String,
+    /// What the language speaks, resolved once the language table is known
+    /// (`ServerConfig::resolve_protocols`, at post_config).
+    pub protocol: Option<super::languages::Protocol>,
     pub processes: ProcessRange,
     pub threads: u32,
     /// `None`: Apache's own `User`.
@@ -149,6 +152,7 @@ pub fn parse_group(args: &str, server_root: &Path, origin: Origin) -> Result<Gro
     let mut g = GroupConfig {
         name: name.clone(),
         language: String::new(),
+        protocol: None,
         processes: DEFAULT_PROCESSES,
         threads: DEFAULT_THREADS,
         user: None,

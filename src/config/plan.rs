@@ -53,7 +53,7 @@ pub fn build_id() -> String {
 pub struct GroupPlan {
     pub name: String,
     pub language: String,
-    pub protocol: String,
+    pub protocol: Protocol,
     /// Program (absolute path) and arguments; empty: no resident workers
     /// (cgi: one exec per request).
     pub argv: Vec<String>,
@@ -203,7 +203,7 @@ pub fn build_plan(views: &[ServerView<'_>], apache: &Identity, runtime_dir: &str
             groups.push(GroupPlan {
                 name: g.name.clone(),
                 language: g.language.clone(),
-                protocol: lang.protocol.name().to_string(),
+                protocol: lang.protocol,
                 argv,
                 user: who.user.clone(),
                 uid: who.uid,
@@ -372,7 +372,7 @@ mod tests {
         let good = GroupPlan {
             name: "shop".into(),
             language: "python".into(),
-            protocol: "procd".into(),
+            protocol: Protocol::Procd,
             argv: vec!["/usr/bin/python3".into()],
             user: "nobody".into(),
             uid: 65534,

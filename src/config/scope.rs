@@ -103,6 +103,15 @@ impl ServerConfig {
         }
     }
 
+    /// Notes on each group what its language speaks, from this server's
+    /// language table (built-ins plus `ProcdLanguages`).
+    pub fn resolve_protocols(&mut self) {
+        let Ok(table) = self.languages.table() else { return };
+        for g in self.groups.iter_mut().chain(self.inherited_groups.iter_mut()) {
+            g.protocol = table.get(&g.language).map(|l| l.protocol);
+        }
+    }
+
     /// All groups this server can use: its own and the main server's.
     pub fn visible_groups(&self) -> impl Iterator<Item = &GroupConfig> {
         self.groups.iter().chain(self.inherited_groups.iter())

@@ -523,6 +523,15 @@ unsafe extern "C" fn post_config(
         }
         // SAFETY: `main` is the live main server.
         let server = unsafe { Server::from_raw(main) };
+        let mut s = main;
+        while !s.is_null() {
+            // SAFETY: Apache's list of servers, merged; single-threaded here,
+            // and no view of these configs exists yet.
+            unsafe {
+                server_config(s).resolve_protocols();
+                s = (*s).next;
+            }
+        }
         let views = server_views(main, pconf);
         // SAFETY: pconf is the configuration pool.
         let (config, runtime_default) = unsafe {

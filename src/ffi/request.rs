@@ -8,7 +8,7 @@ use super::apache::{
 use super::module::server_config_of;
 use super::sys;
 use crate::config::scope::DirConfig;
-use crate::handler::{Client, Outcome, Target, proxy};
+use crate::handler::{Client, Outcome, Target, serve};
 use std::ffi::{c_char, c_int};
 use std::path::PathBuf;
 
@@ -353,8 +353,13 @@ pub unsafe extern "C" fn handler(r: *mut sys::request_rec) -> c_int {
             || PathBuf::from(unsafe { string_from(sys::ap_runtime_dir_relative(req.pool(), c"procd".as_ptr())) }),
             |d| d.clone(),
         );
+        let Some(protocol) = group.protocol else {
+            req.log(Level::Error, &format!("PD0303: group {group_name}: its language {} is not known", group.language));
+            return sys::HTTP_INTERNAL_SERVER_ERROR;
+        };
         let target = Target {
             group: group.name.clone(),
+            protocol,
             socket: runtime_dir.join(format!("{}.sock", group.name)),
             exits: runtime_dir.join(crate::manager::EXITS),
             queue_timeout: group.queue_timeout,
@@ -366,7 +371,7 @@ pub unsafe extern "C" fn handler(r: *mut sys::request_rec) -> c_int {
         // What the handler logs quotes a worker's text escaped already; no
         // control character reaches the log, whatever its origin.
         let escape = crate::protocol::escape_controls;
-        match proxy(&mut client, &target, env) {
+        match serve(&mut client, &target, env) {
             Outcome::Done => sys::OK,
             Outcome::Failed { status, retry_after, log } => {
                 req.log(Level::Error, &format!("PD0304: {}", escape(&log)));

@@ -1,15 +1,20 @@
-//! The Apache side of one request to a group: connect to the group's
-//! socket, exchange frames (see src/protocol/PROTOCOL.md), stream the
-//! answer to the client, and turn every failure into a status and one log
-//! line that says what happened and what to do.
+//! The Apache side of one request to a group: what every protocol shares
+//! (the [`Client`] Apache is reached through, the [`Target`] group, the
+//! [`Outcome`] and its failures, connecting within the queue timeout,
+//! explaining a worker's death, checking Content-Length), and one backend
+//! per protocol, chosen by [`serve`]: `procd` (the framed protocol of
+//! src/protocol/PROTOCOL.md) today; FastCGI, CGI and HTTP next.
 //!
 //! Safe Rust: Apache is reached only through the [`Client`] trait, which the
 //! FFI layer implements over `request_rec`.
 
 #![forbid(unsafe_code)]
 
-use crate::protocol::{EnvBuilder, Frame, ProtocolError, decode, encode, escape_log_bounded};
-use std::io::{ErrorKind, Read, Write};
+mod procd;
+
+use crate::config::languages::Protocol;
+
+use crate::protocol::escape_log_bounded;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -38,6 +43,8 @@ pub trait Client {
 /// Where and how to reach a group.
 pub struct Target {
     pub group: String,
+    /// What its workers speak.
+    pub protocol: Protocol,
     pub socket: PathBuf,
     /// `RUNTIME/exits`: how workers ended (written by the manager).
     pub exits: PathBuf,
@@ -56,64 +63,27 @@ pub enum Outcome {
     Cut { log: String },
 }
 
-/// How often Apache asks the kernel whether a worker took a queued request.
-const QUEUE_POLL: Duration = Duration::from_millis(100);
-
-/// Largest body chunk relayed in one BODY frame.
-const BODY_CHUNK: usize = 256 << 10;
-
-/// Bytes read from the worker, with one reusable read buffer per request.
-struct Inbox {
-    buf: Vec<u8>,
-    chunk: Vec<u8>,
-}
-
-fn read_frame(stream: &mut UnixStream, inbox: &mut Inbox, deadline: Instant) -> Result<Frame, ReadError> {
-    let Inbox { buf, chunk } = inbox;
-    loop {
-        match decode(buf) {
-            Ok(Some((frame, used))) => {
-                buf.drain(..used);
-                return Ok(frame);
-            }
-            Ok(None) => {}
-            Err(e) => return Err(ReadError::Protocol(e)),
-        }
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(ReadError::Timeout);
-        }
-        let _ = stream.set_read_timeout(Some(left.max(Duration::from_millis(1))));
-        match stream.read(chunk) {
-            Ok(0) => return Err(ReadError::Closed),
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                return Err(ReadError::Timeout);
-            }
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(_) => return Err(ReadError::Io),
-        }
+/// Sends one request to `target`'s group with the backend of its protocol
+/// and streams the answer to `client`.
+pub fn serve(client: &mut dyn Client, target: &Target, env: Vec<u8>) -> Outcome {
+    match target.protocol {
+        Protocol::Procd => procd::proxy(client, target, env),
+        other => Outcome::Failed {
+            status: 500,
+            retry_after: None,
+            log: format!(
+                "group {}: its language speaks {}, which this build of mod_procd cannot serve requests with yet",
+                target.group,
+                other.name()
+            ),
+        },
     }
-}
-
-enum ReadError {
-    Timeout,
-    Closed,
-    /// A read error other than a timeout: the worker's side is gone too.
-    Io,
-    Protocol(ProtocolError),
-}
-
-fn send(stream: &mut UnixStream, frame: &Frame) -> std::io::Result<()> {
-    let mut out = Vec::new();
-    encode(frame, &mut out);
-    stream.write_all(&out)
 }
 
 /// How the manager says a worker of `group` ended, waiting briefly for the
 /// record. `pid` is what the worker claimed in its HELLO: a record of
 /// another group's worker (a pid a hostile worker borrowed) is not it.
-fn worker_fate(exits: &Path, group: &str, pid: u32) -> String {
+pub(super) fn worker_fate(exits: &Path, group: &str, pid: u32) -> String {
     let file = exits.join(pid.to_string());
     let deadline = Instant::now() + Duration::from_millis(500);
     loop {
@@ -133,7 +103,7 @@ fn worker_fate(exits: &Path, group: &str, pid: u32) -> String {
 
 /// A worker of `group` that died since `since`, as "worker pid P HOW": for a
 /// connection that closed before its worker's first frame.
-fn recent_death(exits: &Path, group: &str, since: std::time::SystemTime) -> Option<String> {
+pub(super) fn recent_death(exits: &Path, group: &str, since: std::time::SystemTime) -> Option<String> {
     // File times come from the kernel's coarse clock, a few ms behind.
     let since = since - Duration::from_millis(20);
     let deadline = Instant::now() + Duration::from_millis(500);
@@ -156,7 +126,7 @@ fn recent_death(exits: &Path, group: &str, since: std::time::SystemTime) -> Opti
     }
 }
 
-enum ConnectError {
+pub(super) enum ConnectError {
     /// The listen backlog stayed full until the deadline.
     QueueFull,
     Io(std::io::Error),
@@ -165,7 +135,7 @@ enum ConnectError {
 /// Connects to a group's socket without ever blocking: a full listen
 /// backlog (EAGAIN) is retried after a short sleep until `deadline`. (A
 /// blocking connect waits for room in the backlog for as long as it takes.)
-fn connect_within(path: &Path, deadline: Instant) -> Result<UnixStream, ConnectError> {
+pub(super) fn connect_within(path: &Path, deadline: Instant) -> Result<UnixStream, ConnectError> {
     use nix::errno::Errno;
     use nix::sys::socket::{AddressFamily, SockFlag, SockType, UnixAddr, connect, socket};
     use std::os::fd::AsRawFd;
@@ -195,283 +165,14 @@ fn connect_within(path: &Path, deadline: Instant) -> Result<UnixStream, ConnectE
 }
 
 /// Milliseconds since the epoch (the clock the worker compares with).
-fn epoch_ms(t: std::time::SystemTime) -> u128 {
+pub(super) fn epoch_ms(t: std::time::SystemTime) -> u128 {
     t.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis())
-}
-
-/// Sends one request to `target` and streams the answer to `client`.
-pub fn proxy(client: &mut dyn Client, target: &Target, mut env: Vec<u8>) -> Outcome {
-    let g = &target.group;
-    let started = std::time::SystemTime::now();
-    let unavailable = |log: String| Outcome::Failed { status: 503, retry_after: Some(5), log };
-    // queue-timeout bounds all the waiting for a worker: the connect, and
-    // the wait for the worker's first frame.
-    let queue_timeout = target.queue_timeout.max(Duration::from_millis(50));
-    let queue_deadline = Instant::now() + queue_timeout;
-    // A worker that takes the request after this deadline (Apache has
-    // answered 503 by then) drops it unrun: see PROTOCOL.md.
-    let mut extra = EnvBuilder::default();
-    extra.add(b"PROCD_QUEUED_AT_MS", epoch_ms(started).to_string().as_bytes());
-    extra.add(b"PROCD_QUEUE_TIMEOUT_MS", queue_timeout.as_millis().to_string().as_bytes());
-    env.extend_from_slice(&extra.finish());
-    let mut stream = match connect_within(&target.socket, queue_deadline) {
-        Ok(s) => s,
-        Err(ConnectError::QueueFull) => {
-            return unavailable(format!(
-                "group {g}: its connection queue is full: for queue-timeout ({} s) no worker took a connection and the listen backlog of {} stayed full, so this request was not queued. Every worker is busy: add processes= or threads=, find what makes requests slow (the group's error log), or raise queue-timeout=",
-                queue_timeout.as_secs_f32(),
-                target.socket.display()
-            ));
-        }
-        Err(ConnectError::Io(e)) => {
-            return match e.kind() {
-                ErrorKind::NotFound => unavailable(format!(
-                    "group {g} is not running: {} does not exist. Right after a start it appears once the workers are ready; otherwise the group's error log says why its workers do not start",
-                    target.socket.display()
-                )),
-                ErrorKind::PermissionDenied => Outcome::Failed {
-                    status: 500,
-                    retry_after: None,
-                    log: format!(
-                        "Apache's user may not connect to {}: check the permissions of the runtime dir",
-                        target.socket.display()
-                    ),
-                },
-                _ => unavailable(format!("group {g}: cannot connect to {}: {e}", target.socket.display())),
-            };
-        }
-    };
-    let connected = Instant::now();
-    let mut buf = Inbox { buf: Vec::new(), chunk: vec![0; 32 << 10] };
-
-    // 1. The request waits in the socket until a worker accepts it...
-    let queue_left = queue_deadline.saturating_duration_since(connected).max(Duration::from_millis(1));
-    let _ = stream.set_write_timeout(Some(queue_left));
-    if let Err(e) = send(&mut stream, &Frame::Request { env }) {
-        return unavailable(format!("group {g}: cannot queue the request: {e}; the group is overloaded"));
-    }
-    let _ = stream.set_write_timeout(Some(target.request_timeout));
-
-    // 2. ...and the worker that does says HELLO. Its first frame (HELLO,
-    // sent with the worker's first answer) may come long after it took the
-    // request, so Apache also asks the kernel, every QUEUE_POLL, whether a
-    // worker has read the REQUEST: from then on request-timeout runs (it
-    // measures the application, not the time in the queue). Nobody took it
-    // within queue-timeout: 503.
-    let mut taken_at: Option<Instant> = None;
-    let pid = loop {
-        let until = match taken_at {
-            None => (Instant::now() + QUEUE_POLL).min(queue_deadline),
-            Some(taken) => taken + target.request_timeout,
-        };
-        match read_frame(&mut stream, &mut buf, until) {
-            Ok(Frame::Hello { pid }) => break pid,
-            Ok(other) => return bad_gateway(g, 0, &format!("expected HELLO, got {}", other.name())),
-            Err(ReadError::Timeout) if taken_at.is_none() => {
-                if matches!(crate::ffi::os::unread_by_peer(&stream), Ok(0)) {
-                    taken_at = Some(Instant::now());
-                } else if Instant::now() >= queue_deadline {
-                    return unavailable(format!(
-                        "group {g}: no worker became free within queue-timeout ({} s); the group is overloaded or its requests are slow: add processes= or threads=",
-                        queue_timeout.as_secs_f32()
-                    ));
-                }
-            }
-            Err(ReadError::Timeout) => {
-                return Outcome::Failed {
-                    status: 504,
-                    retry_after: None,
-                    log: format!(
-                        "group {g}: request-timeout ({} s) exceeded before the worker answered; the worker exits and the manager replaces it",
-                        target.request_timeout.as_secs_f32()
-                    ),
-                };
-            }
-            Err(ReadError::Closed | ReadError::Io) => {
-                // A worker took the request and ended before its first frame.
-                let late = taken_at.unwrap_or_else(Instant::now) + QUEUE_POLL * 2 >= queue_deadline;
-                let who = recent_death(&target.exits, g, started).unwrap_or_else(|| {
-                    if late {
-                        // Taken at about queue-timeout: the worker may have
-                        // found it too old and dropped it unrun.
-                        "a worker closed the connection without answering (it may have crashed, or taken the request just after queue-timeout and dropped it unrun: see the group's error log)".into()
-                    } else {
-                        "a worker closed the connection without answering (it may have crashed)".into()
-                    }
-                });
-                return bad_gateway_plain(format!("group {g}: {who} while handling this request"));
-            }
-            Err(ReadError::Protocol(e)) => return bad_gateway(g, 0, &e.to_string()),
-        }
-    };
-
-    // 3. Frames until END.
-    // request-timeout measures the application: from when a worker took the
-    // request, less the time spent waiting on the client (reading its body,
-    // writing and flushing to it), which moves the deadline on by as much.
-    // (Each of those waits is bounded by Apache's own Timeout.)
-    let mut deadline = taken_at.unwrap_or_else(Instant::now) + target.request_timeout;
-    let mut headers_sent = false;
-    // The worker's Content-Length, when the client is to get a body: the
-    // body it sends is held to it (`sent` bytes so far).
-    let mut declared: Option<u64> = None;
-    let mut sent: u64 = 0;
-    let mut bodiless = false;
-    let mut pulled = false;
-    let mut body_done = false;
-    let fail = |headers_sent: bool, status: u16, log: String| {
-        if headers_sent { Outcome::Cut { log } } else { Outcome::Failed { status, retry_after: None, log } }
-    };
-    let outcome = loop {
-        match read_frame(&mut stream, &mut buf, deadline) {
-            Ok(Frame::Pull { max }) => {
-                pulled = true;
-                let chunk = if body_done {
-                    Vec::new()
-                } else {
-                    let waiting = Instant::now();
-                    let read = client.read_body((max as usize).min(BODY_CHUNK));
-                    deadline += waiting.elapsed();
-                    match read {
-                        Ok(chunk) => chunk,
-                        Err(e) => {
-                            break fail(
-                                headers_sent,
-                                400,
-                                format!("group {g}: reading the request body from the client failed: {e}"),
-                            );
-                        }
-                    }
-                };
-                body_done = chunk.is_empty();
-                if send(&mut stream, &Frame::Body(chunk)).is_err() {
-                    break fail(
-                        headers_sent,
-                        502,
-                        format!(
-                            "group {g}: worker pid {pid} went away while reading the request body: {}",
-                            worker_fate(&target.exits, g, pid)
-                        ),
-                    );
-                }
-            }
-            Ok(Frame::Headers { status, mut headers }) if !headers_sent => {
-                let length = match content_length(&mut headers) {
-                    Ok(length) => length,
-                    Err(why) => break fail(false, 502, format!("group {g}: bad answer from worker pid {pid}: {why}")),
-                };
-                // 204 and 304 have no body; HEAD's Apache drops.
-                bodiless = status == 204 || status == 304;
-                if !bodiless && !client.head_only() {
-                    declared = length;
-                }
-                if !pulled {
-                    client.body_not_read();
-                }
-                client.start_response(status, &headers);
-                headers_sent = true;
-            }
-            Ok(Frame::Data(data)) if headers_sent => {
-                if bodiless {
-                    continue;
-                }
-                let mut data = &data[..];
-                let room = declared.map(|limit| limit - sent);
-                let over = room.is_some_and(|room| data.len() as u64 > room);
-                if let (true, Some(room)) = (over, room) {
-                    data = &data[..room as usize];
-                }
-                sent += data.len() as u64;
-                let waiting = Instant::now();
-                let written = data.is_empty() || client.write(data);
-                deadline += waiting.elapsed();
-                if !written {
-                    break Outcome::Done; // the client left; closing tells the worker
-                }
-                if over {
-                    // Never more than the client was told: the rest would be
-                    // read as the next response on this connection.
-                    break Outcome::Cut {
-                        log: format!(
-                            "group {g}: worker pid {pid} sent more than its Content-Length ({sent}); the response was stopped there"
-                        ),
-                    };
-                }
-            }
-            Ok(Frame::Flush) if headers_sent => {
-                let waiting = Instant::now();
-                let flushed = client.flush();
-                deadline += waiting.elapsed();
-                if !flushed {
-                    break Outcome::Done;
-                }
-            }
-            Ok(Frame::End) if headers_sent => {
-                match declared {
-                    // Too short: the client would wait for the rest, or read
-                    // the next response as this body.
-                    Some(limit) if sent < limit => {
-                        break Outcome::Cut {
-                            log: format!(
-                                "group {g}: worker pid {pid} ended its response after it sent {sent} bytes of its Content-Length ({limit})"
-                            ),
-                        };
-                    }
-                    _ => break Outcome::Done,
-                }
-            }
-            Ok(Frame::Error(why)) => {
-                break fail(
-                    headers_sent,
-                    500,
-                    format!(
-                        "group {g}: the application failed in worker pid {pid}: \"{}\" (traceback in the group's error log)",
-                        escape_log_bounded(&why)
-                    ),
-                );
-            }
-            Ok(other) => {
-                let what = format!("unexpected {} frame (headers sent: {headers_sent})", other.name());
-                break fail(headers_sent, 502, format!("group {g}: malformed response from worker pid {pid}: {what}"));
-            }
-            Err(ReadError::Timeout) => {
-                break fail(
-                    headers_sent,
-                    504,
-                    format!(
-                        "group {g}: request-timeout ({} s) exceeded: worker pid {pid} did not finish in time; the worker exits and the manager replaces it",
-                        target.request_timeout.as_secs_f32()
-                    ),
-                );
-            }
-            Err(ReadError::Closed | ReadError::Io) => {
-                break fail(
-                    headers_sent,
-                    502,
-                    format!(
-                        "group {g}: worker pid {pid} {} while handling this request",
-                        worker_fate(&target.exits, g, pid)
-                    ),
-                );
-            }
-            Err(ReadError::Protocol(e)) => {
-                break fail(headers_sent, 502, format!("group {g}: malformed response from worker pid {pid}: {e}"));
-            }
-        }
-    };
-    if !pulled {
-        client.body_not_read();
-    }
-    if let Outcome::Cut { .. } = outcome {
-        client.abort();
-    }
-    outcome
 }
 
 /// The worker's `Content-Length`, checked, as one header: `None` if it sent
 /// none; an error (502 before anything is sent) if a value is not a plain
 /// decimal number or two values differ.
-fn content_length(headers: &mut Vec<(String, String)>) -> Result<Option<u64>, String> {
+pub(super) fn content_length(headers: &mut Vec<(String, String)>) -> Result<Option<u64>, String> {
     let mut found: Option<u64> = None;
     for (name, value) in headers.iter() {
         if !name.eq_ignore_ascii_case("content-length") {
@@ -494,14 +195,6 @@ fn content_length(headers: &mut Vec<(String, String)>) -> Result<Option<u64>, St
     Ok(found)
 }
 
-fn bad_gateway_plain(log: String) -> Outcome {
+pub(super) fn bad_gateway_plain(log: String) -> Outcome {
     Outcome::Failed { status: 502, retry_after: None, log }
-}
-
-fn bad_gateway(group: &str, pid: u32, why: &str) -> Outcome {
-    Outcome::Failed {
-        status: 502,
-        retry_after: None,
-        log: format!("group {group}: bad answer from worker pid {pid}: {why}"),
-    }
 }

@@ -34,7 +34,7 @@ pub fn start_worker(
     let contract = crate::protocol::launch::Worker {
         group: &plan.name,
         generation: gen_id,
-        protocol: &plan.protocol,
+        protocol: plan.protocol.name(),
         threads: plan.threads,
         app: plan.app.as_deref(),
         script_roots: &plan.script_roots,

@@ -255,8 +255,8 @@ impl Manager {
         let Some(plan) = self.groups.get(name).and_then(|g| g.plan.clone()) else {
             return;
         };
-        if plan.argv.is_empty() {
-            return; // cgi: no resident workers
+        if plan.protocol == crate::config::languages::Protocol::Cgi || plan.argv.is_empty() {
+            return; // one exec per request: no resident workers
         }
         if let Some(pos) = self.groups[name].generations.iter().position(|g| g.phase == Phase::Starting) {
             let gen_ = self.groups.get_mut(name).map(|g| g.generations.remove(pos));
