@@ -61,6 +61,18 @@ pub struct Language {
     pub package: Option<String>,
     /// Where it was defined: "built in" or "FILE".
     pub origin: String,
+    /// The loader shipped inside the module that `command` runs (built-in
+    /// languages of the procd protocol).
+    pub loader: Option<Loader>,
+}
+
+/// A loader: a small program in the language's own tongue, shipped inside
+/// the .so, written by the manager to `RUNTIME/loaders/FILE` and run by the
+/// language's interpreter (or `command=`), speaking PROTOCOL.md.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Loader {
+    pub file: &'static str,
+    pub source: &'static str,
 }
 
 fn builtin(name: &str, protocol: Protocol, command: Option<&str>, exts: &[&str], package: Option<&str>) -> Language {
@@ -71,14 +83,27 @@ fn builtin(name: &str, protocol: Protocol, command: Option<&str>, exts: &[&str],
         extensions: exts.iter().map(|e| e.to_string()).collect(),
         package: package.map(str::to_string),
         origin: "built in".into(),
+        loader: None,
     }
+}
+
+/// Adding a language on an existing protocol: its loader file under
+/// src/loaders/, one line here, and a test file.
+const PYTHON_LOADER: Loader = Loader { file: "procd_wsgi.py", source: include_str!("../loaders/procd_wsgi.py") };
+
+/// The loaders every built-in language ships, once each.
+pub fn shipped_loaders() -> Vec<Loader> {
+    builtin_languages().into_iter().filter_map(|l| l.loader).collect()
 }
 
 /// The languages mod_procd knows without any `ProcdLanguages` file.
 pub fn builtin_languages() -> Vec<Language> {
     use Protocol::*;
     vec![
-        builtin("python", Procd, Some("python3"), &[".wsgi", ".py"], Some("python3")),
+        Language {
+            loader: Some(PYTHON_LOADER),
+            ..builtin("python", Procd, Some("python3"), &[".wsgi", ".py"], Some("python3"))
+        },
         builtin("ruby", Procd, Some("ruby"), &[".ru"], Some("ruby")),
         builtin("perl", Procd, Some("perl"), &[".psgi"], Some("perl")),
         builtin("php", Fastcgi, Some("php-cgi"), &[".php"], Some("php-cgi")),
@@ -204,6 +229,7 @@ impl LanguageOverrides {
                         extensions: Vec::new(),
                         package: None,
                         origin: file.path.clone(),
+                        loader: None,
                     },
                 };
                 let mut lang = lang;

@@ -5,7 +5,7 @@
 use super::access::Identity;
 use super::access::{WORKER_PATH, find_program};
 use super::check::{ServerView, group_identity};
-use super::languages::Protocol;
+use super::languages::{Language, Protocol, shipped_loaders};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -40,8 +40,8 @@ fn first_version() -> u32 {
 /// and protocol description (what must match between Apache and workers).
 pub fn build_id() -> String {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for (_, _, source) in LOADERS {
-        for b in source.bytes().chain(include_str!("../protocol/PROTOCOL.md").bytes()) {
+    for loader in shipped_loaders() {
+        for b in loader.source.bytes().chain(include_str!("../protocol/PROTOCOL.md").bytes()) {
             h = (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
         }
     }
@@ -93,14 +93,9 @@ pub struct GroupPlan {
 /// started.
 pub const SETTLE_MS: u64 = 1000;
 
-/// Loaders shipped inside the module, by language: (file name, source).
-/// The manager writes them to `RUNTIME/loaders/` and the language's
-/// interpreter (or `command=`) runs them.
-pub const LOADERS: &[(&str, &str, &str)] = &[("python", "procd_wsgi.py", include_str!("../loaders/procd_wsgi.py"))];
-
-/// Where the loader of `language` lives under the runtime dir, if it has one.
-pub fn loader_path(runtime_dir: &str, language: &str) -> Option<String> {
-    LOADERS.iter().find(|(l, _, _)| *l == language).map(|(_, file, _)| format!("{runtime_dir}/loaders/{file}"))
+/// Where a language's loader lives under the runtime dir, if it has one.
+fn loader_path(runtime_dir: &str, lang: &Language) -> Option<String> {
+    lang.loader.map(|l| format!("{runtime_dir}/loaders/{}", l.file))
 }
 
 /// Where the error log of a server goes for workers' output: a file path,
@@ -174,7 +169,7 @@ pub fn build_plan(views: &[ServerView<'_>], apache: &Identity, runtime_dir: &str
             };
             // Built-in languages run their shipped loader; command= replaces
             // only the interpreter (e.g. a virtualenv's python).
-            if let (false, Some(loader)) = (argv.is_empty(), loader_path(runtime_dir, &g.language)) {
+            if let (false, Some(loader)) = (argv.is_empty(), loader_path(runtime_dir, lang)) {
                 argv.push(loader);
             }
             let home = g.home.as_ref().map_or_else(
@@ -234,7 +229,7 @@ pub fn build_plan(views: &[ServerView<'_>], apache: &Identity, runtime_dir: &str
         main_error_log: main_log,
         socket_gid: apache.gid,
         groups,
-        loaders: LOADERS.iter().map(|(_, file, source)| (file.to_string(), source.to_string())).collect(),
+        loaders: shipped_loaders().iter().map(|l| (l.file.to_string(), l.source.to_string())).collect(),
         build: build_id(),
         version: crate::protocol::control::VERSION,
     }
