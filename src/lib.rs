@@ -7,10 +7,12 @@
 //! - `config`: directive parsing, merging and validation, in safe Rust.
 //! - `manager`: the process manager forked from httpd, in safe Rust.
 
-#![cfg_attr(test, allow(dead_code))]
+#![cfg_attr(any(test, feature = "fuzzing"), allow(dead_code))]
 
 mod config;
 mod ffi;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzz_api;
 mod handler;
 mod manager;
 mod protocol;

@@ -4,15 +4,18 @@
 //! - `apache`: the thin safe layer (pools, strings, logging, panic guard).
 //! - `module`: the module record, directive table and hook functions.
 //! - `os`: fork/exec and other process primitives that are unsafe calls.
+//!
+//! Tests and fuzz builds (`feature = "fuzzing"`) leave out everything that
+//! references Apache symbols, so that they link without httpd.
 
-#[cfg(not(test))]
+#[cfg(not(any(test, feature = "fuzzing")))]
 mod apache;
-#[cfg(not(test))]
+#[cfg(not(any(test, feature = "fuzzing")))]
 mod filter;
-#[cfg(not(test))]
+#[cfg(not(any(test, feature = "fuzzing")))]
 pub mod module;
 pub mod os;
-#[cfg(not(test))]
+#[cfg(not(any(test, feature = "fuzzing")))]
 mod request;
-#[cfg(not(test))]
+#[cfg(not(any(test, feature = "fuzzing")))]
 mod sys;
