@@ -105,6 +105,7 @@ pub fn directives(data: &[u8]) {
     let mut outer = DirConfig::default();
     let mut inner = DirConfig::default();
     let mut ctx = DirectiveContext {
+        directory: None,
         origin: Origin { file: "fuzz.conf".into(), line: 0 },
         in_vhost: false,
         in_section: false,
@@ -323,6 +324,7 @@ pub fn rewrite_headers(data: &[u8]) {
     let mut lines: Vec<&[u8]> = rest.split(|b| *b == b'\n').collect();
     let value: String = lines.pop().unwrap_or_default().iter().map(|b| char::from(*b)).collect();
     let ctx = DirectiveContext {
+        directory: None,
         origin: Origin { file: "fuzz.conf".into(), line: 1 },
         in_vhost: false,
         in_section: false,
