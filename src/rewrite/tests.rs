@@ -361,3 +361,98 @@ fn css_urls_are_rewritten_when_asked() {
         assert_eq!(rw_css(Body::Html { css: true }, &page, 2), page);
     }
 }
+
+/// Pages built to hit super-linear paths: a huge run of `&` in a URL
+/// attribute (closed or not), `&` with the `;` far away, unclosed tags,
+/// attribute values, comments and CSS `url(`; and a normal page of links
+/// for comparison. `size` is the page size in bytes (roughly).
+fn adversarial_pages() -> Vec<(&'static str, Body, fn(usize) -> Vec<u8>)> {
+    fn fill(head: &str, unit: &str, tail: &str, size: usize) -> Vec<u8> {
+        let n = size.saturating_sub(head.len() + tail.len()) / unit.len();
+        [head.as_bytes(), &unit.as_bytes().repeat(n), tail.as_bytes()].concat()
+    }
+    let css = Body::Html { css: true };
+    vec![
+        ("links (normal page)", HTML, |size| {
+            let mut page = String::new();
+            for i in 0.. {
+                if page.len() >= size {
+                    break;
+                }
+                page += &format!(
+                    "<p class=\"item\"><a href=\"http://127.0.0.1:8180/page/{i}\">link {i}</a> and <img src=\"http://127.0.0.1:8180/img/{i}.png\"> some text</p>\n"
+                );
+            }
+            page.into_bytes()
+        }),
+        ("href=\"&&&…\">", HTML, |size| fill("<a href=\"", "&", "\">x</a>", size)),
+        ("href=\"&&&…;\">", HTML, |size| fill("<a href=\"", "&", ";\">x</a>", size)),
+        ("href=\"&#&#…\">", HTML, |size| fill("<a href=\"", "&#", "\">x</a>", size)),
+        ("href=\"x>x>… (open)", HTML, |size| fill("<a href=\"", "x>", "", size)),
+        ("<a b b b… (open)", HTML, |size| fill("<a", " b", "", size)),
+        ("<a href=u href=u…>", HTML, |size| fill("<a", " href=http://127.0.0.1:8180/", ">", size)),
+        ("<!-- … (open)", HTML, |size| fill("<!--", "x-", "", size)),
+        ("<style>url(… (open)", css, |size| fill("<style>url(", "x", "", size)),
+        ("css url(… (open)", Body::Css, |size| fill("url(", "x", "", size)),
+        ("css \"… (open)", Body::Css, |size| fill("a{b:\"", "x", "", size)),
+    ]
+}
+
+/// Streams `page` through a rewriter in `chunk`-byte writes, copying each
+/// output as the filter does; returns the output length.
+fn stream_len(maps: &Maps, body: Body, page: &[u8], chunk: usize, sink: &mut Vec<u8>) -> usize {
+    let mut r = StreamRewriter::new(maps.clone(), body, None, BodyEncoding::Identity).unwrap();
+    let mut total = 0;
+    for piece in page.chunks(chunk.max(1)) {
+        let out = r.write(piece).unwrap();
+        let n = out.len();
+        if sink.len() < n {
+            sink.resize(n, 0);
+        }
+        out.copy_to(&mut sink[..n]);
+        total += n;
+    }
+    total + r.end().unwrap().len()
+}
+
+/// Time per MB of the adversarial pages from 64 KiB to 16 MiB, whole, in
+/// 8 KiB and in 1-byte writes (median of 5 runs, 3 from 4 MiB; a run
+/// slower than PROCD_BENCH_BUDGET seconds, 10 by default, ends that row).
+/// Flat rows are linear; a row that grows 4x per column is quadratic.
+/// `cargo test --release --lib bench_adversarial -- --ignored --nocapture`
+#[test]
+#[ignore]
+fn bench_adversarial() {
+    let budget: f64 = std::env::var("PROCD_BENCH_BUDGET").ok().and_then(|v| v.parse().ok()).unwrap_or(10.0);
+    let sizes = [64usize << 10, 256 << 10, 1 << 20, 4 << 20, 16 << 20];
+    let maps = maps(&[("http://127.0.0.1:8180/", "/legacy/")]);
+    let mut sink = Vec::new();
+    println!("LinkRewrite, ms per MB (median), page sizes 64 KiB, 256 KiB, 1 MiB, 4 MiB, 16 MiB:");
+    for (name, body, make) in adversarial_pages() {
+        for (label, chunk) in [("whole", usize::MAX), ("8 KiB", 8192), ("1 B", 1)] {
+            let mut row = String::new();
+            let mut over = false;
+            for size in sizes {
+                if over {
+                    row += &format!("{:>10}", "-");
+                    continue;
+                }
+                let page = make(size);
+                let mut runs = Vec::new();
+                for _ in 0..if size < 4 << 20 { 5 } else { 3 } {
+                    let t = std::time::Instant::now();
+                    std::hint::black_box(stream_len(&maps, body, &page, chunk, &mut sink));
+                    let secs = t.elapsed().as_secs_f64();
+                    runs.push(secs * 1000.0 / (page.len() as f64 / f64::from(1 << 20)));
+                    if secs > budget / 5.0 {
+                        over |= secs > budget;
+                        break;
+                    }
+                }
+                runs.sort_by(|a, b| a.total_cmp(b));
+                row += &format!("{:>10.2}", runs[runs.len() / 2]);
+            }
+            println!("{name:<22} {label:>6} {row}");
+        }
+    }
+}
