@@ -40,44 +40,76 @@ pub(crate) enum ValueChange {
     Whole,
 }
 
+/// The character reference at the start of `raw` (at its '&'), if it is
+/// one that may hide URL punctuation: a named one for it, or a numeric one,
+/// with its ';'. Its char and length. It reads no further than the
+/// reference itself (numeric: its digits, as many as there are, as the
+/// HTML tokenizer does), so decoding a value is linear.
+fn char_ref(raw: &[u8]) -> Option<(char, usize)> {
+    const NAMED: [(&[u8], char); 11] = [
+        (b"amp;", '&'),
+        (b"quot;", '"'),
+        (b"apos;", '\''),
+        (b"lt;", '<'),
+        (b"gt;", '>'),
+        (b"sol;", '/'),
+        (b"colon;", ':'),
+        (b"period;", '.'),
+        (b"quest;", '?'),
+        (b"equals;", '='),
+        (b"num;", '#'),
+    ];
+    let name = raw.get(1..)?;
+    let Some(number) = name.strip_prefix(b"#") else {
+        return NAMED.iter().find(|(n, _)| name.starts_with(n)).map(|(n, c)| (*c, 1 + n.len()));
+    };
+    let (radix, digits) = match number {
+        [b'x' | b'X', rest @ ..] => (16, rest),
+        _ => (10, number),
+    };
+    let count = digits.iter().take_while(|&&b| char::from(b).is_digit(radix)).count();
+    if count == 0 || digits.get(count) != Some(&b';') {
+        return None;
+    }
+    let value = digits[..count]
+        .iter()
+        .fold(0u32, |v, &b| v.saturating_mul(radix).saturating_add(char::from(b).to_digit(radix).unwrap_or(0)));
+    Some((numeric_char(value), raw.len() - digits.len() + count + 1))
+}
+
+/// The char a numeric character reference stands for, as the HTML
+/// tokenizer maps it: NUL, surrogates and values past U+10FFFF are U+FFFD,
+/// 0x80-0x9F are the windows-1252 characters there.
+fn numeric_char(value: u32) -> char {
+    const C1: [char; 32] = [
+        '\u{20AC}', '\u{81}', '\u{201A}', '\u{0192}', '\u{201E}', '\u{2026}', '\u{2020}', '\u{2021}', '\u{02C6}',
+        '\u{2030}', '\u{0160}', '\u{2039}', '\u{0152}', '\u{8D}', '\u{017D}', '\u{8F}', '\u{90}', '\u{2018}',
+        '\u{2019}', '\u{201C}', '\u{201D}', '\u{2022}', '\u{2013}', '\u{2014}', '\u{02DC}', '\u{2122}', '\u{0161}',
+        '\u{203A}', '\u{0153}', '\u{9D}', '\u{017E}', '\u{0178}',
+    ];
+    match value {
+        0 => '\u{fffd}',
+        0x80..=0x9f => C1[(value - 0x80) as usize],
+        _ => char::from_u32(value).unwrap_or('\u{fffd}'),
+    }
+}
+
 /// Decodes the HTML character references that may hide inside a URL
-/// prefix, giving each decoded char with the raw offset just after it.
-fn decode_with_offsets(raw: &str) -> Vec<(char, usize)> {
-    let mut out = Vec::with_capacity(raw.len());
+/// prefix, giving each decoded char with the raw offset just after it: the
+/// first `max` chars at most (a prefix is all that is compared).
+fn decode_with_offsets(raw: &str, max: usize) -> Vec<(char, usize)> {
+    let mut out = Vec::with_capacity(raw.len().min(max));
     let mut i = 0;
-    let bytes = raw.as_bytes();
-    while i < raw.len() {
-        if bytes[i] == b'&' {
-            if let Some(end) = raw[i..].find(';').map(|e| i + e) {
-                let entity = &raw[i + 1..end];
-                let decoded = match entity {
-                    "amp" => Some('&'),
-                    "quot" => Some('"'),
-                    "apos" => Some('\''),
-                    "lt" => Some('<'),
-                    "gt" => Some('>'),
-                    "sol" => Some('/'),
-                    "colon" => Some(':'),
-                    "period" => Some('.'),
-                    "quest" => Some('?'),
-                    "equals" => Some('='),
-                    "num" => Some('#'),
-                    _ => entity
-                        .strip_prefix("#x")
-                        .or_else(|| entity.strip_prefix("#X"))
-                        .and_then(|h| u32::from_str_radix(h, 16).ok())
-                        .or_else(|| entity.strip_prefix('#').and_then(|d| d.parse().ok()))
-                        .and_then(char::from_u32),
-                };
-                if let Some(c) = decoded {
-                    out.push((c, end + 1));
-                    i = end + 1;
-                    continue;
-                }
+    while i < raw.len() && out.len() < max {
+        if raw.as_bytes()[i] == b'&' {
+            if let Some((c, len)) = char_ref(&raw.as_bytes()[i..]) {
+                i += len;
+                out.push((c, i));
+                continue;
             }
         }
         let c = raw[i..].chars().next().unwrap_or('\u{fffd}');
-        i += c.len_utf8().max(1);
+        i += c.len_utf8();
         out.push((c, i));
     }
     out
@@ -108,7 +140,9 @@ impl Maps {
         if !trimmed.contains('&') {
             return None;
         }
-        let decoded = decode_with_offsets(trimmed);
+        // Maps are longest FROM first: no FROM has more chars than it has bytes.
+        let longest = self.0.first().map_or(0, |m| m.from.len());
+        let decoded = decode_with_offsets(trimmed, longest);
         let text: String = decoded.iter().map(|(c, _)| *c).collect();
         for m in &self.0 {
             if text.starts_with(m.from.as_str()) {
@@ -366,54 +400,53 @@ struct Piece {
 /// chunks, and the output of the latest chunk as pieces.
 struct Html {
     scanner: scan::Scanner,
-    /// An unfinished construct at the end of the input so far.
-    pending: Vec<u8>,
+    /// `joined[held..]`: an unfinished construct at the end of the input so
+    /// far (with the input added to it to finish it); `joined[..held]`: in
+    /// the output of the latest chunk.
     joined: Vec<u8>,
+    held: usize,
     edits: scan::Edits,
     pieces: Vec<Piece>,
 }
 
 impl Html {
-    /// Scans `input` (after what is pending); fills `pieces` with the output.
+    /// Scans `input` (after what is kept); fills `pieces` with the output.
     fn feed(&mut self, input: &[u8], at_end: bool) {
         self.pieces.clear();
         self.edits.text.clear();
-        let mut offset = 0;
-        // Finish the construct left from before: scan it with as little of
-        // the input as needed, so that the rest of the input is passed on
-        // without a copy.
-        let mut take = input.len().min(256);
-        while !self.pending.is_empty() {
-            self.joined.clear();
-            self.joined.extend_from_slice(&self.pending);
-            self.joined.extend_from_slice(&input[offset..offset + take]);
-            let last = offset + take == input.len();
+        self.joined.drain(..self.held);
+        self.held = 0;
+        // Finish the construct kept from before with as little of the input
+        // as needed (the scanner goes on where it stopped), so that the
+        // rest of the input is passed on without a copy.
+        let kept = self.joined.len();
+        let (mut added, mut take) = (0, 256);
+        while self.held < kept {
+            let upto = input.len().min(added + take);
+            self.joined.extend_from_slice(&input[added..upto]);
+            added = upto;
+            let last = added == input.len();
             self.edits.list.clear();
-            let used = self.scanner.scan(&self.joined, at_end && last, &mut self.edits);
+            let used = self.scanner.scan(&self.joined[self.held..], at_end && last, &mut self.edits);
             if used == 0 && !last {
-                take = (take * 4).min(input.len() - offset);
+                take = take.saturating_mul(4);
                 continue;
             }
-            self.add_pieces(Source::Joined, 0, used);
-            if used >= self.pending.len() {
-                offset += used - self.pending.len();
-                self.pending.clear();
-            } else {
-                // Something before the unfinished construct was done (or, at
-                // the end of the input, everything kept is still unfinished).
-                self.pending.drain(..used);
-                if last {
-                    self.pending.extend_from_slice(&input[offset..]);
-                    return;
-                }
+            self.add_pieces(Source::Joined, self.held, self.held + used);
+            self.held += used;
+            if last {
+                // All the input is in `joined`: what is left of it is kept.
+                return;
             }
-            take = (input.len() - offset).min(256);
         }
+        // The rest of the input, as it is.
+        let offset = self.held - kept;
+        self.joined.truncate(self.held);
         self.edits.list.clear();
         let rest = &input[offset..];
         let used = self.scanner.scan(rest, at_end, &mut self.edits);
         self.add_pieces(Source::Input, offset, offset + used);
-        self.pending.extend_from_slice(&rest[used..]);
+        self.joined.extend_from_slice(&rest[used..]);
     }
 
     /// Adds `start..end` of `source` with the scanned edits (relative to `start`) applied.
@@ -528,8 +561,8 @@ impl StreamRewriter {
         };
         let html = Html {
             scanner: scan::Scanner::new(maps, body),
-            pending: Vec::new(),
             joined: Vec::new(),
+            held: 0,
             edits: scan::Edits::default(),
             pieces: Vec::new(),
         };
@@ -592,7 +625,20 @@ impl Html {
 /// Rewrites a whole document (tests and the single-core benchmark).
 #[cfg(test)]
 pub fn rewrite_all(maps: &Maps, body: Body, input: &[u8], chunk: usize) -> Result<Vec<u8>, String> {
+    rewrite_all_capped(maps, body, input, chunk, scan::MAX_PENDING)
+}
+
+/// `rewrite_all` with a smaller `MAX_PENDING`.
+#[cfg(test)]
+pub fn rewrite_all_capped(
+    maps: &Maps,
+    body: Body,
+    input: &[u8],
+    chunk: usize,
+    max_pending: usize,
+) -> Result<Vec<u8>, String> {
     let mut r = StreamRewriter::new(maps.clone(), body, None, BodyEncoding::Identity)?;
+    r.html.scanner.set_max_pending(max_pending);
     let mut out = Vec::with_capacity(input.len());
     for piece in input.chunks(chunk.max(1)) {
         out.extend(r.write(piece)?.to_vec());

@@ -361,3 +361,338 @@ fn css_urls_are_rewritten_when_asked() {
         assert_eq!(rw_css(Body::Html { css: true }, &page, 2), page);
     }
 }
+
+/// Makes a page of about `size` bytes.
+type PageMaker = fn(usize) -> Vec<u8>;
+
+/// Pages built to hit super-linear paths: a huge run of `&` in a URL
+/// attribute (closed or not), `&` with the `;` far away, unclosed tags,
+/// attribute values, comments and CSS `url(`; and a normal page of links
+/// for comparison. `size` is the page size in bytes (roughly).
+fn adversarial_pages() -> Vec<(&'static str, Body, PageMaker)> {
+    fn fill(head: &str, unit: &str, tail: &str, size: usize) -> Vec<u8> {
+        let n = size.saturating_sub(head.len() + tail.len()) / unit.len();
+        [head.as_bytes(), &unit.as_bytes().repeat(n), tail.as_bytes()].concat()
+    }
+    let css = Body::Html { css: true };
+    vec![
+        ("links (normal page)", HTML, |size| {
+            let mut page = String::new();
+            for i in 0.. {
+                if page.len() >= size {
+                    break;
+                }
+                page += &format!(
+                    "<p class=\"item\"><a href=\"http://127.0.0.1:8180/page/{i}\">link {i}</a> and <img src=\"http://127.0.0.1:8180/img/{i}.png\"> some text</p>\n"
+                );
+            }
+            page.into_bytes()
+        }),
+        ("href=\"&&&…\">", HTML, |size| fill("<a href=\"", "&", "\">x</a>", size)),
+        ("href=\"&&&…;\">", HTML, |size| fill("<a href=\"", "&", ";\">x</a>", size)),
+        ("href=\"&#&#…\">", HTML, |size| fill("<a href=\"", "&#", "\">x</a>", size)),
+        ("href=\"x>x>… (open)", HTML, |size| fill("<a href=\"", "x>", "", size)),
+        ("<a b b b… (open)", HTML, |size| fill("<a", " b", "", size)),
+        ("<a href=u href=u…>", HTML, |size| fill("<a", " href=http://127.0.0.1:8180/", ">", size)),
+        ("<!-- … (open)", HTML, |size| fill("<!--", "x-", "", size)),
+        ("<style>url(… (open)", css, |size| fill("<style>url(", "x", "", size)),
+        ("css url(… (open)", Body::Css, |size| fill("url(", "x", "", size)),
+        ("css \"… (open)", Body::Css, |size| fill("a{b:\"", "x", "", size)),
+    ]
+}
+
+/// Streams `page` through a rewriter in `chunk`-byte writes, copying each
+/// output as the filter does; returns the output length.
+fn stream_len(maps: &Maps, body: Body, page: &[u8], chunk: usize, sink: &mut Vec<u8>) -> usize {
+    let mut r = StreamRewriter::new(maps.clone(), body, None, BodyEncoding::Identity).unwrap();
+    let mut total = 0;
+    for piece in page.chunks(chunk.max(1)) {
+        let out = r.write(piece).unwrap();
+        let n = out.len();
+        if sink.len() < n {
+            sink.resize(n, 0);
+        }
+        out.copy_to(&mut sink[..n]);
+        total += n;
+    }
+    total + r.end().unwrap().len()
+}
+
+/// Time per MB of the adversarial pages from 64 KiB to 16 MiB, whole, in
+/// 8 KiB and in 1-byte writes (median of 5 runs, 3 from 4 MiB; a run
+/// slower than PROCD_BENCH_BUDGET seconds, 10 by default, ends that row;
+/// PROCD_BENCH_CASE picks pages by name).
+/// Flat rows are linear; a row that grows 4x per column is quadratic.
+/// `cargo test --release --lib bench_adversarial -- --ignored --nocapture`
+#[test]
+#[ignore]
+fn bench_adversarial() {
+    let budget: f64 = std::env::var("PROCD_BENCH_BUDGET").ok().and_then(|v| v.parse().ok()).unwrap_or(10.0);
+    let sizes = [64usize << 10, 256 << 10, 1 << 20, 4 << 20, 16 << 20];
+    let maps = maps(&[("http://127.0.0.1:8180/", "/legacy/")]);
+    let mut sink = Vec::new();
+    println!("LinkRewrite, ms per MB (median), page sizes 64 KiB, 256 KiB, 1 MiB, 4 MiB, 16 MiB:");
+    // PROCD_BENCH_CASE: only the pages whose name contains it.
+    let only = std::env::var("PROCD_BENCH_CASE").unwrap_or_default();
+    for (name, body, make) in adversarial_pages().into_iter().filter(|(name, ..)| name.contains(&only)) {
+        for (label, chunk) in [("whole", usize::MAX), ("8 KiB", 8192), ("1 B", 1)] {
+            let mut row = String::new();
+            let mut over = false;
+            for size in sizes {
+                if over {
+                    row += &format!("{:>10}", "-");
+                    continue;
+                }
+                let page = make(size);
+                let mut runs = Vec::new();
+                for _ in 0..if size < 4 << 20 { 5 } else { 3 } {
+                    let t = std::time::Instant::now();
+                    std::hint::black_box(stream_len(&maps, body, &page, chunk, &mut sink));
+                    let secs = t.elapsed().as_secs_f64();
+                    runs.push(secs * 1000.0 / (page.len() as f64 / f64::from(1 << 20)));
+                    if secs > budget / 5.0 {
+                        over |= secs > budget;
+                        break;
+                    }
+                }
+                runs.sort_by(|a, b| a.total_cmp(b));
+                row += &format!("{:>10.2}", runs[runs.len() / 2]);
+            }
+            println!("{name:<22} {label:>6} {row}");
+        }
+    }
+}
+
+#[test]
+fn character_references_as_the_html_tokenizer_reads_them() {
+    let m = maps(&[("http://h/", "/p/")]);
+    // Numeric: any number of digits (leading zeros), ';' needed here.
+    assert_eq!(m.rewrite_url("http&#x00000000000000003A;//h/x").as_deref(), Some("/p/x"));
+    assert_eq!(m.rewrite_url("http&#0000000000000000058;&sol;&#X2f;h/x").as_deref(), Some("/p/x"));
+    assert_eq!(m.rewrite_url("http&#x3A//h/x"), None);
+    // A sign is no digit; nor is a hex digit in a decimal reference.
+    assert_eq!(m.rewrite_url("http&#+58;//h/x"), None);
+    assert_eq!(m.rewrite_url("http&#x+3A;//h/x"), None);
+    assert_eq!(m.rewrite_url("http&#5a;//h/x"), None);
+    // Named ones: only with their ';'.
+    assert_eq!(m.rewrite_url("http&colon;&sol;&sol;h&sol;x").as_deref(), Some("/p/x"));
+    assert_eq!(m.rewrite_url("http&colon//h/x"), None);
+    // What the tokenizer makes of odd numbers.
+    let odd = maps(&[("/\u{fffd}\u{fffd}\u{fffd}\u{20ac}\u{81}/", "/q/")]);
+    assert_eq!(odd.rewrite_url("/&#0;&#xD800;&#99999999999999999999;&#x80;&#129;/z").as_deref(), Some("/q/z"));
+    // `&` everywhere, the ';' far away, or none: nothing decoded, nothing changed.
+    for value in ["&".repeat(5000), format!("{};", "&".repeat(5000)), "&#".repeat(5000), "&#x1".repeat(3000)] {
+        assert_eq!(m.rewrite_url(&value), None);
+        assert_eq!(m.rewrite_url(&format!("http://h/{value}")), Some(format!("/p/{value}")));
+    }
+}
+
+/// The time of one run of `f` (repeated until 30 ms have passed, for a
+/// steady figure), best of 3.
+fn best_time(mut f: impl FnMut()) -> f64 {
+    (0..3)
+        .map(|_| {
+            let t = std::time::Instant::now();
+            let mut n = 0;
+            while n == 0 || t.elapsed().as_secs_f64() < 0.03 {
+                f();
+                n += 1;
+            }
+            t.elapsed().as_secs_f64() / f64::from(n)
+        })
+        .fold(f64::INFINITY, f64::min)
+}
+
+/// Rewriting `make(4 * size)` takes less than 8 times as long as
+/// `make(size)` (linear: 4 times; quadratic: 16), whole, in 8 KiB and in
+/// 1-byte writes. Timing on a shared box is noisy: three tries.
+fn assert_linear(name: &str, body: Body, make: PageMaker, size: usize) {
+    let maps = backend();
+    let mut sink = Vec::new();
+    for chunk in [usize::MAX, 8192, 1] {
+        let (small, large) = (make(size), make(4 * size));
+        let mut ratios = Vec::new();
+        for _ in 0..3 {
+            let t_small = best_time(|| {
+                std::hint::black_box(stream_len(&maps, body, &small, chunk, &mut sink));
+            });
+            let t_large = best_time(|| {
+                std::hint::black_box(stream_len(&maps, body, &large, chunk, &mut sink));
+            });
+            ratios.push(t_large / t_small);
+            if t_large / t_small < 8.0 {
+                break;
+            }
+        }
+        assert!(ratios.iter().any(|&r| r < 8.0), "{name}, chunk {chunk}: 4x the input took {ratios:.1?}x the time");
+    }
+}
+
+#[test]
+fn adversarial_pages_take_linear_time() {
+    for (name, body, make) in adversarial_pages() {
+        assert_linear(name, body, make, 64 << 10);
+    }
+}
+
+#[test]
+fn a_megabyte_of_ampersands_in_an_href_is_quick_and_kept() {
+    // Just short of MAX_PENDING for the whole tag; the first prefix is
+    // hidden behind a character reference, so that the value is decoded.
+    let b = "http&#58;//127.0.0.1:8180/";
+    let n = (1 << 20) - 64;
+    for (amps, end) in [("&".repeat(n), ""), ("&".repeat(n), ";"), ("&#".repeat(n / 2), ""), ("&#x".repeat(n / 3), "")]
+    {
+        let page = format!("<a href=\"{b}{amps}{end}\">x</a><a href=\"{amps}{end}\">y</a><a href='{b}z'>");
+        let want = format!("<a href=\"/legacy/{amps}{end}\">x</a><a href=\"{amps}{end}\">y</a><a href='/legacy/z'>");
+        for chunk in [page.len(), 8192, 1] {
+            let t = std::time::Instant::now();
+            let out = rewrite_all(&backend(), HTML, page.as_bytes(), chunk).unwrap();
+            assert!(out == want.as_bytes(), "chunk {chunk}");
+            // Generous, for a debug build on a busy box: quadratic took minutes.
+            assert!(t.elapsed().as_secs() < 30, "chunk {chunk}: {:?}", t.elapsed());
+        }
+    }
+}
+
+/// Rewrites `page` whole, in 8 KiB and in 97-byte writes (1-byte ones:
+/// `adversarial_pages_take_linear_time`); all the same.
+fn rw_every_way(body: Body, page: &[u8]) -> Vec<u8> {
+    let whole = rewrite_all(&backend(), body, page, page.len()).unwrap();
+    for chunk in [8192, 97] {
+        let t = std::time::Instant::now();
+        assert!(rewrite_all(&backend(), body, page, chunk).unwrap() == whole, "chunk {chunk}");
+        assert!(t.elapsed().as_secs() < 30, "chunk {chunk}: {:?}", t.elapsed());
+    }
+    whole
+}
+
+#[test]
+fn constructs_past_max_pending_pass_through_as_they_are() {
+    let b = "http://127.0.0.1:8180/";
+    let max = scan::MAX_PENDING;
+    let after = format!("<a href=\"{b}after\">");
+    let after_out = "<a href=\"/legacy/after\">";
+    // A tag that ends just within the limit is rewritten; one byte more, and
+    // it is passed on as it is (the rest of the page is scanned as before).
+    for (extra, rewritten) in [(0, true), (1, false)] {
+        let head = format!("<a href=\"{b}x\" title=\"");
+        let pad = "y".repeat(max - head.len() - 2 + extra);
+        let tag = format!("{head}{pad}\">");
+        assert_eq!(tag.len(), max + extra);
+        let page = format!("{tag}{after}");
+        let out = String::from_utf8(rw_every_way(HTML, page.as_bytes())).unwrap();
+        let tag_out = if rewritten { tag.replacen(b, "/legacy/", 1) } else { tag.clone() };
+        assert!(out == format!("{tag_out}{after_out}"), "extra {extra}");
+    }
+    // Quoting, '>' and '<' inside an overlong value are followed: what is
+    // inside is not markup, and what follows the tag is.
+    let long = "v<a href='http://127.0.0.1:8180/in'>".repeat(max / 30);
+    let long2 = long.replace('\'', "\"");
+    for page in [
+        format!("<a title=\"{long}\" href=\"{b}x\">{after}"),
+        format!("<a title='{long2}' href='{b}x'>{after}"),
+        format!("<a title={} href={b}x>{after}", "v".repeat(max)),
+        format!("<a{}>{after}", " href=http://127.0.0.1:8180/".repeat(max / 20)),
+        format!("<{}>{after}", "b".repeat(max)),
+    ] {
+        let out = String::from_utf8(rw_every_way(HTML, page.as_bytes())).unwrap();
+        assert!(out == page.replace(&after, after_out), "{}", &page[..40]);
+    }
+    // An overlong <script> or <style> tag still starts its raw text.
+    for name in ["script", "style"] {
+        let page = format!("<{name} data-x=\"{long}\"><a href=\"{b}in\"></{name}>{after}");
+        let out = String::from_utf8(rw_every_way(HTML, page.as_bytes())).unwrap();
+        assert!(out == page.replace(&after, after_out), "{name}");
+    }
+    // Comments, CDATA and bogus comments have no limit.
+    for (open, close) in [("<!--", "-->"), ("<![CDATA[", "]]>"), ("<!", ">"), ("<?", ">"), ("</ ", ">")] {
+        let inside = if close == ">" { long.replace('>', ")") } else { long.clone() };
+        let page = format!("{open}{inside}{close}{after}");
+        let out = String::from_utf8(rw_every_way(HTML, page.as_bytes())).unwrap();
+        assert!(out == page.replace(&after, after_out), "{open}");
+    }
+    // CSS: a url() or @import past the limit is passed on; the rest is not.
+    let css = Body::Html { css: true };
+    let tail = format!(" url({b}next) </style>{after}");
+    let tail_out = format!(" url(/legacy/next) </style>{after_out}");
+    for value in [
+        format!("url({b}{})", "u".repeat(max)),
+        format!("url(  \"{b}{}\")", "u\\\"".repeat(max / 3)),
+        format!("@import '{b}{}'", "i".repeat(max)),
+        format!("url({}{b}x)", " ".repeat(max)),
+    ] {
+        let page = format!("<style>{value}{tail}");
+        let out = String::from_utf8(rw_every_way(css, page.as_bytes())).unwrap();
+        assert!(out == format!("<style>{value}{tail_out}"), "{}", &value[..20]);
+        let sheet = format!("{value} url({b}next)");
+        let out = String::from_utf8(rw_every_way(Body::Css, sheet.as_bytes())).unwrap();
+        assert!(out == format!("{value} url(/legacy/next)"), "{}", &value[..20]);
+    }
+}
+
+#[test]
+fn kept_constructs_are_bounded() {
+    // Past the limit nothing more is kept: the output keeps up with the input.
+    let b = "http://127.0.0.1:8180/";
+    let max = scan::MAX_PENDING;
+    for (body, open) in [
+        (HTML, format!("<a href=\"{b}")),
+        (HTML, "<a".to_string()),
+        (HTML, "<!--".to_string()),
+        (Body::Html { css: true }, format!("<style>url({b}")),
+        (Body::Css, "@import \"".to_string()),
+    ] {
+        let mut r = StreamRewriter::new(backend(), body, None, BodyEncoding::Identity).unwrap();
+        let (mut fed, mut got) = (0, 0);
+        got += r.write(open.as_bytes()).unwrap().len();
+        fed += open.len();
+        let chunk = if open.starts_with("<a") { "b b=\"x\" " } else { "xxxxxxxx" }.repeat(1024);
+        while fed < 3 * max {
+            got += r.write(chunk.as_bytes()).unwrap().len();
+            fed += chunk.len();
+            assert!(fed - got <= max + chunk.len(), "{open}: {} bytes kept", fed - got);
+        }
+        assert!(fed - got <= chunk.len(), "{open}: {} bytes kept", fed - got);
+        assert_eq!(got + r.end().unwrap().len(), fed);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+    /// With a small MAX_PENDING, so that constructs past it are common:
+    /// identity maps give back the input, and real maps the same output
+    /// however the input is cut.
+    #[test]
+    fn past_max_pending_output_is_chunk_invariant(
+        parts in proptest::collection::vec(prop_oneof![
+            Just("<a href=\"http://h/x\">".to_string()), Just("<a href='http://h/".to_string()),
+            Just("<!--".to_string()), Just("-->".to_string()), Just("<script>x".to_string()), Just("</script>".to_string()),
+            Just("<img src=http://h/i srcset=\"http://h/a 1x\">".to_string()), Just("&amp;".to_string()),
+            Just("<".to_string()), Just(">".to_string()), Just("\"".to_string()), Just("'".to_string()),
+            Just("<![CDATA[".to_string()), Just("]]>".to_string()), Just("<style>".to_string()), Just("</style>".to_string()),
+            Just("url(http://h/u".to_string()), Just(")".to_string()), Just("@import 'http://h/i".to_string()),
+            Just("/*".to_string()), Just("*/".to_string()), Just("\\".to_string()),
+            Just("<p style=\"background:url('http://h/s')\">".to_string()),
+            Just("<meta http-equiv=refresh content='0; url=http://h/r'>".to_string()),
+            "[ a-z]{8,40}", "[&#x;0-9a]{1,30}", "[a-z <>=\"'/&;!()*@\\-]{0,12}",
+        ], 0..30),
+        chunk in 1usize..64,
+        max in 16usize..80,
+    ) {
+        let input = parts.concat();
+        for body in [Body::Html { css: false }, Body::Html { css: true }, Body::Css] {
+            let same = maps(&[("http://h/", "http://h/")]);
+            let out = rewrite_all_capped(&same, body, input.as_bytes(), chunk, max).unwrap();
+            prop_assert_eq!(out, input.as_bytes());
+            let other = maps(&[("http://h/", "/p/")]);
+            let whole = rewrite_all_capped(&other, body, input.as_bytes(), input.len(), max).unwrap();
+            prop_assert_eq!(rewrite_all_capped(&other, body, input.as_bytes(), chunk, max).unwrap(), whole.clone());
+            // Below the limit, as without one.
+            if input.len() < max {
+                prop_assert_eq!(rewrite_all(&other, body, input.as_bytes(), chunk).unwrap(), whole);
+            }
+        }
+    }
+}
