@@ -486,6 +486,17 @@ fn static_files_in_scope_are_rewritten_too() {
     if got != format!("<p><a href=\"{b}z/in\">i</a></p>") {
         s.a.fail(&format!("SSI page outside the scope: {got}"));
     }
+    // A hostile page (security issue, item 14): 2 MB with one href of 1 MiB
+    // of `&` took 43 s before (quadratic); it now comes back, unchanged,
+    // as fast as any page. The bound only catches a return of that.
+    let hostile = format!("<a href=\"{}\">x</a>{}", "&".repeat(1 << 20), "<p>filler</p>\n".repeat(70_000));
+    std::fs::write(s.a.dir.join("htdocs/static/hostile.html"), &hostile).unwrap();
+    let started = std::time::Instant::now();
+    let got = s.a.get("/static/hostile.html");
+    let took = started.elapsed();
+    if got.body != hostile.as_bytes() || took > Duration::from_secs(10) {
+        s.a.fail(&format!("hostile page: {} bytes back in {took:?}", got.body.len()));
+    }
     // Outside the scope: untouched.
     std::fs::write(s.a.dir.join("htdocs/p.html"), format!("<a href=\"{}s\">s</a>", s.backend)).unwrap();
     if !s.a.get("/p.html").text().contains(&s.backend) {
