@@ -1,11 +1,22 @@
 //! mod_procd: an Apache httpd 2.4 module that runs web applications in any
 //! language as supervised, per-vhost process groups.
 //!
-//! Layers, in one direction only:
-//! - `ffi`: the generated Apache/APR bindings, the module record, the
-//!   directive table and every function Apache calls. All `unsafe` lives here.
-//! - `config`: directive parsing, merging and validation, in safe Rust.
-//! - `manager`: the process manager forked from httpd, in safe Rust.
+//! Layers, each using only those below it:
+//! - `ffi`: the generated Apache/APR bindings, the C shim, the thin safe
+//!   Apache layer, the module record, the directive table and every
+//!   function Apache calls (hooks, handler glue, the LINKREWRITE filter).
+//!   All `unsafe` that touches Apache lives here.
+//! - `handler`: one request to a group, a backend per protocol, over the
+//!   `Client` trait that `ffi` implements (safe Rust).
+//! - `manager`: the process manager forked from httpd (safe Rust); after
+//!   the fork it calls nothing of Apache's.
+//! - `os`: process primitives that are unsafe calls (fork, fork+exec of a
+//!   worker, fd placement); used by the manager without passing through
+//!   the Apache layer.
+//! - `config`: directive parsing, merging, validation and the plan (safe).
+//! - `rewrite`: LinkRewrite's streaming scanner (safe, knows no Apache).
+//! - `protocol`: the codecs and contracts: worker frames, the control
+//!   channel, the launch contract (safe, knows nothing of the others).
 
 #![cfg_attr(any(test, feature = "fuzzing"), allow(dead_code))]
 
@@ -15,5 +26,6 @@ mod ffi;
 pub mod fuzz_api;
 mod handler;
 mod manager;
+mod os;
 mod protocol;
 mod rewrite;

@@ -3,7 +3,8 @@
 //! - `sys`: generated bindings, no logic.
 //! - `apache`: the thin safe layer (pools, strings, logging, panic guard).
 //! - `module`: the module record, directive table and hook functions.
-//! - `os`: fork/exec and other process primitives that are unsafe calls.
+//! - `request`: the request hooks and the handler's `Client` over
+//!   `request_rec`; `filter`: the LINKREWRITE output filter.
 //!
 //! Tests and fuzz builds (`feature = "fuzzing"`) leave out everything that
 //! references Apache symbols, so that they link without httpd.
@@ -14,7 +15,6 @@ mod apache;
 mod filter;
 #[cfg(not(any(test, feature = "fuzzing")))]
 pub mod module;
-pub mod os;
 #[cfg(not(any(test, feature = "fuzzing")))]
 mod request;
 #[cfg(not(any(test, feature = "fuzzing")))]

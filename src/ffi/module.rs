@@ -337,11 +337,11 @@ fn start_manager(state: &ParentState) -> Result<(), String> {
     // from the httpd parent only (whoever else may hold a copy of our end).
     nix::sys::socket::setsockopt(&manager_end, nix::sys::socket::sockopt::PassCred, &true)
         .map_err(|e| format!("SO_PASSCRED: {e}"))?;
-    match super::os::fork_manager(manager_end.as_fd()).map_err(|e| format!("fork: {e}"))? {
+    match crate::os::fork_manager(manager_end.as_fd()).map_err(|e| format!("fork: {e}"))? {
         // The manager never returns into httpd's start-up code, not even by
         // a panic: `run_manager` exits the process.
-        super::os::Forked::Manager(control) => super::os::run_manager(control),
-        super::os::Forked::Parent(pid) => {
+        crate::os::Forked::Manager(control) => crate::manager::run_forked(control),
+        crate::os::Forked::Parent(pid) => {
             drop(manager_end);
             // SAFETY: `retained` points into Apache's retained data (see
             // `retained()`); only the single-threaded parent writes it.
@@ -370,7 +370,7 @@ fn send_plan(state: &ParentState) -> Result<(), String> {
     // SAFETY: see `start_manager`.
     let (fd, pid) = unsafe { ((*state.retained).control_fd, (*state.retained).manager_pid) };
     let frame = crate::protocol::control::encode(state.plan_text.as_bytes()).map_err(|e| e.to_string())?;
-    if let Err(e) = super::os::send_all(fd, &frame, SEND_PLAN_TIMEOUT) {
+    if let Err(e) = crate::os::send_all(fd, &frame, SEND_PLAN_TIMEOUT) {
         // SIGTERM: the manager stops its groups (bounded, a few seconds)
         // and exits; its death starts a new one.
         if pid > 0 {

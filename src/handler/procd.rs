@@ -133,7 +133,7 @@ pub fn proxy(client: &mut dyn Client, target: &Target, mut env: Vec<u8>) -> Outc
             Ok(Frame::Hello { pid }) => break pid,
             Ok(other) => return bad_gateway(g, 0, &format!("expected HELLO, got {}", other.name())),
             Err(ReadError::Timeout) if taken_at.is_none() => {
-                if matches!(crate::ffi::os::unread_by_peer(&stream), Ok(0)) {
+                if matches!(crate::os::unread_by_peer(&stream), Ok(0)) {
                     taken_at = Some(Instant::now());
                 } else if Instant::now() >= queue_deadline {
                     return unavailable(format!(

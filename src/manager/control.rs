@@ -40,7 +40,7 @@ impl Manager {
             if sender == Some(self.httpd.as_raw()) {
                 if let Err(e) = self.control.push(&buf[..n]) {
                     self.logs.manager("crit", id::MANAGER, &format!("{e}; exiting"));
-                    crate::ffi::os::exit_now(EXIT_PANIC);
+                    crate::os::exit_now(EXIT_PANIC);
                 }
             } else if self.refused_logged.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
                 self.refused_logged = Some(Instant::now());
@@ -61,7 +61,7 @@ impl Manager {
                 Ok(None) => break,
                 Err(e) => {
                     self.logs.manager("crit", id::MANAGER, &format!("{e}; exiting"));
-                    crate::ffi::os::exit_now(EXIT_PANIC);
+                    crate::os::exit_now(EXIT_PANIC);
                 }
             };
             match std::str::from_utf8(&frame).map_err(|e| e.to_string()).and_then(Plan::from_text) {

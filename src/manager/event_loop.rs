@@ -12,13 +12,24 @@ use nix::unistd::Pid;
 use std::os::fd::{AsFd, OwnedFd};
 use std::time::Instant;
 
+/// The manager's entry, in the process `fork_manager` made: runs the
+/// manager and never returns. A panic must not unwind back into the httpd
+/// start-up code this process was forked from (it would go on as a second
+/// httpd parent): the manager's panic hook has logged it, and the process
+/// exits with `EXIT_PANIC`, which the httpd parent answers by starting a new
+/// manager.
+pub fn run_forked(control: OwnedFd) -> ! {
+    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(control)));
+    crate::os::exit_now(super::EXIT_PANIC)
+}
+
 /// The manager's main loop. Never returns.
 pub fn run(control: OwnedFd) -> ! {
     std::panic::set_hook(Box::new(|info| {
         let path = MAIN_LOG.lock().map(|p| p.clone()).unwrap_or_default();
         let line = format!(
             "[{}] [procd:crit] [pid {}] {}: the process manager panicked ({info}); it exits and httpd starts a new one. Please report this.\n",
-            crate::ffi::os::log_time(),
+            crate::os::log_time(),
             std::process::id(),
             id::PANIC
         );
@@ -33,11 +44,11 @@ pub fn run(control: OwnedFd) -> ! {
         mask.add(s);
     }
     if mask.thread_block().is_err() {
-        crate::ffi::os::exit_now(EXIT_STARTUP_FAILURE);
+        crate::os::exit_now(EXIT_STARTUP_FAILURE);
     }
     let _ = ignore_sigpipe();
     let Ok(signals) = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC) else {
-        crate::ffi::os::exit_now(EXIT_STARTUP_FAILURE);
+        crate::os::exit_now(EXIT_STARTUP_FAILURE);
     };
     set_nonblocking(&control);
     // Files the manager creates are never writable by others, not even in
@@ -142,5 +153,5 @@ fn ignore_sigpipe() -> nix::Result<()> {
         nix::sys::signal::SaFlags::empty(),
         SigSet::empty(),
     );
-    crate::ffi::os::set_sigaction(Signal::SIGPIPE, &ignore)
+    crate::os::set_sigaction(Signal::SIGPIPE, &ignore)
 }

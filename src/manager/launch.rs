@@ -1,8 +1,8 @@
 //! Starting one worker: the launch contract (`protocol::launch`) filled
-//! in for a group's plan, then fork+exec by `ffi::os`.
+//! in for a group's plan, then fork+exec by `crate::os`.
 
 use crate::config::plan::GroupPlan;
-use crate::ffi::os::{Launch, spawn_worker};
+use crate::os::{Launch, spawn_worker};
 use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
 use nix::unistd::Pid;
 use std::ffi::CString;

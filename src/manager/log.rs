@@ -10,7 +10,7 @@
 //! write nowhere it could not write itself. Worker bytes are escaped:
 //! no control character of theirs reaches a log file.
 
-use crate::ffi::os::log_time;
+use crate::os::log_time;
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -91,7 +91,7 @@ fn open_log_as(path: &str, uid: u32, gid: u32, groups: &[u32]) -> std::io::Resul
     let restored = setgroups(&saved);
     if restored.is_err() {
         // Never go on with a tenant's group as a supplementary group.
-        crate::ffi::os::exit_now(super::EXIT_PANIC);
+        crate::os::exit_now(super::EXIT_PANIC);
     }
     opened
 }

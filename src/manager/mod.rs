@@ -39,7 +39,7 @@ mod policy;
 mod procs;
 mod runtime;
 
-pub use event_loop::run;
+pub use event_loop::run_forked;
 
 use launch::start_worker;
 use output::{MAX_LINE, OutputBudget, READ_BUDGET, read_some};
@@ -840,7 +840,7 @@ impl Manager {
                 let _ = std::fs::remove_file(&gen_.path);
             }
         }
-        crate::ffi::os::exit_now(0);
+        crate::os::exit_now(0);
     }
 
     fn reap(&mut self) {

@@ -1,8 +1,9 @@
 //! The process-level primitives mod_procd needs that only exist as unsafe
-//! calls: forking the manager out of the httpd parent, and fork+exec of a
-//! worker with its file descriptors placed and its credentials dropped.
-//! Everything else (the manager's event loop, supervision) is safe Rust on
-//! top of these and of nix.
+//! calls: forking the manager out of the httpd parent, fork+exec of a
+//! worker with its file descriptors placed and its credentials dropped, and
+//! a few system calls nix does not wrap. No Apache here: the manager uses
+//! this layer directly. Everything else (the manager's event loop,
+//! supervision) is safe Rust on top of these and of nix.
 
 use crate::protocol::launch::{LISTEN_FD, STATUS_FD};
 use nix::sys::signal::{SigSet, SigmaskHow, Signal, sigprocmask};
@@ -83,17 +84,6 @@ pub fn fork_manager(control: BorrowedFd<'_>) -> nix::Result<Forked> {
             Ok(Forked::Manager(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(3) }))
         }
     }
-}
-
-/// The manager's entry, in the process `fork_manager` made: runs the
-/// manager and never returns. A panic must not unwind back into the httpd
-/// start-up code this process was forked from (it would go on as a second
-/// httpd parent): the manager's panic hook has logged it, and the process
-/// exits with `EXIT_PANIC`, which the httpd parent answers by starting a new
-/// manager.
-pub fn run_manager(control: OwnedFd) -> ! {
-    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| crate::manager::run(control)));
-    exit_now(crate::manager::EXIT_PANIC)
 }
 
 /// Writes all of `bytes` to the stream socket `fd` within `limit`, waiting
