@@ -39,6 +39,7 @@ mod policy;
 mod procs;
 mod runtime;
 
+#[cfg(not(any(test, feature = "fuzzing")))]
 pub use event_loop::run_forked;
 
 use launch::start_worker;
