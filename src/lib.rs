@@ -25,6 +25,7 @@ mod ffi;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzz_api;
 mod handler;
+mod logid;
 mod manager;
 mod os;
 mod protocol;

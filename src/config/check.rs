@@ -26,18 +26,33 @@ pub struct ServerView<'a> {
 /// that run as Apache's own user share its identity with Apache's children
 /// (and with code inside them, such as mod_php).
 pub fn warnings(servers: &[ServerView<'_>], apache_user: &Identity) -> Vec<String> {
+    /// Beyond this many, the rest are named in one line.
+    const ONE_BY_ONE: usize = 5;
     let mut seen = std::collections::BTreeSet::new();
-    servers
+    let shared: Vec<&GroupConfig> = servers
         .iter()
         .flat_map(|s| s.config.groups.iter())
         .filter(|g| g.user.is_none() && seen.insert(g.name.clone()))
+        .collect();
+    let mut lines: Vec<String> = shared
+        .iter()
+        .take(ONE_BY_ONE)
         .map(|g| {
             format!(
                 "LanguageGroup {} (at {}) has no user=: its workers run as Apache's user {}, so Apache's children and any code in them (mod_php, CGI scripts, other groups without user=) can read and change its files and signal its processes. Give each group its own user= to isolate it",
                 g.name, g.declared_at, apache_user.user
             )
         })
-        .collect()
+        .collect();
+    if shared.len() > ONE_BY_ONE {
+        let rest: Vec<&str> = shared[ONE_BY_ONE..].iter().map(|g| g.name.as_str()).collect();
+        lines.push(format!(
+            "{} more groups have no user= and share Apache's identity the same way: {}",
+            rest.len(),
+            if rest.len() > 20 { format!("{} ...", rest[..20].join(", ")) } else { rest.join(", ") }
+        ));
+    }
+    lines
 }
 
 /// Runs every cross-check; returns one sentence per problem (empty: fine).

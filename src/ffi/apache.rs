@@ -5,14 +5,8 @@ use super::sys;
 use std::ffi::{CStr, CString, c_char, c_void};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
-/// Stable message ids: grep-able in logs, asserted on by tests.
-pub mod msg {
-    pub const STARTED: &str = "PD0001";
-    pub const PANIC: &str = "PD0002";
-    pub const CONFIG_CHECK: &str = "PD0101";
-    pub const CONFIG_WARNING: &str = "PD0103";
-    pub const MANAGER: &str = "PD0102";
-}
+/// Log ids: the one catalogue (`crate::logid`).
+pub(crate) use crate::logid as msg;
 
 /// Runs `f`, turning a panic into `fallback`: a Rust panic must never unwind
 /// into Apache. The panic hook (see `install_panic_hook`) has logged it.

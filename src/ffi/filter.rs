@@ -149,7 +149,8 @@ fn start(f: *mut sys::ap_filter_t) -> Option<State> {
                 r,
                 Level::Error,
                 &format!(
-                    "PD0401: LinkRewrite cannot decode Content-Encoding {other:?}: the page is passed on unrewritten (let the backend send gzip, deflate or no encoding)"
+                    "{}: LinkRewrite cannot decode Content-Encoding {other:?}: the page is passed on unrewritten (let the backend send gzip, deflate or no encoding)",
+                    crate::logid::UNDECODABLE
                 ),
             );
             return None;
@@ -158,7 +159,11 @@ fn start(f: *mut sys::ap_filter_t) -> Option<State> {
     let rewriter = match StreamRewriter::new(maps, body, charset.as_deref(), encoding) {
         Ok(rw) => rw,
         Err(e) => {
-            log_request(r, Level::Error, &format!("PD0402: LinkRewrite: {e}: the page is passed on unrewritten"));
+            log_request(
+                r,
+                Level::Error,
+                &format!("{}: LinkRewrite: {e}: the page is passed on unrewritten", crate::logid::CHARSET),
+            );
             return None;
         }
     };
@@ -250,7 +255,8 @@ unsafe fn fail(
             r,
             Level::Error,
             &format!(
-                "PD0403: LinkRewrite: {e}: {what}; the body is not the valid, complete stream its Content-Encoding says: fix the backend, or leave this URL out of LinkRewrite's scope"
+                "{}: LinkRewrite: {e}: {what}; the body is not the valid, complete stream its Content-Encoding says: fix the backend, or leave this URL out of LinkRewrite's scope",
+                crate::logid::CORRUPT_BODY
             ),
         );
         state.rewriter = None;
@@ -363,7 +369,8 @@ pub unsafe extern "C" fn link_filter(f: *mut sys::ap_filter_t, bb: *mut sys::apr
                                 r,
                                 Level::Error,
                                 &format!(
-                                    "PD0404: LinkRewrite: reading the response body failed ({}); the response is cut (the line of the module that produced it, if any, says more)",
+                                    "{}: LinkRewrite: reading the response body failed ({}); the response is cut (the line of the module that produced it, if any, says more)",
+                                    crate::logid::UNREADABLE_BODY,
                                     apr_error(rv)
                                 ),
                             );

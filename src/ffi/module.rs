@@ -408,12 +408,12 @@ fn launch(state: *mut ParentState) {
         log_server(
             Some(st.main),
             Level::Crit,
-            &format!("{}: cannot start the process manager: {e}; process groups will not run", msg::MANAGER),
+            &format!("{}: cannot start the process manager: {e}; process groups will not run", msg::MANAGER_RESTARTED),
         );
         return;
     }
     if let Err(e) = send_plan(st) {
-        log_server(Some(st.main), Level::Crit, &format!("{}: {e}", msg::MANAGER));
+        log_server(Some(st.main), Level::Crit, &format!("{}: {e}", msg::MANAGER_RESTARTED));
     }
     // Registered whenever it was forked: its death (also one send_plan
     // caused) starts a new manager.
@@ -457,7 +457,7 @@ unsafe extern "C" fn manager_event(reason: c_int, data: *mut c_void, status: c_i
                         Level::Crit,
                         &format!(
                             "{}: the process manager (pid {dead}) could not start; not restarting it. Fix the cause logged above and restart Apache",
-                            msg::MANAGER
+                            msg::MANAGER_RESTARTED
                         ),
                     );
                     return;
@@ -465,7 +465,7 @@ unsafe extern "C" fn manager_event(reason: c_int, data: *mut c_void, status: c_i
                 log_server(
                     Some(st.main),
                     Level::Crit,
-                    &format!("{}: the process manager (pid {dead}) {how}; starting a new one", msg::MANAGER),
+                    &format!("{}: the process manager (pid {dead}) {how}; starting a new one", msg::MANAGER_RESTARTED),
                 );
                 launch(state);
             }
@@ -544,7 +544,7 @@ unsafe extern "C" fn post_config(
         let plan_text = match plan.to_text() {
             Ok(t) => t,
             Err(e) => {
-                log_server(Some(server), Level::Crit, &format!("{}: {e}", msg::MANAGER));
+                log_server(Some(server), Level::Crit, &format!("{}: {e}", msg::MANAGER_RESTARTED));
                 return sys::OK;
             }
         };
@@ -560,7 +560,7 @@ unsafe extern "C" fn post_config(
         let pid = unsafe { (*st.retained).manager_pid };
         if manager_alive(pid) {
             if let Err(e) = send_plan(st) {
-                log_server(Some(server), Level::Crit, &format!("{}: {e}", msg::MANAGER));
+                log_server(Some(server), Level::Crit, &format!("{}: {e}", msg::MANAGER_RESTARTED));
             }
             register_manager(state);
         } else if groups > 0 {

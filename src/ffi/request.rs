@@ -9,6 +9,7 @@ use super::module::server_config_of;
 use super::sys;
 use crate::config::scope::DirConfig;
 use crate::handler::{Client, Outcome, Target, serve};
+use crate::logid;
 use std::ffi::{c_char, c_int};
 use std::path::PathBuf;
 
@@ -330,13 +331,17 @@ pub unsafe extern "C" fn handler(r: *mut sys::request_rec) -> c_int {
         };
         if kind == HANDLER_SCRIPT {
             if req.r().finfo.filetype == sys::apr_filetype_e_APR_NOFILE {
-                req.log(Level::Error, &format!("PD0301: script not found or unable to stat: {}", req.filename()));
+                req.log(
+                    Level::Error,
+                    &format!("{}: script not found or unable to stat: {}", logid::SCRIPT_MISSING, req.filename()),
+                );
                 return sys::HTTP_NOT_FOUND;
             }
             // SAFETY: ap_allow_options reads the live request's options.
             if unsafe { sys::ap_allow_options(r) } & sys::OPT_EXECCGI == 0 {
                 req.log(Level::Error, &format!(
-                    "PD0302: Options ExecCGI is off in this directory: {} (add Options +ExecCGI to run it in group {group_name})",
+                    "{}: Options ExecCGI is off in this directory: {} (add Options +ExecCGI to run it in group {group_name})",
+                    logid::EXECCGI_OFF,
                     req.filename()
                 ));
                 return sys::HTTP_FORBIDDEN;
@@ -345,7 +350,10 @@ pub unsafe extern "C" fn handler(r: *mut sys::request_rec) -> c_int {
         // SAFETY: r->server is the live server of this request.
         let config = unsafe { server_config_of(req.r().server) };
         let Some(group) = config.visible_groups().find(|g| g.name == group_name) else {
-            req.log(Level::Error, &format!("PD0303: group {group_name} is not declared for this virtual host"));
+            req.log(
+                Level::Error,
+                &format!("{}: group {group_name} is not declared for this virtual host", logid::GROUP_NOT_HERE),
+            );
             return sys::HTTP_INTERNAL_SERVER_ERROR;
         };
         let runtime_dir = config.runtime_dir.as_ref().map_or_else(
@@ -354,7 +362,10 @@ pub unsafe extern "C" fn handler(r: *mut sys::request_rec) -> c_int {
             |d| d.clone(),
         );
         let Some(protocol) = group.protocol else {
-            req.log(Level::Error, &format!("PD0303: group {group_name}: its language {} is not known", group.language));
+            req.log(
+                Level::Error,
+                &format!("{}: group {group_name}: its language {} is not known", logid::GROUP_NOT_HERE, group.language),
+            );
             return sys::HTTP_INTERNAL_SERVER_ERROR;
         };
         let target = Target {
@@ -374,14 +385,17 @@ pub unsafe extern "C" fn handler(r: *mut sys::request_rec) -> c_int {
         match serve(&mut client, &target, env) {
             Outcome::Done => sys::OK,
             Outcome::Failed { status, retry_after, log } => {
-                req.log(Level::Error, &format!("PD0304: {}", escape(&log)));
+                req.log(Level::Error, &format!("{}: {}", logid::REQUEST_FAILED, escape(&log)));
                 if let Some(secs) = retry_after {
                     req.set_table(req.r().err_headers_out, "Retry-After", &secs.to_string(), false);
                 }
                 c_int::from(status)
             }
             Outcome::Cut { log } => {
-                req.log(Level::Error, &format!("PD0305: {}; the response to the client was cut", escape(&log)));
+                req.log(
+                    Level::Error,
+                    &format!("{}: {}; the response to the client was cut", logid::RESPONSE_CUT, escape(&log)),
+                );
                 sys::OK
             }
         }

@@ -4,6 +4,7 @@
 
 use super::{EXIT_PANIC, Manager, id, log};
 use crate::config::plan::Plan;
+use crate::logid::Level;
 use nix::errno::Errno;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
@@ -39,14 +40,14 @@ impl Manager {
             }
             if sender == Some(self.httpd.as_raw()) {
                 if let Err(e) = self.control.push(&buf[..n]) {
-                    self.logs.manager("crit", id::MANAGER, &format!("{e}; exiting"));
+                    self.logs.manager(Level::Crit, id::MANAGER, &format!("{e}; exiting"));
                     crate::os::exit_now(EXIT_PANIC);
                 }
             } else if self.refused_logged.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
                 self.refused_logged = Some(Instant::now());
                 let who = sender.map_or("an unknown process".to_string(), |p| format!("pid {p}"));
                 self.logs.manager(
-                    "crit",
+                    Level::Crit,
                     id::REFUSED,
                     &format!(
                         "refused {n} bytes on the control channel from {who}: only the httpd parent (pid {}) configures the manager",
@@ -60,13 +61,13 @@ impl Manager {
                 Ok(Some(frame)) => frame,
                 Ok(None) => break,
                 Err(e) => {
-                    self.logs.manager("crit", id::MANAGER, &format!("{e}; exiting"));
+                    self.logs.manager(Level::Crit, id::MANAGER, &format!("{e}; exiting"));
                     crate::os::exit_now(EXIT_PANIC);
                 }
             };
             match std::str::from_utf8(&frame).map_err(|e| e.to_string()).and_then(Plan::from_text) {
                 Ok(plan) => self.apply(plan),
-                Err(e) => self.logs.manager("error", id::MANAGER, &log::escape(e.as_bytes())),
+                Err(e) => self.logs.manager(Level::Error, id::MANAGER, &log::escape(e.as_bytes())),
             }
         }
         true

@@ -5,6 +5,7 @@
 use super::output::{READ_BUDGET, read_some};
 use super::procs::set_nonblocking;
 use super::{EXIT_STARTUP_FAILURE, MAIN_LOG, Manager, TICK, id, log};
+use crate::logid::Level;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
@@ -31,7 +32,7 @@ pub fn run(control: OwnedFd) -> ! {
             "[{}] [procd:crit] [pid {}] {}: the process manager panicked ({info}); it exits and httpd starts a new one. Please report this.\n",
             crate::os::log_time(),
             std::process::id(),
-            id::PANIC
+            id::MANAGER_PANIC
         );
         log::append_line(&path, &line);
     }));
@@ -98,7 +99,7 @@ pub fn run(control: OwnedFd) -> ! {
             // starts a new manager.
             control = None;
             m.logs.manager(
-                "crit",
+                Level::Crit,
                 id::REFUSED,
                 "the control channel was closed while httpd runs (by a process other than httpd that holds a copy); groups keep running, and the next graceful restart starts a new manager",
             );

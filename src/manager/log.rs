@@ -10,6 +10,7 @@
 //! write nowhere it could not write itself. Worker bytes are escaped:
 //! no control character of theirs reaches a log file.
 
+use crate::logid::{Level, LogId};
 use crate::os::log_time;
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
@@ -153,9 +154,10 @@ impl Logs {
                     if path != self.main {
                         self.failed.insert(path.to_string());
                         let note = format!(
-                            "[{}] [procd:error] [pid {}] PD0200: cannot open the log {}: {e}; its lines go here\n",
+                            "[{}] [procd:error] [pid {}] {}: cannot open the log {}: {e}; its lines go here\n",
                             log_time(),
                             self.pid,
+                            crate::logid::MANAGER,
                             escape(path.as_bytes())
                         );
                         let main = self.main.clone();
@@ -172,17 +174,18 @@ impl Logs {
     }
 
     /// A line of the manager's own, with a stable id, to the main log.
-    pub fn manager(&mut self, level: &str, id: &str, text: &str) {
-        let line = format!("[{}] [procd:{level}] [pid {}] {id}: {text}\n", log_time(), self.pid);
+    pub fn manager(&mut self, level: Level, id: LogId, text: &str) {
+        let line = format!("[{}] [procd:{}] [pid {}] {id}: {text}\n", log_time(), level.name(), self.pid);
         let main = self.main.clone();
         self.write(&main, &line);
     }
 
     /// A line about one group, to that group's log and (for errors) the main log.
-    pub fn group(&mut self, path: &str, level: &str, id: &str, group: &str, text: &str) {
-        let line = format!("[{}] [procd:{level}] [pid {}] {id}: group {group}: {text}\n", log_time(), self.pid);
+    pub fn group(&mut self, path: &str, level: Level, id: LogId, group: &str, text: &str) {
+        let line =
+            format!("[{}] [procd:{}] [pid {}] {id}: group {group}: {text}\n", log_time(), level.name(), self.pid);
         self.write(path, &line);
-        if path != self.main && level != "notice" && level != "info" {
+        if path != self.main && !matches!(level, Level::Notice | Level::Info) {
             let main = self.main.clone();
             self.write(&main, &line);
         }

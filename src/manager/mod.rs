@@ -70,24 +70,8 @@ const TICK: Duration = Duration::from_millis(100);
 /// How long exit records are kept.
 const EXIT_RECORD_AGE: Duration = Duration::from_secs(120);
 
-/// Log ids of the manager.
-mod id {
-    pub const MANAGER: &str = "PD0200";
-    pub const WORKER_STARTED: &str = "PD0201";
-    pub const WORKER_EXITED: &str = "PD0202";
-    pub const BACKOFF: &str = "PD0203";
-    pub const GENERATION_SERVING: &str = "PD0204";
-    pub const GENERATION_FAILED: &str = "PD0205";
-    pub const DRAINED: &str = "PD0206";
-    pub const STRAGGLER: &str = "PD0207";
-    pub const SPAWN_FAILED: &str = "PD0208";
-    pub const RESTART_FILE: &str = "PD0209";
-    pub const PANIC: &str = "PD0210";
-    pub const REFUSED: &str = "PD0211";
-    pub const OUTPUT_DROPPED: &str = "PD0212";
-    pub const ORPHAN: &str = "PD0213";
-    pub const CGROUPS: &str = "PD0214";
-}
+/// Log ids: the one catalogue.
+use crate::logid::{self as id, Level};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -188,7 +172,7 @@ impl Manager {
         }
         if let Some(why) = self.no_cgroups.take() {
             self.logs.manager(
-                "notice",
+                Level::Notice,
                 id::CGROUPS,
                 &format!(
                     "no cgroup v2 containment ({why}): what workers leave running is found through the manager's subreaper, and may escape it by chains of daemons"
@@ -208,7 +192,7 @@ impl Manager {
         }
         if !plan.build.is_empty() && plan.build != crate::config::plan::build_id() {
             self.logs.manager(
-                "warn",
+                Level::Warn,
                 id::MANAGER,
                 &format!(
                     "httpd now runs mod_procd build {}, this manager build {}: loaders and request handling are the new build's; the manager itself is updated at the next full restart (apachectl restart)",
@@ -219,14 +203,14 @@ impl Manager {
         }
         if let Err(e) = prepare_runtime_dir(Path::new(&plan.runtime_dir), plan.socket_gid, &plan.loaders) {
             self.logs.manager(
-                "error",
+                Level::Error,
                 id::MANAGER,
                 &format!("cannot prepare the runtime dir {}: {e}; groups cannot start", plan.runtime_dir),
             );
         }
         let old_dir = std::mem::replace(&mut self.plan, plan);
         self.logs.manager(
-            "notice",
+            Level::Notice,
             id::MANAGER,
             &format!("new configuration: {} group(s), runtime dir {}", self.plan.groups.len(), self.plan.runtime_dir),
         );
@@ -274,7 +258,7 @@ impl Manager {
             Err(e) => {
                 self.logs.group(
                     &plan.error_log,
-                    "error",
+                    Level::Error,
                     id::GENERATION_FAILED,
                     name,
                     &format!("cannot create socket {}: {e}", path.display()),
@@ -317,7 +301,7 @@ impl Manager {
                     plan.argv.join(" ")
                 );
                 let log = plan.error_log.clone();
-                self.logs.group(&log, "notice", id::WORKER_STARTED, name, &text);
+                self.logs.group(&log, Level::Notice, id::WORKER_STARTED, name, &text);
                 self.workers.insert(
                     pid,
                     Worker {
@@ -340,7 +324,7 @@ impl Manager {
             }
             Err(e) => {
                 let log = plan.error_log.clone();
-                self.logs.group(&log, "error", id::SPAWN_FAILED, name, &format!("cannot start a worker: {e}"));
+                self.logs.group(&log, Level::Error, id::SPAWN_FAILED, name, &format!("cannot start a worker: {e}"));
                 false
             }
         }
@@ -378,7 +362,7 @@ impl Manager {
         };
         self.logs.group(
             &log,
-            "error",
+            Level::Error,
             id::GENERATION_FAILED,
             name,
             &format!("generation {} failed to start: {why}; {consequence}", gen_.id),
@@ -398,7 +382,7 @@ impl Manager {
         let (failures, log) = (group.failures, group.plan.as_ref().map(|p| p.error_log.clone()).unwrap_or_default());
         self.logs.group(
             &log,
-            "error",
+            Level::Error,
             id::BACKOFF,
             name,
             &format!("workers fail to start ({failures} time(s) in a row; last: {why}); next attempt in {} ms. Check the group's command and the lines above", delay.as_millis()),
@@ -432,7 +416,7 @@ impl Manager {
             group.generations.iter().filter(|g| g.phase == Phase::Serving && g.id != new_id).map(|g| g.id).collect();
         self.logs.group(
             &log,
-            "notice",
+            Level::Notice,
             id::GENERATION_SERVING,
             name,
             &format!("generation {new_id} is serving with {count} worker(s)"),
@@ -477,7 +461,7 @@ impl Manager {
         let gen_ = group.generations.remove(pos);
         self.logs.group(
             &gen_.plan.error_log,
-            "notice",
+            Level::Notice,
             id::DRAINED,
             name,
             &format!("generation {gen_id} has drained and stopped ({why})"),
@@ -505,7 +489,7 @@ impl Manager {
                 Phase::Draining { .. } => {}
             }
         }
-        self.logs.manager("notice", id::DRAINED, &format!("group {name}: stopping ({why})"));
+        self.logs.manager(Level::Notice, id::DRAINED, &format!("group {name}: stopping ({why})"));
     }
 
     /// A worker was reaped.
@@ -541,15 +525,15 @@ impl Manager {
         });
         let log = w.error_log.clone();
         let (level, text) = match (&decision, stage) {
-            (policy::AfterExit::Nothing, _) => ("info", format!("worker pid {pid} {how} (stopping)")),
+            (policy::AfterExit::Nothing, _) => (Level::Info, format!("worker pid {pid} {how} (stopping)")),
             (_, policy::Stage::Draining) => {
-                ("info", format!("generation {gen_id}: old worker pid {pid} {how} (draining, {left} left)"))
+                (Level::Info, format!("generation {gen_id}: old worker pid {pid} {how} (draining, {left} left)"))
             }
             (_, policy::Stage::Starting) => {
-                ("error", format!("generation {gen_id}: worker pid {pid} {how} before it was ready"))
+                (Level::Error, format!("generation {gen_id}: worker pid {pid} {how} before it was ready"))
             }
             (_, policy::Stage::Serving) => (
-                "error",
+                Level::Error,
                 format!("generation {gen_id}: worker pid {pid} {how} after {} ms; replacing it", uptime.as_millis()),
             ),
         };
@@ -707,7 +691,7 @@ impl Manager {
                 if !pids.is_empty() {
                     self.logs.group(
                         &log,
-                        "warn",
+                        Level::Warn,
                         id::STRAGGLER,
                         &name,
                         &format!(
@@ -735,7 +719,7 @@ impl Manager {
             // What was dropped of the group's worker output.
             let summary = self.groups.get_mut(&name).and_then(|g| Some((g.output.summary()?, g.plan.clone()?)));
             if let Some((text, plan)) = summary {
-                self.logs.group(&plan.error_log, "warn", id::OUTPUT_DROPPED, &name, &text);
+                self.logs.group(&plan.error_log, Level::Warn, id::OUTPUT_DROPPED, &name, &text);
             }
             // Retries after back-off.
             let group = &self.groups[&name];
@@ -772,7 +756,7 @@ impl Manager {
                     }
                     self.logs.group(
                         &log,
-                        "notice",
+                        Level::Notice,
                         id::RESTART_FILE,
                         &name,
                         &format!("{file} changed: starting a new generation"),
@@ -793,7 +777,7 @@ impl Manager {
     /// SIGKILL after `STOP_GRACE`. Bounded: about 3 s in all.
     fn shutdown(&mut self, why: &str) -> ! {
         self.stopping = true;
-        self.logs.manager("notice", id::MANAGER, &format!("stopping all groups ({why})"));
+        self.logs.manager(Level::Notice, id::MANAGER, &format!("stopping all groups ({why})"));
         let mut quiet = Vec::new();
         for (pid, w) in self.workers.iter_mut() {
             w.status = None;

@@ -4,6 +4,7 @@
 
 use super::procs::{own_children, process_name, process_uid, signal_worker};
 use super::{Manager, Phase, id};
+use crate::logid::Level;
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
@@ -45,7 +46,7 @@ impl Manager {
                 Some((group, generation, log)) => {
                     self.logs.group(
                         &log,
-                        "notice",
+                        Level::Notice,
                         id::ORPHAN,
                         &group,
                         &format!(
@@ -63,7 +64,7 @@ impl Manager {
         // One line a round, however many: a fork bomb does not flood the log.
         if !killed.is_empty() {
             self.logs.manager(
-                "warn",
+                Level::Warn,
                 id::ORPHAN,
                 &format!(
                     "killed {} process(es) left running by workers whose group no longer serves: {}",
@@ -84,7 +85,7 @@ impl Manager {
             signal_worker(pid, Signal::SIGKILL);
             self.logs.group(
                 log,
-                "warn",
+                Level::Warn,
                 id::ORPHAN,
                 name,
                 &format!("killed pid {pid} ({what}), left running by a worker of generation {gen_id}, which has ended"),
