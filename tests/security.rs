@@ -629,3 +629,23 @@ fn per_file_groups_load_only_what_apache_maps() {
     }
     a.stop();
 }
+
+/// Item 2, the runtime dir: one under a directory other users can write is
+/// refused (nothing is created or chowned there) and the log says why.
+#[test]
+fn a_runtime_dir_others_can_change_is_refused() {
+    ensure_user("procd-test-a");
+    let mut a = Apache::new("rundir", Mpm::Event, "");
+    let shared = a.dir.join("shared");
+    std::fs::create_dir_all(&shared).unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777)).unwrap();
+    a.set_extra(&format!("ProcdRuntimeDir {}/procd\n{}", shared.display(), group("r", "procd-test-a", "")));
+    a.start();
+    if !wait_until(Duration::from_secs(10), || a.error_log().contains("writable by users other than root")) {
+        a.fail("no log line for a runtime dir under a directory others can write");
+    }
+    if shared.join("procd").exists() {
+        a.fail("the runtime dir was created under a directory others can write");
+    }
+    a.stop();
+}
