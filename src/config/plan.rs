@@ -155,6 +155,11 @@ pub fn build_plan(views: &[ServerView<'_>], apache: &Identity, runtime_dir: &str
     let mut groups = Vec::new();
     for view in views {
         for g in &view.config.groups {
+            // A virtual host with no directive of ours shares the main
+            // server's configuration: its groups are the main server's.
+            if groups.iter().any(|x: &GroupPlan| x.name == g.name) {
+                continue;
+            }
             let Some(lang) = table.get(&g.language) else {
                 continue;
             };
@@ -357,6 +362,14 @@ mod tests {
         assert!(a.env.contains(&("PATH".into(), "/opt/bin".into())));
         assert!(a.env.contains(&("X".into(), "1".into())));
         assert!(plan.groups[1].argv.is_empty());
+        // A virtual host without directives of ours shares the main
+        // server's configuration: each group is planned once.
+        let shared = [
+            ServerView { label: "main".into(), config: &main, error_log: None, document_root: None },
+            ServerView { label: "vhost".into(), config: &main, error_log: None, document_root: None },
+        ];
+        assert_eq!(build_plan(&shared, &apache, "/run/procd").groups.len(), 2);
+        assert_eq!(build_plan(&shared, &apache, "/run/procd").validate(), Ok(()));
         let text = plan.to_text().unwrap();
         assert_eq!(Plan::from_text(&text).unwrap(), plan);
     }
