@@ -82,3 +82,33 @@ pub fn read_until_closed(
     }
     (String::from_utf8_lossy(&got).into_owned(), first_seen)
 }
+
+/// A GET to 127.0.0.1:`port` over a fresh connection, for client threads
+/// (no `Apache` at hand): the answer, or what went wrong.
+pub fn http_get(port: u16, path: &str) -> Result<Response, String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).map_err(|e| format!("{path}: connect: {e}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(30))).ok();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").as_bytes())
+        .map_err(|e| format!("{path}: send: {e}"))?;
+    let mut buf = Vec::new();
+    loop {
+        let mut chunk = [0u8; 16384];
+        match s.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(format!("{path}: read after {} bytes: {e}", buf.len())),
+        }
+    }
+    let split = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| format!("{path}: no HTTP head in {:?}", String::from_utf8_lossy(&buf)))?;
+    let head = String::from_utf8_lossy(&buf[..split]).into_owned();
+    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let mut body = buf[split + 4..].to_vec();
+    if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        body = dechunk(&body).ok_or_else(|| format!("{path}: a cut chunked body ({} bytes)", body.len()))?;
+    }
+    Ok(Response { status, head, body })
+}

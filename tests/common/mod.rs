@@ -8,15 +8,16 @@
 //! On failure the config and error log are printed (see `Apache::fail`).
 //!
 //! Modules: `apache` (the instance), `procs` (/proc inspection), `users`
-//! (system users and groups), `http` (the HTTP client), `echo` (the echo
-//! worker's line protocol). Everything is re-exported here, so tests
-//! `use common::*;`.
+//! (system users and groups), `http` (the HTTP client), `logs` (times of
+//! error-log lines), `echo` (the echo worker's line protocol). Everything
+//! is re-exported here, so tests `use common::*;`.
 
 #![allow(dead_code)]
 
 pub mod apache;
 pub mod echo;
 pub mod http;
+pub mod logs;
 pub mod procs;
 pub mod users;
 
@@ -27,6 +28,8 @@ pub use apache::*;
 pub use echo::*;
 #[allow(unused_imports)]
 pub use http::*;
+#[allow(unused_imports)]
+pub use logs::*;
 #[allow(unused_imports)]
 pub use procs::*;
 #[allow(unused_imports)]

@@ -14,9 +14,12 @@ already queued on the socket, then exits 0.
 
 WORKER_MODE (env): "fail" exits 1 at once; "hang" never says READY;
 "crashloop" says READY, then exits 3 after CRASH_AFTER seconds (0.2).
+ON_TERM (env): "report" prints "SIGTERM at EPOCH" to stdout and dies of the
+signal; "ignore" prints the same line and goes on (only SIGKILL ends it).
 """
 import os
 import select
+import signal
 import socket
 import sys
 import time
@@ -59,8 +62,16 @@ def serve(conn):
             data += chunk
         answer(conn, data.decode().strip())
 
+def on_term(signum, frame):
+    print("SIGTERM at %.3f pid %d" % (time.time(), os.getpid()), flush=True)
+    if os.environ.get("ON_TERM") != "ignore":
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
+
 def main():
     mode = os.environ.get("WORKER_MODE", "")
+    if os.environ.get("ON_TERM") in ("report", "ignore"):
+        signal.signal(signal.SIGTERM, on_term)
     print("echo worker pid %d starting (mode=%r)" % (os.getpid(), mode), flush=True)
     print("a line on stderr", file=sys.stderr, flush=True)
     if mode == "fail":
