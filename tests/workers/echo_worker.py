@@ -12,7 +12,8 @@ READY on the status channel fd 4, and answers each connection's one line:
 When fd 4 reaches EOF (the manager drains this generation) it serves what is
 already queued on the socket, then exits 0.
 
-WORKER_MODE (env): "fail" exits 1 at once; "hang" never says READY;
+WORKER_MODE (env): "fail" exits 1 at once; "hang" never says READY and
+reads nothing more;
 "crashloop" says READY, then exits 3 after CRASH_AFTER seconds (0.2).
 ON_TERM (env): "report" prints "SIGTERM at EPOCH" to stdout and dies of the
 signal; "ignore" prints the same line and goes on (only SIGKILL ends it).
@@ -82,8 +83,11 @@ def main():
     listener = socket.socket(fileno=3)
     listener.setblocking(False)
     status = 4
-    if mode != "hang":
-        os.write(status, b"READY\n")
+    if mode == "hang":
+        # Stuck before READY, reading nothing (not even EOF on fd 4).
+        while True:
+            time.sleep(3600)
+    os.write(status, b"READY\n")
     if mode == "crashloop":
         time.sleep(float(os.environ.get("CRASH_AFTER", "0.2")))
         os._exit(3)
