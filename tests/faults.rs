@@ -182,10 +182,6 @@ fn a_killed_manager_fails_requests_in_flight_at_once_and_serving_resumes() {
     a.stop();
 }
 
-fn fd_count(pid: i32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0)
-}
-
 /// Descriptor counts of the manager, its workers and Apache's children.
 fn fds(a: &Apache) -> BTreeMap<i32, usize> {
     let master = a.master.unwrap();

@@ -109,41 +109,80 @@ pub fn zombie_children(pid: i32) -> Vec<i32> {
         .collect()
 }
 
+/// Every open descriptor of a process: (number, what it points to). Each
+/// descriptor counts, also two pointing to the same pipe or file.
+pub fn fd_list(pid: i32) -> Vec<(i32, String)> {
+    let dir =
+        std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap_or_else(|e| panic!("cannot list /proc/{pid}/fd: {e}"));
+    let mut fds: Vec<(i32, String)> = dir
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let n: i32 = e.file_name().to_str()?.parse().ok()?;
+            // A descriptor closed while we look is gone; nothing to count.
+            Some((n, std::fs::read_link(e.path()).ok()?.display().to_string()))
+        })
+        .collect();
+    fds.sort();
+    fds
+}
+
+/// How many descriptors a process has open (0 if it is gone).
+pub fn fd_count(pid: i32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0)
+}
+
+/// kcmp(KCMP_FILE): whether `fd1` of `pid1` and `fd2` of `pid2` are the
+/// same open file description. Panics if the kernel cannot say (no kcmp,
+/// or not allowed): a check built on it must not pass silently.
+pub fn same_description(pid1: i32, fd1: i32, pid2: i32, fd2: i32) -> bool {
+    const KCMP_FILE: libc::c_long = 0;
+    // SAFETY: kcmp only compares kernel objects of two processes.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_kcmp,
+            pid1 as libc::c_long,
+            pid2 as libc::c_long,
+            KCMP_FILE,
+            fd1 as libc::c_long,
+            fd2 as libc::c_long,
+        )
+    };
+    match r {
+        0 => true,
+        1..=3 => false,
+        _ => {
+            let e = std::io::Error::last_os_error();
+            // The descriptor was closed meanwhile: not shared.
+            if e.raw_os_error() == Some(libc::EBADF) && (!fd_open(pid1, fd1) || !fd_open(pid2, fd2)) {
+                return false;
+            }
+            panic!(
+                "kcmp(pid {pid1} fd {fd1}, pid {pid2} fd {fd2}) failed: {e}; the descriptor checks need kcmp \
+                 (CONFIG_KCMP, and ptrace access to both processes: run as root)"
+            )
+        }
+    }
+}
+
+fn fd_open(pid: i32, fd: i32) -> bool {
+    std::fs::symlink_metadata(format!("/proc/{pid}/fd/{fd}")).is_ok()
+}
+
 /// Descriptors of `pid` that share an open file description with one of
 /// `master`'s: inherited, not merely the same file opened again (kcmp(2)).
+/// Panics if kcmp does not work (checked first on a descriptor of ours).
 pub fn shared_descriptions(master: i32, pid: i32) -> Vec<String> {
-    let fds = |p: i32| -> Vec<(i32, String)> {
-        std::fs::read_dir(format!("/proc/{p}/fd"))
-            .map(|d| {
-                d.filter_map(|e| {
-                    let e = e.ok()?;
-                    let n: i32 = e.file_name().to_str()?.parse().ok()?;
-                    Some((n, std::fs::read_link(e.path()).ok()?.display().to_string()))
-                })
-                .collect()
-            })
-            .unwrap_or_default()
-    };
-    let theirs = fds(master);
+    let me = std::process::id() as i32;
+    let probe = std::fs::File::open("/proc/self/stat").expect("open a probe file");
+    let probe_fd = std::os::fd::AsRawFd::as_raw_fd(&probe);
+    assert!(same_description(me, probe_fd, me, probe_fd), "kcmp says a descriptor differs from itself");
+    let theirs = fd_list(master);
+    assert!(!theirs.is_empty(), "the httpd master {master} has no descriptors: is it alive?");
     let mut shared = Vec::new();
-    for (fd, target) in fds(pid) {
+    for (fd, target) in fd_list(pid) {
         for (mfd, mtarget) in &theirs {
-            if &target != mtarget {
-                continue;
-            }
-            const KCMP_FILE: libc::c_long = 0;
-            // SAFETY: kcmp only compares kernel objects of two processes.
-            let same = unsafe {
-                libc::syscall(
-                    libc::SYS_kcmp,
-                    pid as libc::c_long,
-                    master as libc::c_long,
-                    KCMP_FILE,
-                    fd as libc::c_long,
-                    *mfd as libc::c_long,
-                )
-            };
-            if same == 0 {
+            // The same description always has the same target.
+            if &target == mtarget && same_description(pid, fd, master, *mfd) {
                 shared.push(format!("fd {fd} -> {target} (master fd {mfd})"));
             }
         }
