@@ -8,6 +8,8 @@ PACKAGES=(
     apache2 apache2-dev libapr1-dev libaprutil1-dev libclang-dev pkg-config
     # tests and demo
     curl procps passwd util-linux iproute2
+    # tests/frontends.rs makes a self-signed certificate for mod_ssl
+    openssl
     # language runtimes the tests and the demo use
     python3 python3-venv perl
     # LinkRewrite tests compare against the Apache manual

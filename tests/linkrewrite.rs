@@ -370,7 +370,8 @@ fn large_pages_stream_with_flat_memory() {
         if links != blocks {
             s.a.fail(&format!("{url}: {links} links rewritten, expected {blocks}"));
         }
-        if after > before + 16 * 1024 {
+        // README: "at most 14 MB"; twice that is a regression.
+        if after > before + 16 * 1024 || after > 2 * 14 * 1024 {
             s.a.fail(&format!("{url}: Apache children grew from {before} kB to {after} kB on a 50 MB page"));
         }
     }
@@ -561,7 +562,8 @@ LoadModule proxy_http_module {MODULES}/mod_proxy_http.so
         a.fail(&format!("second part not rewritten: {text}"));
     }
     match first_seen {
-        Some(t) if t < stall - Duration::from_millis(500) => {}
+        // README: 12 ms measured; held back until the backend goes on would be 3 s.
+        Some(t) if t < Duration::from_millis(500) => {}
         _ => a.fail(&format!("the first part was held back until the backend finished ({first_seen:?}): {text}")),
     }
 }
@@ -607,7 +609,8 @@ fn cgi_output_streams_while_the_script_stalls() {
         s.a.fail(&format!("second part not rewritten: {text}"));
     }
     match first_seen {
-        Some(t) if t < Duration::from_millis(2000) => {}
+        // README: 4 ms measured; held back until the script ends would be 3 s.
+        Some(t) if t < Duration::from_millis(500) => {}
         _ => s.a.fail(&format!("the first part was held back until the script finished ({first_seen:?}): {text}")),
     }
     // Past CGIDScriptTimeout: the response is cut, and the log says so.

@@ -54,26 +54,58 @@ fn groups_run_as_their_users_and_hold_nothing_of_apaches() {
         }
     }
 
-    // No descriptor of the httpd master (listening socket, logs, pipes) is
-    // shared with the manager or a worker; sockets and pipes not even by inode.
-    let apaches: std::collections::BTreeSet<String> =
-        fd_targets(master).into_iter().filter(|t| t.starts_with("socket:") || t.starts_with("pipe:")).collect();
-    for pid in std::iter::once(manager).chain(workers.iter().copied()) {
-        let mut shared: Vec<String> = fd_targets(pid).intersection(&apaches).cloned().collect();
-        shared.extend(shared_descriptions(master, pid));
-        if !shared.is_empty() {
-            a.fail(&format!("process {pid} ({}) holds Apache's descriptors {shared:?}", comm(pid)));
-        }
-        let n = fd_targets(pid).len();
-        if pid != manager && n > 5 {
-            a.fail(&format!("worker {pid} has {n} descriptors, expected 0-4 only: {:?}", fd_targets(pid)));
-        }
-    }
+    holds_nothing_of_apaches(&a, 3, "at start");
     // Start-up output of workers reached the log, with group and pid.
     if !a.error_log().contains("[procd:app] [group ga] [pid") || !a.error_log().contains("a line on stderr") {
         a.fail("worker output is not in the error log");
     }
+    // The same after a graceful restart (new workers, a new plan) ...
+    let serving = a.log_count("PD0204");
+    a.graceful();
+    if !wait_until(Duration::from_secs(10), || a.log_count("PD0204") >= serving + 2) {
+        a.fail("the groups' new generations do not serve after the graceful restart");
+    }
+    holds_nothing_of_apaches(&a, 3, "after a graceful restart");
+    // ... and with a manager the httpd parent started again after SIGKILL.
+    nix_kill(manager, "KILL");
+    if !wait_until(Duration::from_secs(5), || manager_of(master).is_some_and(|m| m != manager)) {
+        a.fail("no new manager after SIGKILL");
+    }
+    a.wait_for_group("ga", Duration::from_secs(10));
+    a.wait_for_group("gb", Duration::from_secs(10));
+    holds_nothing_of_apaches(&a, 3, "after the manager was restarted");
     a.stop();
+}
+
+/// No descriptor of the httpd master (listening socket, logs, pipes) is
+/// shared with the manager or a worker (by open file description, kcmp);
+/// sockets and pipes not even by inode. Each worker has fds 0-4 only.
+fn holds_nothing_of_apaches(a: &Apache, workers: usize, when: &str) {
+    let master = a.master.unwrap();
+    let manager = a.manager();
+    let mut pids = Vec::new();
+    // Old workers may still be draining: wait for the count.
+    wait_until(Duration::from_secs(8), || {
+        pids = children(manager).into_iter().collect();
+        pids.len() == workers
+    });
+    if pids.len() != workers {
+        a.fail(&format!("{when}: expected {workers} workers, found {pids:?}"));
+    }
+    let apaches: std::collections::BTreeSet<String> =
+        fd_targets(master).into_iter().filter(|t| t.starts_with("socket:") || t.starts_with("pipe:")).collect();
+    for pid in std::iter::once(manager).chain(pids.iter().copied()) {
+        let mut shared: Vec<String> = fd_targets(pid).intersection(&apaches).cloned().collect();
+        shared.extend(shared_descriptions(master, pid));
+        if !shared.is_empty() {
+            a.fail(&format!("{when}: process {pid} ({}) holds Apache's descriptors {shared:?}", comm(pid)));
+        }
+        let fds = fd_list(pid);
+        let numbers: Vec<i32> = fds.iter().map(|(n, _)| *n).collect();
+        if pid != manager && numbers != [0, 1, 2, 3, 4] {
+            a.fail(&format!("{when}: worker {pid} has descriptors {fds:?}, expected exactly 0-4"));
+        }
+    }
 }
 
 fn nix_uid(user: &str) -> u32 {
@@ -214,7 +246,9 @@ fn killed_worker_is_replaced_and_killed_manager_comes_back() {
     if !a.error_log().contains("PD0102: the process manager") {
         a.fail("no log line about the manager's death");
     }
-    if took > Duration::from_millis(2000) {
+    // README: 0.9 s measured (httpd looks at its other children once a
+    // second); twice that is a regression.
+    if took > Duration::from_millis(1800) {
         a.fail(&format!("the manager took {} ms to come back", took.as_millis()));
     }
     a.stop();

@@ -64,6 +64,24 @@ def application(environ, start_response):
     if path == "/sleep":
         time.sleep(float(query.get("s", "1")))
         return reply(start_response, b"slept\n")
+    if path == "/whoami":
+        # Which worker of which generation answered (after s seconds).
+        time.sleep(float(query.get("s", "0")))
+        return reply(start_response, ("gen=%s pid=%d\n" % (os.environ.get("PROCD_GENERATION"), os.getpid())).encode())
+    if path == "/upload-watch":
+        # Reads the body; says in the log how much arrived and how it ended.
+        got, wsgi_input = 0, environ["wsgi.input"]
+        try:
+            while True:
+                chunk = wsgi_input.read(65536)
+                if not chunk:
+                    break
+                got += len(chunk)
+            how = "the end of the body"
+        except Exception as e:
+            how = "%s: %s" % (type(e).__name__, e)
+        print("upload-watch: %d bytes, then %s" % (got, how), file=environ["wsgi.errors"], flush=True)
+        return reply(start_response, ("%d\n" % got).encode())
     if path == "/record":
         # One line per request the application really ran.
         with open(os.environ["RECORD_FILE"], "a") as f:

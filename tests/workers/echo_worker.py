@@ -14,11 +14,15 @@ READY on the status channel fd 4, and answers each connection's one line:
 When fd 4 reaches EOF (the manager drains this generation) it serves what is
 already queued on the socket, then exits 0.
 
-WORKER_MODE (env): "fail" exits 1 at once; "hang" never says READY;
+WORKER_MODE (env): "fail" exits 1 at once; "hang" never says READY and
+reads nothing more;
 "crashloop" says READY, then exits 3 after CRASH_AFTER seconds (0.2).
+ON_TERM (env): "report" prints "SIGTERM at EPOCH" to stdout and dies of the
+signal; "ignore" prints the same line and goes on (only SIGKILL ends it).
 """
 import os
 import select
+import signal
 import socket
 import sys
 import time
@@ -77,8 +81,16 @@ def serve(conn):
             data += chunk
         answer(conn, data.decode().strip())
 
+def on_term(signum, frame):
+    print("SIGTERM at %.3f pid %d" % (time.time(), os.getpid()), flush=True)
+    if os.environ.get("ON_TERM") != "ignore":
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
+
 def main():
     mode = os.environ.get("WORKER_MODE", "")
+    if os.environ.get("ON_TERM") in ("report", "ignore"):
+        signal.signal(signal.SIGTERM, on_term)
     print("echo worker pid %d starting (mode=%r)" % (os.getpid(), mode), flush=True)
     print("a line on stderr", file=sys.stderr, flush=True)
     if mode == "fail":
@@ -89,8 +101,11 @@ def main():
     listener = socket.socket(fileno=3)
     listener.setblocking(False)
     status = 4
-    if mode != "hang":
-        os.write(status, b"READY\n")
+    if mode == "hang":
+        # Stuck before READY, reading nothing (not even EOF on fd 4).
+        while True:
+            time.sleep(3600)
+    os.write(status, b"READY\n")
     if mode == "crashloop":
         time.sleep(float(os.environ.get("CRASH_AFTER", "0.2")))
         os._exit(3)

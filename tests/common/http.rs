@@ -1,0 +1,114 @@
+//! A minimal HTTP/1.1 client for the tests: one request per connection,
+//! chunked bodies decoded, and timing of when a part of a body arrived.
+
+use super::apache::Apache;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+/// A minimal HTTP answer.
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub head: String,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+impl Apache {
+    /// A GET over a fresh connection.
+    pub fn get(&self, path: &str) -> Response {
+        self.request(&format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"))
+    }
+
+    /// Sends raw bytes and reads the whole answer (connection closes).
+    pub fn request(&self, raw: &str) -> Response {
+        let mut s =
+            TcpStream::connect(("127.0.0.1", self.port)).unwrap_or_else(|e| self.fail(&format!("connect: {e}")));
+        s.set_read_timeout(Some(Duration::from_secs(20))).ok();
+        s.write_all(raw.as_bytes()).unwrap_or_else(|e| self.fail(&format!("send: {e}")));
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).unwrap_or_else(|e| self.fail(&format!("read: {e}")));
+        let split = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or_else(|| self.fail("no HTTP head"));
+        let head = String::from_utf8_lossy(&buf[..split]).into_owned();
+        let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+        let mut body = buf[split + 4..].to_vec();
+        if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+            body = dechunk(&body).unwrap_or_else(|| self.fail("malformed chunked body"));
+        }
+        Response { status, head, body }
+    }
+}
+
+/// Decodes a chunked HTTP body.
+pub fn dechunk(mut data: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    loop {
+        let line_end = data.windows(2).position(|w| w == b"\r\n")?;
+        let size_text = std::str::from_utf8(&data[..line_end]).ok()?;
+        let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
+        data = &data[line_end + 2..];
+        if size == 0 {
+            return Some(out);
+        }
+        out.extend_from_slice(data.get(..size)?);
+        data = data.get(size + 2..)?;
+    }
+}
+
+/// Reads the whole answer; also when `needle` first arrived (since `started`).
+/// A read interrupted by a signal (other tests' children) is retried.
+pub fn read_until_closed(
+    c: &mut std::net::TcpStream,
+    started: std::time::Instant,
+    needle: &str,
+) -> (String, Option<Duration>) {
+    let (mut got, mut buf, mut first_seen) = (Vec::new(), [0u8; 4096], None);
+    loop {
+        let n = match c.read(&mut buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) | Ok(0) => break,
+            Ok(n) => n,
+        };
+        got.extend_from_slice(&buf[..n]);
+        if first_seen.is_none() && memchr::memmem::find(&got, needle.as_bytes()).is_some() {
+            first_seen = Some(started.elapsed());
+        }
+    }
+    (String::from_utf8_lossy(&got).into_owned(), first_seen)
+}
+
+/// A GET to 127.0.0.1:`port` over a fresh connection, for client threads
+/// (no `Apache` at hand): the answer, or what went wrong.
+pub fn http_get(port: u16, path: &str) -> Result<Response, String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).map_err(|e| format!("{path}: connect: {e}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(30))).ok();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").as_bytes())
+        .map_err(|e| format!("{path}: send: {e}"))?;
+    let mut buf = Vec::new();
+    loop {
+        let mut chunk = [0u8; 16384];
+        match s.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(format!("{path}: read after {} bytes: {e}", buf.len())),
+        }
+    }
+    let split = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| format!("{path}: no HTTP head in {:?}", String::from_utf8_lossy(&buf)))?;
+    let head = String::from_utf8_lossy(&buf[..split]).into_owned();
+    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let mut body = buf[split + 4..].to_vec();
+    if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        body = dechunk(&body).ok_or_else(|| format!("{path}: a cut chunked body ({} bytes)", body.len()))?;
+    }
+    Ok(Response { status, head, body })
+}
