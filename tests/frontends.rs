@@ -185,11 +185,10 @@ fn a_group_behind_mod_ssl_sees_https() {
 /// A group declared in the main server, with a `<VirtualHost>` that has no
 /// mod_procd directive of its own: Apache then gives the vhost the main
 /// server's config object itself, and the plan lists the group twice
-/// ("2 process group(s) in 2 server(s)"); the manager starts nothing and
-/// logs nothing. Found while writing the TLS test above (which works around
-/// it with a LanguageMount in the vhost).
+/// ("2 process group(s) in 2 server(s)"); the manager refused the plan and
+/// started nothing. Found while writing the TLS test above (which works
+/// around it with a LanguageMount in the vhost); fixed in the plan builder.
 #[test]
-#[ignore = "bug in src: a vhost without procd directives shares the main server's config; the group never starts"]
 fn a_server_level_group_runs_beside_a_plain_vhost() {
     let vport = free_port();
     let vhost =

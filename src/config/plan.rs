@@ -270,6 +270,17 @@ impl Plan {
         Ok(plan)
     }
 
+    /// The main error log a plan names, if it is a plain absolute path,
+    /// even when the plan is refused (to say why somewhere).
+    pub fn main_log_of(text: &[u8]) -> Option<String> {
+        #[derive(Deserialize)]
+        struct Head {
+            main_error_log: String,
+        }
+        let head: Head = toml::from_str(std::str::from_utf8(text).ok()?).ok()?;
+        plain_absolute(&head.main_error_log).then_some(head.main_error_log)
+    }
+
     /// What no plan from `build_plan` can contain: root identities,
     /// relative or `..` paths, loader names with a directory part, timers
     /// that overflow, absurd counts.

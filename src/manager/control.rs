@@ -67,7 +67,14 @@ impl Manager {
             };
             match std::str::from_utf8(&frame).map_err(|e| e.to_string()).and_then(Plan::from_text) {
                 Ok(plan) => self.apply(plan),
-                Err(e) => self.logs.manager(Level::Error, id::MANAGER, &log::escape(e.as_bytes())),
+                Err(e) => {
+                    // A first plan refused: its main log (from httpd, whose
+                    // bytes these are) is where the reason goes.
+                    if let Some(main) = Plan::main_log_of(&frame) {
+                        self.logs.reset_if_unset(&main);
+                    }
+                    self.logs.manager(Level::Crit, id::MANAGER, &log::escape(e.as_bytes()));
+                }
             }
         }
         true

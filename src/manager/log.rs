@@ -117,6 +117,13 @@ impl Logs {
         self.main = main.to_string();
     }
 
+    /// Sets the main log if none is known yet (before any plan applied).
+    pub fn reset_if_unset(&mut self, main: &str) {
+        if self.main.is_empty() {
+            self.main = main.to_string();
+        }
+    }
+
     /// `path` is the log of a group running as `uid`/`gid` with `groups`.
     pub fn set_owner(&mut self, path: &str, uid: u32, gid: u32, groups: &[u32]) {
         if path != self.main {
