@@ -35,6 +35,13 @@ fn own_cgroup() -> Option<String> {
     text.lines().find_map(|l| l.strip_prefix("0::")).map(str::to_string)
 }
 
+/// Turns off pressure-stall accounting in a cgroup of ours (kernels 6.1+):
+/// we only need containment, and accounting at each extra level is work on
+/// every sleep and wake-up of the workers.
+fn quiet(dir: &Path) {
+    let _ = std::fs::write(dir.join("cgroup.pressure"), "0");
+}
+
 /// Kills every process in `dir` (and its sub-cgroups).
 fn kill_all(dir: &Path) {
     if std::fs::write(dir.join("cgroup.kill"), "1").is_err() {
@@ -64,6 +71,7 @@ impl Cgroups {
                 return (cg, Some(format!("cannot create {}: {e}", base.display())));
             }
         }
+        quiet(&base);
         if let Ok(entries) = std::fs::read_dir(&base) {
             for e in entries.flatten().filter(|e| e.file_type().is_ok_and(|t| t.is_dir())) {
                 kill_all(&e.path());
@@ -79,7 +87,10 @@ impl Cgroups {
     pub fn create(&mut self, group: &str, generation: u64) -> Option<PathBuf> {
         let dir = self.base.as_ref()?.join(format!("{group}.{generation}"));
         match std::fs::create_dir(&dir) {
-            Ok(()) => Some(dir),
+            Ok(()) => {
+                quiet(&dir);
+                Some(dir)
+            }
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Some(dir),
             Err(_) => None,
         }
