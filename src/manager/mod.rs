@@ -842,16 +842,3 @@ impl Manager {
         }
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn exit_statuses_are_explained() {
-        let p = Pid::from_raw(1);
-        assert_eq!(describe(WaitStatus::Exited(p, 3)), "exited with status 3");
-        assert!(describe(WaitStatus::Signaled(p, Signal::SIGKILL, false)).contains("out-of-memory"));
-        assert!(describe(WaitStatus::Signaled(p, Signal::SIGSEGV, true)).contains("core dump"));
-    }
-}
