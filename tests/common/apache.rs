@@ -72,8 +72,24 @@ pub fn wait_until(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
     }
 }
 
+/// A loopback port nobody listens on, below the kernel's ephemeral range
+/// (32768 and up): a port the kernel handed out with `bind(:0)` can be taken
+/// again as the source port of any test's outgoing connection before Apache
+/// binds it ("Address already in use" in CI). Each port is handed out once
+/// per test binary.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free loopback port")
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    const FIRST: usize = 20000;
+    const COUNT: usize = 12000;
+    let start = (std::process::id() as usize * 7919) % COUNT;
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
+        assert!(n < COUNT, "no free loopback port below 32768");
+        let port = (FIRST + (start + n) % COUNT) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
