@@ -2,6 +2,7 @@
 //! C strings, logging, and the panic guard every entry point goes through.
 
 use super::sys;
+use crate::logid::{Level, Record};
 use std::ffi::{CStr, CString, c_char, c_void};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
@@ -26,43 +27,16 @@ pub fn install_panic_hook() {
             .map(|s| s.to_string())
             .or_else(|| info.payload().downcast_ref::<String>().cloned())
             .unwrap_or_else(|| "(no message)".into());
+        // Written directly, not as an event: the hook must work even when
+        // the panic is in the subscriber.
         log_server(
-            None,
-            Level::Crit,
+            sys::APLOG_CRIT,
             &format!(
                 "{}: internal error (Rust panic{location}): {payload}; the request or directive gets an error, the process continues. Please report this.",
                 msg::PANIC
             ),
         );
     }));
-}
-
-/// Apache log levels mod_procd uses.
-#[derive(Clone, Copy)]
-pub enum Level {
-    /// Startup errors: printed plainly, also by `apachectl configtest`.
-    StartupError,
-    /// Startup warnings: printed plainly, also by `apachectl configtest`.
-    StartupWarning,
-    Crit,
-    Error,
-    Notice,
-}
-
-/// The server a log line is about (`None`: the main server).
-#[derive(Clone, Copy)]
-pub struct Server(*mut sys::server_rec);
-
-impl Server {
-    /// # Safety
-    /// `s` must be a server_rec Apache handed to a hook, alive for the call.
-    pub unsafe fn from_raw(s: *mut sys::server_rec) -> Server {
-        Server(s)
-    }
-
-    pub fn as_ptr(self) -> *mut sys::server_rec {
-        self.0
-    }
 }
 
 fn module_index() -> i32 {
@@ -72,15 +46,9 @@ fn module_index() -> i32 {
     unsafe { super::module::procd_module.module_index }
 }
 
-/// Writes one line to the error log of `server`.
-pub fn log_server(server: Option<Server>, level: Level, text: &str) {
-    let lvl = match level {
-        Level::StartupError => sys::APLOG_STARTUP | sys::APLOG_EMERG,
-        Level::StartupWarning => sys::APLOG_STARTUP | sys::APLOG_WARNING,
-        other => apache_level(other),
-    };
+/// Writes one line to the main server's error log.
+fn log_server(level: i32, text: &str) {
     let text = c_string(text);
-    let s = server.map_or(std::ptr::null_mut(), Server::as_ptr);
     // SAFETY: "%s" with one NUL-terminated string matches the format; a
     // NULL server means the main server, as ap_log_error documents.
     unsafe {
@@ -88,23 +56,82 @@ pub fn log_server(server: Option<Server>, level: Level, text: &str) {
             c"mod_procd".as_ptr(),
             line!() as i32,
             module_index(),
-            lvl,
+            level,
             0,
-            s,
+            std::ptr::null_mut(),
             c"%s".as_ptr(),
             text.as_ptr(),
         );
     }
 }
 
-/// Apache's level for a runtime (non-startup) message.
+/// Apache's level for a runtime (non-startup) line.
 fn apache_level(level: Level) -> i32 {
     match level {
-        Level::StartupError | Level::Crit => sys::APLOG_CRIT,
-        Level::StartupWarning => sys::APLOG_WARNING,
+        Level::Crit => sys::APLOG_CRIT,
         Level::Error => sys::APLOG_ERR,
+        Level::Warn => sys::APLOG_WARNING,
         Level::Notice => sys::APLOG_NOTICE,
+        Level::Info => sys::APLOG_INFO,
     }
+}
+
+/// What the events of the current thread are about, for the subscriber:
+/// set by the glue around the code that logs for a request
+/// (`about_request`); other events go to the main server's log. A `Cell` of plain pointers, so no destructor is
+/// registered for this thread-local (one would pin the .so in the httpd
+/// parent across restarts).
+#[derive(Clone, Copy)]
+enum About {
+    MainServer,
+    Request(*mut sys::request_rec),
+}
+
+thread_local! {
+    static ABOUT: std::cell::Cell<About> = const { std::cell::Cell::new(About::MainServer) };
+}
+
+fn about<R>(what: About, f: impl FnOnce() -> R) -> R {
+    struct Restore(About);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            ABOUT.with(|a| a.set(self.0));
+        }
+    }
+    let _restore = Restore(ABOUT.with(|a| a.replace(what)));
+    f()
+}
+
+/// Runs `f` with its events logged about request `r` (`ap_log_rerror`:
+/// with the client and the request's server).
+pub fn about_request<R>(r: *mut sys::request_rec, f: impl FnOnce() -> R) -> R {
+    about(About::Request(r), f)
+}
+
+/// Writes one event to Apache's error log, about what the thread is
+/// about (see `About`). Configuration-time events (`startup`) are printed
+/// plainly, also by `apachectl configtest`.
+fn write_event(rec: Record) {
+    let text = rec.text();
+    let level = if rec.startup {
+        sys::APLOG_STARTUP
+            | if matches!(rec.level, Level::Crit | Level::Error) { sys::APLOG_EMERG } else { sys::APLOG_WARNING }
+    } else {
+        apache_level(rec.level)
+    };
+    match ABOUT.with(std::cell::Cell::get) {
+        About::Request(r) if !rec.startup => log_request(r, level, &text),
+        _ => log_server(level, &text),
+    }
+}
+
+/// Makes Apache's error log the subscriber of every `pd_log!` event in this
+/// process (httpd parent and children; the manager sets its own after the
+/// fork). Only the global dispatcher is used: `tracing` then reads no
+/// thread-local on the event path.
+pub fn install_log_subscriber() {
+    // An error means it is installed already (the .so stayed loaded).
+    let _ = tracing::subscriber::set_global_default(crate::logid::Subscriber { write: write_event });
 }
 
 /// Text as a C string (a NUL inside is shown as `\0`).
@@ -222,15 +249,16 @@ pub fn apr_error(status: sys::apr_status_t) -> String {
 }
 
 /// Writes one line to the error log about request `r` (with client and URL).
-pub fn log_request(r: *mut sys::request_rec, level: Level, text: &str) {
+fn log_request(r: *mut sys::request_rec, level: i32, text: &str) {
     let text = c_string(text);
-    // SAFETY: `r` is the live request of the calling hook; "%s" matches.
+    // SAFETY: `r` is the live request of the calling hook (set by
+    // `about_request` for its duration); "%s" matches.
     unsafe {
         sys::ap_log_rerror_(
             c"mod_procd".as_ptr(),
             line!() as i32,
             module_index(),
-            apache_level(level),
+            level,
             0,
             r,
             c"%s".as_ptr(),

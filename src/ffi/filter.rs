@@ -4,10 +4,11 @@
 //! `SetOutputFilter LINKREWRITE` or `AddOutputFilterByType`.
 
 use super::apache::{
-    Level, append_bad_gateway, apr_error, bytes_from, guard, latin1_bytes, log_request, pool_box, pool_bytes,
+    about_request, append_bad_gateway, apr_error, bytes_from, guard, latin1_bytes, pool_box, pool_bytes,
 };
 use super::sys;
 use crate::config::scope::{DirConfig, LinkMap};
+use crate::logid::{self, pd_log};
 use crate::rewrite::{Body, BodyEncoding, Maps, Output, StreamRewriter};
 use std::ffi::{CStr, c_char};
 use std::ptr::null_mut;
@@ -145,13 +146,9 @@ fn start(f: *mut sys::ap_filter_t) -> Option<State> {
         Some("gzip") | Some("x-gzip") => BodyEncoding::Gzip,
         Some("deflate") => BodyEncoding::Deflate,
         Some(other) => {
-            log_request(
-                r,
-                Level::Error,
-                &format!(
-                    "{}: LinkRewrite cannot decode Content-Encoding {other:?}: the page is passed on unrewritten (let the backend send gzip, deflate or no encoding)",
-                    crate::logid::UNDECODABLE
-                ),
+            pd_log!(
+                logid::UNDECODABLE,
+                "LinkRewrite cannot decode Content-Encoding {other:?}: the page is passed on unrewritten (let the backend send gzip, deflate or no encoding)"
             );
             return None;
         }
@@ -159,11 +156,7 @@ fn start(f: *mut sys::ap_filter_t) -> Option<State> {
     let rewriter = match StreamRewriter::new(maps, body, charset.as_deref(), encoding) {
         Ok(rw) => rw,
         Err(e) => {
-            log_request(
-                r,
-                Level::Error,
-                &format!("{}: LinkRewrite: {e}: the page is passed on unrewritten", crate::logid::CHARSET),
-            );
+            pd_log!(logid::CHARSET, "LinkRewrite: {e}: the page is passed on unrewritten");
             return None;
         }
     };
@@ -251,13 +244,9 @@ unsafe fn fail(
         let r = (*f).r;
         let what =
             if state.passed { "the response is cut (its start was sent)" } else { "the client gets 502 Bad Gateway" };
-        log_request(
-            r,
-            Level::Error,
-            &format!(
-                "{}: LinkRewrite: {e}: {what}; the body is not the valid, complete stream its Content-Encoding says: fix the backend, or leave this URL out of LinkRewrite's scope",
-                crate::logid::CORRUPT_BODY
-            ),
+        pd_log!(
+            logid::CORRUPT_BODY,
+            "LinkRewrite: {e}: {what}; the body is not the valid, complete stream its Content-Encoding says: fix the backend, or leave this URL out of LinkRewrite's scope"
         );
         state.rewriter = None;
         state.failed = true;
@@ -306,6 +295,15 @@ unsafe fn pass_before(
 /// passes it on.
 pub unsafe extern "C" fn link_filter(f: *mut sys::ap_filter_t, bb: *mut sys::apr_bucket_brigade) -> sys::apr_status_t {
     guard(sys::APR_EGENERAL, || {
+        // SAFETY: Apache calls output filters with a live filter.
+        let r = unsafe { (*f).r };
+        about_request(r, || filter(f, bb))
+    })
+}
+
+/// The filter's work; its events are logged about the request.
+fn filter(f: *mut sys::ap_filter_t, bb: *mut sys::apr_bucket_brigade) -> sys::apr_status_t {
+    {
         // SAFETY: Apache calls output filters with a live filter and brigade.
         let (r, c) = unsafe { ((*f).r, (*f).c) };
         // SAFETY: reading our own context pointer.
@@ -365,14 +363,10 @@ pub unsafe extern "C" fn link_filter(f: *mut sys::ap_filter_t, bb: *mut sys::apr
                             rv = sys::procd_bucket_read(b, &mut data, &mut len, sys::apr_read_type_e_APR_BLOCK_READ);
                         }
                         if rv != 0 {
-                            log_request(
-                                r,
-                                Level::Error,
-                                &format!(
-                                    "{}: LinkRewrite: reading the response body failed ({}); the response is cut (the line of the module that produced it, if any, says more)",
-                                    crate::logid::UNREADABLE_BODY,
-                                    apr_error(rv)
-                                ),
+                            let why = apr_error(rv);
+                            pd_log!(
+                                logid::UNREADABLE_BODY,
+                                "LinkRewrite: reading the response body failed ({why}); the response is cut (the line of the module that produced it, if any, says more)"
                             );
                             return rv;
                         }
@@ -413,5 +407,5 @@ pub unsafe extern "C" fn link_filter(f: *mut sys::ap_filter_t, bb: *mut sys::apr
             state.passed = true;
             sys::ap_pass_brigade((*f).next, bb)
         }
-    })
+    }
 }

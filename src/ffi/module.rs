@@ -4,12 +4,13 @@
 //! exported from a Rust cdylib). Every `extern "C"` function here catches
 //! panics and hands plain Rust values to `crate::config`.
 
-use super::apache::{Level, Server, guard, install_panic_hook, log_server, msg, pool_box, pool_string, string_from};
+use super::apache::{guard, install_log_subscriber, install_panic_hook, msg, pool_box, pool_string, string_from};
 use super::sys;
 use crate::config::check::{ServerView, check_configuration};
 use crate::config::plan::build_plan;
 use crate::config::scope::{DirConfig, ServerConfig};
 use crate::config::{DirectiveContext, Origin, access::Identity};
+use crate::logid::pd_log;
 use std::ffi::{c_char, c_int, c_void};
 use std::ptr::{null, null_mut};
 
@@ -85,6 +86,7 @@ pub static mut procd_module: sys::module = sys::module {
 unsafe extern "C" fn register_hooks(_pool: *mut sys::apr_pool_t) {
     guard((), || {
         install_panic_hook();
+        install_log_subscriber();
         // SAFETY: hook registration during register_hooks, as Apache expects.
         unsafe {
             sys::ap_hook_check_config(Some(check_config), null(), null(), sys::APR_HOOK_MIDDLE);
@@ -244,13 +246,11 @@ unsafe extern "C" fn check_config(
     guard(sys::HTTP_INTERNAL_SERVER_ERROR, || {
         let views = server_views(main, pconf);
         let errors = check_configuration(&views, &apache_identity());
-        // SAFETY: `main` is the live main server.
-        let server = unsafe { Server::from_raw(main) };
         for w in crate::config::check::warnings(&views, &apache_identity()) {
-            log_server(Some(server), Level::StartupWarning, &format!("{}: {w}", msg::CONFIG_WARNING));
+            pd_log!(msg::CONFIG_WARNING, startup = true, "{w}");
         }
         for e in &errors {
-            log_server(Some(server), Level::StartupError, &format!("{}: {e}", msg::CONFIG_CHECK));
+            pd_log!(msg::CONFIG_CHECK, startup = true, "{e}");
         }
         if errors.is_empty() { sys::OK } else { sys::HTTP_INTERNAL_SERVER_ERROR }
     })
@@ -270,7 +270,6 @@ struct ParentState {
     plan_text: String,
     proc_: *mut sys::apr_proc_t,
     pconf: *mut sys::apr_pool_t,
-    main: Server,
     retained: *mut Retained,
 }
 
@@ -405,15 +404,11 @@ fn launch(state: *mut ParentState) {
     // SAFETY: `state` is the pconf-owned ParentState of this generation.
     let st = unsafe { &*state };
     if let Err(e) = start_manager(st) {
-        log_server(
-            Some(st.main),
-            Level::Crit,
-            &format!("{}: cannot start the process manager: {e}; process groups will not run", msg::MANAGER_RESTARTED),
-        );
+        pd_log!(msg::MANAGER_RESTARTED, "cannot start the process manager: {e}; process groups will not run");
         return;
     }
     if let Err(e) = send_plan(st) {
-        log_server(Some(st.main), Level::Crit, &format!("{}: {e}", msg::MANAGER_RESTARTED));
+        pd_log!(msg::MANAGER_RESTARTED, "{e}");
     }
     // Registered whenever it was forked: its death (also one send_plan
     // caused) starts a new manager.
@@ -452,20 +447,17 @@ unsafe extern "C" fn manager_event(reason: c_int, data: *mut c_void, status: c_i
                     n => format!("ended with exit status or signal {n}"),
                 };
                 if status == crate::manager::EXIT_STARTUP_FAILURE {
-                    log_server(
-                        Some(st.main),
-                        Level::Crit,
-                        &format!(
-                            "{}: the process manager (pid {dead}) could not start; not restarting it. Fix the cause logged above and restart Apache",
-                            msg::MANAGER_RESTARTED
-                        ),
+                    pd_log!(
+                        msg::MANAGER_RESTARTED,
+                        pid = dead,
+                        "the process manager (pid {dead}) could not start; not restarting it. Fix the cause logged above and restart Apache"
                     );
                     return;
                 }
-                log_server(
-                    Some(st.main),
-                    Level::Crit,
-                    &format!("{}: the process manager (pid {dead}) {how}; starting a new one", msg::MANAGER_RESTARTED),
+                pd_log!(
+                    msg::MANAGER_RESTARTED,
+                    pid = dead,
+                    "the process manager (pid {dead}) {how}; starting a new one"
                 );
                 launch(state);
             }
@@ -521,8 +513,6 @@ unsafe extern "C" fn post_config(
             // The first, dry pass at start-up: nothing to do until the real one.
             return sys::OK;
         }
-        // SAFETY: `main` is the live main server.
-        let server = unsafe { Server::from_raw(main) };
         let mut s = main;
         while !s.is_null() {
             // SAFETY: Apache's list of servers, merged; single-threaded here,
@@ -544,14 +534,14 @@ unsafe extern "C" fn post_config(
         let plan_text = match plan.to_text() {
             Ok(t) => t,
             Err(e) => {
-                log_server(Some(server), Level::Crit, &format!("{}: {e}", msg::MANAGER_RESTARTED));
+                pd_log!(msg::MANAGER_RESTARTED, "{e}");
                 return sys::OK;
             }
         };
         // SAFETY: apr_pcalloc from the live configuration pool.
         let proc_ =
             unsafe { sys::apr_pcalloc(pconf, std::mem::size_of::<sys::apr_proc_t>()) }.cast::<sys::apr_proc_t>();
-        let state = ParentState { plan_text, proc_, pconf, main: server, retained: retained() };
+        let state = ParentState { plan_text, proc_, pconf, retained: retained() };
         // SAFETY: pconf is the configuration pool, cleared before unload.
         let state = unsafe { pool_box(pconf, state) };
         // SAFETY: `state` was just created and is alive in pconf.
@@ -560,21 +550,17 @@ unsafe extern "C" fn post_config(
         let pid = unsafe { (*st.retained).manager_pid };
         if manager_alive(pid) {
             if let Err(e) = send_plan(st) {
-                log_server(Some(server), Level::Crit, &format!("{}: {e}", msg::MANAGER_RESTARTED));
+                pd_log!(msg::MANAGER_RESTARTED, "{e}");
             }
             register_manager(state);
         } else if groups > 0 {
             launch(state);
         }
-        log_server(
-            Some(server),
-            Level::Notice,
-            &format!(
-                "{}: mod_procd {} configured: {groups} process group(s) in {} server(s), runtime dir {runtime_dir}",
-                msg::STARTED,
-                env!("CARGO_PKG_VERSION"),
-                views.len()
-            ),
+        pd_log!(
+            msg::STARTED,
+            "mod_procd {} configured: {groups} process group(s) in {} server(s), runtime dir {runtime_dir}",
+            env!("CARGO_PKG_VERSION"),
+            views.len()
         );
         sys::OK
     })

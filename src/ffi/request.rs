@@ -3,13 +3,13 @@
 //! group through `crate::handler`.
 
 use super::apache::{
-    Level, append_bad_gateway, bytes_from, guard, latin1_bytes, log_request, pool_bytes, pool_string, string_from,
+    about_request, append_bad_gateway, bytes_from, guard, latin1_bytes, pool_bytes, pool_string, string_from,
 };
 use super::module::server_config_of;
 use super::sys;
 use crate::config::scope::DirConfig;
 use crate::handler::{Client, Outcome, Target, serve};
-use crate::logid;
+use crate::logid::{self, pd_log};
 use std::ffi::{c_char, c_int};
 use std::path::PathBuf;
 
@@ -86,10 +86,6 @@ impl Request {
     fn dir_config(&self) -> &DirConfig {
         // SAFETY: a live request of the calling hook.
         unsafe { super::module::dir_config_of(self.0) }
-    }
-
-    fn log(&self, level: Level, text: &str) {
-        log_request(self.0, level, text);
     }
 
     /// Calls `f` with the bytes of each (name, value) of an APR table.
@@ -320,7 +316,12 @@ fn environment(req: &Request, kind: &str, app: Option<&str>) -> Vec<u8> {
 
 /// The content handler for `procd-mount` and `procd-script`.
 pub unsafe extern "C" fn handler(r: *mut sys::request_rec) -> c_int {
-    guard(sys::HTTP_INTERNAL_SERVER_ERROR, || {
+    guard(sys::HTTP_INTERNAL_SERVER_ERROR, || about_request(r, || handle(r)))
+}
+
+/// The handler's work; its events are logged about `r`.
+fn handle(r: *mut sys::request_rec) -> c_int {
+    {
         let req = Request(r);
         let kind = req.handler();
         if kind != HANDLER_MOUNT && kind != HANDLER_SCRIPT {
@@ -331,29 +332,28 @@ pub unsafe extern "C" fn handler(r: *mut sys::request_rec) -> c_int {
         };
         if kind == HANDLER_SCRIPT {
             if req.r().finfo.filetype == sys::apr_filetype_e_APR_NOFILE {
-                req.log(
-                    Level::Error,
-                    &format!("{}: script not found or unable to stat: {}", logid::SCRIPT_MISSING, req.filename()),
+                pd_log!(
+                    logid::SCRIPT_MISSING,
+                    group = group_name,
+                    "script not found or unable to stat: {}",
+                    req.filename()
                 );
                 return sys::HTTP_NOT_FOUND;
             }
             // SAFETY: ap_allow_options reads the live request's options.
             if unsafe { sys::ap_allow_options(r) } & sys::OPT_EXECCGI == 0 {
-                req.log(Level::Error, &format!(
-                    "{}: Options ExecCGI is off in this directory: {} (add Options +ExecCGI to run it in group {group_name})",
+                pd_log!(
                     logid::EXECCGI_OFF,
+                    "Options ExecCGI is off in this directory: {} (add Options +ExecCGI to run it in group {group_name})",
                     req.filename()
-                ));
+                );
                 return sys::HTTP_FORBIDDEN;
             }
         }
         // SAFETY: r->server is the live server of this request.
         let config = unsafe { server_config_of(req.r().server) };
         let Some(group) = config.visible_groups().find(|g| g.name == group_name) else {
-            req.log(
-                Level::Error,
-                &format!("{}: group {group_name} is not declared for this virtual host", logid::GROUP_NOT_HERE),
-            );
+            pd_log!(logid::GROUP_NOT_HERE, group = group_name, "not declared for this virtual host");
             return sys::HTTP_INTERNAL_SERVER_ERROR;
         };
         let runtime_dir = config.runtime_dir.as_ref().map_or_else(
@@ -362,10 +362,7 @@ pub unsafe extern "C" fn handler(r: *mut sys::request_rec) -> c_int {
             |d| d.clone(),
         );
         let Some(protocol) = group.protocol else {
-            req.log(
-                Level::Error,
-                &format!("{}: group {group_name}: its language {} is not known", logid::GROUP_NOT_HERE, group.language),
-            );
+            pd_log!(logid::GROUP_NOT_HERE, group = group_name, "its language {} is not known", group.language);
             return sys::HTTP_INTERNAL_SERVER_ERROR;
         };
         let target = Target {
@@ -385,19 +382,16 @@ pub unsafe extern "C" fn handler(r: *mut sys::request_rec) -> c_int {
         match serve(&mut client, &target, env) {
             Outcome::Done => sys::OK,
             Outcome::Failed { status, retry_after, log } => {
-                req.log(Level::Error, &format!("{}: {}", logid::REQUEST_FAILED, escape(&log)));
+                pd_log!(logid::REQUEST_FAILED, status, "{}", escape(&log));
                 if let Some(secs) = retry_after {
                     req.set_table(req.r().err_headers_out, "Retry-After", &secs.to_string(), false);
                 }
                 c_int::from(status)
             }
             Outcome::Cut { log } => {
-                req.log(
-                    Level::Error,
-                    &format!("{}: {}; the response to the client was cut", logid::RESPONSE_CUT, escape(&log)),
-                );
+                pd_log!(logid::RESPONSE_CUT, "{}; the response to the client was cut", escape(&log));
                 sys::OK
             }
         }
-    })
+    }
 }

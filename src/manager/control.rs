@@ -4,7 +4,7 @@
 
 use super::{EXIT_PANIC, Manager, id, log};
 use crate::config::plan::Plan;
-use crate::logid::Level;
+use crate::logid::{Level, pd_log};
 use nix::errno::Errno;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
@@ -40,19 +40,16 @@ impl Manager {
             }
             if sender == Some(self.httpd.as_raw()) {
                 if let Err(e) = self.control.push(&buf[..n]) {
-                    self.logs.manager(Level::Crit, id::MANAGER, &format!("{e}; exiting"));
+                    pd_log!(level: Level::Crit, id::MANAGER, "{e}; exiting");
                     crate::os::exit_now(EXIT_PANIC);
                 }
             } else if self.refused_logged.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
                 self.refused_logged = Some(Instant::now());
                 let who = sender.map_or("an unknown process".to_string(), |p| format!("pid {p}"));
-                self.logs.manager(
-                    Level::Crit,
+                pd_log!(
                     id::REFUSED,
-                    &format!(
-                        "refused {n} bytes on the control channel from {who}: only the httpd parent (pid {}) configures the manager",
-                        self.httpd
-                    ),
+                    "refused {n} bytes on the control channel from {who}: only the httpd parent (pid {}) configures the manager",
+                    self.httpd
                 );
             }
         }
@@ -61,7 +58,7 @@ impl Manager {
                 Ok(Some(frame)) => frame,
                 Ok(None) => break,
                 Err(e) => {
-                    self.logs.manager(Level::Crit, id::MANAGER, &format!("{e}; exiting"));
+                    pd_log!(level: Level::Crit, id::MANAGER, "{e}; exiting");
                     crate::os::exit_now(EXIT_PANIC);
                 }
             };
@@ -71,9 +68,9 @@ impl Manager {
                     // A first plan refused: its main log (from httpd, whose
                     // bytes these are) is where the reason goes.
                     if let Some(main) = Plan::main_log_of(&frame) {
-                        self.logs.reset_if_unset(&main);
+                        self.logs.lock().reset_if_unset(&main);
                     }
-                    self.logs.manager(Level::Crit, id::MANAGER, &log::escape(e.as_bytes()));
+                    pd_log!(level: Level::Crit, id::MANAGER, "{}", log::escape(e.as_bytes()));
                 }
             }
         }

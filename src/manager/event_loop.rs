@@ -5,7 +5,7 @@
 use super::output::{READ_BUDGET, read_some};
 use super::procs::set_nonblocking;
 use super::{EXIT_STARTUP_FAILURE, MAIN_LOG, Manager, TICK, id, log};
-use crate::logid::Level;
+use crate::logid::pd_log;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
@@ -40,6 +40,9 @@ pub fn run(control: OwnedFd) -> ! {
     // so they can be found and killed.
     let _ = nix::sys::prctl::set_child_subreaper(true);
     let mut m = Manager::new();
+    // This process's subscriber: events go to the manager's log files,
+    // not to Apache (whose global one was inherited with the fork).
+    let _subscriber = tracing::subscriber::set_default(m.logs.subscriber());
     let mut mask = SigSet::empty();
     for s in [Signal::SIGCHLD, Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
         mask.add(s);
@@ -98,10 +101,9 @@ pub fn run(control: OwnedFd) -> ! {
             // keep running; httpd's next plan fails to send, and it then
             // starts a new manager.
             control = None;
-            m.logs.manager(
-                Level::Crit,
+            pd_log!(
                 id::REFUSED,
-                "the control channel was closed while httpd runs (by a process other than httpd that holds a copy); groups keep running, and the next graceful restart starts a new manager",
+                "the control channel was closed while httpd runs (by a process other than httpd that holds a copy); groups keep running, and the next graceful restart starts a new manager"
             );
         }
         for (i, (pid, is_output)) in watched.into_iter().enumerate() {

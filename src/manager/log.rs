@@ -1,6 +1,8 @@
-//! The manager's log files: its own lines go to the main server's error
-//! log, each group's worker output to the group's log, in Apache's format
-//! with time, group and pid on every line.
+//! The manager's log files: its own events go to the main server's error
+//! log (or, with a `log` field, to that group's log: errors to both), each
+//! group's worker output to the group's log, in Apache's format with time,
+//! group and pid on every line. `subscriber` is the manager's `tracing`
+//! subscriber, which writes `pd_log!` events here.
 //!
 //! The manager is root and a group's log may sit in a directory its tenant
 //! can write. So a log is opened without following links, without blocking
@@ -10,13 +12,14 @@
 //! write nowhere it could not write itself. Worker bytes are escaped:
 //! no control character of theirs reaches a log file.
 
-use crate::logid::{Level, LogId};
+use crate::logid::{Level, Record};
 use crate::os::log_time;
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 #[derive(Default)]
 pub struct Logs {
@@ -180,21 +183,19 @@ impl Logs {
         }
     }
 
-    /// A line of the manager's own, with a stable id, to the main log.
-    pub fn manager(&mut self, level: Level, id: LogId, text: &str) {
-        let line = format!("[{}] [procd:{}] [pid {}] {id}: {text}\n", log_time(), level.name(), self.pid);
+    /// One event: to the group's log when it names one (errors and
+    /// warnings also to the main log), else to the main log.
+    fn event(&mut self, rec: &Record) {
+        let line = format!("[{}] [procd:{}] [pid {}] {}\n", log_time(), rec.level.name(), self.pid, rec.text());
         let main = self.main.clone();
-        self.write(&main, &line);
-    }
-
-    /// A line about one group, to that group's log and (for errors) the main log.
-    pub fn group(&mut self, path: &str, level: Level, id: LogId, group: &str, text: &str) {
-        let line =
-            format!("[{}] [procd:{}] [pid {}] {id}: group {group}: {text}\n", log_time(), level.name(), self.pid);
-        self.write(path, &line);
-        if path != self.main && !matches!(level, Level::Notice | Level::Info) {
-            let main = self.main.clone();
-            self.write(&main, &line);
+        match &rec.log {
+            Some(path) if *path != main => {
+                self.write(path, &line);
+                if !matches!(rec.level, Level::Notice | Level::Info) {
+                    self.write(&main, &line);
+                }
+            }
+            _ => self.write(&main, &line),
         }
     }
 
@@ -203,6 +204,37 @@ impl Logs {
         let text = text.strip_suffix(b"\r").unwrap_or(text);
         let line = format!("[{}] [procd:app] [group {group}] [pid {pid}] {}\n", log_time(), escape(text));
         self.write(path, &line);
+    }
+}
+
+/// The manager's logs, shared by the manager (configuration, worker
+/// output) and its `tracing` subscriber (events). The manager is
+/// single-threaded: the lock is never contended.
+#[derive(Clone, Default)]
+pub struct SharedLogs(Arc<Mutex<Logs>>);
+
+impl SharedLogs {
+    pub fn new() -> SharedLogs {
+        SharedLogs(Arc::new(Mutex::new(Logs::new())))
+    }
+
+    /// The logs, also after a panic while they were held.
+    pub fn lock(&self) -> MutexGuard<'_, Logs> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The subscriber that writes this process's events into these logs.
+    pub fn subscriber(&self) -> impl tracing::Subscriber + Send + Sync + 'static {
+        let logs = self.clone();
+        crate::logid::Subscriber {
+            write: move |rec: Record| match logs.0.try_lock() {
+                Ok(mut l) => l.event(&rec),
+                Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner().event(&rec),
+                // Only an event emitted while the manager holds its logs
+                // (a bug): dropped rather than deadlocking the manager.
+                Err(std::sync::TryLockError::WouldBlock) => debug_assert!(false, "event while the logs are held"),
+            },
+        }
     }
 }
 

@@ -49,7 +49,7 @@ pub use runtime::EXITS;
 use runtime::{GENERATIONS, bind_socket, prepare_runtime_dir, restart_mtime};
 
 use crate::config::plan::{GroupPlan, Plan, SETTLE_MS};
-use log::Logs;
+use log::{Logs, SharedLogs};
 use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
@@ -71,7 +71,7 @@ const TICK: Duration = Duration::from_millis(100);
 const EXIT_RECORD_AGE: Duration = Duration::from_secs(120);
 
 /// Log ids: the one catalogue.
-use crate::logid::{self as id, Level};
+use crate::logid::{self as id, Level, pd_log};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -125,7 +125,7 @@ pub struct Manager {
     plan: Plan,
     groups: BTreeMap<String, Group>,
     workers: HashMap<Pid, Worker>,
-    logs: Logs,
+    logs: SharedLogs,
     next_generation: u64,
     control: crate::protocol::control::Decoder,
     /// Set once shutdown begins: exits are expected, nothing is replaced.
@@ -152,7 +152,7 @@ impl Manager {
             plan: Plan::default(),
             groups: BTreeMap::new(),
             workers: HashMap::new(),
-            logs: Logs::new(),
+            logs: SharedLogs::new(),
             next_generation: 1,
             control: Default::default(),
             stopping: false,
@@ -166,21 +166,18 @@ impl Manager {
 
     /// A new configuration from httpd: every group starts a new generation.
     fn apply(&mut self, plan: Plan) {
-        self.logs.reset(&plan.main_error_log);
+        self.logs.lock().reset(&plan.main_error_log);
         if let Ok(mut main) = MAIN_LOG.lock() {
             main.clone_from(&plan.main_error_log);
         }
         if let Some(why) = self.no_cgroups.take() {
-            self.logs.manager(
-                Level::Notice,
+            pd_log!(
                 id::CGROUPS,
-                &format!(
-                    "no cgroup v2 containment ({why}): what workers leave running is found through the manager's subreaper, and may escape it by chains of daemons"
-                ),
+                "no cgroup v2 containment ({why}): what workers leave running is found through the manager's subreaper, and may escape it by chains of daemons"
             );
         }
         for g in &plan.groups {
-            self.logs.set_owner(&g.error_log, g.uid, g.gid, &g.groups);
+            self.logs.lock().set_owner(&g.error_log, g.uid, g.gid, &g.groups);
         }
         #[cfg(debug_assertions)]
         if let Some(file) = std::env::var_os("PROCD_TEST_PANIC_ONCE") {
@@ -191,28 +188,19 @@ impl Manager {
             }
         }
         if !plan.build.is_empty() && plan.build != crate::config::plan::build_id() {
-            self.logs.manager(
-                Level::Warn,
-                id::MANAGER,
-                &format!(
-                    "httpd now runs mod_procd build {}, this manager build {}: loaders and request handling are the new build's; the manager itself is updated at the next full restart (apachectl restart)",
+            pd_log!(level: Level::Warn, id::MANAGER, "httpd now runs mod_procd build {}, this manager build {}: loaders and request handling are the new build's; the manager itself is updated at the next full restart (apachectl restart)",
                     plan.build,
-                    crate::config::plan::build_id()
-                ),
-            );
+                    crate::config::plan::build_id());
         }
         if let Err(e) = prepare_runtime_dir(Path::new(&plan.runtime_dir), plan.socket_gid, &plan.loaders) {
-            self.logs.manager(
-                Level::Error,
-                id::MANAGER,
-                &format!("cannot prepare the runtime dir {}: {e}; groups cannot start", plan.runtime_dir),
-            );
+            pd_log!(level: Level::Error, id::MANAGER, "cannot prepare the runtime dir {}: {e}; groups cannot start", plan.runtime_dir);
         }
         let old_dir = std::mem::replace(&mut self.plan, plan);
-        self.logs.manager(
-            Level::Notice,
+        pd_log!(
             id::MANAGER,
-            &format!("new configuration: {} group(s), runtime dir {}", self.plan.groups.len(), self.plan.runtime_dir),
+            "new configuration: {} group(s), runtime dir {}",
+            self.plan.groups.len(),
+            self.plan.runtime_dir
         );
         let names: Vec<String> = self.plan.groups.iter().map(|g| g.name.clone()).collect();
         // Groups that are gone: drain everything they run.
@@ -256,13 +244,7 @@ impl Manager {
         let listener = match bind_socket(&path, self.plan.socket_gid) {
             Ok(l) => l,
             Err(e) => {
-                self.logs.group(
-                    &plan.error_log,
-                    Level::Error,
-                    id::GENERATION_FAILED,
-                    name,
-                    &format!("cannot create socket {}: {e}", path.display()),
-                );
+                pd_log!(id::GENERATION_FAILED, group = %name, log = %plan.error_log, "cannot create socket {}: {e}", path.display());
                 self.schedule_retry(name, "its socket could not be created");
                 return;
             }
@@ -301,7 +283,7 @@ impl Manager {
                     plan.argv.join(" ")
                 );
                 let log = plan.error_log.clone();
-                self.logs.group(&log, Level::Notice, id::WORKER_STARTED, name, &text);
+                pd_log!(id::WORKER_STARTED, group = %name, log = %log, generation = gen_id, pid = pid.as_raw(), "{text}");
                 self.workers.insert(
                     pid,
                     Worker {
@@ -324,7 +306,7 @@ impl Manager {
             }
             Err(e) => {
                 let log = plan.error_log.clone();
-                self.logs.group(&log, Level::Error, id::SPAWN_FAILED, name, &format!("cannot start a worker: {e}"));
+                pd_log!(id::SPAWN_FAILED, group = %name, log = %log, "cannot start a worker: {e}");
                 false
             }
         }
@@ -360,13 +342,7 @@ impl Manager {
             Some(old) => format!("the previous generation ({old}) keeps serving"),
             None => "the group has no working generation: requests to it will fail until it starts".to_string(),
         };
-        self.logs.group(
-            &log,
-            Level::Error,
-            id::GENERATION_FAILED,
-            name,
-            &format!("generation {} failed to start: {why}; {consequence}", gen_.id),
-        );
+        pd_log!(id::GENERATION_FAILED, group = %name, log = %log, generation = gen_.id, reason = why, "generation {} failed to start: {why}; {consequence}", gen_.id);
         self.discard(gen_);
         self.schedule_retry(name, why);
     }
@@ -380,13 +356,7 @@ impl Manager {
         let delay = policy::backoff(group.failures);
         group.retry_at = Some(Instant::now() + delay);
         let (failures, log) = (group.failures, group.plan.as_ref().map(|p| p.error_log.clone()).unwrap_or_default());
-        self.logs.group(
-            &log,
-            Level::Error,
-            id::BACKOFF,
-            name,
-            &format!("workers fail to start ({failures} time(s) in a row; last: {why}); next attempt in {} ms. Check the group's command and the lines above", delay.as_millis()),
-        );
+        pd_log!(id::BACKOFF, group = %name, log = %log, reason = why, "workers fail to start ({failures} time(s) in a row; last: {why}); next attempt in {} ms. Check the group's command and the lines above", delay.as_millis());
     }
 
     /// Promotes `name`'s starting generation if every worker is ready.
@@ -414,13 +384,7 @@ impl Manager {
         group.failures = 0;
         let old: Vec<u64> =
             group.generations.iter().filter(|g| g.phase == Phase::Serving && g.id != new_id).map(|g| g.id).collect();
-        self.logs.group(
-            &log,
-            Level::Notice,
-            id::GENERATION_SERVING,
-            name,
-            &format!("generation {new_id} is serving with {count} worker(s)"),
-        );
+        pd_log!(id::GENERATION_SERVING, group = %name, log = %log, generation = new_id, "generation {new_id} is serving with {count} worker(s)");
         for old_id in old {
             self.drain(name, old_id);
         }
@@ -459,13 +423,7 @@ impl Manager {
             return;
         };
         let gen_ = group.generations.remove(pos);
-        self.logs.group(
-            &gen_.plan.error_log,
-            Level::Notice,
-            id::DRAINED,
-            name,
-            &format!("generation {gen_id} has drained and stopped ({why})"),
-        );
+        pd_log!(id::DRAINED, group = %name, log = %gen_.plan.error_log, generation = gen_id, reason = why, "generation {gen_id} has drained and stopped ({why})");
         self.kill_orphans_of(name, gen_id, &gen_.plan.error_log);
         if let Some(dir) = &gen_.cgroup {
             self.cgroups.end(dir);
@@ -489,7 +447,7 @@ impl Manager {
                 Phase::Draining { .. } => {}
             }
         }
-        self.logs.manager(Level::Notice, id::DRAINED, &format!("group {name}: stopping ({why})"));
+        pd_log!(id::DRAINED, group = %name, reason = why, "stopping");
     }
 
     /// A worker was reaped.
@@ -537,7 +495,7 @@ impl Manager {
                 format!("generation {gen_id}: worker pid {pid} {how} after {} ms; replacing it", uptime.as_millis()),
             ),
         };
-        self.logs.group(&log, level, id::WORKER_EXITED, &name, &text);
+        pd_log!(level: level, id::WORKER_EXITED, group = %name, log = %log, generation = gen_id, pid = pid.as_raw(), reason = %how, "{text}");
         match decision {
             policy::AfterExit::Nothing | policy::AfterExit::DrainProgress { drained: false } => {}
             policy::AfterExit::DrainProgress { drained: true } => {
@@ -601,16 +559,17 @@ impl Manager {
                 logs.worker_output(log, group, pid.as_raw(), line);
             }
         };
+        let mut logs = self.logs.lock();
         for nl in memchr::memchr_iter(b'\n', buf) {
-            emit(&mut self.logs, &buf[start..nl]);
+            emit(&mut logs, &buf[start..nl]);
             start = nl + 1;
         }
         while buf.len() - start > MAX_LINE {
-            emit(&mut self.logs, &buf[start..start + MAX_LINE]);
+            emit(&mut logs, &buf[start..start + MAX_LINE]);
             start += MAX_LINE;
         }
         if all && start < buf.len() {
-            emit(&mut self.logs, &buf[start..]);
+            emit(&mut logs, &buf[start..]);
             start = buf.len();
         }
         buf.drain(..start);
@@ -689,17 +648,9 @@ impl Manager {
             }
             for (gid, pids, sig, log) in stragglers {
                 if !pids.is_empty() {
-                    self.logs.group(
-                        &log,
-                        Level::Warn,
-                        id::STRAGGLER,
-                        &name,
-                        &format!(
-                            "generation {gid}: {} worker(s) still running after graceful-timeout; sending {}",
+                    pd_log!(id::STRAGGLER, group = %name, log = %log, generation = gid, "generation {gid}: {} worker(s) still running after graceful-timeout; sending {}",
                             pids.len(),
-                            sig.as_str()
-                        ),
-                    );
+                            sig.as_str());
                 }
                 for pid in pids {
                     signal_worker(pid, sig);
@@ -719,7 +670,7 @@ impl Manager {
             // What was dropped of the group's worker output.
             let summary = self.groups.get_mut(&name).and_then(|g| Some((g.output.summary()?, g.plan.clone()?)));
             if let Some((text, plan)) = summary {
-                self.logs.group(&plan.error_log, Level::Warn, id::OUTPUT_DROPPED, &name, &text);
+                pd_log!(id::OUTPUT_DROPPED, group = %name, log = %plan.error_log, "{text}");
             }
             // Retries after back-off.
             let group = &self.groups[&name];
@@ -754,13 +705,7 @@ impl Manager {
                     if let Some(g) = self.groups.get_mut(&name) {
                         g.restart_mtime = mtime;
                     }
-                    self.logs.group(
-                        &log,
-                        Level::Notice,
-                        id::RESTART_FILE,
-                        &name,
-                        &format!("{file} changed: starting a new generation"),
-                    );
+                    pd_log!(id::RESTART_FILE, group = %name, log = %log, "{file} changed: starting a new generation");
                     self.start_generation(&name);
                 }
             }
@@ -777,7 +722,7 @@ impl Manager {
     /// SIGKILL after `STOP_GRACE`. Bounded: about 3 s in all.
     fn shutdown(&mut self, why: &str) -> ! {
         self.stopping = true;
-        self.logs.manager(Level::Notice, id::MANAGER, &format!("stopping all groups ({why})"));
+        pd_log!(id::MANAGER, "stopping all groups ({why})");
         let mut quiet = Vec::new();
         for (pid, w) in self.workers.iter_mut() {
             w.status = None;

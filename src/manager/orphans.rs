@@ -4,7 +4,7 @@
 
 use super::procs::{own_children, process_name, process_uid, signal_worker};
 use super::{Manager, Phase, id};
-use crate::logid::Level;
+use crate::logid::{Level, pd_log};
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
@@ -44,15 +44,7 @@ impl Manager {
             let what = process_name(pid);
             match home {
                 Some((group, generation, log)) => {
-                    self.logs.group(
-                        &log,
-                        Level::Notice,
-                        id::ORPHAN,
-                        &group,
-                        &format!(
-                            "pid {pid} ({what}), left running by a worker, now belongs to the manager; it ends with generation {generation}"
-                        ),
-                    );
+                    pd_log!(level: Level::Notice, id::ORPHAN, group = %group, log = %log, "pid {pid} ({what}), left running by a worker, now belongs to the manager; it ends with generation {generation}");
                     self.orphans.insert(pid, (group, generation));
                 }
                 None => {
@@ -63,14 +55,11 @@ impl Manager {
         }
         // One line a round, however many: a fork bomb does not flood the log.
         if !killed.is_empty() {
-            self.logs.manager(
-                Level::Warn,
+            pd_log!(
                 id::ORPHAN,
-                &format!(
-                    "killed {} process(es) left running by workers whose group no longer serves: {}",
-                    killed.len(),
-                    killed.iter().take(5).cloned().collect::<Vec<_>>().join(", ")
-                ),
+                "killed {} process(es) left running by workers whose group no longer serves: {}",
+                killed.len(),
+                killed.iter().take(5).cloned().collect::<Vec<_>>().join(", ")
             );
         }
     }
@@ -83,13 +72,7 @@ impl Manager {
             self.orphans.remove(&pid);
             let what = process_name(pid);
             signal_worker(pid, Signal::SIGKILL);
-            self.logs.group(
-                log,
-                Level::Warn,
-                id::ORPHAN,
-                name,
-                &format!("killed pid {pid} ({what}), left running by a worker of generation {gen_id}, which has ended"),
-            );
+            pd_log!(id::ORPHAN, group = %name, log = %log, "killed pid {pid} ({what}), left running by a worker of generation {gen_id}, which has ended");
         }
     }
 }
