@@ -70,6 +70,7 @@ catalogue! {
     CONFIG_CHECK = "PD0101", Crit, "configuration check failure (configtest)";
     MANAGER_RESTARTED = "PD0102", Crit, "the process manager died, could not start, or was restarted by httpd";
     CONFIG_WARNING = "PD0103", Warn, "configtest warning (a group without user= shares Apache's identity)";
+    SIGCHLD_TAKEN = "PD0104", Notice, "another module handles SIGCHLD: graceful restarts keep Apache's one-second refill pause";
     MANAGER = "PD0200", Notice, "the manager: configuration received, refused, or a log it cannot open";
     WORKER_STARTED = "PD0201", Notice, "worker started";
     WORKER_EXITED = "PD0202", Error, "worker exited, and how";

@@ -287,3 +287,54 @@ pub fn unread_by_peer(socket: &std::os::unix::net::UnixStream) -> std::io::Resul
     let rc = unsafe { libc::ioctl(socket.as_raw_fd(), libc::TIOCOUTQ, &mut n) };
     if rc < 0 { Err(std::io::Error::last_os_error()) } else { Ok(n.max(0) as usize) }
 }
+
+/// Does nothing: its being installed is what counts (see
+/// `wake_on_child_exit`).
+extern "C" fn child_exited(_: libc::c_int) {}
+
+/// What SIGCHLD does in this process now.
+fn sigchld_handler() -> Option<libc::sighandler_t> {
+    // SAFETY: a NULL new action only reads the current one into `old`.
+    unsafe {
+        let mut old: libc::sigaction = std::mem::zeroed();
+        (libc::sigaction(libc::SIGCHLD, std::ptr::null(), &mut old) == 0).then_some(old.sa_sigaction)
+    }
+}
+
+/// In the httpd parent: makes a child's exit end the parent's sleeps.
+///
+/// Apache's MPMs look for exited children with a non-blocking wait, then
+/// sleep one second (`ap_wait_or_timeout`); after a graceful restart they
+/// replace old children one for one as those exit, so intake pauses for
+/// about a second at every graceful. With a handler for SIGCHLD installed,
+/// a child's exit interrupts that sleep (select and nanosleep are never
+/// restarted, whatever SA_RESTART says) and the parent reaps and replaces
+/// at once.
+///
+/// Nothing else changes: the handler does nothing, SA_RESTART keeps every
+/// other interrupted system call restarting as before, SA_NOCLDSTOP
+/// ignores stops, and children stay waitable (no SA_NOCLDWAIT, never
+/// SIG_IGN). It is installed only over the default disposition: if another
+/// module handles or ignores SIGCHLD, this returns false and leaves it.
+pub fn wake_on_child_exit() -> bool {
+    if sigchld_handler() != Some(libc::SIG_DFL) {
+        return false;
+    }
+    let action = nix::sys::signal::SigAction::new(
+        nix::sys::signal::SigHandler::Handler(child_exited),
+        nix::sys::signal::SaFlags::SA_RESTART | nix::sys::signal::SaFlags::SA_NOCLDSTOP,
+        SigSet::empty(),
+    );
+    // SAFETY: the handler is an empty extern "C" function: async-signal-safe.
+    unsafe { nix::sys::signal::sigaction(Signal::SIGCHLD, &action) }.is_ok()
+}
+
+/// Puts the default disposition back if ours is installed: before this
+/// .so is unloaded (the handler's code goes with it), and in processes
+/// forked from the parent that do not need it (Apache's children).
+pub fn stop_waking_on_child_exit() {
+    if sigchld_handler() == Some(child_exited as *const () as libc::sighandler_t) {
+        // SAFETY: SIG_DFL installs no handler.
+        let _ = unsafe { nix::sys::signal::signal(Signal::SIGCHLD, nix::sys::signal::SigHandler::SigDfl) };
+    }
+}

@@ -91,6 +91,9 @@ unsafe extern "C" fn register_hooks(_pool: *mut sys::apr_pool_t) {
         unsafe {
             sys::ap_hook_check_config(Some(check_config), null(), null(), sys::APR_HOOK_MIDDLE);
             sys::ap_hook_post_config(Some(post_config), null(), null(), sys::APR_HOOK_MIDDLE);
+            // Last of all: every other module's post_config (and what it
+            // forks) has run with SIGCHLD as it was.
+            sys::ap_hook_post_config(Some(post_config_last), null(), null(), sys::APR_HOOK_REALLY_LAST);
             // First of all child_init hooks: no code of any module runs in a
             // child while it still holds the channel to the root manager.
             sys::ap_hook_child_init(Some(child_init), null(), null(), sys::APR_HOOK_REALLY_FIRST);
@@ -489,6 +492,8 @@ unsafe extern "C" fn manager_event(reason: c_int, data: *mut c_void, status: c_i
 /// to talk to a root process.
 unsafe extern "C" fn child_init(_pchild: *mut sys::apr_pool_t, _s: *mut sys::server_rec) {
     guard((), || {
+        // Children reap nothing of the parent's: SIGCHLD as it was.
+        crate::os::stop_waking_on_child_exit();
         let r = retained();
         // SAFETY: this child's own copy of the retained data; the child is
         // single-threaded while child_init hooks run.
@@ -499,6 +504,43 @@ unsafe extern "C" fn child_init(_pchild: *mut sys::apr_pool_t, _s: *mut sys::ser
             }
         }
     })
+}
+
+/// After every module's post_config, in the parent that will run the MPM:
+/// a child's exit wakes the parent at once (see `os::wake_on_child_exit`),
+/// so a graceful restart has no second-long pause in intake. Undone before
+/// this .so is unloaded (pconf's cleanups run before mod_so's, which was
+/// registered first).
+unsafe extern "C" fn post_config_last(
+    pconf: *mut sys::apr_pool_t,
+    _plog: *mut sys::apr_pool_t,
+    _ptemp: *mut sys::apr_pool_t,
+    _main: *mut sys::server_rec,
+) -> c_int {
+    guard(sys::OK, || {
+        // SAFETY: ap_state_query may be called from any hook.
+        let state = unsafe { sys::ap_state_query(sys::AP_SQ_MAIN_STATE) };
+        if state == sys::AP_SQ_MS_CREATE_PRE_CONFIG {
+            return sys::OK;
+        }
+        // SAFETY: registering a cleanup (a function of this .so, run before
+        // mod_so unloads it) on the live configuration pool.
+        unsafe {
+            sys::apr_pool_cleanup_register(pconf, null(), Some(restore_sigchld), Some(sys::apr_pool_cleanup_null));
+        }
+        if !crate::os::wake_on_child_exit() {
+            pd_log!(
+                msg::SIGCHLD_TAKEN,
+                "SIGCHLD is handled or ignored by another module: a graceful restart keeps Apache's one-second pause before new children start"
+            );
+        }
+        sys::OK
+    })
+}
+
+unsafe extern "C" fn restore_sigchld(_data: *mut c_void) -> sys::apr_status_t {
+    guard((), crate::os::stop_waking_on_child_exit);
+    sys::APR_SUCCESS as sys::apr_status_t
 }
 
 unsafe extern "C" fn post_config(
