@@ -86,6 +86,8 @@ catalogue! {
     OUTPUT_DROPPED = "PD0212", Warn, "worker output over the rate was dropped (one summary line per 5 s)";
     ORPHAN = "PD0213", Warn, "a process a worker left running was adopted by its generation or killed";
     CGROUPS = "PD0214", Notice, "no cgroup v2 containment on this system";
+    SCALE = "PD0215", Notice, "a group scales up (requests wait, or a cold start) or down (a worker idle above MIN)";
+    RECYCLE = "PD0216", Notice, "a worker is recycled (maximum-requests, memory-limit, lifetime): its replacement starts, then it retires";
     SCRIPT_MISSING = "PD0301", Error, "script not found or unable to stat";
     EXECCGI_OFF = "PD0302", Error, "Options ExecCGI is off where the script is";
     GROUP_NOT_HERE = "PD0303", Error, "the group is not declared for this virtual host, or its language is unknown";

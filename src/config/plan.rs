@@ -64,7 +64,11 @@ pub struct GroupPlan {
     pub home: String,
     pub env: Vec<(String, String)>,
     pub app: Option<String>,
+    /// `processes=MIN-MAX`: `processes` is MIN (0: none until the first
+    /// request), `max_processes` MAX (the manager scales between them).
     pub processes: u32,
+    #[serde(default)]
+    pub max_processes: u32,
     pub threads: u32,
     /// Whether workers report READY on fd 4 (the procd protocol's loaders
     /// do); others count as ready once they have run for `settle_ms`.
@@ -87,7 +91,21 @@ pub struct GroupPlan {
     /// `maximum-requests=` (0: never).
     #[serde(default)]
     pub maximum_requests: u64,
+    /// `memory-limit=`: resident bytes past which a worker is recycled (0: none).
+    #[serde(default)]
+    pub memory_limit: u64,
+    /// `lifetime=`: age past which a worker is recycled (0: none).
+    #[serde(default)]
+    pub lifetime_ms: u64,
+    /// `inactivity-timeout=`: idle time after which a worker above MIN
+    /// retires (0: the default for a range, `DEFAULT_INACTIVITY_MS`).
+    #[serde(default)]
+    pub inactivity_timeout_ms: u64,
 }
+
+/// How long a worker above MIN may stay idle when `inactivity-timeout` is
+/// not set.
+pub const DEFAULT_INACTIVITY_MS: u64 = 60_000;
 
 /// How long a worker that cannot report readiness must stay up to count as
 /// started.
@@ -212,7 +230,8 @@ pub fn build_plan(views: &[ServerView<'_>], apache: &Identity, runtime_dir: &str
                 home,
                 env,
                 app: g.app.as_ref().map(|a| a.display().to_string()),
-                processes: g.processes.min.max(1),
+                processes: g.processes.min,
+                max_processes: g.processes.max.max(g.processes.min).max(1),
                 threads: g.threads,
                 ready_message: lang.protocol == Protocol::Procd,
                 startup_timeout_ms: g.startup_timeout.as_millis() as u64,
@@ -226,6 +245,9 @@ pub fn build_plan(views: &[ServerView<'_>], apache: &Identity, runtime_dir: &str
                 script_extensions: extensions(views, &g.name),
                 request_timeout_ms: g.request_timeout.as_millis() as u64,
                 maximum_requests: g.maximum_requests,
+                memory_limit: g.memory_limit.unwrap_or(0),
+                lifetime_ms: g.lifetime.map_or(0, |d| d.as_millis() as u64),
+                inactivity_timeout_ms: g.inactivity_timeout.map_or(0, |d| d.as_millis() as u64),
             });
         }
     }
@@ -322,10 +344,16 @@ impl Plan {
             if g.restart_file.as_ref().is_some_and(|f| !plain_absolute(f)) {
                 return refuse(format!("group {n}: restart file is not an absolute path"));
             }
-            if !(1..=1024).contains(&g.processes) || !(1..=1024).contains(&g.threads) {
-                return refuse(format!("group {n}: processes or threads out of range"));
+            if g.processes > 1024 || !(1..=1024).contains(&g.max_processes) || g.max_processes < g.processes {
+                return refuse(format!("group {n}: processes out of range"));
             }
-            if g.startup_timeout_ms > MAX_TIMER_MS || g.graceful_timeout_ms > MAX_TIMER_MS {
+            if !(1..=1024).contains(&g.threads) {
+                return refuse(format!("group {n}: threads out of range"));
+            }
+            if [g.startup_timeout_ms, g.graceful_timeout_ms, g.lifetime_ms, g.inactivity_timeout_ms]
+                .iter()
+                .any(|t| *t > MAX_TIMER_MS)
+            {
                 return refuse(format!("group {n}: a timeout is out of range"));
             }
             if g.env.iter().any(|(k, v)| k.is_empty() || k.contains('=') || k.contains('\0') || v.contains('\0')) {
@@ -367,7 +395,7 @@ mod tests {
         assert!(a.argv[0].ends_with("/python3"), "{:?}", a.argv);
         assert_eq!(a.argv[1], "/run/procd/loaders/procd_wsgi.py");
         assert_eq!(a.uid, 65534);
-        assert_eq!(a.processes, 1);
+        assert_eq!((a.processes, a.max_processes), (0, 4));
         assert!(a.ready_message);
         assert_eq!(a.error_log, "/var/log/e.log");
         assert!(a.env.contains(&("PATH".into(), "/opt/bin".into())));
@@ -401,6 +429,7 @@ mod tests {
             env: vec![],
             app: None,
             processes: 1,
+            max_processes: 1,
             threads: 1,
             ready_message: true,
             startup_timeout_ms: 1000,
@@ -411,6 +440,9 @@ mod tests {
             script_extensions: vec![],
             request_timeout_ms: 60000,
             maximum_requests: 0,
+            memory_limit: 0,
+            lifetime_ms: 0,
+            inactivity_timeout_ms: 0,
         };
         let plan = |g: GroupPlan| Plan {
             runtime_dir: "/run/procd".into(),
@@ -425,7 +457,7 @@ mod tests {
             |g| g.groups.push(0),
             |g| g.argv = vec!["python3".into()],
             |g| g.name = "../x".into(),
-            |g| g.processes = 0,
+            |g| g.max_processes = 0,
             |g| g.startup_timeout_ms = u64::MAX,
             |g| g.error_log = "/var/log/../../etc/shadow".into(),
         ];

@@ -135,6 +135,10 @@ pub(super) enum ConnectError {
 /// Connects to a group's socket without ever blocking: a full listen
 /// backlog (EAGAIN) is retried after a short sleep until `deadline`. (A
 /// blocking connect waits for room in the backlog for as long as it takes.)
+/// So is a socket that is not there yet or has no listener (ENOENT,
+/// ECONNREFUSED): the group is starting (Apache or the manager just
+/// started, or its workers are in back-off), and the request waits for it
+/// like any queued request; at the deadline the error is returned.
 pub(super) fn connect_within(path: &Path, deadline: Instant) -> Result<UnixStream, ConnectError> {
     use nix::errno::Errno;
     use nix::sys::socket::{AddressFamily, SockFlag, SockType, UnixAddr, connect, socket};
@@ -148,10 +152,10 @@ pub(super) fn connect_within(path: &Path, deadline: Instant) -> Result<UnixStrea
         match connect(fd.as_raw_fd(), &addr) {
             Ok(()) => break,
             Err(Errno::EINTR) => {}
-            Err(Errno::EAGAIN) => {
+            Err(e @ (Errno::EAGAIN | Errno::ENOENT | Errno::ECONNREFUSED)) => {
                 let left = deadline.saturating_duration_since(Instant::now());
                 if left.is_zero() {
-                    return Err(ConnectError::QueueFull);
+                    return Err(if e == Errno::EAGAIN { ConnectError::QueueFull } else { io(e) });
                 }
                 std::thread::sleep(pause.min(left));
                 pause = (pause * 2).min(Duration::from_millis(50));

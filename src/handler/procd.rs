@@ -91,8 +91,9 @@ pub fn proxy(client: &mut dyn Client, target: &Target, mut env: Vec<u8>) -> Outc
         Err(ConnectError::Io(e)) => {
             return match e.kind() {
                 ErrorKind::NotFound => unavailable(format!(
-                    "group {g} is not running: {} does not exist. Right after a start it appears once the workers are ready; otherwise the group's error log says why its workers do not start",
-                    target.socket.display()
+                    "group {g} is not running: {} did not appear within queue-timeout ({} s); the group's error log says why its workers do not start",
+                    target.socket.display(),
+                    queue_timeout.as_secs_f32()
                 )),
                 ErrorKind::PermissionDenied => Outcome::Failed {
                     status: 500,
@@ -102,6 +103,11 @@ pub fn proxy(client: &mut dyn Client, target: &Target, mut env: Vec<u8>) -> Outc
                         target.socket.display()
                     ),
                 },
+                ErrorKind::ConnectionRefused => unavailable(format!(
+                    "group {g} is not running: nothing listened on {} within queue-timeout ({} s); the group's error log says why",
+                    target.socket.display(),
+                    queue_timeout.as_secs_f32()
+                )),
                 _ => unavailable(format!("group {g}: cannot connect to {}: {e}", target.socket.display())),
             };
         }

@@ -12,7 +12,8 @@ which starts it as: python3 procd_wsgi.py, with
                             time blocked on Apache (sending to it, waiting
                             for a BODY frame) does not count: that is a
                             slow client, not the application
-  PROCD_MAX_REQUESTS        exit cleanly after that many requests (0: never)
+  PROCD_MAX_REQUESTS        after that many requests, write RECYCLE on fd 4 and
+                            serve on until EOF there (0: never)
 A request whose connection Apache has closed already, or that waited in the
 queue longer than its PROCD_QUEUE_TIMEOUT_MS (both in the REQUEST), was
 answered 503 by Apache: it is dropped unrun, with one line on stderr.
@@ -451,6 +452,10 @@ def handle(conn, apps, threads):
 
 # ----------------------------------------------------------------- serving --
 
+# Seconds to wait for the manager's answer to RECYCLE before draining anyway.
+RECYCLE_PATIENCE = 60.0
+
+
 class Worker:
     def __init__(self):
         self.threads = max(1, int(os.environ.get("PROCD_THREADS", "1")))
@@ -461,6 +466,7 @@ class Worker:
         self.draining = threading.Event()
         self.started = {}  # thread name -> RequestClock of its current request
         self.served = 0
+        self.recycle_asked = None  # when RECYCLE was sent
         self.dropped = 0
         self.lock = threading.Lock()
         self.apps = Applications(os.environ.get("PROCD_APP") or None)
@@ -489,9 +495,15 @@ class Worker:
             self.started.pop(name, None)
         with self.lock:
             self.served += 1
-            if self.max_requests and self.served >= self.max_requests and not self.draining.is_set():
-                log("maximum-requests (%d) reached: finishing and exiting" % self.max_requests)
-                self.draining.set()
+            if self.max_requests and self.served == self.max_requests:
+                # The manager starts a replacement and, once it is ready,
+                # closes fd 4: then this process drains. Until then it
+                # serves, so the group never lacks a worker.
+                self.recycle_asked = time.monotonic()
+                try:
+                    os.write(4, b"RECYCLE maximum-requests\n")
+                except OSError:
+                    self.draining.set()
 
     def accept_loop(self):
         # One epoll per thread with EPOLLEXCLUSIVE: a new connection wakes one
@@ -517,6 +529,10 @@ class Worker:
             readable = select.select([4] if status_open else [], [], [], 0.5)[0]
             if readable and os.read(4, 64) == b"":
                 status_open = False
+                self.draining.set()
+            if self.recycle_asked is not None and time.monotonic() - self.recycle_asked > RECYCLE_PATIENCE:
+                # A manager that does not answer RECYCLE (an older build):
+                # drain anyway.
                 self.draining.set()
             if self.timeout:
                 now = time.monotonic()

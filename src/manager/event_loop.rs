@@ -74,15 +74,26 @@ pub fn run(control: OwnedFd) -> ! {
                 watched.push((*pid, true));
             }
             if let Some(fd) = &w.status {
-                if !w.ready {
+                if w.status_watch {
                     fds.push(PollFd::new(fd.as_fd(), PollFlags::POLLIN));
                     watched.push((*pid, false));
                 }
             }
         }
+        // Groups with no worker: a connection on their socket is a cold start.
+        let cold = m.cold_listeners();
+        let first_cold = fds.len();
+        for (_, fd) in &cold {
+            fds.push(PollFd::new(fd.as_fd(), PollFlags::POLLIN));
+        }
         let _ = poll(&mut fds, PollTimeout::from(100u16));
         let ready: Vec<bool> = fds.iter().map(|f| f.revents().is_some_and(|r| !r.is_empty())).collect();
         drop(fds);
+        let woken: Vec<String> =
+            cold.into_iter().enumerate().filter(|(i, _)| ready[first_cold + i]).map(|(_, (name, _))| name).collect();
+        for name in woken {
+            m.look_at_pool(&name, Instant::now());
+        }
         if ready[0] {
             while let Ok(Some(info)) = signals.read_signal() {
                 match Signal::try_from(info.ssi_signo as i32) {
@@ -127,15 +138,7 @@ pub fn run(control: OwnedFd) -> ! {
             } else {
                 let mut msg = Vec::new();
                 let open = w.status.as_ref().is_some_and(|fd| read_some(fd, &mut msg, 4096));
-                if crate::protocol::launch::says_ready(&msg) {
-                    w.ready = true;
-                    let name = w.group.clone();
-                    m.maybe_promote(&name);
-                } else if !open {
-                    // The worker closed its status channel without READY; its
-                    // exit (or the start-up timeout) decides.
-                    w.status = None;
-                }
+                m.status_message(pid, &msg, open);
             }
         }
         m.reap();

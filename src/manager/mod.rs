@@ -36,6 +36,7 @@ mod log;
 mod orphans;
 mod output;
 mod policy;
+mod pool;
 mod procs;
 mod runtime;
 
@@ -91,6 +92,20 @@ struct Generation {
     workers: Vec<Pid>,
     /// The generation's cgroup, where cgroup v2 is available.
     cgroup: Option<PathBuf>,
+    /// Whether connections waited on the listener at the last look.
+    waiting_before: bool,
+}
+
+/// What a worker is there for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Serving,
+    /// Started to take over from this worker, which drains once this one
+    /// is ready (recycling without a gap).
+    Replacing(Pid),
+    /// Told to finish and exit (recycled or idle above MIN): its exit is
+    /// expected and not replaced.
+    Retiring,
 }
 
 struct Worker {
@@ -103,6 +118,19 @@ struct Worker {
     started: Instant,
     ready: bool,
     error_log: String,
+    role: Role,
+    /// Whether fd 4 is still read (READY, then RECYCLE); false once the
+    /// worker closed it or sent more than a loader would.
+    status_watch: bool,
+    /// Bytes read from fd 4 so far.
+    status_bytes: usize,
+    /// The worker said it served `maximum-requests`.
+    reported_max_requests: bool,
+    /// Why it is being replaced, once it is.
+    retire_reason: String,
+    /// Read and write system calls so far, and when that last changed.
+    activity: Option<u64>,
+    active_at: Instant,
 }
 
 #[derive(Default)]
@@ -113,6 +141,8 @@ struct Group {
     retry_at: Option<Instant>,
     restart_mtime: Option<SystemTime>,
     output: OutputBudget,
+    /// When the pool (activity, memory, age) was last looked at.
+    pool_checked: Option<Instant>,
 }
 
 impl Group {
@@ -258,6 +288,7 @@ impl Manager {
             started: Instant::now(),
             workers: Vec::new(),
             cgroup: self.cgroups.create(name, gen_id),
+            waiting_before: false,
         };
         if let Some(g) = self.groups.get_mut(name) {
             g.generations.push(generation);
@@ -268,12 +299,16 @@ impl Manager {
                 return;
             }
         }
+        // processes=0-N: serving at once, with no worker until a request.
+        self.maybe_promote(name);
     }
 
     fn spawn(&mut self, name: &str, gen_id: u64) -> bool {
-        let Some(gen_) = self.groups.get(name).and_then(|g| g.generations.iter().find(|x| x.id == gen_id)) else {
-            return false;
-        };
+        self.spawn_as(name, gen_id, Role::Serving).is_some()
+    }
+
+    fn spawn_as(&mut self, name: &str, gen_id: u64, role: Role) -> Option<Pid> {
+        let gen_ = self.groups.get(name).and_then(|g| g.generations.iter().find(|x| x.id == gen_id))?;
         let plan = &gen_.plan;
         match start_worker(plan, gen_id, &gen_.listener, gen_.cgroup.as_deref()) {
             Ok((pid, status, output)) => {
@@ -295,6 +330,13 @@ impl Manager {
                         started: Instant::now(),
                         ready: false,
                         error_log: log,
+                        role,
+                        status_watch: true,
+                        status_bytes: 0,
+                        reported_max_requests: false,
+                        retire_reason: String::new(),
+                        activity: None,
+                        active_at: Instant::now(),
                     },
                 );
                 if let Some(g) =
@@ -302,12 +344,12 @@ impl Manager {
                 {
                     g.workers.push(pid);
                 }
-                true
+                Some(pid)
             }
             Err(e) => {
                 let log = plan.error_log.clone();
                 pd_log!(id::SPAWN_FAILED, group = %name, log = %log, "cannot start a worker: {e}");
-                false
+                None
             }
         }
     }
@@ -480,10 +522,18 @@ impl Manager {
             uptime,
             left,
             failures: group.failures,
+            retired: w.role == Role::Retiring,
         });
+        // A replacement already on its way for this worker serves in its
+        // place now.
+        let replacement = self.workers.iter_mut().find(|(_, x)| x.role == Role::Replacing(pid));
+        let replaced = replacement.map(|(_, x)| x.role = Role::Serving).is_some();
         let log = w.error_log.clone();
         let (level, text) = match (&decision, stage) {
             (policy::AfterExit::Nothing, _) => (Level::Info, format!("worker pid {pid} {how} (stopping)")),
+            (policy::AfterExit::Retired, _) => {
+                (Level::Info, format!("generation {gen_id}: retired worker pid {pid} {how}"))
+            }
             (_, policy::Stage::Draining) => {
                 (Level::Info, format!("generation {gen_id}: old worker pid {pid} {how} (draining, {left} left)"))
             }
@@ -497,7 +547,9 @@ impl Manager {
         };
         pd_log!(level: level, id::WORKER_EXITED, group = %name, log = %log, generation = gen_id, pid = pid.as_raw(), reason = %how, "{text}");
         match decision {
-            policy::AfterExit::Nothing | policy::AfterExit::DrainProgress { drained: false } => {}
+            policy::AfterExit::Nothing
+            | policy::AfterExit::Retired
+            | policy::AfterExit::DrainProgress { drained: false } => {}
             policy::AfterExit::DrainProgress { drained: true } => {
                 self.forget_generation(&name, gen_id, "its last worker exited");
             }
@@ -508,7 +560,9 @@ impl Manager {
                 if let Some(g) = self.groups.get_mut(&name) {
                     g.failures = failures;
                 }
-                self.spawn(&name, gen_id);
+                if !replaced {
+                    self.spawn(&name, gen_id);
+                }
             }
             policy::AfterExit::BackOff => {
                 let why = if w.ready {
@@ -594,23 +648,19 @@ impl Manager {
             // Settled workers that cannot say READY.
             let settle = Duration::from_millis(SETTLE_MS);
             let pids: Vec<Pid> = self.groups[&name].generations.iter().flat_map(|g| g.workers.clone()).collect();
-            let mut became_ready = false;
             for pid in pids {
                 let quiet = self.groups[&name]
                     .generations
                     .iter()
                     .find(|g| g.workers.contains(&pid))
                     .is_some_and(|g| !g.plan.ready_message);
-                if let Some(w) = self.workers.get_mut(&pid) {
-                    if policy::settled(!quiet, w.ready, w.started.elapsed(), settle) {
-                        w.ready = true;
-                        became_ready = true;
-                    }
+                if self.workers.get(&pid).is_some_and(|w| policy::settled(!quiet, w.ready, w.started.elapsed(), settle))
+                {
+                    self.worker_ready(pid);
                 }
             }
-            if became_ready {
-                self.maybe_promote(&name);
-            }
+            // Scaling, recycling, retiring.
+            self.look_at_pool(&name, now);
             let group = &self.groups[&name];
             // Start-up timeout of a starting generation.
             if let Some(g) = group.generation(|p| p == Phase::Starting) {

@@ -50,6 +50,9 @@ pub enum AfterExit {
     /// Back off before replacing (a crash loop, or a worker that never
     /// became ready).
     BackOff,
+    /// A worker told to retire (recycled, or idle above MIN) has gone, as
+    /// expected: nothing to replace.
+    Retired,
 }
 
 /// The facts about one worker's exit.
@@ -63,6 +66,8 @@ pub struct Exit {
     pub left: usize,
     /// The group's quick crashes in a row so far.
     pub failures: u32,
+    /// It had been told to retire.
+    pub retired: bool,
 }
 
 pub fn after_exit(e: Exit) -> AfterExit {
@@ -72,6 +77,7 @@ pub fn after_exit(e: Exit) -> AfterExit {
     match e.stage {
         Stage::Draining => AfterExit::DrainProgress { drained: e.left == 0 },
         Stage::Starting => AfterExit::FailGeneration,
+        Stage::Serving if e.retired => AfterExit::Retired,
         Stage::Serving if !e.was_ready => AfterExit::BackOff,
         Stage::Serving if e.uptime >= STABLE_AFTER => AfterExit::Replace { failures: 0 },
         Stage::Serving if e.failures + 1 >= CRASH_LOOP_AFTER => AfterExit::BackOff,
@@ -123,6 +129,86 @@ pub fn settled(says_ready: bool, ready: bool, uptime: Duration, settle: Duration
     !says_ready && !ready && uptime >= settle
 }
 
+/// A serving generation's pool, as the scaling rules see it.
+#[derive(Debug, Clone, Copy)]
+pub struct Pool {
+    pub min: u32,
+    pub max: u32,
+    /// Workers that serve or will (not retiring).
+    pub live: u32,
+    /// Of those, started but not ready yet.
+    pub starting: u32,
+    /// Connections wait on the group's socket now, and did at the previous
+    /// look (a tick earlier).
+    pub waiting_now: bool,
+    pub waiting_before: bool,
+}
+
+/// Whether to start one more worker: below MIN (a refill), or requests
+/// wait while every worker is busy, up to MAX. One start at a time: a
+/// worker still starting will take the waiting requests. With no worker
+/// at all, the first waiting request starts one (a cold start).
+pub fn scale_up(p: Pool) -> bool {
+    if p.live >= p.max || p.starting > 0 {
+        return false;
+    }
+    p.live < p.min || (p.waiting_now && (p.live == 0 || p.waiting_before))
+}
+
+/// Which worker retires for inactivity: above MIN, the one idle longest if
+/// that is at least `timeout` (`idle[i]`: how long worker i has done
+/// nothing). One at a time.
+pub fn retire_idle(live: u32, min: u32, idle: &[Duration], timeout: Duration) -> Option<usize> {
+    if live <= min || timeout.is_zero() {
+        return None;
+    }
+    let (i, longest) = idle.iter().enumerate().max_by_key(|(_, d)| **d)?;
+    (*longest >= timeout).then_some(i)
+}
+
+/// Why a worker is replaced while it serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recycle {
+    /// It reported that it served `maximum-requests`.
+    MaximumRequests,
+    /// Its resident memory passed `memory-limit`.
+    Memory { resident: u64, limit: u64 },
+    /// It is older than `lifetime`.
+    Lifetime { age: Duration, limit: Duration },
+}
+
+impl std::fmt::Display for Recycle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        const MIB: u64 = 1 << 20;
+        match self {
+            Recycle::MaximumRequests => f.write_str("maximum-requests reached"),
+            Recycle::Memory { resident, limit } => {
+                write!(f, "memory-limit: resident set {} MiB > {} MiB", resident.div_ceil(MIB), limit / MIB)
+            }
+            Recycle::Lifetime { age, limit } => write!(f, "lifetime: {} s > {} s", age.as_secs(), limit.as_secs()),
+        }
+    }
+}
+
+/// The facts about one serving, ready worker.
+#[derive(Debug, Clone, Copy)]
+pub struct Health {
+    pub reported_max_requests: bool,
+    pub resident: Option<u64>,
+    pub age: Duration,
+}
+
+/// Whether a worker is to be replaced, and why (0 limits: none).
+pub fn recycle(h: Health, memory_limit: u64, lifetime: Duration) -> Option<Recycle> {
+    if h.reported_max_requests {
+        return Some(Recycle::MaximumRequests);
+    }
+    if let Some(resident) = h.resident.filter(|r| memory_limit > 0 && *r > memory_limit) {
+        return Some(Recycle::Memory { resident, limit: memory_limit });
+    }
+    (!lifetime.is_zero() && h.age >= lifetime).then_some(Recycle::Lifetime { age: h.age, limit: lifetime })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -136,7 +222,15 @@ mod tests {
     }
 
     fn exit(stage: Stage) -> Exit {
-        Exit { stage, stopping: false, was_ready: true, uptime: Duration::from_secs(60), left: 1, failures: 0 }
+        Exit {
+            stage,
+            stopping: false,
+            was_ready: true,
+            uptime: Duration::from_secs(60),
+            left: 1,
+            failures: 0,
+            retired: false,
+        }
     }
 
     #[test]
@@ -183,5 +277,42 @@ mod tests {
         assert!(!settled(true, false, s, s), "a worker that says READY waits for it");
         assert!(!settled(false, false, s / 2, s));
         assert!(!settled(false, true, s, s), "already ready");
+    }
+
+    #[test]
+    fn scaling_starts_one_worker_at_a_time_while_requests_wait() {
+        let p = Pool { min: 1, max: 3, live: 1, starting: 0, waiting_now: true, waiting_before: true };
+        assert!(scale_up(p));
+        assert!(!scale_up(Pool { waiting_before: false, ..p }), "one look may catch a request in passing");
+        assert!(!scale_up(Pool { starting: 1, ..p }), "a worker still starting takes the queue first");
+        assert!(!scale_up(Pool { live: 3, ..p }), "never above MAX");
+        assert!(scale_up(Pool { live: 0, min: 0, waiting_before: false, ..p }), "cold start at the first request");
+        assert!(!scale_up(Pool { live: 0, min: 0, waiting_now: false, ..p }), "MIN=0 and nobody asks: nothing");
+        assert!(scale_up(Pool { live: 0, min: 1, waiting_now: false, waiting_before: false, ..p }), "refill to MIN");
+    }
+
+    #[test]
+    fn idle_workers_above_min_retire_one_at_a_time() {
+        let s = Duration::from_secs;
+        assert_eq!(retire_idle(3, 1, &[s(5), s(70), s(61)], s(60)), Some(1));
+        assert_eq!(retire_idle(1, 1, &[s(500)], s(60)), None, "never below MIN");
+        assert_eq!(retire_idle(3, 1, &[s(5), s(59)], s(60)), None);
+        assert_eq!(retire_idle(3, 0, &[s(500)], Duration::ZERO), None, "no timeout: no retiring");
+    }
+
+    #[test]
+    fn recycling_names_its_cause() {
+        let h = Health { reported_max_requests: false, resident: Some(300 << 20), age: Duration::from_secs(30) };
+        assert_eq!(recycle(h, 0, Duration::ZERO), None);
+        let memory = recycle(h, 200 << 20, Duration::ZERO).unwrap();
+        assert_eq!(memory.to_string(), "memory-limit: resident set 300 MiB > 200 MiB");
+        assert_eq!(
+            recycle(h, 0, Duration::from_secs(20)),
+            Some(Recycle::Lifetime { age: Duration::from_secs(30), limit: Duration::from_secs(20) })
+        );
+        assert_eq!(
+            recycle(Health { reported_max_requests: true, ..h }, 200 << 20, Duration::ZERO),
+            Some(Recycle::MaximumRequests)
+        );
     }
 }

@@ -69,6 +69,31 @@ pub fn set_nonblocking(fd: &OwnedFd) {
     }
 }
 
+/// A process's resident set in bytes (`/proc/PID/statm`).
+pub fn resident_bytes(pid: Pid) -> Option<u64> {
+    let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE).ok().flatten().unwrap_or(4096);
+    Some(pages.saturating_mul(u64::try_from(page).unwrap_or(4096)))
+}
+
+/// How many read and write system calls a process (all its threads) has
+/// made (`/proc/PID/io`): a worker blocked in accept makes none, so an
+/// unchanged count means idle, in any language.
+pub fn io_calls(pid: Pid) -> Option<u64> {
+    let io = std::fs::read_to_string(format!("/proc/{pid}/io")).ok()?;
+    let field = |name: &str| -> Option<u64> { io.lines().find_map(|l| l.strip_prefix(name))?.trim().parse().ok() };
+    Some(field("syscr:")?.saturating_add(field("syscw:")?))
+}
+
+/// Whether connections wait on a listening socket, not yet accepted.
+pub fn has_waiting_connections(listener: &std::os::unix::net::UnixListener) -> bool {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    use std::os::fd::AsFd;
+    let mut fds = [PollFd::new(listener.as_fd(), PollFlags::POLLIN)];
+    poll(&mut fds, PollTimeout::ZERO).is_ok_and(|n| n > 0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

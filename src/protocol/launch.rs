@@ -63,6 +63,11 @@ pub fn environment(base: &[(String, String)], w: &Worker<'_>) -> Vec<(String, St
 }
 
 /// Whether a status message from a worker says it is ready.
+/// A worker's line on fd 4 saying it has served `maximum-requests`: the
+/// manager starts its replacement and, once that is ready, closes fd 4
+/// (drain). Anything after the word is a free-form reason.
+pub const RECYCLE: &str = "RECYCLE";
+
 pub fn says_ready(message: &[u8]) -> bool {
     String::from_utf8_lossy(message).lines().any(|l| l.trim() == READY)
 }

@@ -36,3 +36,9 @@ pub fn run_as(user: &str, args: &[&str]) -> (bool, String) {
         .expect("setpriv");
     (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
 }
+
+/// The uid of an existing user.
+pub fn uid_of(name: &str) -> u32 {
+    let out = std::process::Command::new("id").args(["-u", name]).output().expect("run id");
+    String::from_utf8_lossy(&out.stdout).trim().parse().expect("a uid")
+}
