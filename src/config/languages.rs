@@ -90,6 +90,7 @@ fn builtin(name: &str, protocol: Protocol, command: Option<&str>, exts: &[&str],
 /// Adding a language on an existing protocol: its loader file under
 /// src/loaders/, one line here, and a test file.
 const PYTHON_LOADER: Loader = Loader { file: "procd_wsgi.py", source: include_str!("../loaders/procd_wsgi.py") };
+const RUBY_LOADER: Loader = Loader { file: "procd_rack.rb", source: include_str!("../loaders/procd_rack.rb") };
 
 /// The loaders every built-in language ships, once each.
 pub fn shipped_loaders() -> Vec<Loader> {
@@ -104,7 +105,7 @@ pub fn builtin_languages() -> Vec<Language> {
             loader: Some(PYTHON_LOADER),
             ..builtin("python", Procd, Some("python3"), &[".wsgi", ".py"], Some("python3"))
         },
-        builtin("ruby", Procd, Some("ruby"), &[".ru"], Some("ruby")),
+        Language { loader: Some(RUBY_LOADER), ..builtin("ruby", Procd, Some("ruby"), &[".ru"], Some("ruby")) },
         builtin("perl", Procd, Some("perl"), &[".psgi"], Some("perl")),
         builtin("php", Fastcgi, Some("php-cgi"), &[".php"], Some("php-cgi")),
         builtin("cgi", Cgi, None, &[".cgi", ".pl", ".sh"], None),
