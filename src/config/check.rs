@@ -144,7 +144,12 @@ fn check_group(g: &GroupConfig, table: &BTreeMap<String, Language>, apache_user:
             who.user
         ));
     }
-    if g.threads > 1 && !lang.protocol.allows_threads() {
+    if let (true, Some(why)) = (g.threads > 1, lang.one_request_at_a_time) {
+        errors.push(format!(
+            "{at}: threads={} is not possible for language={}: {why}; threads=1 is allowed: use processes= to serve more requests at once (e.g. processes={})",
+            g.threads, g.language, g.threads
+        ));
+    } else if g.threads > 1 && !lang.protocol.allows_threads() {
         errors.push(format!(
             "{at}: threads={} is not possible for language={}: its workers ({} protocol) serve one request at a time; use processes= to serve more at once",
             g.threads,
@@ -259,6 +264,23 @@ mod tests {
         assert!(errors[1].contains("command=/no/such/python is not installed"), "{}", errors[1]);
         assert!(errors[2].contains("needs command="), "{}", errors[2]);
         assert!(errors[3].contains("threads=4 is not possible"), "{}", errors[3]);
+    }
+
+    #[test]
+    fn perl_groups_serve_with_processes_not_threads() {
+        let mut main = ServerConfig::default();
+        main.apply("LanguageGroup", "pl language=perl threads=4", &ctx(1)).unwrap();
+        main.apply("LanguageGroup", "ok language=perl processes=4 threads=1", &ctx(2)).unwrap();
+        main.apply("LanguageGroup", "rb language=ruby threads=4", &ctx(3)).unwrap();
+        let errors: Vec<String> = run(&main, &[]).into_iter().filter(|e| e.contains("threads=")).collect();
+        assert_eq!(errors.len(), 1, "{errors:#?}");
+        assert!(
+            errors[0].contains("LanguageGroup pl (at t.conf:1): threads=4 is not possible for language=perl")
+                && errors[0].contains("threads=1 is allowed")
+                && errors[0].contains("processes="),
+            "{}",
+            errors[0]
+        );
     }
 
     #[test]

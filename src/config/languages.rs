@@ -64,6 +64,9 @@ pub struct Language {
     /// The loader shipped inside the module that `command` runs (built-in
     /// languages of the procd protocol).
     pub loader: Option<Loader>,
+    /// Why a worker of this language serves one request at a time whatever
+    /// the protocol allows (perl: no threads fit for serving), or `None`.
+    pub one_request_at_a_time: Option<&'static str>,
 }
 
 /// A loader: a small program in the language's own tongue, shipped inside
@@ -84,6 +87,7 @@ fn builtin(name: &str, protocol: Protocol, command: Option<&str>, exts: &[&str],
         package: package.map(str::to_string),
         origin: "built in".into(),
         loader: None,
+        one_request_at_a_time: None,
     }
 }
 
@@ -91,6 +95,7 @@ fn builtin(name: &str, protocol: Protocol, command: Option<&str>, exts: &[&str],
 /// src/loaders/, one line here, and a test file.
 const PYTHON_LOADER: Loader = Loader { file: "procd_wsgi.py", source: include_str!("../loaders/procd_wsgi.py") };
 const RUBY_LOADER: Loader = Loader { file: "procd_rack.rb", source: include_str!("../loaders/procd_rack.rb") };
+const PERL_LOADER: Loader = Loader { file: "procd_psgi.pl", source: include_str!("../loaders/procd_psgi.pl") };
 
 /// The loaders every built-in language ships, once each.
 pub fn shipped_loaders() -> Vec<Loader> {
@@ -106,7 +111,13 @@ pub fn builtin_languages() -> Vec<Language> {
             ..builtin("python", Procd, Some("python3"), &[".wsgi", ".py"], Some("python3"))
         },
         Language { loader: Some(RUBY_LOADER), ..builtin("ruby", Procd, Some("ruby"), &[".ru"], Some("ruby")) },
-        builtin("perl", Procd, Some("perl"), &[".psgi"], Some("perl")),
+        Language {
+            loader: Some(PERL_LOADER),
+            one_request_at_a_time: Some(
+                "its PSGI loader serves one request at a time per process (Perl's threads are not fit for serving)",
+            ),
+            ..builtin("perl", Procd, Some("perl"), &[".psgi"], Some("perl"))
+        },
         builtin("php", Fastcgi, Some("php-cgi"), &[".php"], Some("php-cgi")),
         builtin("cgi", Cgi, None, &[".cgi", ".pl", ".sh"], None),
         builtin("http", Http, None, &[], None),
@@ -231,6 +242,7 @@ impl LanguageOverrides {
                         package: None,
                         origin: file.path.clone(),
                         loader: None,
+                        one_request_at_a_time: None,
                     },
                 };
                 let mut lang = lang;
