@@ -260,8 +260,7 @@ fn rack_failures_and_output_go_to_the_log() {
     for line in ["stderr line from the ruby app", "stdout line from the ruby app", "rack.errors line from the ruby app"]
     {
         if !wait_until(Duration::from_secs(3), || {
-            a.error_log().contains(&format!("[group rb] [pid "))
-                && a.error_log().lines().any(|l| l.contains("[group rb]") && l.contains(line))
+            a.error_log().lines().any(|l| l.contains("[group rb]") && l.contains(line))
         }) {
             a.fail(&format!("{line:?} is not in the group's log"));
         }
@@ -451,4 +450,36 @@ fn rack_survives_five_gracefuls_under_load() {
     }
     assert_lint_clean(&a);
     a.stop();
+}
+
+#[test]
+fn configtest_names_the_package_when_rack_is_missing() {
+    assert!(ruby_installed(), "ruby and rack are needed: apt-get install ruby ruby-rack ruby-sinatra");
+    ensure_user("procd-test-a");
+    // A ruby that cannot see the gems Debian installs stands for a machine
+    // without ruby-rack.
+    let conf = "ProcdLanguages @DIR@/no-gems.toml\n\
+                LanguageGroup rb language=ruby processes=1 user=procd-test-a\n\
+                LanguageHandler rb .ru\n";
+    let a = Apache::new("rack-missing", Mpm::Event, conf);
+    std::fs::write(a.dir.join("no-gems.toml"), "[language.ruby]\ncommand = \"/usr/bin/ruby --disable-gems\"\n")
+        .unwrap();
+    let (ok, text) = a.configtest();
+    if ok
+        || !text.contains("LanguageGroup rb (at ")
+        || !text.contains("language=ruby needs the rack library")
+        || !text.contains("apt-get install ruby-rack")
+    {
+        a.fail(&format!("configtest did not name ruby-rack: {text}"));
+    }
+    // With rack there, the same group passes.
+    let a = Apache::new(
+        "rack-present",
+        Mpm::Event,
+        "LanguageGroup rb language=ruby processes=1 user=procd-test-a\nLanguageHandler rb .ru\n",
+    );
+    let (ok, text) = a.configtest();
+    if !ok || text.contains("rack library") {
+        a.fail(&format!("configtest refused a ruby group that has rack: {text}"));
+    }
 }

@@ -67,6 +67,18 @@ pub struct Language {
     /// Why a worker of this language serves one request at a time whatever
     /// the protocol allows (perl: no threads fit for serving), or `None`.
     pub one_request_at_a_time: Option<&'static str>,
+    /// A library the loader needs beside the interpreter, checked by
+    /// `apachectl configtest` when the group runs the language's own command.
+    pub library: Option<Library>,
+}
+
+/// A library a loader needs: `probe` are arguments for the interpreter
+/// that exit 0 when it is there (e.g. `-e require 'rack'`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Library {
+    pub name: &'static str,
+    pub probe: &'static [&'static str],
+    pub package: &'static str,
 }
 
 /// A loader: a small program in the language's own tongue, shipped inside
@@ -88,6 +100,7 @@ fn builtin(name: &str, protocol: Protocol, command: Option<&str>, exts: &[&str],
         origin: "built in".into(),
         loader: None,
         one_request_at_a_time: None,
+        library: None,
     }
 }
 
@@ -110,7 +123,11 @@ pub fn builtin_languages() -> Vec<Language> {
             loader: Some(PYTHON_LOADER),
             ..builtin("python", Procd, Some("python3"), &[".wsgi", ".py"], Some("python3"))
         },
-        Language { loader: Some(RUBY_LOADER), ..builtin("ruby", Procd, Some("ruby"), &[".ru"], Some("ruby")) },
+        Language {
+            loader: Some(RUBY_LOADER),
+            library: Some(Library { name: "rack", probe: &["-e", "require 'rack'"], package: "ruby-rack" }),
+            ..builtin("ruby", Procd, Some("ruby"), &[".ru"], Some("ruby"))
+        },
         Language {
             loader: Some(PERL_LOADER),
             one_request_at_a_time: Some(
@@ -243,6 +260,7 @@ impl LanguageOverrides {
                         origin: file.path.clone(),
                         loader: None,
                         one_request_at_a_time: None,
+                        library: None,
                     },
                 };
                 let mut lang = lang;
