@@ -479,3 +479,31 @@ fn psgi_survives_five_gracefuls_under_load() {
     assert_lint_clean(&a);
     a.stop();
 }
+
+#[test]
+fn psgi_files_run_per_file() {
+    let conf = "LanguageGroup plfiles language=perl processes=1 user=procd-test-a\n\
+                LanguageHandler plfiles .psgi\n\
+                <Directory @DIR@/htdocs/cgi>\n  Options +ExecCGI\n</Directory>\n";
+    let mut a = Apache::new("psgi-files", Mpm::Event, conf);
+    ensure_user("procd-test-a");
+    std::fs::create_dir_all(a.dir.join("htdocs/cgi")).unwrap();
+    std::fs::write(
+        a.dir.join("htdocs/cgi/hello.psgi"),
+        "my $app = sub { my $env = shift; [200, ['Content-Type' => 'text/plain'], [\"script $env->{SCRIPT_NAME} $env->{PATH_INFO}\"]] };\n",
+    )
+    .unwrap();
+    let _ = std::process::Command::new("chmod").args(["-R", "a+rX"]).arg(&a.dir).status();
+    a.start();
+    if !wait_until(Duration::from_secs(15), || a.get("/cgi/hello.psgi/more").status == 200) {
+        a.fail("the per-file .psgi does not answer");
+    }
+    let r = a.get("/cgi/hello.psgi/more");
+    if r.text() != "script /cgi/hello.psgi /more" {
+        a.fail(&format!("per-file .psgi: {}", r.text()));
+    }
+    if a.get("/cgi/missing.psgi").status != 404 {
+        a.fail("a missing .psgi file is not a 404");
+    }
+    a.stop();
+}

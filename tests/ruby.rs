@@ -483,3 +483,31 @@ fn configtest_names_the_package_when_rack_is_missing() {
         a.fail(&format!("configtest refused a ruby group that has rack: {text}"));
     }
 }
+
+#[test]
+fn rackup_files_run_per_file() {
+    let conf = "LanguageGroup rbfiles language=ruby processes=1 threads=2 user=procd-test-a\n\
+                LanguageHandler rbfiles .ru\n\
+                <Directory @DIR@/htdocs/cgi>\n  Options +ExecCGI\n</Directory>\n";
+    let mut a = Apache::new("rack-files", Mpm::Event, conf);
+    ensure_user("procd-test-a");
+    std::fs::create_dir_all(a.dir.join("htdocs/cgi")).unwrap();
+    std::fs::write(
+        a.dir.join("htdocs/cgi/hello.ru"),
+        "run lambda { |env| [200, { \"Content-Type\" => \"text/plain\" }, [\"script #{env['SCRIPT_NAME']} #{env['PATH_INFO']}\"]] }\n",
+    )
+    .unwrap();
+    let _ = std::process::Command::new("chmod").args(["-R", "a+rX"]).arg(&a.dir).status();
+    a.start();
+    if !wait_until(Duration::from_secs(15), || a.get("/cgi/hello.ru/more").status == 200) {
+        a.fail("the per-file rackup does not answer");
+    }
+    let r = a.get("/cgi/hello.ru/more");
+    if r.text() != "script /cgi/hello.ru /more" {
+        a.fail(&format!("per-file rackup: {}", r.text()));
+    }
+    if a.get("/cgi/missing.ru").status != 404 {
+        a.fail("a missing rackup file is not a 404");
+    }
+    a.stop();
+}
