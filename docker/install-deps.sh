@@ -12,6 +12,11 @@ PACKAGES=(
     openssl
     # language runtimes the tests and the demo use
     python3 python3-venv perl
+    # Ruby (Rack loader; tests run Sinatra, plain and under bundler)
+    ruby ruby-rack ruby-sinatra bundler
+    # Perl (PSGI loader needs core Perl only; tests run Plack's Lint,
+    # Mojolicious and Dancer2 apps)
+    libplack-perl libmojolicious-perl libdancer2-perl
     # LinkRewrite tests compare against the Apache manual
     apache2-doc
 )

@@ -117,6 +117,91 @@ pub fn check_configuration(servers: &[ServerView<'_>], apache_user: &Identity) -
     errors
 }
 
+/// Libraries the groups' loaders need (rack for ruby), checked by running
+/// the interpreter once per (program, library) as the first group's user
+/// with a clean environment, at most 10 s. Only for `apachectl configtest`:
+/// at start and graceful restarts the parent must not wait for
+/// interpreters (a worker that lacks the library says so in the group's
+/// log). Groups with `command=` (a bundle, a virtualenv) are not probed:
+/// their command decides where libraries come from.
+pub fn library_errors(servers: &[ServerView<'_>], apache_user: &Identity) -> Vec<String> {
+    let Some(main) = servers.first() else {
+        return Vec::new();
+    };
+    let Ok(table) = main.config.languages.table() else {
+        return Vec::new();
+    };
+    let mut probed: BTreeMap<(std::path::PathBuf, &str), bool> = BTreeMap::new();
+    let mut errors = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    for g in servers.iter().flat_map(|s| s.config.groups.iter()) {
+        if !seen.insert(g.name.clone()) || g.command.is_some() {
+            continue;
+        }
+        let Some(lang) = table.get(&g.language) else { continue };
+        let (Some(library), Some(program)) = (lang.library, lang.command.as_ref().and_then(|c| c.first())) else {
+            continue;
+        };
+        let Some(path) = find_program(program) else { continue };
+        let who = group_identity(g, apache_user);
+        let present = *probed.entry((path.clone(), library.name)).or_insert_with(|| {
+            probe_library(&path, lang.command.as_ref().map_or(&[][..], |c| &c[1..]), &library, &who)
+        });
+        if !present {
+            errors.push(format!(
+                "LanguageGroup {} (at {}): language={} needs the {} library, which {} cannot load; install the Debian package {} (apt-get install {}), or name an interpreter or bundle that has it with command= (e.g. command=\"bundle exec ruby\")",
+                g.name,
+                g.declared_at,
+                g.language,
+                library.name,
+                path.display(),
+                library.package,
+                library.package
+            ));
+        }
+    }
+    errors
+}
+
+/// Runs `program args probe` as `who` (when root) and says whether it exited 0.
+fn probe_library(program: &Path, args: &[String], library: &super::languages::Library, who: &Identity) -> bool {
+    use std::os::unix::process::CommandExt;
+    use std::process::{Command, Stdio};
+    let mut cmd = Command::new(program);
+    cmd.args(args)
+        .args(library.probe)
+        .env_clear()
+        .env("PATH", WORKER_PATH)
+        .env("LANG", "C.UTF-8")
+        .current_dir("/")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    if nix::unistd::geteuid().is_root() {
+        // std drops root's supplementary groups when it changes the uid.
+        cmd.uid(who.uid).gid(who.gid);
+    }
+    let Ok(mut child) = cmd.spawn() else {
+        // Whether the program runs at all is checked (and said) elsewhere.
+        return true;
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return status.success(),
+            Ok(None) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(10))
+            }
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                // A hung interpreter is not proof that the library is missing.
+                return true;
+            }
+        }
+    }
+}
+
 /// The identity a group's workers run as.
 pub fn group_identity(g: &GroupConfig, apache_user: &Identity) -> Identity {
     let (name, uid, gid) = match &g.user {
@@ -144,7 +229,12 @@ fn check_group(g: &GroupConfig, table: &BTreeMap<String, Language>, apache_user:
             who.user
         ));
     }
-    if g.threads > 1 && !lang.protocol.allows_threads() {
+    if let (true, Some(why)) = (g.threads > 1, lang.one_request_at_a_time) {
+        errors.push(format!(
+            "{at}: threads={} is not possible for language={}: {why}; threads=1 is allowed: use processes= to serve more requests at once (e.g. processes={})",
+            g.threads, g.language, g.threads
+        ));
+    } else if g.threads > 1 && !lang.protocol.allows_threads() {
         errors.push(format!(
             "{at}: threads={} is not possible for language={}: its workers ({} protocol) serve one request at a time; use processes= to serve more at once",
             g.threads,
@@ -259,6 +349,23 @@ mod tests {
         assert!(errors[1].contains("command=/no/such/python is not installed"), "{}", errors[1]);
         assert!(errors[2].contains("needs command="), "{}", errors[2]);
         assert!(errors[3].contains("threads=4 is not possible"), "{}", errors[3]);
+    }
+
+    #[test]
+    fn perl_groups_serve_with_processes_not_threads() {
+        let mut main = ServerConfig::default();
+        main.apply("LanguageGroup", "pl language=perl threads=4", &ctx(1)).unwrap();
+        main.apply("LanguageGroup", "ok language=perl processes=4 threads=1", &ctx(2)).unwrap();
+        main.apply("LanguageGroup", "rb language=ruby threads=4", &ctx(3)).unwrap();
+        let errors: Vec<String> = run(&main, &[]).into_iter().filter(|e| e.contains("threads=")).collect();
+        assert_eq!(errors.len(), 1, "{errors:#?}");
+        assert!(
+            errors[0].contains("LanguageGroup pl (at t.conf:1): threads=4 is not possible for language=perl")
+                && errors[0].contains("threads=1 is allowed")
+                && errors[0].contains("processes="),
+            "{}",
+            errors[0]
+        );
     }
 
     #[test]

@@ -64,6 +64,21 @@ pub struct Language {
     /// The loader shipped inside the module that `command` runs (built-in
     /// languages of the procd protocol).
     pub loader: Option<Loader>,
+    /// Why a worker of this language serves one request at a time whatever
+    /// the protocol allows (perl: no threads fit for serving), or `None`.
+    pub one_request_at_a_time: Option<&'static str>,
+    /// A library the loader needs beside the interpreter, checked by
+    /// `apachectl configtest` when the group runs the language's own command.
+    pub library: Option<Library>,
+}
+
+/// A library a loader needs: `probe` are arguments for the interpreter
+/// that exit 0 when it is there (e.g. `-e require 'rack'`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Library {
+    pub name: &'static str,
+    pub probe: &'static [&'static str],
+    pub package: &'static str,
 }
 
 /// A loader: a small program in the language's own tongue, shipped inside
@@ -84,12 +99,16 @@ fn builtin(name: &str, protocol: Protocol, command: Option<&str>, exts: &[&str],
         package: package.map(str::to_string),
         origin: "built in".into(),
         loader: None,
+        one_request_at_a_time: None,
+        library: None,
     }
 }
 
 /// Adding a language on an existing protocol: its loader file under
 /// src/loaders/, one line here, and a test file.
 const PYTHON_LOADER: Loader = Loader { file: "procd_wsgi.py", source: include_str!("../loaders/procd_wsgi.py") };
+const RUBY_LOADER: Loader = Loader { file: "procd_rack.rb", source: include_str!("../loaders/procd_rack.rb") };
+const PERL_LOADER: Loader = Loader { file: "procd_psgi.pl", source: include_str!("../loaders/procd_psgi.pl") };
 
 /// The loaders every built-in language ships, once each.
 pub fn shipped_loaders() -> Vec<Loader> {
@@ -104,8 +123,18 @@ pub fn builtin_languages() -> Vec<Language> {
             loader: Some(PYTHON_LOADER),
             ..builtin("python", Procd, Some("python3"), &[".wsgi", ".py"], Some("python3"))
         },
-        builtin("ruby", Procd, Some("ruby"), &[".ru"], Some("ruby")),
-        builtin("perl", Procd, Some("perl"), &[".psgi"], Some("perl")),
+        Language {
+            loader: Some(RUBY_LOADER),
+            library: Some(Library { name: "rack", probe: &["-e", "require 'rack'"], package: "ruby-rack" }),
+            ..builtin("ruby", Procd, Some("ruby"), &[".ru"], Some("ruby"))
+        },
+        Language {
+            loader: Some(PERL_LOADER),
+            one_request_at_a_time: Some(
+                "its PSGI loader serves one request at a time per process (Perl's threads are not fit for serving)",
+            ),
+            ..builtin("perl", Procd, Some("perl"), &[".psgi"], Some("perl"))
+        },
         builtin("php", Fastcgi, Some("php-cgi"), &[".php"], Some("php-cgi")),
         builtin("cgi", Cgi, None, &[".cgi", ".pl", ".sh"], None),
         builtin("http", Http, None, &[], None),
@@ -230,6 +259,8 @@ impl LanguageOverrides {
                         package: None,
                         origin: file.path.clone(),
                         loader: None,
+                        one_request_at_a_time: None,
+                        library: None,
                     },
                 };
                 let mut lang = lang;

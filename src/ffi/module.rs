@@ -248,7 +248,12 @@ unsafe extern "C" fn check_config(
 ) -> c_int {
     guard(sys::HTTP_INTERNAL_SERVER_ERROR, || {
         let views = server_views(main, pconf);
-        let errors = check_configuration(&views, &apache_identity());
+        let mut errors = check_configuration(&views, &apache_identity());
+        // SAFETY: ap_state_query may be called from any hook.
+        if unsafe { sys::ap_state_query(sys::AP_SQ_RUN_MODE) } == sys::AP_SQ_RM_CONFIG_TEST {
+            // Runs interpreters: configtest only, never in a (graceful) start.
+            errors.extend(crate::config::check::library_errors(&views, &apache_identity()));
+        }
         for w in crate::config::check::warnings(&views, &apache_identity()) {
             pd_log!(msg::CONFIG_WARNING, startup = true, "{w}");
         }

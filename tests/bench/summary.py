@@ -19,10 +19,16 @@ print("%-30s %5s %10s %9s   (median of %d rounds)" % ("anchor", "conns", "req/s"
 for (name, conns), v in sorted(rows.items(), key=lambda kv: (kv[0][1], kv[0][0])):
     print("%-30s %5d %10.0f %9.2f" % (name, conns, statistics.median(v["rps"]), statistics.median(v["p99"])))
 print()
+PAIRS = [
+    ("mod_procd + Python WSGI", "mod_wsgi daemon"),
+    ("mod_procd + Ruby Rack", "Passenger + Ruby Rack"),
+    ("mod_procd + Perl PSGI", "mod_proxy_http + starman PSGI"),
+]
 for conns in sorted({c for _, c in rows}):
-    procd = rows.get(("mod_procd + Python WSGI", conns))
-    wsgi = rows.get(("mod_wsgi daemon", conns))
-    if procd and wsgi and procd["rps"] and wsgi["rps"]:
-        print("c=%d: mod_procd / mod_wsgi daemon: throughput %.2fx, p99 %.2fx" % (
-            conns, statistics.median(procd["rps"]) / statistics.median(wsgi["rps"]),
-            statistics.median(procd["p99"]) / statistics.median(wsgi["p99"])))
+    for ours, theirs in PAIRS:
+        procd = rows.get((ours, conns))
+        anchor = rows.get((theirs, conns))
+        if procd and anchor and procd["rps"] and anchor["rps"]:
+            print("c=%d: %s / %s: throughput %.2fx, p99 %.2fx" % (
+                conns, ours, theirs, statistics.median(procd["rps"]) / statistics.median(anchor["rps"]),
+                statistics.median(procd["p99"]) / statistics.median(anchor["p99"])))

@@ -1,0 +1,663 @@
+# mod_procd's PSGI loader, one file, core Perl only (Plack is not needed).
+#
+# Shipped inside mod_procd.so and written to the runtime dir by the manager,
+# which starts it as: perl procd_psgi.pl (or `command=`, e.g. a perlbrew
+# perl, or carton exec perl), with
+#   fd 3   the group's listening socket (LISTEN_FDS=1)
+#   fd 4   the status channel: we write READY; EOF means "drain and exit"
+#   PROCD_APP                 the .psgi file of a mount; without it, each
+#                             request's SCRIPT_FILENAME is loaded
+#   PROCD_REQUEST_TIMEOUT_MS  a request running longer makes this process
+#                             log its stack and exit (replaced); time
+#                             blocked on Apache (sending to it, waiting for a
+#                             BODY frame) does not count
+#   PROCD_MAX_REQUESTS        after that many requests, write RECYCLE on fd 4 and
+#                             serve on until EOF there (0: never)
+# One request at a time per process: Perl's threads are not fit for serving
+# (configtest refuses threads= above 1 for perl); use processes=.
+# A request whose connection Apache has closed already, or that waited in the
+# queue longer than its PROCD_QUEUE_TIMEOUT_MS (both in the REQUEST), was
+# answered 503 by Apache: it is dropped unrun, with one line on stderr.
+# The frames and the launch contract are in src/protocol/PROTOCOL.md; the
+# Python loader (procd_wsgi.py) is the reference this one mirrors.
+#
+# PSGI 1.1: psgi.input pulled lazily, psgi.errors to the group's log,
+# psgi.streaming (delayed responses and the writer), psgix.harakiri (the
+# process exits after the response; the manager starts another).
+
+use strict;
+use warnings;
+use Socket qw(MSG_PEEK MSG_DONTWAIT);
+use IO::Handle;
+use IO::Socket::UNIX;
+use IO::Select;
+use POSIX ();
+use Errno ();
+use Time::HiRes ();
+use Carp ();
+use Scalar::Util ();
+use File::Spec;
+use Cwd ();
+use overload ();
+
+use constant {
+    VERSION   => 1,
+    REQUEST   => 0x01,
+    BODY      => 0x02,
+    HELLO     => 0x10,
+    PULL      => 0x11,
+    HEADERS   => 0x12,
+    DATA      => 0x13,
+    FLUSH     => 0x14,
+    END_      => 0x15,
+    ERROR     => 0x16,
+    MAX_FRAME => 1 << 20,
+};
+
+$SIG{PIPE} = 'IGNORE';    # a vanished peer is an error return, not a death
+STDOUT->autoflush(1);
+STDERR->autoflush(1);
+
+sub logline {
+    my ($message) = @_;
+    print STDERR "procd_psgi[$$]: $message\n";
+}
+
+# Client-controlled text for a log line: non-printable ASCII as \xNN.
+sub printable {
+    my ($text) = @_;
+    $text = '' unless defined $text;
+    utf8::encode($text) if utf8::is_utf8($text);
+    $text =~ s/([^\x20-\x5b\x5d-\x7e])/sprintf("\\x%02x", ord $1)/ge;
+    return $text;
+}
+
+sub now_ms { int(Time::HiRes::time() * 1000) }
+
+# ------------------------------------------------------------- the clock --
+# How long a request has run, less the time blocked on Apache (a slow
+# client): request-timeout measures the application.
+package Procd::Clock {
+    sub new { bless { start => Time::HiRes::time(), excluded => 0, blocked => undef }, shift }
+    sub block { $_[0]{blocked} = Time::HiRes::time() }
+
+    sub unblock {
+        my $self = shift;
+        if (defined $self->{blocked}) {
+            $self->{excluded} += Time::HiRes::time() - $self->{blocked};
+            $self->{blocked} = undef;
+        }
+    }
+
+    sub running {
+        my ($self) = @_;
+        my $now      = Time::HiRes::time();
+        my $excluded = $self->{excluded};
+        $excluded += $now - $self->{blocked} if defined $self->{blocked};
+        return $now - $self->{start} - $excluded;
+    }
+}
+
+# ----------------------------------------------------------------- frames --
+package Procd::TransportError {
+    sub new { my ($class, $why) = @_; bless { why => $why }, $class }
+    sub throw { die $_[0]->new($_[1]) }
+    sub why { $_[0]{why} }
+}
+
+package Procd::Connection {
+    sub new {
+        my ($class, $sock, $clock) = @_;
+        return bless {
+            sock   => $sock,
+            clock  => $clock,
+            inbox  => '',
+            outbox => '',
+            # HELLO rides along with the first frame we send anyway.
+            hello => pack('CNCN', main::HELLO, 5, main::VERSION, $$),
+        }, $class;
+    }
+
+    sub queue {
+        my ($self, $kind, $payload) = @_;
+        $payload = '' unless defined $payload;
+        $self->{outbox} .= pack('CN', $kind, length $payload) . $payload;
+    }
+
+    sub queue_data {
+        my ($self, $data) = @_;
+        for (my $at = 0; $at < length $data; $at += main::MAX_FRAME) {
+            $self->queue(main::DATA, substr($data, $at, main::MAX_FRAME));
+        }
+    }
+
+    sub send_queued {
+        my ($self) = @_;
+        return if $self->{outbox} eq '';
+        my $data = $self->{outbox};
+        $self->{outbox} = '';
+        if (defined $self->{hello}) {
+            $data = $self->{hello} . $data;
+            $self->{hello} = undef;
+        }
+        $self->{clock}->block;
+        my $off = 0;
+        while ($off < length $data) {
+            my $n = syswrite($self->{sock}, $data, length($data) - $off, $off);
+            if (!defined $n) {
+                next if $! == Errno::EINTR();
+                if ($! == Errno::EAGAIN() || $! == Errno::EWOULDBLOCK()) {
+                    my $w = '';
+                    vec($w, fileno($self->{sock}), 1) = 1;
+                    select(undef, $w, undef, undef);
+                    next;
+                }
+                my $why = "$!";
+                $self->{clock}->unblock;
+                Procd::TransportError->throw("cannot send to Apache: $why");
+            }
+            $off += $n;
+        }
+        $self->{clock}->unblock;
+    }
+
+    sub send {
+        my ($self, $kind, $payload) = @_;
+        $self->queue($kind, $payload);
+        $self->send_queued;
+    }
+
+    sub discard { $_[0]{outbox} = '' }
+
+    sub fill {
+        my ($self, $n) = @_;
+        while (length $self->{inbox} < $n) {
+            $self->{clock}->block;
+            my $want = $n - length $self->{inbox};
+            $want = 65536 if $want < 65536;
+            my $got = sysread($self->{sock}, $self->{inbox}, $want, length $self->{inbox});
+            my $err = $!;
+            $self->{clock}->unblock;
+            if (!defined $got) {
+                next if $err == Errno::EINTR();
+                if ($err == Errno::EAGAIN() || $err == Errno::EWOULDBLOCK()) {
+                    my $r = '';
+                    vec($r, fileno($self->{sock}), 1) = 1;
+                    $self->{clock}->block;
+                    select($r, undef, undef, undef);
+                    $self->{clock}->unblock;
+                    next;
+                }
+                Procd::TransportError->throw("cannot read from Apache: $err");
+            }
+            Procd::TransportError->throw('Apache closed the connection') if $got == 0;
+        }
+    }
+
+    sub receive {
+        my ($self) = @_;
+        $self->fill(5);
+        my ($kind, $length) = unpack('CN', $self->{inbox});
+        Procd::TransportError->throw("frame of $length bytes from Apache") if $length > main::MAX_FRAME;
+        $self->fill(5 + $length);
+        my $payload = substr($self->{inbox}, 5, $length);
+        substr($self->{inbox}, 0, 5 + $length, '');
+        return ($kind, $payload);
+    }
+}
+
+# ------------------------------------------------------------ psgi.input --
+# The request body, pulled from Apache only when the application reads.
+package Procd::Input {
+    sub new {
+        my ($class, $conn, $length) = @_;
+        return bless {
+            conn      => $conn,
+            remaining => $length,    # undef: unknown (chunked)
+            buffer    => '',
+            eof       => (defined $length && $length == 0) ? 1 : 0,
+        }, $class;
+    }
+
+    sub _pull {
+        my ($self, $want) = @_;
+        return '' if $self->{eof};
+        $want = $self->{remaining} if defined $self->{remaining} && $self->{remaining} < $want;
+        $want = 1               if $want < 1;
+        $want = main::MAX_FRAME if $want > main::MAX_FRAME;
+        my $conn = $self->{conn};
+        $conn->send(main::PULL, pack('N', $want));
+        my ($kind, $payload) = $conn->receive;
+        Procd::TransportError->throw(sprintf('expected BODY, got frame 0x%02x', $kind)) if $kind != main::BODY;
+        if ($payload eq '') {
+            $self->{eof} = 1;
+        } elsif (defined $self->{remaining}) {
+            $self->{remaining} -= length $payload;
+            $self->{eof} = 1 if $self->{remaining} <= 0;
+        }
+        return $payload;
+    }
+
+    # read($buf, $length [, $offset]): like IO::Handle's; 0 at the end.
+    sub read {
+        my ($self, undef, $length, $offset) = @_;
+        $offset //= 0;
+        $length //= 65536;
+        while (length $self->{buffer} < $length) {
+            my $chunk = $self->_pull($length - length $self->{buffer});
+            last if $chunk eq '';
+            $self->{buffer} .= $chunk;
+        }
+        my $data = substr($self->{buffer}, 0, $length, '');
+        $_[1] = '' unless defined $_[1];
+        $_[1] .= "\0" x ($offset - length $_[1]) if $offset > length $_[1];
+        substr($_[1], $offset) = $data;
+        return length $data;
+    }
+
+    sub getline {
+        my ($self) = @_;
+        while (index($self->{buffer}, "\n") < 0) {
+            my $chunk = $self->_pull(8192);
+            last if $chunk eq '';
+            $self->{buffer} .= $chunk;
+        }
+        return undef if $self->{buffer} eq '';
+        my $end = index($self->{buffer}, "\n");
+        $end = $end < 0 ? length $self->{buffer} : $end + 1;
+        return substr($self->{buffer}, 0, $end, '');
+    }
+
+    sub getlines {
+        my ($self) = @_;
+        my @lines;
+        while (defined(my $line = $self->getline)) { push @lines, $line }
+        return @lines;
+    }
+
+    sub seek { 0 }    # not seekable: psgix.input.buffered is false
+    sub close { 1 }
+}
+
+# ------------------------------------------------- psgi.streaming writer --
+package Procd::Writer {
+    sub new {
+        my ($class, $conn) = @_;
+        return bless { conn => $conn, closed => 0 }, $class;
+    }
+
+    sub write {
+        my ($self, $data) = @_;
+        die "write() after close() on the PSGI writer\n" if $self->{closed};
+        return unless defined $data && length $data;
+        main::check_bytes($data);
+        my $conn = $self->{conn};
+        $conn->queue_data($data);
+        $conn->queue(main::FLUSH);
+        $conn->send_queued;
+        return;
+    }
+
+    sub close {
+        my ($self) = @_;
+        return if $self->{closed};
+        $self->{closed} = 1;
+        my $conn = $self->{conn};
+        $conn->queue(main::END_);
+        $conn->send_queued;
+        return;
+    }
+
+    # psgi.nonblocking is false: there is no event loop to call back.
+    sub poll_cb {
+        my ($self, $cb) = @_;
+        $cb->($self) until $self->{closed};
+        return;
+    }
+}
+
+package main;
+
+# ----------------------------------------------------------- applications --
+
+my %script_cache;    # resolved path -> [mtime, app]
+my @script_roots = map { Cwd::realpath($_) // () } grep { m{^/} } split /\n/, ($ENV{PROCD_SCRIPT_ROOTS} // '');
+my @script_exts  = grep { /^\./ } split ' ', ($ENV{PROCD_SCRIPT_EXTS} // '');
+
+sub load_psgi {
+    my ($file) = @_;
+    $file = File::Spec->rel2abs($file);
+    my ($volume, $directory) = File::Spec->splitpath($file);
+    unshift @INC, $directory unless grep { $_ eq $directory } @INC;
+    (my $package = $file) =~ s/([^A-Za-z0-9_])/sprintf("_%2x", ord $1)/ge;
+    # Each file in a package of its own, like Plack::Util::load_psgi.
+    my $app = eval sprintf(<<'END_EVAL', $package);
+package Procd::Sandbox::%s;
+{
+    my $app = do $file;
+    if (!$app && (my $error = $@ || $!)) { die $error; }
+    $app;
+}
+END_EVAL
+    die $@ if $@;
+    $app = $app->to_app if Scalar::Util::blessed($app) && $app->can('to_app');
+    die "$file does not return a PSGI application (a code reference), but " . (defined $app ? $app : 'undef') . "\n"
+        unless ref $app eq 'CODE' || (Scalar::Util::blessed($app) && overload::Method($app, '&{}'));
+    return $app;
+}
+
+my $mounted;
+
+sub app_for_request {
+    my ($env) = @_;
+    return $mounted if $mounted;
+    my $path = $env->{SCRIPT_FILENAME} // '';
+    # Checked and then loaded by its resolved name: a link swapped in
+    # between cannot redirect the load.
+    my $real = Cwd::realpath($path) // $path;
+    die "refusing to load '$path': it is not under a directory where this group is named by LanguageHandler ("
+        . (join(', ', @script_roots) || 'none') . ")\n"
+        unless grep { my $r = $_; $r =~ s{/$}{}; $real eq $_ || index($real, "$r/") == 0 } @script_roots;
+    die "refusing to load '$path': its name does not end with an extension LanguageHandler maps to this group ("
+        . (join(' ', @script_exts) || 'none') . ")\n"
+        unless grep { my $e = lc $_; lc($real) =~ /\Q$e\E$/ } @script_exts;
+    my $mtime = (stat $real)[9] // die "cannot stat '$path': $!\n";
+    my $cached = $script_cache{$real};
+    if (!$cached || $cached->[0] != $mtime) {
+        $cached = [$mtime, load_psgi($real)];
+        $script_cache{$real} = $cached;
+    }
+    return $cached->[1];
+}
+
+# -------------------------------------------------------------- requests --
+
+# Why Apache no longer waits for this request, or undef. See PROTOCOL.md.
+sub abandoned {
+    my ($sock, $env) = @_;
+    my $peek = '';
+    my $got  = recv($sock, $peek, 1, MSG_PEEK | MSG_DONTWAIT);
+    if (defined $got && $peek eq '') {
+        return 'Apache closed the connection before the request started (it answered 503 after queue-timeout)';
+    }
+    if (!defined $got && $! != Errno::EAGAIN() && $! != Errno::EWOULDBLOCK() && $! != Errno::EINTR()) {
+        return "the connection is broken: $!";
+    }
+    my ($queued_at, $timeout) = ($env->{PROCD_QUEUED_AT_MS} // '', $env->{PROCD_QUEUE_TIMEOUT_MS} // '');
+    if ($queued_at =~ /^\d+$/ && $timeout =~ /^\d+$/) {
+        my $waited = now_ms() - $queued_at;
+        # Apache answers 503 at the deadline and closes just after: a request
+        # read in that last moment counts as too old as well.
+        if ($waited >= $timeout - 5) {
+            return "it waited $waited ms in the queue, longer than queue-timeout ($timeout ms): Apache answered 503";
+        }
+    }
+    return undef;
+}
+
+sub check_bytes {
+    die "the response body must be bytes, not characters above \\xff (encode it)\n"
+        if utf8::is_utf8($_[0]) && !utf8::downgrade(my $copy = $_[0], 1);
+}
+
+sub encode_pairs {
+    my ($pairs) = @_;
+    my $out = pack('N', @$pairs / 2);
+    for my $s (@$pairs) {
+        my $b = defined $s ? "$s" : '';
+        utf8::encode($b) if utf8::is_utf8($b) && !utf8::downgrade($b, 1);
+        $out .= pack('N', length $b) . $b;
+    }
+    return $out;
+}
+
+sub status_code {
+    my ($status) = @_;
+    die "invalid status '" . ($status // 'undef') . "': a response status is 200 to 599\n"
+        unless defined $status && $status =~ /^\d{3}$/ && $status >= 200 && $status <= 599;
+    return 0 + $status;
+}
+
+sub headers_frame {
+    my ($res) = @_;
+    my $code    = status_code($res->[0]);
+    my $headers = $res->[1] // [];
+    die "response headers must be an array reference of name, value pairs\n"
+        unless ref $headers eq 'ARRAY' && @$headers % 2 == 0;
+    return pack('n', $code) . encode_pairs($headers);
+}
+
+my $threads = 1;
+
+# Serves one connection: 1 if the application asked the process to exit
+# afterwards (psgix.harakiri.commit).
+sub handle {
+    my ($conn) = @_;
+    my ($kind, $payload) = $conn->receive;
+    Procd::TransportError->throw('expected a version ' . VERSION . ' REQUEST')
+        if $kind != REQUEST || $payload eq '' || ord($payload) != VERSION;
+    my @fields = split /\0/, substr($payload, 1), -1;
+    pop @fields;
+    my %env;
+    for (my $i = 0; $i + 1 < @fields; $i += 2) { $env{ $fields[$i] } = $fields[ $i + 1 ] }
+    my $env = \%env;
+    if (my $why = abandoned($conn->{sock}, $env)) {
+        die { dropped => ($env->{REQUEST_METHOD} // '?') . ' ' . printable($env->{REQUEST_URI} // '?') . ": $why" };
+    }
+    delete @env{qw(PROCD_QUEUED_AT_MS PROCD_QUEUE_TIMEOUT_MS HTTP_CONTENT_TYPE HTTP_CONTENT_LENGTH)};
+    my $length = $env{CONTENT_LENGTH} // '';
+    my $https  = lc($env{HTTPS} // 'off') =~ /^(on|1)$/ || ($env{REQUEST_SCHEME} // '') eq 'https';
+    $env{SCRIPT_NAME} //= '';
+    $env{PATH_INFO}   //= '';
+    if ($env{SCRIPT_NAME} eq '/') {    # PSGI's rule: the root mount is ""
+        $env{SCRIPT_NAME} = '';
+        $env{PATH_INFO} = '/' . ($env{PATH_INFO} =~ s{^/}{}r);
+    }
+    %env = (
+        %env,
+        'psgi.version'         => [1, 1],
+        'psgi.url_scheme'      => $https ? 'https' : 'http',
+        'psgi.input'           => Procd::Input->new($conn, $length =~ /^\d+$/ ? 0 + $length : undef),
+        'psgi.errors'          => \*STDERR,
+        'psgi.multithread'     => '',
+        'psgi.multiprocess'    => 1,
+        'psgi.run_once'        => '',
+        'psgi.nonblocking'     => '',
+        'psgi.streaming'       => 1,
+        'psgix.input.buffered' => '',
+        'psgix.harakiri'       => 1,
+    );
+
+    my $trace;
+    my $sent = 0;    # HEADERS is out
+    my $done = 0;    # END is out
+    my $ok   = eval {
+        # The stack where the application died, for the log.
+        local $SIG{__DIE__} = sub {
+            $trace = Carp::longmess('died') unless ref $_[0] && ref $_[0] eq 'Procd::TransportError';
+        };
+        my $app = app_for_request($env);
+        my $res = $app->($env);
+        my $respond = sub {
+            my ($r) = @_;
+            die "the response must be an array reference [status, headers, body?]\n" unless ref $r eq 'ARRAY';
+            die "the response was already started\n" if $sent;
+            $conn->queue(HEADERS, headers_frame($r));
+            $sent = 1;
+            if (@$r < 3) {    # streaming: the writer sends the body
+                $conn->send_queued;
+                return Procd::Writer->new($conn);
+            }
+            send_body($conn, $r->[2]);
+            $conn->queue(END_);
+            $conn->send_queued;
+            $done = 1;
+            return;
+        };
+        if (ref $res eq 'CODE') {
+            my $writer;
+            # A delayed response: the app calls the responder (here, before
+            # it returns: psgi.nonblocking is false).
+            $res->(sub { $writer = $respond->(@_) });
+            die "the delayed response never called the responder\n" unless $sent;
+            $writer->close if $writer;
+            $done = 1;
+        } else {
+            die "the application must return an array or a code reference, not " . (defined $res ? $res : 'undef') . "\n"
+                unless ref $res eq 'ARRAY' && @$res == 3;
+            $respond->($res);
+        }
+        unless ($done) {
+            $conn->queue(END_);
+            $conn->send_queued;
+        }
+        1;
+    };
+    return $env->{'psgix.harakiri.commit'} ? 1 : 0 if $ok;
+    my $err = $@;
+    die $err if ref $err && (ref $err eq 'Procd::TransportError' || ref $err eq 'HASH');
+    my $message = defined $err ? "$err" : 'unknown error';
+    $message =~ s/\s+$//;
+    logline("application error in " . printable($env->{REQUEST_METHOD}) . " " . printable($env->{REQUEST_URI}) . ":\n$message"
+          . ($trace ? "\nstack:$trace" : ''));
+    my $text = substr($message, 0, 4096);
+    utf8::encode($text) if utf8::is_utf8($text);
+    $conn->discard;    # what the app had produced is not sent
+    # Before the headers: a 500; after them, the response is cut.
+    $conn->send(ERROR, pack('N', length $text) . $text);
+    return $env->{'psgix.harakiri.commit'} ? 1 : 0;
+}
+
+sub send_body {
+    my ($conn, $body) = @_;
+    if (ref $body eq 'ARRAY') {
+        # An array is sent in one go.
+        for my $chunk (@$body) {
+            next unless defined $chunk && length $chunk;
+            check_bytes($chunk);
+            $conn->queue_data($chunk);
+        }
+        return;
+    }
+    my $is_handle = ref $body eq 'GLOB' || (Scalar::Util::blessed($body) && $body->can('getline'));
+    die "the body must be an array reference or a file handle, not " . (defined $body ? $body : 'undef') . "\n"
+        unless $is_handle;
+    # A handle is streamed, each block flushed to the client as it comes.
+    my $ok = eval {
+        local $/ = \65536;
+        while (defined(my $chunk = $body->getline)) {
+            next unless length $chunk;
+            check_bytes($chunk);
+            $conn->queue_data($chunk);
+            $conn->queue(FLUSH);
+            $conn->send_queued;
+        }
+        1;
+    };
+    my $err = $@;
+    $body->close if $body->can('close') || ref $body eq 'GLOB';
+    die $err unless $ok;
+}
+
+# ---------------------------------------------------------------- serving --
+
+# Seconds to wait for the manager's answer to RECYCLE before draining anyway.
+use constant RECYCLE_PATIENCE => 60;
+
+sub main {
+    # Frameworks (Mojolicious, Dancer2) read it; plackup's default adds
+    # development middleware, a server's is "deployment". env= may set it.
+    $ENV{PLACK_ENV} //= 'deployment';
+    my $timeout      = ($ENV{PROCD_REQUEST_TIMEOUT_MS} // 0) / 1000;
+    my $max_requests = $ENV{PROCD_MAX_REQUESTS} // 0;
+    my $listener     = IO::Socket::UNIX->new_from_fd(3, 'r')
+        or do { logline("fd 3 is not the group's listening socket: $!"); exit 1 };
+    $listener->blocking(0);
+    open(my $status, '+<&=', 4) or do { logline("fd 4 is not the status channel: $!"); exit 1 };
+    $status->autoflush(1);
+
+    my $app_path = $ENV{PROCD_APP};
+    if (defined $app_path && $app_path ne '') {
+        $mounted = eval { load_psgi($app_path) };
+        if (!$mounted) {
+            my $err = $@ // 'unknown error';
+            $err =~ s/\s+$//;
+            logline("cannot load the application $app_path:\n$err");
+            exit 1;
+        }
+    }
+
+    syswrite($status, "READY\n");
+    my ($served, $dropped, $draining, $recycle_asked) = (0, 0, 0, 0);
+    my $clock;
+    # request-timeout: an alarm at the deadline; time blocked on Apache
+    # moves the deadline, so the handler re-arms it until the application's
+    # own time is over, then logs the stack and exits.
+    local $SIG{ALRM} = sub {
+        return unless $clock && $timeout > 0;
+        my $left = $timeout + 1 - $clock->running;
+        if ($left > 0) {
+            Time::HiRes::alarm($left + 0.05);
+            return;
+        }
+        logline(sprintf("request-timeout (%d s) exceeded; this process exits so that the manager replaces it. "
+                . "Stacks of all threads (one here):%s", $timeout, Carp::longmess('')));
+        POSIX::_exit(3);
+    };
+    my $select = IO::Select->new($listener, $status);
+    while (1) {
+        if (!$draining) {
+            my @ready = $select->can_read(0.5);
+            if (grep { $_ == $status } @ready) {
+                my $got = sysread($status, my $buf, 64);
+                if (!$got) {    # EOF (or an error): drain and exit
+                    $draining = 1;
+                    $select->remove($status);
+                }
+            }
+            next unless grep { $_ == $listener } @ready;
+        }
+        my $sock = $listener->accept;
+        if (!$sock) {
+            exit 0 if $draining;
+            next;
+        }
+        $sock->blocking(1);
+        $clock = Procd::Clock->new;
+        Time::HiRes::alarm($timeout + 1) if $timeout > 0;
+        my $conn = Procd::Connection->new($sock, $clock);
+        my $harakiri = 0;
+        my $counted  = 1;
+        eval { $harakiri = handle($conn); 1 } or do {
+            my $err = $@;
+            if (ref $err eq 'HASH' && $err->{dropped}) {
+                $dropped++;
+                logline("request dropped unrun ($dropped so far): $err->{dropped}");
+                $counted = 0;
+            } elsif (ref $err eq 'Procd::TransportError') {
+                logline('request abandoned: ' . $err->why);
+            } else {
+                logline("internal error in the loader: $err");
+            }
+        };
+        Time::HiRes::alarm(0);
+        $clock = undef;
+        close $sock;
+        next unless $counted;
+        $served++;
+        if ($harakiri) {
+            logline('psgix.harakiri.commit: the application asked this process to exit; exiting');
+            exit 0;
+        }
+        if ($max_requests > 0 && $served == $max_requests) {
+            # The manager starts a replacement and, once it is ready,
+            # closes fd 4: then this process drains. Until then it serves.
+            $recycle_asked = Time::HiRes::time();
+            $draining = 1 unless syswrite($status, "RECYCLE maximum-requests\n");
+        }
+        # A manager that does not answer RECYCLE (an older build): drain anyway.
+        $draining = 1 if $recycle_asked && Time::HiRes::time() - $recycle_asked > RECYCLE_PATIENCE;
+    }
+}
+
+main();

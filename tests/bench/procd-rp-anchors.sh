@@ -1,0 +1,27 @@
+# mod_procd's Ruby and Perl rows for ../shared/bench (sourced by its
+# anchors.sh through BENCH_EXTRA_ANCHORS; see tests/bench/run-rp.sh).
+# Same hello apps and the same worker counts as the anchors they are
+# compared with: Passenger's Rack pool (4 processes, 1 request each) and
+# starman behind mod_proxy_http (4 workers).
+
+PROCD_SO=${PROCD_SO:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)/target/release/libmod_procd.so}
+
+anchor_procd_rack_info()  { echo "mod_procd + Ruby Rack|4 procs x 1 thread"; }
+anchor_procd_rack_path()  { echo /hello; }
+anchor_procd_rack_start() {
+  apache_conf "$1" "$2" "LoadModule procd_module $PROCD_SO
+ProcdRuntimeDir \"$1/run/procd\"
+LanguageGroup rack language=ruby processes=4 threads=1 app=$BENCH_APPS/passenger-ruby/config.ru
+LanguageMount /hello rack" && apache_start "$1" || return 1
+  wait_for curl -fso /dev/null "http://127.0.0.1:$2/hello"
+}
+
+anchor_procd_psgi_info()  { echo "mod_procd + Perl PSGI|4 procs"; }
+anchor_procd_psgi_path()  { echo /hello; }
+anchor_procd_psgi_start() {
+  apache_conf "$1" "$2" "LoadModule procd_module $PROCD_SO
+ProcdRuntimeDir \"$1/run/procd\"
+LanguageGroup psgi language=perl processes=4 app=$BENCH_APPS/psgi/hello.psgi
+LanguageMount /hello psgi" && apache_start "$1" || return 1
+  wait_for curl -fso /dev/null "http://127.0.0.1:$2/hello"
+}
