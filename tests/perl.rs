@@ -328,7 +328,7 @@ fn psgi_harakiri_maximum_requests_and_request_timeout() {
         // A human pace: the worker serves on while its replacement starts.
         std::thread::sleep(Duration::from_millis(250));
     }
-    if pids.len() < 3 || !a.error_log().contains("(maximum-requests reached): replacement pid") {
+    if pids.len() < 3 || !a.error_log().contains("(maximum-requests, as the worker reported): replacement pid") {
         a.fail(&format!("workers seen: {pids:?}"));
     }
     let t0 = Instant::now();

@@ -240,3 +240,36 @@ fn requests_sent_while_the_group_starts_are_answered() {
     }
     a.stop();
 }
+
+#[test]
+fn a_stuck_request_does_not_fail_its_neighbours() {
+    let mut a = start("pool-stuck", "processes=1 threads=4 request-timeout=2s");
+    let old = pid_of(a.port, "/app/pid").unwrap_or_else(|e| a.fail(&e));
+    let port = a.port;
+    let stuck = std::thread::spawn(move || http_get(port, "/app/sleep?30000").map(|r| r.status));
+    std::thread::sleep(Duration::from_millis(2500));
+    // Neighbours in the same process, still running when the stuck one is
+    // found (request-timeout + 1 s).
+    let neighbours: Vec<_> =
+        (0..2).map(|_| std::thread::spawn(move || http_get(port, "/app/sleep?1500").map(|r| r.status))).collect();
+    let stuck_status = stuck.join().expect("client");
+    let statuses: Vec<_> = neighbours.into_iter().map(|n| n.join().expect("client")).collect();
+    if stuck_status != Ok(504) {
+        a.fail(&format!("the stuck request: {stuck_status:?}, expected 504"));
+    }
+    if statuses.iter().any(|s| *s != Ok(200)) {
+        a.fail(&format!("its neighbours in the same worker: {statuses:?}, expected 200 each"));
+    }
+    if !wait_until(Duration::from_secs(8), || !workers(&a).contains(&old)) {
+        a.fail("the worker with the stuck request still runs");
+    }
+    let fresh = pid_of(a.port, "/app/pid").unwrap_or_else(|e| a.fail(&e));
+    if fresh == old {
+        a.fail("still answered by the stuck worker");
+    }
+    let log = a.error_log();
+    if !log.contains("takes no new request") || !log.contains("request-timeout, as the worker reported") {
+        a.fail("no log line for the stuck request's recycling");
+    }
+    a.stop();
+}

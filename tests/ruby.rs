@@ -309,7 +309,7 @@ fn rack_maximum_requests_and_request_timeout() {
         std::thread::sleep(Duration::from_millis(250));
     }
     // 14 requests, 4 per worker: at least 3 workers answered.
-    if pids.len() < 3 || !a.error_log().contains("(maximum-requests reached): replacement pid") {
+    if pids.len() < 3 || !a.error_log().contains("(maximum-requests, as the worker reported): replacement pid") {
         a.fail(&format!("workers seen: {pids:?}"));
     }
     // request-timeout: 504, the stacks in the log, the worker replaced.

@@ -109,6 +109,9 @@ fn builtin(name: &str, protocol: Protocol, command: Option<&str>, exts: &[&str],
 const PYTHON_LOADER: Loader = Loader { file: "procd_wsgi.py", source: include_str!("../loaders/procd_wsgi.py") };
 const RUBY_LOADER: Loader = Loader { file: "procd_rack.rb", source: include_str!("../loaders/procd_rack.rb") };
 const PERL_LOADER: Loader = Loader { file: "procd_psgi.pl", source: include_str!("../loaders/procd_psgi.pl") };
+/// The CGI launcher: not a language's loader but the group's one resident
+/// process, which runs a script per request as the group's user.
+const CGI_LAUNCHER: Loader = Loader { file: "procd_cgi.pl", source: include_str!("../loaders/procd_cgi.pl") };
 
 /// The loaders every built-in language ships, once each.
 pub fn shipped_loaders() -> Vec<Loader> {
@@ -136,7 +139,10 @@ pub fn builtin_languages() -> Vec<Language> {
             ..builtin("perl", Procd, Some("perl"), &[".psgi"], Some("perl"))
         },
         builtin("php", Fastcgi, Some("php-cgi"), &[".php"], Some("php-cgi")),
-        builtin("cgi", Cgi, None, &[".cgi", ".pl", ".sh"], None),
+        Language {
+            loader: Some(CGI_LAUNCHER),
+            ..builtin("cgi", Cgi, Some("perl"), &[".cgi", ".pl", ".sh"], Some("perl"))
+        },
         builtin("http", Http, None, &[], None),
     ]
 }

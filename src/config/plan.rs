@@ -184,7 +184,7 @@ pub fn build_plan(views: &[ServerView<'_>], apache: &Identity, runtime_dir: &str
             let who = group_identity(g, apache);
             let words = g.command.as_ref().or(lang.command.as_ref());
             let mut argv: Vec<String> = match words.and_then(|w| w.split_first()) {
-                Some((program, args)) if lang.protocol != Protocol::Cgi || g.command.is_some() => {
+                Some((program, args)) => {
                     let resolved = find_program(program).map_or(program.clone(), |p| p.display().to_string());
                     std::iter::once(resolved).chain(args.iter().cloned()).collect()
                 }
@@ -233,7 +233,8 @@ pub fn build_plan(views: &[ServerView<'_>], apache: &Identity, runtime_dir: &str
                 processes: g.processes.min,
                 max_processes: g.processes.max.max(g.processes.min).max(1),
                 threads: g.threads,
-                ready_message: lang.protocol == Protocol::Procd,
+                // The procd loaders and the CGI launcher say READY.
+                ready_message: matches!(lang.protocol, Protocol::Procd | Protocol::Cgi),
                 startup_timeout_ms: g.startup_timeout.as_millis() as u64,
                 graceful_timeout_ms: g.graceful_timeout.as_millis() as u64,
                 error_log: g
@@ -400,7 +401,7 @@ mod tests {
         assert_eq!(a.error_log, "/var/log/e.log");
         assert!(a.env.contains(&("PATH".into(), "/opt/bin".into())));
         assert!(a.env.contains(&("X".into(), "1".into())));
-        assert!(plan.groups[1].argv.is_empty());
+        assert!(plan.groups[1].argv[1].ends_with("/loaders/procd_cgi.pl"), "the CGI launcher");
         // A virtual host without directives of ours shares the main
         // server's configuration: each group is planned once.
         let shared = [

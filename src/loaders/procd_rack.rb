@@ -605,6 +605,8 @@ module ProcdRack
       @started = {} # thread -> RequestClock of its current request
       @served = 0
       @recycle_asked = nil # when RECYCLE was sent
+      @stuck = nil # the thread past request-timeout, once seen
+      @stuck_at = 0.0
       @dropped = 0
       @lock = Mutex.new
       app = ENV["PROCD_APP"]
@@ -691,14 +693,29 @@ module ProcdRack
         # One second after Apache's own deadline: Apache answers 504 first,
         # then this process goes.
         late = @started.to_a.find { |_, clock| clock.running(now) > @timeout + 1.0 }
-        next unless late
-
-        ProcdRack.log("request-timeout (#{@timeout.round} s) exceeded in thread #{late[0].name}; this process exits " \
-                      "so that the manager replaces it. Stacks of all threads:")
-        Thread.list.each do |t|
-          ProcdRack.log("thread #{t.name || t.object_id}:\n#{(t.backtrace || []).map { |l| "\t#{l}" }.join("\n")}")
+        if late && @stuck.nil?
+          # The stuck thread cannot be stopped: this process takes no new
+          # request, asks the manager for a replacement, and exits once its
+          # other threads have finished theirs.
+          @stuck = late[0]
+          @stuck_at = now
+          ProcdRack.log("request-timeout (#{@timeout.round} s) exceeded in thread #{late[0].name}; this process takes " \
+                        "no new request and exits once its other requests are done. Stacks of all threads:")
+          Thread.list.each do |t|
+            ProcdRack.log("thread #{t.name || t.object_id}:\n#{(t.backtrace || []).map { |l| "\t#{l}" }.join("\n")}")
+          end
+          begin
+            @status.syswrite("RECYCLE request-timeout\n")
+          rescue IOError, SystemCallError
+            nil
+          end
+          @draining = true
         end
-        exit!(3)
+        next if @stuck.nil?
+
+        others = @started.keys.reject { |t| t == @stuck }
+        # The others have their own deadlines; past them, go anyway.
+        exit!(3) if others.empty? || now - @stuck_at > @timeout + 1.0
       end
     end
 

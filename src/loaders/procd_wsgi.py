@@ -467,6 +467,8 @@ class Worker:
         self.started = {}  # thread name -> RequestClock of its current request
         self.served = 0
         self.recycle_asked = None  # when RECYCLE was sent
+        self.stuck = None  # threads past request-timeout, once seen
+        self.stuck_at = 0.0
         self.dropped = 0
         self.lock = threading.Lock()
         self.apps = Applications(os.environ.get("PROCD_APP") or None)
@@ -539,15 +541,29 @@ class Worker:
                 # One second after Apache's own deadline: Apache answers 504
                 # first, then this process goes.
                 late = [n for n, clock in list(self.started.items()) if clock.running(now) > self.timeout + 1.0]
-                if late:
-                    log("request-timeout (%.0f s) exceeded in thread %s; this process exits so that "
-                        "the manager replaces it. Stacks of all threads:" % (self.timeout, late[0]))
+                if late and self.stuck is None:
+                    # The stuck thread cannot be stopped: this process takes
+                    # no new request, asks the manager for a replacement, and
+                    # exits once its other threads have finished theirs.
+                    self.stuck = set(late)
+                    log("request-timeout (%.0f s) exceeded in thread %s; this process takes no new request and "
+                        "exits once its other requests are done. Stacks of all threads:" % (self.timeout, late[0]))
                     frames = sys._current_frames()
                     for thread in threading.enumerate():
                         frame = frames.get(thread.ident)
                         if frame is not None:
                             log("thread %s:\n%s" % (thread.name, "".join(traceback.format_stack(frame)).rstrip()))
-                    os._exit(3)
+                    try:
+                        os.write(4, b"RECYCLE request-timeout\n")
+                    except OSError:
+                        pass
+                    self.draining.set()
+                    self.stuck_at = now
+                if self.stuck is not None:
+                    others = [n for n in list(self.started) if n not in self.stuck]
+                    # The others have their own deadlines; past them, go anyway.
+                    if not others or now - self.stuck_at > self.timeout + 1.0:
+                        os._exit(3)
 
     def run(self):
         os.write(4, b"READY\n")

@@ -124,8 +124,8 @@ struct Worker {
     status_watch: bool,
     /// Bytes read from fd 4 so far.
     status_bytes: usize,
-    /// The worker said it served `maximum-requests`.
-    reported_max_requests: bool,
+    /// Why the worker asked to be recycled (RECYCLE on fd 4), if it did.
+    reported_recycle: Option<String>,
     /// Why it is being replaced, once it is.
     retire_reason: String,
     /// Read and write system calls so far, and when that last changed.
@@ -258,8 +258,8 @@ impl Manager {
         let Some(plan) = self.groups.get(name).and_then(|g| g.plan.clone()) else {
             return;
         };
-        if plan.protocol == crate::config::languages::Protocol::Cgi || plan.argv.is_empty() {
-            return; // one exec per request: no resident workers
+        if plan.argv.is_empty() {
+            return; // nothing to run (an http group without command=: configtest says so)
         }
         if let Some(pos) = self.groups[name].generations.iter().position(|g| g.phase == Phase::Starting) {
             let gen_ = self.groups.get_mut(name).map(|g| g.generations.remove(pos));
@@ -333,7 +333,7 @@ impl Manager {
                         role,
                         status_watch: true,
                         status_bytes: 0,
-                        reported_max_requests: false,
+                        reported_recycle: None,
                         retire_reason: String::new(),
                         activity: None,
                         active_at: Instant::now(),
@@ -515,6 +515,13 @@ impl Manager {
         };
         let how = describe(status);
         let uptime = w.started.elapsed();
+        // A replacement already on its way for this worker serves in its
+        // place now: its exit was expected.
+        let replacement = self.workers.iter_mut().find(|(_, x)| x.role == Role::Replacing(pid));
+        let replaced = replacement.map(|(_, x)| x.role = Role::Serving).is_some();
+        let Some(group) = self.groups.get_mut(&name) else {
+            return;
+        };
         let decision = policy::after_exit(policy::Exit {
             stage,
             stopping: self.stopping,
@@ -522,12 +529,8 @@ impl Manager {
             uptime,
             left,
             failures: group.failures,
-            retired: w.role == Role::Retiring,
+            retired: w.role == Role::Retiring || replaced,
         });
-        // A replacement already on its way for this worker serves in its
-        // place now.
-        let replacement = self.workers.iter_mut().find(|(_, x)| x.role == Role::Replacing(pid));
-        let replaced = replacement.map(|(_, x)| x.role = Role::Serving).is_some();
         let log = w.error_log.clone();
         let (level, text) = match (&decision, stage) {
             (policy::AfterExit::Nothing, _) => (Level::Info, format!("worker pid {pid} {how} (stopping)")),
@@ -560,9 +563,7 @@ impl Manager {
                 if let Some(g) = self.groups.get_mut(&name) {
                     g.failures = failures;
                 }
-                if !replaced {
-                    self.spawn(&name, gen_id);
-                }
+                self.spawn(&name, gen_id);
             }
             policy::AfterExit::BackOff => {
                 let why = if w.ready {

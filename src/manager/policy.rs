@@ -169,8 +169,9 @@ pub fn retire_idle(live: u32, min: u32, idle: &[Duration], timeout: Duration) ->
 /// Why a worker is replaced while it serves.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Recycle {
-    /// It reported that it served `maximum-requests`.
-    MaximumRequests,
+    /// It asked for it (RECYCLE on its status channel: maximum-requests
+    /// served, a request stuck past request-timeout).
+    Reported(String),
     /// Its resident memory passed `memory-limit`.
     Memory { resident: u64, limit: u64 },
     /// It is older than `lifetime`.
@@ -181,7 +182,7 @@ impl std::fmt::Display for Recycle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         const MIB: u64 = 1 << 20;
         match self {
-            Recycle::MaximumRequests => f.write_str("maximum-requests reached"),
+            Recycle::Reported(why) => write!(f, "{why}, as the worker reported"),
             Recycle::Memory { resident, limit } => {
                 write!(f, "memory-limit: resident set {} MiB > {} MiB", resident.div_ceil(MIB), limit / MIB)
             }
@@ -192,16 +193,16 @@ impl std::fmt::Display for Recycle {
 
 /// The facts about one serving, ready worker.
 #[derive(Debug, Clone, Copy)]
-pub struct Health {
-    pub reported_max_requests: bool,
+pub struct Health<'a> {
+    pub reported: Option<&'a str>,
     pub resident: Option<u64>,
     pub age: Duration,
 }
 
 /// Whether a worker is to be replaced, and why (0 limits: none).
 pub fn recycle(h: Health, memory_limit: u64, lifetime: Duration) -> Option<Recycle> {
-    if h.reported_max_requests {
-        return Some(Recycle::MaximumRequests);
+    if let Some(why) = h.reported {
+        return Some(Recycle::Reported(why.to_string()));
     }
     if let Some(resident) = h.resident.filter(|r| memory_limit > 0 && *r > memory_limit) {
         return Some(Recycle::Memory { resident, limit: memory_limit });
@@ -302,7 +303,7 @@ mod tests {
 
     #[test]
     fn recycling_names_its_cause() {
-        let h = Health { reported_max_requests: false, resident: Some(300 << 20), age: Duration::from_secs(30) };
+        let h = Health { reported: None, resident: Some(300 << 20), age: Duration::from_secs(30) };
         assert_eq!(recycle(h, 0, Duration::ZERO), None);
         let memory = recycle(h, 200 << 20, Duration::ZERO).unwrap();
         assert_eq!(memory.to_string(), "memory-limit: resident set 300 MiB > 200 MiB");
@@ -311,8 +312,9 @@ mod tests {
             Some(Recycle::Lifetime { age: Duration::from_secs(30), limit: Duration::from_secs(20) })
         );
         assert_eq!(
-            recycle(Health { reported_max_requests: true, ..h }, 200 << 20, Duration::ZERO),
-            Some(Recycle::MaximumRequests)
+            recycle(Health { reported: Some("maximum-requests"), ..h }, 200 << 20, Duration::ZERO)
+                .map(|r| r.to_string()),
+            Some("maximum-requests, as the worker reported".to_string())
         );
     }
 }

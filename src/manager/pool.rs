@@ -25,11 +25,10 @@ impl Manager {
             return;
         };
         w.status_bytes += bytes.len();
-        let text = String::from_utf8_lossy(bytes);
-        let recycle = text.lines().any(|l| l.trim().starts_with(crate::protocol::launch::RECYCLE));
+        let recycle = crate::protocol::launch::recycle_reason(bytes);
         let ready = !w.ready && crate::protocol::launch::says_ready(bytes);
-        if recycle {
-            w.reported_max_requests = true;
+        if let Some(why) = &recycle {
+            w.reported_recycle = Some(why.clone());
         }
         if !open || w.status_bytes > STATUS_BUDGET {
             w.status_watch = false;
@@ -41,8 +40,8 @@ impl Manager {
         if ready {
             self.worker_ready(pid);
         }
-        if recycle {
-            self.recycle_now(pid, &policy::Recycle::MaximumRequests.to_string());
+        if let Some(why) = recycle {
+            self.recycle_now(pid, &policy::Recycle::Reported(why).to_string());
         }
     }
 
@@ -242,7 +241,7 @@ impl Manager {
                 continue;
             };
             let health = policy::Health {
-                reported_max_requests: w.reported_max_requests,
+                reported: w.reported_recycle.as_deref(),
                 resident: if plan.memory_limit > 0 { resident_bytes(pid) } else { None },
                 age: w.started.elapsed(),
             };

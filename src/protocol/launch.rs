@@ -68,6 +68,16 @@ pub fn environment(base: &[(String, String)], w: &Worker<'_>) -> Vec<(String, St
 /// (drain). Anything after the word is a free-form reason.
 pub const RECYCLE: &str = "RECYCLE";
 
+/// The reason of a `RECYCLE` line in `message`: printable ASCII, at most
+/// 64 characters (a worker's words, shown in the manager's log).
+pub fn recycle_reason(message: &[u8]) -> Option<String> {
+    String::from_utf8_lossy(message).lines().find_map(|l| {
+        let rest = l.trim().strip_prefix(RECYCLE)?;
+        let why: String = rest.trim().chars().filter(|c| c.is_ascii_graphic() || *c == ' ').take(64).collect();
+        Some(if why.is_empty() { "asked".to_string() } else { why })
+    })
+}
+
 pub fn says_ready(message: &[u8]) -> bool {
     String::from_utf8_lossy(message).lines().any(|l| l.trim() == READY)
 }
