@@ -26,12 +26,17 @@ impl Apache {
         self.request(&format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"))
     }
 
-    /// Sends raw bytes and reads the whole answer (connection closes).
+    /// Sends a raw request and reads the whole answer (connection closes).
     pub fn request(&self, raw: &str) -> Response {
+        self.request_bytes(raw.as_bytes())
+    }
+
+    /// Sends raw bytes and reads the whole answer (connection closes).
+    pub fn request_bytes(&self, raw: &[u8]) -> Response {
         let mut s =
             TcpStream::connect(("127.0.0.1", self.port)).unwrap_or_else(|e| self.fail(&format!("connect: {e}")));
         s.set_read_timeout(Some(Duration::from_secs(20))).ok();
-        s.write_all(raw.as_bytes()).unwrap_or_else(|e| self.fail(&format!("send: {e}")));
+        s.write_all(raw).unwrap_or_else(|e| self.fail(&format!("send: {e}")));
         let mut buf = Vec::new();
         s.read_to_end(&mut buf).unwrap_or_else(|e| self.fail(&format!("read: {e}")));
         let split = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or_else(|| self.fail("no HTTP head"));

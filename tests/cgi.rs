@@ -1,0 +1,213 @@
+//! CGI scripts as the group's user (`language=cgi`), through a real Apache:
+//! the RFC 3875 environment, request bodies (also chunked), Status and
+//! Location (external and local redirects), stderr to the group's log, a
+//! runaway script killed at request-timeout with its children, refusals
+//! (not executable, ExecCGI off), in sh and in Perl.
+
+mod common;
+use common::*;
+use std::time::{Duration, Instant};
+
+const USER: &str = "procd-test-b";
+
+const ENV_SH: &str = "#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\n'\nprintf 'user=%s\\n' \"$(id -un)\"\nenv | sort\n";
+
+const BODY_PL: &str = r#"#!/usr/bin/perl
+use strict; use warnings; use Digest::SHA qw(sha256_hex);
+my $len = $ENV{CONTENT_LENGTH} // 0;
+my $got = '';
+while (length $got < $len) { my $n = read(STDIN, $got, $len - length $got, length $got); last unless $n; }
+print "Content-Type: text/plain\r\n\r\n";
+print "length=", length($got), " declared=$len sha256=", sha256_hex($got), "\n";
+"#;
+
+const HEADERS_SH: &str = "#!/bin/sh\ncase \"$QUERY_STRING\" in\n  missing) printf 'Status: 404 Nothing Here\\r\\nContent-Type: text/plain\\r\\n\\r\\nno\\n' ;;\n  away) printf 'Location: http://example.invalid/elsewhere\\r\\n\\r\\n' ;;\n  local) printf 'Location: /hello.txt\\r\\n\\r\\n' ;;\n  cookies) printf 'Set-Cookie: a=1\\r\\nSet-Cookie: b=2\\r\\nContent-Type: text/plain\\r\\n\\r\\nok\\n' ;;\n  *) printf 'Content-Type: text/plain\\r\\n\\r\\nplain\\n' ;;\nesac\necho \"to the log from $QUERY_STRING\" >&2\n";
+
+const RUNAWAY_SH: &str =
+    "#!/bin/sh\nsleep 300 &\necho \"child $!\" >&2\nprintf 'Content-Type: text/plain\\r\\n\\r\\nstarted\\n'\nwhile :; do sleep 1; done\n";
+
+const STREAM_SH: &str = "#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\n'\necho first\nsleep 1\necho last\n";
+
+fn start(name: &str) -> Apache {
+    ensure_user(USER);
+    let conf = format!(
+        "LanguageGroup scripts language=cgi user={USER} request-timeout=2s\n\
+         LanguageHandler scripts .cgi .pl\n\
+         <Directory @DIR@/htdocs/cgi>\n  Options +ExecCGI\n</Directory>\n\
+         DirectoryIndex index.html\n"
+    );
+    let mut a = Apache::new(name, Mpm::Event, &conf);
+    let dir = a.dir.join("htdocs/cgi");
+    std::fs::create_dir_all(&dir).expect("cgi dir");
+    for (file, text, mode) in [
+        ("env.cgi", ENV_SH, "755"),
+        ("body.pl", BODY_PL, "755"),
+        ("headers.cgi", HEADERS_SH, "755"),
+        ("runaway.cgi", RUNAWAY_SH, "755"),
+        ("stream.cgi", STREAM_SH, "755"),
+        ("noexec.cgi", ENV_SH, "644"),
+    ] {
+        std::fs::write(dir.join(file), text).expect("write script");
+        let _ = std::process::Command::new("chmod").arg(mode).arg(dir.join(file)).status();
+    }
+    std::fs::create_dir_all(a.dir.join("htdocs/plain")).expect("dir");
+    std::fs::write(a.dir.join("htdocs/plain/env.cgi"), ENV_SH).expect("write");
+    let _ = std::process::Command::new("chmod").arg("755").arg(a.dir.join("htdocs/plain/env.cgi")).status();
+    let _ = std::process::Command::new("chmod").arg("a+rX").arg(&a.dir).arg(a.dir.join("htdocs")).status();
+    a.start();
+    if !wait_until(Duration::from_secs(10), || a.get("/cgi/env.cgi").status == 200) {
+        a.fail("the cgi group does not answer");
+    }
+    a
+}
+
+#[test]
+fn scripts_run_as_the_group_user_with_the_cgi_environment() {
+    let mut a = start("cgi-env");
+    let r = a.get("/cgi/env.cgi/extra/path?x=1&y=%20");
+    let text = r.text();
+    for want in [
+        format!("user={USER}"),
+        "GATEWAY_INTERFACE=CGI/1.1".to_string(),
+        "REQUEST_METHOD=GET".to_string(),
+        "QUERY_STRING=x=1&y=%20".to_string(),
+        "SCRIPT_NAME=/cgi/env.cgi".to_string(),
+        "PATH_INFO=/extra/path".to_string(),
+        format!("SCRIPT_FILENAME={}/htdocs/cgi/env.cgi", a.dir.display()),
+        "SERVER_PROTOCOL=HTTP/1.1".to_string(),
+        "REMOTE_ADDR=127.0.0.1".to_string(),
+    ] {
+        if !text.lines().any(|l| l == want) {
+            a.fail(&format!("{want} missing from the script's environment:\n{text}"));
+        }
+    }
+    if text.contains("PROCD_") || text.contains("LISTEN_FDS") {
+        a.fail(&format!("the launcher's own variables leak into the script:\n{text}"));
+    }
+    // Proxy: is never HTTP_PROXY (httpoxy).
+    let r = a.request("GET /cgi/env.cgi HTTP/1.1\r\nHost: x\r\nProxy: http://evil.invalid/\r\nConnection: close\r\n\r\n");
+    if r.text().contains("HTTP_PROXY") {
+        a.fail("a Proxy: header became HTTP_PROXY");
+    }
+    a.stop();
+}
+
+#[test]
+fn bodies_reach_the_script_also_chunked() {
+    let mut a = start("cgi-body");
+    let body: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let sha = sha256_hex(&body);
+    let mut raw = format!(
+        "POST /cgi/body.pl HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    raw.extend_from_slice(&body);
+    let r = a.request_bytes(&raw);
+    if r.status != 200 || !r.text().contains(&format!("length=300000 declared=300000 sha256={sha}")) {
+        a.fail(&format!("POST with Content-Length: {} {}", r.status, r.text()));
+    }
+    let mut raw = b"POST /cgi/body.pl HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n".to_vec();
+    for chunk in body.chunks(70_000) {
+        raw.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+        raw.extend_from_slice(chunk);
+        raw.extend_from_slice(b"\r\n");
+    }
+    raw.extend_from_slice(b"0\r\n\r\n");
+    let r = a.request_bytes(&raw);
+    if r.status != 200 || !r.text().contains(&format!("length=300000 declared=300000 sha256={sha}")) {
+        a.fail(&format!("chunked POST: {} {}", r.status, r.text()));
+    }
+    a.stop();
+}
+
+#[test]
+fn status_location_and_stderr_as_cgi_defines_them() {
+    let mut a = start("cgi-headers");
+    let r = a.get("/cgi/headers.cgi?missing");
+    if r.status != 404 || r.text() != "no\n" {
+        a.fail(&format!("Status: 404 gave {} {:?}", r.status, r.text()));
+    }
+    let r = a.get("/cgi/headers.cgi?away");
+    if r.status != 302 || !r.head.contains("Location: http://example.invalid/elsewhere") {
+        a.fail(&format!("an absolute Location gave {} {}", r.status, r.head));
+    }
+    let r = a.get("/cgi/headers.cgi?local");
+    if r.status != 200 || r.text() != "Hello, World!\n" {
+        a.fail(&format!("a local Location gave {} {:?}", r.status, r.text()));
+    }
+    let r = a.get("/cgi/headers.cgi?cookies");
+    if !r.head.contains("Set-Cookie: a=1") || !r.head.contains("Set-Cookie: b=2") {
+        a.fail(&format!("two Set-Cookie headers: {}", r.head));
+    }
+    if !wait_until(Duration::from_secs(3), || a.error_log().contains("to the log from cookies")) {
+        a.fail("the script's stderr is not in the group's log");
+    }
+    a.stop();
+}
+
+#[test]
+fn output_streams_as_the_script_writes_it() {
+    let mut a = start("cgi-stream");
+    use std::io::Write;
+    let t = Instant::now();
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", a.port)).expect("connect");
+    c.set_read_timeout(Some(Duration::from_secs(10))).ok();
+    c.write_all(b"GET /cgi/stream.cgi HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").expect("send");
+    let (text, first) = read_until_closed(&mut c, t, "first");
+    if !text.contains("first") || !text.contains("last") {
+        a.fail(&format!("streamed output: {text:?}"));
+    }
+    let first = first.unwrap_or(t.elapsed());
+    if first > Duration::from_millis(900) {
+        a.fail(&format!("the first line arrived after {} ms, with the script's end", first.as_millis()));
+    }
+    a.stop();
+}
+
+#[test]
+fn refusals_and_a_runaway_script() {
+    let mut a = start("cgi-refusals");
+    let r = a.get("/cgi/noexec.cgi");
+    if r.status != 403 || !wait_until(Duration::from_secs(3), || a.error_log().contains("is not executable by user")) {
+        a.fail(&format!("a script without x bit: {}", r.status));
+    }
+    let r = a.get("/cgi/nothere.cgi");
+    if r.status != 404 {
+        a.fail(&format!("a missing script: {}", r.status));
+    }
+    let r = a.get("/plain/env.cgi");
+    if r.status != 403 || !a.error_log().contains("PD0302") {
+        a.fail(&format!("a script where ExecCGI is off: {}", r.status));
+    }
+    // request-timeout=2s: 504, and the script and its child are killed.
+    let t = Instant::now();
+    let r = a.get("/cgi/runaway.cgi");
+    if r.status != 504 && !(r.status == 200 && t.elapsed() < Duration::from_secs(6)) {
+        a.fail(&format!("a runaway script: {} after {} ms", r.status, t.elapsed().as_millis()));
+    }
+    let child: Option<i32> = {
+        let log = a.error_log();
+        log.lines().filter_map(|l| l.split("child ").nth(1)).find_map(|p| p.trim().parse().ok())
+    };
+    let Some(child) = child else { a.fail("the runaway script's child pid is not in the log") };
+    if !wait_until(Duration::from_secs(5), || !pid_alive(child)) {
+        a.fail(&format!("the runaway script's child {child} still runs"));
+    }
+    if !a.error_log().contains("request-timeout (2 s): killing GET /cgi/runaway.cgi") {
+        a.fail("no log line for the killed script");
+    }
+    a.stop();
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    use std::io::Write;
+    let mut child = std::process::Command::new("sha256sum")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("sha256sum");
+    child.stdin.take().expect("stdin").write_all(data).expect("write");
+    let out = child.wait_with_output().expect("sha256sum output");
+    String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap_or_default().to_string()
+}
