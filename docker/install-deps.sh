@@ -19,6 +19,8 @@ PACKAGES=(
     libplack-perl libmojolicious-perl libdancer2-perl
     # LinkRewrite tests compare against the Apache manual
     apache2-doc
+    # tests/package.rs builds the .deb (dpkg-shlibdeps) and runs lintian on it
+    dpkg-dev lintian
 )
 
 missing=()

@@ -109,6 +109,9 @@ pub struct Apache {
     pub env: Vec<(String, String)>,
     /// A command `apache2 -k start` runs under (e.g. `prlimit --nofile=90 --`).
     pub wrapper: Vec<String>,
+    /// What loads mod_procd instead of `LoadModule` of the built .so
+    /// (e.g. `Include` of an installed package's mods-enabled files).
+    module_conf: Option<String>,
 }
 
 impl Apache {
@@ -143,9 +146,16 @@ impl Apache {
             extra: extra.to_string(),
             env: Vec::new(),
             wrapper: Vec::new(),
+            module_conf: None,
         };
         a.write_conf();
         a
+    }
+
+    /// Loads mod_procd with `text` instead of the built .so.
+    pub fn set_module_conf(&mut self, text: &str) {
+        self.module_conf = Some(text.to_string());
+        self.write_conf();
     }
 
     /// Replaces the extra configuration (for graceful-restart tests).
@@ -177,7 +187,7 @@ LoadModule mpm_{mpm}_module {MODULES}/mod_mpm_{mpm}.so
 LoadModule authz_core_module {MODULES}/mod_authz_core.so
 LoadModule mime_module {MODULES}/mod_mime.so
 LoadModule dir_module {MODULES}/mod_dir.so
-LoadModule procd_module {module}
+{module_conf}
 TypesConfig /etc/mime.types
 {threads}
 GracefulShutdownTimeout 5
@@ -193,7 +203,11 @@ DocumentRoot "{d}/htdocs"
 {extra}
 "#,
             port = self.port,
-            module = module_path().display(),
+            module_conf = self
+                .module_conf
+                .clone()
+                .unwrap_or_else(|| format!("LoadModule procd_module {}", module_path().display()))
+                .replace("@DIR@", &d.to_string()),
             extra = self.extra.replace("@DIR@", &d.to_string())
         );
         std::fs::write(&self.conf, conf).expect("write httpd.conf");
