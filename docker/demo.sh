@@ -24,23 +24,48 @@ bash "$ROOT/docker/install-deps.sh"
 (cd "$ROOT" && cargo build --release --lib)
 stop
 
-mkdir -p "$DEMO/run" "$DEMO/htdocs" "$DEMO/apps"
+# One system user per application: each group runs as its own.
+for u in procd-demo-py procd-demo-php procd-demo-rb procd-demo-pl procd-demo-cgi procd-demo-node; do
+    id "$u" >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin "$u"
+done
+
+rm -rf "$DEMO/htdocs" "$DEMO/apps"
+mkdir -p "$DEMO/run" "$DEMO/htdocs/php" "$DEMO/htdocs/cgi" "$DEMO/htdocs/legacy" "$DEMO/apps"
 install -m 0644 "$ROOT/target/release/libmod_procd.so" "$DEMO/mod_procd.so"
-cp -r "$ROOT/apache-conf/example-site/shop/app.wsgi" "$DEMO/apps/hello.wsgi"
+install -m 0644 "$ROOT/apache-conf/example-site/shop/app.wsgi" "$DEMO/apps/hello.wsgi"
+install -m 0644 "$ROOT/docker/demo-apps/config.ru" "$ROOT/docker/demo-apps/app.psgi" "$ROOT/docker/demo-apps/server.js" "$DEMO/apps/"
+install -m 0644 "$ROOT/docker/demo-apps/index.php" "$DEMO/htdocs/php/index.php"
+install -m 0755 "$ROOT/docker/demo-apps/hello.cgi" "$DEMO/htdocs/cgi/hello.cgi"
+cat > "$DEMO/htdocs/legacy/index.html" <<'HTML'
+<!DOCTYPE html>
+<html><head><title>A legacy page</title></head><body>
+<h1>A legacy page</h1>
+<p>Its links point to its old host; LinkRewrite maps them under /legacy/ as
+the page passes: <a href="http://legacy.example/about.html">about</a>,
+<a href="http://legacy.example/">home</a>.</p>
+<p><a href="/">back</a></p>
+</body></html>
+HTML
+echo "Hello, World!" > "$DEMO/htdocs/hello.txt"
 cat > "$DEMO/htdocs/index.html" <<HTML
 <!DOCTYPE html>
 <html><head><title>mod_procd demo</title></head>
 <body><h1>mod_procd demo</h1>
-<p>Apache $(apache2 -v | sed -n 's/Server version: //p') with mod_procd loaded.</p>
+<p>Apache $(apache2 -v | sed -n 's/Server version: //p') with mod_procd: one virtual host,
+each application in its own process group under its own user.</p>
 <ul>
 <li>Static file: <a href="/hello.txt">/hello.txt</a></li>
-<li>Python (WSGI), group <code>hello</code>, 2 processes x 4 threads: <a href="/python/">/python/</a></li>
+<li>Python (WSGI), user procd-demo-py, 2 processes x 4 threads: <a href="/python/">/python/</a></li>
+<li>PHP (FastCGI, php-cgi), user procd-demo-php: a form, a session, an upload: <a href="/php/">/php/</a></li>
+<li>Ruby (Sinatra on Rack), user procd-demo-rb: <a href="/ruby/">/ruby/</a></li>
+<li>Perl (PSGI), user procd-demo-pl: <a href="/perl/">/perl/</a></li>
+<li>CGI script, run per request as user procd-demo-cgi: <a href="/cgi/hello.cgi">/cgi/hello.cgi</a></li>
+<li>Node.js (any HTTP program), user procd-demo-node: <a href="/node/">/node/</a></li>
+<li>LinkRewrite on a legacy page: <a href="/legacy/">/legacy/</a></li>
 </ul>
-<p>Config: $DEMO/httpd.conf; log: $DEMO/error.log. PHP, Ruby, Perl and CGI
-groups arrive with their loaders.</p>
+<p>Config: $DEMO/httpd.conf; log: $DEMO/error.log.</p>
 </body></html>
 HTML
-echo "Hello, World!" > "$DEMO/htdocs/hello.txt"
 chmod -R a+rX "$DEMO"
 
 cat > "$DEMO/httpd.conf" <<CONF
@@ -58,19 +83,47 @@ LoadModule mime_module $MODS/mod_mime.so
 LoadModule dir_module $MODS/mod_dir.so
 LoadModule procd_module $DEMO/mod_procd.so
 TypesConfig /etc/mime.types
-DirectoryIndex index.html
+DirectoryIndex index.html index.php
 DocumentRoot "$DEMO/htdocs"
 <Directory "$DEMO/htdocs">
     Require all granted
 </Directory>
 
-LanguageGroup hello language=python processes=2 threads=4 app=$DEMO/apps/hello.wsgi
+LanguageGroup hello language=python processes=2 threads=4 user=procd-demo-py app=$DEMO/apps/hello.wsgi
 LanguageMount /python hello
+
+LanguageGroup php language=php processes=2 user=procd-demo-php
+<Directory "$DEMO/htdocs/php">
+    LanguageHandler php .php
+</Directory>
+
+LanguageGroup rb language=ruby processes=1 threads=4 user=procd-demo-rb app=$DEMO/apps/config.ru
+LanguageMount /ruby rb
+
+LanguageGroup pl language=perl processes=2 user=procd-demo-pl app=$DEMO/apps/app.psgi
+LanguageMount /perl pl
+
+LanguageGroup scripts language=cgi user=procd-demo-cgi
+<Directory "$DEMO/htdocs/cgi">
+    Options +ExecCGI
+    LanguageHandler scripts .cgi
+</Directory>
+
+LanguageGroup node language=http user=procd-demo-node "command=/usr/bin/node $DEMO/apps/server.js"
+LanguageMount /node node
+
+<Location /legacy/>
+    LinkRewrite http://legacy.example/ /legacy/
+</Location>
 CONF
 
 apache2 -t -f "$DEMO/httpd.conf"
 apache2 -f "$DEMO/httpd.conf" -k start
-for _ in $(seq 100); do curl -fs "http://127.0.0.1:$PORT/python/" >/dev/null && break; sleep 0.1; done
-curl -fs "http://127.0.0.1:$PORT/hello.txt"
-curl -fs "http://127.0.0.1:$PORT/python/"
+for path in /python/ /php/ /ruby/ /perl/ /cgi/hello.cgi /node/; do
+    for _ in $(seq 150); do curl -fs "http://127.0.0.1:$PORT$path" >/dev/null && break; sleep 0.1; done
+done
+for path in /hello.txt /python/ /php/ /ruby/ /perl/ /cgi/hello.cgi /node/ /legacy/; do
+    printf '%-16s ' "$path"
+    curl -s -o /dev/null -w '%{http_code}\n' "http://127.0.0.1:$PORT$path"
+done
 echo "demo running: http://127.0.0.1:$PORT/  (config $DEMO/httpd.conf, log $DEMO/error.log; stop: sudo docker/demo.sh stop)"
