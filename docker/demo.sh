@@ -4,11 +4,20 @@
 # from its own config under /tmp/procd-demo (never the Debian service).
 #   sudo docker/demo.sh          start (or restart) the demo
 #   sudo docker/demo.sh stop     stop it
+#   docker/demo.sh config        only write the demo's files and config
+#                                (the container's start script uses it)
+# Settings: PROCD_DEMO_DIR (/tmp/procd-demo), PROCD_DEMO_PORT (8080),
+# PROCD_DEMO_LISTEN (127.0.0.1), PROCD_DEMO_SO (a built module: then no
+# install and no build), PROCD_DEMO_ERRORLOG (DIR/error.log).
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 DEMO=${PROCD_DEMO_DIR:-/tmp/procd-demo}
 PORT=${PROCD_DEMO_PORT:-8080}
+LISTEN=${PROCD_DEMO_LISTEN:-127.0.0.1}
 MODS=/usr/lib/apache2/modules
+APPS=${PROCD_DEMO_APPS:-$ROOT/docker/demo-apps}
+SO=${PROCD_DEMO_SO:-$ROOT/target/release/libmod_procd.so}
+ERRORLOG=${PROCD_DEMO_ERRORLOG:-$DEMO/error.log}
 
 stop() {
     if [ -s "$DEMO/httpd.pid" ] && kill -0 "$(cat "$DEMO/httpd.pid")" 2>/dev/null; then
@@ -20,9 +29,11 @@ stop() {
 }
 if [ "${1:-}" = stop ]; then stop; exit 0; fi
 
-bash "$ROOT/docker/install-deps.sh"
-(cd "$ROOT" && cargo build --release --lib)
-stop
+if [ -z "${PROCD_DEMO_SO:-}" ]; then
+    bash "$ROOT/docker/install-deps.sh"
+    (cd "$ROOT" && cargo build --release --lib)
+fi
+[ "${1:-}" = config ] || stop
 
 # One system user per application: each group runs as its own.
 for u in procd-demo-py procd-demo-php procd-demo-rb procd-demo-pl procd-demo-cgi procd-demo-node; do
@@ -31,11 +42,10 @@ done
 
 rm -rf "$DEMO/htdocs" "$DEMO/apps"
 mkdir -p "$DEMO/run" "$DEMO/htdocs/php" "$DEMO/htdocs/cgi" "$DEMO/htdocs/legacy" "$DEMO/apps"
-install -m 0644 "$ROOT/target/release/libmod_procd.so" "$DEMO/mod_procd.so"
-install -m 0644 "$ROOT/apache-conf/example-site/shop/app.wsgi" "$DEMO/apps/hello.wsgi"
-install -m 0644 "$ROOT/docker/demo-apps/config.ru" "$ROOT/docker/demo-apps/app.psgi" "$ROOT/docker/demo-apps/server.js" "$DEMO/apps/"
-install -m 0644 "$ROOT/docker/demo-apps/index.php" "$DEMO/htdocs/php/index.php"
-install -m 0755 "$ROOT/docker/demo-apps/hello.cgi" "$DEMO/htdocs/cgi/hello.cgi"
+install -m 0644 "$SO" "$DEMO/mod_procd.so"
+install -m 0644 "$APPS/hello.wsgi" "$APPS/config.ru" "$APPS/app.psgi" "$APPS/server.js" "$DEMO/apps/"
+install -m 0644 "$APPS/index.php" "$DEMO/htdocs/php/index.php"
+install -m 0755 "$APPS/hello.cgi" "$DEMO/htdocs/cgi/hello.cgi"
 cat > "$DEMO/htdocs/legacy/index.html" <<'HTML'
 <!DOCTYPE html>
 <html><head><title>A legacy page</title></head><body>
@@ -71,9 +81,9 @@ chmod -R a+rX "$DEMO"
 cat > "$DEMO/httpd.conf" <<CONF
 ServerRoot "$DEMO"
 ServerName 127.0.0.1
-Listen 127.0.0.1:$PORT
+Listen $LISTEN:$PORT
 PidFile "$DEMO/httpd.pid"
-ErrorLog "$DEMO/error.log"
+ErrorLog "$ERRORLOG"
 DefaultRuntimeDir "$DEMO/run"
 User www-data
 Group www-data
@@ -118,6 +128,7 @@ LanguageMount /node node
 CONF
 
 apache2 -t -f "$DEMO/httpd.conf"
+if [ "${1:-}" = config ]; then exit 0; fi
 apache2 -f "$DEMO/httpd.conf" -k start
 for path in /python/ /php/ /ruby/ /perl/ /cgi/hello.cgi /node/; do
     for _ in $(seq 150); do curl -fs "http://127.0.0.1:$PORT$path" >/dev/null && break; sleep 0.1; done
