@@ -73,11 +73,13 @@ catalogue! {
     OUTPUT_DROPPED = "PD0212", Warn, "worker output over the rate was dropped (one summary line per 5 s)";
     ORPHAN = "PD0213", Warn, "a process a worker left running was adopted by its generation or killed";
     CGROUPS = "PD0214", Notice, "no cgroup v2 containment on this system";
+    REQUEST_KILLED = "PD0215", Error, "a FastCGI worker held one request past request-timeout: the manager killed it";
     SCRIPT_MISSING = "PD0301", Error, "script not found or unable to stat";
     EXECCGI_OFF = "PD0302", Error, "Options ExecCGI is off where the script is";
     GROUP_NOT_HERE = "PD0303", Error, "the group is not declared for this virtual host, or its language is unknown";
     REQUEST_FAILED = "PD0304", Error, "a request to a group failed before its answer started: the status and why";
     RESPONSE_CUT = "PD0305", Error, "a request failed after its headers were sent: the response was cut";
+    WORKER_STDERR = "PD0306", Error, "a line a FastCGI worker sent on FCGI_STDERR (PHP's errors and warnings), escaped";
     UNDECODABLE = "PD0401", Notice, "LinkRewrite: a content encoding it cannot decode passes through untouched";
     CHARSET = "PD0402", Notice, "LinkRewrite: a charset that is not ASCII-compatible passes through untouched";
     CORRUPT_BODY = "PD0403", Error, "LinkRewrite: a corrupt gzip/deflate body: 502 or a cut response";

@@ -64,7 +64,18 @@ pub struct Language {
     /// The loader shipped inside the module that `command` runs (built-in
     /// languages of the procd protocol).
     pub loader: Option<Loader>,
+    /// Arguments placed right after the program (the language's, or the
+    /// one `command=` names), before `command=`'s own arguments, which can
+    /// therefore override them (php: `-d display_errors=0 ...`; a later
+    /// `-d` wins). Built-in languages only.
+    pub defaults: &'static [&'static str],
 }
+
+/// php-cgi's settings unless the group's `command=` says otherwise
+/// (`-d display_errors=1`): errors go to the log (FCGI_STDERR, hence
+/// Apache's error log), never into the page.
+pub const PHP_DEFAULTS: &[&str] =
+    &["-d", "display_errors=0", "-d", "display_startup_errors=0", "-d", "log_errors=1", "-d", "html_errors=0"];
 
 /// A loader: a small program in the language's own tongue, shipped inside
 /// the .so, written by the manager to `RUNTIME/loaders/FILE` and run by the
@@ -84,6 +95,7 @@ fn builtin(name: &str, protocol: Protocol, command: Option<&str>, exts: &[&str],
         package: package.map(str::to_string),
         origin: "built in".into(),
         loader: None,
+        defaults: &[],
     }
 }
 
@@ -106,7 +118,7 @@ pub fn builtin_languages() -> Vec<Language> {
         },
         builtin("ruby", Procd, Some("ruby"), &[".ru"], Some("ruby")),
         builtin("perl", Procd, Some("perl"), &[".psgi"], Some("perl")),
-        builtin("php", Fastcgi, Some("php-cgi"), &[".php"], Some("php-cgi")),
+        Language { defaults: PHP_DEFAULTS, ..builtin("php", Fastcgi, Some("php-cgi"), &[".php"], Some("php-cgi")) },
         builtin("cgi", Cgi, None, &[".cgi", ".pl", ".sh"], None),
         builtin("http", Http, None, &[], None),
     ]
@@ -230,6 +242,7 @@ impl LanguageOverrides {
                         package: None,
                         origin: file.path.clone(),
                         loader: None,
+                        defaults: &[],
                     },
                 };
                 let mut lang = lang;

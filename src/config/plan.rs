@@ -168,7 +168,10 @@ pub fn build_plan(views: &[ServerView<'_>], apache: &Identity, runtime_dir: &str
             let mut argv: Vec<String> = match words.and_then(|w| w.split_first()) {
                 Some((program, args)) if lang.protocol != Protocol::Cgi || g.command.is_some() => {
                     let resolved = find_program(program).map_or(program.clone(), |p| p.display().to_string());
-                    std::iter::once(resolved).chain(args.iter().cloned()).collect()
+                    std::iter::once(resolved)
+                        .chain(lang.defaults.iter().map(|a| a.to_string()))
+                        .chain(args.iter().cloned())
+                        .collect()
                 }
                 _ => Vec::new(),
             };

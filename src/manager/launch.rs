@@ -56,6 +56,7 @@ pub fn start_worker(
         groups: &plan.groups,
         home: &home,
         listen: listener.as_fd(),
+        listen_at: crate::protocol::launch::listen_fd(plan.protocol.name()),
         status: theirs.as_fd(),
         output: out_write.as_fd(),
         cgroup_procs: cgroup_procs.as_ref(),

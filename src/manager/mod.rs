@@ -91,6 +91,9 @@ struct Generation {
     workers: Vec<Pid>,
     /// The generation's cgroup, where cgroup v2 is available.
     cgroup: Option<PathBuf>,
+    /// Draining workers that cannot read EOF on fd 4 (php-cgi) have been
+    /// sent SIGTERM (once their listener's backlog was empty).
+    quiet_termed: bool,
 }
 
 struct Worker {
@@ -103,6 +106,16 @@ struct Worker {
     started: Instant,
     ready: bool,
     error_log: String,
+    /// FastCGI workers: the connection (socket inode) it has held, and for
+    /// how long, not counting time blocked on Apache.
+    busy: Option<Busy>,
+}
+
+/// One request a FastCGI worker is seen holding.
+struct Busy {
+    inode: u64,
+    counted: Duration,
+    last: Instant,
 }
 
 #[derive(Default)]
@@ -113,6 +126,9 @@ struct Group {
     retry_at: Option<Instant>,
     restart_mtime: Option<SystemTime>,
     output: OutputBudget,
+    /// Clean exits (status 0: a worker recycled after maximum-requests)
+    /// in the current second, bounded by `policy::clean_exits_per_second`.
+    clean_exits: (Option<Instant>, u32),
 }
 
 impl Group {
@@ -276,6 +292,7 @@ impl Manager {
             started: Instant::now(),
             workers: Vec::new(),
             cgroup: self.cgroups.create(name, gen_id),
+            quiet_termed: false,
         };
         if let Some(g) = self.groups.get_mut(name) {
             g.generations.push(generation);
@@ -313,6 +330,7 @@ impl Manager {
                         started: Instant::now(),
                         ready: false,
                         error_log: log,
+                        busy: None,
                     },
                 );
                 if let Some(g) =
@@ -444,9 +462,90 @@ impl Manager {
             if let Some(w) = self.workers.get_mut(&pid) {
                 w.status = None; // EOF on fd 4: finish and exit
             }
-            if !ready_message {
-                signal_worker(pid, Signal::SIGTERM);
+        }
+        if !ready_message {
+            self.terminate_quiet(name, gen_id);
+        }
+    }
+
+    /// Workers that cannot read EOF on fd 4 (php-cgi) drain by SIGTERM:
+    /// php-cgi finishes the request it holds, then exits instead of
+    /// accepting another. Sent only once nothing waits in the generation's
+    /// listen backlog (no new connection reaches it once the new socket is
+    /// renamed over the group's path), so what was queued is served, not
+    /// dropped. Checked again every tick until then.
+    fn terminate_quiet(&mut self, name: &str, gen_id: u64) {
+        let Some(gen_) = self.groups.get_mut(name).and_then(|g| g.generations.iter_mut().find(|x| x.id == gen_id))
+        else {
+            return;
+        };
+        if gen_.quiet_termed || gen_.plan.ready_message || procs::has_pending(&gen_.listener) {
+            return;
+        }
+        gen_.quiet_termed = true;
+        for pid in gen_.workers.clone() {
+            signal_worker(pid, Signal::SIGTERM);
+        }
+    }
+
+    /// request-timeout for FastCGI workers, which cannot enforce it
+    /// themselves: a worker that holds one connection of its group's
+    /// socket for longer than request-timeout plus a second (time blocked
+    /// reading from or writing to Apache not counted: a slow client never
+    /// costs a worker its life) is killed and replaced. Apache has answered
+    /// 504 by then.
+    fn watch_requests(&mut self) {
+        let mut ours: Option<std::collections::HashSet<u64>> = None;
+        let runtime_dir = self.plan.runtime_dir.clone();
+        let mut kills = Vec::new();
+        for g in self.groups.values() {
+            for gen_ in &g.generations {
+                if gen_.plan.protocol != crate::config::languages::Protocol::Fastcgi {
+                    continue;
+                }
+                let limit = Duration::from_millis(gen_.plan.request_timeout_ms) + Duration::from_secs(1);
+                for pid in &gen_.workers {
+                    let Some(w) = self.workers.get_mut(pid) else { continue };
+                    let held = procs::held_sockets(*pid);
+                    let conn = if held.is_empty() {
+                        None
+                    } else {
+                        let known = ours.get_or_insert_with(|| procs::sockets_under(&runtime_dir));
+                        held.into_iter().find(|(_, inode)| known.contains(inode))
+                    };
+                    let Some((fd, inode)) = conn else {
+                        w.busy = None;
+                        continue;
+                    };
+                    let now = Instant::now();
+                    match &mut w.busy {
+                        Some(b) if b.inode == inode => {
+                            if !procs::blocked_on(*pid, fd) {
+                                b.counted += now - b.last;
+                            }
+                            b.last = now;
+                            if b.counted > limit {
+                                kills.push((*pid, gen_.plan.name.clone(), gen_.plan.error_log.clone(), limit));
+                                w.busy = None;
+                            }
+                        }
+                        _ => w.busy = Some(Busy { inode, counted: Duration::ZERO, last: now }),
+                    }
+                }
             }
+        }
+        for (pid, name, log, limit) in kills {
+            self.logs.group(
+                &log,
+                Level::Error,
+                id::REQUEST_KILLED,
+                &name,
+                &format!(
+                    "worker pid {pid} has been running one request for over {} s (request-timeout plus 1 s, time blocked on Apache not counted): killing it; a new worker replaces it",
+                    limit.as_secs_f32()
+                ),
+            );
+            signal_worker(pid, Signal::SIGKILL);
         }
     }
 
@@ -515,6 +614,18 @@ impl Manager {
         };
         let how = describe(status);
         let uptime = w.started.elapsed();
+        // Exit status 0 while serving: a worker recycled itself (php-cgi
+        // after PHP_FCGI_MAX_REQUESTS, a loader after PROCD_MAX_REQUESTS).
+        let clean = matches!(status, WaitStatus::Exited(_, 0)) && {
+            let now = Instant::now();
+            let (since, count) = &mut group.clean_exits;
+            if since.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1)) {
+                *since = Some(now);
+                *count = 0;
+            }
+            *count += 1;
+            *count <= policy::clean_exits_per_second(gen_.plan.processes)
+        };
         let decision = policy::after_exit(policy::Exit {
             stage,
             stopping: self.stopping,
@@ -522,6 +633,7 @@ impl Manager {
             uptime,
             left,
             failures: group.failures,
+            clean,
         });
         let log = w.error_log.clone();
         let (level, text) = match (&decision, stage) {
@@ -705,6 +817,16 @@ impl Manager {
                     signal_worker(pid, sig);
                 }
             }
+            // Quiet workers of draining generations, once their backlog is empty.
+            let quiet: Vec<u64> = self.groups[&name]
+                .generations
+                .iter()
+                .filter(|g| matches!(g.phase, Phase::Draining { .. }) && !g.plan.ready_message && !g.quiet_termed)
+                .map(|g| g.id)
+                .collect();
+            for gid in quiet {
+                self.terminate_quiet(&name, gid);
+            }
             // A drained generation with no workers left (e.g. they died in
             // back-off) goes with its listener.
             let empty: Vec<u64> = self.groups[&name]
@@ -765,6 +887,7 @@ impl Manager {
                 }
             }
         }
+        self.watch_requests();
         // Groups that were removed and have fully drained.
         self.groups.retain(|_, g| g.plan.is_some() || !g.generations.is_empty());
         self.adopt_orphans();

@@ -63,6 +63,16 @@ pub struct Exit {
     pub left: usize,
     /// The group's quick crashes in a row so far.
     pub failures: u32,
+    /// It exited with status 0 (recycled itself after maximum-requests),
+    /// within the group's allowance of such exits per second.
+    pub clean: bool,
+}
+
+/// Clean exits a group may have per second before further ones count as
+/// crashes (a worker that exits 0 in a loop must not keep the manager
+/// forking): ten per process, at least twenty.
+pub fn clean_exits_per_second(processes: u32) -> u32 {
+    processes.saturating_mul(10).max(20)
 }
 
 pub fn after_exit(e: Exit) -> AfterExit {
@@ -72,6 +82,10 @@ pub fn after_exit(e: Exit) -> AfterExit {
     match e.stage {
         Stage::Draining => AfterExit::DrainProgress { drained: e.left == 0 },
         Stage::Starting => AfterExit::FailGeneration,
+        // Recycled (maximum-requests): replaced at once, even before it
+        // counted as ready (a quiet worker may serve its N requests within
+        // its first second), and not a crash.
+        Stage::Serving if e.clean => AfterExit::Replace { failures: e.failures },
         Stage::Serving if !e.was_ready => AfterExit::BackOff,
         Stage::Serving if e.uptime >= STABLE_AFTER => AfterExit::Replace { failures: 0 },
         Stage::Serving if e.failures + 1 >= CRASH_LOOP_AFTER => AfterExit::BackOff,
@@ -136,7 +150,25 @@ mod tests {
     }
 
     fn exit(stage: Stage) -> Exit {
-        Exit { stage, stopping: false, was_ready: true, uptime: Duration::from_secs(60), left: 1, failures: 0 }
+        Exit {
+            stage,
+            stopping: false,
+            was_ready: true,
+            uptime: Duration::from_secs(60),
+            left: 1,
+            failures: 0,
+            clean: false,
+        }
+    }
+
+    #[test]
+    fn recycled_workers_are_replaced_at_once() {
+        let quick = Exit { uptime: Duration::from_millis(30), was_ready: false, clean: true, ..exit(Stage::Serving) };
+        assert_eq!(after_exit(quick), AfterExit::Replace { failures: 0 });
+        assert_eq!(after_exit(Exit { failures: 2, ..quick }), AfterExit::Replace { failures: 2 });
+        assert_eq!(after_exit(Exit { clean: true, ..exit(Stage::Starting) }), AfterExit::FailGeneration);
+        assert_eq!(clean_exits_per_second(1), 20);
+        assert_eq!(clean_exits_per_second(8), 80);
     }
 
     #[test]

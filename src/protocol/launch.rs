@@ -7,6 +7,16 @@
 /// The group's listening socket: accept requests on it (systemd style,
 /// `LISTEN_FDS=1`).
 pub const LISTEN_FD: i32 = 3;
+/// Where FastCGI workers find the listening socket instead (the FastCGI
+/// specification's FCGI_LISTENSOCK_FILENO, as mod_fcgid passes it); their
+/// fd 3 is /dev/null.
+pub const FASTCGI_LISTEN_FD: i32 = 0;
+
+/// The descriptor a worker of `protocol` accepts on.
+pub fn listen_fd(protocol: &str) -> i32 {
+    if protocol == "fastcgi" { FASTCGI_LISTEN_FD } else { LISTEN_FD }
+}
+
 /// The status channel: write `READY\n` once able to serve; EOF from the
 /// manager means "finish what you hold, serve what is queued, exit".
 pub const STATUS_FD: i32 = 4;
@@ -50,9 +60,23 @@ pub fn environment(base: &[(String, String)], w: &Worker<'_>) -> Vec<(String, St
         ("PROCD_REQUEST_TIMEOUT_MS", w.request_timeout_ms.to_string()),
         ("PROCD_MAX_REQUESTS", w.maximum_requests.to_string()),
     ];
+    // FastCGI workers (php-cgi): the listener is fd 0, not systemd's fd 3;
+    // one process serves one request at a time (PHP never forks children
+    // of its own: the manager runs `processes` of them) and exits after
+    // `maximum-requests` (0: never; php-cgi's own default would be 500).
+    let fastcgi = w.protocol == "fastcgi";
+    let ours: Vec<(&str, String)> = if fastcgi {
+        let max = w.maximum_requests.min(i32::MAX as u64).to_string();
+        ours.into_iter()
+            .filter(|(k, _)| !k.starts_with("LISTEN_"))
+            .chain([("PHP_FCGI_CHILDREN", "0".to_string()), ("PHP_FCGI_MAX_REQUESTS", max)])
+            .collect()
+    } else {
+        ours.into_iter().collect()
+    };
     let mut env: Vec<(String, String)> = base
         .iter()
-        .filter(|(k, _)| k != "PROCD_APP" && k != "LISTEN_PID" && !ours.iter().any(|(name, _)| name == k))
+        .filter(|(k, _)| k != "PROCD_APP" && !k.starts_with("LISTEN_") && !ours.iter().any(|(name, _)| name == k))
         .cloned()
         .collect();
     env.extend(ours.into_iter().map(|(k, v)| (k.to_string(), v)));
@@ -94,5 +118,29 @@ mod tests {
         assert_eq!(get("PROCD_SCRIPT_ROOTS"), ["/srv/a\n/srv/b"]);
         assert_eq!(get("PROCD_APP"), ["/srv/app.wsgi"]);
         assert!(says_ready(b"READY\n") && says_ready(b"hello\nREADY\n") && !says_ready(b"NOT READY\n"));
+    }
+
+    #[test]
+    fn fastcgi_workers_listen_on_fd_0_and_never_fork() {
+        let base =
+            vec![("PHP_FCGI_CHILDREN".to_string(), "8".to_string()), ("LISTEN_FDS".to_string(), "1".to_string())];
+        let w = Worker {
+            group: "blog",
+            generation: 1,
+            protocol: "fastcgi",
+            threads: 1,
+            app: None,
+            script_roots: &[],
+            script_extensions: &[],
+            request_timeout_ms: 1000,
+            maximum_requests: u64::MAX,
+        };
+        let env = environment(&base, &w);
+        let get = |k: &str| env.iter().filter(|(n, _)| n == k).map(|(_, v)| v.as_str()).collect::<Vec<_>>();
+        assert_eq!(get("PHP_FCGI_CHILDREN"), ["0"]);
+        assert_eq!(get("PHP_FCGI_MAX_REQUESTS"), ["2147483647"]);
+        assert!(get("LISTEN_FDS").is_empty() && get("LISTEN_FDNAMES").is_empty());
+        assert_eq!(get("PROCD_PROTOCOL"), ["fastcgi"]);
+        assert_eq!((listen_fd("fastcgi"), listen_fd("procd")), (0, 3));
     }
 }

@@ -1,0 +1,497 @@
+//! PHP through FastCGI: real Apache, real php-cgi workers started by the
+//! manager as the group's user. The environment PHP sees, forms, uploads,
+//! sessions, headers and redirects, PATH_INFO, streaming with flat memory,
+//! per-extension handlers, recycling after maximum-requests, every
+//! failure's status and log line, graceful restarts under load.
+
+mod common;
+use common::*;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+const USER: &str = "procd-test-a";
+
+fn php_conf(group_opts: &str) -> String {
+    let processes = if group_opts.contains("processes=") { "" } else { "processes=2" };
+    format!(
+        "LanguageGroup php language=php {processes} user={USER} \
+           \"command=php-cgi -d session.save_path=@DIR@/sessions -d upload_max_filesize=16M -d post_max_size=32M\" \
+           env=PROCD_TEST_ENV=from-env {group_opts}\n\
+         LanguageHandler php .php\n\
+         DirectoryIndex index.php index.html\n\
+         LanguageGroup shop language=php processes=1 user={USER} app=@DIR@/shop/index.php\n\
+         LanguageMount /shop shop\n"
+    )
+}
+
+fn start_with(name: &str, conf: &str) -> Apache {
+    ensure_user(USER);
+    let mut a = Apache::new(name, Mpm::Event, conf);
+    let apps = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/apps/php");
+    let copied = std::process::Command::new("cp").arg("-r").arg(format!("{apps}/.")).arg(a.dir.join("htdocs")).status();
+    assert!(copied.is_ok_and(|s| s.success()), "copy the PHP apps");
+    std::fs::create_dir_all(a.dir.join("shop")).unwrap();
+    std::fs::copy(format!("{apps}/shop/index.php"), a.dir.join("shop/index.php")).unwrap();
+    std::fs::write(a.dir.join("htdocs/version.inc"), "<?php const PROCD_VERSION = 0;\n").unwrap();
+    std::fs::create_dir_all(a.dir.join("sessions")).unwrap();
+    let _ = std::process::Command::new("chmod").args(["-R", "a+rX"]).arg(&a.dir).status();
+    let _ = std::process::Command::new("chown").arg(USER).arg(a.dir.join("sessions")).status();
+    let _ = std::process::Command::new("chmod").arg("0700").arg(a.dir.join("sessions")).status();
+    a.start();
+    if !wait_until(Duration::from_secs(15), || a.get("/pid.php").status == 200) {
+        a.fail("the php group does not answer 15 s after start");
+    }
+    a
+}
+
+fn start(name: &str, group_opts: &str) -> Apache {
+    start_with(name, &php_conf(group_opts))
+}
+
+/// A string field of the flat JSON object env.php prints.
+fn field(body: &str, key: &str) -> Option<String> {
+    let needle = format!("\"{key}\":");
+    let rest = &body[body.find(&needle)? + needle.len()..];
+    if let Some(s) = rest.strip_prefix('"') {
+        let mut out = String::new();
+        let mut chars = s.chars();
+        while let Some(c) = chars.next() {
+            match c {
+                '"' => return Some(out),
+                '\\' => match chars.next()? {
+                    'u' => {
+                        let hex: String = chars.by_ref().take(4).collect();
+                        out.push(char::from_u32(u32::from_str_radix(&hex, 16).ok()?)?);
+                    }
+                    'n' => out.push('\n'),
+                    other => out.push(other),
+                },
+                c => out.push(c),
+            }
+        }
+        None
+    } else {
+        Some(rest.split([',', '}']).next()?.to_string())
+    }
+}
+
+fn sha256(data: &[u8]) -> String {
+    let mut child = std::process::Command::new("sha256sum")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(data).unwrap();
+    let o = child.wait_with_output().unwrap();
+    String::from_utf8_lossy(&o.stdout).split_whitespace().next().unwrap().to_string()
+}
+
+#[test]
+fn environment_query_form_and_chunked_bodies() {
+    let a = start("php-env", "");
+    // GET with a query and PATH_INFO; a Proxy: header never becomes HTTP_PROXY.
+    let r = a.request(&format!(
+        "GET /env.php/extra/path?x=1&y=two HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nX-Custom: hello\r\nProxy: http://evil.example:1/\r\nConnection: close\r\n\r\n",
+        a.port
+    ));
+    let body = r.text();
+    if r.status != 200 {
+        a.fail(&format!("GET: {} {body}", r.status));
+    }
+    let docroot = a.dir.join("htdocs").display().to_string();
+    let expect = [
+        ("SCRIPT_FILENAME", format!("{docroot}/env.php")),
+        ("SCRIPT_NAME", "/env.php".into()),
+        ("PATH_INFO", "/extra/path".into()),
+        ("PATH_TRANSLATED", format!("{docroot}/extra/path")),
+        ("PHP_SELF", "/env.php/extra/path".into()),
+        ("DOCUMENT_ROOT", docroot.clone()),
+        ("REQUEST_URI", "/env.php/extra/path?x=1&y=two".into()),
+        ("QUERY_STRING", "x=1&y=two".into()),
+        ("REQUEST_METHOD", "GET".into()),
+        ("SERVER_NAME", "127.0.0.1".into()),
+        ("SERVER_PORT", a.port.to_string()),
+        ("SERVER_PROTOCOL", "HTTP/1.1".into()),
+        ("REMOTE_ADDR", "127.0.0.1".into()),
+        ("HTTPS", "off".into()),
+        ("REDIRECT_STATUS", "200".into()),
+        ("GATEWAY_INTERFACE", "CGI/1.1".into()),
+        ("HTTP_X_CUSTOM", "hello".into()),
+        ("getenv_HTTP_PROXY", "".into()),
+        ("user", USER.into()),
+    ];
+    for (k, v) in expect {
+        if field(&body, k).as_deref() != Some(v.as_str()) {
+            a.fail(&format!("{k} = {:?}, expected {v:?} in {body}", field(&body, k)));
+        }
+    }
+    if body.contains("\"HTTP_PROXY\"") || !body.contains("\"get\":{\"x\":\"1\",\"y\":\"two\"}") {
+        a.fail(&format!("HTTP_PROXY passed or $_GET wrong: {body}"));
+    }
+    if field(&body, "REMOTE_PORT").is_none_or(|p| p.parse::<u16>().is_err()) {
+        a.fail(&format!("REMOTE_PORT: {body}"));
+    }
+    // POST form.
+    let form = "name=Ada+Lovelace&lang=%C3%A9";
+    let r = a.request(&format!(
+        "POST /env.php HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{form}",
+        form.len()
+    ));
+    let body = r.text();
+    if r.status != 200
+        || !body.contains("\"post\":{\"name\":\"Ada Lovelace\",\"lang\":\"\\u00e9\"}")
+        || field(&body, "CONTENT_LENGTH").as_deref() != Some(&form.len().to_string())
+        || field(&body, "CONTENT_TYPE").as_deref() != Some("application/x-www-form-urlencoded")
+    {
+        a.fail(&format!("POST form: {} {body}", r.status));
+    }
+    // Chunked bodies: small (in memory) and 3 MB (spooled to a file); PHP
+    // gets a CONTENT_LENGTH and the whole body.
+    for size in [10usize, 3 << 20] {
+        let payload: Vec<u8> = (0..size).map(|i| (i % 253) as u8).collect();
+        let mut s = TcpStream::connect(("127.0.0.1", a.port)).unwrap();
+        s.write_all(
+            b"POST /env.php HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
+        )
+        .unwrap();
+        for piece in payload.chunks(100_000) {
+            write!(s, "{:x}\r\n", piece.len()).unwrap();
+            s.write_all(piece).unwrap();
+            s.write_all(b"\r\n").unwrap();
+        }
+        s.write_all(b"0\r\n\r\n").unwrap();
+        let mut out = Vec::new();
+        s.read_to_end(&mut out).unwrap();
+        let text = String::from_utf8_lossy(&out);
+        if field(&text, "body_len").as_deref() != Some(&size.to_string())
+            || field(&text, "CONTENT_LENGTH").as_deref() != Some(&size.to_string())
+            || field(&text, "body_sha256").as_deref() != Some(&sha256(&payload))
+        {
+            a.fail(&format!("chunked body of {size} bytes: {text}"));
+        }
+    }
+    // HEAD: headers only.
+    let r = a.request("HEAD /env.php HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    if r.status != 200 || !r.body.is_empty() || !r.head.contains("Content-Type: application/json") {
+        a.fail(&format!("HEAD: {} {}", r.status, r.head));
+    }
+}
+
+#[test]
+fn uploads_sessions_headers_and_redirects() {
+    let a = start("php-features", "");
+    // $_FILES upload, sha256 echoed.
+    let boundary = "procdphpboundary";
+    let payload: Vec<u8> = (0..(3 << 20) as u32).map(|i| (i % 241) as u8).collect();
+    let mut body = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\nhi there\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"f\"; filename=\"a.bin\"\r\nContent-Type: application/octet-stream\r\n\r\n"
+    )
+    .into_bytes();
+    body.extend_from_slice(&payload);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    let mut s = TcpStream::connect(("127.0.0.1", a.port)).unwrap();
+    write!(s, "POST /upload.php HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary={boundary}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len()).unwrap();
+    s.write_all(&body).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let expected = format!("{} {} a.bin hi there", sha256(&payload), payload.len());
+    if !out.contains(&expected) {
+        a.fail(&format!("upload: expected {expected}, got {out}"));
+    }
+    // Sessions: the cookie round trip, stored in the group user's directory.
+    let r = a.get("/session.php");
+    let cookie = r
+        .head
+        .lines()
+        .find_map(|l| l.strip_prefix("Set-Cookie: "))
+        .and_then(|c| c.split(';').next())
+        .map(str::to_string)
+        .unwrap_or_else(|| a.fail(&format!("no session cookie: {}", r.head)));
+    if !r.text().starts_with("visits=1") {
+        a.fail(&format!("first visit: {}", r.text()));
+    }
+    for n in 2..=3 {
+        let r = a
+            .request(&format!("GET /session.php HTTP/1.1\r\nHost: x\r\nCookie: {cookie}\r\nConnection: close\r\n\r\n"));
+        if !r.text().starts_with(&format!("visits={n}")) {
+            a.fail(&format!("visit {n} with {cookie}: {}", r.text()));
+        }
+    }
+    let files = std::fs::read_dir(a.dir.join("sessions")).unwrap().count();
+    if files == 0 {
+        a.fail("no session file in the session directory");
+    }
+    // header(), http_response_code(), two cookies.
+    let r = a.get("/headers.php");
+    if r.status != 201
+        || !r.head.contains("X-Test: yes")
+        || !r.head.contains("X-Multi: one")
+        || !r.head.contains("X-Multi: two")
+        || r.head.matches("Set-Cookie:").count() != 2
+        || r.text() != "created\n"
+    {
+        a.fail(&format!("headers: {} {} {}", r.status, r.head, r.text()));
+    }
+    // Redirects: an absolute URL is a 302; a local path with status 200 is
+    // served by Apache in place (static file and another PHP script).
+    let r = a.get("/redirect.php?to=external");
+    if r.status != 302 || !r.head.contains("Location: http://example.org/elsewhere") {
+        a.fail(&format!("external redirect: {} {}", r.status, r.head));
+    }
+    let r = a.get("/redirect.php?to=local");
+    if r.status != 200 || r.text() != "Hello, World!\n" {
+        a.fail(&format!("local redirect: {} {} {:?}", r.status, r.head, r.text()));
+    }
+    let r = a.request("POST /redirect.php?to=local-php HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\nabc");
+    let body = r.text();
+    if r.status != 200
+        || field(&body, "REQUEST_METHOD").as_deref() != Some("GET")
+        || field(&body, "QUERY_STRING").as_deref() != Some("from=redirect")
+    {
+        a.fail(&format!("local redirect to PHP: {} {body}", r.status));
+    }
+}
+
+#[test]
+fn handlers_index_missing_files_backups_and_front_controllers() {
+    let a = start("php-handlers", "");
+    // DirectoryIndex index.php.
+    let r = a.get("/dir/");
+    if r.status != 200 || r.text() != "directory index /dir/index.php\n" {
+        a.fail(&format!("DirectoryIndex: {} {:?}", r.status, r.text()));
+    }
+    // A missing file: Apache's 404, no worker round trip.
+    let r = a.get("/missing.php");
+    if r.status != 404 || !a.error_log().contains("PD0301") {
+        a.fail(&format!("missing file: {}", r.status));
+    }
+    // .php.bak is not PHP: never executed (served as Apache serves any file).
+    let r = a.get("/source.php.bak");
+    if r.text().contains("EXECUTED") && !r.text().contains("echo") {
+        a.fail(&format!(".php.bak was executed: {:?}", r.text()));
+    }
+    // A front controller mounted with LanguageMount.
+    let r = a.get("/shop/products/42?sort=price");
+    if r.status != 200 || r.text() != "front controller SCRIPT_NAME=/shop PATH_INFO=/products/42 QUERY=sort=price\n" {
+        a.fail(&format!("front controller: {} {:?}", r.status, r.text()));
+    }
+}
+
+fn apache_children_peak(a: &Apache) -> u64 {
+    let master = a.master.unwrap();
+    let manager = a.manager();
+    children(master)
+        .into_iter()
+        .filter(|p| *p != manager)
+        .map(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/status"))
+                .unwrap_or_default()
+                .lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+                .unwrap_or(0)
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+#[test]
+fn output_streams_with_flat_memory_flushes_and_slow_clients() {
+    // request-timeout=3: the slow client below takes longer than that to
+    // read; time blocked on the client is not the application's.
+    let a = start("php-stream", "request-timeout=3");
+    let before = apache_children_peak(&a);
+    let r = a.get("/big.php?mb=10");
+    let pattern: Vec<u8> = (0..65536u32).map(|i| (i % 251) as u8).collect();
+    if r.status != 200
+        || r.body.len() != 10 << 20
+        || r.body[..65536] != pattern[..]
+        || r.body[(10 << 20) - 65536..] != pattern[..]
+    {
+        a.fail(&format!("10 MB: {} {} bytes", r.status, r.body.len()));
+    }
+    let after = apache_children_peak(&a);
+    eprintln!("Apache child peak RSS: {before} kB before, {after} kB after 10 MB streamed");
+    if after > before + 8 * 1024 {
+        a.fail(&format!("Apache children grew from {before} kB to {after} kB: the output is buffered"));
+    }
+    // flush() reaches the client at once.
+    let mut s = TcpStream::connect(("127.0.0.1", a.port)).unwrap();
+    let t0 = Instant::now();
+    s.write_all(b"GET /stream.php HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    let (text, first_at) = read_until_closed(&mut s, t0, "first");
+    let first = first_at.unwrap_or_else(|| a.fail("no first part"));
+    eprintln!("stream: first part after {} ms, all after {} ms", first.as_millis(), t0.elapsed().as_millis());
+    if first > Duration::from_millis(1000) || !text.contains("second") {
+        a.fail(&format!("first part at {first:?}: {text}"));
+    }
+    // A slow reader of 4 MB: 5 s in all, longer than request-timeout.
+    let mut s = TcpStream::connect(("127.0.0.1", a.port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s.write_all(b"GET /big.php?mb=4 HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+    let t0 = Instant::now();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 16384];
+    std::thread::sleep(Duration::from_secs(2));
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => a.fail(&format!("slow read: {e} after {} bytes", got.len())),
+        }
+        if t0.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    let split = got.windows(4).position(|w| w == b"\r\n\r\n").map_or(0, |p| p + 4);
+    eprintln!("slow client: {} body bytes in {:?}", got.len() - split, t0.elapsed());
+    if got.len() - split != 4 << 20 || t0.elapsed() < Duration::from_secs(4) {
+        a.fail(&format!("slow client got {} body bytes in {:?}", got.len() - split, t0.elapsed()));
+    }
+    if a.error_log().contains("PD0215") || a.error_log().contains("request-timeout") {
+        a.fail("a slow client counted against request-timeout");
+    }
+}
+
+#[test]
+fn fatal_errors_are_500_with_the_message_in_the_log() {
+    let a = start("php-fatal", "");
+    let r = a.get("/fatal.php");
+    let body = r.text();
+    if r.status != 500 || body.contains("this_function_does_not_exist_procd") {
+        a.fail(&format!("fatal: {} {body}", r.status));
+    }
+    let logged =
+        || a.error_log().lines().any(|l| l.contains("PD0306") && l.contains("this_function_does_not_exist_procd"));
+    if !wait_until(Duration::from_secs(3), logged) {
+        a.fail("the fatal error's message is not in the error log");
+    }
+    // error_log() lines: one log line per line, escaped.
+    let r = a.get("/warn.php");
+    if r.status != 200 || r.text() != "ok\n" {
+        a.fail(&format!("warn: {} {}", r.status, r.text()));
+    }
+    let log = a.error_log();
+    if !log.contains("procd-test warning line") || !log.contains("with a second line \\\\x1b[31m") {
+        a.fail("error_log() output is not in the log line by line, escaped");
+    }
+}
+
+#[test]
+fn maximum_requests_recycles_workers_without_failures() {
+    let a = start("php-recycle", "maximum-requests=5");
+    let mut pids = std::collections::BTreeSet::new();
+    for i in 0..20 {
+        let r = a.get("/pid.php");
+        if r.status != 200 {
+            a.fail(&format!("request {i}: {} {}", r.status, r.text()));
+        }
+        pids.insert(r.text().trim().to_string());
+    }
+    eprintln!("20 requests, maximum-requests=5: {} distinct php-cgi pids", pids.len());
+    if pids.len() < 4 {
+        a.fail(&format!("only {} distinct pids: {pids:?}", pids.len()));
+    }
+}
+
+#[test]
+fn failures_502_503_504() {
+    let a = start("php-failures", "processes=1 request-timeout=3 queue-timeout=1");
+    // Writable by the group user.
+    let dir = a.dir.join("sessions").display().to_string();
+    // php-cgi killed mid-request: 502, and the log says how it died.
+    let port = a.port;
+    let pidfile = format!("{dir}/slow.pid");
+    let pf = pidfile.clone();
+    let t = std::thread::spawn(move || http_get(port, &format!("/slow.php?ms=2000&pidfile={pf}")));
+    if !wait_until(Duration::from_secs(5), || std::fs::read_to_string(&pidfile).is_ok_and(|p| !p.is_empty())) {
+        a.fail("slow.php did not start");
+    }
+    let pid: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+    let _ = std::process::Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+    let r = t.join().unwrap().unwrap_or_else(|e| a.fail(&e));
+    if r.status != 502 || !wait_until(Duration::from_secs(2), || a.error_log().contains("killed by signal SIGKILL")) {
+        a.fail(&format!("killed worker: {} {}", r.status, r.text()));
+    }
+    if !wait_until(Duration::from_secs(5), || a.get("/pid.php").status == 200) {
+        a.fail("the killed worker was not replaced");
+    }
+    // The one worker busy: 503 + Retry-After within queue-timeout, and the
+    // refused request never runs.
+    let t = std::thread::spawn(move || http_get(port, "/slow.php?ms=1700"));
+    std::thread::sleep(Duration::from_millis(300));
+    let mark = format!("{dir}/never-ran");
+    let r = a.get(&format!("/slow.php?ms=0&mark={mark}"));
+    if r.status != 503 || !r.head.contains("Retry-After:") {
+        a.fail(&format!("busy group: {} {}", r.status, r.head));
+    }
+    let first = t.join().unwrap().unwrap_or_else(|e| a.fail(&e));
+    if first.status != 200 {
+        a.fail(&format!("the request holding the worker: {}", first.status));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    if std::path::Path::new(&mark).exists() {
+        a.fail("a request answered 503 was run later");
+    }
+    // request-timeout: 504, the worker killed by the manager and replaced.
+    let t0 = Instant::now();
+    let r = a.get(&format!("/slow.php?ms=30000&pidfile={pidfile}"));
+    if r.status != 504 || t0.elapsed() > Duration::from_secs(6) {
+        a.fail(&format!("timeout: {} after {:?}", r.status, t0.elapsed()));
+    }
+    let pid: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+    if !wait_until(Duration::from_secs(5), || !pid_alive(pid)) || !a.error_log().contains("PD0215") {
+        a.fail(&format!("the worker past request-timeout (pid {pid}) was not killed"));
+    }
+    if !wait_until(Duration::from_secs(5), || a.get("/pid.php").status == 200) {
+        a.fail("no worker after the timeout");
+    }
+}
+
+#[test]
+fn graceful_restarts_under_load_lose_nothing() {
+    let mut a = start("php-graceful", "");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let port = a.port;
+    let clients: Vec<_> = (0..3)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let (mut ok, mut failed) = (0u32, Vec::new());
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    match http_get(port, "/version.php") {
+                        Ok(r) if r.status == 200 && r.text().starts_with("version ") => ok += 1,
+                        Ok(r) => failed.push(format!("{} {}", r.status, r.text())),
+                        Err(e) => failed.push(e),
+                    }
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                (ok, failed)
+            })
+        })
+        .collect();
+    for v in 1..=5 {
+        // Replaced atomically: a request never reads a half-written file.
+        let tmp = a.dir.join("htdocs/version.inc.new");
+        std::fs::write(&tmp, format!("<?php const PROCD_VERSION = {v};\n")).unwrap();
+        std::fs::rename(&tmp, a.dir.join("htdocs/version.inc")).unwrap();
+        a.graceful();
+        let want = format!("version {v} ");
+        if !wait_until(Duration::from_secs(10), || a.get("/version.php").text().starts_with(&want)) {
+            a.fail(&format!("version {v} is not live after graceful restart {v}"));
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (mut ok, mut failed) = (0, Vec::new());
+    for c in clients {
+        let (o, f) = c.join().unwrap();
+        ok += o;
+        failed.extend(f);
+    }
+    eprintln!("5 graceful restarts: {ok} requests answered, {} failed", failed.len());
+    if !failed.is_empty() || ok < 50 {
+        a.fail(&format!("{ok} ok, failed: {failed:?}"));
+    }
+}
