@@ -448,6 +448,18 @@ fn failures_502_503_504() {
     if !wait_until(Duration::from_secs(5), || a.get("/pid.php").status == 200) {
         a.fail("no worker after the timeout");
     }
+    // A group that cannot start: 503 + Retry-After, and the log says why.
+    let mut down = Apache::new(
+        "php-down",
+        Mpm::Event,
+        &format!("LanguageGroup down language=php user={USER} command=/bin/false\nLanguageHandler down .php\n"),
+    );
+    std::fs::write(down.dir.join("htdocs/x.php"), "<?php echo 1;").unwrap();
+    down.start();
+    let r = down.get("/x.php");
+    if r.status != 503 || !r.head.contains("Retry-After:") || !down.error_log().contains("is not running") {
+        down.fail(&format!("group down: {} {}", r.status, r.head));
+    }
 }
 
 #[test]
@@ -493,5 +505,83 @@ fn graceful_restarts_under_load_lose_nothing() {
     eprintln!("5 graceful restarts: {ok} requests answered, {} failed", failed.len());
     if !failed.is_empty() || ok < 50 {
         a.fail(&format!("{ok} ok, failed: {failed:?}"));
+    }
+}
+
+#[test]
+fn hostile_fastcgi_workers_get_502_504_never_a_hang() {
+    let worker = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/workers/fcgi_hostile.py");
+    let conf = format!(
+        "ProcdLanguages @DIR@/hostile.toml\n\
+         LanguageGroup evil language=hostilefcgi processes=1 user={USER} request-timeout=2 app=@DIR@/fcgi_hostile.py\n\
+         LanguageMount /evil evil\n{}",
+        php_conf("")
+    );
+    ensure_user(USER);
+    let mut a = Apache::new("php-hostile", Mpm::Event, &conf);
+    std::fs::copy(worker, a.dir.join("fcgi_hostile.py")).unwrap();
+    std::fs::write(
+        a.dir.join("hostile.toml"),
+        format!(
+            "[language.hostilefcgi]\nprotocol = \"fastcgi\"\ncommand = \"/usr/bin/python3 {}/fcgi_hostile.py\"\n",
+            a.dir.display()
+        ),
+    )
+    .unwrap();
+    std::fs::create_dir_all(a.dir.join("sessions")).unwrap();
+    std::fs::copy(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/apps/php/pid.php"), a.dir.join("htdocs/pid.php"))
+        .unwrap();
+    std::fs::create_dir_all(a.dir.join("shop")).unwrap();
+    std::fs::copy(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/apps/php/shop/index.php"), a.dir.join("shop/index.php"))
+        .unwrap();
+    let _ = std::process::Command::new("chmod").args(["-R", "a+rX"]).arg(&a.dir).status();
+    a.start();
+    if !wait_until(Duration::from_secs(15), || a.get("/evil?ok").status == 200) {
+        a.fail("the hostile worker's group does not answer");
+    }
+    let cases = [
+        ("ok", 200, "fine"),
+        ("badversion", 502, "version 2"),
+        ("wrongid", 502, "request id 7"),
+        ("management", 502, "type 10"),
+        ("nohead", 502, "over 65536 bytes"),
+        ("status101", 502, "invalid Status"),
+        ("crlf", 502, "invalid response header line"),
+        ("close", 502, "before it finished its response"),
+        ("endnohead", 502, "without a response head"),
+    ];
+    for (mode, status, logged) in cases {
+        let r = a.get(&format!("/evil?{mode}"));
+        if r.status != status || (status != 200 && !a.error_log().contains(logged)) {
+            a.fail(&format!("{mode}: {} (expected {status} and a log line with {logged:?}) {}", r.status, r.text()));
+        }
+    }
+    // A Content-Length lie: the response is cut, never padded or run on.
+    let r = a.request("GET /evil?cllie HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    if r.body.len() >= 100 || !a.error_log().contains("of its Content-Length (100)") {
+        a.fail(&format!("Content-Length lie: {} bytes", r.body.len()));
+    }
+    // Silence: 504 at request-timeout; the manager kills the worker.
+    let t0 = Instant::now();
+    let r = a.get("/evil?silent");
+    if r.status != 504 || t0.elapsed() > Duration::from_secs(5) {
+        a.fail(&format!("silent worker: {} after {:?}", r.status, t0.elapsed()));
+    }
+    if !wait_until(Duration::from_secs(5), || a.error_log().contains("PD0215")) {
+        a.fail("the silent worker was not killed");
+    }
+    // A flood of stderr: at most 64 KiB of it logged per request, and a line saying so.
+    if !wait_until(Duration::from_secs(5), || a.get("/evil?ok").status == 200) {
+        a.fail("no worker after the kill");
+    }
+    let r = a.get("/evil?stderrflood");
+    let log = a.error_log();
+    let lines = log.lines().filter(|l| l.contains("PD0306") && l.contains("EEEE")).count();
+    if r.status != 200 || r.text() != "flooded" || lines > 700 || !log.contains("were not logged") {
+        a.fail(&format!("stderr flood: {} {:?}, {lines} lines logged", r.status, r.text()));
+    }
+    // Apache's children survived all of it.
+    if log.contains("exit signal") || a.get("/pid.php").status != 200 {
+        a.fail("an Apache child crashed, or PHP no longer answers");
     }
 }
