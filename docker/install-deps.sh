@@ -12,6 +12,8 @@ PACKAGES=(
     openssl
     # language runtimes the tests and the demo use
     python3 python3-venv perl
+    # PHP through FastCGI (tests/php.rs)
+    php-cgi
     # LinkRewrite tests compare against the Apache manual
     apache2-doc
 )
