@@ -119,6 +119,7 @@ fn environment_query_form_and_chunked_bodies() {
         ("GATEWAY_INTERFACE", "CGI/1.1".into()),
         ("HTTP_X_CUSTOM", "hello".into()),
         ("getenv_HTTP_PROXY", "".into()),
+        ("getenv_PROCD_TEST_ENV", "from-env".into()),
         ("user", USER.into()),
     ];
     for (k, v) in expect {

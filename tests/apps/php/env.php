@@ -11,6 +11,7 @@ foreach ($keys as $k) {
         $out[$k] = (string)$_SERVER[$k];
     }
 }
+$out['getenv_PROCD_TEST_ENV'] = (string)getenv('PROCD_TEST_ENV');
 $out['getenv_HTTP_PROXY'] = getenv('HTTP_PROXY') === false ? '' : getenv('HTTP_PROXY');
 $out['get'] = $_GET;
 $out['post'] = $_POST;
