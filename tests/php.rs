@@ -586,3 +586,105 @@ fn hostile_fastcgi_workers_get_502_504_never_a_hang() {
         a.fail("an Apache child crashed, or PHP no longer answers");
     }
 }
+
+/// A FastCGI request straight to a group's socket, as any process that can
+/// connect to it could send it: the STDOUT bytes of the answer.
+fn raw_fastcgi(socket: &std::path::Path, params: &[(&str, &str)]) -> String {
+    fn record(out: &mut Vec<u8>, ty: u8, content: &[u8]) {
+        out.extend_from_slice(&[1, ty, 0, 1]);
+        out.extend_from_slice(&(content.len() as u16).to_be_bytes());
+        out.extend_from_slice(&[0, 0]);
+        out.extend_from_slice(content);
+    }
+    let mut out = Vec::new();
+    record(&mut out, 1, &[0, 1, 0, 0, 0, 0, 0, 0]);
+    let mut pairs = Vec::new();
+    for (k, v) in params {
+        pairs.push(k.len() as u8);
+        pairs.push(v.len() as u8);
+        pairs.extend_from_slice(k.as_bytes());
+        pairs.extend_from_slice(v.as_bytes());
+    }
+    record(&mut out, 4, &pairs);
+    record(&mut out, 4, b"");
+    record(&mut out, 5, b"");
+    let mut s = std::os::unix::net::UnixStream::connect(socket).expect("connect to the group's socket");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(&out).unwrap();
+    let mut got = Vec::new();
+    let _ = s.read_to_end(&mut got);
+    let mut stdout = Vec::new();
+    let mut at = 0;
+    while at + 8 <= got.len() {
+        let len = u16::from_be_bytes([got[at + 4], got[at + 5]]) as usize;
+        let pad = got[at + 6] as usize;
+        if got[at + 1] == 6 {
+            stdout.extend_from_slice(&got[at + 8..(at + 8 + len).min(got.len())]);
+        }
+        at += 8 + len + pad;
+    }
+    String::from_utf8_lossy(&stdout).into_owned()
+}
+
+#[test]
+fn php_runs_only_what_apache_maps_to_the_group() {
+    let a = start("php-guard", "");
+    let evil = "<?php echo 'EVIL', getmypid();";
+    std::fs::create_dir_all(a.dir.join("outside")).unwrap();
+    std::fs::write(a.dir.join("outside/evil.php"), evil).unwrap();
+    std::fs::write(a.dir.join("htdocs/upload.png"), evil).unwrap();
+    std::os::unix::fs::symlink(a.dir.join("outside/evil.php"), a.dir.join("htdocs/link.php")).unwrap();
+    let _ = std::process::Command::new("chmod").args(["-R", "a+rX"]).arg(&a.dir).status();
+    let socket = a.dir.join("run/procd/php.sock");
+    let docroot = a.dir.join("htdocs").display().to_string();
+    let ask = |file: String| {
+        raw_fastcgi(
+            &socket,
+            &[
+                ("REQUEST_METHOD", "GET"),
+                ("SCRIPT_FILENAME", &file),
+                ("SCRIPT_NAME", "/x.php"),
+                ("REDIRECT_STATUS", "200"),
+            ],
+        )
+    };
+    // The direct client works for a mapped file...
+    let ok = ask(format!("{docroot}/pid.php"));
+    if ok.lines().last().is_none_or(|l| l.parse::<u32>().is_err()) {
+        a.fail(&format!("a mapped file through the raw client: {ok:?}"));
+    }
+    // ...and is refused the rest: outside the roots, another extension, a
+    // link out of the roots, a forged PROCD_* variable does not help.
+    for file in [
+        a.dir.join("outside/evil.php").display().to_string(),
+        format!("{docroot}/upload.png"),
+        format!("{docroot}/link.php"),
+        format!("{docroot}/../outside/evil.php"),
+    ] {
+        let got = ask(file.clone());
+        // (php-cgi itself answers 404 for a name with `..`.)
+        if got.contains("EVIL") || !(got.contains("Status: 403") || got.contains("Status: 404")) {
+            a.fail(&format!("{file} was run or not refused: {got:?}"));
+        }
+    }
+    let got = raw_fastcgi(
+        &socket,
+        &[
+            ("REQUEST_METHOD", "GET"),
+            ("SCRIPT_FILENAME", &a.dir.join("outside/evil.php").display().to_string()),
+            ("PROCD_SCRIPT_ROOTS", "/"),
+            ("PROCD_APP", &a.dir.join("outside/evil.php").display().to_string()),
+            ("REDIRECT_STATUS", "200"),
+        ],
+    );
+    if got.contains("EVIL") {
+        a.fail(&format!("forged variables let evil.php run: {got:?}"));
+    }
+    if !a.error_log().contains("refused to run") {
+        a.fail("the refusals are not logged");
+    }
+    // Through Apache, the mapped files still run, and the front controller.
+    if a.get("/env.php").status != 200 || a.get("/shop/x").status != 200 {
+        a.fail("mapped files or the front controller no longer run");
+    }
+}

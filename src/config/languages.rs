@@ -69,6 +69,10 @@ pub struct Language {
     /// therefore override them (php: `-d display_errors=0 ...`; a later
     /// `-d` wins). Built-in languages only.
     pub defaults: &'static [&'static str],
+    /// A PHP file shipped inside the module that php-cgi runs before every
+    /// script (`auto_prepend_file`): the guard that runs only what Apache
+    /// maps to the group (built-in php only).
+    pub guard: Option<Loader>,
 }
 
 /// php-cgi's settings unless the group's `command=` says otherwise
@@ -96,6 +100,7 @@ fn builtin(name: &str, protocol: Protocol, command: Option<&str>, exts: &[&str],
         origin: "built in".into(),
         loader: None,
         defaults: &[],
+        guard: None,
     }
 }
 
@@ -103,9 +108,13 @@ fn builtin(name: &str, protocol: Protocol, command: Option<&str>, exts: &[&str],
 /// src/loaders/, one line here, and a test file.
 const PYTHON_LOADER: Loader = Loader { file: "procd_wsgi.py", source: include_str!("../loaders/procd_wsgi.py") };
 
-/// The loaders every built-in language ships, once each.
+/// php-cgi's guard: see src/loaders/procd_php_guard.php.
+const PHP_GUARD: Loader =
+    Loader { file: "procd_php_guard.php", source: include_str!("../loaders/procd_php_guard.php") };
+
+/// The loaders (and guards) every built-in language ships, once each.
 pub fn shipped_loaders() -> Vec<Loader> {
-    builtin_languages().into_iter().filter_map(|l| l.loader).collect()
+    builtin_languages().into_iter().flat_map(|l| [l.loader, l.guard]).flatten().collect()
 }
 
 /// The languages mod_procd knows without any `ProcdLanguages` file.
@@ -118,7 +127,11 @@ pub fn builtin_languages() -> Vec<Language> {
         },
         builtin("ruby", Procd, Some("ruby"), &[".ru"], Some("ruby")),
         builtin("perl", Procd, Some("perl"), &[".psgi"], Some("perl")),
-        Language { defaults: PHP_DEFAULTS, ..builtin("php", Fastcgi, Some("php-cgi"), &[".php"], Some("php-cgi")) },
+        Language {
+            defaults: PHP_DEFAULTS,
+            guard: Some(PHP_GUARD),
+            ..builtin("php", Fastcgi, Some("php-cgi"), &[".php"], Some("php-cgi"))
+        },
         builtin("cgi", Cgi, None, &[".cgi", ".pl", ".sh"], None),
         builtin("http", Http, None, &[], None),
     ]
@@ -243,6 +256,7 @@ impl LanguageOverrides {
                         origin: file.path.clone(),
                         loader: None,
                         defaults: &[],
+                        guard: None,
                     },
                 };
                 let mut lang = lang;
