@@ -20,9 +20,10 @@ for (name, conns), v in sorted(rows.items(), key=lambda kv: (kv[0][1], kv[0][0])
     print("%-30s %5d %10.0f %9.2f" % (name, conns, statistics.median(v["rps"]), statistics.median(v["p99"])))
 print()
 for conns in sorted({c for _, c in rows}):
-    procd = rows.get(("mod_procd + Python WSGI", conns))
-    wsgi = rows.get(("mod_wsgi daemon", conns))
-    if procd and wsgi and procd["rps"] and wsgi["rps"]:
-        print("c=%d: mod_procd / mod_wsgi daemon: throughput %.2fx, p99 %.2fx" % (
-            conns, statistics.median(procd["rps"]) / statistics.median(wsgi["rps"]),
-            statistics.median(procd["p99"]) / statistics.median(wsgi["p99"])))
+    for ours, theirs in [("mod_procd + Python WSGI", "mod_wsgi daemon"), ("mod_procd + php-cgi", "proxy_fcgi + php-fpm")]:
+        procd = rows.get((ours, conns))
+        other = rows.get((theirs, conns))
+        if procd and other and procd["rps"] and other["rps"]:
+            print("c=%d: %s / %s: throughput %.2fx, p99 %.2fx" % (
+                conns, ours, theirs, statistics.median(procd["rps"]) / statistics.median(other["rps"]),
+                statistics.median(procd["p99"]) / statistics.median(other["p99"])))
