@@ -67,6 +67,9 @@ pub const EXIT_PANIC: i32 = 70;
 /// How often the manager checks its timers (start-up, drain, back-off,
 /// restart files).
 const TICK: Duration = Duration::from_millis(100);
+/// How long after a generation starts draining its workers that cannot
+/// read EOF on fd 4 may get SIGTERM (once their backlog is empty).
+const QUIET_GRACE: Duration = Duration::from_millis(100);
 /// How long exit records are kept.
 const EXIT_RECORD_AGE: Duration = Duration::from_secs(120);
 
@@ -479,7 +482,10 @@ impl Manager {
         else {
             return;
         };
-        if gen_.quiet_termed || gen_.plan.ready_message || procs::has_pending(&gen_.listener) {
+        // A connect that found the old socket just before the rename may
+        // still be on its way into the backlog: give it QUIET_GRACE.
+        let settled = matches!(gen_.phase, Phase::Draining { since, .. } if since.elapsed() >= QUIET_GRACE);
+        if gen_.quiet_termed || gen_.plan.ready_message || !settled || procs::has_pending(&gen_.listener) {
             return;
         }
         gen_.quiet_termed = true;
