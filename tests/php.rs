@@ -26,8 +26,13 @@ fn php_conf(group_opts: &str) -> String {
 }
 
 fn start_with(name: &str, conf: &str) -> Apache {
+    start_with_prepared(name, conf, |_| {})
+}
+
+fn start_with_prepared(name: &str, conf: &str, prepare: impl FnOnce(&std::path::Path)) -> Apache {
     ensure_user(USER);
     let mut a = Apache::new(name, Mpm::Event, conf);
+    prepare(&a.dir);
     let apps = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/apps/php");
     let copied = std::process::Command::new("cp").arg("-r").arg(format!("{apps}/.")).arg(a.dir.join("htdocs")).status();
     assert!(copied.is_ok_and(|s| s.success()), "copy the PHP apps");
@@ -43,6 +48,18 @@ fn start_with(name: &str, conf: &str) -> Apache {
         a.fail("the php group does not answer 15 s after start");
     }
     a
+}
+
+/// `start_with`, with extra files (path under the test dir, content)
+/// written before Apache starts.
+fn start_with_files(name: &str, conf: &str, files: &[(&str, &str)]) -> Apache {
+    start_with_prepared(name, conf, |dir| {
+        for (path, content) in files {
+            let p = dir.join(path);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, content).unwrap();
+        }
+    })
 }
 
 fn start(name: &str, group_opts: &str) -> Apache {
@@ -256,7 +273,23 @@ fn uploads_sessions_headers_and_redirects() {
 
 #[test]
 fn handlers_index_missing_files_backups_and_front_controllers() {
-    let a = start("php-handlers", "");
+    // An Alias outside the DocumentRoot: its LanguageHandler in its
+    // <Directory> (which is what the guard then allows).
+    let conf = format!(
+        "{}LoadModule alias_module {MODULES}/mod_alias.so\n\
+         Alias /aliased @DIR@/aliased\n\
+         <Directory @DIR@/aliased>\n  Require all granted\n  LanguageHandler php .php\n</Directory>\n",
+        php_conf("")
+    );
+    let a = start_with_files(
+        "php-handlers",
+        &conf,
+        &[("aliased/a.php", "<?php echo 'aliased ', $_SERVER['SCRIPT_NAME'];")],
+    );
+    let r = a.get("/aliased/a.php");
+    if r.status != 200 || r.text() != "aliased /aliased/a.php" {
+        a.fail(&format!("aliased directory: {} {:?}", r.status, r.text()));
+    }
     // DirectoryIndex index.php.
     let r = a.get("/dir/");
     if r.status != 200 || r.text() != "directory index /dir/index.php\n" {
