@@ -417,14 +417,17 @@ fn fatal_errors_are_500_with_the_message_in_the_log() {
 fn maximum_requests_recycles_workers_without_failures() {
     let a = start("php-recycle", "maximum-requests=5");
     let mut pids = std::collections::BTreeSet::new();
+    let mut slowest = Duration::ZERO;
     for i in 0..20 {
+        let t0 = Instant::now();
         let r = a.get("/pid.php");
+        slowest = slowest.max(t0.elapsed());
         if r.status != 200 {
             a.fail(&format!("request {i}: {} {}", r.status, r.text()));
         }
         pids.insert(r.text().trim().to_string());
     }
-    eprintln!("20 requests, maximum-requests=5: {} distinct php-cgi pids", pids.len());
+    eprintln!("20 requests, maximum-requests=5: {} distinct php-cgi pids, slowest request {slowest:?}", pids.len());
     if pids.len() < 4 {
         a.fail(&format!("only {} distinct pids: {pids:?}", pids.len()));
     }
@@ -719,5 +722,31 @@ fn php_runs_only_what_apache_maps_to_the_group() {
     // Through Apache, the mapped files still run, and the front controller.
     if a.get("/env.php").status != 200 || a.get("/shop/x").status != 200 {
         a.fail("mapped files or the front controller no longer run");
+    }
+}
+
+#[test]
+fn a_client_that_leaves_frees_the_worker() {
+    let a = start("php-leave", "processes=1");
+    // 1 GiB of output: the client reads a little and goes.
+    let mut s = TcpStream::connect(("127.0.0.1", a.port)).unwrap();
+    s.write_all(b"GET /big.php?mb=1024 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut got = 0;
+    while got < 1 << 20 {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => a.fail(&format!("read: {e}")),
+        }
+    }
+    drop(s);
+    // The one php-cgi stops writing and serves the next request at once.
+    let t0 = Instant::now();
+    let r = a.get("/pid.php");
+    eprintln!("after the client left: next request answered in {:?}", t0.elapsed());
+    if r.status != 200 || t0.elapsed() > Duration::from_secs(3) {
+        a.fail(&format!("the worker was not freed: {} after {:?}", r.status, t0.elapsed()));
     }
 }
