@@ -109,7 +109,7 @@ fn environment_query_form_and_chunked_bodies() {
     let a = start("php-env", "");
     // GET with a query and PATH_INFO; a Proxy: header never becomes HTTP_PROXY.
     let r = a.request(&format!(
-        "GET /env.php/extra/path?x=1&y=two HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nX-Custom: hello\r\nProxy: http://evil.example:1/\r\nConnection: close\r\n\r\n",
+        "GET /env.php/extra/path?x=1&y=two HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nX-Custom: hello\r\nProxy: http://evil.example:1/\r\nAuthorization: Basic dTpw\r\nConnection: close\r\n\r\n",
         a.port
     ));
     let body = r.text();
@@ -144,7 +144,10 @@ fn environment_query_form_and_chunked_bodies() {
             a.fail(&format!("{k} = {:?}, expected {v:?} in {body}", field(&body, k)));
         }
     }
-    if body.contains("\"HTTP_PROXY\"") || !body.contains("\"get\":{\"x\":\"1\",\"y\":\"two\"}") {
+    if body.contains("\"HTTP_PROXY\"")
+        || body.contains("HTTP_AUTHORIZATION")
+        || !body.contains("\"get\":{\"x\":\"1\",\"y\":\"two\"}")
+    {
         a.fail(&format!("HTTP_PROXY passed or $_GET wrong: {body}"));
     }
     if field(&body, "REMOTE_PORT").is_none_or(|p| p.parse::<u16>().is_err()) {
@@ -748,5 +751,41 @@ fn a_client_that_leaves_frees_the_worker() {
     eprintln!("after the client left: next request answered in {:?}", t0.elapsed());
     if r.status != 200 || t0.elapsed() > Duration::from_secs(3) {
         a.fail(&format!("the worker was not freed: {} after {:?}", r.status, t0.elapsed()));
+    }
+}
+
+#[test]
+fn php_runs_under_every_mpm_and_in_a_location() {
+    for mpm in [Mpm::Prefork, Mpm::Worker] {
+        ensure_user(USER);
+        let conf = format!(
+            "LanguageGroup p language=php processes=1 user={USER}\n\
+             <Location /php/>\n  LanguageHandler p .php\n  CGIPassAuth On\n</Location>\n"
+        );
+        let mut a = Apache::new(&format!("php-mpm-{mpm:?}"), mpm, &conf);
+        std::fs::create_dir_all(a.dir.join("htdocs/php")).unwrap();
+        std::fs::copy(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/apps/php/env.php"), a.dir.join("htdocs/php/env.php"))
+            .unwrap();
+        std::fs::write(a.dir.join("htdocs/plain.php"), "<?php echo 'RAN';").unwrap();
+        let _ = std::process::Command::new("chmod").args(["-R", "a+rX"]).arg(&a.dir).status();
+        a.start();
+        if !wait_until(Duration::from_secs(15), || a.get("/php/env.php").status == 200) {
+            a.fail(&format!("{mpm:?}: PHP does not answer"));
+        }
+        let r = a.request(
+            "GET /php/env.php?q=1 HTTP/1.1\r\nHost: x\r\nAuthorization: Basic dTpw\r\nConnection: close\r\n\r\n",
+        );
+        if field(&r.text(), "QUERY_STRING").as_deref() != Some("q=1")
+            || field(&r.text(), "HTTP_AUTHORIZATION").as_deref() != Some("Basic dTpw")
+            || !r.text().contains("\"user\":\"procd-test-a\"")
+        {
+            a.fail(&format!("{mpm:?}: {} {}", r.status, r.text()));
+        }
+        // Outside the <Location>, .php is not mapped: Apache serves the file.
+        let r = a.get("/plain.php");
+        if r.text().contains("RAN") && !r.text().contains("echo") {
+            a.fail(&format!("{mpm:?}: a .php outside the handler's <Location> was run"));
+        }
+        a.stop();
     }
 }
