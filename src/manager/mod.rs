@@ -622,7 +622,10 @@ impl Manager {
         let uptime = w.started.elapsed();
         // Exit status 0 while serving: a worker recycled itself (php-cgi
         // after PHP_FCGI_MAX_REQUESTS, a loader after PROCD_MAX_REQUESTS).
-        let clean = matches!(status, WaitStatus::Exited(_, 0)) && {
+        // A worker that can say READY and had not is not recycling: it
+        // failed to start (a quiet php-cgi may serve its N requests within
+        // its first second, before it counts as ready).
+        let clean = matches!(status, WaitStatus::Exited(_, 0)) && (w.ready || !gen_.plan.ready_message) && {
             let now = Instant::now();
             let (since, count) = &mut group.clean_exits;
             if since.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1)) {
