@@ -810,3 +810,52 @@ fn php_runs_under_every_mpm_and_in_a_location() {
         a.stop();
     }
 }
+
+#[test]
+fn php_cgi_workers_follow_the_launch_contract() {
+    let a = start("php-contract", "");
+    let manager = a.manager();
+    let workers: Vec<i32> = descendants(manager).into_iter().filter(|p| comm(*p) == "php-cgi").collect();
+    if workers.len() != 3 {
+        a.fail(&format!("expected 3 php-cgi processes (2 + the shop front controller's 1), found {workers:?}"));
+    }
+    let (uid, _) = uid_gid(workers[0]);
+    let expected_uid: u32 =
+        String::from_utf8_lossy(&std::process::Command::new("id").args(["-u", USER]).output().unwrap().stdout)
+            .trim()
+            .parse()
+            .unwrap();
+    for pid in workers {
+        let (u, g) = uid_gid(pid);
+        if u != expected_uid || u == 0 || g == 0 {
+            a.fail(&format!("php-cgi {pid} runs as {u}:{g}, expected {USER}"));
+        }
+        let fds = fd_list(pid);
+        let at = |n: i32| fds.iter().find(|(f, _)| *f == n).map(|(_, t)| t.as_str()).unwrap_or("");
+        // fd 0 the listening socket, 1 and 2 the manager's pipe, 3 /dev/null,
+        // 4 the status channel; nothing of Apache's (php-cgi opens its own
+        // files from 5 on: its semaphore file).
+        if !at(0).starts_with("socket:")
+            || !at(1).starts_with("pipe:")
+            || at(1) != at(2)
+            || at(3) != "/dev/null"
+            || !at(4).starts_with("socket:")
+            || fds
+                .iter()
+                .any(|(n, t)| *n > 4 && (t.starts_with("socket:") || t.starts_with("pipe:") || t.contains("error.log")))
+        {
+            a.fail(&format!("php-cgi {pid} descriptors: {fds:?}"));
+        }
+        let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+        let env = String::from_utf8_lossy(&env);
+        let vars: Vec<&str> = env.split('\0').collect();
+        for want in ["PHP_FCGI_CHILDREN=0", "PROCD_PROTOCOL=fastcgi"] {
+            if !vars.contains(&want) {
+                a.fail(&format!("php-cgi {pid}: {want} missing from {vars:?}"));
+            }
+        }
+        if vars.iter().any(|v| v.starts_with("LISTEN_")) {
+            a.fail(&format!("php-cgi {pid} has systemd LISTEN_* variables: {vars:?}"));
+        }
+    }
+}
