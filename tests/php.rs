@@ -819,7 +819,6 @@ fn php_cgi_workers_follow_the_launch_contract() {
     if workers.len() != 3 {
         a.fail(&format!("expected 3 php-cgi processes (2 + the shop front controller's 1), found {workers:?}"));
     }
-    let (uid, _) = uid_gid(workers[0]);
     let expected_uid: u32 =
         String::from_utf8_lossy(&std::process::Command::new("id").args(["-u", USER]).output().unwrap().stdout)
             .trim()
