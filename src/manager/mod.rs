@@ -97,6 +97,8 @@ struct Generation {
     /// Draining workers that cannot read EOF on fd 4 (php-cgi) have been
     /// sent SIGTERM (once their listener's backlog was empty).
     quiet_termed: bool,
+    /// Workers started so far (the next one's slot).
+    spawned: u32,
 }
 
 struct Worker {
@@ -296,6 +298,7 @@ impl Manager {
             workers: Vec::new(),
             cgroup: self.cgroups.create(name, gen_id),
             quiet_termed: false,
+            spawned: 0,
         };
         if let Some(g) = self.groups.get_mut(name) {
             g.generations.push(generation);
@@ -313,7 +316,10 @@ impl Manager {
             return false;
         };
         let plan = &gen_.plan;
-        match start_worker(plan, gen_id, &gen_.listener, gen_.cgroup.as_deref()) {
+        // Each new worker takes the next slot: replacements keep the
+        // generation's recycling counts staggered.
+        let slot = gen_.spawned;
+        match start_worker(plan, gen_id, slot, &gen_.listener, gen_.cgroup.as_deref()) {
             Ok((pid, status, output)) => {
                 let text = format!(
                     "generation {gen_id}: started worker pid {pid} as user {} ({})",
@@ -340,6 +346,7 @@ impl Manager {
                     self.groups.get_mut(name).and_then(|g| g.generations.iter_mut().find(|x| x.id == gen_id))
                 {
                     g.workers.push(pid);
+                    g.spawned = g.spawned.wrapping_add(1);
                 }
                 true
             }

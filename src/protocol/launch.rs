@@ -42,6 +42,24 @@ pub struct Worker<'a> {
     pub request_timeout_ms: u64,
     /// Exit after this many requests (0: never).
     pub maximum_requests: u64,
+    /// This worker's place among its generation's `processes` (`slot` of
+    /// `slots`): FastCGI workers recycle after staggered counts.
+    pub slot: u32,
+    pub slots: u32,
+}
+
+/// The request count after which a FastCGI worker in `slot` of `slots`
+/// exits, for `maximum-requests` = `max`: between `max / 2` and `max`,
+/// spread over the slots, so that a group's php-cgi processes, which
+/// share the load, are not all replaced at the same moment (while one
+/// starts, the others accept). 0 stays 0 (never).
+pub fn staggered_max_requests(max: u64, slot: u32, slots: u32) -> u64 {
+    let slots = u64::from(slots.max(1));
+    let slot = u64::from(slot) % slots;
+    if max == 0 {
+        return 0;
+    }
+    (max - (max / 2) * slot / slots).max(1)
 }
 
 /// The contract's variables, appended to (and overriding) the group's own
@@ -66,7 +84,7 @@ pub fn environment(base: &[(String, String)], w: &Worker<'_>) -> Vec<(String, St
     // `maximum-requests` (0: never; php-cgi's own default would be 500).
     let fastcgi = w.protocol == "fastcgi";
     let ours: Vec<(&str, String)> = if fastcgi {
-        let max = w.maximum_requests.min(i32::MAX as u64).to_string();
+        let max = staggered_max_requests(w.maximum_requests, w.slot, w.slots).min(i32::MAX as u64).to_string();
         ours.into_iter()
             .filter(|(k, _)| !k.starts_with("LISTEN_"))
             .chain([("PHP_FCGI_CHILDREN", "0".to_string()), ("PHP_FCGI_MAX_REQUESTS", max)])
@@ -109,6 +127,8 @@ mod tests {
             script_extensions: &[],
             request_timeout_ms: 60000,
             maximum_requests: 0,
+            slot: 0,
+            slots: 1,
         };
         let env = environment(&base, &w);
         let get = |k: &str| env.iter().filter(|(n, _)| n == k).map(|(_, v)| v.as_str()).collect::<Vec<_>>();
@@ -134,6 +154,8 @@ mod tests {
             script_extensions: &[],
             request_timeout_ms: 1000,
             maximum_requests: u64::MAX,
+            slot: 0,
+            slots: 1,
         };
         let env = environment(&base, &w);
         let get = |k: &str| env.iter().filter(|(n, _)| n == k).map(|(_, v)| v.as_str()).collect::<Vec<_>>();
@@ -142,5 +164,11 @@ mod tests {
         assert!(get("LISTEN_FDS").is_empty() && get("LISTEN_FDNAMES").is_empty());
         assert_eq!(get("PROCD_PROTOCOL"), ["fastcgi"]);
         assert_eq!((listen_fd("fastcgi"), listen_fd("procd")), (0, 3));
+        let counts: Vec<u64> = (0..4).map(|slot| staggered_max_requests(1000, slot, 4)).collect();
+        assert_eq!(counts, [1000, 875, 750, 625]);
+        assert_eq!(staggered_max_requests(5, 1, 2), 4);
+        assert_eq!(staggered_max_requests(1, 1, 2), 1);
+        assert_eq!(staggered_max_requests(0, 3, 4), 0);
+        assert_eq!(staggered_max_requests(7, 9, 0), 7);
     }
 }
