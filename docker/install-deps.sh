@@ -17,6 +17,8 @@ PACKAGES=(
     # Perl (PSGI loader needs core Perl only; tests run Plack's Lint,
     # Mojolicious and Dancer2 apps)
     libplack-perl libmojolicious-perl libdancer2-perl
+    # PHP through FastCGI (tests/php.rs)
+    php-cgi
     # LinkRewrite tests compare against the Apache manual
     apache2-doc
     # tests/package.rs builds the .deb (dpkg-shlibdeps) and runs lintian on it

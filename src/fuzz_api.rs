@@ -28,6 +28,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("language_file", language_file),
     ("rewrite_scanner", rewrite_scanner),
     ("rewrite_headers", rewrite_headers),
+    ("fastcgi_response", fastcgi_response),
 ];
 
 /// The worker protocol decoder, on a stream of frames as the reader loop
@@ -80,6 +81,62 @@ pub fn protocol_decode(data: &[u8]) {
             _ => {}
         }
         rest = &rest[used..];
+    }
+}
+
+/// What a FastCGI worker sends Apache: a stream of records, decoded as the
+/// backend does, its FCGI_STDOUT bytes parsed as a CGI head. A record uses
+/// its header and at most the input, carries at most 65,535 bytes; every
+/// shorter cut of it asks for more; an accepted head has token names,
+/// values without CR/LF/NUL, a status in 200..=599, a local redirect
+/// only to a path. The input read as PARAMS name-value pairs: what decodes
+/// re-encodes and decodes to the same pairs.
+pub fn fastcgi_response(data: &[u8]) {
+    use crate::protocol::cgi::{CgiHead, parse_head};
+    use crate::protocol::fastcgi::{self, Record};
+    let mut rest = data;
+    let mut stdout = Vec::new();
+    while let Ok(Some((record, used))) = fastcgi::decode(rest) {
+        assert!((fastcgi::HEADER_LEN..=rest.len()).contains(&used), "used {used} of {}", rest.len());
+        for cut in [0, 7, 8, used - 1] {
+            if cut < used {
+                assert_eq!(fastcgi::decode(&rest[..cut]), Ok(None), "a cut at {cut} of {used}");
+            }
+        }
+        match record {
+            Record::Stdout(b) | Record::Stderr(b) => {
+                assert!(b.len() <= fastcgi::MAX_CONTENT);
+                if matches!(record, Record::Stdout(_)) {
+                    stdout.extend_from_slice(b);
+                }
+            }
+            Record::EndRequest { .. } => assert_eq!(used - usize::from(rest[6]), 16),
+        }
+        rest = &rest[used..];
+    }
+    for input in [&stdout[..], data] {
+        match parse_head(input) {
+            Ok(Some((CgiHead::Response { status, headers }, used))) => {
+                assert!(used <= input.len() && (200..=599).contains(&status));
+                assert!(headers.len() <= protocol::MAX_HEADERS);
+                for (name, value) in headers {
+                    assert!(!name.is_empty() && name.bytes().all(|b| b.is_ascii_graphic() && b != b':'), "{name:?}");
+                    assert!(!value.contains(['\r', '\n', '\0']), "{value:?}");
+                }
+            }
+            Ok(Some((CgiHead::LocalRedirect { location }, _))) => {
+                assert!(location.starts_with('/') && !location.contains(['\r', '\n', '\0']));
+            }
+            Ok(None) => assert!(input.len() <= protocol::MAX_HEADERS_SIZE),
+            Err(e) => assert!(!e.to_string().is_empty()),
+        }
+    }
+    if let Ok(pairs) = fastcgi::decode_pairs(data, 1000) {
+        let mut again = Vec::new();
+        for (n, v) in &pairs {
+            assert!(fastcgi::encode_pair(&mut again, n, v));
+        }
+        assert_eq!(fastcgi::decode_pairs(&again, 1000).as_ref(), Ok(&pairs));
     }
 }
 

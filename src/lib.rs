@@ -15,8 +15,9 @@
 //!   the Apache layer.
 //! - `config`: directive parsing, merging, validation and the plan (safe).
 //! - `rewrite`: LinkRewrite's streaming scanner (safe, knows no Apache).
-//! - `protocol`: the codecs and contracts: worker frames, the control
-//!   channel, the launch contract (safe, knows nothing of the others).
+//! - `protocol`: the codecs and contracts: worker frames, FastCGI records,
+//!   the CGI response head, the control channel, the launch contract
+//!   (safe, knows nothing of the others).
 
 #![cfg_attr(any(test, feature = "fuzzing"), allow(dead_code))]
 

@@ -88,11 +88,13 @@ catalogue! {
     CGROUPS = "PD0214", Notice, "no cgroup v2 containment on this system";
     SCALE = "PD0215", Notice, "a group scales up (requests wait, or a cold start) or down (a worker idle above MIN)";
     RECYCLE = "PD0216", Notice, "a worker is recycled (maximum-requests, memory-limit, lifetime): its replacement starts, then it retires";
+    REQUEST_KILLED = "PD0217", Error, "a FastCGI worker held one request past request-timeout: the manager killed it";
     SCRIPT_MISSING = "PD0301", Error, "script not found or unable to stat";
     EXECCGI_OFF = "PD0302", Error, "Options ExecCGI is off where the script is";
     GROUP_NOT_HERE = "PD0303", Error, "the group is not declared for this virtual host, or its language is unknown";
     REQUEST_FAILED = "PD0304", Error, "a request to a group failed before its answer started: the status and why";
     RESPONSE_CUT = "PD0305", Error, "a request failed after its headers were sent: the response was cut";
+    WORKER_STDERR = "PD0306", Error, "a line a FastCGI worker sent on FCGI_STDERR (PHP's errors and warnings), escaped";
     UNDECODABLE = "PD0401", Warn, "LinkRewrite: a content encoding it cannot decode passes through untouched";
     CHARSET = "PD0402", Warn, "LinkRewrite: a charset that is not ASCII-compatible passes through untouched";
     CORRUPT_BODY = "PD0403", Error, "LinkRewrite: a corrupt gzip/deflate body: 502 or a cut response";

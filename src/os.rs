@@ -5,7 +5,7 @@
 //! this layer directly. Everything else (the manager's event loop,
 //! supervision) is safe Rust on top of these and of nix.
 
-use crate::protocol::launch::{LISTEN_FD, STATUS_FD};
+use crate::protocol::launch::{FASTCGI_LISTEN_FD, LISTEN_FD, STATUS_FD};
 use nix::sys::signal::{SigSet, SigmaskHow, Signal, sigprocmask};
 use nix::unistd::{ForkResult, Gid, Pid, Uid, fork};
 use std::ffi::CString;
@@ -126,8 +126,10 @@ pub struct Launch<'a> {
     pub gid: u32,
     pub groups: &'a [u32],
     pub home: &'a CString,
-    /// Becomes fd 3 (LISTEN_FDS=1).
+    /// Becomes fd 3 (LISTEN_FDS=1), or fd 0 for FastCGI workers.
     pub listen: BorrowedFd<'a>,
+    /// `LISTEN_FD` (3), or `FASTCGI_LISTEN_FD` (0: then fd 3 is /dev/null).
+    pub listen_at: RawFd,
     /// Becomes fd 4: the status channel (READY from the worker; EOF from the
     /// manager means "finish what you hold and exit").
     pub status: BorrowedFd<'a>,
@@ -176,11 +178,13 @@ pub fn spawn_worker(l: &Launch<'_>) -> nix::Result<Pid> {
                 Err(e) => child_fail("open /dev/null", nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::EIO))),
             };
             let null = high(null.as_raw_fd(), "/dev/null");
+            let fastcgi = l.listen_at == FASTCGI_LISTEN_FD;
+            let (fd0, fd3) = if fastcgi { (listen, null) } else { (null, listen) };
             for (source, target, what) in [
-                (null, 0, "stdin"),
+                (fd0, 0, if fastcgi { "fd 0 (listening socket)" } else { "stdin" }),
                 (output, 1, "stdout"),
                 (output, 2, "stderr"),
-                (listen, LISTEN_FD, "fd 3 (listening socket)"),
+                (fd3, LISTEN_FD, if fastcgi { "fd 3 (/dev/null)" } else { "fd 3 (listening socket)" }),
                 (status, STATUS_FD, "fd 4 (status channel)"),
             ] {
                 // SAFETY: placing our own descriptors at fixed numbers; dup2
@@ -231,8 +235,10 @@ pub fn spawn_worker(l: &Launch<'_>) -> nix::Result<Pid> {
                 child_fail(&format!("chdir {}", l.home.to_string_lossy()), e);
             }
             let mut env: Vec<CString> = l.env.to_vec();
-            if let Ok(pid) = CString::new(format!("LISTEN_PID={}", nix::unistd::getpid())) {
-                env.push(pid);
+            if !fastcgi {
+                if let Ok(pid) = CString::new(format!("LISTEN_PID={}", nix::unistd::getpid())) {
+                    env.push(pid);
+                }
             }
             let Some(program) = l.argv.first() else { child_fail("argv", nix::Error::EINVAL) };
             let err = nix::unistd::execve(program, l.argv, &env).err().unwrap_or(nix::Error::EINVAL);

@@ -70,6 +70,15 @@ pub struct Language {
     /// A library the loader needs beside the interpreter, checked by
     /// `apachectl configtest` when the group runs the language's own command.
     pub library: Option<Library>,
+    /// Arguments placed right after the program (the language's, or the
+    /// one `command=` names), before `command=`'s own arguments, which can
+    /// therefore override them (php: `-d display_errors=0 ...`; a later
+    /// `-d` wins). Built-in languages only.
+    pub defaults: &'static [&'static str],
+    /// A PHP file shipped inside the module that php-cgi runs before every
+    /// script (`auto_prepend_file`): the guard that runs only what Apache
+    /// maps to the group (built-in php only).
+    pub guard: Option<Loader>,
 }
 
 /// A library a loader needs: `probe` are arguments for the interpreter
@@ -80,6 +89,12 @@ pub struct Library {
     pub probe: &'static [&'static str],
     pub package: &'static str,
 }
+
+/// php-cgi's settings unless the group's `command=` says otherwise
+/// (`-d display_errors=1`): errors go to the log (FCGI_STDERR, hence
+/// Apache's error log), never into the page.
+pub const PHP_DEFAULTS: &[&str] =
+    &["-d", "display_errors=0", "-d", "display_startup_errors=0", "-d", "log_errors=1", "-d", "html_errors=0"];
 
 /// A loader: a small program in the language's own tongue, shipped inside
 /// the .so, written by the manager to `RUNTIME/loaders/FILE` and run by the
@@ -101,6 +116,8 @@ fn builtin(name: &str, protocol: Protocol, command: Option<&str>, exts: &[&str],
         loader: None,
         one_request_at_a_time: None,
         library: None,
+        defaults: &[],
+        guard: None,
     }
 }
 
@@ -113,9 +130,13 @@ const PERL_LOADER: Loader = Loader { file: "procd_psgi.pl", source: include_str!
 /// process, which runs a script per request as the group's user.
 const CGI_LAUNCHER: Loader = Loader { file: "procd_cgi.pl", source: include_str!("../loaders/procd_cgi.pl") };
 
-/// The loaders every built-in language ships, once each.
+/// php-cgi's guard: see src/loaders/procd_php_guard.php.
+const PHP_GUARD: Loader =
+    Loader { file: "procd_php_guard.php", source: include_str!("../loaders/procd_php_guard.php") };
+
+/// The loaders (and guards) every built-in language ships, once each.
 pub fn shipped_loaders() -> Vec<Loader> {
-    builtin_languages().into_iter().filter_map(|l| l.loader).collect()
+    builtin_languages().into_iter().flat_map(|l| [l.loader, l.guard]).flatten().collect()
 }
 
 /// The languages mod_procd knows without any `ProcdLanguages` file.
@@ -138,7 +159,11 @@ pub fn builtin_languages() -> Vec<Language> {
             ),
             ..builtin("perl", Procd, Some("perl"), &[".psgi"], Some("perl"))
         },
-        builtin("php", Fastcgi, Some("php-cgi"), &[".php"], Some("php-cgi")),
+        Language {
+            defaults: PHP_DEFAULTS,
+            guard: Some(PHP_GUARD),
+            ..builtin("php", Fastcgi, Some("php-cgi"), &[".php"], Some("php-cgi"))
+        },
         Language {
             loader: Some(CGI_LAUNCHER),
             ..builtin("cgi", Cgi, Some("perl"), &[".cgi", ".pl", ".sh"], Some("perl"))
@@ -267,6 +292,8 @@ impl LanguageOverrides {
                         loader: None,
                         one_request_at_a_time: None,
                         library: None,
+                        defaults: &[],
+                        guard: None,
                     },
                 };
                 let mut lang = lang;

@@ -186,10 +186,30 @@ pub fn build_plan(views: &[ServerView<'_>], apache: &Identity, runtime_dir: &str
             let mut argv: Vec<String> = match words.and_then(|w| w.split_first()) {
                 Some((program, args)) => {
                     let resolved = find_program(program).map_or(program.clone(), |p| p.display().to_string());
-                    std::iter::once(resolved).chain(args.iter().cloned()).collect()
+                    std::iter::once(resolved)
+                        .chain(lang.defaults.iter().map(|a| a.to_string()))
+                        .chain(args.iter().cloned())
+                        .collect()
                 }
                 _ => Vec::new(),
             };
+            let script_roots: Vec<String> = roots.get(&g.name).map(|r| r.iter().cloned().collect()).unwrap_or_default();
+            // php-cgi runs its guard before every script, with what Apache
+            // maps to this group (after our defaults, before command='s
+            // arguments, which may override them).
+            if let (false, Some(guard)) = (argv.is_empty(), lang.guard) {
+                let app = g.app.as_ref().map(|a| a.display().to_string()).unwrap_or_default();
+                let exts = extensions(views, &g.name).join(" ");
+                let hex = |s: &str| s.bytes().map(|b| format!("{b:02x}")).collect::<String>();
+                let at = 1 + lang.defaults.len().min(argv.len() - 1);
+                let settings = [
+                    "-d".to_string(),
+                    format!("auto_prepend_file={runtime_dir}/loaders/{}", guard.file),
+                    "-d".to_string(),
+                    format!("procd.guard={}.{}.{}", hex(&app), hex(&exts), hex(&script_roots.join("\n"))),
+                ];
+                argv.splice(at..at, settings);
+            }
             // Built-in languages run their shipped loader; command= replaces
             // only the interpreter (e.g. a virtualenv's python).
             if let (false, Some(loader)) = (argv.is_empty(), loader_path(runtime_dir, lang)) {
@@ -217,7 +237,6 @@ pub fn build_plan(views: &[ServerView<'_>], apache: &Identity, runtime_dir: &str
                 env.retain(|(old, _)| old != k);
                 env.push((k.clone(), v.clone()));
             }
-            let script_roots: Vec<String> = roots.get(&g.name).map(|r| r.iter().cloned().collect()).unwrap_or_default();
             groups.push(GroupPlan {
                 name: g.name.clone(),
                 language: g.language.clone(),
@@ -412,6 +431,41 @@ mod tests {
         assert_eq!(build_plan(&shared, &apache, "/run/procd").validate(), Ok(()));
         let text = plan.to_text().unwrap();
         assert_eq!(Plan::from_text(&text).unwrap(), plan);
+    }
+
+    /// php-cgi: the program, our defaults, the guard with what Apache maps
+    /// to the group, then command='s own arguments (which can override).
+    #[test]
+    fn php_groups_get_defaults_and_the_guard_before_their_own_arguments() {
+        let ctx = DirectiveContext {
+            directory: Some("/srv/www".into()),
+            origin: Origin { file: "t.conf".into(), line: 1 },
+            in_vhost: false,
+            in_section: false,
+            server_root: "/etc/apache2".into(),
+        };
+        let mut main = ServerConfig::default();
+        main.apply("LanguageGroup", "blog language=php user=nobody \"command=/bin/sh -d display_errors=1\"", &ctx)
+            .unwrap();
+        let mut dir = crate::config::scope::DirConfig::default();
+        main.group_refs.extend(dir.apply("LanguageHandler", "blog .php", &ctx).unwrap());
+        let views = [ServerView {
+            label: "main".into(),
+            config: &main,
+            error_log: Some("/var/log/e.log".into()),
+            document_root: None,
+        }];
+        let plan = build_plan(&views, &Identity::new("nobody", 65534, 65534), "/run/procd");
+        let argv = &plan.groups[0].argv;
+        let n = crate::config::languages::PHP_DEFAULTS.len();
+        assert_eq!(argv[0], "/bin/sh");
+        assert_eq!(&argv[1..=n], crate::config::languages::PHP_DEFAULTS);
+        assert_eq!(argv[n + 2], "auto_prepend_file=/run/procd/loaders/procd_php_guard.php");
+        let hex = |s: &str| s.bytes().map(|b| format!("{b:02x}")).collect::<String>();
+        assert_eq!(argv[n + 4], format!("procd.guard=.{}.{}", hex(".php"), hex("/srv/www")));
+        assert_eq!(&argv[n + 5..], ["-d", "display_errors=1"]);
+        assert_eq!(plan.validate(), Ok(()));
+        assert!(plan.loaders.iter().any(|(f, _)| f == "procd_php_guard.php"));
     }
 
     /// What a hostile holder of the control channel might send is refused.

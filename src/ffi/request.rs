@@ -7,8 +7,9 @@ use super::apache::{
 };
 use super::module::server_config_of;
 use super::sys;
+use crate::config::languages::Protocol;
 use crate::config::scope::DirConfig;
-use crate::handler::{Client, Outcome, Target, serve};
+use crate::handler::{BodyLength, Client, Outcome, Target, serve};
 use crate::logid::{self, pd_log};
 use std::ffi::{c_char, c_int};
 use std::path::PathBuf;
@@ -256,6 +257,20 @@ impl Client for ApacheClient {
         unsafe { (*self.r).header_only != 0 }
     }
 
+    fn body_length(&self) -> BodyLength {
+        let req = Request(self.r);
+        let headers = req.r().headers_in;
+        if req.table_get(headers, c"Transfer-Encoding").is_some() {
+            return BodyLength::Chunked;
+        }
+        // Apache's HTTP input filter has checked the value already.
+        match req.table_get(headers, c"Content-Length").and_then(|v| std::str::from_utf8(&v).ok()?.trim().parse().ok())
+        {
+            Some(0) | None => BodyLength::None,
+            Some(n) => BodyLength::Known(n),
+        }
+    }
+
     fn abort(&mut self) {
         // SAFETY: mod_proxy's way to cut a response whose headers are out:
         // an error bucket then EOS down the live request's filters.
@@ -270,9 +285,15 @@ impl Client for ApacheClient {
 }
 
 /// The CGI/WSGI environment of the request, encoded for the REQUEST frame.
-fn environment(req: &Request, kind: &str, app: Option<&str>) -> Vec<u8> {
+fn environment(req: &Request, kind: &str, app: Option<&str>, speaks: Protocol) -> Vec<u8> {
     let r = req.r();
     let env_table = r.subprocess_env;
+    if speaks == Protocol::Fastcgi {
+        // SAFETY: fills r->subprocess_env with the CGI variables, among
+        // them PATH_TRANSLATED (a sub-request lookup of PATH_INFO); the
+        // ones set below override its SCRIPT_NAME and PATH_INFO.
+        unsafe { sys::ap_add_cgi_vars(req.0) };
+    }
     // SAFETY: ap_add_common_vars fills r->subprocess_env (HTTP_*, SERVER_*,
     // REMOTE_*, DOCUMENT_ROOT, SCRIPT_FILENAME, REQUEST_SCHEME, ...); the
     // raw fields below are NUL-terminated strings or NULL.
@@ -307,8 +328,16 @@ fn environment(req: &Request, kind: &str, app: Option<&str>) -> Vec<u8> {
         let https = req.table_get(env_table, c"REQUEST_SCHEME").is_some_and(|s| s == b"https");
         set(c"HTTPS", if https { b"on" } else { b"off" });
     }
-    // SAFETY: unsetting a key of the live table.
-    unsafe { sys::apr_table_unset(env_table, c"PATH".as_ptr()) };
+    if speaks == Protocol::Fastcgi && req.table_get(env_table, c"REDIRECT_STATUS").is_none() {
+        // php-cgi's cgi.force_redirect runs a script only with this set.
+        set(c"REDIRECT_STATUS", b"200");
+    }
+    // SAFETY: unsetting keys of the live table. A client's `Proxy:` header
+    // must never become HTTP_PROXY ("httpoxy").
+    unsafe {
+        sys::apr_table_unset(env_table, c"PATH".as_ptr());
+        sys::apr_table_unset(env_table, c"HTTP_PROXY".as_ptr());
+    }
     let mut env = crate::protocol::EnvBuilder::with_capacity(2048);
     req.for_each_entry(env_table, |k, v| env.add(k, v));
     env.finish()
@@ -330,6 +359,8 @@ fn handle(r: *mut sys::request_rec) -> c_int {
         let Some(group_name) = req.note(NOTE_GROUP) else {
             return sys::DECLINED;
         };
+        // SAFETY: r->server is the live server of this request.
+        let config = unsafe { server_config_of(req.r().server) };
         if kind == HANDLER_SCRIPT {
             if req.r().finfo.filetype == sys::apr_filetype_e_APR_NOFILE {
                 pd_log!(
@@ -340,8 +371,14 @@ fn handle(r: *mut sys::request_rec) -> c_int {
                 );
                 return sys::HTTP_NOT_FOUND;
             }
+            // PHP runs where its handler maps it, as with mod_php or
+            // php-fpm; scripts of the procd protocol need ExecCGI.
+            let needs_exec = config
+                .visible_groups()
+                .find(|g| g.name == group_name)
+                .is_none_or(|g| g.protocol != Some(Protocol::Fastcgi));
             // SAFETY: ap_allow_options reads the live request's options.
-            if unsafe { sys::ap_allow_options(r) } & sys::OPT_EXECCGI == 0 {
+            if needs_exec && unsafe { sys::ap_allow_options(r) } & sys::OPT_EXECCGI == 0 {
                 pd_log!(
                     logid::EXECCGI_OFF,
                     "Options ExecCGI is off in this directory: {} (add Options +ExecCGI to run it in group {group_name})",
@@ -350,8 +387,6 @@ fn handle(r: *mut sys::request_rec) -> c_int {
                 return sys::HTTP_FORBIDDEN;
             }
         }
-        // SAFETY: r->server is the live server of this request.
-        let config = unsafe { server_config_of(req.r().server) };
         let Some(group) = config.visible_groups().find(|g| g.name == group_name) else {
             pd_log!(logid::GROUP_NOT_HERE, group = group_name, "not declared for this virtual host");
             return sys::HTTP_INTERNAL_SERVER_ERROR;
@@ -374,7 +409,7 @@ fn handle(r: *mut sys::request_rec) -> c_int {
             request_timeout: group.request_timeout,
         };
         let app = group.app.as_ref().map(|p| p.display().to_string());
-        let env = environment(&req, &kind, app.as_deref());
+        let env = environment(&req, &kind, app.as_deref(), protocol);
         let mut client = ApacheClient { r, body_started: false, has_body: false };
         // What the handler logs quotes a worker's text escaped already; no
         // control character reaches the log, whatever its origin.
@@ -387,6 +422,19 @@ fn handle(r: *mut sys::request_rec) -> c_int {
                     req.set_table(req.r().err_headers_out, "Retry-After", &secs.to_string(), false);
                 }
                 c_int::from(status)
+            }
+            Outcome::LocalRedirect { location } => {
+                // As mod_cgi does: the redirect is a GET, and the body (read
+                // already, or left for Apache to discard) is not its own.
+                // SAFETY: fields of the live request; pool copies; Apache
+                // bounds redirect loops (LimitInternalRecursion).
+                unsafe {
+                    (*r).method = pool_string(req.pool(), "GET");
+                    (*r).method_number = sys::M_GET as c_int;
+                    sys::apr_table_unset(req.r().headers_in, c"Content-Length".as_ptr());
+                    sys::ap_internal_redirect_handler(pool_bytes(req.pool(), &latin1_bytes(&location)), r);
+                }
+                sys::OK
             }
             Outcome::Cut { log } => {
                 pd_log!(logid::RESPONSE_CUT, "{}; the response to the client was cut", escape(&log));

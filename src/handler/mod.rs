@@ -3,13 +3,14 @@
 //! [`Outcome`] and its failures, connecting within the queue timeout,
 //! explaining a worker's death, checking Content-Length), and one backend
 //! per protocol, chosen by [`serve`]: `procd` (the framed protocol of
-//! src/protocol/PROTOCOL.md) today; FastCGI, CGI and HTTP next.
+//! src/protocol/PROTOCOL.md) and `fastcgi` (php-cgi); CGI and HTTP next.
 //!
 //! Safe Rust: Apache is reached only through the [`Client`] trait, which the
 //! FFI layer implements over `request_rec`.
 
 #![forbid(unsafe_code)]
 
+mod fastcgi;
 mod procd;
 
 use crate::config::languages::Protocol;
@@ -38,6 +39,16 @@ pub trait Client {
     fn abort(&mut self);
     /// A HEAD request: the response has headers only (Apache drops body bytes).
     fn head_only(&self) -> bool;
+    /// What the request says about its body (before any is read).
+    fn body_length(&self) -> BodyLength;
+}
+
+/// The request body's framing, from the request headers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyLength {
+    None,
+    Known(u64),
+    Chunked,
 }
 
 /// Where and how to reach a group.
@@ -61,6 +72,9 @@ pub enum Outcome {
     Failed { status: u16, retry_after: Option<u32>, log: String },
     /// The headers were out when it failed: the response was cut; log this.
     Cut { log: String },
+    /// A CGI local redirect (`Location: /path`, status 200): Apache serves
+    /// `location` instead, as a GET.
+    LocalRedirect { location: String },
 }
 
 /// Sends one request to `target`'s group with the backend of its protocol
@@ -68,6 +82,7 @@ pub enum Outcome {
 pub fn serve(client: &mut dyn Client, target: &Target, env: Vec<u8>) -> Outcome {
     match target.protocol {
         Protocol::Procd => procd::proxy(client, target, env),
+        Protocol::Fastcgi => fastcgi::proxy(client, target, env),
         other => Outcome::Failed {
             status: 500,
             retry_after: None,
@@ -129,6 +144,9 @@ pub(super) fn recent_death(exits: &Path, group: &str, since: std::time::SystemTi
 pub(super) enum ConnectError {
     /// The listen backlog stayed full until the deadline.
     QueueFull,
+    /// The group has no working generation and waits in back-off: why
+    /// (the manager's `GROUP.down` file).
+    Down(String),
     Io(std::io::Error),
 }
 
@@ -153,6 +171,12 @@ pub(super) fn connect_within(path: &Path, deadline: Instant) -> Result<UnixStrea
             Ok(()) => break,
             Err(Errno::EINTR) => {}
             Err(e @ (Errno::EAGAIN | Errno::ENOENT | Errno::ECONNREFUSED)) => {
+                if e != Errno::EAGAIN {
+                    // Not starting but failed: no point in waiting.
+                    if let Some(why) = group_down(path) {
+                        return Err(ConnectError::Down(why));
+                    }
+                }
                 let left = deadline.saturating_duration_since(Instant::now());
                 if left.is_zero() {
                     return Err(if e == Errno::EAGAIN { ConnectError::QueueFull } else { io(e) });
@@ -166,6 +190,16 @@ pub(super) fn connect_within(path: &Path, deadline: Instant) -> Result<UnixStrea
     let stream = UnixStream::from(fd);
     stream.set_nonblocking(false).map_err(ConnectError::Io)?;
     Ok(stream)
+}
+
+/// Why the group of socket `path` is down, if the manager says so: it
+/// writes `GROUP.down` beside `GROUP.sock` while the group has no working
+/// generation and waits in back-off (at most 4 KiB read).
+pub(super) fn group_down(path: &Path) -> Option<String> {
+    use std::io::Read;
+    let mut text = String::new();
+    std::fs::File::open(path.with_extension("down")).ok()?.take(4096).read_to_string(&mut text).ok()?;
+    Some(text.trim().to_string())
 }
 
 /// Milliseconds since the epoch (the clock the worker compares with).
@@ -197,6 +231,39 @@ pub(super) fn content_length(headers: &mut Vec<(String, String)>) -> Result<Opti
         headers.push(("Content-Length".to_string(), n.to_string()));
     }
     Ok(found)
+}
+
+/// The outcome of a failed connect to a group's socket.
+pub(super) fn connect_failure(target: &Target, queue_timeout: Duration, e: ConnectError) -> Outcome {
+    let g = &target.group;
+    let unavailable = |log: String| Outcome::Failed { status: 503, retry_after: Some(5), log };
+    match e {
+        ConnectError::QueueFull => unavailable(format!(
+            "group {g}: its connection queue is full: for queue-timeout ({} s) no worker took a connection and the listen backlog of {} stayed full, so this request was not queued. Every worker is busy: add processes= or threads=, find what makes requests slow (the group's error log), or raise queue-timeout=",
+            queue_timeout.as_secs_f32(),
+            target.socket.display()
+        )),
+        ConnectError::Down(why) => unavailable(format!(
+            "group {g} is not running: {}; the group's error log says more",
+            escape_log_bounded(&why)
+        )),
+        ConnectError::Io(e) => match e.kind() {
+            std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => unavailable(format!(
+                "group {g} is not running: nothing listened on {} within queue-timeout ({} s); the group's error log says why its workers do not start",
+                target.socket.display(),
+                queue_timeout.as_secs_f32()
+            )),
+            std::io::ErrorKind::PermissionDenied => Outcome::Failed {
+                status: 500,
+                retry_after: None,
+                log: format!(
+                    "Apache's user may not connect to {}: check the permissions of the runtime dir",
+                    target.socket.display()
+                ),
+            },
+            _ => unavailable(format!("group {g}: cannot connect to {}: {e}", target.socket.display())),
+        },
+    }
 }
 
 pub(super) fn bad_gateway_plain(log: String) -> Outcome {

@@ -2,8 +2,8 @@
 //! src/protocol/PROTOCOL.md), spoken by the shipped loaders.
 
 use super::{
-    Client, ConnectError, Outcome, Target, bad_gateway_plain, connect_within, content_length, epoch_ms, recent_death,
-    worker_fate,
+    Client, Outcome, Target, bad_gateway_plain, connect_failure, connect_within, content_length, epoch_ms,
+    recent_death, worker_fate,
 };
 use crate::protocol::{EnvBuilder, Frame, ProtocolError, decode, encode, escape_log_bounded};
 use std::io::{ErrorKind, Read, Write};
@@ -81,36 +81,7 @@ pub fn proxy(client: &mut dyn Client, target: &Target, mut env: Vec<u8>) -> Outc
     env.extend_from_slice(&extra.finish());
     let mut stream = match connect_within(&target.socket, queue_deadline) {
         Ok(s) => s,
-        Err(ConnectError::QueueFull) => {
-            return unavailable(format!(
-                "group {g}: its connection queue is full: for queue-timeout ({} s) no worker took a connection and the listen backlog of {} stayed full, so this request was not queued. Every worker is busy: add processes= or threads=, find what makes requests slow (the group's error log), or raise queue-timeout=",
-                queue_timeout.as_secs_f32(),
-                target.socket.display()
-            ));
-        }
-        Err(ConnectError::Io(e)) => {
-            return match e.kind() {
-                ErrorKind::NotFound => unavailable(format!(
-                    "group {g} is not running: {} did not appear within queue-timeout ({} s); the group's error log says why its workers do not start",
-                    target.socket.display(),
-                    queue_timeout.as_secs_f32()
-                )),
-                ErrorKind::PermissionDenied => Outcome::Failed {
-                    status: 500,
-                    retry_after: None,
-                    log: format!(
-                        "Apache's user may not connect to {}: check the permissions of the runtime dir",
-                        target.socket.display()
-                    ),
-                },
-                ErrorKind::ConnectionRefused => unavailable(format!(
-                    "group {g} is not running: nothing listened on {} within queue-timeout ({} s); the group's error log says why",
-                    target.socket.display(),
-                    queue_timeout.as_secs_f32()
-                )),
-                _ => unavailable(format!("group {g}: cannot connect to {}: {e}", target.socket.display())),
-            };
-        }
+        Err(e) => return connect_failure(target, queue_timeout, e),
     };
     let connected = Instant::now();
     let mut buf = Inbox { buf: Vec::new(), chunk: vec![0; 32 << 10] };

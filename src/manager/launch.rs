@@ -20,6 +20,7 @@ fn cstrings(items: impl IntoIterator<Item = String>) -> Result<Vec<CString>, Str
 pub fn start_worker(
     plan: &GroupPlan,
     gen_id: u64,
+    slot: u32,
     listener: &UnixListener,
     cgroup: Option<&std::path::Path>,
 ) -> Result<(Pid, OwnedFd, OwnedFd), String> {
@@ -41,6 +42,8 @@ pub fn start_worker(
         script_extensions: &plan.script_extensions,
         request_timeout_ms: plan.request_timeout_ms,
         maximum_requests: plan.maximum_requests,
+        slot,
+        slots: plan.processes,
     };
     let env: Vec<String> = crate::protocol::launch::environment(&plan.env, &contract)
         .into_iter()
@@ -56,6 +59,7 @@ pub fn start_worker(
         groups: &plan.groups,
         home: &home,
         listen: listener.as_fd(),
+        listen_at: crate::protocol::launch::listen_fd(plan.protocol.name()),
         status: theirs.as_fd(),
         output: out_write.as_fd(),
         cgroup_procs: cgroup_procs.as_ref(),

@@ -47,7 +47,7 @@ use launch::start_worker;
 use output::{MAX_LINE, OutputBudget, READ_BUDGET, read_some};
 use procs::{describe, own_children, signal_worker};
 pub use runtime::EXITS;
-use runtime::{GENERATIONS, bind_socket, prepare_runtime_dir, restart_mtime};
+use runtime::{GENERATIONS, bind_socket, mark_down, mark_up, prepare_runtime_dir, restart_mtime};
 
 use crate::config::plan::{GroupPlan, Plan, SETTLE_MS};
 use log::{Logs, SharedLogs};
@@ -68,6 +68,9 @@ pub const EXIT_PANIC: i32 = 70;
 /// How often the manager checks its timers (start-up, drain, back-off,
 /// restart files).
 const TICK: Duration = Duration::from_millis(100);
+/// How long after a generation starts draining its workers that cannot
+/// read EOF on fd 4 may get SIGTERM (once their backlog is empty).
+const QUIET_GRACE: Duration = Duration::from_millis(100);
 /// How long exit records are kept.
 const EXIT_RECORD_AGE: Duration = Duration::from_secs(120);
 
@@ -92,6 +95,11 @@ struct Generation {
     workers: Vec<Pid>,
     /// The generation's cgroup, where cgroup v2 is available.
     cgroup: Option<PathBuf>,
+    /// Draining workers that cannot read EOF on fd 4 (php-cgi) have been
+    /// sent SIGTERM (once their listener's backlog was empty).
+    quiet_termed: bool,
+    /// Workers started so far (the next one's slot).
+    spawned: u32,
     /// Whether connections waited on the listener at the last look.
     waiting_before: bool,
 }
@@ -131,6 +139,16 @@ struct Worker {
     /// Read and write system calls so far, and when that last changed.
     activity: Option<u64>,
     active_at: Instant,
+    /// FastCGI workers: the connection (socket inode) it has held, and for
+    /// how long, not counting time blocked on Apache.
+    busy: Option<Busy>,
+}
+
+/// One request a FastCGI worker is seen holding.
+struct Busy {
+    inode: u64,
+    counted: Duration,
+    last: Instant,
 }
 
 #[derive(Default)]
@@ -143,6 +161,9 @@ struct Group {
     output: OutputBudget,
     /// When the pool (activity, memory, age) was last looked at.
     pool_checked: Option<Instant>,
+    /// Clean exits (status 0: a worker recycled after maximum-requests)
+    /// in the current second, bounded by `policy::clean_exits_per_second`.
+    clean_exits: (Option<Instant>, u32),
 }
 
 impl Group {
@@ -241,9 +262,12 @@ impl Manager {
             if let Some(g) = self.groups.get_mut(&name) {
                 g.plan = None;
             }
+            mark_up(Path::new(&old_dir.runtime_dir), &name);
             self.drain_all(&name, "the group was removed from the configuration");
         }
         for gp in self.plan.groups.clone() {
+            // Starting afresh: requests wait for it rather than fail.
+            mark_up(Path::new(&self.plan.runtime_dir), &gp.name);
             let group = self.groups.entry(gp.name.clone()).or_default();
             group.plan = Some(gp.clone());
             group.failures = 0;
@@ -289,6 +313,8 @@ impl Manager {
             workers: Vec::new(),
             cgroup: self.cgroups.create(name, gen_id),
             waiting_before: false,
+            quiet_termed: false,
+            spawned: 0,
         };
         if let Some(g) = self.groups.get_mut(name) {
             g.generations.push(generation);
@@ -310,7 +336,10 @@ impl Manager {
     fn spawn_as(&mut self, name: &str, gen_id: u64, role: Role) -> Option<Pid> {
         let gen_ = self.groups.get(name).and_then(|g| g.generations.iter().find(|x| x.id == gen_id))?;
         let plan = &gen_.plan;
-        match start_worker(plan, gen_id, &gen_.listener, gen_.cgroup.as_deref()) {
+        // Each new worker takes the next slot: replacements keep the
+        // generation's recycling counts staggered.
+        let slot = gen_.spawned;
+        match start_worker(plan, gen_id, slot, &gen_.listener, gen_.cgroup.as_deref()) {
             Ok((pid, status, output)) => {
                 let text = format!(
                     "generation {gen_id}: started worker pid {pid} as user {} ({})",
@@ -337,12 +366,14 @@ impl Manager {
                         retire_reason: String::new(),
                         activity: None,
                         active_at: Instant::now(),
+                        busy: None,
                     },
                 );
                 if let Some(g) =
                     self.groups.get_mut(name).and_then(|g| g.generations.iter_mut().find(|x| x.id == gen_id))
                 {
                     g.workers.push(pid);
+                    g.spawned = g.spawned.wrapping_add(1);
                 }
                 Some(pid)
             }
@@ -398,6 +429,13 @@ impl Manager {
         let delay = policy::backoff(group.failures);
         group.retry_at = Some(Instant::now() + delay);
         let (failures, log) = (group.failures, group.plan.as_ref().map(|p| p.error_log.clone()).unwrap_or_default());
+        if group.generation(|p| p == Phase::Serving).is_none() {
+            let text = format!(
+                "its workers fail to start ({failures} time(s) in a row; last: {why}); next attempt in {} ms",
+                delay.as_millis()
+            );
+            mark_down(Path::new(&self.plan.runtime_dir), name, &text);
+        }
         pd_log!(id::BACKOFF, group = %name, log = %log, reason = why, "workers fail to start ({failures} time(s) in a row; last: {why}); next attempt in {} ms. Check the group's command and the lines above", delay.as_millis());
     }
 
@@ -422,6 +460,7 @@ impl Manager {
         }
         gen_.phase = Phase::Serving;
         gen_.path = stable;
+        mark_up(Path::new(&self.plan.runtime_dir), name);
         let (new_id, log, count) = (gen_.id, gen_.plan.error_log.clone(), gen_.workers.len());
         group.failures = 0;
         let old: Vec<u64> =
@@ -450,9 +489,85 @@ impl Manager {
             if let Some(w) = self.workers.get_mut(&pid) {
                 w.status = None; // EOF on fd 4: finish and exit
             }
-            if !ready_message {
-                signal_worker(pid, Signal::SIGTERM);
+        }
+        if !ready_message {
+            self.terminate_quiet(name, gen_id);
+        }
+    }
+
+    /// Workers that cannot read EOF on fd 4 (php-cgi) drain by SIGTERM:
+    /// php-cgi finishes the request it holds, then exits instead of
+    /// accepting another. Sent only once nothing waits in the generation's
+    /// listen backlog (no new connection reaches it once the new socket is
+    /// renamed over the group's path), so what was queued is served, not
+    /// dropped. Checked again every tick until then.
+    fn terminate_quiet(&mut self, name: &str, gen_id: u64) {
+        let Some(gen_) = self.groups.get_mut(name).and_then(|g| g.generations.iter_mut().find(|x| x.id == gen_id))
+        else {
+            return;
+        };
+        // A connect that found the old socket just before the rename may
+        // still be on its way into the backlog: give it QUIET_GRACE.
+        let settled = matches!(gen_.phase, Phase::Draining { since, .. } if since.elapsed() >= QUIET_GRACE);
+        if gen_.quiet_termed || gen_.plan.ready_message || !settled || procs::has_pending(&gen_.listener) {
+            return;
+        }
+        gen_.quiet_termed = true;
+        for pid in gen_.workers.clone() {
+            signal_worker(pid, Signal::SIGTERM);
+        }
+    }
+
+    /// request-timeout for FastCGI workers, which cannot enforce it
+    /// themselves: a worker that holds one connection of its group's
+    /// socket for longer than request-timeout plus a second (time blocked
+    /// reading from or writing to Apache not counted: a slow client never
+    /// costs a worker its life) is killed and replaced. Apache has answered
+    /// 504 by then.
+    fn watch_requests(&mut self) {
+        let mut ours: Option<std::collections::HashSet<u64>> = None;
+        let runtime_dir = self.plan.runtime_dir.clone();
+        let mut kills = Vec::new();
+        for g in self.groups.values() {
+            for gen_ in &g.generations {
+                if gen_.plan.protocol != crate::config::languages::Protocol::Fastcgi {
+                    continue;
+                }
+                let limit = Duration::from_millis(gen_.plan.request_timeout_ms) + Duration::from_secs(1);
+                for pid in &gen_.workers {
+                    let Some(w) = self.workers.get_mut(pid) else { continue };
+                    let held = procs::held_sockets(*pid);
+                    let conn = if held.is_empty() {
+                        None
+                    } else {
+                        let known = ours.get_or_insert_with(|| procs::sockets_under(&runtime_dir));
+                        held.into_iter().find(|(_, inode)| known.contains(inode))
+                    };
+                    let Some((fd, inode)) = conn else {
+                        w.busy = None;
+                        continue;
+                    };
+                    let now = Instant::now();
+                    match &mut w.busy {
+                        Some(b) if b.inode == inode => {
+                            if !procs::blocked_on(*pid, fd) {
+                                b.counted += now - b.last;
+                            }
+                            b.last = now;
+                            if b.counted > limit {
+                                kills.push((*pid, gen_.plan.name.clone(), gen_.plan.error_log.clone(), limit));
+                                w.busy = None;
+                            }
+                        }
+                        _ => w.busy = Some(Busy { inode, counted: Duration::ZERO, last: now }),
+                    }
+                }
             }
+        }
+        for (pid, name, log, limit) in kills {
+            pd_log!(id::REQUEST_KILLED, group = %name, log = %log, "worker pid {pid} has been running one request for over {} s (request-timeout plus 1 s, time blocked on Apache not counted): killing it; a new worker replaces it",
+                    limit.as_secs_f32());
+            signal_worker(pid, Signal::SIGKILL);
         }
     }
 
@@ -515,6 +630,21 @@ impl Manager {
         };
         let how = describe(status);
         let uptime = w.started.elapsed();
+        // Exit status 0 while serving: a worker recycled itself (php-cgi
+        // after PHP_FCGI_MAX_REQUESTS, a loader after PROCD_MAX_REQUESTS).
+        // A worker that can say READY and had not is not recycling: it
+        // failed to start (a quiet php-cgi may serve its N requests within
+        // its first second, before it counts as ready).
+        let clean = matches!(status, WaitStatus::Exited(_, 0)) && (w.ready || !gen_.plan.ready_message) && {
+            let now = Instant::now();
+            let (since, count) = &mut group.clean_exits;
+            if since.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1)) {
+                *since = Some(now);
+                *count = 0;
+            }
+            *count += 1;
+            *count <= policy::clean_exits_per_second(gen_.plan.processes)
+        };
         // A replacement already on its way for this worker serves in its
         // place now: its exit was expected.
         let replacement = self.workers.iter_mut().find(|(_, x)| x.role == Role::Replacing(pid));
@@ -530,6 +660,7 @@ impl Manager {
             left,
             failures: group.failures,
             retired: w.role == Role::Retiring || replaced,
+            clean,
         });
         let log = w.error_log.clone();
         let (level, text) = match (&decision, stage) {
@@ -707,6 +838,16 @@ impl Manager {
                     signal_worker(pid, sig);
                 }
             }
+            // Quiet workers of draining generations, once their backlog is empty.
+            let quiet: Vec<u64> = self.groups[&name]
+                .generations
+                .iter()
+                .filter(|g| matches!(g.phase, Phase::Draining { .. }) && !g.plan.ready_message && !g.quiet_termed)
+                .map(|g| g.id)
+                .collect();
+            for gid in quiet {
+                self.terminate_quiet(&name, gid);
+            }
             // A drained generation with no workers left (e.g. they died in
             // back-off) goes with its listener.
             let empty: Vec<u64> = self.groups[&name]
@@ -761,6 +902,7 @@ impl Manager {
                 }
             }
         }
+        self.watch_requests();
         // Groups that were removed and have fully drained.
         self.groups.retain(|_, g| g.plan.is_some() || !g.generations.is_empty());
         self.adopt_orphans();

@@ -68,6 +68,16 @@ pub struct Exit {
     pub failures: u32,
     /// It had been told to retire.
     pub retired: bool,
+    /// It exited with status 0 (recycled itself after maximum-requests),
+    /// within the group's allowance of such exits per second.
+    pub clean: bool,
+}
+
+/// Clean exits a group may have per second before further ones count as
+/// crashes (a worker that exits 0 in a loop must not keep the manager
+/// forking): ten per process, at least twenty.
+pub fn clean_exits_per_second(processes: u32) -> u32 {
+    processes.saturating_mul(10).max(20)
 }
 
 pub fn after_exit(e: Exit) -> AfterExit {
@@ -78,6 +88,10 @@ pub fn after_exit(e: Exit) -> AfterExit {
         Stage::Draining => AfterExit::DrainProgress { drained: e.left == 0 },
         Stage::Starting => AfterExit::FailGeneration,
         Stage::Serving if e.retired => AfterExit::Retired,
+        // Recycled (maximum-requests): replaced at once, even before it
+        // counted as ready (a quiet worker may serve its N requests within
+        // its first second), and not a crash.
+        Stage::Serving if e.clean => AfterExit::Replace { failures: e.failures },
         Stage::Serving if !e.was_ready => AfterExit::BackOff,
         Stage::Serving if e.uptime >= STABLE_AFTER => AfterExit::Replace { failures: 0 },
         Stage::Serving if e.failures + 1 >= CRASH_LOOP_AFTER => AfterExit::BackOff,
@@ -231,7 +245,18 @@ mod tests {
             left: 1,
             failures: 0,
             retired: false,
+            clean: false,
         }
+    }
+
+    #[test]
+    fn recycled_workers_are_replaced_at_once() {
+        let quick = Exit { uptime: Duration::from_millis(30), was_ready: false, clean: true, ..exit(Stage::Serving) };
+        assert_eq!(after_exit(quick), AfterExit::Replace { failures: 0 });
+        assert_eq!(after_exit(Exit { failures: 2, ..quick }), AfterExit::Replace { failures: 2 });
+        assert_eq!(after_exit(Exit { clean: true, ..exit(Stage::Starting) }), AfterExit::FailGeneration);
+        assert_eq!(clean_exits_per_second(1), 20);
+        assert_eq!(clean_exits_per_second(8), 80);
     }
 
     #[test]

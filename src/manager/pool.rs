@@ -3,7 +3,7 @@
 //! replacement ready before the old worker stops, and retiring idle
 //! workers above MIN. The rules are `policy`'s; this applies them.
 
-use super::procs::{has_waiting_connections, io_calls, resident_bytes, signal_worker};
+use super::procs::{has_pending, io_calls, resident_bytes, signal_worker};
 use super::{Manager, Phase, Role, id, policy};
 use crate::config::plan::DEFAULT_INACTIVITY_MS;
 use crate::logid::pd_log;
@@ -163,7 +163,7 @@ impl Manager {
             .filter(|p| self.workers.get(p).is_some_and(|w| w.role != Role::Retiring))
             .collect();
         let starting = live.iter().filter(|p| self.workers.get(p).is_some_and(|w| !w.ready)).count() as u32;
-        let waiting_now = (live.len() as u32) < max && has_waiting_connections(&gen_.listener);
+        let waiting_now = (live.len() as u32) < max && has_pending(&gen_.listener);
         let pool = policy::Pool {
             min,
             max,

@@ -86,12 +86,61 @@ pub fn io_calls(pid: Pid) -> Option<u64> {
     Some(field("syscr:")?.saturating_add(field("syscw:")?))
 }
 
-/// Whether connections wait on a listening socket, not yet accepted.
-pub fn has_waiting_connections(listener: &std::os::unix::net::UnixListener) -> bool {
+/// Whether a listening socket has connections waiting to be accepted.
+pub fn has_pending(listener: &std::os::unix::net::UnixListener) -> bool {
     use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
     use std::os::fd::AsFd;
     let mut fds = [PollFd::new(listener.as_fd(), PollFlags::POLLIN)];
-    poll(&mut fds, PollTimeout::ZERO).is_ok_and(|n| n > 0)
+    matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0)
+}
+
+/// The Unix socket connections a process holds, as (fd, inode), outside
+/// the launch contract's descriptors 0..=4.
+pub fn held_sockets(pid: Pid) -> Vec<(i32, u64)> {
+    let Ok(entries) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| {
+            let fd: i32 = e.file_name().to_str()?.parse().ok()?;
+            if fd <= crate::protocol::launch::STATUS_FD {
+                return None;
+            }
+            let target = std::fs::read_link(e.path()).ok()?;
+            let inode = target.to_str()?.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok()?;
+            Some((fd, inode))
+        })
+        .collect()
+}
+
+/// The inodes of the Unix sockets bound under `dir` (listeners and the
+/// connections they accepted carry their path), from /proc/net/unix.
+pub fn sockets_under(dir: &str) -> std::collections::HashSet<u64> {
+    let text = std::fs::read_to_string("/proc/net/unix").unwrap_or_default();
+    text.lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let path = fields.get(7)?;
+            (path.starts_with(dir) && path.as_bytes().get(dir.len()) == Some(&b'/'))
+                .then(|| fields.get(6)?.parse().ok())?
+        })
+        .collect()
+}
+
+/// Whether `pid` is blocked in a read or write on descriptor `fd` (waiting
+/// for Apache: to send it the body, or to take its output).
+pub fn blocked_on(pid: Pid, fd: i32) -> bool {
+    let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/syscall")) else {
+        return false;
+    };
+    let mut words = text.split_whitespace();
+    let (Some(nr), Some(arg0)) = (words.next().and_then(|w| w.parse::<i64>().ok()), words.next()) else {
+        return false;
+    };
+    let io = [libc::SYS_read, libc::SYS_write, libc::SYS_readv, libc::SYS_writev, libc::SYS_recvfrom, libc::SYS_sendto];
+    io.contains(&nr) && i64::from_str_radix(arg0.trim_start_matches("0x"), 16) == Ok(i64::from(fd))
 }
 
 #[cfg(test)]

@@ -86,3 +86,23 @@ pub fn bind_socket(path: &Path, gid: u32) -> std::io::Result<UnixListener> {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
     Ok(listener)
 }
+
+/// Says, in `RUNTIME/GROUP.down`, that a group has no working generation
+/// and waits in back-off, and why: Apache answers its requests 503 at once
+/// instead of waiting for a socket that will not come soon. Written by
+/// rename (no reader sees half a file); readable by all, like the loaders.
+pub fn mark_down(dir: &Path, group: &str, why: &str) {
+    let tmp = dir.join(format!(".{group}.down.tmp"));
+    let _ = std::fs::remove_file(&tmp);
+    let written = std::fs::write(&tmp, why)
+        .and_then(|()| std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644)))
+        .and_then(|()| std::fs::rename(&tmp, dir.join(format!("{group}.down"))));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+}
+
+/// The group serves again (or is gone): no `GROUP.down`.
+pub fn mark_up(dir: &Path, group: &str) {
+    let _ = std::fs::remove_file(dir.join(format!("{group}.down")));
+}

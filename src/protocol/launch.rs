@@ -7,6 +7,16 @@
 /// The group's listening socket: accept requests on it (systemd style,
 /// `LISTEN_FDS=1`).
 pub const LISTEN_FD: i32 = 3;
+/// Where FastCGI workers find the listening socket instead (the FastCGI
+/// specification's FCGI_LISTENSOCK_FILENO, as mod_fcgid passes it); their
+/// fd 3 is /dev/null.
+pub const FASTCGI_LISTEN_FD: i32 = 0;
+
+/// The descriptor a worker of `protocol` accepts on.
+pub fn listen_fd(protocol: &str) -> i32 {
+    if protocol == "fastcgi" { FASTCGI_LISTEN_FD } else { LISTEN_FD }
+}
+
 /// The status channel: write `READY\n` once able to serve; EOF from the
 /// manager means "finish what you hold, serve what is queued, exit".
 pub const STATUS_FD: i32 = 4;
@@ -32,6 +42,24 @@ pub struct Worker<'a> {
     pub request_timeout_ms: u64,
     /// Exit after this many requests (0: never).
     pub maximum_requests: u64,
+    /// This worker's place among its generation's `processes` (`slot` of
+    /// `slots`): FastCGI workers recycle after staggered counts.
+    pub slot: u32,
+    pub slots: u32,
+}
+
+/// The request count after which a FastCGI worker in `slot` of `slots`
+/// exits, for `maximum-requests` = `max`: between `max / 2` and `max`,
+/// spread over the slots, so that a group's php-cgi processes, which
+/// share the load, are not all replaced at the same moment (while one
+/// starts, the others accept). 0 stays 0 (never).
+pub fn staggered_max_requests(max: u64, slot: u32, slots: u32) -> u64 {
+    let slots = u64::from(slots.max(1));
+    let slot = u64::from(slot) % slots;
+    if max == 0 {
+        return 0;
+    }
+    (max - (max / 2) * slot / slots).max(1)
 }
 
 /// The contract's variables, appended to (and overriding) the group's own
@@ -50,9 +78,23 @@ pub fn environment(base: &[(String, String)], w: &Worker<'_>) -> Vec<(String, St
         ("PROCD_REQUEST_TIMEOUT_MS", w.request_timeout_ms.to_string()),
         ("PROCD_MAX_REQUESTS", w.maximum_requests.to_string()),
     ];
+    // FastCGI workers (php-cgi): the listener is fd 0, not systemd's fd 3;
+    // one process serves one request at a time (PHP never forks children
+    // of its own: the manager runs `processes` of them) and exits after
+    // `maximum-requests` (0: never; php-cgi's own default would be 500).
+    let fastcgi = w.protocol == "fastcgi";
+    let ours: Vec<(&str, String)> = if fastcgi {
+        let max = staggered_max_requests(w.maximum_requests, w.slot, w.slots).min(i32::MAX as u64).to_string();
+        ours.into_iter()
+            .filter(|(k, _)| !k.starts_with("LISTEN_"))
+            .chain([("PHP_FCGI_CHILDREN", "0".to_string()), ("PHP_FCGI_MAX_REQUESTS", max)])
+            .collect()
+    } else {
+        ours.into_iter().collect()
+    };
     let mut env: Vec<(String, String)> = base
         .iter()
-        .filter(|(k, _)| k != "PROCD_APP" && k != "LISTEN_PID" && !ours.iter().any(|(name, _)| name == k))
+        .filter(|(k, _)| k != "PROCD_APP" && !k.starts_with("LISTEN_") && !ours.iter().any(|(name, _)| name == k))
         .cloned()
         .collect();
     env.extend(ours.into_iter().map(|(k, v)| (k.to_string(), v)));
@@ -100,6 +142,8 @@ mod tests {
             script_extensions: &[],
             request_timeout_ms: 60000,
             maximum_requests: 0,
+            slot: 0,
+            slots: 1,
         };
         let env = environment(&base, &w);
         let get = |k: &str| env.iter().filter(|(n, _)| n == k).map(|(_, v)| v.as_str()).collect::<Vec<_>>();
@@ -109,5 +153,37 @@ mod tests {
         assert_eq!(get("PROCD_SCRIPT_ROOTS"), ["/srv/a\n/srv/b"]);
         assert_eq!(get("PROCD_APP"), ["/srv/app.wsgi"]);
         assert!(says_ready(b"READY\n") && says_ready(b"hello\nREADY\n") && !says_ready(b"NOT READY\n"));
+    }
+
+    #[test]
+    fn fastcgi_workers_listen_on_fd_0_and_never_fork() {
+        let base =
+            vec![("PHP_FCGI_CHILDREN".to_string(), "8".to_string()), ("LISTEN_FDS".to_string(), "1".to_string())];
+        let w = Worker {
+            group: "blog",
+            generation: 1,
+            protocol: "fastcgi",
+            threads: 1,
+            app: None,
+            script_roots: &[],
+            script_extensions: &[],
+            request_timeout_ms: 1000,
+            maximum_requests: u64::MAX,
+            slot: 0,
+            slots: 1,
+        };
+        let env = environment(&base, &w);
+        let get = |k: &str| env.iter().filter(|(n, _)| n == k).map(|(_, v)| v.as_str()).collect::<Vec<_>>();
+        assert_eq!(get("PHP_FCGI_CHILDREN"), ["0"]);
+        assert_eq!(get("PHP_FCGI_MAX_REQUESTS"), ["2147483647"]);
+        assert!(get("LISTEN_FDS").is_empty() && get("LISTEN_FDNAMES").is_empty());
+        assert_eq!(get("PROCD_PROTOCOL"), ["fastcgi"]);
+        assert_eq!((listen_fd("fastcgi"), listen_fd("procd")), (0, 3));
+        let counts: Vec<u64> = (0..4).map(|slot| staggered_max_requests(1000, slot, 4)).collect();
+        assert_eq!(counts, [1000, 875, 750, 625]);
+        assert_eq!(staggered_max_requests(5, 1, 2), 4);
+        assert_eq!(staggered_max_requests(1, 1, 2), 1);
+        assert_eq!(staggered_max_requests(0, 3, 4), 0);
+        assert_eq!(staggered_max_requests(7, 9, 0), 7);
     }
 }

@@ -6,7 +6,9 @@
 
 #![forbid(unsafe_code)]
 
+pub mod cgi;
 pub mod control;
+pub mod fastcgi;
 pub mod launch;
 
 pub const VERSION: u8 = 1;

@@ -23,6 +23,7 @@ PAIRS = [
     ("mod_procd + Python WSGI", "mod_wsgi daemon"),
     ("mod_procd + Ruby Rack", "Passenger + Ruby Rack"),
     ("mod_procd + Perl PSGI", "mod_proxy_http + starman PSGI"),
+    ("mod_procd + php-cgi", "proxy_fcgi + php-fpm"),
 ]
 for conns in sorted({c for _, c in rows}):
     for ours, theirs in PAIRS:

@@ -1,0 +1,1 @@
+<?php echo "directory index ", $_SERVER['SCRIPT_NAME'], "\n";

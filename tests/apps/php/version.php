@@ -1,0 +1,3 @@
+<?php
+require __DIR__ . '/version.inc';
+echo "version ", PROCD_VERSION, " pid ", getmypid(), "\n";
