@@ -3,13 +3,15 @@
 //! [`Outcome`] and its failures, connecting within the queue timeout,
 //! explaining a worker's death, checking Content-Length), and one backend
 //! per protocol, chosen by [`serve`]: `procd` (the framed protocol of
-//! src/protocol/PROTOCOL.md) today; FastCGI, CGI and HTTP next.
+//! src/protocol/PROTOCOL.md) and `http` (HTTP/1.1 to any program, with
+//! Upgrade tunnels); FastCGI and CGI next.
 //!
 //! Safe Rust: Apache is reached only through the [`Client`] trait, which the
 //! FFI layer implements over `request_rec`.
 
 #![forbid(unsafe_code)]
 
+mod http;
 mod procd;
 
 use crate::config::languages::Protocol;
@@ -38,6 +40,58 @@ pub trait Client {
     fn abort(&mut self);
     /// A HEAD request: the response has headers only (Apache drops body bytes).
     fn head_only(&self) -> bool;
+    /// What the request says about its body (before any is read).
+    fn body_length(&self) -> BodyLength;
+    /// The request as the `http` backend forwards it.
+    fn http_request(&self) -> HttpRequest;
+    /// Answers `101 Switching Protocols` with `headers` and turns the
+    /// client connection into a byte pipe (the `tunnel_*` calls); it is
+    /// closed after the request.
+    fn switch_protocols(&mut self, headers: &[(String, String)]) -> Result<(), String>;
+    /// After `switch_protocols`: what the client sent, without blocking.
+    fn tunnel_read(&mut self, max: usize) -> TunnelRead;
+    /// After `switch_protocols`: sends `data` to the client now (blocking
+    /// at most Apache's `Timeout`); false if the client has gone.
+    fn tunnel_write(&mut self, data: &[u8]) -> bool;
+    /// After `switch_protocols`: no more bytes to the client (half-close).
+    fn tunnel_shutdown_write(&mut self);
+    /// After `switch_protocols`: the client connection's socket, to poll
+    /// for readability (data Apache holds already is read first by
+    /// `tunnel_read`).
+    fn tunnel_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>>;
+}
+
+/// The request body's framing, from the request headers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyLength {
+    None,
+    Known(u64),
+    Chunked,
+}
+
+/// A request as the `http` backend forwards it.
+#[derive(Debug, Clone, Default)]
+pub struct HttpRequest {
+    pub method: Vec<u8>,
+    /// Path and query as the client sent them (still percent-encoded).
+    pub target: Vec<u8>,
+    /// The client's headers, in order.
+    pub headers: Vec<(Vec<u8>, Vec<u8>)>,
+    pub client_ip: String,
+    pub https: bool,
+    /// The `LanguageMount` prefix the request came through ("" for `/` or
+    /// a `LanguageHandler`).
+    pub prefix: String,
+}
+
+/// A non-blocking read from a tunnelled client connection.
+#[derive(Debug, PartialEq, Eq)]
+pub enum TunnelRead {
+    Data(Vec<u8>),
+    WouldBlock,
+    /// The client will send no more (it half-closed or left).
+    Closed,
+    Failed(String),
 }
 
 /// Where and how to reach a group.
@@ -68,6 +122,7 @@ pub enum Outcome {
 pub fn serve(client: &mut dyn Client, target: &Target, env: Vec<u8>) -> Outcome {
     match target.protocol {
         Protocol::Procd => procd::proxy(client, target, env),
+        Protocol::Http => http::proxy(client, target),
         other => Outcome::Failed {
             status: 500,
             retry_after: None,

@@ -31,6 +31,9 @@ pub fn start_worker(
         .map_err(|e| format!("socketpair: {e}"))?;
     let (out_read, out_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
     let argv = cstrings(plan.argv.clone())?;
+    let socket = (plan.protocol == crate::config::languages::Protocol::Http)
+        .then(|| listener.local_addr().ok()?.as_pathname().map(|p| p.display().to_string()))
+        .flatten();
     let contract = crate::protocol::launch::Worker {
         group: &plan.name,
         generation: gen_id,
@@ -41,6 +44,7 @@ pub fn start_worker(
         script_extensions: &plan.script_extensions,
         request_timeout_ms: plan.request_timeout_ms,
         maximum_requests: plan.maximum_requests,
+        socket: socket.as_deref(),
     };
     let env: Vec<String> = crate::protocol::launch::environment(&plan.env, &contract)
         .into_iter()

@@ -32,6 +32,9 @@ pub struct Worker<'a> {
     pub request_timeout_ms: u64,
     /// Exit after this many requests (0: never).
     pub maximum_requests: u64,
+    /// The path fd 3 is bound to (`PROCD_SOCKET`), for programs of the
+    /// `http` protocol: to show, not to bind (see PROTOCOL.md).
+    pub socket: Option<&'a str>,
 }
 
 /// The contract's variables, appended to (and overriding) the group's own
@@ -52,12 +55,17 @@ pub fn environment(base: &[(String, String)], w: &Worker<'_>) -> Vec<(String, St
     ];
     let mut env: Vec<(String, String)> = base
         .iter()
-        .filter(|(k, _)| k != "PROCD_APP" && k != "LISTEN_PID" && !ours.iter().any(|(name, _)| name == k))
+        .filter(|(k, _)| {
+            k != "PROCD_APP" && k != "PROCD_SOCKET" && k != "LISTEN_PID" && !ours.iter().any(|(name, _)| name == k)
+        })
         .cloned()
         .collect();
     env.extend(ours.into_iter().map(|(k, v)| (k.to_string(), v)));
     if let Some(app) = w.app {
         env.push(("PROCD_APP".to_string(), app.to_string()));
+    }
+    if let Some(socket) = w.socket {
+        env.push(("PROCD_SOCKET".to_string(), socket.to_string()));
     }
     env
 }
@@ -90,6 +98,7 @@ mod tests {
             script_extensions: &[],
             request_timeout_ms: 60000,
             maximum_requests: 0,
+            socket: Some("/run/procd/generations/shop.3.sock"),
         };
         let env = environment(&base, &w);
         let get = |k: &str| env.iter().filter(|(n, _)| n == k).map(|(_, v)| v.as_str()).collect::<Vec<_>>();
@@ -98,6 +107,7 @@ mod tests {
         assert_eq!(get("LISTEN_FDS"), ["1"]);
         assert_eq!(get("PROCD_SCRIPT_ROOTS"), ["/srv/a\n/srv/b"]);
         assert_eq!(get("PROCD_APP"), ["/srv/app.wsgi"]);
+        assert_eq!(get("PROCD_SOCKET"), ["/run/procd/generations/shop.3.sock"]);
         assert!(says_ready(b"READY\n") && says_ready(b"hello\nREADY\n") && !says_ready(b"NOT READY\n"));
     }
 }

@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod control;
+pub mod http;
 pub mod launch;
 
 pub const VERSION: u8 = 1;
