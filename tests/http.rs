@@ -172,7 +172,10 @@ fn requests_bodies_and_headers() {
     c.write_all(b"GET /node/stream?gap=1500 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
     let (all, first) = read_until_closed(&mut c, started, "first");
     let total = started.elapsed();
-    if !all.contains("last") || first.is_none_or(|t| t > Duration::from_millis(1000)) || total < Duration::from_millis(1400) {
+    if !all.contains("last")
+        || first.is_none_or(|t| t > Duration::from_millis(1000))
+        || total < Duration::from_millis(1400)
+    {
         a.fail(&format!("streaming: first after {first:?}, all after {total:?}: {all}"));
     }
 
@@ -377,7 +380,12 @@ fn five_gracefuls_under_a_stream_of_requests() {
     }
     let failures = failures.lock().unwrap();
     if !failures.is_empty() {
-        a.fail(&format!("{} of {} requests failed: {:?}", failures.len(), ok.load(Ordering::SeqCst), &failures[..failures.len().min(10)]));
+        a.fail(&format!(
+            "{} of {} requests failed: {:?}",
+            failures.len(),
+            ok.load(Ordering::SeqCst),
+            &failures[..failures.len().min(10)]
+        ));
     }
     if gens.lock().unwrap().len() < 4 {
         a.fail(&format!("answers came from generations {:?} only", gens.lock().unwrap()));

@@ -3,13 +3,12 @@
 //! group through `crate::handler`.
 
 use super::apache::{
-    about_request, append_bad_gateway, apr_error, bytes_from, guard, latin1_bytes, pool_bytes, pool_string,
-    string_from,
+    about_request, append_bad_gateway, apr_error, bytes_from, guard, latin1_bytes, pool_bytes, pool_string, string_from,
 };
 use super::module::server_config_of;
 use super::sys;
-use crate::config::scope::DirConfig;
 use crate::config::languages::Protocol;
+use crate::config::scope::DirConfig;
 use crate::handler::{BodyLength, Client, HttpRequest, Outcome, Target, TunnelRead, serve};
 use crate::logid::{self, pd_log};
 use std::ffi::{c_char, c_int};

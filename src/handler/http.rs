@@ -120,9 +120,8 @@ pub fn proxy(client: &mut dyn Client, target: &Target) -> Outcome {
     let body = client.body_length();
     // A tunnel only where the client connection can be one.
     let upgrade = requested_upgrade(&method, &headers).filter(|_| client.tunnel_fd().is_some());
-    let expect_continue = headers
-        .iter()
-        .any(|(n, v)| n.eq_ignore_ascii_case(b"expect") && v.eq_ignore_ascii_case(b"100-continue"));
+    let expect_continue =
+        headers.iter().any(|(n, v)| n.eq_ignore_ascii_case(b"expect") && v.eq_ignore_ascii_case(b"100-continue"));
     let request_body = match body {
         BodyLength::None => RequestBody::None,
         BodyLength::Known(n) => RequestBody::Length(n),
@@ -301,7 +300,9 @@ impl Conn<'_> {
                 }
                 Ok(None) => {}
                 Err(e) => {
-                    return Err(HeadError::Outcome(bad_gateway(format!("group {g}: bad answer from the program: {e}"))));
+                    return Err(HeadError::Outcome(bad_gateway(format!(
+                        "group {g}: bad answer from the program: {e}"
+                    ))));
                 }
             }
             let until = match (self.taken, self.deadline) {
@@ -535,11 +536,7 @@ fn exchange(
 }
 
 fn retry_or_fail(why: String, req: &Request<'_>, reused: bool, body_read: bool) -> Attempt {
-    if !body_read && (reused || req.idempotent) {
-        Attempt::Retry(why)
-    } else {
-        Attempt::Finished(bad_gateway(why))
-    }
+    if !body_read && (reused || req.idempotent) { Attempt::Retry(why) } else { Attempt::Finished(bad_gateway(why)) }
 }
 
 /// Streams the response body; also whether the connection ended cleanly

@@ -367,7 +367,9 @@ pub fn encode_request_head(
     let named: Vec<String> = headers
         .iter()
         .filter(|(n, _)| n.eq_ignore_ascii_case(b"connection"))
-        .flat_map(|(_, v)| String::from_utf8_lossy(v).split(',').map(|t| t.trim().to_ascii_lowercase()).collect::<Vec<_>>())
+        .flat_map(|(_, v)| {
+            String::from_utf8_lossy(v).split(',').map(|t| t.trim().to_ascii_lowercase()).collect::<Vec<_>>()
+        })
         .collect();
     out.extend_from_slice(method);
     out.push(b' ');
@@ -462,8 +464,7 @@ pub fn requested_upgrade(method: &[u8], headers: &[(Vec<u8>, Vec<u8>)]) -> Optio
         return None;
     }
     let upgrade = values(b"upgrade").join(", ");
-    let valid = !upgrade.is_empty()
-        && upgrade.bytes().all(|b| is_token_byte(b) || matches!(b, b'/' | b',' | b' '));
+    let valid = !upgrade.is_empty() && upgrade.bytes().all(|b| is_token_byte(b) || matches!(b, b'/' | b',' | b' '));
     valid.then_some(upgrade)
 }
 
@@ -529,7 +530,10 @@ mod tests {
     fn framing_follows_rfc_9112_and_refuses_smuggling_shapes() {
         let f = |t: &str, head_req: bool| response_framing(&head(t), head_req);
         assert_eq!(f("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", false), Ok(Framing::Length(5)));
-        assert_eq!(f("HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n", false), Ok(Framing::Length(5)));
+        assert_eq!(
+            f("HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n", false),
+            Ok(Framing::Length(5))
+        );
         assert_eq!(f("HTTP/1.1 200 OK\r\nTransfer-Encoding: Chunked\r\n\r\n", false), Ok(Framing::Chunked));
         assert_eq!(f("HTTP/1.1 200 OK\r\n\r\n", false), Ok(Framing::UntilClose));
         assert_eq!(f("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", true), Ok(Framing::None));
@@ -537,13 +541,22 @@ mod tests {
         assert_eq!(f("HTTP/1.1 304 Not Modified\r\nContent-Length: 9\r\n\r\n", false), Ok(Framing::None));
         assert_eq!(f("HTTP/1.1 101 Switching\r\n\r\n", false), Ok(Framing::None));
         let e = |t: &str| f(t, false).unwrap_err();
-        assert_eq!(e("HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n"), HttpError::ConflictingContentLength);
+        assert_eq!(
+            e("HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n"),
+            HttpError::ConflictingContentLength
+        );
         assert_eq!(e("HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\n\r\n"), HttpError::BadContentLength);
         assert_eq!(e("HTTP/1.1 200 OK\r\nContent-Length: +5\r\n\r\n"), HttpError::BadContentLength);
         assert_eq!(e("HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999\r\n\r\n"), HttpError::BadContentLength);
-        assert_eq!(e("HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"), HttpError::LengthAndEncoding);
+        assert_eq!(
+            e("HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            HttpError::LengthAndEncoding
+        );
         assert_eq!(e("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"), HttpError::BadTransferEncoding);
-        assert_eq!(e("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n"), HttpError::BadTransferEncoding);
+        assert_eq!(
+            e("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            HttpError::BadTransferEncoding
+        );
         // Even with HEAD: a program that frames badly is not trusted.
         assert!(f("HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n", true).is_err());
     }
@@ -639,7 +652,8 @@ mod tests {
              Forwarded: for=127.0.0.1;host=\"shop.example\";proto=http\r\n\
              Transfer-Encoding: chunked\r\n\r\n"
         );
-        let ws = pairs(&[("Host", "h"), ("Connection", "Upgrade"), ("Upgrade", "websocket"), ("Sec-WebSocket-Key", "k")]);
+        let ws =
+            pairs(&[("Host", "h"), ("Connection", "Upgrade"), ("Upgrade", "websocket"), ("Sec-WebSocket-Key", "k")]);
         assert_eq!(requested_upgrade(b"GET", &ws).as_deref(), Some("websocket"));
         assert_eq!(requested_upgrade(b"POST", &ws), None);
         assert_eq!(requested_upgrade(b"GET", &pairs(&[("Upgrade", "websocket")])), None);
