@@ -17,6 +17,9 @@ PACKAGES=(
     # Perl (PSGI loader needs core Perl only; tests run Plack's Lint,
     # Mojolicious and Dancer2 apps)
     libplack-perl libmojolicious-perl libdancer2-perl
+    # any HTTP program (language=http): tests/http.rs runs a Node app
+    # (tests/apps/node/app.js, no npm packages) at /usr/bin/node
+    nodejs
     # LinkRewrite tests compare against the Apache manual
     apache2-doc
 )
