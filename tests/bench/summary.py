@@ -23,6 +23,7 @@ PAIRS = [
     ("mod_procd + Python WSGI", "mod_wsgi daemon"),
     ("mod_procd + Ruby Rack", "Passenger + Ruby Rack"),
     ("mod_procd + Perl PSGI", "mod_proxy_http + starman PSGI"),
+    ("mod_procd + Node (language=http)", "mod_proxy_http + Node on TCP"),
 ]
 for conns in sorted({c for _, c in rows}):
     for ours, theirs in PAIRS:
