@@ -19,6 +19,9 @@ PACKAGES=(
     libplack-perl libmojolicious-perl libdancer2-perl
     # PHP through FastCGI (tests/php.rs)
     php-cgi
+    # any HTTP program (language=http): tests/http.rs runs a Node app
+    # (tests/apps/node/app.js, no npm packages) at /usr/bin/node
+    nodejs
     # LinkRewrite tests compare against the Apache manual
     apache2-doc
     # tests/package.rs builds the .deb (dpkg-shlibdeps) and runs lintian on it

@@ -14,5 +14,8 @@
 #include <apr_buckets.h>
 #include <apr_thread_proc.h>
 #include <util_script.h>
+#include <http_connection.h>
+#include <util_filter.h>
+#include <apr_portable.h>
 
 #include "procd_shim.h"

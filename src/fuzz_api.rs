@@ -29,6 +29,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("rewrite_scanner", rewrite_scanner),
     ("rewrite_headers", rewrite_headers),
     ("fastcgi_response", fastcgi_response),
+    ("http_response", http_response),
 ];
 
 /// The worker protocol decoder, on a stream of frames as the reader loop
@@ -137,6 +138,75 @@ pub fn fastcgi_response(data: &[u8]) {
             assert!(fastcgi::encode_pair(&mut again, n, v));
         }
         assert_eq!(fastcgi::decode_pairs(&again, 1000).as_ref(), Ok(&pairs));
+    }
+}
+
+/// What an `http` program answers: the response head parser, the framing
+/// rules and the chunked decoder on the bytes after the head. An accepted
+/// head used at most the input and ends at its empty line; shorter cuts ask
+/// for more; names are tokens, values carry no CR, LF or NUL, at most
+/// `MAX_HEADERS`; the framing never accepts Content-Length with
+/// Transfer-Encoding; the chunked decoder gives the same body and the same
+/// end whether fed whole or a byte at a time, and never uses more than it
+/// was given.
+pub fn http_response(data: &[u8]) {
+    use crate::protocol::http::{ChunkedDecoder, Framing, is_token_byte, parse_response_head, response_framing};
+    let (head, used) = match parse_response_head(data) {
+        Ok(Some(parsed)) => parsed,
+        Ok(None) => {
+            assert!(data.len() < protocol::MAX_HEADERS_SIZE);
+            return;
+        }
+        Err(e) => {
+            assert!(!e.to_string().is_empty());
+            return;
+        }
+    };
+    assert!(used <= data.len() && data[..used].ends_with(b"\r\n\r\n"), "used {used}");
+    for cut in [0, used / 2, used - 1] {
+        assert_eq!(parse_response_head(&data[..cut]), Ok(None), "a cut at {cut} of {used}");
+    }
+    assert!((100..=999).contains(&head.status));
+    assert!(head.headers.len() <= protocol::MAX_HEADERS);
+    for (name, value) in &head.headers {
+        assert!(!name.is_empty() && name.chars().all(|c| u8::try_from(c).is_ok_and(is_token_byte)), "{name:?}");
+        assert!(!value.contains(['\r', '\n', '\0']), "{value:?}");
+    }
+    let framing = response_framing(&head, false);
+    let has = |n: &str| head.headers.iter().any(|(k, _)| k.eq_ignore_ascii_case(n));
+    if has("content-length") && has("transfer-encoding") {
+        assert!(framing.is_err(), "CL and TE accepted: {framing:?}");
+    }
+    if framing == Ok(Framing::Chunked) {
+        let body = &data[used..];
+        let mut whole = ChunkedDecoder::default();
+        let mut out_whole = Vec::new();
+        let whole_result = whole.decode(body, &mut out_whole);
+        let mut bytewise = ChunkedDecoder::default();
+        let mut out_bytes = Vec::new();
+        let mut used_bytes = 0;
+        let mut bytes_result = Ok(0);
+        for b in body {
+            if bytewise.is_done() {
+                break;
+            }
+            match bytewise.decode(std::slice::from_ref(b), &mut out_bytes) {
+                Ok(n) => used_bytes += n,
+                Err(e) => {
+                    bytes_result = Err(e);
+                    break;
+                }
+            }
+        }
+        match whole_result {
+            Ok(n) => {
+                assert!(n <= body.len());
+                assert_eq!(bytes_result.map(|_| used_bytes), Ok(n));
+                assert_eq!(out_whole, out_bytes);
+                assert_eq!(whole.is_done(), bytewise.is_done());
+            }
+            Err(e) => assert_eq!(bytes_result, Err(e)),
+        }
     }
 }
 

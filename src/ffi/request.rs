@@ -3,19 +3,21 @@
 //! group through `crate::handler`.
 
 use super::apache::{
-    about_request, append_bad_gateway, bytes_from, guard, latin1_bytes, pool_bytes, pool_string, string_from,
+    about_request, append_bad_gateway, apr_error, bytes_from, guard, latin1_bytes, pool_bytes, pool_string, string_from,
 };
 use super::module::server_config_of;
 use super::sys;
 use crate::config::languages::Protocol;
 use crate::config::scope::DirConfig;
-use crate::handler::{BodyLength, Client, Outcome, Target, serve};
+use crate::handler::{BodyLength, Client, HttpRequest, Outcome, Target, TunnelRead, serve};
 use crate::logid::{self, pd_log};
 use std::ffi::{c_char, c_int};
 use std::path::PathBuf;
 
 const NOTE_GROUP: &std::ffi::CStr = c"procd-group";
 const NOTE_KIND: &std::ffi::CStr = c"procd-kind";
+/// The `LanguageMount` prefix a request came through.
+const NOTE_PREFIX: &std::ffi::CStr = c"procd-prefix";
 const HANDLER_MOUNT: &str = "procd-mount";
 const HANDLER_SCRIPT: &str = "procd-script";
 
@@ -132,6 +134,7 @@ pub unsafe extern "C" fn translate_name(r: *mut sys::request_rec) -> c_int {
         let path_info = if m.prefix == "/" { uri.clone() } else { uri[m.prefix.len()..].to_vec() };
         req.set_note(NOTE_GROUP, &m.group);
         req.set_note(NOTE_KIND, HANDLER_MOUNT);
+        req.set_note(NOTE_PREFIX, if m.prefix == "/" { "" } else { &m.prefix });
         // SAFETY: writing pool strings into this request's fields.
         req.set_string_field(format!("procd:{}", m.group).as_bytes(), |r, v| unsafe { (*r).filename = v });
         req.set_string_field(&path_info, |r, v| unsafe { (*r).path_info = v });
@@ -178,6 +181,22 @@ struct ApacheClient {
     r: *mut sys::request_rec,
     body_started: bool,
     has_body: bool,
+    /// Once the connection is a tunnel: the brigades for each direction,
+    /// and whether the client has sent its last byte.
+    tunnel: Option<Tunnel>,
+}
+
+struct Tunnel {
+    bb_in: *mut sys::apr_bucket_brigade,
+    bb_out: *mut sys::apr_bucket_brigade,
+    client_done: bool,
+}
+
+impl ApacheClient {
+    fn conn(&self) -> *mut sys::conn_rec {
+        // SAFETY: the live request's connection.
+        unsafe { (*self.r).connection }
+    }
 }
 
 impl Client for ApacheClient {
@@ -268,6 +287,180 @@ impl Client for ApacheClient {
         {
             Some(0) | None => BodyLength::None,
             Some(n) => BodyLength::Known(n),
+        }
+    }
+
+    fn http_request(&self) -> HttpRequest {
+        let req = Request(self.r);
+        let r = req.r();
+        let mut headers = Vec::new();
+        req.for_each_entry(r.headers_in, |k, v| headers.push((k.to_vec(), v.to_vec())));
+        // SAFETY: NUL-terminated strings of the live request, or NULL;
+        // ap_run_http_scheme runs a hook on the live request.
+        let (method, path, query, client_ip, scheme) = unsafe {
+            (
+                bytes_from(r.method),
+                bytes_from(r.parsed_uri.path),
+                (!r.parsed_uri.query.is_null()).then(|| bytes_from(r.parsed_uri.query)),
+                string_from(r.useragent_ip),
+                string_from(sys::ap_run_http_scheme(self.r)),
+            )
+        };
+        let mut target = if path.is_empty() { b"/".to_vec() } else { path };
+        if let Some(q) = query {
+            target.push(b'?');
+            target.extend_from_slice(&q);
+        }
+        HttpRequest {
+            method,
+            target,
+            headers,
+            client_ip,
+            https: scheme.eq_ignore_ascii_case("https"),
+            prefix: req.note(NOTE_PREFIX).unwrap_or_default(),
+        }
+    }
+
+    fn switch_protocols(&mut self, headers: &[(String, String)]) -> Result<(), String> {
+        let req = Request(self.r);
+        let c = self.conn();
+        // SAFETY: fields and tables of the live request and its connection;
+        // as mod_proxy_http does for a 101: the interim response with the
+        // headers, then only connection filters, never kept alive.
+        unsafe {
+            let r = self.r;
+            (*r).status = 101;
+            (*r).status_line = pool_string(req.pool(), "101 Switching Protocols");
+            sys::apr_table_clear((*r).headers_out);
+            for (name, value) in headers {
+                req.set_table((*r).headers_out, name, value, true);
+            }
+            sys::apr_table_setn((*r).headers_out, c"Connection".as_ptr(), c"Upgrade".as_ptr());
+            sys::ap_send_interim_response(r, 1);
+            sys::ap_remove_input_filter_byhandle((*c).input_filters, c"reqtimeout".as_ptr());
+            (*r).input_filters = (*c).input_filters;
+            (*r).proto_input_filters = (*c).input_filters;
+            (*r).output_filters = (*c).output_filters;
+            (*r).proto_output_filters = (*c).output_filters;
+            (*c).keepalive = sys::ap_conn_keepalive_e_AP_CONN_CLOSE;
+            if (*c).aborted != 0 {
+                return Err("the client left before the switch".into());
+            }
+            self.tunnel = Some(Tunnel {
+                bb_in: sys::apr_brigade_create((*r).pool, (*c).bucket_alloc),
+                bb_out: sys::apr_brigade_create((*r).pool, (*c).bucket_alloc),
+                client_done: false,
+            });
+        }
+        Ok(())
+    }
+
+    fn tunnel_read(&mut self, max: usize) -> TunnelRead {
+        let c = self.conn();
+        let Some(t) = self.tunnel.as_mut() else {
+            return TunnelRead::Failed("not a tunnel".into());
+        };
+        if t.client_done {
+            return TunnelRead::Closed;
+        }
+        let mut data = Vec::new();
+        // SAFETY: a brigade of the live request's pool; the connection's
+        // input filters, read without blocking (proxy_transfer's way);
+        // buckets read are part of that brigade.
+        unsafe {
+            let bb = t.bb_in;
+            sys::apr_brigade_cleanup(bb.cast());
+            let rv = sys::ap_get_brigade(
+                (*c).input_filters,
+                bb,
+                sys::ap_input_mode_t_AP_MODE_READBYTES,
+                sys::apr_read_type_e_APR_NONBLOCK_READ,
+                max as sys::apr_off_t,
+            );
+            if rv == libc::EAGAIN {
+                return TunnelRead::WouldBlock;
+            }
+            if rv == sys::APR_EOF as sys::apr_status_t {
+                t.client_done = true;
+                return TunnelRead::Closed;
+            }
+            if rv != sys::APR_SUCCESS as sys::apr_status_t {
+                t.client_done = true;
+                return TunnelRead::Failed(apr_error(rv));
+            }
+            let mut b = sys::procd_brigade_first(bb);
+            while b != sys::procd_brigade_sentinel(bb) {
+                if sys::procd_bucket_is_eos(b) != 0 {
+                    t.client_done = true;
+                } else if sys::procd_bucket_is_metadata(b) == 0 {
+                    let (mut ptr, mut len) = (std::ptr::null(), 0);
+                    if sys::procd_bucket_read(b, &mut ptr, &mut len, sys::apr_read_type_e_APR_BLOCK_READ) == 0
+                        && !ptr.is_null()
+                    {
+                        data.extend_from_slice(std::slice::from_raw_parts(ptr.cast::<u8>(), len));
+                    }
+                }
+                b = sys::procd_bucket_next(b);
+            }
+            sys::apr_brigade_cleanup(bb.cast());
+        }
+        match (data.is_empty(), t.client_done) {
+            (false, _) => TunnelRead::Data(data),
+            (true, true) => TunnelRead::Closed,
+            (true, false) => TunnelRead::WouldBlock,
+        }
+    }
+
+    fn tunnel_write(&mut self, data: &[u8]) -> bool {
+        let c = self.conn();
+        let Some(t) = self.tunnel.as_ref() else {
+            return false;
+        };
+        // SAFETY: a transient bucket over `data`, which outlives the call:
+        // the FLUSH makes the core output filter write it all (or fail)
+        // before ap_pass_brigade returns; filters that keep buckets set
+        // them aside (copy) first.
+        unsafe {
+            let bb = t.bb_out;
+            let alloc = (*c).bucket_alloc;
+            let b = sys::apr_bucket_transient_create(data.as_ptr().cast(), data.len(), alloc);
+            sys::procd_brigade_insert_tail(bb, b);
+            sys::procd_brigade_insert_tail(bb, sys::apr_bucket_flush_create(alloc));
+            let rv = sys::ap_pass_brigade((*c).output_filters, bb);
+            sys::apr_brigade_cleanup(bb.cast());
+            rv == sys::APR_SUCCESS as sys::apr_status_t && (*c).aborted == 0
+        }
+    }
+
+    fn tunnel_shutdown_write(&mut self) {
+        let c = self.conn();
+        // SAFETY: the live connection's socket (NULL-checked).
+        unsafe {
+            let s = sys::ap_get_conn_socket(c);
+            if !s.is_null() {
+                sys::apr_socket_shutdown(s, sys::apr_shutdown_how_e_APR_SHUTDOWN_WRITE);
+            }
+        }
+    }
+
+    fn tunnel_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        let c = self.conn();
+        // SAFETY: the live request and connection; the descriptor belongs
+        // to the connection's socket, open for as long as the request
+        // (the borrow is tied to `self`, which lives within the handler call).
+        unsafe {
+            if (*self.r).proto_num < 1001 || !(*c).master.is_null() {
+                return None; // HTTP/1.0, or a stream of an HTTP/2 connection
+            }
+            let s = sys::ap_get_conn_socket(c);
+            if s.is_null() {
+                return None;
+            }
+            let mut fd: sys::apr_os_sock_t = -1;
+            if sys::apr_os_sock_get(&mut fd, s) != sys::APR_SUCCESS as sys::apr_status_t || fd < 0 {
+                return None;
+            }
+            Some(std::os::fd::BorrowedFd::borrow_raw(fd))
         }
     }
 
@@ -409,8 +602,10 @@ fn handle(r: *mut sys::request_rec) -> c_int {
             request_timeout: group.request_timeout,
         };
         let app = group.app.as_ref().map(|p| p.display().to_string());
-        let env = environment(&req, &kind, app.as_deref(), protocol);
-        let mut client = ApacheClient { r, body_started: false, has_body: false };
+        // The http backend forwards the request itself, not an environment.
+        let env =
+            if protocol == Protocol::Http { Vec::new() } else { environment(&req, &kind, app.as_deref(), protocol) };
+        let mut client = ApacheClient { r, body_started: false, has_body: false, tunnel: None };
         // What the handler logs quotes a worker's text escaped already; no
         // control character reaches the log, whatever its origin.
         let escape = crate::protocol::escape_controls;

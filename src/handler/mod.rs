@@ -11,6 +11,7 @@
 #![forbid(unsafe_code)]
 
 mod fastcgi;
+mod http;
 mod procd;
 
 use crate::config::languages::Protocol;
@@ -41,6 +42,23 @@ pub trait Client {
     fn head_only(&self) -> bool;
     /// What the request says about its body (before any is read).
     fn body_length(&self) -> BodyLength;
+    /// The request as the `http` backend forwards it.
+    fn http_request(&self) -> HttpRequest;
+    /// Answers `101 Switching Protocols` with `headers` and turns the
+    /// client connection into a byte pipe (the `tunnel_*` calls); it is
+    /// closed after the request.
+    fn switch_protocols(&mut self, headers: &[(String, String)]) -> Result<(), String>;
+    /// After `switch_protocols`: what the client sent, without blocking.
+    fn tunnel_read(&mut self, max: usize) -> TunnelRead;
+    /// After `switch_protocols`: sends `data` to the client now (blocking
+    /// at most Apache's `Timeout`); false if the client has gone.
+    fn tunnel_write(&mut self, data: &[u8]) -> bool;
+    /// After `switch_protocols`: no more bytes to the client (half-close).
+    fn tunnel_shutdown_write(&mut self);
+    /// After `switch_protocols`: the client connection's socket, to poll
+    /// for readability (data Apache holds already is read first by
+    /// `tunnel_read`).
+    fn tunnel_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>>;
 }
 
 /// The request body's framing, from the request headers.
@@ -49,6 +67,31 @@ pub enum BodyLength {
     None,
     Known(u64),
     Chunked,
+}
+
+/// A request as the `http` backend forwards it.
+#[derive(Debug, Clone, Default)]
+pub struct HttpRequest {
+    pub method: Vec<u8>,
+    /// Path and query as the client sent them (still percent-encoded).
+    pub target: Vec<u8>,
+    /// The client's headers, in order.
+    pub headers: Vec<(Vec<u8>, Vec<u8>)>,
+    pub client_ip: String,
+    pub https: bool,
+    /// The `LanguageMount` prefix the request came through ("" for `/` or
+    /// a `LanguageHandler`).
+    pub prefix: String,
+}
+
+/// A non-blocking read from a tunnelled client connection.
+#[derive(Debug, PartialEq, Eq)]
+pub enum TunnelRead {
+    Data(Vec<u8>),
+    WouldBlock,
+    /// The client will send no more (it half-closed or left).
+    Closed,
+    Failed(String),
 }
 
 /// Where and how to reach a group.
@@ -83,6 +126,7 @@ pub fn serve(client: &mut dyn Client, target: &Target, env: Vec<u8>) -> Outcome 
     match target.protocol {
         Protocol::Procd => procd::proxy(client, target, env),
         Protocol::Fastcgi => fastcgi::proxy(client, target, env),
+        Protocol::Http => http::proxy(client, target),
         other => Outcome::Failed {
             status: 500,
             retry_after: None,

@@ -32,6 +32,9 @@ pub fn start_worker(
         .map_err(|e| format!("socketpair: {e}"))?;
     let (out_read, out_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
     let argv = cstrings(plan.argv.clone())?;
+    let socket = (plan.protocol == crate::config::languages::Protocol::Http)
+        .then(|| listener.local_addr().ok()?.as_pathname().map(|p| p.display().to_string()))
+        .flatten();
     let contract = crate::protocol::launch::Worker {
         group: &plan.name,
         generation: gen_id,
@@ -44,6 +47,7 @@ pub fn start_worker(
         maximum_requests: plan.maximum_requests,
         slot,
         slots: plan.processes,
+        socket: socket.as_deref(),
     };
     let env: Vec<String> = crate::protocol::launch::environment(&plan.env, &contract)
         .into_iter()

@@ -42,6 +42,9 @@ pub struct Worker<'a> {
     pub request_timeout_ms: u64,
     /// Exit after this many requests (0: never).
     pub maximum_requests: u64,
+    /// The path fd 3 is bound to (`PROCD_SOCKET`), for programs of the
+    /// `http` protocol: to show, not to bind (see PROTOCOL.md).
+    pub socket: Option<&'a str>,
     /// This worker's place among its generation's `processes` (`slot` of
     /// `slots`): FastCGI workers recycle after staggered counts.
     pub slot: u32,
@@ -94,12 +97,20 @@ pub fn environment(base: &[(String, String)], w: &Worker<'_>) -> Vec<(String, St
     };
     let mut env: Vec<(String, String)> = base
         .iter()
-        .filter(|(k, _)| k != "PROCD_APP" && !k.starts_with("LISTEN_") && !ours.iter().any(|(name, _)| name == k))
+        .filter(|(k, _)| {
+            k != "PROCD_APP"
+                && k != "PROCD_SOCKET"
+                && !k.starts_with("LISTEN_")
+                && !ours.iter().any(|(name, _)| name == k)
+        })
         .cloned()
         .collect();
     env.extend(ours.into_iter().map(|(k, v)| (k.to_string(), v)));
     if let Some(app) = w.app {
         env.push(("PROCD_APP".to_string(), app.to_string()));
+    }
+    if let Some(socket) = w.socket {
+        env.push(("PROCD_SOCKET".to_string(), socket.to_string()));
     }
     env
 }
@@ -144,6 +155,7 @@ mod tests {
             maximum_requests: 0,
             slot: 0,
             slots: 1,
+            socket: Some("/run/procd/generations/shop.3.sock"),
         };
         let env = environment(&base, &w);
         let get = |k: &str| env.iter().filter(|(n, _)| n == k).map(|(_, v)| v.as_str()).collect::<Vec<_>>();
@@ -152,6 +164,7 @@ mod tests {
         assert_eq!(get("LISTEN_FDS"), ["1"]);
         assert_eq!(get("PROCD_SCRIPT_ROOTS"), ["/srv/a\n/srv/b"]);
         assert_eq!(get("PROCD_APP"), ["/srv/app.wsgi"]);
+        assert_eq!(get("PROCD_SOCKET"), ["/run/procd/generations/shop.3.sock"]);
         assert!(says_ready(b"READY\n") && says_ready(b"hello\nREADY\n") && !says_ready(b"NOT READY\n"));
     }
 
@@ -171,6 +184,7 @@ mod tests {
             maximum_requests: u64::MAX,
             slot: 0,
             slots: 1,
+            socket: None,
         };
         let env = environment(&base, &w);
         let get = |k: &str| env.iter().filter(|(n, _)| n == k).map(|(_, v)| v.as_str()).collect::<Vec<_>>();

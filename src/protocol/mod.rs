@@ -9,6 +9,7 @@
 pub mod cgi;
 pub mod control;
 pub mod fastcgi;
+pub mod http;
 pub mod launch;
 
 pub const VERSION: u8 = 1;

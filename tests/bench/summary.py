@@ -24,6 +24,7 @@ PAIRS = [
     ("mod_procd + Ruby Rack", "Passenger + Ruby Rack"),
     ("mod_procd + Perl PSGI", "mod_proxy_http + starman PSGI"),
     ("mod_procd + php-cgi", "proxy_fcgi + php-fpm"),
+    ("mod_procd + Node (language=http)", "mod_proxy_http + Node on TCP"),
 ]
 for conns in sorted({c for _, c in rows}):
     for ours, theirs in PAIRS:
