@@ -15,6 +15,10 @@
 //!   the Apache layer.
 //! - `config`: directive parsing, merging, validation and the plan (safe).
 //! - `rewrite`: LinkRewrite's streaming scanner (safe, knows no Apache).
+//! - `status`: procd-status's data (the manager's snapshot, the request
+//!   counters) and its HTML, JSON and Prometheus renderings (safe, knows
+//!   no Apache; `ffi` reads the shared counters, `manager` writes its
+//!   snapshot).
 //! - `protocol`: the codecs and contracts: worker frames, the control
 //!   channel, the launch contract (safe, knows nothing of the others).
 
@@ -30,3 +34,4 @@ mod manager;
 mod os;
 mod protocol;
 mod rewrite;
+mod status;

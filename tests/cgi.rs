@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 
 const USER: &str = "procd-test-b";
 
-const ENV_SH: &str = "#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\n'\nprintf 'user=%s\\n' \"$(id -un)\"\nenv | sort\n";
+const ENV_SH: &str =
+    "#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\n'\nprintf 'user=%s\\n' \"$(id -un)\"\nenv | sort\n";
 
 const BODY_PL: &str = r#"#!/usr/bin/perl
 use strict; use warnings; use Digest::SHA qw(sha256_hex);
@@ -23,8 +24,7 @@ print "length=", length($got), " declared=$len sha256=", sha256_hex($got), "\n";
 
 const HEADERS_SH: &str = "#!/bin/sh\ncase \"$QUERY_STRING\" in\n  missing) printf 'Status: 404 Nothing Here\\r\\nContent-Type: text/plain\\r\\n\\r\\nno\\n' ;;\n  away) printf 'Location: http://example.invalid/elsewhere\\r\\n\\r\\n' ;;\n  local) printf 'Location: /hello.txt\\r\\n\\r\\n' ;;\n  cookies) printf 'Set-Cookie: a=1\\r\\nSet-Cookie: b=2\\r\\nContent-Type: text/plain\\r\\n\\r\\nok\\n' ;;\n  *) printf 'Content-Type: text/plain\\r\\n\\r\\nplain\\n' ;;\nesac\necho \"to the log from $QUERY_STRING\" >&2\n";
 
-const RUNAWAY_SH: &str =
-    "#!/bin/sh\nsleep 300 &\necho \"child $!\" >&2\nprintf 'Content-Type: text/plain\\r\\n\\r\\nstarted\\n'\nwhile :; do sleep 1; done\n";
+const RUNAWAY_SH: &str = "#!/bin/sh\nsleep 300 &\necho \"child $!\" >&2\nprintf 'Content-Type: text/plain\\r\\n\\r\\nstarted\\n'\nwhile :; do sleep 1; done\n";
 
 const STREAM_SH: &str = "#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\n'\necho first\nsleep 1\necho last\n";
 
@@ -85,7 +85,8 @@ fn scripts_run_as_the_group_user_with_the_cgi_environment() {
         a.fail(&format!("the launcher's own variables leak into the script:\n{text}"));
     }
     // Proxy: is never HTTP_PROXY (httpoxy).
-    let r = a.request("GET /cgi/env.cgi HTTP/1.1\r\nHost: x\r\nProxy: http://evil.invalid/\r\nConnection: close\r\n\r\n");
+    let r =
+        a.request("GET /cgi/env.cgi HTTP/1.1\r\nHost: x\r\nProxy: http://evil.invalid/\r\nConnection: close\r\n\r\n");
     if r.text().contains("HTTP_PROXY") {
         a.fail("a Proxy: header became HTTP_PROXY");
     }
@@ -97,17 +98,16 @@ fn bodies_reach_the_script_also_chunked() {
     let mut a = start("cgi-body");
     let body: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
     let sha = sha256_hex(&body);
-    let mut raw = format!(
-        "POST /cgi/body.pl HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    )
-    .into_bytes();
+    let mut raw =
+        format!("POST /cgi/body.pl HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len())
+            .into_bytes();
     raw.extend_from_slice(&body);
     let r = a.request_bytes(&raw);
     if r.status != 200 || !r.text().contains(&format!("length=300000 declared=300000 sha256={sha}")) {
         a.fail(&format!("POST with Content-Length: {} {}", r.status, r.text()));
     }
-    let mut raw = b"POST /cgi/body.pl HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n".to_vec();
+    let mut raw =
+        b"POST /cgi/body.pl HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n".to_vec();
     for chunk in body.chunks(70_000) {
         raw.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
         raw.extend_from_slice(chunk);

@@ -177,6 +177,8 @@ struct ApacheClient {
     r: *mut sys::request_rec,
     body_started: bool,
     has_body: bool,
+    /// procd-status's count of this request.
+    counted: super::shm::Request,
 }
 
 impl Client for ApacheClient {
@@ -254,6 +256,11 @@ impl Client for ApacheClient {
     fn head_only(&self) -> bool {
         // SAFETY: a field of the live request.
         unsafe { (*self.r).header_only != 0 }
+    }
+
+    fn taken(&mut self, waited: std::time::Duration, pid: u32) {
+        self.counted.taken(waited);
+        self.counted.worker(pid);
     }
 
     fn abort(&mut self) {
@@ -375,11 +382,16 @@ fn handle(r: *mut sys::request_rec) -> c_int {
         };
         let app = group.app.as_ref().map(|p| p.display().to_string());
         let env = environment(&req, &kind, app.as_deref());
-        let mut client = ApacheClient { r, body_started: false, has_body: false };
+        // SAFETY: the live request's method and URI (NUL-terminated or NULL).
+        let (method, unparsed) = unsafe { (bytes_from(req.r().method), bytes_from(req.r().unparsed_uri)) };
+        let counted = super::shm::Request::begin(&group.name, &method, &crate::status::shown_uri(&unparsed));
+        let mut client = ApacheClient { r, body_started: false, has_body: false, counted };
         // What the handler logs quotes a worker's text escaped already; no
         // control character reaches the log, whatever its origin.
         let escape = crate::protocol::escape_controls;
-        match serve(&mut client, &target, env) {
+        let outcome = serve(&mut client, &target, env);
+        super::status::count(&mut client.counted, req.r().status, &outcome);
+        match outcome {
             Outcome::Done => sys::OK,
             Outcome::Failed { status, retry_after, log } => {
                 pd_log!(logid::REQUEST_FAILED, status, "{}", escape(&log));

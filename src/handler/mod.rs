@@ -38,6 +38,9 @@ pub trait Client {
     fn abort(&mut self);
     /// A HEAD request: the response has headers only (Apache drops body bytes).
     fn head_only(&self) -> bool;
+    /// A worker took the request after it waited `_waited` for one, and
+    /// said it is pid `_pid` (0: unknown): for procd-status.
+    fn taken(&mut self, _waited: Duration, _pid: u32) {}
 }
 
 /// Where and how to reach a group.
