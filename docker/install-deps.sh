@@ -19,6 +19,9 @@ PACKAGES=(
     libplack-perl libmojolicious-perl libdancer2-perl
     # LinkRewrite tests compare against the Apache manual
     apache2-doc
+    # procd-status tests: the Prometheus text parser, the JSON schema
+    # validator, and headless Chromium for the page's screenshot
+    python3-prometheus-client python3-jsonschema chromium
 )
 
 missing=()
