@@ -279,7 +279,7 @@ fn screenshot(a: &Apache, out: &str) {
             "--hide-scrollbars",
             &format!("--user-data-dir={}", profile.display()),
             &format!("--screenshot={out}"),
-            "--window-size=1200,1100",
+            "--window-size=1200,1700",
         ])
         .arg(format!("http://127.0.0.1:{}/procd-status", a.port))
         .output();

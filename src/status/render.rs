@@ -76,6 +76,9 @@ struct Histogram<'a> {
     count: u64,
 }
 
+/// One of a group's event counters.
+type EventMap = fn(&GroupState) -> &BTreeMap<String, u64>;
+
 const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
 fn failures(c: &Counters) -> BTreeMap<&str, u64> {
@@ -285,7 +288,7 @@ pub fn prometheus(r: &Report) -> String {
             p.sample("procd_group_failures", &[("group", &g.name)], s.failures as f64);
         }
     }
-    let maps: [(&str, &str, fn(&GroupState) -> &BTreeMap<String, u64>, &str); 4] = [
+    let maps: [(&str, &str, EventMap, &str); 4] = [
         ("procd_generations_total", "New generations of the group, by reason", |s| &s.events.generations, "reason"),
         ("procd_worker_recycles_total", "Workers recycled, by reason", |s| &s.events.recycles, "reason"),
         ("procd_scale_events_total", "Pool scaling decisions, by direction", |s| &s.events.scale, "direction"),
@@ -424,9 +427,9 @@ pub fn html(r: &Report, refresh: u32) -> String {
         }
         None => o.push_str("manager: unknown"),
     }
-    let _ = write!(
+    let _ = writeln!(
         o,
-        " · {} group(s){}{}</div>\n",
+        " · {} group(s){}{}</div>",
         r.groups.len(),
         if r.vhost_only { " of this virtual host" } else { "" },
         if refresh > 0 { format!(" · refreshes every {refresh} s") } else { String::new() }
@@ -548,10 +551,10 @@ fn group_html(o: &mut String, r: &Report, g: &GroupView) {
         );
     }
     o.push_str("</table>\n");
-    in_progress_html(o, c, true);
+    in_progress_html(o, c);
     if !s.recent.is_empty() {
         o.push_str("<div class=\"sub\">recent events</div><ul class=\"events\">");
-        for ev in s.recent.iter().rev() {
+        for ev in s.recent.iter().rev().take(5) {
             let _ = write!(
                 o,
                 "<li>{} ago: {} — {}</li>",
@@ -592,8 +595,7 @@ fn counters_html(o: &mut String, c: &Counters) {
     }
 }
 
-fn in_progress_html(o: &mut String, c: &Counters, unmatched_only: bool) {
-    let _ = unmatched_only;
+fn in_progress_html(o: &mut String, c: &Counters) {
     if c.requests.is_empty() {
         return;
     }
