@@ -290,3 +290,36 @@ fn screenshot(a: &Apache, out: &str) {
         Err(e) => a.fail(&format!("chromium: {e}")),
     }
 }
+
+/// Under prefork every request may be served by another child process:
+/// the counters are still exact (shared memory, atomics).
+#[test]
+fn counters_are_exact_under_prefork() {
+    ensure_user(USER);
+    let conf = format!(
+        "LanguageGroup shop language=python user={USER} app=@DIR@/pool_app.py processes=2\nLanguageMount /app shop\n<Location /procd-status>\n    SetHandler procd-status\n</Location>\n"
+    );
+    let mut a = Apache::new("status-prefork", Mpm::Prefork, &conf);
+    std::fs::copy(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/apps/pool_app.py"), a.dir.join("pool_app.py"))
+        .expect("copy the app");
+    let _ = Command::new("chmod").args(["-R", "a+rX"]).arg(&a.dir).status();
+    a.start();
+    let port = a.port;
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            std::thread::spawn(move || {
+                (0..10).filter(|_| http_get(port, "/app/pid").is_ok_and(|r| r.status == 200)).count()
+            })
+        })
+        .collect();
+    let ok: usize = clients.into_iter().map(|c| c.join().expect("client")).sum();
+    if ok != 40 {
+        a.fail(&format!("{ok} of 40 requests answered 200"));
+    }
+    let doc = status(&a);
+    let req = &group(&doc, "shop").unwrap_or_else(|| a.fail("no group shop"))["requests"];
+    if req["total"] != 40 || req["by_class"]["2xx"] != 40 || req["in_flight"] != 0 {
+        a.fail(&format!("40 requests under prefork, counted: {req}"));
+    }
+    a.stop();
+}

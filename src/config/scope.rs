@@ -441,6 +441,23 @@ mod tests {
     }
 
     #[test]
+    fn procd_status_scope_is_vhost_or_server_and_inherited() {
+        let mut outer = DirConfig::default();
+        outer.apply("ProcdStatus", "vhost", &ctx()).unwrap();
+        assert_eq!(DirConfig::merge(&outer, &DirConfig::default()).status_vhost_only, Some(true));
+        let mut inner = DirConfig::default();
+        inner.apply("ProcdStatus", "Server", &ctx()).unwrap();
+        assert_eq!(DirConfig::merge(&outer, &inner).status_vhost_only, Some(false));
+        for bad in ["", "all", "vhost server"] {
+            let e = inner.apply("ProcdStatus", bad, &ctx()).unwrap_err();
+            assert!(
+                e.contains("ProcdStatus") && e.contains(&format!("\"{bad}\"")) && e.contains("expected vhost"),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
     fn link_maps_add_up_down_the_tree() {
         let mut server = DirConfig::default();
         server.apply("LinkRewrite", "http://127.0.0.1:8180/ /legacy/", &ctx()).unwrap();
