@@ -10,6 +10,9 @@ PACKAGES=(
     curl procps passwd util-linux iproute2
     # tests/frontends.rs makes a self-signed certificate for mod_ssl
     openssl
+    # procd-status tests: the Prometheus text parser, the JSON schema
+    # validator, and headless Chromium for the page's screenshot
+    python3-prometheus-client python3-jsonschema chromium
     # language runtimes the tests and the demo use
     python3 python3-venv perl
     # Ruby (Rack loader; tests run Sinatra, plain and under bundler)

@@ -15,9 +15,13 @@
 //!   the Apache layer.
 //! - `config`: directive parsing, merging, validation and the plan (safe).
 //! - `rewrite`: LinkRewrite's streaming scanner (safe, knows no Apache).
+//! - `status`: procd-status's data (the manager's snapshot, the request
+//!   counters) and its HTML, JSON and Prometheus renderings (safe, knows
+//!   no Apache; `ffi` reads the shared counters, `manager` writes its
+//!   snapshot).
 //! - `protocol`: the codecs and contracts: worker frames, FastCGI records,
-//!   the CGI response head, the control channel, the launch contract
-//!   (safe, knows nothing of the others).
+//!   the CGI and HTTP response heads, the control
+//!   channel, the launch contract (safe, knows nothing of the others).
 
 #![cfg_attr(any(test, feature = "fuzzing"), allow(dead_code))]
 
@@ -31,3 +35,4 @@ mod manager;
 mod os;
 mod protocol;
 mod rewrite;
+mod status;

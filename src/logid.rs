@@ -71,6 +71,7 @@ catalogue! {
     MANAGER_RESTARTED = "PD0102", Crit, "the process manager died, could not start, or was restarted by httpd";
     CONFIG_WARNING = "PD0103", Warn, "configtest warning (a group without user= shares Apache's identity)";
     SIGCHLD_TAKEN = "PD0104", Notice, "another module handles SIGCHLD: graceful restarts keep Apache's one-second refill pause";
+    STATUS_SHM = "PD0105", Warn, "procd-status: no shared memory for request counters, or a group without a counter slot";
     MANAGER = "PD0200", Notice, "the manager: configuration received, refused, or a log it cannot open";
     WORKER_STARTED = "PD0201", Notice, "worker started";
     WORKER_EXITED = "PD0202", Error, "worker exited, and how";
@@ -95,6 +96,7 @@ catalogue! {
     REQUEST_FAILED = "PD0304", Error, "a request to a group failed before its answer started: the status and why";
     RESPONSE_CUT = "PD0305", Error, "a request failed after its headers were sent: the response was cut";
     WORKER_STDERR = "PD0306", Error, "a line a FastCGI worker sent on FCGI_STDERR (PHP's errors and warnings), escaped";
+    STATUS_FAILED = "PD0307", Error, "procd-status could not answer (a format or state it cannot produce)";
     UNDECODABLE = "PD0401", Warn, "LinkRewrite: a content encoding it cannot decode passes through untouched";
     CHARSET = "PD0402", Warn, "LinkRewrite: a charset that is not ASCII-compatible passes through untouched";
     CORRUPT_BODY = "PD0403", Error, "LinkRewrite: a corrupt gzip/deflate body: 502 or a cut response";

@@ -81,6 +81,9 @@ pub struct DirConfig {
     /// `LinkRewriteCSS On|Off`: also rewrite `url()` and `@import` in
     /// `<style>`, `style` attributes and text/css bodies (unset: Off).
     pub link_css: Option<bool>,
+    /// `ProcdStatus vhost|server`: procd-status shows only the groups the
+    /// request's virtual host can use (unset: the whole server).
+    pub status_vhost_only: Option<bool>,
 }
 
 impl ServerConfig {
@@ -245,7 +248,12 @@ impl DirConfig {
             outer.link_maps.iter().filter(|m| !inner.link_maps.iter().any(|i| i.from == m.from)).cloned().collect();
         link_maps.extend(inner.link_maps.iter().cloned());
         link_maps.sort_by_key(|m| std::cmp::Reverse(m.from.len()));
-        DirConfig { handlers, link_maps, link_css: inner.link_css.or(outer.link_css) }
+        DirConfig {
+            handlers,
+            link_maps,
+            link_css: inner.link_css.or(outer.link_css),
+            status_vhost_only: inner.status_vhost_only.or(outer.status_vhost_only),
+        }
     }
 
     /// Whether CSS is rewritten too in this scope.
@@ -324,6 +332,19 @@ impl DirConfig {
                     }
                 };
                 self.link_css = Some(on);
+                Ok(Vec::new())
+            }
+            "ProcdStatus" => {
+                let vhost = match words.as_slice() {
+                    [w] if w.eq_ignore_ascii_case("vhost") => true,
+                    [w] if w.eq_ignore_ascii_case("server") => false,
+                    _ => {
+                        return Err(format!(
+                            "ProcdStatus \"{args}\": expected vhost (procd-status shows the groups of the request's virtual host only) or server (every group, the default)"
+                        ));
+                    }
+                };
+                self.status_vhost_only = Some(vhost);
                 Ok(Vec::new())
             }
             _ => Err(format!("mod_procd: {directive} is not a per-directory directive")),
@@ -416,6 +437,23 @@ mod tests {
         for bad in ["", "yes", "On Off"] {
             let e = off.apply("LinkRewriteCSS", bad, &ctx()).unwrap_err();
             assert!(e.contains("LinkRewriteCSS") && e.contains("expected On or Off"), "{e}");
+        }
+    }
+
+    #[test]
+    fn procd_status_scope_is_vhost_or_server_and_inherited() {
+        let mut outer = DirConfig::default();
+        outer.apply("ProcdStatus", "vhost", &ctx()).unwrap();
+        assert_eq!(DirConfig::merge(&outer, &DirConfig::default()).status_vhost_only, Some(true));
+        let mut inner = DirConfig::default();
+        inner.apply("ProcdStatus", "Server", &ctx()).unwrap();
+        assert_eq!(DirConfig::merge(&outer, &inner).status_vhost_only, Some(false));
+        for bad in ["", "all", "vhost server"] {
+            let e = inner.apply("ProcdStatus", bad, &ctx()).unwrap_err();
+            assert!(
+                e.contains("ProcdStatus") && e.contains(&format!("\"{bad}\"")) && e.contains("expected vhost"),
+                "{e}"
+            );
         }
     }
 

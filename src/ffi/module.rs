@@ -33,7 +33,7 @@ const SERVER: c_int = sys::RSRC_CONF;
 const SERVER_AND_DIR: c_int = sys::RSRC_CONF | sys::ACCESS_CONF;
 
 /// The directive table. Apache reads it; it must outlive the module.
-static mut COMMANDS: [sys::command_rec; 8] = [
+static mut COMMANDS: [sys::command_rec; 9] = [
     raw_directive(c"LanguageGroup", SERVER, c"NAME language=LANG [key=value ...]: declare a process group"),
     raw_directive(
         c"LanguageHandler",
@@ -49,6 +49,11 @@ static mut COMMANDS: [sys::command_rec; 8] = [
     ),
     raw_directive(c"ProcdRuntimeDir", SERVER, c"DIR: where group sockets and state live"),
     raw_directive(c"ProcdLanguages", SERVER, c"FILE.toml: add or override language definitions"),
+    raw_directive(
+        c"ProcdStatus",
+        SERVER_AND_DIR,
+        c"vhost|server: procd-status shows the groups of this virtual host only, or of the whole server",
+    ),
     // SAFETY of the all-zero terminator: Apache stops at a NULL name.
     sys::command_rec {
         name: null(),
@@ -101,6 +106,7 @@ unsafe extern "C" fn register_hooks(_pool: *mut sys::apr_pool_t) {
             sys::ap_hook_map_to_storage(Some(super::request::map_to_storage), null(), null(), sys::APR_HOOK_FIRST);
             sys::ap_hook_fixups(Some(super::request::fixups), null(), null(), sys::APR_HOOK_LAST);
             sys::ap_hook_handler(Some(super::request::handler), null(), null(), sys::APR_HOOK_MIDDLE);
+            sys::ap_hook_handler(Some(super::status::handler), null(), null(), sys::APR_HOOK_MIDDLE);
             sys::ap_hook_insert_filter(Some(super::filter::insert_filter), null(), null(), sys::APR_HOOK_MIDDLE);
             // After every RESOURCE filter (INCLUDES, SUBSTITUTE: what they
             // produce is rewritten too), before CONTENT_SET ones (DEFLATE
@@ -211,7 +217,7 @@ unsafe extern "C" fn directive(cmd: *mut sys::cmd_parms, mconfig: *mut c_void, a
                 };
                 let server = server_config((*cmd).server);
                 match name.as_str() {
-                    "LanguageHandler" | "LinkRewrite" | "LinkRewriteCSS" => {
+                    "LanguageHandler" | "LinkRewrite" | "LinkRewriteCSS" | "ProcdStatus" => {
                         let dir = &mut *mconfig.cast::<DirConfig>();
                         let refs = dir.apply(&name, &args, &ctx)?;
                         server.group_refs.extend(refs);
@@ -292,6 +298,62 @@ fn retained() -> *mut Retained {
             (*r.cast::<Retained>()).control_fd = -1;
         }
         r.cast()
+    }
+}
+
+/// The status counters' table, kept across graceful restarts (its own
+/// retained key: the layout of `Retained` never changes with it).
+#[repr(C)]
+struct RetainedShm {
+    addr: usize,
+    len: usize,
+}
+
+/// In the parent at each configuration: the status counters' shared table
+/// (created once, or anew if the retained one is another build's layout),
+/// installed for this process and its future children, with a slot for
+/// each group.
+fn attach_status_table(groups: &[String]) {
+    let key = c"mod_procd-status-shm";
+    // SAFETY: retained data lives in the process pool for the life of
+    // httpd; created zeroed on first use; the single-threaded parent is the
+    // only writer.
+    let r = unsafe {
+        let mut r = sys::ap_retained_data_get(key.as_ptr());
+        if r.is_null() {
+            r = sys::ap_retained_data_create(key.as_ptr(), std::mem::size_of::<RetainedShm>());
+        }
+        &mut *r.cast::<RetainedShm>()
+    };
+    // SAFETY: addr/len are 0 or the mapping a previous generation made.
+    let table = if unsafe { super::shm::usable(r.addr, r.len) } {
+        r.addr as *mut super::shm::Table
+    } else {
+        if r.addr != 0 {
+            // SAFETY: another layout's mapping, made by us; nothing in this
+            // process refers to it (the previous .so is unloaded).
+            unsafe { super::shm::discard(r.addr, r.len) };
+            *r = RetainedShm { addr: 0, len: 0 };
+        }
+        let Some(t) = super::shm::create() else {
+            pd_log!(
+                msg::STATUS_SHM,
+                "cannot create the shared memory for request counters; procd-status shows no request counters"
+            );
+            return;
+        };
+        *r = RetainedShm { addr: t as usize, len: super::shm::TABLE_BYTES };
+        t
+    };
+    super::shm::install(table);
+    let missing = super::shm::assign(groups);
+    if !missing.is_empty() {
+        pd_log!(
+            msg::STATUS_SHM,
+            "no request-counter slot for group(s) {} ({} slots, names of at most 64 bytes); procd-status shows no request counters for them",
+            missing.join(", "),
+            super::shm::SLOTS
+        );
     }
 }
 
@@ -578,6 +640,7 @@ unsafe extern "C" fn post_config(
         let runtime_dir = config.runtime_dir.as_ref().map_or(runtime_default, |d| d.display().to_string());
         let plan = build_plan(&views, &apache_identity(), &runtime_dir);
         let groups = plan.groups.len();
+        attach_status_table(&plan.groups.iter().map(|g| g.name.clone()).collect::<Vec<_>>());
         let plan_text = match plan.to_text() {
             Ok(t) => t,
             Err(e) => {

@@ -181,6 +181,8 @@ struct ApacheClient {
     r: *mut sys::request_rec,
     body_started: bool,
     has_body: bool,
+    /// procd-status's count of this request.
+    counted: super::shm::Request,
     /// Once the connection is a tunnel: the brigades for each direction,
     /// and whether the client has sent its last byte.
     tunnel: Option<Tunnel>,
@@ -464,6 +466,11 @@ impl Client for ApacheClient {
         }
     }
 
+    fn taken(&mut self, waited: std::time::Duration, pid: u32) {
+        self.counted.taken(waited);
+        self.counted.worker(pid);
+    }
+
     fn abort(&mut self) {
         // SAFETY: mod_proxy's way to cut a response whose headers are out:
         // an error bucket then EOS down the live request's filters.
@@ -605,11 +612,16 @@ fn handle(r: *mut sys::request_rec) -> c_int {
         // The http backend forwards the request itself, not an environment.
         let env =
             if protocol == Protocol::Http { Vec::new() } else { environment(&req, &kind, app.as_deref(), protocol) };
-        let mut client = ApacheClient { r, body_started: false, has_body: false, tunnel: None };
+        // SAFETY: the live request's method and URI (NUL-terminated or NULL).
+        let (method, unparsed) = unsafe { (bytes_from(req.r().method), bytes_from(req.r().unparsed_uri)) };
+        let counted = super::shm::Request::begin(&group.name, &method, &crate::status::shown_uri(&unparsed));
+        let mut client = ApacheClient { r, body_started: false, has_body: false, tunnel: None, counted };
         // What the handler logs quotes a worker's text escaped already; no
         // control character reaches the log, whatever its origin.
         let escape = crate::protocol::escape_controls;
-        match serve(&mut client, &target, env) {
+        let outcome = serve(&mut client, &target, env);
+        super::status::count(&mut client.counted, req.r().status, &outcome);
+        match outcome {
             Outcome::Done => sys::OK,
             Outcome::Failed { status, retry_after, log } => {
                 pd_log!(logid::REQUEST_FAILED, status, "{}", escape(&log));

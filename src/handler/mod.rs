@@ -59,6 +59,9 @@ pub trait Client {
     /// for readability (data Apache holds already is read first by
     /// `tunnel_read`).
     fn tunnel_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>>;
+    /// A worker took the request after it waited `_waited` for one, and
+    /// said it is pid `_pid` (0: unknown): for procd-status.
+    fn taken(&mut self, _waited: Duration, _pid: u32) {}
 }
 
 /// The request body's framing, from the request headers.

@@ -72,7 +72,8 @@ pub fn proxy(client: &mut dyn Client, target: &Target, mut env: Vec<u8>) -> Outc
     // queue-timeout bounds all the waiting for a worker: the connect, and
     // the wait for the worker's first frame.
     let queue_timeout = target.queue_timeout.max(Duration::from_millis(50));
-    let queue_deadline = Instant::now() + queue_timeout;
+    let begun = Instant::now();
+    let queue_deadline = begun + queue_timeout;
     // A worker that takes the request after this deadline (Apache has
     // answered 503 by then) drops it unrun: see PROTOCOL.md.
     let mut extra = EnvBuilder::default();
@@ -107,7 +108,10 @@ pub fn proxy(client: &mut dyn Client, target: &Target, mut env: Vec<u8>) -> Outc
             Some(taken) => taken + target.request_timeout,
         };
         match read_frame(&mut stream, &mut buf, until) {
-            Ok(Frame::Hello { pid }) => break pid,
+            Ok(Frame::Hello { pid }) => {
+                client.taken(taken_at.unwrap_or_else(Instant::now).saturating_duration_since(begun), pid);
+                break pid;
+            }
             Ok(other) => return bad_gateway(g, 0, &format!("expected HELLO, got {}", other.name())),
             Err(ReadError::Timeout) if taken_at.is_none() => {
                 if matches!(crate::os::unread_by_peer(&stream), Ok(0)) {

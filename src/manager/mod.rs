@@ -39,6 +39,7 @@ mod policy;
 mod pool;
 mod procs;
 mod runtime;
+mod status;
 
 #[cfg(not(any(test, feature = "fuzzing")))]
 pub use event_loop::run_forked;
@@ -164,6 +165,9 @@ struct Group {
     /// Clean exits (status 0: a worker recycled after maximum-requests)
     /// in the current second, bounded by `policy::clean_exits_per_second`.
     clean_exits: (Option<Instant>, u32),
+    /// What the manager did to the group, by reason (procd-status).
+    events: crate::status::Events,
+    recent: Vec<crate::status::Event>,
 }
 
 impl Group {
@@ -191,6 +195,9 @@ pub struct Manager {
     cgroups: cgroup::Cgroups,
     /// Why there is no containment by cgroup, logged with the first plan.
     no_cgroups: Option<String>,
+    /// When the manager started, and its last `status.json`.
+    started_wall: SystemTime,
+    written: status::Written,
 }
 
 /// The main log, for the panic hook (which cannot reach the manager).
@@ -212,6 +219,8 @@ impl Manager {
             orphans: HashMap::new(),
             cgroups,
             no_cgroups,
+            started_wall: SystemTime::now(),
+            written: Default::default(),
         }
     }
 
@@ -269,10 +278,16 @@ impl Manager {
             // Starting afresh: requests wait for it rather than fail.
             mark_up(Path::new(&self.plan.runtime_dir), &gp.name);
             let group = self.groups.entry(gp.name.clone()).or_default();
+            let (key, why) = if group.generations.is_empty() && group.events.generations.is_empty() {
+                ("start", "httpd started, or the group is new")
+            } else {
+                ("graceful-restart", "a new configuration from httpd (apachectl graceful)")
+            };
             group.plan = Some(gp.clone());
             group.failures = 0;
             group.retry_at = None;
             group.restart_mtime = gp.restart_file.as_deref().and_then(restart_mtime);
+            self.note(&gp.name, status::Kind::Generation, key, why);
             self.start_generation(&gp.name);
         }
     }
@@ -436,6 +451,12 @@ impl Manager {
             );
             mark_down(Path::new(&self.plan.runtime_dir), name, &text);
         }
+        self.note(
+            name,
+            status::Kind::Backoff,
+            "",
+            &format!("{failures} failure(s) in a row ({why}); next attempt in {} ms", delay.as_millis()),
+        );
         pd_log!(id::BACKOFF, group = %name, log = %log, reason = why, "workers fail to start ({failures} time(s) in a row; last: {why}); next attempt in {} ms. Check the group's command and the lines above", delay.as_millis());
     }
 
@@ -680,6 +701,12 @@ impl Manager {
             ),
         };
         pd_log!(level: level, id::WORKER_EXITED, group = %name, log = %log, generation = gen_id, pid = pid.as_raw(), reason = %how, "{text}");
+        let key = match decision {
+            policy::AfterExit::Replace { .. } | policy::AfterExit::BackOff => "crash",
+            policy::AfterExit::FailGeneration => "failed-start",
+            _ => "expected",
+        };
+        self.note(&name, status::Kind::Exit, key, &format!("worker pid {pid} {how}"));
         match decision {
             policy::AfterExit::Nothing
             | policy::AfterExit::Retired
@@ -883,6 +910,7 @@ impl Manager {
                     Some(_) => {}
                     None => {
                         if self.groups[&name].generation(|p| p == Phase::Starting).is_none() {
+                            self.note(&name, status::Kind::Generation, "retry", "retry after back-off");
                             self.start_generation(&name);
                         }
                     }
@@ -898,6 +926,7 @@ impl Manager {
                         g.restart_mtime = mtime;
                     }
                     pd_log!(id::RESTART_FILE, group = %name, log = %log, "{file} changed: starting a new generation");
+                    self.note(&name, status::Kind::Generation, "restart-file", "the restart file was touched");
                     self.start_generation(&name);
                 }
             }
@@ -907,6 +936,7 @@ impl Manager {
         self.groups.retain(|_, g| g.plan.is_some() || !g.generations.is_empty());
         self.adopt_orphans();
         self.cgroups.sweep();
+        self.write_status(now);
     }
 
     /// Everything stops: `apachectl stop` or `graceful-stop`, or httpd is

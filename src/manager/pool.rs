@@ -4,9 +4,11 @@
 //! workers above MIN. The rules are `policy`'s; this applies them.
 
 use super::procs::{has_pending, io_calls, resident_bytes, signal_worker};
+use super::status::Kind;
 use super::{Manager, Phase, Role, id, policy};
 use crate::config::plan::DEFAULT_INACTIVITY_MS;
 use crate::logid::pd_log;
+use crate::status::reason_key;
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 use std::time::{Duration, Instant};
@@ -76,12 +78,14 @@ impl Manager {
         let live_others = others.iter().filter(|o| o.role != Role::Retiring).count() as u32;
         if ready_others >= min.max(1) {
             pd_log!(id::RECYCLE, group = %name, log = %log, generation = gen_id, pid = pid.as_raw(), reason = reason, "recycling worker pid {pid} ({reason}): {ready_others} other worker(s) serve meanwhile");
+            self.note(&name, Kind::Recycle, &reason_key(reason), &format!("worker pid {pid}: {reason}"));
             self.retire(pid, reason);
             if live_others < min {
                 self.spawn_as(&name, gen_id, Role::Serving);
             }
         } else if let Some(new) = self.spawn_as(&name, gen_id, Role::Replacing(pid)) {
             pd_log!(id::RECYCLE, group = %name, log = %log, generation = gen_id, pid = pid.as_raw(), reason = reason, "recycling worker pid {pid} ({reason}): replacement pid {new} is starting; pid {pid} serves until it is ready");
+            self.note(&name, Kind::Recycle, &reason_key(reason), &format!("worker pid {pid}: {reason}"));
         }
     }
 
@@ -184,6 +188,7 @@ impl Manager {
             };
             if let Some(pid) = self.spawn_as(name, gen_id, Role::Serving) {
                 pd_log!(id::SCALE, group = %name, log = %log, generation = gen_id, pid = pid.as_raw(), reason = %why, "scaling up to {} of {max} worker(s): {why}", pool.live + 1);
+                self.note(name, Kind::Scale, "up", &why);
             }
         }
         let due = self.groups.get(name).is_some_and(|g| g.pool_checked.is_none_or(|t| now - t >= POOL_CHECK));
@@ -231,6 +236,7 @@ impl Manager {
                     timeout.as_secs()
                 );
                 pd_log!(id::SCALE, group = %name, log = %plan.error_log, generation = gen_id, pid = pid.as_raw(), reason = %why, "{why}");
+                self.note(name, Kind::Scale, "down", &why);
                 self.retire(pid, "idle above processes MIN");
                 return;
             }
