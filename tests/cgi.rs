@@ -24,7 +24,7 @@ print "length=", length($got), " declared=$len sha256=", sha256_hex($got), "\n";
 
 const HEADERS_SH: &str = "#!/bin/sh\ncase \"$QUERY_STRING\" in\n  missing) printf 'Status: 404 Nothing Here\\r\\nContent-Type: text/plain\\r\\n\\r\\nno\\n' ;;\n  away) printf 'Location: http://example.invalid/elsewhere\\r\\n\\r\\n' ;;\n  local) printf 'Location: /hello.txt\\r\\n\\r\\n' ;;\n  cookies) printf 'Set-Cookie: a=1\\r\\nSet-Cookie: b=2\\r\\nContent-Type: text/plain\\r\\n\\r\\nok\\n' ;;\n  *) printf 'Content-Type: text/plain\\r\\n\\r\\nplain\\n' ;;\nesac\necho \"to the log from $QUERY_STRING\" >&2\n";
 
-const RUNAWAY_SH: &str = "#!/bin/sh\nsleep 300 &\necho \"child $!\" >&2\nprintf 'Content-Type: text/plain\\r\\n\\r\\nstarted\\n'\nwhile :; do sleep 1; done\n";
+const RUNAWAY_SH: &str = "#!/bin/sh\nsleep 300 &\necho \"child $!\" >&2\nwhile :; do sleep 1; done\n";
 
 const STREAM_SH: &str = "#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\n'\necho first\nsleep 1\necho last\n";
 
@@ -183,7 +183,7 @@ fn refusals_and_a_runaway_script() {
     // request-timeout=2s: 504, and the script and its child are killed.
     let t = Instant::now();
     let r = a.get("/cgi/runaway.cgi");
-    if r.status != 504 && !(r.status == 200 && t.elapsed() < Duration::from_secs(6)) {
+    if r.status != 504 || t.elapsed() > Duration::from_secs(6) {
         a.fail(&format!("a runaway script: {} after {} ms", r.status, t.elapsed().as_millis()));
     }
     let child: Option<i32> = {

@@ -488,7 +488,7 @@ impl Client for ApacheClient {
 fn environment(req: &Request, kind: &str, app: Option<&str>, speaks: Protocol) -> Vec<u8> {
     let r = req.r();
     let env_table = r.subprocess_env;
-    if speaks == Protocol::Fastcgi {
+    if matches!(speaks, Protocol::Fastcgi | Protocol::Cgi) {
         // SAFETY: fills r->subprocess_env with the CGI variables, among
         // them PATH_TRANSLATED (a sub-request lookup of PATH_INFO); the
         // ones set below override its SCRIPT_NAME and PATH_INFO.

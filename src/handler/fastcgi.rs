@@ -35,7 +35,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 /// Largest body chunk read from the client for one STDIN record (a
 /// multiple of 8: no padding).
-const BODY_CHUNK: usize = 65_528;
+pub(super) const BODY_CHUNK: usize = 65_528;
 /// A chunked request body is held in memory up to this size, then spooled
 /// to an unlinked temporary file: php-cgi needs CONTENT_LENGTH.
 pub const SPOOL_IN_MEMORY: usize = 1 << 20;
@@ -48,7 +48,7 @@ const STDERR_LINE: usize = 8 << 10;
 const TAKEN_POLL_MAX: Duration = Duration::from_millis(5);
 
 /// Where the request body comes from.
-enum Body {
+pub(super) enum Body {
     /// Streamed from the client as the worker consumes it.
     Client,
     /// A chunked body, read whole before connecting (bounded in memory).
@@ -59,7 +59,7 @@ enum Body {
 
 /// Reads a chunked body whole: in memory up to `SPOOL_IN_MEMORY`, the rest
 /// in an unlinked temporary file. Returns the body and its length.
-fn spool(client: &mut dyn Client) -> Result<(Body, u64), String> {
+pub(super) fn spool(client: &mut dyn Client) -> Result<(Body, u64), String> {
     let mut mem = Vec::new();
     loop {
         let chunk = client.read_body(BODY_CHUNK)?;
@@ -514,7 +514,7 @@ pub fn proxy(client: &mut dyn Client, target: &Target, env: Vec<u8>) -> Outcome 
 
 /// Body bytes to the client, held to the worker's Content-Length. `Some`
 /// ends the exchange.
-fn write_body(
+pub(super) fn write_body(
     client: &mut dyn Client,
     g: &str,
     data: &[u8],

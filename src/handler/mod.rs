@@ -3,13 +3,16 @@
 //! [`Outcome`] and its failures, connecting within the queue timeout,
 //! explaining a worker's death, checking Content-Length), and one backend
 //! per protocol, chosen by [`serve`]: `procd` (the framed protocol of
-//! src/protocol/PROTOCOL.md) and `fastcgi` (php-cgi); CGI and HTTP next.
+//! src/protocol/PROTOCOL.md), `fastcgi` (php-cgi), `cgi` (a script per
+//! request, run by the group's launcher) and `http` (HTTP/1.1 to any
+//! program, with Upgrade tunnels).
 //!
 //! Safe Rust: Apache is reached only through the [`Client`] trait, which the
 //! FFI layer implements over `request_rec`.
 
 #![forbid(unsafe_code)]
 
+mod cgi;
 mod fastcgi;
 mod http;
 mod procd;
@@ -129,16 +132,8 @@ pub fn serve(client: &mut dyn Client, target: &Target, env: Vec<u8>) -> Outcome 
     match target.protocol {
         Protocol::Procd => procd::proxy(client, target, env),
         Protocol::Fastcgi => fastcgi::proxy(client, target, env),
+        Protocol::Cgi => cgi::proxy(client, target, env),
         Protocol::Http => http::proxy(client, target),
-        other => Outcome::Failed {
-            status: 500,
-            retry_after: None,
-            log: format!(
-                "group {}: its language speaks {}, which this build of mod_procd cannot serve requests with yet",
-                target.group,
-                other.name()
-            ),
-        },
     }
 }
 
