@@ -8,7 +8,8 @@
 #                                (the container's start script uses it)
 # Settings: PROCD_DEMO_DIR (/tmp/procd-demo), PROCD_DEMO_PORT (8080),
 # PROCD_DEMO_LISTEN (127.0.0.1), PROCD_DEMO_SO (a built module: then no
-# install and no build), PROCD_DEMO_ERRORLOG (DIR/error.log).
+# install and no build), PROCD_DEMO_ERRORLOG (DIR/error.log),
+# PROCD_DEMO_ACCESSLOG (none).
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 DEMO=${PROCD_DEMO_DIR:-/tmp/procd-demo}
@@ -18,6 +19,7 @@ MODS=/usr/lib/apache2/modules
 APPS=${PROCD_DEMO_APPS:-$ROOT/docker/demo-apps}
 SO=${PROCD_DEMO_SO:-$ROOT/target/release/libmod_procd.so}
 ERRORLOG=${PROCD_DEMO_ERRORLOG:-$DEMO/error.log}
+ACCESSLOG=${PROCD_DEMO_ACCESSLOG:-}
 
 stop() {
     if [ -s "$DEMO/httpd.pid" ] && kill -0 "$(cat "$DEMO/httpd.pid")" 2>/dev/null; then
@@ -72,12 +74,17 @@ each application in its own process group under its own user.</p>
 <li>CGI script, run per request as user procd-demo-cgi: <a href="/cgi/hello.cgi">/cgi/hello.cgi</a></li>
 <li>Node.js (any HTTP program), user procd-demo-node: <a href="/node/">/node/</a></li>
 <li>LinkRewrite on a legacy page: <a href="/legacy/">/legacy/</a></li>
+<li>Every group's state: <a href="/procd-status">/procd-status</a> (<a href="/procd-status?json">JSON</a>, <a href="/procd-status?prometheus">Prometheus</a>)</li>
 </ul>
 <p>Config: $DEMO/httpd.conf; log: $DEMO/error.log.</p>
 </body></html>
 HTML
 chmod -R a+rX "$DEMO"
 
+ACCESS_LINE=""
+if [ -n "$ACCESSLOG" ]; then
+    ACCESS_LINE="CustomLog \"$ACCESSLOG\" \"%h %t \\\"%r\\\" %>s %b\""
+fi
 cat > "$DEMO/httpd.conf" <<CONF
 ServerRoot "$DEMO"
 ServerName 127.0.0.1
@@ -89,10 +96,13 @@ User www-data
 Group www-data
 LoadModule mpm_event_module $MODS/mod_mpm_event.so
 LoadModule authz_core_module $MODS/mod_authz_core.so
+LoadModule authz_host_module $MODS/mod_authz_host.so
 LoadModule mime_module $MODS/mod_mime.so
 LoadModule dir_module $MODS/mod_dir.so
 LoadModule procd_module $DEMO/mod_procd.so
 TypesConfig /etc/mime.types
+GracefulShutdownTimeout 8
+$ACCESS_LINE
 DirectoryIndex index.html index.php
 DocumentRoot "$DEMO/htdocs"
 <Directory "$DEMO/htdocs">
@@ -124,6 +134,12 @@ LanguageMount /node node
 
 <Location /legacy/>
     LinkRewrite http://legacy.example/ /legacy/
+</Location>
+
+# The state of every group (HTML, ?json, ?prometheus), from this host only.
+<Location /procd-status>
+    SetHandler procd-status
+    Require local
 </Location>
 CONF
 

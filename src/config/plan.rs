@@ -249,7 +249,10 @@ pub fn build_plan(views: &[ServerView<'_>], apache: &Identity, runtime_dir: &str
                 home,
                 env,
                 app: g.app.as_ref().map(|a| a.display().to_string()),
-                processes: g.processes.min,
+                // A cgi group's launcher starts with its first request and
+                // retires after inactivity-timeout: a thousand-vhost server
+                // does not keep a thousand idle launchers.
+                processes: if lang.protocol == Protocol::Cgi { 0 } else { g.processes.min },
                 max_processes: g.processes.max.max(g.processes.min).max(1),
                 threads: g.threads,
                 // The procd loaders and the CGI launcher say READY.

@@ -348,10 +348,14 @@ fn attach_status_table(groups: &[String]) {
     super::shm::install(table);
     let missing = super::shm::assign(groups);
     if !missing.is_empty() {
+        // At most five named: a thousand-vhost server gets one short line.
+        let more = missing.len().saturating_sub(5);
+        let named = missing.iter().take(5).cloned().collect::<Vec<_>>().join(", ");
+        let rest = if more > 0 { format!(" and {more} more") } else { String::new() };
         pd_log!(
             msg::STATUS_SHM,
-            "no request-counter slot for group(s) {} ({} slots, names of at most 64 bytes); procd-status shows no request counters for them",
-            missing.join(", "),
+            "no request-counter slot for {} group(s): {named}{rest} ({} slots, names of at most 64 bytes); procd-status shows no request counters for them",
+            missing.len(),
             super::shm::SLOTS
         );
     }
