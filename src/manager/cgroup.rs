@@ -5,7 +5,7 @@
 //! writable cgroup v2, the manager falls back to process groups and its
 //! subreaper (see `orphans`).
 //!
-//! Layout: `<the manager's own cgroup>/procd-<httpd pid>/<group>.<gen>`.
+//! Layout: `<the manager's own cgroup>/procd-<httpd pid>/<group>.<gen>.m<manager pid>`.
 //! The httpd pid names the instance, so a manager that httpd restarts
 //! finds (and kills) what a previous manager of the same httpd left, and
 //! two Apache instances never touch each other's cgroups.
@@ -84,8 +84,16 @@ impl Cgroups {
 
     /// A new cgroup for a generation; its `cgroup.procs`, for the worker
     /// to enter before it execs. None: no containment by cgroup.
+    ///
+    /// The name carries this manager's pid: generation numbers start again
+    /// at 1 in a manager that replaces a dead one, while the dead one's
+    /// cgroups are still being killed and removed (`dying`); reusing one of
+    /// those would have the sweep kill the new generation's workers.
     pub fn create(&mut self, group: &str, generation: u64) -> Option<PathBuf> {
-        let dir = self.base.as_ref()?.join(format!("{group}.{generation}"));
+        let dir = self.base.as_ref()?.join(format!("{group}.{generation}.m{}", std::process::id()));
+        if self.dying.contains(&dir) {
+            return None;
+        }
         match std::fs::create_dir(&dir) {
             Ok(()) => {
                 quiet(&dir);
