@@ -32,8 +32,10 @@ fn the_image_entry_point_serves_the_demo_and_stops_gracefully() {
     let pid = child.id() as i32;
     let log = || std::fs::read_to_string(dir.join("stderr.log")).unwrap_or_default();
     let fail = |what: &str, child: &mut std::process::Child| -> ! {
-        let _ = child.kill();
+        // Apache and its workers first (they would be reparented away
+        // from the entry point once it is gone), then the entry point.
         let left: Vec<i32> = descendants(pid).into_iter().collect();
+        let _ = child.kill();
         for p in &left {
             let _ = Command::new("kill").args(["-KILL", &p.to_string()]).status();
         }
