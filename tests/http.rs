@@ -50,35 +50,6 @@ fn header<'a>(r: &'a Response, name: &str) -> Vec<&'a str> {
         .collect()
 }
 
-/// A string field of the app's JSON (flat enough for this).
-fn field(body: &str, key: &str) -> String {
-    let needle = format!("\"{key}\":\"");
-    let Some(start) = body.find(&needle).map(|i| i + needle.len()) else {
-        return String::new();
-    };
-    let mut out = String::new();
-    let mut chars = body[start..].chars();
-    while let Some(c) = chars.next() {
-        match c {
-            '"' => break,
-            '\\' => out.push(chars.next().unwrap_or('\\')),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-fn sha256(data: &[u8]) -> String {
-    let mut child = std::process::Command::new("sha256sum")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(data).unwrap();
-    let out = child.wait_with_output().unwrap();
-    String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap_or("").to_string()
-}
-
 fn raw(a: &Apache, bytes: &[u8]) -> Response {
     let mut s = TcpStream::connect(("127.0.0.1", a.port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
@@ -124,8 +95,8 @@ fn requests_bodies_and_headers() {
         ("USER", "procd-test-a".into()),
     ];
     for (k, v) in expect {
-        if field(&body, k) != v {
-            a.fail(&format!("{k} = {:?}, expected {v:?} in {body}", field(&body, k)));
+        if json_field(&body, k).unwrap_or_default() != v {
+            a.fail(&format!("{k} = {:?}, expected {v:?} in {body}", json_field(&body, k).unwrap_or_default()));
         }
     }
     for hop in ["x-hop", "te", "proxy-authorization", "connection\":\"close"] {
@@ -133,7 +104,7 @@ fn requests_bodies_and_headers() {
             a.fail(&format!("hop-by-hop {hop} reached the program: {body}"));
         }
     }
-    if !field(&body, "PROCD_SOCKET").contains("/generations/node.") {
+    if !json_field(&body, "PROCD_SOCKET").unwrap_or_default().contains("/generations/node.") {
         a.fail(&format!("PROCD_SOCKET: {body}"));
     }
 
@@ -141,7 +112,9 @@ fn requests_bodies_and_headers() {
     let r = a.request(
         "POST /node/env HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 7\r\nConnection: close\r\n\r\na=1&b=2",
     );
-    if field(&r.text(), "body") != "a=1&b=2" || field(&r.text(), "content-length") != "7" {
+    if json_field(&r.text(), "body").unwrap_or_default() != "a=1&b=2"
+        || json_field(&r.text(), "content-length").unwrap_or_default() != "7"
+    {
         a.fail(&format!("form: {}", r.text()));
     }
 
@@ -154,7 +127,7 @@ fn requests_bodies_and_headers() {
     .into_bytes();
     req.extend_from_slice(&data);
     let r = raw(&a, &req);
-    if r.text().trim() != format!("{} {}", sha256(&data), data.len()) {
+    if r.text().trim() != format!("{} {}", sha256_hex(&data), data.len()) {
         a.fail(&format!("upload: {} {}", r.status, r.text()));
     }
 
@@ -162,7 +135,9 @@ fn requests_bodies_and_headers() {
     let r = a.request(
         "POST /node/env HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n3\r\nabc\r\n4\r\ndefg\r\n0\r\n\r\n",
     );
-    if field(&r.text(), "body") != "abcdefg" || field(&r.text(), "transfer-encoding") != "chunked" {
+    if json_field(&r.text(), "body").unwrap_or_default() != "abcdefg"
+        || json_field(&r.text(), "transfer-encoding").unwrap_or_default() != "chunked"
+    {
         a.fail(&format!("chunked body: {}", r.text()));
     }
 
@@ -252,7 +227,7 @@ fn continue_is_end_to_end() {
     }
     s.write_all(b"hello").unwrap();
     let (rest, _) = read_until_closed(&mut s, Instant::now(), "x");
-    if !rest.contains(&sha256(b"hello")) {
+    if !rest.contains(&sha256_hex(b"hello")) {
         a.fail(&format!("after 100 Continue: {rest}"));
     }
     // The program refuses without reading: no 100 Continue at all.

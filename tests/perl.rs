@@ -45,28 +45,6 @@ fn start_pl(name: &str) -> Apache {
     a
 }
 
-fn json_field(body: &str, key: &str) -> Option<String> {
-    let needle = format!("\"{key}\":\"");
-    let start = body.find(&needle)? + needle.len();
-    let mut out = String::new();
-    let mut chars = body[start..].chars();
-    while let Some(c) = chars.next() {
-        match c {
-            '"' => return Some(out),
-            '\\' => match chars.next()? {
-                'u' => {
-                    let hex: String = chars.by_ref().take(4).collect();
-                    out.push(char::from_u32(u32::from_str_radix(&hex, 16).ok()?)?);
-                }
-                'n' => out.push('\n'),
-                other => out.push(other),
-            },
-            c => out.push(c),
-        }
-    }
-    None
-}
-
 /// Plack::Middleware::Lint wraps the test app: a violation would be a 500
 /// with Lint's message (from Plack/Middleware/Lint.pm) in the group's log.
 fn assert_lint_clean(a: &Apache) {
@@ -177,14 +155,7 @@ fn psgi_requests_under_a_mount() {
 fn psgi_bodies_stream_both_ways() {
     let a = start_pl("psgi-bodies");
     let payload: Vec<u8> = (0..5 * 1024 * 1024u32).map(|i| (i.wrapping_mul(7919) >> 3) as u8).collect();
-    let mut child = std::process::Command::new("sha256sum")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(&payload).unwrap();
-    let out = child.wait_with_output().unwrap();
-    let expected = String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap().to_string();
+    let expected = sha256_hex(&payload);
     let mut s = TcpStream::connect(("127.0.0.1", a.port)).unwrap();
     write!(
         s,

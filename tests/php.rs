@@ -66,44 +66,6 @@ fn start(name: &str, group_opts: &str) -> Apache {
     start_with(name, &php_conf(group_opts))
 }
 
-/// A string field of the flat JSON object env.php prints.
-fn field(body: &str, key: &str) -> Option<String> {
-    let needle = format!("\"{key}\":");
-    let rest = &body[body.find(&needle)? + needle.len()..];
-    if let Some(s) = rest.strip_prefix('"') {
-        let mut out = String::new();
-        let mut chars = s.chars();
-        while let Some(c) = chars.next() {
-            match c {
-                '"' => return Some(out),
-                '\\' => match chars.next()? {
-                    'u' => {
-                        let hex: String = chars.by_ref().take(4).collect();
-                        out.push(char::from_u32(u32::from_str_radix(&hex, 16).ok()?)?);
-                    }
-                    'n' => out.push('\n'),
-                    other => out.push(other),
-                },
-                c => out.push(c),
-            }
-        }
-        None
-    } else {
-        Some(rest.split([',', '}']).next()?.to_string())
-    }
-}
-
-fn sha256(data: &[u8]) -> String {
-    let mut child = std::process::Command::new("sha256sum")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(data).unwrap();
-    let o = child.wait_with_output().unwrap();
-    String::from_utf8_lossy(&o.stdout).split_whitespace().next().unwrap().to_string()
-}
-
 #[test]
 fn environment_query_form_and_chunked_bodies() {
     let a = start("php-env", "");
@@ -140,8 +102,8 @@ fn environment_query_form_and_chunked_bodies() {
         ("user", USER.into()),
     ];
     for (k, v) in expect {
-        if field(&body, k).as_deref() != Some(v.as_str()) {
-            a.fail(&format!("{k} = {:?}, expected {v:?} in {body}", field(&body, k)));
+        if json_field(&body, k).as_deref() != Some(v.as_str()) {
+            a.fail(&format!("{k} = {:?}, expected {v:?} in {body}", json_field(&body, k)));
         }
     }
     if body.contains("\"HTTP_PROXY\"")
@@ -150,7 +112,7 @@ fn environment_query_form_and_chunked_bodies() {
     {
         a.fail(&format!("HTTP_PROXY passed or $_GET wrong: {body}"));
     }
-    if field(&body, "REMOTE_PORT").is_none_or(|p| p.parse::<u16>().is_err()) {
+    if json_field(&body, "REMOTE_PORT").is_none_or(|p| p.parse::<u16>().is_err()) {
         a.fail(&format!("REMOTE_PORT: {body}"));
     }
     // POST form.
@@ -162,8 +124,8 @@ fn environment_query_form_and_chunked_bodies() {
     let body = r.text();
     if r.status != 200
         || !body.contains("\"post\":{\"name\":\"Ada Lovelace\",\"lang\":\"\\u00e9\"}")
-        || field(&body, "CONTENT_LENGTH").as_deref() != Some(&form.len().to_string())
-        || field(&body, "CONTENT_TYPE").as_deref() != Some("application/x-www-form-urlencoded")
+        || json_field(&body, "CONTENT_LENGTH").as_deref() != Some(&form.len().to_string())
+        || json_field(&body, "CONTENT_TYPE").as_deref() != Some("application/x-www-form-urlencoded")
     {
         a.fail(&format!("POST form: {} {body}", r.status));
     }
@@ -185,9 +147,9 @@ fn environment_query_form_and_chunked_bodies() {
         let mut out = Vec::new();
         s.read_to_end(&mut out).unwrap();
         let text = String::from_utf8_lossy(&out);
-        if field(&text, "body_len").as_deref() != Some(&size.to_string())
-            || field(&text, "CONTENT_LENGTH").as_deref() != Some(&size.to_string())
-            || field(&text, "body_sha256").as_deref() != Some(&sha256(&payload))
+        if json_field(&text, "body_len").as_deref() != Some(&size.to_string())
+            || json_field(&text, "CONTENT_LENGTH").as_deref() != Some(&size.to_string())
+            || json_field(&text, "body_sha256").as_deref() != Some(&sha256_hex(&payload))
         {
             a.fail(&format!("chunked body of {size} bytes: {text}"));
         }
@@ -216,7 +178,7 @@ fn uploads_sessions_headers_and_redirects() {
     s.write_all(&body).unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).unwrap();
-    let expected = format!("{} {} a.bin hi there", sha256(&payload), payload.len());
+    let expected = format!("{} {} a.bin hi there", sha256_hex(&payload), payload.len());
     if !out.contains(&expected) {
         a.fail(&format!("upload: expected {expected}, got {out}"));
     }
@@ -267,8 +229,8 @@ fn uploads_sessions_headers_and_redirects() {
     let r = a.request("POST /redirect.php?to=local-php HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\nabc");
     let body = r.text();
     if r.status != 200
-        || field(&body, "REQUEST_METHOD").as_deref() != Some("GET")
-        || field(&body, "QUERY_STRING").as_deref() != Some("from=redirect")
+        || json_field(&body, "REQUEST_METHOD").as_deref() != Some("GET")
+        || json_field(&body, "QUERY_STRING").as_deref() != Some("from=redirect")
     {
         a.fail(&format!("local redirect to PHP: {} {body}", r.status));
     }
@@ -364,8 +326,8 @@ fn output_streams_with_flat_memory_flushes_and_slow_clients() {
     s.read_to_end(&mut out).unwrap();
     let text = String::from_utf8_lossy(&out);
     eprintln!("20 MB chunked upload spooled and passed to PHP in {:?}", t0.elapsed());
-    if field(&text, "body_len").as_deref() != Some(&(20u32 << 20).to_string())
-        || field(&text, "body_sha256").as_deref() != Some(&sha256(&payload))
+    if json_field(&text, "body_len").as_deref() != Some(&(20u32 << 20).to_string())
+        || json_field(&text, "body_sha256").as_deref() != Some(&sha256_hex(&payload))
     {
         a.fail(&format!("20 MB chunked upload: {}", &text[..text.len().min(600)]));
     }
@@ -796,8 +758,8 @@ fn php_runs_under_every_mpm_and_in_a_location() {
         let r = a.request(
             "GET /php/env.php?q=1 HTTP/1.1\r\nHost: x\r\nAuthorization: Basic dTpw\r\nConnection: close\r\n\r\n",
         );
-        if field(&r.text(), "QUERY_STRING").as_deref() != Some("q=1")
-            || field(&r.text(), "HTTP_AUTHORIZATION").as_deref() != Some("Basic dTpw")
+        if json_field(&r.text(), "QUERY_STRING").as_deref() != Some("q=1")
+            || json_field(&r.text(), "HTTP_AUTHORIZATION").as_deref() != Some("Basic dTpw")
             || !r.text().contains("\"user\":\"procd-test-a\"")
         {
             a.fail(&format!("{mpm:?}: {} {}", r.status, r.text()));

@@ -43,28 +43,6 @@ fn start_rb(name: &str) -> Apache {
     a
 }
 
-fn json_field(body: &str, key: &str) -> Option<String> {
-    let needle = format!("\"{key}\":\"");
-    let start = body.find(&needle)? + needle.len();
-    let mut out = String::new();
-    let mut chars = body[start..].chars();
-    while let Some(c) = chars.next() {
-        match c {
-            '"' => return Some(out),
-            '\\' => match chars.next()? {
-                'u' => {
-                    let hex: String = chars.by_ref().take(4).collect();
-                    out.push(char::from_u32(u32::from_str_radix(&hex, 16).ok()?)?);
-                }
-                'n' => out.push('\n'),
-                other => out.push(other),
-            },
-            c => out.push(c),
-        }
-    }
-    None
-}
-
 /// Rack::Lint wraps the whole test app: a violation would be a 500 with a
 /// Rack::Lint::LintError in the group's log.
 fn assert_lint_clean(a: &Apache) {
@@ -169,14 +147,7 @@ fn rack_bodies_stream_both_ways() {
     let a = start_rb("rack-bodies");
     // A 5 MB binary upload, read in 64 KiB reads, digest echoed.
     let payload: Vec<u8> = (0..5 * 1024 * 1024u32).map(|i| (i.wrapping_mul(7919) >> 3) as u8).collect();
-    let mut child = std::process::Command::new("sha256sum")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(&payload).unwrap();
-    let out = child.wait_with_output().unwrap();
-    let expected = String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap().to_string();
+    let expected = sha256_hex(&payload);
     let mut s = TcpStream::connect(("127.0.0.1", a.port)).unwrap();
     write!(
         s,

@@ -37,29 +37,6 @@ fn start(name: &str, extra: &str) -> Apache {
     a
 }
 
-fn json_field(body: &str, key: &str) -> Option<String> {
-    // A tiny reader for the flat JSON object the app returns.
-    let needle = format!("\"{key}\": \"");
-    let start = body.find(&needle)? + needle.len();
-    let mut out = String::new();
-    let mut chars = body[start..].chars();
-    while let Some(c) = chars.next() {
-        match c {
-            '"' => return Some(out),
-            '\\' => match chars.next()? {
-                'u' => {
-                    let hex: String = chars.by_ref().take(4).collect();
-                    out.push(char::from_u32(u32::from_str_radix(&hex, 16).ok()?)?);
-                }
-                'n' => out.push('\n'),
-                other => out.push(other),
-            },
-            c => out.push(c),
-        }
-    }
-    None
-}
-
 #[test]
 fn environment_follows_the_cgi_and_wsgi_specs() {
     let a = start("wsgi-env", "");
@@ -183,17 +160,7 @@ fn large_bodies_stream_both_ways() {
     let mut body = format!("--{boundary}\r\nContent-Disposition: form-data; name=\"f\"; filename=\"a.bin\"\r\nContent-Type: application/octet-stream\r\n\r\n").into_bytes();
     body.extend_from_slice(&payload);
     body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
-    let expected = {
-        let out = std::process::Command::new("sha256sum")
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut child = out;
-        child.stdin.take().unwrap().write_all(&body).unwrap();
-        let o = child.wait_with_output().unwrap();
-        String::from_utf8_lossy(&o.stdout).split_whitespace().next().unwrap().to_string()
-    };
+    let expected = sha256_hex(&body);
     let mut s = TcpStream::connect(("127.0.0.1", a.port)).unwrap();
     write!(s, "POST /app/upload HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary={boundary}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len()).unwrap();
     s.write_all(&body).unwrap();

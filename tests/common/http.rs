@@ -117,3 +117,42 @@ pub fn http_get(port: u16, path: &str) -> Result<Response, String> {
     }
     Ok(Response { status, head, body })
 }
+
+/// A field of the flat JSON object the test apps print: a string
+/// (unescaped) or, for other values, the raw text up to `,` or `}`.
+pub fn json_field(body: &str, key: &str) -> Option<String> {
+    let needle = format!("\"{key}\":");
+    let rest = body[body.find(&needle)? + needle.len()..].trim_start();
+    let Some(s) = rest.strip_prefix('"') else {
+        return Some(rest.split([',', '}']).next()?.trim().to_string());
+    };
+    let mut out = String::new();
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => return Some(out),
+            '\\' => match chars.next()? {
+                'u' => {
+                    let hex: String = chars.by_ref().take(4).collect();
+                    out.push(char::from_u32(u32::from_str_radix(&hex, 16).ok()?)?);
+                }
+                'n' => out.push('\n'),
+                other => out.push(other),
+            },
+            c => out.push(c),
+        }
+    }
+    None
+}
+
+/// The sha256 of `data` in hex, as `sha256sum` prints it.
+pub fn sha256_hex(data: &[u8]) -> String {
+    let mut child = std::process::Command::new("sha256sum")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("sha256sum");
+    child.stdin.take().expect("stdin").write_all(data).expect("write to sha256sum");
+    let out = child.wait_with_output().expect("sha256sum output");
+    String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap_or_default().to_string()
+}
