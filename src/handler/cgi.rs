@@ -14,7 +14,7 @@
 //! the launcher. At `request-timeout` Apache answers 504 and the launcher
 //! kills the script's process group.
 
-use super::fastcgi::{BODY_CHUNK, Body, spool, write_body};
+use super::fastcgi::{Body, spool, write_body};
 use super::{
     BodyLength, Client, Outcome, Target, bad_gateway_plain, connect_failure, connect_within, content_length, epoch_ms,
 };
@@ -101,25 +101,7 @@ pub fn proxy(client: &mut dyn Client, target: &Target, mut env: Vec<u8>) -> Outc
             out.clear();
             out_at = 0;
             let waiting = Instant::now();
-            let piece = match &mut body {
-                Body::Client => client.read_body(BODY_CHUNK),
-                Body::Memory(data, at) => {
-                    let end = (*at + BODY_CHUNK).min(data.len());
-                    let piece = data[*at..end].to_vec();
-                    *at = end;
-                    Ok(piece)
-                }
-                Body::File(f) => {
-                    let mut buf = vec![0u8; BODY_CHUNK];
-                    f.read(&mut buf)
-                        .map(|n| {
-                            buf.truncate(n);
-                            buf
-                        })
-                        .map_err(|e| format!("reading the spooled body: {e}"))
-                }
-                Body::Done => Ok(Vec::new()),
-            };
+            let piece = body.next_piece(client);
             deadline += waiting.elapsed();
             match piece {
                 Ok(piece) if piece.is_empty() => {

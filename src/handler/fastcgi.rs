@@ -57,6 +57,28 @@ pub(super) enum Body {
     Done,
 }
 
+impl Body {
+    /// The next piece of the body (at most `BODY_CHUNK`); empty at its end.
+    pub(super) fn next_piece(&mut self, client: &mut dyn Client) -> Result<Vec<u8>, String> {
+        match self {
+            Body::Client => client.read_body(BODY_CHUNK),
+            Body::Memory(data, at) => {
+                let end = (*at + BODY_CHUNK).min(data.len());
+                let piece = data[*at..end].to_vec();
+                *at = end;
+                Ok(piece)
+            }
+            Body::File(f) => {
+                let mut buf = vec![0u8; BODY_CHUNK];
+                let n = f.read(&mut buf).map_err(|e| format!("reading the spooled body: {e}"))?;
+                buf.truncate(n);
+                Ok(buf)
+            }
+            Body::Done => Ok(Vec::new()),
+        }
+    }
+}
+
 /// Reads a chunked body whole: in memory up to `SPOOL_IN_MEMORY`, the rest
 /// in an unlinked temporary file. Returns the body and its length.
 pub(super) fn spool(client: &mut dyn Client) -> Result<(Body, u64), String> {
@@ -319,25 +341,7 @@ pub fn proxy(client: &mut dyn Client, target: &Target, env: Vec<u8>) -> Outcome 
             out.clear();
             out_at = 0;
             let waiting = Instant::now();
-            let piece = match &mut body {
-                Body::Client => client.read_body(BODY_CHUNK),
-                Body::Memory(data, at) => {
-                    let end = (*at + BODY_CHUNK).min(data.len());
-                    let piece = data[*at..end].to_vec();
-                    *at = end;
-                    Ok(piece)
-                }
-                Body::File(f) => {
-                    let mut buf = vec![0u8; BODY_CHUNK];
-                    f.read(&mut buf)
-                        .map(|n| {
-                            buf.truncate(n);
-                            buf
-                        })
-                        .map_err(|e| format!("reading the spooled body: {e}"))
-                }
-                Body::Done => Ok(Vec::new()),
-            };
+            let piece = body.next_piece(client);
             deadline += waiting.elapsed();
             match piece {
                 Ok(piece) if piece.is_empty() => {
