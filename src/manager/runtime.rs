@@ -24,16 +24,33 @@ pub fn restart_mtime(path: &str) -> Option<SystemTime> {
 /// Creates `dir` as root's with `mode`; refuses one that exists as a link
 /// or as someone else's.
 fn root_dir(dir: &Path, mode: u32, gid: u32) -> std::io::Result<()> {
-    use std::os::unix::fs::MetadataExt;
-    match std::fs::symlink_metadata(dir) {
-        Ok(m) if !m.file_type().is_dir() || m.uid() != 0 => {
-            return Err(std::io::Error::other(format!(
-                "{} exists and is not a directory owned by root: remove it",
-                dir.display()
-            )));
+    if std::fs::symlink_metadata(dir).is_err() {
+        // Made under another name with its owner and mode, then renamed
+        // into place: Apache's children, which connect from the first
+        // moment, never see it with the umask's mode (EACCES, a 500).
+        let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let tmp = dir.with_file_name(format!(".{name}.new-{}", std::process::id()));
+        let _ = std::fs::remove_dir(&tmp);
+        std::fs::create_dir(&tmp)?;
+        nix::unistd::chown(&tmp, Some(nix::unistd::Uid::from_raw(0)), Some(nix::unistd::Gid::from_raw(gid)))?;
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))?;
+        if std::fs::rename(&tmp, dir).is_err() {
+            // Made meanwhile by someone else: checked below like any.
+            let _ = std::fs::remove_dir(&tmp);
         }
-        Ok(_) => {}
-        Err(_) => std::fs::create_dir(dir)?,
+    }
+    root_dir_checked(dir, mode, gid)
+}
+
+/// `root_dir` for a directory that now exists.
+fn root_dir_checked(dir: &Path, mode: u32, gid: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::symlink_metadata(dir)?;
+    if !m.file_type().is_dir() || m.uid() != 0 {
+        return Err(std::io::Error::other(format!(
+            "{} exists and is not a directory owned by root: remove it",
+            dir.display()
+        )));
     }
     nix::unistd::chown(dir, Some(nix::unistd::Uid::from_raw(0)), Some(nix::unistd::Gid::from_raw(gid)))?;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
