@@ -30,6 +30,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("rewrite_headers", rewrite_headers),
     ("fastcgi_response", fastcgi_response),
     ("http_response", http_response),
+    ("control_decode", control_decode),
 ];
 
 /// The worker protocol decoder, on a stream of frames as the reader loop
@@ -82,6 +83,53 @@ pub fn protocol_decode(data: &[u8]) {
             _ => {}
         }
         rest = &rest[used..];
+    }
+}
+
+/// The manager's end of the control channel, on a byte stream as the
+/// socket delivers it. The first byte sets the size of the pieces the rest
+/// is pushed in: the plans that come out are the same however the stream
+/// is cut, each re-encodes to exactly the bytes it was read from, and the
+/// decoder refuses a length above `MAX_PLAN` instead of waiting for it.
+pub fn control_decode(data: &[u8]) {
+    use crate::protocol::control::{Decoder, MAX_PLAN, encode};
+    let Some((&piece, stream)) = data.split_first() else { return };
+    let decode = |piece: usize| {
+        let mut decoder = Decoder::default();
+        let mut plans = Vec::new();
+        for bytes in stream.chunks(piece.max(1)) {
+            if decoder.push(bytes).is_err() {
+                return (plans, true);
+            }
+            loop {
+                match decoder.next_plan() {
+                    Ok(Some(plan)) => plans.push(plan),
+                    Ok(None) => break,
+                    Err(e) => {
+                        assert!(!e.to_string().is_empty());
+                        return (plans, true);
+                    }
+                }
+            }
+        }
+        (plans, false)
+    };
+    let (whole, refused) = decode(stream.len());
+    let (cut, cut_refused) = decode(piece as usize);
+    assert_eq!(whole, cut, "pieces of {piece}");
+    assert_eq!(refused, cut_refused, "pieces of {piece}");
+    let mut again = Vec::new();
+    for plan in &whole {
+        assert!(plan.len() <= MAX_PLAN);
+        again.extend(encode(plan).expect("a decoded plan re-encodes"));
+    }
+    assert_eq!(again, stream[..again.len()], "re-encoding");
+    let rest = &stream[again.len()..];
+    if refused {
+        let len = u32::from_be_bytes(rest[..4].try_into().expect("a refused length has its 4 bytes")) as usize;
+        assert!(len > MAX_PLAN, "refused a length of {len}");
+    } else {
+        assert!(rest.len() < 4 || u32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize + 4 > rest.len());
     }
 }
 
@@ -566,6 +614,27 @@ mod tests {
                 runs += 1;
             }
             assert!(runs > 0);
+        }
+    }
+
+    /// `fuzz/Cargo.toml` parses (a duplicated key once broke every target's
+    /// build) and names each target once, with its file.
+    #[test]
+    fn fuzz_manifest_names_every_target() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/Cargo.toml");
+        let text = std::fs::read_to_string(&path).expect("fuzz/Cargo.toml is readable");
+        let manifest: toml::Table = toml::from_str(&text).expect("fuzz/Cargo.toml parses");
+        let bins = manifest["bin"].as_array().expect("[[bin]] tables");
+        let mut names: Vec<(&str, &str)> =
+            bins.iter().map(|b| (b["name"].as_str().unwrap_or(""), b["path"].as_str().unwrap_or(""))).collect();
+        names.sort();
+        let mut expected: Vec<(&str, String)> =
+            TARGETS.iter().map(|(name, _)| (*name, format!("fuzz_targets/{name}.rs"))).collect();
+        expected.sort();
+        let expected: Vec<(&str, &str)> = expected.iter().map(|(n, p)| (*n, p.as_str())).collect();
+        assert_eq!(names, expected);
+        for (_, file) in &names {
+            assert!(path.with_file_name(file).is_file(), "fuzz/{file}");
         }
     }
 
