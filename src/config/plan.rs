@@ -373,9 +373,15 @@ impl Plan {
             if !(1..=1024).contains(&g.threads) {
                 return refuse(format!("group {n}: threads out of range"));
             }
-            if [g.startup_timeout_ms, g.graceful_timeout_ms, g.lifetime_ms, g.inactivity_timeout_ms]
-                .iter()
-                .any(|t| *t > MAX_TIMER_MS)
+            if [
+                g.startup_timeout_ms,
+                g.graceful_timeout_ms,
+                g.request_timeout_ms,
+                g.lifetime_ms,
+                g.inactivity_timeout_ms,
+            ]
+            .iter()
+            .any(|t| *t > MAX_TIMER_MS)
             {
                 return refuse(format!("group {n}: a timeout is out of range"));
             }
@@ -509,7 +515,7 @@ mod tests {
             ..Plan::default()
         };
         assert_eq!(plan(good.clone()).validate(), Ok(()));
-        let bad: [fn(&mut GroupPlan); 8] = [
+        let bad: [fn(&mut GroupPlan); 12] = [
             |g| g.uid = 0,
             |g| g.gid = 0,
             |g| g.groups.push(0),
@@ -517,6 +523,10 @@ mod tests {
             |g| g.name = "../x".into(),
             |g| g.max_processes = 0,
             |g| g.startup_timeout_ms = u64::MAX,
+            |g| g.graceful_timeout_ms = u64::MAX,
+            |g| g.request_timeout_ms = u64::MAX,
+            |g| g.lifetime_ms = u64::MAX,
+            |g| g.inactivity_timeout_ms = u64::MAX,
             |g| g.error_log = "/var/log/../../etc/shadow".into(),
         ];
         for change in bad {
