@@ -648,7 +648,26 @@ fn a_runtime_dir_others_can_change_is_refused() {
     std::fs::create_dir_all(&shared).unwrap();
     std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777)).unwrap();
     a.set_extra(&format!("ProcdRuntimeDir {}/procd\n{}", shared.display(), group("r", "procd-test-a", "")));
+    // configtest names the directive, the directory and what to do.
+    let (ok, out) = a.configtest();
+    if ok
+        || !out.contains("ProcdRuntimeDir")
+        || !out.contains(&shared.display().to_string())
+        || !out.contains("root's alone")
+    {
+        a.fail(&format!("configtest accepted a runtime dir under a directory others can write:\n{out}"));
+    }
+    // The manager checks again when it (re)creates the directory: a parent
+    // made writable after start is refused when the manager comes back.
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o755)).unwrap();
     a.start();
+    if !wait_until(Duration::from_secs(10), || shared.join("procd/r.sock").exists()) {
+        a.fail("the group did not start under a runtime dir only root can change");
+    }
+    std::fs::remove_dir_all(shared.join("procd")).unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let manager = a.manager();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(manager), nix::sys::signal::Signal::SIGKILL).unwrap();
     if !wait_until(Duration::from_secs(10), || a.error_log().contains("writable by users other than root")) {
         a.fail("no log line for a runtime dir under a directory others can write");
     }

@@ -117,6 +117,23 @@ pub fn check_configuration(servers: &[ServerView<'_>], apache_user: &Identity) -
     errors
 }
 
+/// The runtime dir holds the sockets and files root creates for every
+/// group: the directory above it (or, where that does not exist yet, the
+/// nearest one that does) must be one only root can change, all the way
+/// from `/`. The manager checks again when it prepares the directory.
+pub fn runtime_dir_error(dir: &Path) -> Option<String> {
+    let parent = dir.parent().unwrap_or(Path::new("/"));
+    let existing = parent.ancestors().find(|p| p.exists()).unwrap_or(Path::new("/"));
+    if super::access::root_controls(existing) {
+        return None;
+    }
+    Some(format!(
+        "ProcdRuntimeDir {}: {} or a directory above it is not root's alone (owned by another user, or writable by group or others without the sticky bit): root creates every group's socket there, so whoever can change it could redirect them; use a directory only root can change, such as /run/procd, or fix the owner and mode",
+        dir.display(),
+        existing.display()
+    ))
+}
+
 /// Libraries the groups' loaders need (rack for ruby), checked by running
 /// the interpreter once per (program, library) as the first group's user
 /// with a clean environment, at most 10 s. Only for `apachectl configtest`:
@@ -417,5 +434,25 @@ mod tests {
         assert_eq!(errors.len(), 2, "{errors:#?}");
         assert!(errors[0].contains("home=/no/such/dir: /no/such/dir does not exist"), "{}", errors[0]);
         assert!(errors[1].contains("user nobody (uid 65534) cannot read"), "{}", errors[1]);
+    }
+    #[test]
+    fn a_runtime_dir_under_a_directory_others_can_change_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let base = std::env::temp_dir().join(format!("procd-rundir-{}", std::process::id()));
+        let shared = base.join("shared");
+        std::fs::create_dir_all(&shared).unwrap();
+        std::fs::set_permissions(&base, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let safe = nix::unistd::geteuid().is_root();
+        // Not created yet, two levels down: the nearest existing directory counts.
+        assert_eq!(runtime_dir_error(&shared.join("a/b/procd")).is_none(), safe);
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let e = runtime_dir_error(&shared.join("procd")).expect("a world-writable parent is refused");
+        assert!(e.starts_with("ProcdRuntimeDir ") && e.contains(&shared.display().to_string()), "{e}");
+        assert!(runtime_dir_error(&shared.join("a/b/procd")).is_some());
+        // Sticky, as /tmp: others may add names but not replace root's.
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        assert_eq!(runtime_dir_error(&shared.join("procd")).is_none(), safe);
+        std::fs::remove_dir_all(&base).unwrap();
     }
 }

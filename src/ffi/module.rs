@@ -12,6 +12,7 @@ use crate::config::scope::{DirConfig, ServerConfig};
 use crate::config::{DirectiveContext, Origin, access::Identity};
 use crate::logid::pd_log;
 use std::ffi::{c_char, c_int, c_void};
+use std::path::Path;
 use std::ptr::{null, null_mut};
 
 const fn raw_directive(
@@ -244,6 +245,15 @@ fn apache_identity() -> Identity {
     Identity::new(&name, uid, gid)
 }
 
+/// `ProcdRuntimeDir`, or `DefaultRuntimeDir/procd`.
+fn runtime_dir(main: *mut sys::server_rec, pconf: *mut sys::apr_pool_t) -> String {
+    // SAFETY: main's module config and pconf are Apache's for this
+    // configuration; read single-threaded in the configuration hooks.
+    let (config, default) =
+        unsafe { (server_config(main), string_from(sys::ap_runtime_dir_relative(pconf, c"procd".as_ptr()))) };
+    config.runtime_dir.as_ref().map_or(default, |d| d.display().to_string())
+}
+
 /// Cross-checks the whole configuration. Runs at every start and restart,
 /// and in `apachectl configtest`, after all directives are read.
 unsafe extern "C" fn check_config(
@@ -259,6 +269,13 @@ unsafe extern "C" fn check_config(
         if unsafe { sys::ap_state_query(sys::AP_SQ_RUN_MODE) } == sys::AP_SQ_RM_CONFIG_TEST {
             // Runs interpreters: configtest only, never in a (graceful) start.
             errors.extend(crate::config::check::library_errors(&views, &apache_identity()));
+            // The file system as it is now: configtest only, since `apache2
+            // -k stop` runs this hook too and must never be refused for it
+            // (the manager checks again, and refuses, when it prepares the
+            // directory).
+            if views.iter().any(|v| !v.config.groups.is_empty()) {
+                errors.extend(crate::config::check::runtime_dir_error(Path::new(&runtime_dir(main, pconf))));
+            }
         }
         for w in crate::config::check::warnings(&views, &apache_identity()) {
             pd_log!(msg::CONFIG_WARNING, startup = true, "{w}");
@@ -637,11 +654,8 @@ unsafe extern "C" fn post_config(
         }
         let views = server_views(main, pconf);
         // SAFETY: pconf is the configuration pool.
-        let (config, runtime_default) = unsafe {
-            sys::ap_add_version_component(pconf, c"mod_procd/0.1.0".as_ptr());
-            (server_config(main), string_from(sys::ap_runtime_dir_relative(pconf, c"procd".as_ptr())))
-        };
-        let runtime_dir = config.runtime_dir.as_ref().map_or(runtime_default, |d| d.display().to_string());
+        unsafe { sys::ap_add_version_component(pconf, c"mod_procd/0.1.0".as_ptr()) };
+        let runtime_dir = runtime_dir(main, pconf);
         let plan = build_plan(&views, &apache_identity(), &runtime_dir);
         let groups = plan.groups.len();
         attach_status_table(&plan.groups.iter().map(|g| g.name.clone()).collect::<Vec<_>>());
