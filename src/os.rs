@@ -344,3 +344,13 @@ pub fn stop_waking_on_child_exit() {
         let _ = unsafe { nix::sys::signal::signal(Signal::SIGCHLD, nix::sys::signal::SigHandler::SigDfl) };
     }
 }
+
+/// This process's command line as it was started (`/proc/self/cmdline`),
+/// whatever the program did to its own argv since; empty if unreadable.
+pub fn command_line() -> Vec<String> {
+    std::fs::read("/proc/self/cmdline")
+        .map(|raw| {
+            raw.split(|b| *b == 0).filter(|a| !a.is_empty()).map(|a| String::from_utf8_lossy(a).into_owned()).collect()
+        })
+        .unwrap_or_default()
+}

@@ -676,3 +676,25 @@ fn a_runtime_dir_others_can_change_is_refused() {
     }
     a.stop();
 }
+
+/// `apache2 -k stop` reads the configuration too: what a tenant does to its
+/// own files after start (here: its home= made unreadable, which configtest
+/// refuses) must not keep the server from stopping.
+#[test]
+fn a_tenant_cannot_keep_apache_from_stopping() {
+    ensure_user("procd-test-a");
+    let mut a = Apache::new("nostop", Mpm::Event, "");
+    let home = a.dir.join("tenant-home");
+    std::fs::create_dir_all(&home).unwrap();
+    sh(&format!("chown procd-test-a {}", home.display()));
+    a.set_extra(&group("t", "procd-test-a", &format!("home={}", home.display())));
+    a.start();
+    a.wait_for_group("t", Duration::from_secs(10));
+    std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o000)).unwrap();
+    let (ok, out) = a.configtest();
+    if ok || !out.contains("home") {
+        a.fail(&format!("configtest accepted a home= its user cannot enter:\n{out}"));
+    }
+    // The harness's stop is `apache2 -k stop` and asserts everything is gone.
+    a.stop();
+}

@@ -245,6 +245,14 @@ fn apache_identity() -> Identity {
     Identity::new(&name, uid, gid)
 }
 
+/// Whether this apache2 was started only to tell a running server to stop
+/// (`-k stop` or `-k graceful-stop`; the MPM removes `-k` from Apache's own
+/// argv, so the original command line is read).
+fn only_signals_a_stop(args: &[String]) -> bool {
+    args.windows(2).any(|w| w[0] == "-k" && (w[1] == "stop" || w[1] == "graceful-stop"))
+        || args.iter().any(|a| a == "-kstop" || a == "-kgraceful-stop")
+}
+
 /// `ProcdRuntimeDir`, or `DefaultRuntimeDir/procd`.
 fn runtime_dir(main: *mut sys::server_rec, pconf: *mut sys::apr_pool_t) -> String {
     // SAFETY: main's module config and pconf are Apache's for this
@@ -263,6 +271,12 @@ unsafe extern "C" fn check_config(
     main: *mut sys::server_rec,
 ) -> c_int {
     guard(sys::HTTP_INTERNAL_SERVER_ERROR, || {
+        if only_signals_a_stop(&crate::os::command_line()) {
+            // `apache2 -k stop` reads the configuration only to find the pid
+            // file: what a tenant did to its files since must not keep the
+            // server from stopping.
+            return sys::OK;
+        }
         let views = server_views(main, pconf);
         let mut errors = check_configuration(&views, &apache_identity());
         // SAFETY: ap_state_query may be called from any hook.
