@@ -323,3 +323,46 @@ fn counters_are_exact_under_prefork() {
     }
     a.stop();
 }
+
+/// mod_status's server-status carries a line per group (HTML and `?auto`),
+/// with the same request count as procd-status.
+#[test]
+fn server_status_has_a_line_per_group() {
+    ensure_user(USER);
+    let mut a = Apache::new("modstatus", Mpm::Event, "");
+    a.set_extra(&format!(
+        "LoadModule status_module /usr/lib/apache2/modules/mod_status.so\n{}\n<Location /server-status>\n    SetHandler server-status\n    Require all granted\n</Location>\n",
+        conf(a.port)
+    ));
+    std::fs::copy(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/apps/pool_app.py"), a.dir.join("pool_app.py"))
+        .expect("copy the app");
+    let _ = Command::new("chmod").args(["-R", "a+rX"]).arg(&a.dir).status();
+    a.start();
+    for _ in 0..5 {
+        get_ok(&a, "/app/");
+    }
+    let shop_line = |auto: &str| auto.lines().find(|l| l.starts_with("ProcdGroup.shop: ")).map(str::to_string);
+    // The manager's snapshot says "serving" within its rewrite interval.
+    let mut auto = String::new();
+    wait_until(Duration::from_secs(10), || {
+        auto = a.get("/server-status?auto").text();
+        shop_line(&auto).is_some_and(|l| l.ends_with("state=serving"))
+    });
+    let ok = shop_count(&a, "2xx");
+    if ok != 5 {
+        a.fail(&format!("procd-status counts {ok} answers of shop, not 5"));
+    }
+    let line =
+        shop_line(&auto).unwrap_or_else(|| a.fail(&format!("no ProcdGroup.shop line in server-status?auto:\n{auto}")));
+    if !line.contains(&format!(" requests={ok} ")) || !line.contains("workers=1 ") || !line.ends_with("state=serving") {
+        a.fail(&format!("server-status?auto says {line:?}; procd-status counted {ok} answers"));
+    }
+    if !auto.lines().any(|l| l.starts_with("ProcdGroup.bad: ")) {
+        a.fail(&format!("no line for group bad:\n{auto}"));
+    }
+    let page = a.get("/server-status").text();
+    if !page.contains("<h2>mod_procd process groups</h2>") || !page.contains("<td>shop</td><td>1</td>") {
+        a.fail(&format!("server-status has no procd table:\n{page}"));
+    }
+    a.stop();
+}

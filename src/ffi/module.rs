@@ -108,6 +108,21 @@ unsafe extern "C" fn register_hooks(_pool: *mut sys::apr_pool_t) {
             sys::ap_hook_fixups(Some(super::request::fixups), null(), null(), sys::APR_HOOK_LAST);
             sys::ap_hook_handler(Some(super::request::handler), null(), null(), sys::APR_HOOK_MIDDLE);
             sys::ap_hook_handler(Some(super::status::handler), null(), null(), sys::APR_HOOK_MIDDLE);
+            // mod_status's optional hook (a line per group on server-status);
+            // nothing happens when mod_status is not loaded.
+            // SAFETY: mod_status calls the functions of its status_hook as
+            // `int (*)(request_rec *, int)`; APR stores them type-erased.
+            let status_hook = std::mem::transmute::<
+                unsafe extern "C" fn(*mut sys::request_rec, c_int) -> c_int,
+                unsafe extern "C" fn(),
+            >(super::status::mod_status_hook);
+            sys::apr_optional_hook_add(
+                c"status_hook".as_ptr(),
+                Some(status_hook),
+                null(),
+                null(),
+                sys::APR_HOOK_MIDDLE,
+            );
             sys::ap_hook_insert_filter(Some(super::filter::insert_filter), null(), null(), sys::APR_HOOK_MIDDLE);
             // After every RESOURCE filter (INCLUDES, SUBSTITUTE: what they
             // produce is rewritten too), before CONTENT_SET ones (DEFLATE

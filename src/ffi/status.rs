@@ -50,6 +50,42 @@ fn read_state(runtime_dir: &Path) -> Result<crate::status::ManagerState, String>
     parse_state(&text)
 }
 
+/// What the manager and the shared counters say now, for the groups in
+/// `visible` (all when None).
+fn report_for(r: *mut sys::request_rec, visible: Option<&[String]>) -> Report {
+    // SAFETY: the live request's server configuration.
+    let config = unsafe { server_config_of((*r).server) };
+    let runtime_dir = config.runtime_dir.clone().unwrap_or_else(|| {
+        // SAFETY: the request pool is live.
+        PathBuf::from(unsafe { string_from(sys::ap_runtime_dir_relative((*r).pool, c"procd".as_ptr())) })
+    });
+    let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+    let mut report = Report::build(now_ms, read_state(&runtime_dir), super::shm::snapshot(), visible);
+    report.version = env!("CARGO_PKG_VERSION").to_string();
+    report.build = crate::config::plan::build_id();
+    report
+}
+
+/// mod_status.h's AP_STATUS_SHORT: `server-status?auto`, machine-readable.
+const AP_STATUS_SHORT: c_int = 0x1;
+
+/// mod_status's `status_hook`: a line per group on `server-status`.
+pub unsafe extern "C" fn mod_status_hook(r: *mut sys::request_rec, flags: c_int) -> c_int {
+    guard(sys::OK, || {
+        about_request(r, || {
+            let report = report_for(r, None);
+            if report.groups.is_empty() {
+                return sys::OK;
+            }
+            let text = crate::status::render::mod_status_section(&report, flags & AP_STATUS_SHORT != 0);
+            // SAFETY: mod_status calls this while writing its page to the
+            // live request.
+            unsafe { sys::ap_rwrite(text.as_ptr().cast(), text.len() as c_int, r) };
+            sys::OK
+        })
+    })
+}
+
 pub unsafe extern "C" fn handler(r: *mut sys::request_rec) -> c_int {
     guard(sys::HTTP_INTERNAL_SERVER_ERROR, || about_request(r, || handle(r)))
 }
@@ -75,14 +111,7 @@ fn handle(r: *mut sys::request_rec) -> c_int {
     let (dir, config) = unsafe { (dir_config_of(r), server_config_of((*r).server)) };
     let visible: Option<Vec<String>> =
         (dir.status_vhost_only == Some(true)).then(|| config.visible_groups().map(|g| g.name.clone()).collect());
-    let runtime_dir = config.runtime_dir.clone().unwrap_or_else(|| {
-        // SAFETY: the request pool is live.
-        PathBuf::from(unsafe { string_from(sys::ap_runtime_dir_relative((*r).pool, c"procd".as_ptr())) })
-    });
-    let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
-    let mut report = Report::build(now_ms, read_state(&runtime_dir), super::shm::snapshot(), visible.as_deref());
-    report.version = env!("CARGO_PKG_VERSION").to_string();
-    report.build = crate::config::plan::build_id();
+    let report = report_for(r, visible.as_deref());
     let (body, content_type) = match format {
         Format::Html { refresh } => (crate::status::render::html(&report, refresh), "text/html; charset=utf-8"),
         Format::Json => (crate::status::render::json(&report), "application/json"),

@@ -325,6 +325,80 @@ fn worker_state(w: &super::WorkerState, c: &Counters) -> &'static str {
     }
 }
 
+// ----------------------------------------------------------- mod_status
+
+/// One group in a line: workers by state, requests, 5xx answers, and
+/// whether it serves, starts or waits in back-off.
+struct Summary {
+    workers: usize,
+    busy: usize,
+    requests: u64,
+    errors: u64,
+    state: String,
+}
+
+fn summary(r: &Report, g: &GroupView) -> Summary {
+    let c = &g.counters;
+    let (workers, busy, state) = match &g.state {
+        None if r.manager.is_none() => (0, 0, "manager not running".to_string()),
+        None => (0, 0, "not known to the manager".to_string()),
+        Some(s) => {
+            let busy = s.workers.iter().filter(|w| worker_state(w, c) == "busy").count();
+            let state = match s.retry_in_ms {
+                Some(ms) => format!("back-off, next start in {}", duration_ms(ms)),
+                None if s.generations.iter().any(|x| x.phase == "serving") => "serving".to_string(),
+                None if s.generations.is_empty() => "no workers".to_string(),
+                None => "starting".to_string(),
+            };
+            (s.workers.len(), busy, state)
+        }
+    };
+    Summary { workers, busy, requests: c.by_class.iter().sum(), errors: c.by_class[4], state }
+}
+
+/// mod_status's section (`server-status`): one line per group, as an HTML
+/// table or, for `?auto`, `ProcdGroup.NAME: key=value ...` lines. The full
+/// page is `SetHandler procd-status`.
+pub fn mod_status_section(r: &Report, short: bool) -> String {
+    let mut o = String::new();
+    if short {
+        for g in &r.groups {
+            let s = summary(r, g);
+            let _ = writeln!(
+                o,
+                "ProcdGroup.{}: workers={} busy={} requests={} 5xx={} state={}",
+                g.name,
+                s.workers,
+                s.busy,
+                s.requests,
+                s.errors,
+                s.state.replace(' ', "-")
+            );
+        }
+        return o;
+    }
+    o.push_str("<hr /><h2>mod_procd process groups</h2>\n");
+    if let Some(p) = &r.manager_problem {
+        let _ = writeln!(o, "<p>{}</p>", html_escape(p));
+    }
+    o.push_str("<table border=\"0\"><tr><th>Group</th><th>Workers</th><th>Busy</th><th>Requests</th><th>5xx</th><th>State</th></tr>\n");
+    for g in &r.groups {
+        let s = summary(r, g);
+        let _ = writeln!(
+            o,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            html_escape(&g.name),
+            s.workers,
+            s.busy,
+            s.requests,
+            s.errors,
+            html_escape(&s.state)
+        );
+    }
+    o.push_str("</table>\n<p>Details: a <code>SetHandler procd-status</code> location.</p>\n");
+    o
+}
+
 // ---------------------------------------------------------------- HTML
 
 /// Text for HTML (element content and quoted attribute values).
@@ -695,5 +769,15 @@ mod tests {
         assert_eq!(v["groups"][0]["requests"]["by_class"]["2xx"], 10);
         assert_eq!(v["groups"][0]["requests"]["failures"]["queue-full"], 2);
         assert_eq!(v["groups"][0]["manager"]["workers"][0]["pid"], 42);
+    }
+    #[test]
+    fn mod_status_lines_sum_each_group() {
+        let short = mod_status_section(&sample(), true);
+        assert_eq!(short, "ProcdGroup.sh\"op: workers=1 busy=1 requests=12 5xx=2 state=serving\n");
+        let page = mod_status_section(&sample(), false);
+        assert!(
+            page.contains("<td>sh&quot;op</td><td>1</td><td>1</td><td>12</td><td>2</td><td>serving</td>"),
+            "{page}"
+        );
     }
 }
