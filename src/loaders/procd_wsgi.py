@@ -58,7 +58,22 @@ def printable(text):
 
 def abandoned(sock, environ):
     """Why Apache no longer waits for this request (it answered 503 after
-    queue-timeout, or its client left), or None. See PROTOCOL.md."""
+    queue-timeout, or its client left), or None. See PROTOCOL.md.
+
+    Apache gives a request up only at its queue deadline, so a request
+    read well before it is answered by nobody else: the look at the
+    connection (one more system call, and a GIL hand-off between this
+    worker's threads) is made only past half the queue-timeout."""
+    queued_at, timeout = environ.get("PROCD_QUEUED_AT_MS", ""), environ.get("PROCD_QUEUE_TIMEOUT_MS", "")
+    if queued_at.isdigit() and timeout.isdigit():
+        waited, timeout = int(time.time() * 1000) - int(queued_at), int(timeout)
+        # Apache answers 503 at the deadline and closes just after: a
+        # request read in that last moment counts as too old as well.
+        if waited >= timeout - 5:
+            return "it waited %d ms in the queue, longer than queue-timeout (%d ms): Apache answered 503" % (
+                waited, timeout)
+        if waited < timeout // 2:
+            return None
     try:
         if sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b"":
             return "Apache closed the connection before the request started (it answered 503 after queue-timeout)"
@@ -66,18 +81,8 @@ def abandoned(sock, environ):
         pass  # open, nothing more to read: Apache waits for the answer
     except OSError as e:
         return "the connection is broken: %s" % e
-    queued_at, timeout = environ.get("PROCD_QUEUED_AT_MS", ""), environ.get("PROCD_QUEUE_TIMEOUT_MS", "")
-    if queued_at.isdigit() and timeout.isdigit():
-        waited = int(time.time() * 1000) - int(queued_at)
-        # Apache answers 503 at the deadline and closes just after: a
-        # request read in that last moment counts as too old as well.
-        if waited >= int(timeout) - 5:
-            return "it waited %d ms in the queue, longer than queue-timeout (%s ms): Apache answered 503" % (
-                waited, timeout)
     return None
 
-
-# ---------------------------------------------------------------- frames --
 
 class RequestClock:
     """How long a request has run, less the time blocked on Apache (sending
