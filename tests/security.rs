@@ -540,16 +540,106 @@ fn a_panicking_manager_exits_and_is_replaced() {
     a.stop();
 }
 
-/// Item 4: a per-file group loads only files under the directories where
-/// `LanguageHandler` names it, whoever connects to its socket; a group
-/// without user= gets a configtest warning.
-#[test]
-fn per_file_groups_load_only_what_apache_maps() {
+/// A per-file language: its group's options, the extension `LanguageHandler`
+/// maps, a script that answers "ok", and one that creates `marker` when it
+/// is loaded (or run).
+struct PerFile {
+    lang: &'static str,
+    ext: &'static str,
+    ok: &'static str,
+    evil: fn(&str) -> String,
+    /// Executable scripts (CGI).
+    exec: bool,
+}
+
+const PYTHON: PerFile = PerFile {
+    lang: "python",
+    ext: ".py",
+    ok: "def application(environ, start_response):\n    start_response('200 OK', [('Content-Type', 'text/plain')])\n    return [b'ok']\n",
+    evil: |m| {
+        format!(
+            "open({m:?}, 'w').write('ran')\ndef application(environ, start_response):\n    start_response('200 OK', [])\n    return [b'evil']\n"
+        )
+    },
+    exec: false,
+};
+
+const PERL: PerFile = PerFile {
+    lang: "perl",
+    ext: ".psgi",
+    ok: "my $app = sub { [200, ['Content-Type' => 'text/plain'], ['ok']] };\n",
+    evil: |m| format!("open(my $f, '>', '{m}'); print $f 'ran'; close $f;\nmy $app = sub {{ [200, [], ['evil']] }};\n"),
+    exec: false,
+};
+
+const RUBY: PerFile = PerFile {
+    lang: "ruby",
+    ext: ".ru",
+    ok: "run lambda { |env| [200, { 'Content-Type' => 'text/plain' }, ['ok']] }\n",
+    evil: |m| format!("File.write('{m}', 'ran')\nrun lambda {{ |env| [200, {{}}, ['evil']] }}\n"),
+    exec: false,
+};
+
+const CGI: PerFile = PerFile {
+    lang: "cgi",
+    ext: ".cgi",
+    ok: "#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\nok'\n",
+    evil: |m| format!("#!/bin/sh\necho ran > '{m}'\nprintf 'Content-Type: text/plain\\r\\n\\r\\nevil'\n"),
+    exec: true,
+};
+
+/// A REQUEST frame (the procd protocol, also the CGI launcher's) naming
+/// `script` as SCRIPT_FILENAME, sent straight to `socket`; whatever comes
+/// back is read and dropped.
+fn request_straight_to(socket: &std::path::Path, script: &std::path::Path) {
+    let mut env = Vec::new();
+    for (k, v) in [
+        ("REQUEST_METHOD", "GET"),
+        ("REQUEST_URI", "/x"),
+        ("SCRIPT_NAME", "/x"),
+        ("PATH_INFO", ""),
+        ("QUERY_STRING", ""),
+        ("SERVER_NAME", "127.0.0.1"),
+        ("SERVER_PORT", "80"),
+        ("SERVER_PROTOCOL", "HTTP/1.1"),
+        ("REMOTE_ADDR", "127.0.0.1"),
+        ("GATEWAY_INTERFACE", "CGI/1.1"),
+        ("HTTPS", "off"),
+        ("SCRIPT_FILENAME", script.to_str().unwrap()),
+    ] {
+        env.extend_from_slice(k.as_bytes());
+        env.push(0);
+        env.extend_from_slice(v.as_bytes());
+        env.push(0);
+    }
+    let mut frame = vec![0x01];
+    frame.extend_from_slice(&(env.len() as u32 + 1).to_be_bytes());
+    frame.push(1);
+    frame.extend_from_slice(&env);
+    let mut s = std::os::unix::net::UnixStream::connect(socket).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(3))).ok();
+    s.write_all(&frame).unwrap();
+    // Not shut down: a connection closed before the worker reads it is
+    // dropped unrun, before any check.
+    let _ = s.read_to_end(&mut Vec::new());
+}
+
+/// Item 4: a per-file group loads (or runs) only files under the
+/// directories where `LanguageHandler` names it, with an extension it maps,
+/// whoever connects to its socket; the socket is 0660 root:Apache's group
+/// in a 0711 root runtime dir; a group without user= gets a configtest
+/// warning.
+fn per_file_group_runs_only_what_apache_maps(l: &PerFile) {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
     ensure_user("procd-test-a");
-    let conf = "LanguageGroup files language=python user=procd-test-a\n\
-        LanguageGroup shared language=python\n\
-        <Directory @DIR@/htdocs/app>\n    Options +ExecCGI\n    LanguageHandler files .py\n</Directory>\n";
-    let mut a = Apache::new("perfile", Mpm::Event, conf);
+    let conf = format!(
+        "LanguageGroup files language={lang} user=procd-test-a\n\
+         LanguageGroup shared language={lang}\n\
+         <Directory @DIR@/htdocs/app>\n    Options +ExecCGI\n    LanguageHandler files {ext}\n</Directory>\n",
+        lang = l.lang,
+        ext = l.ext
+    );
+    let mut a = Apache::new(&format!("perfile-{}", l.lang), Mpm::Event, &conf);
     let app = a.dir.join("htdocs/app");
     let outside = a.dir.join("outside");
     let marks = a.dir.join("marks");
@@ -557,22 +647,18 @@ fn per_file_groups_load_only_what_apache_maps() {
         std::fs::create_dir_all(d).unwrap();
     }
     std::fs::set_permissions(&marks, std::fs::Permissions::from_mode(0o777)).unwrap();
-    std::fs::write(
-        app.join("ok.py"),
-        "def application(environ, start_response):\n    start_response('200 OK', [('Content-Type', 'text/plain')])\n    return [b'ok']\n",
-    )
-    .unwrap();
-    let evil = outside.join("evil.py");
-    std::fs::write(
-        &evil,
-        format!(
-            "open({:?}, 'w').write('ran')\ndef application(environ, start_response):\n    start_response('200 OK', [])\n    return [b'evil']\n",
-            marks.join("evil-ran").display().to_string()
-        ),
-    )
-    .unwrap();
-    std::os::unix::fs::symlink(&evil, app.join("link.py")).unwrap();
+    let marker = marks.join("evil-ran");
+    let evil = outside.join(format!("evil{}", l.ext));
+    std::fs::write(app.join(format!("ok{}", l.ext)), l.ok).unwrap();
+    std::fs::write(&evil, (l.evil)(marker.to_str().unwrap())).unwrap();
+    std::os::unix::fs::symlink(&evil, app.join(format!("link{}", l.ext))).unwrap();
+    // An upload with another extension, inside the directory.
+    let upload = app.join("upload.png");
+    std::fs::write(&upload, (l.evil)(marker.to_str().unwrap())).unwrap();
     sh(&format!("chmod -R a+rX {}", a.dir.display()));
+    if l.exec {
+        sh(&format!("chmod 755 {}/*{ext} {} {}", app.display(), evil.display(), upload.display(), ext = l.ext));
+    }
 
     let (ok, text) = a.configtest();
     if !ok
@@ -583,59 +669,74 @@ fn per_file_groups_load_only_what_apache_maps() {
         a.fail(&format!("configtest should pass and warn about the group without user= only: {text}"));
     }
     a.start();
-    let mut r = a.get("/app/ok.py");
-    wait_until(Duration::from_secs(10), || {
-        r = a.get("/app/ok.py");
+    let ok_path = format!("/app/ok{}", l.ext);
+    let mut r = a.get(&ok_path);
+    wait_until(Duration::from_secs(15), || {
+        r = a.get(&ok_path);
         r.status != 503
     });
     if r.status != 200 || r.text() != "ok" {
-        a.fail(&format!("a script under its <Directory>: {} {}", r.status, r.text()));
+        a.fail(&format!("{}: a script under its <Directory>: {} {}", l.lang, r.status, r.text()));
     }
-    // Through Apache, a link out of the directory is refused by the worker.
-    let r = a.get("/app/link.py");
-    if r.status != 500 {
-        a.fail(&format!("a link to a file outside: expected 500, got {} {}", r.status, r.text()));
+
+    // Who can connect: the socket is root:Apache's group 0660, in a runtime
+    // dir root's 0711 (nobody lists it).
+    let www_gid = sh("getent group www-data | cut -d: -f3").trim().parse::<u32>().unwrap();
+    let sock = std::fs::symlink_metadata(a.socket("files")).unwrap();
+    let run = std::fs::symlink_metadata(a.dir.join("run/procd")).unwrap();
+    let (sock_mode, run_mode) = (sock.mode() & 0o7777, run.mode() & 0o7777);
+    if !sock.file_type().is_socket() || sock_mode != 0o660 || sock.uid() != 0 || sock.gid() != www_gid {
+        a.fail(&format!("{}: files.sock is mode {sock_mode:o} {}:{}", l.lang, sock.uid(), sock.gid()));
     }
+    if run_mode != 0o711 || run.uid() != 0 {
+        a.fail(&format!("{}: the runtime dir is mode {run_mode:o} owned by {}", l.lang, run.uid()));
+    }
+
     // Straight to the socket, as any process that may connect could: a file
     // outside the directory, and one inside without a mapped extension.
-    std::fs::write(app.join("upload.png"), std::fs::read(&evil).unwrap()).unwrap();
-    for target in [evil.clone(), app.join("upload.png")] {
-        let mut env = Vec::new();
-        for (k, v) in [
-            ("REQUEST_METHOD", "GET"),
-            ("SCRIPT_NAME", "/x.py"),
-            ("PATH_INFO", ""),
-            ("QUERY_STRING", ""),
-            ("SERVER_NAME", "127.0.0.1"),
-            ("SERVER_PORT", "80"),
-            ("SERVER_PROTOCOL", "HTTP/1.1"),
-            ("HTTPS", "off"),
-            ("SCRIPT_FILENAME", target.to_str().unwrap()),
-        ] {
-            env.extend_from_slice(k.as_bytes());
-            env.push(0);
-            env.extend_from_slice(v.as_bytes());
-            env.push(0);
-        }
-        let mut frame = vec![0x01];
-        frame.extend_from_slice(&(env.len() as u32 + 1).to_be_bytes());
-        frame.push(1);
-        frame.extend_from_slice(&env);
-        let mut s = std::os::unix::net::UnixStream::connect(a.socket("files")).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(2))).ok();
-        s.write_all(&frame).unwrap();
-        let _ = s.read_to_end(&mut Vec::new());
+    for target in [&evil, &upload] {
+        request_straight_to(&a.socket("files"), target);
     }
-    std::thread::sleep(Duration::from_millis(300));
-    if marks.join("evil-ran").exists() {
-        a.fail("the group loaded a file outside its LanguageHandler directories");
+    std::thread::sleep(Duration::from_millis(500));
+    if marker.exists() {
+        a.fail(&format!("{}: the group loaded a file outside its LanguageHandler directories or extensions", l.lang));
     }
+    let refused = |why: &str| a.error_log().lines().any(|line| line.contains("refusing to") && line.contains(why));
     if !wait_until(Duration::from_secs(5), || {
-        a.error_log().contains("refusing to load") && a.error_log().contains("does not end with an extension")
+        refused("not under a directory") && refused("does not end with an extension")
     }) {
-        a.fail("no log line for the refused script");
+        a.fail(&format!("{}: no log line for each refused script", l.lang));
+    }
+    // Through Apache, a link out of the directory is refused by the worker.
+    let r = a.get(&format!("/app/link{}", l.ext));
+    if r.status == 200 || r.text().contains("evil") {
+        a.fail(&format!("{}: a link to a file outside: got {} {}", l.lang, r.status, r.text()));
+    }
+    // The group still serves what Apache maps.
+    if a.get(&ok_path).text() != "ok" {
+        a.fail(&format!("{}: the group no longer serves its own script", l.lang));
     }
     a.stop();
+}
+
+#[test]
+fn per_file_groups_load_only_what_apache_maps() {
+    per_file_group_runs_only_what_apache_maps(&PYTHON);
+}
+
+#[test]
+fn per_file_perl_groups_load_only_what_apache_maps() {
+    per_file_group_runs_only_what_apache_maps(&PERL);
+}
+
+#[test]
+fn per_file_ruby_groups_load_only_what_apache_maps() {
+    per_file_group_runs_only_what_apache_maps(&RUBY);
+}
+
+#[test]
+fn per_file_cgi_groups_run_only_what_apache_maps() {
+    per_file_group_runs_only_what_apache_maps(&CGI);
 }
 
 /// Item 2, the runtime dir: one under a directory other users can write is
