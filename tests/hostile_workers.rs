@@ -187,6 +187,12 @@ fn worker_text_reaches_the_log_escaped() {
     if r.status != 502 || !has(r"X-Evil\x1b[31m\x0dForged") {
         a.fail(&format!("bad-header: {}: its name is not in the log, escaped", r.status));
     }
+    // What a worker writes to stderr goes through the manager's log: TAB
+    // and every other control character escaped too.
+    let r = a.get("/h/stderr-text");
+    if r.status != 200 || !has(r"stderr\x09col2\x1b[31m\x0dSTDERR-FORGED\x07\x7f\xc2\x9b tail") {
+        a.fail(&format!("stderr-text: {}: the worker's stderr is not in the log, escaped", r.status));
+    }
     let log = std::fs::read(a.dir.join("error.log")).unwrap();
     let raw: Vec<String> =
         log.iter().filter(|b| (**b < 0x20 && **b != b'\n') || **b == 0x7f).map(|b| format!("0x{b:02x}")).collect();
