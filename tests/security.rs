@@ -758,3 +758,91 @@ fn a_runtime_dir_others_can_change_is_refused() {
     }
     a.stop();
 }
+
+/// Item 12: a worker that tries to leave its session and process group,
+/// and whose child (setsid) and grandchild (setpgid) do leave them while
+/// staying its descendants, is gone with them after graceful-timeout, and
+/// at `apachectl stop`.
+fn escaped_descendants_are_gone(name: &str, wrapper: &[&str], expect_cgroup: bool) {
+    ensure_user("procd-test-a");
+    let mut a = Apache::new(name, Mpm::Event, &group("esc", "procd-test-a", "graceful-timeout=1 env=ON_TERM=ignore"));
+    a.wrapper = wrapper.iter().map(|s| s.to_string()).collect();
+    a.start();
+    let escape = |a: &Apache| -> (i32, Vec<i32>) {
+        let w = a.wait_for_group("esc", Duration::from_secs(10));
+        let answer = ask(&a.socket("esc"), "escape").unwrap_or_else(|e| a.fail(&format!("escape: {e}")));
+        let parts: Vec<&str> = answer.split_whitespace().collect();
+        if parts.len() != 4 || parts[0] != "escaped" || parts[1].contains(":ok") {
+            a.fail(&format!("escape answered {answer:?} (a worker must not be able to leave its session)"));
+        }
+        let pids: Vec<i32> = parts[2..].iter().map(|p| p.parse().unwrap()).collect();
+        for p in &pids {
+            // Out of the worker's session and process group.
+            let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
+            let f: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+            if f.get(2) == Some(&field(&w, "pid")) || !pid_alive(*p) {
+                a.fail(&format!("pid {p} did not leave the worker's process group: {stat}"));
+            }
+        }
+        (field(&w, "pid").parse().unwrap(), pids)
+    };
+    let log_has_cgroup = a.log_count("PD0214") == 0;
+    if log_has_cgroup != expect_cgroup {
+        a.fail(&format!("cgroup containment expected: {expect_cgroup}, PD0214 lines: {}", a.log_count("PD0214")));
+    }
+    let (worker, pids) = escape(&a);
+    let t0 = Instant::now();
+    a.graceful();
+    // graceful-timeout (1 s) + SIGTERM, SIGKILL 2 s later: all gone within 6 s.
+    let gone = wait_until(Duration::from_secs(8), || !pid_alive(worker) && pids.iter().all(|p| !pid_alive(*p)));
+    let took = t0.elapsed();
+    let alive: Vec<i32> = pids.iter().copied().filter(|p| pid_alive(*p)).collect();
+    for p in &alive {
+        let _ = Command::new("kill").args(["-KILL", &p.to_string()]).status();
+    }
+    if !gone {
+        a.fail(&format!(
+            "{name}: after a graceful restart, the worker ({}) or its escaped descendants {alive:?} outlived graceful-timeout",
+            if pid_alive(worker) { "alive" } else { "gone" }
+        ));
+    }
+    eprintln!("{name}: worker {worker} and escaped descendants {pids:?} gone {took:?} after the graceful");
+    // And at stop.
+    let (worker, pids) = escape(&a);
+    let t0 = Instant::now();
+    let _ = Command::new(APACHE).arg("-f").arg(&a.conf).args(["-k", "stop"]).status();
+    let gone = wait_until(Duration::from_secs(8), || !pid_alive(worker) && pids.iter().all(|p| !pid_alive(*p)));
+    let alive: Vec<i32> = pids.iter().copied().filter(|p| pid_alive(*p)).collect();
+    for p in &alive {
+        let _ = Command::new("kill").args(["-KILL", &p.to_string()]).status();
+    }
+    if !gone {
+        a.fail(&format!("{name}: escaped descendants {alive:?} outlived apachectl stop"));
+    }
+    eprintln!("{name}: worker {worker} and escaped descendants {pids:?} gone {:?} after stop", t0.elapsed());
+    a.stop();
+}
+
+#[test]
+fn workers_that_leave_their_process_group_are_still_killed() {
+    escaped_descendants_are_gone("escape-pgrp", &[], true);
+}
+
+/// The same without cgroup v2 (it is unmounted in Apache's mount
+/// namespace): the manager's subreaper and process-group signals.
+#[test]
+fn workers_that_leave_their_process_group_are_still_killed_without_cgroups() {
+    escaped_descendants_are_gone(
+        "escape-nocg",
+        &[
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            "umount -l /sys/fs/cgroup/unified && exec \"$0\" \"$@\"",
+        ],
+        false,
+    );
+}
