@@ -846,3 +846,103 @@ fn workers_that_leave_their_process_group_are_still_killed_without_cgroups() {
         false,
     );
 }
+
+/// The paths of the Unix sockets `pid` holds (from /proc/net/unix; a
+/// connected or unnamed socket has no path and is not listed).
+fn socket_paths(pid: i32) -> Vec<String> {
+    let table = std::fs::read_to_string("/proc/net/unix").unwrap_or_default();
+    let held: BTreeSet<u64> = (0..4096).filter_map(|fd| socket_inode(pid, fd)).collect();
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let cols: Vec<&str> = l.split_whitespace().collect();
+            let inode: u64 = cols.get(6)?.parse().ok()?;
+            // Path, then the socket state (01 listening, 03 connected).
+            (held.contains(&inode) && cols.len() > 7).then(|| format!("{} (state {}, inode {inode})", cols[7], cols[5]))
+        })
+        .collect()
+}
+
+/// Item 11: a crash-looping group (and one that never starts) removed from
+/// the configuration at a graceful restart, while in back-off, leaves
+/// nothing behind: no listener or other descriptor in the manager, no
+/// socket, `.down` file or cgroup; ten times over, the manager's
+/// descriptors stay exactly as many as before.
+#[test]
+fn a_removed_crash_looping_group_leaves_nothing_behind() {
+    ensure_user("procd-test-a");
+    let fine = group("fine", "procd-test-a", "graceful-timeout=1");
+    let with = format!(
+        "{fine}\n{}\n{}",
+        group("loop", "procd-test-a", "env=WORKER_MODE=crashloop env=CRASH_AFTER=0 graceful-timeout=1"),
+        group("fails", "procd-test-a", "env=WORKER_MODE=fail")
+    );
+    let mut a = Apache::new("removed", Mpm::Event, &fine);
+    a.start();
+    a.wait_for_group("fine", Duration::from_secs(10));
+    let manager = a.manager();
+    let master = a.master.unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let baseline = fd_list(manager);
+    let cgroups = format!("/sys/fs/cgroup/unified/procd-{master}");
+    let leftovers = |a: &Apache| -> Vec<String> {
+        let mut left: Vec<String> = socket_paths(manager)
+            .into_iter()
+            .filter(|p| p.contains("/loop.") || p.contains("/fails."))
+            .map(|p| format!("manager holds a listener on {p}"))
+            .collect();
+        let run = a.dir.join("run/procd");
+        for name in ["loop.sock", "fails.sock", "loop.down", "fails.down"] {
+            if run.join(name).exists() {
+                left.push(format!("{name} exists"));
+            }
+        }
+        for dir in [run.join("generations"), std::path::PathBuf::from(&cgroups)] {
+            for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                let n = e.file_name().to_string_lossy().into_owned();
+                if n.starts_with("loop.") || n.starts_with("fails.") {
+                    left.push(format!("{}/{n} exists", dir.display()));
+                }
+            }
+        }
+        left
+    };
+    let rounds = 10;
+    let mut counts = Vec::new();
+    for round in 0..rounds {
+        a.set_extra(&with);
+        a.graceful();
+        // Crashed (loop) or failed (fails), and now waiting in back-off.
+        std::thread::sleep(Duration::from_millis(1200));
+        a.set_extra(&fine);
+        let plans = a.log_count("new configuration: 1 group(s)");
+        a.graceful();
+        // The manager has the plan without them (Apache says it resumed
+        // before the manager applies it).
+        if !wait_until(Duration::from_secs(10), || a.log_count("new configuration: 1 group(s)") > plans) {
+            a.fail(&format!("round {round}: the manager did not get the configuration without the groups"));
+        }
+        let settled =
+            wait_until(Duration::from_secs(8), || fd_list(manager).len() == baseline.len() && leftovers(&a).is_empty());
+        let now = fd_list(manager);
+        counts.push(now.len());
+        if !settled && leftovers(&a).is_empty() {
+            a.fail(&format!(
+                "round {round}: the manager has {} descriptors, {} before the group came and went:\nbefore {baseline:?}\nnow {now:?}",
+                now.len(),
+                baseline.len()
+            ));
+        }
+        let left = leftovers(&a);
+        if !left.is_empty() {
+            a.fail(&format!("round {round}: the removed groups left {left:?}; the manager's descriptors: {now:?}"));
+        }
+    }
+    eprintln!("manager descriptors: {} before, after each of {rounds} rounds: {counts:?}", baseline.len());
+    if a.log_count("PD0203") < rounds {
+        a.fail("the removed groups were not in back-off when removed (no PD0203 lines)");
+    }
+    a.wait_for_group("fine", Duration::from_secs(10));
+    a.stop();
+}
