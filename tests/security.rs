@@ -946,3 +946,80 @@ fn a_removed_crash_looping_group_leaves_nothing_behind() {
     a.wait_for_group("fine", Duration::from_secs(10));
     a.stop();
 }
+
+/// Item 2, `restart-file=`: a tenant who can write its directory replaces
+/// the file with a link to a root file, then with a FIFO. The manager
+/// neither follows the link (touching its target restarts nothing) nor
+/// blocks on the FIFO (it goes on supervising), and a regular file works
+/// again afterwards.
+#[test]
+fn a_restart_file_link_or_fifo_is_not_followed() {
+    ensure_user("procd-test-a");
+    ensure_user("procd-test-b");
+    let mut a = Apache::new("restartfile", Mpm::Event, "");
+    let tenant = a.dir.join("tenant");
+    std::fs::create_dir_all(&tenant).unwrap();
+    sh(&format!("chown procd-test-a: {0} && chmod 755 {0}", tenant.display()));
+    let file = tenant.join("restart.txt");
+    let (ok, out) = run_as("procd-test-a", &["touch", file.to_str().unwrap()]);
+    assert!(ok, "{out}");
+    let victim = a.dir.join("root-only");
+    std::fs::write(&victim, "secret\n").unwrap();
+    std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o600)).unwrap();
+    a.set_extra(&format!(
+        "{}\n{}",
+        group("rf", "procd-test-a", &format!("restart-file={} graceful-timeout=1", file.display())),
+        group("other", "procd-test-b", "")
+    ));
+    a.start();
+    let generation = |a: &Apache| field(&a.wait_for_group("rf", Duration::from_secs(10)), "gen").to_string();
+    let g1 = generation(&a);
+    // The mechanism works: the tenant touches its file, rf restarts.
+    std::thread::sleep(Duration::from_millis(1100)); // a new mtime second
+    let (ok, out) = run_as("procd-test-a", &["touch", file.to_str().unwrap()]);
+    assert!(ok, "{out}");
+    if !wait_until(Duration::from_secs(10), || generation(&a) != g1) {
+        a.fail("touching the restart file did not restart the group");
+    }
+    let g2 = generation(&a);
+    let restarts = a.log_count("PD0209");
+
+    // A link to a root file, whose mtime root then changes.
+    let (ok, out) =
+        run_as("procd-test-a", &["sh", "-c", &format!("rm -f {0} && ln -s {1} {0}", file.display(), victim.display())]);
+    assert!(ok, "{out}");
+    for _ in 0..3 {
+        std::thread::sleep(Duration::from_millis(700));
+        sh(&format!("touch {}", victim.display()));
+    }
+    std::thread::sleep(Duration::from_millis(1000));
+    if generation(&a) != g2 || a.log_count("PD0209") != restarts {
+        a.fail("the manager followed the tenant's link: touching its target restarted the group");
+    }
+    if std::fs::read_to_string(&victim).unwrap() != "secret\n" {
+        a.fail("the link's target changed");
+    }
+
+    // A FIFO: the manager must not block on it.
+    let (ok, out) = run_as("procd-test-a", &["sh", "-c", &format!("rm -f {0} && mkfifo {0}", file.display())]);
+    assert!(ok, "{out}");
+    std::thread::sleep(Duration::from_millis(1000));
+    let other = a.wait_for_group("other", Duration::from_secs(5));
+    let _ = ask(&a.socket("other"), "crash");
+    if !wait_until(Duration::from_secs(5), || {
+        ask(&a.socket("other"), "who").is_ok_and(|w| field(&w, "pid") != field(&other, "pid"))
+    }) {
+        a.fail("the manager stalled after the restart file became a FIFO: a crashed worker was not replaced");
+    }
+    if generation(&a) != g2 || a.log_count("PD0209") != restarts {
+        a.fail("a FIFO as the restart file restarted the group");
+    }
+
+    // A regular file again: restarts work as before.
+    let (ok, out) = run_as("procd-test-a", &["sh", "-c", &format!("rm -f {0} && touch {0}", file.display())]);
+    assert!(ok, "{out}");
+    if !wait_until(Duration::from_secs(10), || generation(&a) != g2) {
+        a.fail("a regular restart file no longer restarts the group");
+    }
+    a.stop();
+}
