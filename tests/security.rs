@@ -1023,3 +1023,49 @@ fn a_restart_file_link_or_fifo_is_not_followed() {
     }
     a.stop();
 }
+
+/// Item 10: when RLIMIT_NOFILE leaves no room at 5 and up, a worker's
+/// descriptors cannot be moved out of the way: the child exits with the
+/// cause in the log and never execs; with room again, the group starts.
+#[test]
+fn a_worker_whose_descriptors_cannot_be_placed_never_runs() {
+    ensure_user("procd-test-a");
+    let mut a = Apache::new("nofile-tight", Mpm::Event, &group("tight", "procd-test-a", "startup-timeout=5"));
+    a.start();
+    let first = a.wait_for_group("tight", Duration::from_secs(10));
+    let manager = a.manager();
+    std::thread::sleep(Duration::from_millis(1500));
+    let open = (0..5).map(|_| fd_count(manager)).min().unwrap();
+    let limits = std::fs::read_to_string(format!("/proc/{manager}/limits")).unwrap();
+    let line = limits.lines().find(|l| l.starts_with("Max open files")).unwrap().to_string();
+    let cols: Vec<&str> = line.split_whitespace().collect();
+    let (soft, hard) = (cols[3].to_string(), cols[4].to_string());
+    // A new worker costs the manager 4 descriptors (status socket pair and
+    // output pipe); its child then needs 4 more at 5 and up: leave 2.
+    let tight = open + 4 + 2;
+    sh(&format!("prlimit --pid {manager} --nofile={tight}:{hard}"));
+    let runs_before = a.log_count("echo worker pid");
+    let _ = ask(&a.socket("tight"), "crash");
+    let cause = "mod_procd: cannot start worker: moving the";
+    let logged = wait_until(Duration::from_secs(10), || a.log_count(cause) >= 2);
+    let runs_during = a.log_count("echo worker pid");
+    let lines: Vec<String> = a.error_log().lines().filter(|l| l.contains(cause)).map(str::to_string).collect();
+    sh(&format!("prlimit --pid {manager} --nofile={soft}:{hard}"));
+    if !logged {
+        a.fail(&format!("with RLIMIT_NOFILE {tight} ({open} open), no log line saying why the worker cannot start"));
+    }
+    eprintln!("RLIMIT_NOFILE {tight} with {open} open: {}", lines[0]);
+    if runs_during != runs_before {
+        a.fail("a worker ran although its descriptors could not be placed");
+    }
+    if !lines[0].contains("Too many open files") && !lines[0].contains("EMFILE") {
+        a.fail(&format!("the cause does not say what failed: {}", lines[0]));
+    }
+    // Room again: the next attempt after back-off starts a worker.
+    if !wait_until(Duration::from_secs(30), || {
+        ask(&a.socket("tight"), "who").is_ok_and(|w| field(&w, "pid") != field(&first, "pid"))
+    }) {
+        a.fail("the group did not start again once descriptors were available");
+    }
+    a.stop();
+}
