@@ -139,14 +139,21 @@ pub struct Launch<'a> {
     pub cgroup_procs: Option<&'a CString>,
 }
 
-fn child_fail(what: &str, err: nix::Error) -> ! {
+/// Says why on `log` (the manager's log pipe for this worker: its own
+/// descriptor until fd 2 is placed, then fd 2) and exits.
+fn child_fail_to(log: RawFd, what: &str, err: nix::Error) -> ! {
     let msg = format!("mod_procd: cannot start worker: {what}: {err}\n");
-    // SAFETY: write(2) to our stderr (the manager's log pipe) and _exit: the
-    // only safe ways out of a failed child after fork.
+    // SAFETY: write(2) to the log pipe and _exit: the only safe ways out of
+    // a failed child after fork.
     unsafe {
-        libc::write(2, msg.as_ptr().cast(), msg.len());
+        libc::write(log, msg.as_ptr().cast(), msg.len());
         libc::_exit(crate::protocol::launch::EXIT_CANNOT_START);
     }
+}
+
+/// `child_fail_to` fd 2, once the log pipe is there.
+fn child_fail(what: &str, err: nix::Error) -> ! {
+    child_fail_to(2, what, err)
 }
 
 /// fork+exec of a worker as `uid`/`gid`, in its own session, killed when
@@ -161,12 +168,15 @@ pub fn spawn_worker(l: &Launch<'_>) -> nix::Result<Pid> {
             // Move sources out of the way first (to 5 and up: never one of
             // the targets, whatever RLIMIT_NOFILE allows), so that dup2 onto
             // 0..4 never overwrites another source. Every step is checked: a
-            // worker never runs with a descriptor in the wrong place.
+            // worker never runs with a descriptor in the wrong place. Until
+            // fd 2 is placed, fd 2 is the manager's (/dev/null): failures
+            // are told on the log pipe's own descriptor.
+            let log = l.output.as_raw_fd();
             let high = |fd: RawFd, what: &str| {
                 // SAFETY: F_DUPFD_CLOEXEC duplicates a descriptor we own.
                 let moved = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, STATUS_FD + 1) };
                 if moved < 0 {
-                    child_fail(&format!("moving the {what} descriptor"), nix::Error::last());
+                    child_fail_to(log, &format!("moving the {what} descriptor"), nix::Error::last());
                 }
                 moved
             };
@@ -175,7 +185,9 @@ pub fn spawn_worker(l: &Launch<'_>) -> nix::Result<Pid> {
             let output = high(l.output.as_raw_fd(), "output pipe");
             let null = match std::fs::File::open("/dev/null") {
                 Ok(f) => f,
-                Err(e) => child_fail("open /dev/null", nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::EIO))),
+                Err(e) => {
+                    child_fail_to(log, "open /dev/null", nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))
+                }
             };
             let null = high(null.as_raw_fd(), "/dev/null");
             let fastcgi = l.listen_at == FASTCGI_LISTEN_FD;
@@ -190,7 +202,10 @@ pub fn spawn_worker(l: &Launch<'_>) -> nix::Result<Pid> {
                 // SAFETY: placing our own descriptors at fixed numbers; dup2
                 // clears close-on-exec on the targets.
                 if unsafe { libc::dup2(source, target) } != target {
-                    child_fail(&format!("placing {what}"), nix::Error::last());
+                    // Before fd 2 is placed, or if placing it failed: the
+                    // moved copy of the log pipe.
+                    let to = if target > 2 { 2 } else { output };
+                    child_fail_to(to, &format!("placing {what}"), nix::Error::last());
                 }
             }
             close_from(STATUS_FD + 1);

@@ -2,7 +2,8 @@
 //! nothing it sends may desync the client connection, reach a log file raw,
 //! or make an Apache thread wait forever. Also: queue-timeout is a real
 //! bound (a request answered 503 is never run later), and request-timeout
-//! measures the application, not a slow client.
+//! measures the application, not a slow client, for each loader that
+//! enforces them (Python, Perl, Ruby: one test body per language).
 //!
 //! `tests/workers/hostile_worker.py` is a worker that speaks the frame
 //! protocol and lies on demand (declared as language `hostile` here).
@@ -186,6 +187,12 @@ fn worker_text_reaches_the_log_escaped() {
     if r.status != 502 || !has(r"X-Evil\x1b[31m\x0dForged") {
         a.fail(&format!("bad-header: {}: its name is not in the log, escaped", r.status));
     }
+    // What a worker writes to stderr goes through the manager's log: TAB
+    // and every other control character escaped too.
+    let r = a.get("/h/stderr-text");
+    if r.status != 200 || !has(r"stderr\x09col2\x1b[31m\x0dSTDERR-FORGED\x07\x7f\xc2\x9b tail") {
+        a.fail(&format!("stderr-text: {}: the worker's stderr is not in the log, escaped", r.status));
+    }
     let log = std::fs::read(a.dir.join("error.log")).unwrap();
     let raw: Vec<String> =
         log.iter().filter(|b| (**b < 0x20 && **b != b'\n') || **b == 0x7f).map(|b| format!("0x{b:02x}")).collect();
@@ -225,20 +232,61 @@ fn the_pid_in_hello_is_only_displayed() {
 
 // ------------------------------------------- 6. no thread waits forever --
 
-/// An Apache with WSGI group `one` (tests/apps/wsgi_app.py) mounted at /one.
-fn start_wsgi(name: &str, group_opts: &str) -> Apache {
+/// The languages whose loaders enforce queue-timeout and request-timeout
+/// themselves (the procd protocol): the same tests run against each.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Lang {
+    Python,
+    Perl,
+    Ruby,
+}
+
+impl Lang {
+    /// `language=` and `app=` of group `one`, and copies its test app into `dir`.
+    fn install(self, dir: &std::path::Path) -> &'static str {
+        let apps = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/apps");
+        let copy = |from: &str| {
+            let ok = std::process::Command::new("cp").arg("-r").arg(format!("{apps}/{from}")).arg(dir).status();
+            assert!(ok.is_ok_and(|s| s.success()), "copy the {from} test app");
+        };
+        match self {
+            Lang::Python => {
+                copy("wsgi_app.py");
+                "language=python app=@DIR@/wsgi_app.py"
+            }
+            Lang::Perl => {
+                copy("perl");
+                "language=perl app=@DIR@/perl/app.psgi"
+            }
+            Lang::Ruby => {
+                copy("ruby");
+                "language=ruby app=@DIR@/ruby/config.ru"
+            }
+        }
+    }
+
+    /// Threads for a worker that serves a request while it streams another
+    /// (perl workers have one thread).
+    fn threads(self) -> u32 {
+        if self == Lang::Perl { 1 } else { 2 }
+    }
+}
+
+/// An Apache with group `one` (the test app of `lang`: tests/apps/wsgi_app.py,
+/// perl/app.psgi or ruby/config.ru) mounted at /one.
+fn start_app(name: &str, lang: Lang, group_opts: &str) -> Apache {
     ensure_user("procd-test-a");
-    let conf = format!(
-        "LanguageGroup one language=python user=procd-test-a app=@DIR@/wsgi_app.py env=RECORD_FILE=@DIR@/records/runs {group_opts}\n\
+    let mut a = Apache::new(name, Mpm::Event, "");
+    let language = lang.install(&a.dir);
+    a.set_extra(&format!(
+        "LanguageGroup one {language} user=procd-test-a env=RECORD_FILE=@DIR@/records/runs {group_opts}\n\
          LanguageMount /one one\n"
-    );
-    let mut a = Apache::new(name, Mpm::Event, &conf);
-    std::fs::copy(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/apps/wsgi_app.py"), a.dir.join("wsgi_app.py")).unwrap();
+    ));
     std::fs::create_dir_all(a.dir.join("records")).unwrap();
     let _ = std::process::Command::new("chmod").args(["-R", "a+rX"]).arg(&a.dir).status();
     let _ = std::process::Command::new("chmod").arg("777").arg(a.dir.join("records")).status();
     a.start();
-    if !wait_until(Duration::from_secs(10), || a.get("/one/env").status == 200) {
+    if !wait_until(Duration::from_secs(20), || a.get("/one/env").status == 200) {
         a.fail("group one does not answer /one/env");
     }
     a
@@ -289,7 +337,7 @@ fn fill_backlog(socket: &std::path::Path) -> Vec<std::os::fd::OwnedFd> {
 
 #[test]
 fn a_full_queue_is_a_503_after_queue_timeout() {
-    let a = start_wsgi("queue-full", "processes=1 threads=1 queue-timeout=1 request-timeout=30");
+    let a = start_app("queue-full", Lang::Python, "processes=1 threads=1 queue-timeout=1 request-timeout=30");
     // The only worker is busy; the socket's backlog is full.
     let busy = get_in_background(a.port, "/one/sleep?s=6");
     std::thread::sleep(Duration::from_millis(500));
@@ -321,7 +369,22 @@ fn a_full_queue_is_a_503_after_queue_timeout() {
 
 #[test]
 fn a_request_answered_503_is_never_run() {
-    let a = start_wsgi("queue-never-run", "processes=1 threads=1 queue-timeout=1 request-timeout=30");
+    never_runs_a_request_answered_503(Lang::Python);
+}
+
+#[test]
+fn a_request_answered_503_is_never_run_perl() {
+    never_runs_a_request_answered_503(Lang::Perl);
+}
+
+#[test]
+fn a_request_answered_503_is_never_run_ruby() {
+    never_runs_a_request_answered_503(Lang::Ruby);
+}
+
+fn never_runs_a_request_answered_503(lang: Lang) {
+    let name = format!("queue-never-run-{lang:?}").to_lowercase();
+    let a = start_app(&name, lang, "processes=1 threads=1 queue-timeout=1 request-timeout=30");
     let busy = get_in_background(a.port, "/one/record?id=busy&s=3");
     std::thread::sleep(Duration::from_millis(500));
     let t0 = Instant::now();
@@ -365,7 +428,7 @@ fn a_request_answered_503_is_never_run() {
     }
     let runs = std::fs::read_to_string(a.dir.join("records/runs")).unwrap_or_default();
     if runs != "busy\nafter\n" {
-        a.fail(&format!("the application ran {runs:?}; a request answered 503 must never run"));
+        a.fail(&format!("{lang:?}: the application ran {runs:?}; a request answered 503 must never run"));
     }
     if !log_has(&a, "dropped unrun") {
         a.fail("the worker did not log the request it dropped");
@@ -404,7 +467,22 @@ fn slow_client(port: u16) -> TcpStream {
 
 #[test]
 fn request_timeout_measures_the_application_not_a_slow_client() {
-    let a = start_wsgi("slow-client", "processes=1 threads=2 request-timeout=2");
+    measures_the_application_not_a_slow_client(Lang::Python);
+}
+
+#[test]
+fn request_timeout_measures_the_application_not_a_slow_client_perl() {
+    measures_the_application_not_a_slow_client(Lang::Perl);
+}
+
+#[test]
+fn request_timeout_measures_the_application_not_a_slow_client_ruby() {
+    measures_the_application_not_a_slow_client(Lang::Ruby);
+}
+
+fn measures_the_application_not_a_slow_client(lang: Lang) {
+    let name = format!("slow-client-{lang:?}").to_lowercase();
+    let a = start_app(&name, lang, &format!("processes=1 threads={} request-timeout=2", lang.threads()));
     let manager = a.manager();
     let workers = children(manager);
     let exits_before = a.log_count("PD0202");
@@ -429,7 +507,7 @@ fn request_timeout_measures_the_application_not_a_slow_client() {
     let split = got.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or_else(|| a.fail("no HTTP head"));
     let body = &got[split + 4..];
     let head = String::from_utf8_lossy(&got[..split]).into_owned();
-    eprintln!("slow client: {} bytes in {took:?}", body.len());
+    eprintln!("{lang:?}: slow client: {} bytes in {took:?}", body.len());
     let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
         dechunk(body).unwrap_or_else(|| a.fail(&format!("a cut chunked body: {} bytes", body.len())))
     } else {

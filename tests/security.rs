@@ -540,16 +540,106 @@ fn a_panicking_manager_exits_and_is_replaced() {
     a.stop();
 }
 
-/// Item 4: a per-file group loads only files under the directories where
-/// `LanguageHandler` names it, whoever connects to its socket; a group
-/// without user= gets a configtest warning.
-#[test]
-fn per_file_groups_load_only_what_apache_maps() {
+/// A per-file language: its group's options, the extension `LanguageHandler`
+/// maps, a script that answers "ok", and one that creates `marker` when it
+/// is loaded (or run).
+struct PerFile {
+    lang: &'static str,
+    ext: &'static str,
+    ok: &'static str,
+    evil: fn(&str) -> String,
+    /// Executable scripts (CGI).
+    exec: bool,
+}
+
+const PYTHON: PerFile = PerFile {
+    lang: "python",
+    ext: ".py",
+    ok: "def application(environ, start_response):\n    start_response('200 OK', [('Content-Type', 'text/plain')])\n    return [b'ok']\n",
+    evil: |m| {
+        format!(
+            "open({m:?}, 'w').write('ran')\ndef application(environ, start_response):\n    start_response('200 OK', [])\n    return [b'evil']\n"
+        )
+    },
+    exec: false,
+};
+
+const PERL: PerFile = PerFile {
+    lang: "perl",
+    ext: ".psgi",
+    ok: "my $app = sub { [200, ['Content-Type' => 'text/plain'], ['ok']] };\n",
+    evil: |m| format!("open(my $f, '>', '{m}'); print $f 'ran'; close $f;\nmy $app = sub {{ [200, [], ['evil']] }};\n"),
+    exec: false,
+};
+
+const RUBY: PerFile = PerFile {
+    lang: "ruby",
+    ext: ".ru",
+    ok: "run lambda { |env| [200, { 'Content-Type' => 'text/plain' }, ['ok']] }\n",
+    evil: |m| format!("File.write('{m}', 'ran')\nrun lambda {{ |env| [200, {{}}, ['evil']] }}\n"),
+    exec: false,
+};
+
+const CGI: PerFile = PerFile {
+    lang: "cgi",
+    ext: ".cgi",
+    ok: "#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\nok'\n",
+    evil: |m| format!("#!/bin/sh\necho ran > '{m}'\nprintf 'Content-Type: text/plain\\r\\n\\r\\nevil'\n"),
+    exec: true,
+};
+
+/// A REQUEST frame (the procd protocol, also the CGI launcher's) naming
+/// `script` as SCRIPT_FILENAME, sent straight to `socket`; whatever comes
+/// back is read and dropped.
+fn request_straight_to(socket: &std::path::Path, script: &std::path::Path) {
+    let mut env = Vec::new();
+    for (k, v) in [
+        ("REQUEST_METHOD", "GET"),
+        ("REQUEST_URI", "/x"),
+        ("SCRIPT_NAME", "/x"),
+        ("PATH_INFO", ""),
+        ("QUERY_STRING", ""),
+        ("SERVER_NAME", "127.0.0.1"),
+        ("SERVER_PORT", "80"),
+        ("SERVER_PROTOCOL", "HTTP/1.1"),
+        ("REMOTE_ADDR", "127.0.0.1"),
+        ("GATEWAY_INTERFACE", "CGI/1.1"),
+        ("HTTPS", "off"),
+        ("SCRIPT_FILENAME", script.to_str().unwrap()),
+    ] {
+        env.extend_from_slice(k.as_bytes());
+        env.push(0);
+        env.extend_from_slice(v.as_bytes());
+        env.push(0);
+    }
+    let mut frame = vec![0x01];
+    frame.extend_from_slice(&(env.len() as u32 + 1).to_be_bytes());
+    frame.push(1);
+    frame.extend_from_slice(&env);
+    let mut s = std::os::unix::net::UnixStream::connect(socket).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(3))).ok();
+    s.write_all(&frame).unwrap();
+    // Not shut down: a connection closed before the worker reads it is
+    // dropped unrun, before any check.
+    let _ = s.read_to_end(&mut Vec::new());
+}
+
+/// Item 4: a per-file group loads (or runs) only files under the
+/// directories where `LanguageHandler` names it, with an extension it maps,
+/// whoever connects to its socket; the socket is 0660 root:Apache's group
+/// in a 0711 root runtime dir; a group without user= gets a configtest
+/// warning.
+fn per_file_group_runs_only_what_apache_maps(l: &PerFile) {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
     ensure_user("procd-test-a");
-    let conf = "LanguageGroup files language=python user=procd-test-a\n\
-        LanguageGroup shared language=python\n\
-        <Directory @DIR@/htdocs/app>\n    Options +ExecCGI\n    LanguageHandler files .py\n</Directory>\n";
-    let mut a = Apache::new("perfile", Mpm::Event, conf);
+    let conf = format!(
+        "LanguageGroup files language={lang} user=procd-test-a\n\
+         LanguageGroup shared language={lang}\n\
+         <Directory @DIR@/htdocs/app>\n    Options +ExecCGI\n    LanguageHandler files {ext}\n</Directory>\n",
+        lang = l.lang,
+        ext = l.ext
+    );
+    let mut a = Apache::new(&format!("perfile-{}", l.lang), Mpm::Event, &conf);
     let app = a.dir.join("htdocs/app");
     let outside = a.dir.join("outside");
     let marks = a.dir.join("marks");
@@ -557,22 +647,18 @@ fn per_file_groups_load_only_what_apache_maps() {
         std::fs::create_dir_all(d).unwrap();
     }
     std::fs::set_permissions(&marks, std::fs::Permissions::from_mode(0o777)).unwrap();
-    std::fs::write(
-        app.join("ok.py"),
-        "def application(environ, start_response):\n    start_response('200 OK', [('Content-Type', 'text/plain')])\n    return [b'ok']\n",
-    )
-    .unwrap();
-    let evil = outside.join("evil.py");
-    std::fs::write(
-        &evil,
-        format!(
-            "open({:?}, 'w').write('ran')\ndef application(environ, start_response):\n    start_response('200 OK', [])\n    return [b'evil']\n",
-            marks.join("evil-ran").display().to_string()
-        ),
-    )
-    .unwrap();
-    std::os::unix::fs::symlink(&evil, app.join("link.py")).unwrap();
+    let marker = marks.join("evil-ran");
+    let evil = outside.join(format!("evil{}", l.ext));
+    std::fs::write(app.join(format!("ok{}", l.ext)), l.ok).unwrap();
+    std::fs::write(&evil, (l.evil)(marker.to_str().unwrap())).unwrap();
+    std::os::unix::fs::symlink(&evil, app.join(format!("link{}", l.ext))).unwrap();
+    // An upload with another extension, inside the directory.
+    let upload = app.join("upload.png");
+    std::fs::write(&upload, (l.evil)(marker.to_str().unwrap())).unwrap();
     sh(&format!("chmod -R a+rX {}", a.dir.display()));
+    if l.exec {
+        sh(&format!("chmod 755 {}/*{ext} {} {}", app.display(), evil.display(), upload.display(), ext = l.ext));
+    }
 
     let (ok, text) = a.configtest();
     if !ok
@@ -583,59 +669,74 @@ fn per_file_groups_load_only_what_apache_maps() {
         a.fail(&format!("configtest should pass and warn about the group without user= only: {text}"));
     }
     a.start();
-    let mut r = a.get("/app/ok.py");
-    wait_until(Duration::from_secs(10), || {
-        r = a.get("/app/ok.py");
+    let ok_path = format!("/app/ok{}", l.ext);
+    let mut r = a.get(&ok_path);
+    wait_until(Duration::from_secs(15), || {
+        r = a.get(&ok_path);
         r.status != 503
     });
     if r.status != 200 || r.text() != "ok" {
-        a.fail(&format!("a script under its <Directory>: {} {}", r.status, r.text()));
+        a.fail(&format!("{}: a script under its <Directory>: {} {}", l.lang, r.status, r.text()));
     }
-    // Through Apache, a link out of the directory is refused by the worker.
-    let r = a.get("/app/link.py");
-    if r.status != 500 {
-        a.fail(&format!("a link to a file outside: expected 500, got {} {}", r.status, r.text()));
+
+    // Who can connect: the socket is root:Apache's group 0660, in a runtime
+    // dir root's 0711 (nobody lists it).
+    let www_gid = sh("getent group www-data | cut -d: -f3").trim().parse::<u32>().unwrap();
+    let sock = std::fs::symlink_metadata(a.socket("files")).unwrap();
+    let run = std::fs::symlink_metadata(a.dir.join("run/procd")).unwrap();
+    let (sock_mode, run_mode) = (sock.mode() & 0o7777, run.mode() & 0o7777);
+    if !sock.file_type().is_socket() || sock_mode != 0o660 || sock.uid() != 0 || sock.gid() != www_gid {
+        a.fail(&format!("{}: files.sock is mode {sock_mode:o} {}:{}", l.lang, sock.uid(), sock.gid()));
     }
+    if run_mode != 0o711 || run.uid() != 0 {
+        a.fail(&format!("{}: the runtime dir is mode {run_mode:o} owned by {}", l.lang, run.uid()));
+    }
+
     // Straight to the socket, as any process that may connect could: a file
     // outside the directory, and one inside without a mapped extension.
-    std::fs::write(app.join("upload.png"), std::fs::read(&evil).unwrap()).unwrap();
-    for target in [evil.clone(), app.join("upload.png")] {
-        let mut env = Vec::new();
-        for (k, v) in [
-            ("REQUEST_METHOD", "GET"),
-            ("SCRIPT_NAME", "/x.py"),
-            ("PATH_INFO", ""),
-            ("QUERY_STRING", ""),
-            ("SERVER_NAME", "127.0.0.1"),
-            ("SERVER_PORT", "80"),
-            ("SERVER_PROTOCOL", "HTTP/1.1"),
-            ("HTTPS", "off"),
-            ("SCRIPT_FILENAME", target.to_str().unwrap()),
-        ] {
-            env.extend_from_slice(k.as_bytes());
-            env.push(0);
-            env.extend_from_slice(v.as_bytes());
-            env.push(0);
-        }
-        let mut frame = vec![0x01];
-        frame.extend_from_slice(&(env.len() as u32 + 1).to_be_bytes());
-        frame.push(1);
-        frame.extend_from_slice(&env);
-        let mut s = std::os::unix::net::UnixStream::connect(a.socket("files")).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(2))).ok();
-        s.write_all(&frame).unwrap();
-        let _ = s.read_to_end(&mut Vec::new());
+    for target in [&evil, &upload] {
+        request_straight_to(&a.socket("files"), target);
     }
-    std::thread::sleep(Duration::from_millis(300));
-    if marks.join("evil-ran").exists() {
-        a.fail("the group loaded a file outside its LanguageHandler directories");
+    std::thread::sleep(Duration::from_millis(500));
+    if marker.exists() {
+        a.fail(&format!("{}: the group loaded a file outside its LanguageHandler directories or extensions", l.lang));
     }
+    let refused = |why: &str| a.error_log().lines().any(|line| line.contains("refusing to") && line.contains(why));
     if !wait_until(Duration::from_secs(5), || {
-        a.error_log().contains("refusing to load") && a.error_log().contains("does not end with an extension")
+        refused("not under a directory") && refused("does not end with an extension")
     }) {
-        a.fail("no log line for the refused script");
+        a.fail(&format!("{}: no log line for each refused script", l.lang));
+    }
+    // Through Apache, a link out of the directory is refused by the worker.
+    let r = a.get(&format!("/app/link{}", l.ext));
+    if r.status == 200 || r.text().contains("evil") {
+        a.fail(&format!("{}: a link to a file outside: got {} {}", l.lang, r.status, r.text()));
+    }
+    // The group still serves what Apache maps.
+    if a.get(&ok_path).text() != "ok" {
+        a.fail(&format!("{}: the group no longer serves its own script", l.lang));
     }
     a.stop();
+}
+
+#[test]
+fn per_file_groups_load_only_what_apache_maps() {
+    per_file_group_runs_only_what_apache_maps(&PYTHON);
+}
+
+#[test]
+fn per_file_perl_groups_load_only_what_apache_maps() {
+    per_file_group_runs_only_what_apache_maps(&PERL);
+}
+
+#[test]
+fn per_file_ruby_groups_load_only_what_apache_maps() {
+    per_file_group_runs_only_what_apache_maps(&RUBY);
+}
+
+#[test]
+fn per_file_cgi_groups_run_only_what_apache_maps() {
+    per_file_group_runs_only_what_apache_maps(&CGI);
 }
 
 /// Item 2, the runtime dir: one under a directory other users can write is
@@ -696,5 +797,316 @@ fn a_tenant_cannot_keep_apache_from_stopping() {
         a.fail(&format!("configtest accepted a home= its user cannot enter:\n{out}"));
     }
     // The harness's stop is `apache2 -k stop` and asserts everything is gone.
+    a.stop();
+}
+
+/// Item 12: a worker that tries to leave its session and process group,
+/// and whose child (setsid) and grandchild (setpgid) do leave them while
+/// staying its descendants, is gone with them after graceful-timeout, and
+/// at `apachectl stop`.
+fn escaped_descendants_are_gone(name: &str, wrapper: &[&str], expect_cgroup: bool) {
+    ensure_user("procd-test-a");
+    let mut a = Apache::new(name, Mpm::Event, &group("esc", "procd-test-a", "graceful-timeout=1 env=ON_TERM=ignore"));
+    a.wrapper = wrapper.iter().map(|s| s.to_string()).collect();
+    a.start();
+    let escape = |a: &Apache| -> (i32, Vec<i32>) {
+        let w = a.wait_for_group("esc", Duration::from_secs(10));
+        let answer = ask(&a.socket("esc"), "escape").unwrap_or_else(|e| a.fail(&format!("escape: {e}")));
+        let parts: Vec<&str> = answer.split_whitespace().collect();
+        if parts.len() != 4 || parts[0] != "escaped" || parts[1].contains(":ok") {
+            a.fail(&format!("escape answered {answer:?} (a worker must not be able to leave its session)"));
+        }
+        let pids: Vec<i32> = parts[2..].iter().map(|p| p.parse().unwrap()).collect();
+        for p in &pids {
+            // Out of the worker's session and process group.
+            let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
+            let f: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+            if f.get(2) == Some(&field(&w, "pid")) || !pid_alive(*p) {
+                a.fail(&format!("pid {p} did not leave the worker's process group: {stat}"));
+            }
+        }
+        (field(&w, "pid").parse().unwrap(), pids)
+    };
+    let log_has_cgroup = a.log_count("PD0214") == 0;
+    if log_has_cgroup != expect_cgroup {
+        a.fail(&format!("cgroup containment expected: {expect_cgroup}, PD0214 lines: {}", a.log_count("PD0214")));
+    }
+    let (worker, pids) = escape(&a);
+    let t0 = Instant::now();
+    a.graceful();
+    // graceful-timeout (1 s) + SIGTERM, SIGKILL 2 s later: all gone within 6 s.
+    let gone = wait_until(Duration::from_secs(8), || !pid_alive(worker) && pids.iter().all(|p| !pid_alive(*p)));
+    let took = t0.elapsed();
+    let alive: Vec<i32> = pids.iter().copied().filter(|p| pid_alive(*p)).collect();
+    for p in &alive {
+        let _ = Command::new("kill").args(["-KILL", &p.to_string()]).status();
+    }
+    if !gone {
+        a.fail(&format!(
+            "{name}: after a graceful restart, the worker ({}) or its escaped descendants {alive:?} outlived graceful-timeout",
+            if pid_alive(worker) { "alive" } else { "gone" }
+        ));
+    }
+    eprintln!("{name}: worker {worker} and escaped descendants {pids:?} gone {took:?} after the graceful");
+    // And at stop.
+    let (worker, pids) = escape(&a);
+    let t0 = Instant::now();
+    let _ = Command::new(APACHE).arg("-f").arg(&a.conf).args(["-k", "stop"]).status();
+    let gone = wait_until(Duration::from_secs(8), || !pid_alive(worker) && pids.iter().all(|p| !pid_alive(*p)));
+    let alive: Vec<i32> = pids.iter().copied().filter(|p| pid_alive(*p)).collect();
+    for p in &alive {
+        let _ = Command::new("kill").args(["-KILL", &p.to_string()]).status();
+    }
+    if !gone {
+        a.fail(&format!("{name}: escaped descendants {alive:?} outlived apachectl stop"));
+    }
+    eprintln!("{name}: worker {worker} and escaped descendants {pids:?} gone {:?} after stop", t0.elapsed());
+    a.stop();
+}
+
+#[test]
+fn workers_that_leave_their_process_group_are_still_killed() {
+    escaped_descendants_are_gone("escape-pgrp", &[], true);
+}
+
+/// The same without cgroup v2 (it is unmounted in Apache's mount
+/// namespace): the manager's subreaper and process-group signals.
+#[test]
+fn workers_that_leave_their_process_group_are_still_killed_without_cgroups() {
+    escaped_descendants_are_gone(
+        "escape-nocg",
+        &[
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            "umount -l /sys/fs/cgroup/unified && exec \"$0\" \"$@\"",
+        ],
+        false,
+    );
+}
+
+/// The paths of the Unix sockets `pid` holds (from /proc/net/unix; a
+/// connected or unnamed socket has no path and is not listed).
+fn socket_paths(pid: i32) -> Vec<String> {
+    let table = std::fs::read_to_string("/proc/net/unix").unwrap_or_default();
+    let held: BTreeSet<u64> = (0..4096).filter_map(|fd| socket_inode(pid, fd)).collect();
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let cols: Vec<&str> = l.split_whitespace().collect();
+            let inode: u64 = cols.get(6)?.parse().ok()?;
+            // Path, then the socket state (01 listening, 03 connected).
+            (held.contains(&inode) && cols.len() > 7).then(|| format!("{} (state {}, inode {inode})", cols[7], cols[5]))
+        })
+        .collect()
+}
+
+/// Item 11: a crash-looping group (and one that never starts) removed from
+/// the configuration at a graceful restart, while in back-off, leaves
+/// nothing behind: no listener or other descriptor in the manager, no
+/// socket, `.down` file or cgroup; ten times over, the manager's
+/// descriptors stay exactly as many as before.
+#[test]
+fn a_removed_crash_looping_group_leaves_nothing_behind() {
+    ensure_user("procd-test-a");
+    let fine = group("fine", "procd-test-a", "graceful-timeout=1");
+    let with = format!(
+        "{fine}\n{}\n{}",
+        group("loop", "procd-test-a", "env=WORKER_MODE=crashloop env=CRASH_AFTER=0 graceful-timeout=1"),
+        group("fails", "procd-test-a", "env=WORKER_MODE=fail")
+    );
+    let mut a = Apache::new("removed", Mpm::Event, &fine);
+    a.start();
+    a.wait_for_group("fine", Duration::from_secs(10));
+    let manager = a.manager();
+    let master = a.master.unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let baseline = fd_list(manager);
+    let cgroups = format!("/sys/fs/cgroup/unified/procd-{master}");
+    let leftovers = |a: &Apache| -> Vec<String> {
+        let mut left: Vec<String> = socket_paths(manager)
+            .into_iter()
+            .filter(|p| p.contains("/loop.") || p.contains("/fails."))
+            .map(|p| format!("manager holds a listener on {p}"))
+            .collect();
+        let run = a.dir.join("run/procd");
+        for name in ["loop.sock", "fails.sock", "loop.down", "fails.down"] {
+            if run.join(name).exists() {
+                left.push(format!("{name} exists"));
+            }
+        }
+        for dir in [run.join("generations"), std::path::PathBuf::from(&cgroups)] {
+            for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                let n = e.file_name().to_string_lossy().into_owned();
+                if n.starts_with("loop.") || n.starts_with("fails.") {
+                    left.push(format!("{}/{n} exists", dir.display()));
+                }
+            }
+        }
+        left
+    };
+    let rounds = 10;
+    let mut counts = Vec::new();
+    for round in 0..rounds {
+        a.set_extra(&with);
+        a.graceful();
+        // Crashed (loop) or failed (fails), and now waiting in back-off.
+        std::thread::sleep(Duration::from_millis(1200));
+        a.set_extra(&fine);
+        let plans = a.log_count("new configuration: 1 group(s)");
+        a.graceful();
+        // The manager has the plan without them (Apache says it resumed
+        // before the manager applies it).
+        if !wait_until(Duration::from_secs(10), || a.log_count("new configuration: 1 group(s)") > plans) {
+            a.fail(&format!("round {round}: the manager did not get the configuration without the groups"));
+        }
+        let settled =
+            wait_until(Duration::from_secs(8), || fd_list(manager).len() == baseline.len() && leftovers(&a).is_empty());
+        let now = fd_list(manager);
+        counts.push(now.len());
+        if !settled && leftovers(&a).is_empty() {
+            a.fail(&format!(
+                "round {round}: the manager has {} descriptors, {} before the group came and went:\nbefore {baseline:?}\nnow {now:?}",
+                now.len(),
+                baseline.len()
+            ));
+        }
+        let left = leftovers(&a);
+        if !left.is_empty() {
+            a.fail(&format!("round {round}: the removed groups left {left:?}; the manager's descriptors: {now:?}"));
+        }
+    }
+    eprintln!("manager descriptors: {} before, after each of {rounds} rounds: {counts:?}", baseline.len());
+    if a.log_count("PD0203") < rounds {
+        a.fail("the removed groups were not in back-off when removed (no PD0203 lines)");
+    }
+    a.wait_for_group("fine", Duration::from_secs(10));
+    a.stop();
+}
+
+/// Item 2, `restart-file=`: a tenant who can write its directory replaces
+/// the file with a link to a root file, then with a FIFO. The manager
+/// neither follows the link (touching its target restarts nothing) nor
+/// blocks on the FIFO (it goes on supervising), and a regular file works
+/// again afterwards.
+#[test]
+fn a_restart_file_link_or_fifo_is_not_followed() {
+    ensure_user("procd-test-a");
+    ensure_user("procd-test-b");
+    let mut a = Apache::new("restartfile", Mpm::Event, "");
+    let tenant = a.dir.join("tenant");
+    std::fs::create_dir_all(&tenant).unwrap();
+    sh(&format!("chown procd-test-a: {0} && chmod 755 {0}", tenant.display()));
+    let file = tenant.join("restart.txt");
+    let (ok, out) = run_as("procd-test-a", &["touch", file.to_str().unwrap()]);
+    assert!(ok, "{out}");
+    let victim = a.dir.join("root-only");
+    std::fs::write(&victim, "secret\n").unwrap();
+    std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o600)).unwrap();
+    a.set_extra(&format!(
+        "{}\n{}",
+        group("rf", "procd-test-a", &format!("restart-file={} graceful-timeout=1", file.display())),
+        group("other", "procd-test-b", "")
+    ));
+    a.start();
+    let generation = |a: &Apache| field(&a.wait_for_group("rf", Duration::from_secs(10)), "gen").to_string();
+    let g1 = generation(&a);
+    // The mechanism works: the tenant touches its file, rf restarts.
+    std::thread::sleep(Duration::from_millis(1100)); // a new mtime second
+    let (ok, out) = run_as("procd-test-a", &["touch", file.to_str().unwrap()]);
+    assert!(ok, "{out}");
+    if !wait_until(Duration::from_secs(10), || generation(&a) != g1) {
+        a.fail("touching the restart file did not restart the group");
+    }
+    let g2 = generation(&a);
+    let restarts = a.log_count("PD0209");
+
+    // A link to a root file, whose mtime root then changes.
+    let (ok, out) =
+        run_as("procd-test-a", &["sh", "-c", &format!("rm -f {0} && ln -s {1} {0}", file.display(), victim.display())]);
+    assert!(ok, "{out}");
+    for _ in 0..3 {
+        std::thread::sleep(Duration::from_millis(700));
+        sh(&format!("touch {}", victim.display()));
+    }
+    std::thread::sleep(Duration::from_millis(1000));
+    if generation(&a) != g2 || a.log_count("PD0209") != restarts {
+        a.fail("the manager followed the tenant's link: touching its target restarted the group");
+    }
+    if std::fs::read_to_string(&victim).unwrap() != "secret\n" {
+        a.fail("the link's target changed");
+    }
+
+    // A FIFO: the manager must not block on it.
+    let (ok, out) = run_as("procd-test-a", &["sh", "-c", &format!("rm -f {0} && mkfifo {0}", file.display())]);
+    assert!(ok, "{out}");
+    std::thread::sleep(Duration::from_millis(1000));
+    let other = a.wait_for_group("other", Duration::from_secs(5));
+    let _ = ask(&a.socket("other"), "crash");
+    if !wait_until(Duration::from_secs(5), || {
+        ask(&a.socket("other"), "who").is_ok_and(|w| field(&w, "pid") != field(&other, "pid"))
+    }) {
+        a.fail("the manager stalled after the restart file became a FIFO: a crashed worker was not replaced");
+    }
+    if generation(&a) != g2 || a.log_count("PD0209") != restarts {
+        a.fail("a FIFO as the restart file restarted the group");
+    }
+
+    // A regular file again: restarts work as before.
+    let (ok, out) = run_as("procd-test-a", &["sh", "-c", &format!("rm -f {0} && touch {0}", file.display())]);
+    assert!(ok, "{out}");
+    if !wait_until(Duration::from_secs(10), || generation(&a) != g2) {
+        a.fail("a regular restart file no longer restarts the group");
+    }
+    a.stop();
+}
+
+/// Item 10: when RLIMIT_NOFILE leaves no room at 5 and up, a worker's
+/// descriptors cannot be moved out of the way: the child exits with the
+/// cause in the log and never execs; with room again, the group starts.
+#[test]
+fn a_worker_whose_descriptors_cannot_be_placed_never_runs() {
+    ensure_user("procd-test-a");
+    let mut a = Apache::new("nofile-tight", Mpm::Event, &group("tight", "procd-test-a", "startup-timeout=5"));
+    a.start();
+    let first = a.wait_for_group("tight", Duration::from_secs(10));
+    let manager = a.manager();
+    std::thread::sleep(Duration::from_millis(1500));
+    let open = (0..5).map(|_| fd_count(manager)).min().unwrap();
+    let limits = std::fs::read_to_string(format!("/proc/{manager}/limits")).unwrap();
+    let line = limits.lines().find(|l| l.starts_with("Max open files")).unwrap().to_string();
+    let cols: Vec<&str> = line.split_whitespace().collect();
+    let (soft, hard) = (cols[3].to_string(), cols[4].to_string());
+    // A new worker costs the manager 4 descriptors (status socket pair and
+    // output pipe); its child then needs 4 more at 5 and up: leave 2.
+    let tight = open + 4 + 2;
+    sh(&format!("prlimit --pid {manager} --nofile={tight}:{hard}"));
+    let runs_before = a.log_count("echo worker pid");
+    let _ = ask(&a.socket("tight"), "crash");
+    let cause = "mod_procd: cannot start worker: moving the";
+    let logged = wait_until(Duration::from_secs(10), || a.log_count(cause) >= 2);
+    let runs_during = a.log_count("echo worker pid");
+    let lines: Vec<String> = a.error_log().lines().filter(|l| l.contains(cause)).map(str::to_string).collect();
+    sh(&format!("prlimit --pid {manager} --nofile={soft}:{hard}"));
+    if !logged {
+        a.fail(&format!("with RLIMIT_NOFILE {tight} ({open} open), no log line saying why the worker cannot start"));
+    }
+    eprintln!("RLIMIT_NOFILE {tight} with {open} open: {}", lines[0]);
+    if runs_during != runs_before {
+        a.fail("a worker ran although its descriptors could not be placed");
+    }
+    if !lines[0].contains("Too many open files") && !lines[0].contains("EMFILE") {
+        a.fail(&format!("the cause does not say what failed: {}", lines[0]));
+    }
+    // Room again: the next attempt after back-off starts a worker.
+    if !wait_until(Duration::from_secs(30), || {
+        ask(&a.socket("tight"), "who").is_ok_and(|w| field(&w, "pid") != field(&first, "pid"))
+    }) {
+        a.fail("the group did not start again once descriptors were available");
+    }
     a.stop();
 }

@@ -82,6 +82,11 @@ impl Cgroups {
         (cg, None)
     }
 
+    /// Whether generations get cgroups of their own.
+    pub fn available(&self) -> bool {
+        self.base.is_some()
+    }
+
     /// A new cgroup for a generation; its `cgroup.procs`, for the worker
     /// to enter before it execs. None: no containment by cgroup.
     ///

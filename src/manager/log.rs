@@ -36,14 +36,14 @@ pub struct Logs {
 }
 
 /// Escapes bytes for a log line as Apache's `ap_escape_logitem` does:
-/// control characters, `\` and non-UTF-8 bytes become `\xNN` (or `\\`).
+/// control characters (TAB included: no control character of a worker's
+/// reaches a log), `\` and non-UTF-8 bytes become `\xNN` (or `\\`).
 pub fn escape(bytes: &[u8]) -> String {
     let mut out = String::with_capacity(bytes.len());
     for chunk in bytes.utf8_chunks() {
         for c in chunk.valid().chars() {
             match c {
                 '\\' => out.push_str("\\\\"),
-                '\t' => out.push('\t'),
                 c if c.is_control() => {
                     let mut b = [0u8; 4];
                     for byte in c.encode_utf8(&mut b).bytes() {
@@ -248,6 +248,7 @@ mod tests {
         assert_eq!(escape(b"a\x1b[31mred\rb\x00\\"), "a\\x1b[31mred\\x0db\\x00\\\\");
         assert_eq!(escape(b"bad \xff byte"), "bad \\xff byte");
         assert_eq!(escape("c1 \u{85}".as_bytes()), "c1 \\xc2\\x85");
+        assert_eq!(escape(b"col1\tcol2\x0b\x0c"), "col1\\x09col2\\x0b\\x0c");
     }
 
     #[test]

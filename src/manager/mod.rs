@@ -192,6 +192,10 @@ pub struct Manager {
     /// Processes workers left behind, now our children: (group, generation)
     /// they end with.
     orphans: HashMap<Pid, (String, u64)>,
+    /// Without cgroups: the descendants of workers (and of orphans) seen so
+    /// far, with the generation they come from, so that one that becomes
+    /// the manager's ends with that generation (see `orphans`).
+    lineage: HashMap<Pid, (String, u64)>,
     cgroups: cgroup::Cgroups,
     /// Why there is no containment by cgroup, logged with the first plan.
     no_cgroups: Option<String>,
@@ -217,6 +221,7 @@ impl Manager {
             httpd: nix::unistd::getppid(),
             refused_logged: None,
             orphans: HashMap::new(),
+            lineage: HashMap::new(),
             cgroups,
             no_cgroups,
             started_wall: SystemTime::now(),
@@ -934,6 +939,7 @@ impl Manager {
         self.watch_requests();
         // Groups that were removed and have fully drained.
         self.groups.retain(|_, g| g.plan.is_some() || !g.generations.is_empty());
+        self.note_lineage();
         self.adopt_orphans();
         self.cgroups.sweep();
         self.write_status(now);
@@ -985,6 +991,22 @@ impl Manager {
         }
         self.cgroups.end_all();
         while !self.workers.is_empty() && start.elapsed() < policy::STOP_KILL_AFTER + policy::KILL_GRACE {
+            self.reap();
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // What the workers left running becomes the manager's (a subreaper)
+        // as each parent dies, also after the look above: killed until no
+        // child is left, so nothing outlives the manager (without cgroups,
+        // the only way to reach descendants in sessions of their own).
+        let deadline = Instant::now() + policy::KILL_GRACE;
+        loop {
+            let left = own_children();
+            if left.is_empty() || Instant::now() >= deadline {
+                break;
+            }
+            for pid in left {
+                let _ = kill(pid, Signal::SIGKILL);
+            }
             self.reap();
             std::thread::sleep(Duration::from_millis(10));
         }

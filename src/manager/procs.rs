@@ -62,6 +62,19 @@ pub fn own_children() -> Vec<Pid> {
         .collect()
 }
 
+/// The children of `pid` (of all its threads), from the kernel's lists;
+/// none where the kernel keeps no such list.
+pub fn children_of(pid: Pid) -> Vec<Pid> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
+        .flat_map(|text| text.split_whitespace().filter_map(|p| p.parse().ok()).map(Pid::from_raw).collect::<Vec<_>>())
+        .collect()
+}
+
 pub fn set_nonblocking(fd: &OwnedFd) {
     use nix::fcntl::{FcntlArg, OFlag, fcntl};
     if let Ok(flags) = fcntl(fd.as_raw_fd(), FcntlArg::F_GETFL) {

@@ -11,6 +11,10 @@ READY on the status channel fd 4, and answers each connection's one line:
                       and process group and sleeps; answers its pid
   "chain FILE"     -> starts a chain of daemons, each forking the next in a
                       new session and exiting, each appending its pid to FILE
+  "escape"         -> tries setsid/setpgid itself, then starts a child in a
+                      new session with a grandchild in a new process group,
+                      both sleeping as its descendants; answers
+                      "escaped RESULTS CHILD GRANDCHILD"
 When fd 4 reaches EOF (the manager drains this generation) it serves what is
 already queued on the socket, then exits 0.
 
@@ -51,6 +55,32 @@ def answer(conn, line):
                     f.write("%d\n" % os.getpid())
                 time.sleep(0.05)
         conn.sendall(b"started\n")
+        return
+    if line == "escape":
+        # Try to leave the session and process group the manager gave us,
+        # then start a child that does (setsid) and a grandchild that does
+        # too (setpgid), both staying children, not orphans. Answers
+        # "escaped WORKER-RESULT CHILD GRANDCHILD".
+        tried = []
+        for name, call in (("setsid", os.setsid), ("setpgid", lambda: os.setpgid(0, 0))):
+            try:
+                call()
+                tried.append(name + ":ok")
+            except OSError as e:
+                tried.append("%s:%s" % (name, e.errno))
+        r, w = os.pipe()
+        if os.fork() == 0:
+            conn.close()
+            os.setsid()
+            if os.fork() == 0:
+                os.setpgid(0, 0)
+                os.write(w, b"%d %d\n" % (os.getppid(), os.getpid()))
+                time.sleep(600)
+                os._exit(0)
+            time.sleep(600)
+            os._exit(0)
+        pids = os.read(r, 100).decode().split()
+        conn.sendall(("escaped %s %s %s\n" % (",".join(tried), pids[0], pids[1])).encode())
         return
     if line == "daemon":
         r, w = os.pipe()

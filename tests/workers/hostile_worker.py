@@ -96,6 +96,10 @@ def answer(conn, env):
         text = (b"boom\r\n[Mon Jan 01 00:00:00.000000 2024] [core:emerg] [pid 1] FORGED LINE"
                 b"\x1b[2J\x1b]0;title\x07\x7f\x9b31m tail")
         out = frame(ERROR, string(text))
+    elif path == "/stderr-text":
+        # Straight to the manager's log pipe: TAB, ESC, CR, BEL, DEL, a C1 control.
+        os.write(2, b"stderr\tcol2\x1b[31m\rSTDERR-FORGED\x07\x7f\xc2\x9b tail\n")
+        out = headers(200, [ct, (b"Content-Length", b"5")]) + frame(DATA, b"hello") + frame(END)
     elif path == "/bad-header":
         out = headers(200, [(b"X-Evil\x1b[31m\rForged", b"v")]) + frame(END)
     elif path == "/spoof-pid":

@@ -114,6 +114,14 @@ my $app = sub {
         select(undef, undef, undef, $query{s} // 1);
         return text("slept\n");
     }
+    if ($path eq '/record') {
+        # One line per request the application really ran.
+        open(my $f, '>>', $ENV{RECORD_FILE}) or die "RECORD_FILE: $!\n";
+        print $f (($query{id} // '?') . "\n");
+        close $f;
+        select(undef, undef, undef, $query{s}) if $query{s};
+        return text("recorded\n");
+    }
     if ($path eq '/whoami') {
         select(undef, undef, undef, $query{s}) if $query{s};
         return text("gen=$ENV{PROCD_GENERATION} pid=$$\n");

@@ -113,6 +113,11 @@ App = lambda do |env|
   when "/sleep"
     sleep query.fetch("s", "1").to_f
     text("slept\n")
+  when "/record"
+    # One line per request the application really ran.
+    File.open(ENV.fetch("RECORD_FILE"), "a") { |f| f.write("#{query.fetch('id', '?')}\n") }
+    sleep query.fetch("s", "0").to_f
+    text("recorded\n")
   when "/whoami"
     sleep query.fetch("s", "0").to_f
     text("gen=#{ENV['PROCD_GENERATION']} pid=#{Process.pid}\n")
