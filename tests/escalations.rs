@@ -92,7 +92,15 @@ fn stop_escalates(how: &str) {
         ));
     }
     let t0 = time_of(&a, "PD0200: stopping all groups", Duration::from_secs(1));
-    eprintln!("{how}: the manager began stopping {:.3} s after the command", t0 - issued);
+    // README ("Stopping"): graceful-stop reaches the manager once Apache's
+    // own children are done, at once when they are idle (they are: the
+    // requests go to the group sockets; 26 ms measured, 29 ms for stop;
+    // about 1 s when Apache's parent still slept a second between looks).
+    let most = 0.5;
+    eprintln!("{how}: the manager began stopping {:.3} s after the command (at most {most} s)", t0 - issued);
+    if t0 - issued > most {
+        a.fail(&format!("{how}: the manager began stopping {:.3} s after the command", t0 - issued));
+    }
     if let Ok(answer) = q.join().unwrap().as_deref().map(str::to_string) {
         if !answer.starts_with("group=quick") {
             a.fail(&format!("{how}: the 0.5 s request: {answer:?}"));

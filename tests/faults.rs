@@ -137,8 +137,9 @@ fn a_killed_manager_fails_requests_in_flight_at_once_and_serving_resumes() {
         })
         .collect();
     std::thread::sleep(Duration::from_millis(500));
+    let killed_epoch = now_epoch();
     let killed = Instant::now();
-    kill9(manager);
+    sigkill(manager);
     let mut new_manager = None;
     if !wait_until(Duration::from_secs(3), || {
         new_manager = manager_of(master).filter(|m| *m != manager);
@@ -146,7 +147,10 @@ fn a_killed_manager_fails_requests_in_flight_at_once_and_serving_resumes() {
     }) {
         a.fail("no new manager within 3 s");
     }
-    let manager_after = killed.elapsed();
+    // The httpd parent's PD0102 line has the time it started the new one.
+    let restarted = first_line_after(&a.error_log(), "PD0102: the process manager", killed_epoch)
+        .unwrap_or_else(|| a.fail("no PD0102 line about the manager's death"));
+    let manager_after = Duration::from_secs_f64((restarted - killed_epoch).max(0.0));
     // Requests are served again (by the new manager's workers).
     let mut last = String::new();
     if !wait_until(Duration::from_secs(5), || {
@@ -172,10 +176,13 @@ fn a_killed_manager_fails_requests_in_flight_at_once_and_serving_resumes() {
     if workers.iter().any(|w| pid_alive(*w)) {
         a.fail("workers of the killed manager are alive");
     }
-    // README: a new manager 0.9 s after kill -9 (httpd checks once a second).
-    if manager_after > Duration::from_millis(1800) {
-        a.fail(&format!("the new manager took {manager_after:?}: twice the README's 0.9 s"));
+    // README: a new manager 1-2 ms after kill -9 by httpd's PD0102 line
+    // (measured), tested under 0.1 s; 0.9 s when the httpd parent looked
+    // once a second.
+    if manager_after > Duration::from_millis(100) {
+        a.fail(&format!("the new manager took {manager_after:?} (bound 100 ms)"));
     }
+    // README: the groups serving again within 3 s.
     if served_after > Duration::from_secs(3) {
         a.fail(&format!("served again only after {served_after:?}"));
     }
