@@ -5,6 +5,8 @@
 //! requests they held fail at once, and the group serves again), and a
 //! client that goes away in the middle of an upload or a download (the
 //! application sees it; no process or descriptor is left over).
+//! The worker and manager kills run under every MPM (the Apache child that
+//! holds the request differs); the client's disconnects under event.
 
 mod common;
 use common::*;
@@ -13,13 +15,18 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-/// An Apache with WSGI group `one` (tests/apps/wsgi_app.py) at /one.
+/// An Apache (event MPM) with WSGI group `one` (tests/apps/wsgi_app.py) at /one.
 fn start(name: &str, opts: &str) -> Apache {
+    start_mpm(name, Mpm::Event, opts)
+}
+
+/// `start` under `mpm`.
+fn start_mpm(name: &str, mpm: Mpm, opts: &str) -> Apache {
     ensure_user("procd-test-a");
     let conf = format!(
         "LanguageGroup one language=python user=procd-test-a app=@DIR@/wsgi_app.py {opts}\nLanguageMount /one one\n"
     );
-    let mut a = Apache::new(name, Mpm::Event, &conf);
+    let mut a = Apache::new(name, mpm, &conf);
     std::fs::copy(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/apps/wsgi_app.py"), a.dir.join("wsgi_app.py")).unwrap();
     let _ = std::process::Command::new("chmod").args(["-R", "a+rX"]).arg(&a.dir).status();
     a.start();
@@ -61,8 +68,22 @@ fn read_all(s: &mut TcpStream) -> (Vec<u8>, Instant) {
 }
 
 #[test]
-fn a_worker_killed_before_its_headers_is_a_502() {
-    let a = start("fault-before", "processes=1 threads=1");
+fn a_worker_killed_before_its_headers_is_a_502_event() {
+    a_worker_killed_before_its_headers_is_a_502_under(Mpm::Event);
+}
+
+#[test]
+fn a_worker_killed_before_its_headers_is_a_502_worker() {
+    a_worker_killed_before_its_headers_is_a_502_under(Mpm::Worker);
+}
+
+#[test]
+fn a_worker_killed_before_its_headers_is_a_502_prefork() {
+    a_worker_killed_before_its_headers_is_a_502_under(Mpm::Prefork);
+}
+
+fn a_worker_killed_before_its_headers_is_a_502_under(mpm: Mpm) {
+    let a = start_mpm(&format!("fault-before-{mpm:?}"), mpm, "processes=1 threads=1");
     let pid = worker_pid(&a);
     let mut s = open_request(a.port, "GET /one/sleep?s=5 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
     std::thread::sleep(Duration::from_millis(500));
@@ -86,8 +107,22 @@ fn a_worker_killed_before_its_headers_is_a_502() {
 }
 
 #[test]
-fn a_worker_killed_after_its_headers_cuts_the_response() {
-    let a = start("fault-after", "processes=1 threads=1");
+fn a_worker_killed_after_its_headers_cuts_the_response_event() {
+    a_worker_killed_after_its_headers_cuts_the_response_under(Mpm::Event);
+}
+
+#[test]
+fn a_worker_killed_after_its_headers_cuts_the_response_worker() {
+    a_worker_killed_after_its_headers_cuts_the_response_under(Mpm::Worker);
+}
+
+#[test]
+fn a_worker_killed_after_its_headers_cuts_the_response_prefork() {
+    a_worker_killed_after_its_headers_cuts_the_response_under(Mpm::Prefork);
+}
+
+fn a_worker_killed_after_its_headers_cuts_the_response_under(mpm: Mpm) {
+    let a = start_mpm(&format!("fault-after-{mpm:?}"), mpm, "processes=1 threads=1");
     let pid = worker_pid(&a);
     // An endless stream of 64 KiB blocks: the headers and some body are out.
     let mut s = open_request(a.port, "GET /one/forever HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
@@ -120,8 +155,22 @@ fn a_worker_killed_after_its_headers_cuts_the_response() {
 }
 
 #[test]
-fn a_killed_manager_fails_requests_in_flight_at_once_and_serving_resumes() {
-    let mut a = start("fault-manager", "processes=2 threads=2");
+fn a_killed_manager_fails_requests_in_flight_at_once_and_serving_resumes_event() {
+    a_killed_manager_fails_requests_in_flight_at_once_and_serving_resumes_under(Mpm::Event);
+}
+
+#[test]
+fn a_killed_manager_fails_requests_in_flight_at_once_and_serving_resumes_worker() {
+    a_killed_manager_fails_requests_in_flight_at_once_and_serving_resumes_under(Mpm::Worker);
+}
+
+#[test]
+fn a_killed_manager_fails_requests_in_flight_at_once_and_serving_resumes_prefork() {
+    a_killed_manager_fails_requests_in_flight_at_once_and_serving_resumes_under(Mpm::Prefork);
+}
+
+fn a_killed_manager_fails_requests_in_flight_at_once_and_serving_resumes_under(mpm: Mpm) {
+    let mut a = start_mpm(&format!("fault-manager-{mpm:?}"), mpm, "processes=2 threads=2");
     let master = a.master.unwrap();
     let manager = a.manager();
     let workers = children(manager);

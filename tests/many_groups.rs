@@ -37,16 +37,15 @@ fn all_answer(a: &Apache, limit: Duration, what: &str) -> BTreeMap<usize, String
     let deadline = Instant::now() + limit;
     let mut gens = BTreeMap::new();
     for i in 0..GROUPS {
-        let mut last = String::new();
         loop {
-            match http_get(a.port, &format!("/g{i}/whoami")) {
+            let last = match http_get(a.port, &format!("/g{i}/whoami")) {
                 Ok(r) if r.status == 200 => {
                     gens.insert(i, field(&r.text(), "gen").to_string());
                     break;
                 }
-                Ok(r) => last = format!("{} {}", r.status, r.text()),
-                Err(e) => last = e,
-            }
+                Ok(r) => format!("{} {}", r.status, r.text()),
+                Err(e) => e,
+            };
             if Instant::now() > deadline {
                 a.fail(&format!("{what}: group g{i} does not answer: {last}"));
             }
