@@ -95,8 +95,9 @@ fn no_intake_gap(mpm: Mpm) {
         a.fail(&format!("{} failed requests, e.g. {:?}", failures.len(), &failures[..failures.len().min(3)]));
     }
     // Before: 1,000 ms and more at every graceful. README: 59-74 ms
-    // measured under every MPM; the bound is about 3x that.
-    if gap > Duration::from_millis(200) {
+    // measured under every MPM, one test at a time; 154-235 ms with two of
+    // these tests at once on 2 cores (CI runs 4 test threads).
+    if gap > Duration::from_millis(400) {
         a.fail(&format!("intake paused {} ms during a graceful restart", gap.as_millis()));
     }
     let log = a.error_log();
