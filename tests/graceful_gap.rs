@@ -29,9 +29,9 @@ CustomLog "|$exec /bin/cat >> @DIR@/access.log" "%r %>s"
 "#;
 
 /// Runs clients against /hello.txt through `GRACEFULS` graceful restarts:
-/// returns (answers, failures, longest gap between two answers while the
-/// restarts happened).
-fn gap_under_gracefuls(a: &mut Apache) -> (usize, Vec<String>, Duration) {
+/// returns (answers, failures, the longest gap between two answers around
+/// each restart: from its command to the next one's, or to the end).
+fn gap_under_gracefuls(a: &mut Apache) -> (usize, Vec<String>, Vec<Duration>) {
     let stop = Arc::new(AtomicBool::new(false));
     let port = a.port;
     let clients: Vec<_> = (0..CLIENTS)
@@ -54,8 +54,9 @@ fn gap_under_gracefuls(a: &mut Apache) -> (usize, Vec<String>, Duration) {
         })
         .collect();
     std::thread::sleep(Duration::from_millis(500));
-    let first = Instant::now();
+    let mut starts = Vec::new();
     for _ in 0..GRACEFULS {
+        starts.push(Instant::now());
         a.graceful();
         let cgi = a.get("/env.cgi");
         if cgi.status != 200 || !cgi.text().contains("GATEWAY_INTERFACE=CGI/1.1") {
@@ -73,32 +74,50 @@ fn gap_under_gracefuls(a: &mut Apache) -> (usize, Vec<String>, Duration) {
         failures.extend(failed);
     }
     answers.sort();
-    let window: Vec<Instant> = answers.iter().copied().filter(|t| *t >= first && *t <= last).collect();
-    let gap = window.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(last - first);
-    (answers.len(), failures, gap)
+    starts.push(last);
+    let gaps = starts
+        .windows(2)
+        .map(|s| {
+            // The last answer before the window counts: a pause that
+            // began before the command is still a pause.
+            let before = answers.iter().copied().filter(|t| *t < s[0]).next_back();
+            let window: Vec<Instant> =
+                before.into_iter().chain(answers.iter().copied().filter(|t| *t >= s[0] && *t <= s[1])).collect();
+            window.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(s[1] - s[0])
+        })
+        .collect();
+    (answers.len(), failures, gaps)
 }
 
+/// The three MPMs' tests measure one at a time: with two of them at once on
+/// 2 cores (CI runs 4 test threads) each one's clients and gracefuls slow
+/// the other's, and the longest gap was 154-542 ms instead of 67-74 ms.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn no_intake_gap(mpm: Mpm) {
+    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let mut a = Apache::new(&format!("gap-{mpm:?}"), mpm, CONFIG);
     let dir = a.dir.clone();
     std::fs::write(dir.join("htdocs/env.cgi"), "#!/bin/sh\nprintf 'Content-Type: text/plain\\n\\n'\nenv\n")
         .expect("write the CGI script");
     let _ = std::process::Command::new("chmod").arg("755").arg(dir.join("htdocs/env.cgi")).status();
     a.start();
-    let (answers, failures, gap) = gap_under_gracefuls(&mut a);
+    let (answers, failures, gaps) = gap_under_gracefuls(&mut a);
+    let ms: Vec<u128> = gaps.iter().map(Duration::as_millis).collect();
     println!(
-        "{mpm:?}: {answers} answers, {} failed, longest gap {} ms over {GRACEFULS} gracefuls",
-        failures.len(),
-        gap.as_millis()
+        "{mpm:?}: {answers} answers, {} failed, longest gap at each of {GRACEFULS} gracefuls: {ms:?} ms",
+        failures.len()
     );
     if !failures.is_empty() {
         a.fail(&format!("{} failed requests, e.g. {:?}", failures.len(), &failures[..failures.len().min(3)]));
     }
     // Before: 1,000 ms and more at every graceful. README: 59-74 ms
-    // measured under every MPM, one test at a time; 154-235 ms with two of
-    // these tests at once on 2 cores (CI runs 4 test threads).
-    if gap > Duration::from_millis(400) {
-        a.fail(&format!("intake paused {} ms during a graceful restart", gap.as_millis()));
+    // measured under every MPM, one at a time (see ONE_AT_A_TIME); on this
+    // shared 2-core box a single graceful's gap has reached 0.5 s under
+    // others' load, so: at least 3 of the 4 under 0.3 s, none a second.
+    let short = gaps.iter().filter(|g| **g < Duration::from_millis(300)).count();
+    if short < GRACEFULS - 1 || gaps.iter().any(|g| *g >= Duration::from_millis(1000)) {
+        a.fail(&format!("intake paused during graceful restarts: longest gaps {ms:?} ms"));
     }
     let log = a.error_log();
     if log.contains("PD0104") {
