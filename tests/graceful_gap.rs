@@ -31,9 +31,28 @@ CustomLog "|$exec /bin/cat >> @DIR@/access.log" "%r %>s"
 /// Runs clients against /hello.txt through `GRACEFULS` graceful restarts:
 /// returns (answers, failures, the longest gap between two answers around
 /// each restart: from its command to the next one's, or to the end).
-fn gap_under_gracefuls(a: &mut Apache) -> (usize, Vec<String>, Vec<Duration>) {
+/// With `slow` more clients asking for /slow.cgi (0.3 s) all along, so that
+/// an old child is still busy when the graceful tells it to go.
+fn gap_under_gracefuls(a: &mut Apache, slow: usize) -> (usize, Vec<String>, Vec<Duration>) {
     let stop = Arc::new(AtomicBool::new(false));
     let port = a.port;
+    let slow_clients: Vec<_> = (0..slow)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut failed = Vec::new();
+                let deadline = Instant::now() + Duration::from_secs(60);
+                while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                    match http_get(port, "/slow.cgi") {
+                        Ok(r) if r.status == 200 => {}
+                        Ok(r) => failed.push(format!("/slow.cgi: status {}", r.status)),
+                        Err(e) => failed.push(e),
+                    }
+                }
+                failed
+            })
+        })
+        .collect();
     let clients: Vec<_> = (0..CLIENTS)
         .map(|_| {
             let stop = stop.clone();
@@ -73,6 +92,9 @@ fn gap_under_gracefuls(a: &mut Apache) -> (usize, Vec<String>, Vec<Duration>) {
         answers.extend(done);
         failures.extend(failed);
     }
+    for c in slow_clients {
+        failures.extend(c.join().expect("slow client thread"));
+    }
     answers.sort();
     starts.push(last);
     let gaps = starts
@@ -102,7 +124,7 @@ fn no_intake_gap(mpm: Mpm) {
         .expect("write the CGI script");
     let _ = std::process::Command::new("chmod").arg("755").arg(dir.join("htdocs/env.cgi")).status();
     a.start();
-    let (answers, failures, gaps) = gap_under_gracefuls(&mut a);
+    let (answers, failures, gaps) = gap_under_gracefuls(&mut a, 0);
     let ms: Vec<u128> = gaps.iter().map(Duration::as_millis).collect();
     println!(
         "{mpm:?}: {answers} answers, {} failed, longest gap at each of {GRACEFULS} gracefuls: {ms:?} ms",
@@ -152,4 +174,55 @@ fn graceful_has_no_intake_gap_worker() {
 #[test]
 fn graceful_has_no_intake_gap_prefork() {
     no_intake_gap(Mpm::Prefork);
+}
+
+/// An old child still busy (a 0.3 s CGI request) when the graceful tells it
+/// to go: the MPM starts the new generation's children only as old ones are
+/// reaped (or after a second), so the fast clients should wait about as
+/// long as the slow request. Measured 2026-12-02: prefork 0.07-0.31 s at
+/// each graceful; event and worker about 1 s at 2-3 gracefuls of 4
+/// (1,002-1,073 ms), and the same with mod_procd's SIGCHLD wake removed:
+/// the pause there is not the parent's sleep. Known, in the README; the
+/// event and worker tests are ignored until it is understood.
+fn busy_child_replaced_at_its_exit(mpm: Mpm) {
+    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let mut a = Apache::new(&format!("gap-busy-{mpm:?}"), mpm, CONFIG);
+    let dir = a.dir.clone();
+    for (name, text) in [
+        ("env.cgi", "#!/bin/sh\nprintf 'Content-Type: text/plain\\n\\n'\nenv\n"),
+        ("slow.cgi", "#!/bin/sh\nsleep 0.3\nprintf 'Content-Type: text/plain\\n\\nslow\\n'\n"),
+    ] {
+        std::fs::write(dir.join("htdocs").join(name), text).expect("write a CGI script");
+        let _ = std::process::Command::new("chmod").arg("755").arg(dir.join("htdocs").join(name)).status();
+    }
+    a.start();
+    let (answers, failures, gaps) = gap_under_gracefuls(&mut a, 2);
+    let ms: Vec<u128> = gaps.iter().map(Duration::as_millis).collect();
+    println!("{mpm:?}, old children busy: {answers} answers, {} failed, longest gaps {ms:?} ms", failures.len());
+    if !failures.is_empty() {
+        a.fail(&format!("{} failed requests, e.g. {:?}", failures.len(), &failures[..failures.len().min(3)]));
+    }
+    let short = gaps.iter().filter(|g| **g < Duration::from_millis(700)).count();
+    if short < GRACEFULS - 1 {
+        a.fail(&format!("intake paused while old children finished: longest gaps {ms:?} ms"));
+    }
+    a.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+#[ignore = "known: event pauses ~1 s at a graceful while an old child is busy, with or without the SIGCHLD wake (README, No pause in intake)"]
+fn a_busy_old_child_is_replaced_at_its_exit_event() {
+    busy_child_replaced_at_its_exit(Mpm::Event);
+}
+
+#[test]
+#[ignore = "known: worker pauses ~1 s at a graceful while an old child is busy, with or without the SIGCHLD wake (README, No pause in intake)"]
+fn a_busy_old_child_is_replaced_at_its_exit_worker() {
+    busy_child_replaced_at_its_exit(Mpm::Worker);
+}
+
+#[test]
+fn a_busy_old_child_is_replaced_at_its_exit_prefork() {
+    busy_child_replaced_at_its_exit(Mpm::Prefork);
 }
