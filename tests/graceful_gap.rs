@@ -102,7 +102,7 @@ fn gap_under_gracefuls(a: &mut Apache, slow: usize) -> (usize, Vec<String>, Vec<
         .map(|s| {
             // The last answer before the window counts: a pause that
             // began before the command is still a pause.
-            let before = answers.iter().copied().filter(|t| *t < s[0]).next_back();
+            let before = answers.iter().copied().rfind(|t| *t < s[0]);
             let window: Vec<Instant> =
                 before.into_iter().chain(answers.iter().copied().filter(|t| *t >= s[0] && *t <= s[1])).collect();
             window.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(s[1] - s[0])
