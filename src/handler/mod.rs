@@ -129,12 +129,37 @@ pub enum Outcome {
 /// Sends one request to `target`'s group with the backend of its protocol
 /// and streams the answer to `client`.
 pub fn serve(client: &mut dyn Client, target: &Target, env: Vec<u8>) -> Outcome {
+    if matches!(target.protocol, Protocol::Procd | Protocol::Cgi) {
+        if let Some(refused) = request_too_large(&target.group, env.len()) {
+            return refused;
+        }
+    }
     match target.protocol {
         Protocol::Procd => procd::proxy(client, target, env),
         Protocol::Fastcgi => fastcgi::proxy(client, target, env),
         Protocol::Cgi => cgi::proxy(client, target, env),
         Protocol::Http => http::proxy(client, target),
     }
+}
+
+/// Room left in the REQUEST frame for what the backends add to the
+/// environment (the queue stamps) and the version byte.
+const REQUEST_FRAME_RESERVE: usize = 256;
+
+/// A REQUEST frame whose environment (every request header is in it)
+/// would pass the protocol's frame limit is never sent: the worker would
+/// refuse it and close, and Apache would see a broken connection and blame
+/// the group. 431 (Request Header Fields Too Large), with the sizes.
+fn request_too_large(group: &str, env_len: usize) -> Option<Outcome> {
+    let max = crate::protocol::MAX_FRAME - REQUEST_FRAME_RESERVE;
+    (env_len > max).then(|| Outcome::Failed {
+        status: 431,
+        retry_after: None,
+        log: format!(
+            "group {group}: the request's headers and variables take {env_len} bytes, over the {max} that fit \
+             the protocol's 1 MiB frame limit; not sent (lower LimitRequestFieldSize to refuse such requests earlier)"
+        ),
+    })
 }
 
 /// How the manager says a worker of `group` ended, waiting briefly for the

@@ -47,6 +47,21 @@ def application(environ, start_response):
     if path == "/lines":
         lines = list(environ["wsgi.input"])
         return reply(start_response, ("%d lines, first %r" % (len(lines), lines[0] if lines else b"")).encode())
+    if path == "/readline":
+        # PEP 3333's input methods, mixed: readline(), readline(size),
+        # iteration, readlines(hint), readlines(), then EOF.
+        inp = environ["wsgi.input"]
+        if query.get("mode") == "sizes":
+            sizes = [len(line) for line in inp]
+            return reply(start_response, json.dumps(sizes).encode(), ctype="application/json")
+        got = {"readline": inp.readline().decode("latin-1"),
+               "readline(2)": inp.readline(2).decode("latin-1"),
+               "readline-rest": inp.readline().decode("latin-1"),
+               "next": next(iter(inp)).decode("latin-1"),
+               "readlines(1)": [x.decode("latin-1") for x in inp.readlines(1)],
+               "readlines": [x.decode("latin-1") for x in inp.readlines()],
+               "after-eof": (inp.readline() + inp.read()).decode("latin-1")}
+        return reply(start_response, json.dumps(got).encode(), ctype="application/json")
     if path == "/big":
         mb = int(query.get("mb", "20"))
         start_response("200 OK", [("Content-Type", "application/octet-stream")])
@@ -94,6 +109,10 @@ def application(environ, start_response):
         os.kill(os.getpid(), signal.SIGKILL)
     if path == "/bad-header":
         return reply(start_response, b"x", extra=[("X-Bad", "a\r\nInjected: yes")])
+    if path == "/many-headers":
+        # n headers in all, Content-Type included, each a few bytes.
+        n = int(query.get("n", "101"))
+        return reply(start_response, b"many", extra=[("X-H%d" % i, "v") for i in range(n - 1)])
     if path == "/huge-header":
         return reply(start_response, b"x", extra=[("X-Huge", "h" * 70000)])
     if path == "/raise":

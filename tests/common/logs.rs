@@ -37,3 +37,17 @@ pub fn line_epoch(line: &str) -> Option<f64> {
 pub fn timed_lines(log: &str, needle: &str) -> Vec<(f64, String)> {
     log.lines().filter(|l| l.contains(needle)).filter_map(|l| Some((line_epoch(l)?, l.to_string()))).collect()
 }
+
+/// The time of the first line of `log` with `needle` logged at or after
+/// `after` (epoch seconds; a line's stamp has microseconds).
+pub fn first_line_after(log: &str, needle: &str, after: f64) -> Option<f64> {
+    timed_lines(log, needle).into_iter().map(|(t, _)| t).find(|t| *t >= after - 0.000_5)
+}
+
+/// SIGKILL to `pid` now (no `kill` process in between, so the time taken
+/// just before is the time of the signal).
+pub fn sigkill(pid: i32) {
+    // SAFETY: kill(2) on a pid this test started (through Apache).
+    let r = unsafe { libc::kill(pid, libc::SIGKILL) };
+    assert_eq!(r, 0, "kill -9 {pid}: {}", std::io::Error::last_os_error());
+}
