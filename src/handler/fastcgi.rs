@@ -20,7 +20,7 @@
 //!    the error log, until END_REQUEST.
 
 use super::{
-    BodyLength, Client, Outcome, Target, bad_gateway_plain, connect_failure, connect_within, content_length,
+    BodyLength, Client, Outcome, Target, bad_gateway_plain, connect_failure, connect_within, content_length, epoch_ms,
     recent_death,
 };
 use crate::protocol::cgi::{CgiHead, parse_head};
@@ -273,12 +273,20 @@ pub fn proxy(client: &mut dyn Client, target: &Target, env: Vec<u8>) -> Outcome 
     let started = SystemTime::now();
     let queue_timeout = target.queue_timeout.max(Duration::from_millis(50));
     let queue_deadline = Instant::now() + queue_timeout;
+    // The worker's guard drops a request that waited past queue-timeout
+    // (Apache answered it 503 then): a request is sent whole, so a worker
+    // that takes it has everything at once.
+    extra.push(("PROCD_QUEUED_AT_MS", epoch_ms(started).to_string()));
+    extra.push(("PROCD_QUEUE_TIMEOUT_MS", queue_timeout.as_millis().to_string()));
     let mut out = Vec::with_capacity(env.len() + 512);
     fastcgi::encode_begin(&mut out, false);
     fastcgi::encode_params(&mut out, &pairs(&env, &extra));
+    fastcgi::encode_end(&mut out, kind::PARAMS);
     drop(env);
 
-    // 1. Connect and queue BEGIN_REQUEST + PARAMS (without their end).
+    // 1. Connect and queue the request; STDIN follows once a worker has
+    // read it (php-cgi reads STDIN only when the script wants it, so bytes
+    // of it would stay unread and hide that the request was taken).
     let mut stream = match connect_within(&target.socket, queue_deadline) {
         Ok(s) => s,
         Err(e) => return connect_failure(target, queue_timeout, e),
@@ -308,9 +316,8 @@ pub fn proxy(client: &mut dyn Client, target: &Target, env: Vec<u8>) -> Outcome 
         return bad_gateway_plain(format!("group {g}: cannot make the worker connection non-blocking"));
     }
 
-    // 3. The end of PARAMS, the body, the answer.
+    // 3. The body, the answer.
     out.clear();
-    fastcgi::encode_end(&mut out, kind::PARAMS);
     let mut out_at = 0;
     // The end of STDIN is sent even without a body (Body::Done gives it).
     let mut body_done = false;

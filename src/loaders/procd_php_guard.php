@@ -10,6 +10,19 @@
 // argument, hex-encoded: app, extensions, roots), never from the request:
 // a FastCGI client can set any environment variable, not a -d setting.
 (static function (): void {
+    // Apache sends a request whole and answers 503 when no worker has read
+    // it by queue-timeout: a request read that late was answered already,
+    // and is not run (PROCD_QUEUED_AT_MS: when Apache began to queue it).
+    $queued = (string)getenv('PROCD_QUEUED_AT_MS');
+    $limit = (string)getenv('PROCD_QUEUE_TIMEOUT_MS');
+    if ($queued !== '' && $limit !== '' && (string)(int)$queued === $queued && (string)(int)$limit === $limit) {
+        $waited = (int)(microtime(true) * 1000) - (int)$queued;
+        if ($waited >= (int)$limit - 5) {
+            @file_put_contents('php://stderr', "mod_procd: request dropped unrun: it waited $waited ms in the queue,"
+                . " longer than queue-timeout ($limit ms): Apache answered 503\n");
+            exit;
+        }
+    }
     $guard = explode('.', (string)get_cfg_var('procd.guard'));
     $field = static fn (int $i): string => (string)@hex2bin($guard[$i] ?? '');
     // getenv() reads php-cgi's FastCGI parameters (after its own
