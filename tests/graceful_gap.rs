@@ -153,10 +153,8 @@ fn no_intake_gap(mpm: Mpm) {
         panic!("apache2 -k stop took {} ms", stop_time.as_millis());
     }
     // The piped logger saw every answer. (At a graceful Apache sends the
-    // old logger SIGTERM while old children may still write to it; a plain
-    // `cat` then dies with lines in the pipe, whatever modules are loaded,
-    // and the old children log AH00646. This logger ignores SIGTERM and
-    // drains until the last writer closes, so every line must arrive.)
+    // old logger SIGTERM while old children may still write to it; this
+    // logger ignores it and drains until the last writer closes.)
     let access = dir.join("access.log");
     let logged = || std::fs::read_to_string(&access).unwrap_or_default().matches("GET /hello.txt HTTP/1.1 200").count();
     // Under worker one line in about 20,000 has gone missing in each of 5

@@ -322,7 +322,7 @@ fn five_gracefuls_under_a_stream_of_requests() {
             std::thread::spawn(move || {
                 let deadline = Instant::now() + Duration::from_secs(120);
                 let mut n = 0;
-                while !stop.load(Ordering::SeqCst) && Instant::now() < deadline && n < 5000 {
+                while !stop.load(Ordering::SeqCst) && Instant::now() < deadline && n < 100_000 {
                     n += 1;
                     let path = if i % 2 == 0 { "/node/whoami" } else { "/node/stream?gap=20" };
                     match http_get(port, path) {
