@@ -98,7 +98,9 @@ fn stop_escalates(how: &str, mpm: Mpm) {
     // own children are done, at once when they are idle (they are: the
     // requests go to the group sockets; 26 ms measured, 29 ms for stop;
     // about 1 s when Apache's parent still slept a second between looks).
-    let most = 0.5;
+    // Prefork: 1.018 s once in a clean-clone CI run (a child not yet idle
+    // keeps the parent in its one-second wait), so 1.5 s there.
+    let most = if matches!(mpm, Mpm::Prefork) && how == "graceful-stop" { 1.5 } else { 0.5 };
     eprintln!("{how} ({mpm:?}): the manager began stopping {:.3} s after the command (at most {most} s)", t0 - issued);
     if t0 - issued > most {
         a.fail(&format!("{how}: the manager began stopping {:.3} s after the command", t0 - issued));
