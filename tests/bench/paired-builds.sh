@@ -11,7 +11,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 BENCH_SRC="${BENCH_DIR:-$ROOT/../shared/bench}"
 [ -x "$BENCH_SRC/anchors.sh" ] || { echo "bench: $BENCH_SRC/anchors.sh not found (set BENCH_DIR)" >&2; exit 1; }
-: "${BASE_SO:?set BASE_SO to the other build's libmod_procd.so}"
+: "${BASE_SO:?set BASE_SO to the libmod_procd.so of the other build}"
 CUR_SO=${CUR_SO:-$ROOT/target/release/libmod_procd.so}
 BENCH="$ROOT/target/bench/harness"
 rm -rf "$BENCH" && mkdir -p "$ROOT/target/bench" && cp -r "$BENCH_SRC" "$BENCH" && chmod -R u+w "$BENCH"
