@@ -145,67 +145,16 @@ fn rack_requests_under_a_mount() {
 #[test]
 fn rack_bodies_stream_both_ways() {
     let a = start_rb("rack-bodies");
-    // A 5 MB binary upload, read in 64 KiB reads, digest echoed.
-    let payload: Vec<u8> = (0..5 * 1024 * 1024u32).map(|i| (i.wrapping_mul(7919) >> 3) as u8).collect();
-    let expected = sha256_hex(&payload);
-    let mut s = TcpStream::connect(("127.0.0.1", a.port)).unwrap();
-    write!(
-        s,
-        "POST /rb/upload HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        payload.len()
-    )
-    .unwrap();
-    s.write_all(&payload).unwrap();
-    let mut answer = String::new();
-    s.read_to_string(&mut answer).unwrap();
-    if !answer.contains(&format!("{expected} {}", payload.len())) {
-        a.fail(&format!("upload digest: expected {expected}, got {answer}"));
-    }
-    // A 20 MB streamed response.
-    let r = a.get("/rb/big?mb=20");
-    if r.status != 200 || r.body.len() != 20 << 20 || r.body[..256] != (0..=255u8).collect::<Vec<_>>()[..] {
-        a.fail(&format!("20 MB response: {} {} bytes", r.status, r.body.len()));
-    }
+    // A 5 MB binary upload (read in 64 KiB reads, digest echoed), a 20 MB answer.
+    big_bodies_both_ways(&a, "/rb");
     // Streaming: the first part reaches the client before the last is made,
     // for an each-body and for a Rack 3 call-body.
     for path in ["/rb/stream", "/rb/call-body"] {
-        let mut s = TcpStream::connect(("127.0.0.1", a.port)).unwrap();
-        let t0 = Instant::now();
-        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
-        let (text, first_at) = read_until_closed(&mut s, t0, "first");
-        let total = t0.elapsed();
-        let first = first_at.unwrap_or_else(|| a.fail(&format!("{path}: no first part in {text:?}")));
-        eprintln!("{path}: first part after {} ms, all after {} ms", first.as_millis(), total.as_millis());
-        if first > Duration::from_millis(700) || total < Duration::from_millis(900) || !text.contains("second") {
-            a.fail(&format!("{path}: first part at {first:?}, end at {total:?}: {text:?}"));
-        }
+        first_part_before_the_last(&a, path);
     }
-    // 100-continue end to end: none for an app that does not read.
-    let mut s = TcpStream::connect(("127.0.0.1", a.port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    s.write_all(b"POST /rb/reject HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\nExpect: 100-continue\r\n\r\n")
-        .unwrap();
-    let mut out = Vec::new();
-    let _ = s.read_to_end(&mut out);
-    let text = String::from_utf8_lossy(&out);
-    if !text.starts_with("HTTP/1.1 413") || text.contains("100 Continue") {
-        a.fail(&format!("expected a bare 413: {text}"));
-    }
-    // ... and 100 Continue once the app reads rack.input.
-    let mut s = TcpStream::connect(("127.0.0.1", a.port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    s.write_all(b"POST /rb/upload HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n").unwrap();
-    let mut first = [0u8; 25];
-    s.read_exact(&mut first).unwrap();
-    if !String::from_utf8_lossy(&first).starts_with("HTTP/1.1 100 Continue") {
-        a.fail(&format!("expected 100 Continue, got {:?}", String::from_utf8_lossy(&first)));
-    }
-    s.write_all(b"abcd").unwrap();
-    let mut rest = String::new();
-    let _ = s.read_to_string(&mut rest);
-    if !rest.contains("200 OK") || !rest.contains(" 4") {
-        a.fail(&format!("after 100 Continue: {rest}"));
-    }
+    // 100-continue end to end: none for an app that does not read, and
+    // 100 Continue once the app reads rack.input.
+    expect_100_continue_end_to_end(&a, "/rb");
     assert_lint_clean(&a);
 }
 

@@ -206,32 +206,9 @@ fn streamed_chunks_reach_the_client_before_the_app_finishes() {
 #[test]
 fn expect_100_continue_is_end_to_end() {
     let a = start("wsgi-100", "");
-    // The app answers 413 without reading: no 100 Continue, ever.
-    let mut s = TcpStream::connect(("127.0.0.1", a.port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    s.write_all(b"POST /app/reject HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\nExpect: 100-continue\r\n\r\n")
-        .unwrap();
-    let mut out = Vec::new();
-    let _ = s.read_to_end(&mut out);
-    let text = String::from_utf8_lossy(&out);
-    if !text.starts_with("HTTP/1.1 413") || text.contains("100 Continue") {
-        a.fail(&format!("expected a bare 413: {text}"));
-    }
-    // The app reads the body: 100 Continue first, then the answer.
-    let mut s = TcpStream::connect(("127.0.0.1", a.port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    s.write_all(b"POST /app/upload HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n").unwrap();
-    let mut first = [0u8; 25];
-    s.read_exact(&mut first).unwrap();
-    if !String::from_utf8_lossy(&first).starts_with("HTTP/1.1 100 Continue") {
-        a.fail(&format!("expected 100 Continue, got {:?}", String::from_utf8_lossy(&first)));
-    }
-    s.write_all(b"abcd").unwrap();
-    let mut rest = String::new();
-    let _ = s.read_to_string(&mut rest);
-    if !rest.contains("200 OK") || !rest.contains(" 4") {
-        a.fail(&format!("after 100 Continue: {rest}"));
-    }
+    // The app answers 413 without reading: no 100 Continue, ever; the app
+    // reads the body: 100 Continue first, then the answer.
+    expect_100_continue_end_to_end(&a, "/app");
 }
 
 #[test]
