@@ -12,8 +12,6 @@ mod common;
 use common::*;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const APPS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/apps/perl");
@@ -347,63 +345,7 @@ fn psgi_survives_five_gracefuls_under_load() {
     if !wait_until(Duration::from_secs(15), || a.get("/pl/whoami").status == 200) {
         a.fail("the perl group does not answer");
     }
-    let stop = Arc::new(AtomicBool::new(false));
-    let ok = Arc::new(AtomicUsize::new(0));
-    let failures = Arc::new(Mutex::new(Vec::<String>::new()));
-    let generations = Arc::new(Mutex::new(std::collections::BTreeSet::<String>::new()));
-    let clients: Vec<_> = (0..4)
-        .map(|_| {
-            let (stop, ok, failures, generations, port) =
-                (stop.clone(), ok.clone(), failures.clone(), generations.clone(), a.port);
-            std::thread::spawn(move || {
-                let deadline = Instant::now() + Duration::from_secs(90);
-                while !stop.load(Ordering::SeqCst) && Instant::now() < deadline {
-                    match http_get(port, "/pl/whoami?s=0.05") {
-                        Ok(r) if r.status == 200 => {
-                            ok.fetch_add(1, Ordering::SeqCst);
-                            let text = r.text();
-                            let generation = text.split_whitespace().next().unwrap_or("").to_string();
-                            generations.lock().unwrap().insert(generation);
-                        }
-                        Ok(r) => failures.lock().unwrap().push(format!("{} {:?}", r.status, r.text())),
-                        Err(e) => failures.lock().unwrap().push(e),
-                    }
-                }
-            })
-        })
-        .collect();
-    std::thread::sleep(Duration::from_millis(300));
-    for i in 1..=5 {
-        let before = a.log_count("PD0204: group pl: generation");
-        a.graceful();
-        if !wait_until(Duration::from_secs(20), || a.log_count("PD0204: group pl: generation") > before) {
-            a.fail(&format!("graceful {i}: no new generation of pl serves"));
-        }
-        std::thread::sleep(Duration::from_millis(300));
-    }
-    std::thread::sleep(Duration::from_millis(300));
-    stop.store(true, Ordering::SeqCst);
-    for c in clients {
-        c.join().unwrap();
-    }
-    let failures = failures.lock().unwrap().clone();
-    let answered = ok.load(Ordering::SeqCst);
-    let generations = generations.lock().unwrap().clone();
-    eprintln!("{answered} answers from {} generations, {} failures", generations.len(), failures.len());
-    if !failures.is_empty() {
-        a.fail(&format!(
-            "{} of {} requests failed, e.g. {:?}",
-            failures.len(),
-            answered + failures.len(),
-            &failures[..failures.len().min(5)]
-        ));
-    }
-    if generations.len() < 5 || answered < 50 {
-        a.fail(&format!("{answered} answers from generations {generations:?}"));
-    }
-    if a.log_count("PD0207") > 0 || a.log_count("PD0205") > 0 {
-        a.fail("a generation was signalled (PD0207) or failed to start (PD0205)");
-    }
+    five_gracefuls_under_load(&mut a, "pl", "/pl");
     assert_lint_clean(&a);
     a.stop();
 }

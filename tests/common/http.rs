@@ -2,8 +2,11 @@
 //! chunked bodies decoded, and timing of when a part of a body arrived.
 
 use super::apache::Apache;
+use super::apache::wait_until;
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// A minimal HTTP answer.
@@ -228,5 +231,72 @@ pub fn expect_100_continue_end_to_end(a: &Apache, prefix: &str) {
     let _ = s.read_to_string(&mut rest);
     if !rest.contains("200 OK") || !rest.contains(" 4") {
         a.fail(&format!("after 100 Continue: {rest}"));
+    }
+}
+
+/// Five `apachectl graceful` under 4 clients asking `PREFIX/whoami?s=0.05`
+/// (whose answer starts with the worker's generation) until after the
+/// last: no request fails, answers come from at least 5 generations, no
+/// generation was signalled (PD0207) or failed to start (PD0205).
+pub fn five_gracefuls_under_load(a: &mut Apache, group: &str, prefix: &str) {
+    let path = format!("{prefix}/whoami?s=0.05");
+    let serving = format!("PD0204: group {group}: generation");
+    let stop = Arc::new(AtomicBool::new(false));
+    let ok = Arc::new(AtomicUsize::new(0));
+    let failures = Arc::new(Mutex::new(Vec::<String>::new()));
+    let generations = Arc::new(Mutex::new(std::collections::BTreeSet::<String>::new()));
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            let (stop, ok, failures, generations, port) =
+                (stop.clone(), ok.clone(), failures.clone(), generations.clone(), a.port);
+            let path = path.clone();
+            std::thread::spawn(move || {
+                let deadline = Instant::now() + Duration::from_secs(90);
+                while !stop.load(Ordering::SeqCst) && Instant::now() < deadline {
+                    match http_get(port, &path) {
+                        Ok(r) if r.status == 200 => {
+                            ok.fetch_add(1, Ordering::SeqCst);
+                            let text = r.text();
+                            let generation = text.split_whitespace().next().unwrap_or("").to_string();
+                            generations.lock().unwrap().insert(generation);
+                        }
+                        Ok(r) => failures.lock().unwrap().push(format!("{} {:?}", r.status, r.text())),
+                        Err(e) => failures.lock().unwrap().push(e),
+                    }
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    for i in 1..=5 {
+        let before = a.log_count(&serving);
+        a.graceful();
+        if !wait_until(Duration::from_secs(20), || a.log_count(&serving) > before) {
+            a.fail(&format!("graceful {i}: no new generation of {group} serves"));
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::SeqCst);
+    for c in clients {
+        c.join().unwrap();
+    }
+    let failures = failures.lock().unwrap().clone();
+    let answered = ok.load(Ordering::SeqCst);
+    let generations = generations.lock().unwrap().clone();
+    eprintln!("{answered} answers from {} generations, {} failures", generations.len(), failures.len());
+    if !failures.is_empty() {
+        a.fail(&format!(
+            "{} of {} requests failed, e.g. {:?}",
+            failures.len(),
+            answered + failures.len(),
+            &failures[..failures.len().min(5)]
+        ));
+    }
+    if generations.len() < 5 || answered < 50 {
+        a.fail(&format!("{answered} answers from generations {generations:?}"));
+    }
+    if a.log_count("PD0207") > 0 || a.log_count("PD0205") > 0 {
+        a.fail("a generation was signalled (PD0207) or failed to start (PD0205)");
     }
 }
