@@ -332,7 +332,12 @@ fn shipped_example_passes_configtest() {
     ensure_user("procd-blog");
     let root = env!("CARGO_MANIFEST_DIR");
     let example = std::fs::read_to_string(format!("{root}/apache-conf/procd-example-vhost.conf")).unwrap();
-    let conf = example.replace("/srv/procd-example", &format!("{root}/apache-conf/example-site"));
+    // Its status page says `Require local`: mod_authz_host, which Debian
+    // enables by default.
+    let conf = format!(
+        "LoadModule authz_host_module /usr/lib/apache2/modules/mod_authz_host.so\n{}",
+        example.replace("/srv/procd-example", &format!("{root}/apache-conf/example-site"))
+    );
     let a = Apache::new("example", Mpm::Event, &conf);
     let (ok, out) = a.configtest();
     assert!(ok && out.contains("Syntax OK"), "{out}");
