@@ -6,7 +6,10 @@ import sys
 from collections import defaultdict
 
 rows = defaultdict(lambda: {"rps": [], "p99": []})
+# Per round, so ratios can be taken within one round (same minutes, same box).
+by_round = []
 for path in sys.argv[1:]:
+    this_round = {}
     for line in open(path):
         cells = [c.strip() for c in line.split("|")]
         if len(cells) < 6 or not cells[2].isdigit():
@@ -14,6 +17,8 @@ for path in sys.argv[1:]:
         key = (cells[0], int(cells[2]))
         rows[key]["rps"].append(float(cells[3]))
         rows[key]["p99"].append(float(cells[5]))
+        this_round[key] = (float(cells[3]), float(cells[5]))
+    by_round.append(this_round)
 
 print("%-30s %5s %10s %9s   (median of %d rounds)" % ("anchor", "conns", "req/s", "p99 ms", len(sys.argv) - 1))
 for (name, conns), v in sorted(rows.items(), key=lambda kv: (kv[0][1], kv[0][0])):
@@ -28,9 +33,11 @@ PAIRS = [
 ]
 for conns in sorted({c for _, c in rows}):
     for ours, theirs in PAIRS:
-        procd = rows.get((ours, conns))
-        anchor = rows.get((theirs, conns))
-        if procd and anchor and procd["rps"] and anchor["rps"]:
-            print("c=%d: %s / %s: throughput %.2fx, p99 %.2fx" % (
-                conns, ours, theirs, statistics.median(procd["rps"]) / statistics.median(anchor["rps"]),
-                statistics.median(procd["p99"]) / statistics.median(anchor["p99"])))
+        ratios = [(r[(ours, conns)][0] / r[(theirs, conns)][0], r[(ours, conns)][1] / r[(theirs, conns)][1])
+                  for r in by_round if (ours, conns) in r and (theirs, conns) in r and r[(theirs, conns)][0] > 0]
+        if ratios:
+            rps = sorted(x for x, _ in ratios)
+            p99 = sorted(y for _, y in ratios)
+            print("c=%d: %s / %s: throughput %.2fx (rounds %.2f-%.2f), p99 %.2fx (rounds %.2f-%.2f), %d rounds" % (
+                conns, ours, theirs, statistics.median(rps), rps[0], rps[-1],
+                statistics.median(p99), p99[0], p99[-1], len(ratios)))
