@@ -476,3 +476,39 @@ fn request_headers_near_the_frame_limit() {
         a.fail("the group does not serve after the oversized request");
     }
 }
+
+#[test]
+fn access_log_can_show_the_queue_wait_and_the_worker() {
+    ensure_user("procd-test-a");
+    let conf = "LanguageGroup one language=python processes=1 threads=1 user=procd-test-a app=@DIR@/wsgi_app.py\n\
+                LanguageMount /one one\n\
+                CustomLog \"@DIR@/queue.log\" \"%U %{procd-queue-us}n %{procd-worker}n\"\n";
+    let mut a = Apache::new("wsgi-queue-note", Mpm::Event, conf);
+    std::fs::copy(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/apps/wsgi_app.py"), a.dir.join("wsgi_app.py")).unwrap();
+    a.start();
+    wait_until(Duration::from_secs(10), || a.get("/one/env").status == 200);
+    // The only worker is busy for 1 s: a request sent 0.3 s later waits
+    // about 0.7 s for it.
+    let port = a.port;
+    let busy = std::thread::spawn(move || {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.write_all(b"GET /one/sleep?s=1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let r = a.get("/one/whoami");
+    busy.join().unwrap();
+    let pid = r.text().trim().rsplit("pid=").next().unwrap_or("").to_string();
+    let log = std::fs::read_to_string(a.dir.join("queue.log")).unwrap_or_default();
+    let line = log.lines().find(|l| l.starts_with("/one/whoami ")).unwrap_or("").to_string();
+    let fields: Vec<&str> = line.split(' ').collect();
+    let waited_us: u64 = fields.get(1).and_then(|f| f.parse().ok()).unwrap_or(0);
+    if r.status != 200 || fields.len() != 3 || fields[2] != pid || !(400_000..3_000_000).contains(&waited_us) {
+        a.fail(&format!(
+            "expected '/one/whoami <about 700000> {pid}' in the access log, got {line:?} (status {})",
+            r.status
+        ));
+    }
+    a.stop();
+}

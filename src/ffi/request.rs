@@ -469,6 +469,11 @@ impl Client for ApacheClient {
     fn taken(&mut self, waited: std::time::Duration, pid: u32) {
         self.counted.taken(waited);
         self.counted.worker(pid);
+        // For LogFormat's %{procd-queue-us}n and %{procd-worker}n: how long
+        // the request waited for a worker, and which one took it.
+        let req = Request(self.r);
+        req.set_note(c"procd-queue-us", &waited.as_micros().to_string());
+        req.set_note(c"procd-worker", &pid.to_string());
     }
 
     fn abort(&mut self) {
