@@ -17,9 +17,7 @@ done
 mkdir -p "$ROOT/target/bench"
 rm -rf "$ROOT/target/bench/harness-http" && cp -r "$BENCH" "$ROOT/target/bench/harness-http" && chmod -R u+w "$ROOT/target/bench/harness-http"
 BENCH="$ROOT/target/bench/harness-http"
-# Paired rounds: odd rounds run the rows in the order given, even rounds in
-# reverse, so drift on this box does not favour one side.
-round_order() { local r=$1; shift; if [ $((r % 2)) = 0 ]; then printf '%s\n' "$@" | tac | tr '\n' ' '; else echo "$@"; fi; }
+. "$ROOT/tests/bench/rounds.sh"
 rm -f "$ROOT"/target/bench/http-round-*.txt
 for round in $(seq "${BENCH_ROUNDS:-3}"); do
   BENCH_EXTRA_ANCHORS="$ROOT/tests/bench/procd-http-anchors.sh" BENCH_EXTRA_IDS="node_proxy procd_http" \

@@ -19,9 +19,7 @@ mkdir -p "$ROOT/target/bench"
 # Run a private copy: the harness writes its results next to itself.
 rm -rf "$ROOT/target/bench/harness-rp" && cp -r "$BENCH" "$ROOT/target/bench/harness-rp" && chmod -R u+w "$ROOT/target/bench/harness-rp"
 BENCH="$ROOT/target/bench/harness-rp"
-# Paired rounds: odd rounds run the rows in the order given, even rounds in
-# reverse, so drift on this box does not favour one side.
-round_order() { local r=$1; shift; if [ $((r % 2)) = 0 ]; then printf '%s\n' "$@" | tac | tr '\n' ' '; else echo "$@"; fi; }
+. "$ROOT/tests/bench/rounds.sh"
 rm -f "$ROOT"/target/bench/rp-round-*.txt
 for round in $(seq "${BENCH_ROUNDS:-3}"); do
   BENCH_EXTRA_ANCHORS="$ROOT/tests/bench/procd-rp-anchors.sh" BENCH_EXTRA_IDS="procd_rack procd_psgi" \

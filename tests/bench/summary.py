@@ -26,9 +26,11 @@ for (name, conns), v in sorted(rows.items(), key=lambda kv: (kv[0][1], kv[0][0])
 print()
 PAIRS = [
     ("mod_procd + Python WSGI", "mod_wsgi daemon"),
+    ("mod_procd + Python WSGI", "mod_wsgi embedded"),
     ("mod_procd + Ruby Rack", "Passenger + Ruby Rack"),
     ("mod_procd + Perl PSGI", "mod_proxy_http + starman PSGI"),
     ("mod_procd + php-cgi", "proxy_fcgi + php-fpm"),
+    ("mod_procd + php-cgi", "mod_fcgid + php-cgi"),
     ("mod_procd + Node (language=http)", "mod_proxy_http + Node on TCP"),
 ]
 for conns in sorted({c for _, c in rows}):
