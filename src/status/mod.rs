@@ -233,7 +233,8 @@ pub struct WorkerState {
 /// Counters of what the manager did to a group, by reason.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Events {
-    /// New generations: start, graceful-restart, restart-file, retry.
+    /// New generations: start, graceful-restart, restart-file, retry, and
+    /// for `listen=tcp` groups recycle and port-refused.
     pub generations: BTreeMap<String, u64>,
     /// Recycled workers: maximum-requests, memory-limit, lifetime, request-timeout ...
     pub recycles: BTreeMap<String, u64>,

@@ -1,0 +1,428 @@
+//! `listen=tcp` for `language=http` groups (README, "Programs that listen
+//! on TCP"): a Node program on the loopback port the manager passes in
+//! PORT, with requests, bodies, streaming and 100-continue through Apache,
+//! five graceful restarts under a stream of requests (a new port each
+//! time, old programs gone after their drain, no failed request), a
+//! program that never listens (startup-timeout), a port another user
+//! squats (refused, PD0218: no request reaches the squatter), and Debian's
+//! Tomcat 10 serving a JSP page under /jsp (skipped, with a message, where
+//! Java or tomcat10-common is not installed).
+
+mod common;
+use common::*;
+use std::collections::BTreeSet;
+use std::io::{BufRead, Read, Write};
+use std::net::TcpStream;
+use std::os::unix::process::CommandExt;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const NODE: &str = "/usr/bin/node";
+const APP: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/apps/node/app.js");
+
+fn start(name: &str, conf: &str) -> Apache {
+    ensure_user("procd-test-a");
+    let mut a = Apache::new(name, Mpm::Event, conf);
+    std::fs::copy(APP, a.dir.join("app.js")).unwrap();
+    let _ = std::process::Command::new("chmod").args(["-R", "a+rX"]).arg(&a.dir).status();
+    a.start();
+    a
+}
+
+fn wait_ok(a: &Apache, path: &str, limit: Duration) {
+    if !wait_until(limit, || a.get(path).status == 200) {
+        a.fail(&format!("{path} does not answer 200"));
+    }
+}
+
+/// The ports of `group`'s workers, from their PD0201 lines, in order.
+fn ports(a: &Apache, group: &str) -> Vec<u16> {
+    a.error_log()
+        .lines()
+        .filter(|l| l.contains(&format!("PD0201: group {group}:")))
+        .filter_map(|l| l.split("PORT=").nth(1)?.trim_end_matches(')').parse().ok())
+        .collect()
+}
+
+/// The uid of the listener on 127.0.0.1:`port`, from the kernel's table.
+fn listener_uid(port: u16) -> Option<u32> {
+    let table = std::fs::read_to_string("/proc/net/tcp").ok()?;
+    table.lines().skip(1).find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        (f.get(1)? == &format!("0100007F:{port:04X}").as_str() && f.get(3)? == &"0A").then(|| f.get(7)?.parse().ok())?
+    })
+}
+
+#[test]
+fn node_on_a_port_serves_and_switches_ports_at_each_graceful() {
+    assert!(std::path::Path::new(NODE).exists(), "node is needed: apt-get install nodejs");
+    let mut a = start(
+        "tcp-node",
+        &format!(
+            "LanguageGroup tnode language=http listen=tcp command=\"{NODE} @DIR@/app.js\" user=procd-test-a graceful-timeout=10\n\
+             LanguageMount /tcp tnode\n"
+        ),
+    );
+    wait_ok(&a, "/tcp/hello", Duration::from_secs(15));
+
+    // The launch contract: PORT, no listening descriptor.
+    let r = a.get("/tcp/env");
+    let env = r.text();
+    let port: u16 = json_field(&env, "PORT").and_then(|p| p.parse().ok()).unwrap_or_else(|| a.fail(&env));
+    if json_field(&env, "PROCD_PORT").as_deref() != Some(port.to_string().as_str())
+        || env.contains("LISTEN_FDS")
+        || env.contains("PROCD_SOCKET")
+        || !env.contains("\"x-forwarded-prefix\":\"/tcp\"")
+        || !env.contains("\"url\":\"/tcp/env\"")
+    {
+        a.fail(&format!("the program's view: {env}"));
+    }
+    if ports(&a, "tnode") != [port] {
+        a.fail(&format!("PD0201 says ports {:?}, the program {port}", ports(&a, "tnode")));
+    }
+    let published = std::fs::read_to_string(a.socket("tnode").with_extension("port")).unwrap_or_default();
+    if published.trim() != port.to_string() || listener_uid(port) != Some(uid_of("procd-test-a")) {
+        a.fail(&format!("published {published:?}, listener uid {:?}", listener_uid(port)));
+    }
+
+    // Bodies both ways: a 2 MB upload (known length), a chunked one, a
+    // big streamed answer; streaming; 100-continue end to end.
+    let payload: Vec<u8> = (0..2 << 20).map(|i: u32| (i.wrapping_mul(31) >> 5) as u8).collect();
+    let r = a.request_bytes(
+        &[
+            format!(
+                "POST /tcp/sha256 HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                payload.len()
+            )
+            .as_bytes(),
+            &payload,
+        ]
+        .concat(),
+    );
+    if r.text() != format!("{} {}\n", sha256_hex(&payload), payload.len()) {
+        a.fail(&format!("upload: {} {}", r.status, r.text()));
+    }
+    let r = a.request(
+        "POST /tcp/sha256 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
+    );
+    if r.text() != format!("{} 11\n", sha256_hex(b"hello world")) {
+        a.fail(&format!("chunked upload: {} {}", r.status, r.text()));
+    }
+    let r = a.get("/tcp/big?n=20000");
+    if r.status != 200 || r.body.len() != 20000 * 1024 {
+        a.fail(&format!("20 MB answer: {} {} bytes", r.status, r.body.len()));
+    }
+    let mut s = TcpStream::connect(("127.0.0.1", a.port)).unwrap();
+    let t0 = Instant::now();
+    write!(s, "GET /tcp/stream?gap=1000 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    let (text, first_at) = read_until_closed(&mut s, t0, "first");
+    if first_at.is_none_or(|t| t > Duration::from_millis(700)) || !text.contains("last") {
+        a.fail(&format!("streaming: first part at {first_at:?}: {text:?}"));
+    }
+    let mut s = TcpStream::connect(("127.0.0.1", a.port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(
+        s,
+        "POST /tcp/sha256?refuse=1 HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\nExpect: 100-continue\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out);
+    if !text.starts_with("HTTP/1.1 413") || text.contains("100 Continue") {
+        a.fail(&format!("expected a bare 413: {text}"));
+    }
+
+    // Five gracefuls under a stream of requests: no failure, a new port
+    // and a new program each time, the old ones gone after their drain.
+    let manager = a.manager();
+    let stop = Arc::new(AtomicBool::new(false));
+    let ok = Arc::new(AtomicUsize::new(0));
+    let failures = Arc::new(Mutex::new(Vec::<String>::new()));
+    let pids = Arc::new(Mutex::new(BTreeSet::<i32>::new()));
+    let clients: Vec<_> = (0..4)
+        .map(|i| {
+            let (stop, ok, failures, pids, port) = (stop.clone(), ok.clone(), failures.clone(), pids.clone(), a.port);
+            std::thread::spawn(move || {
+                let deadline = Instant::now() + Duration::from_secs(120);
+                while !stop.load(Ordering::SeqCst) && Instant::now() < deadline {
+                    let path = if i % 2 == 0 { "/tcp/whoami" } else { "/tcp/stream?gap=20" };
+                    match http_get(port, path) {
+                        Ok(r) if r.status == 200 => {
+                            ok.fetch_add(1, Ordering::SeqCst);
+                            if let Ok(pid) = field(&r.text(), "pid").parse() {
+                                pids.lock().unwrap().insert(pid);
+                            }
+                        }
+                        Ok(r) => failures.lock().unwrap().push(format!("{path}: {} {}", r.status, r.text())),
+                        Err(e) => failures.lock().unwrap().push(e),
+                    }
+                }
+            })
+        })
+        .collect();
+    for i in 1..=5 {
+        std::thread::sleep(Duration::from_millis(500));
+        let before = a.log_count("PD0204: group tnode");
+        a.graceful();
+        if !wait_until(Duration::from_secs(15), || a.log_count("PD0204: group tnode") > before) {
+            a.fail(&format!("graceful {i}: no new generation of tnode serves"));
+        }
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, Ordering::SeqCst);
+    for c in clients {
+        c.join().unwrap();
+    }
+    let failures = failures.lock().unwrap().clone();
+    let answered = ok.load(Ordering::SeqCst);
+    let pids = pids.lock().unwrap().clone();
+    let all_ports = ports(&a, "tnode");
+    eprintln!("{answered} answers from {} programs on ports {all_ports:?}, {} failures", pids.len(), failures.len());
+    if !failures.is_empty() {
+        a.fail(&format!(
+            "{} of {} requests failed: {:?}",
+            failures.len(),
+            answered + failures.len(),
+            &failures[..failures.len().min(5)]
+        ));
+    }
+    let distinct: BTreeSet<u16> = all_ports.iter().copied().collect();
+    if all_ports.len() != 6 || distinct.len() != 6 || pids.len() < 5 || answered < 50 {
+        a.fail(&format!("{answered} answers from pids {pids:?}; ports {all_ports:?}: expected 6 distinct"));
+    }
+    let newest = *all_ports.last().unwrap_or(&0);
+    let published = std::fs::read_to_string(a.socket("tnode").with_extension("port")).unwrap_or_default();
+    if published.trim() != newest.to_string() {
+        a.fail(&format!("the port file says {published:?}, the newest generation listens on {newest}"));
+    }
+    if !wait_until(Duration::from_secs(15), || a.log_count("PD0206: group tnode: generation") == 5) {
+        a.fail("the five old generations did not all drain");
+    }
+    if !wait_until(Duration::from_secs(5), || children(manager).len() == 1) {
+        a.fail(&format!("expected one program, found {:?}", children(manager)));
+    }
+    let current = children(manager);
+    let lingering: Vec<i32> = pids.iter().copied().filter(|p| !current.contains(p) && pid_alive(*p)).collect();
+    if !lingering.is_empty() {
+        a.fail(&format!("programs of old generations still alive: {lingering:?}"));
+    }
+    for old in &all_ports[..5] {
+        if listener_uid(*old).is_some() {
+            a.fail(&format!("old port {old} is still listened on"));
+        }
+    }
+    if a.log_count("PD0207") > 0 || a.log_count("PD0205") > 0 || a.log_count("PD0218") > 0 {
+        a.fail("a generation was signalled (PD0207), failed (PD0205) or refused (PD0218)");
+    }
+    a.stop();
+    if a.socket("tnode").with_extension("port").exists() {
+        panic!("the port file outlived the manager");
+    }
+}
+
+#[test]
+fn a_program_that_never_listens_fails_at_startup_timeout() {
+    let mut a = start(
+        "tcp-never",
+        "LanguageGroup never language=http listen=tcp command=\"/bin/sleep 1000\" user=procd-test-a \
+         startup-timeout=2 queue-timeout=2\nLanguageMount /never never\n",
+    );
+    if !wait_until(Duration::from_secs(10), || a.log_count("PD0203: group never") >= 1) {
+        a.fail("no back-off after startup-timeout");
+    }
+    let log = a.error_log();
+    if !log.contains(
+        "PD0205: group never: generation 1 failed to start: not every worker became ready within startup-timeout (2 s)",
+    ) {
+        a.fail("no PD0205 line naming startup-timeout");
+    }
+    let t0 = Instant::now();
+    let r = a.get("/never/x");
+    if r.status != 503 || t0.elapsed() > Duration::from_secs(3) {
+        a.fail(&format!("expected a 503 within queue-timeout, got {} after {:?}", r.status, t0.elapsed()));
+    }
+    if !a.error_log().contains("group never is not running: its workers fail to start") {
+        a.fail("the 503's log line does not say the group does not start");
+    }
+    a.stop();
+}
+
+#[test]
+fn a_port_another_user_squats_is_refused() {
+    ensure_user("procd-test-b");
+    let mut a = Apache::new(
+        "tcp-squat",
+        Mpm::Event,
+        "LanguageGroup squat language=http listen=tcp command=\"/bin/sh @DIR@/squat/tell.sh\" user=procd-test-a \
+         startup-timeout=5 queue-timeout=2\nLanguageMount /squat squat\n",
+    );
+    ensure_user("procd-test-a");
+    // The group's program binds nothing: it says which port it got and
+    // waits, while a process of another user listens there.
+    let dir = a.dir.join("squat");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("tell.sh"),
+        format!("echo $PORT > {}/port.new\nmv {0}/port.new {0}/port\nexec sleep 1000\n", dir.display()),
+    )
+    .unwrap();
+    let _ = std::process::Command::new("chmod").args(["-R", "a+rX"]).arg(&a.dir).status();
+    let _ = std::process::Command::new("chown").arg(format!("{}", uid_of("procd-test-a"))).arg(&dir).status();
+    a.start();
+    let port_file = dir.join("port");
+    if !wait_until(Duration::from_secs(10), || port_file.exists()) {
+        a.fail("the program did not say its port");
+    }
+    let port = std::fs::read_to_string(&port_file).unwrap().trim().to_string();
+    // The squatter: a listener of procd-test-b that reports every
+    // connection it is given.
+    let squatter = "import socket, sys\n\
+        s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+        s.bind(('127.0.0.1', int(sys.argv[1]))); s.listen(16)\n\
+        print('listening', flush=True)\n\
+        while True:\n    c, _ = s.accept(); c.settimeout(1)\n    print('GOT', c.recv(100), flush=True); c.close()\n";
+    let mut child = std::process::Command::new("/usr/bin/python3")
+        .args(["-c", squatter, &port])
+        .uid(uid_of("procd-test-b"))
+        .gid(uid_of("procd-test-b"))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the squatter");
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "listening");
+    let refused = format!("PD0218: group squat: generation 1: 127.0.0.1:{port}");
+    if !wait_until(Duration::from_secs(5), || a.log_count(&refused) == 1) {
+        let _ = child.kill();
+        let _ = child.wait();
+        a.fail("no PD0218 line for the squatted port");
+    }
+    let r = a.get("/squat/x");
+    let log = a.error_log();
+    let _ = child.kill();
+    let _ = child.wait();
+    let mut seen = String::new();
+    let _ = out.read_to_string(&mut seen);
+    eprintln!("squatter saw: {seen:?}; request: {}", r.status);
+    if !log.contains(&format!(
+        "is listened on by procd-test-b (uid {}), not by the group's user procd-test-a",
+        uid_of("procd-test-b")
+    )) || !log.contains("PD0205: group squat: generation 1 failed to start")
+    {
+        a.fail("the refusal does not say whose the listener is, or the generation did not fail");
+    }
+    if r.status != 503 || seen.contains("GOT") {
+        a.fail(&format!("a request reached the squatter ({seen:?}) or was not refused: {}", r.status));
+    }
+    a.stop();
+}
+
+const CATALINA: &str = "/usr/share/tomcat10/bin/catalina.sh";
+const JAVA: &str = "/usr/bin/java";
+
+const SERVER_XML: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
+<!-- One HTTP connector on 127.0.0.1:$PORT (EnvironmentPropertySource reads
+     ${PORT} from the environment), bound only once the webapps are
+     deployed (bindOnInit="false": the manager counts the program ready
+     when its port answers), no shutdown port (SIGTERM stops it). -->
+<Server port="-1" shutdown="SHUTDOWN">
+  <Service name="Catalina">
+    <Connector address="127.0.0.1" port="${PORT}" protocol="HTTP/1.1" bindOnInit="false" connectionTimeout="20000"/>
+    <Engine name="Catalina" defaultHost="localhost">
+      <Host name="localhost" appBase="webapps" unpackWARs="false" autoDeploy="false"/>
+    </Engine>
+  </Service>
+</Server>
+"#;
+
+/// The servlets Tomcat's own conf/web.xml declares (tomcat10-common ships
+/// none): static files and JSP.
+const WEB_XML: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
+<web-app xmlns="https://jakarta.ee/xml/ns/jakartaee" version="6.0">
+  <servlet><servlet-name>default</servlet-name><servlet-class>org.apache.catalina.servlets.DefaultServlet</servlet-class><load-on-startup>1</load-on-startup></servlet>
+  <servlet><servlet-name>jsp</servlet-name><servlet-class>org.apache.jasper.servlet.JspServlet</servlet-class><load-on-startup>3</load-on-startup></servlet>
+  <servlet-mapping><servlet-name>default</servlet-name><url-pattern>/</url-pattern></servlet-mapping>
+  <servlet-mapping><servlet-name>jsp</servlet-name><url-pattern>*.jsp</url-pattern></servlet-mapping>
+  <welcome-file-list><welcome-file>index.jsp</welcome-file></welcome-file-list>
+</web-app>
+"#;
+
+const INDEX_JSP: &str = r#"<%@ page contentType="text/html; charset=UTF-8" %>
+<html><body><h1>JSP under mod_procd</h1>
+<p>6 * 7 = <%= 6 * 7 %></p>
+<p>context <%= request.getContextPath() %>, URI <%= request.getRequestURI() %></p>
+</body></html>
+"#;
+
+#[test]
+fn tomcat_serves_a_jsp_page_under_jsp() {
+    for (path, package) in [(JAVA, "openjdk-17-jre-headless"), (CATALINA, "tomcat10-common")] {
+        if !std::path::Path::new(path).exists() {
+            eprintln!(
+                "SKIPPED tomcat_serves_a_jsp_page_under_jsp: {path} is not installed (apt-get install {package})"
+            );
+            return;
+        }
+    }
+    ensure_user("procd-test-a");
+    let mut a = Apache::new(
+        "tcp-tomcat",
+        Mpm::Event,
+        &format!(
+            "LanguageGroup jsp language=http listen=tcp command=\"{CATALINA} run\" user=procd-test-a \
+             home=@DIR@/tomcat startup-timeout=60 graceful-timeout=10 \
+             env=CATALINA_BASE=@DIR@/tomcat \
+             env=CATALINA_OPTS=-Dorg.apache.tomcat.util.digester.PROPERTY_SOURCE=org.apache.tomcat.util.digester.EnvironmentPropertySource\n\
+             LanguageMount /jsp jsp\n"
+        ),
+    );
+    let base = a.dir.join("tomcat");
+    for sub in ["conf", "logs", "temp", "work", "webapps/jsp"] {
+        std::fs::create_dir_all(base.join(sub)).unwrap();
+    }
+    std::fs::write(base.join("conf/server.xml"), SERVER_XML).unwrap();
+    std::fs::write(base.join("conf/web.xml"), WEB_XML).unwrap();
+    std::fs::write(base.join("webapps/jsp/index.jsp"), INDEX_JSP).unwrap();
+    let _ = std::process::Command::new("chmod").args(["-R", "a+rX"]).arg(&a.dir).status();
+    for sub in ["logs", "temp", "work"] {
+        let _ = std::process::Command::new("chown").arg("-R").arg("procd-test-a").arg(base.join(sub)).status();
+    }
+    let t0 = Instant::now();
+    a.start();
+    if !wait_until(Duration::from_secs(60), || a.log_count("PD0204: group jsp") == 1) {
+        a.fail("Tomcat's generation did not start within 60 s");
+    }
+    eprintln!("Tomcat serving after {:?}", t0.elapsed());
+    let r = a.get("/jsp/index.jsp");
+    let text = r.text();
+    if r.status != 200 || !text.contains("6 * 7 = 42") || !text.contains("context /jsp, URI /jsp/index.jsp") {
+        a.fail(&format!("the JSP page: {} {text}", r.status));
+    }
+    // The welcome file through Tomcat's redirect of /jsp to /jsp/.
+    let r = a.get("/jsp/");
+    if r.status != 200 || !r.text().contains("6 * 7 = 42") {
+        a.fail(&format!("/jsp/: {} {}", r.status, r.text()));
+    }
+    // A graceful restart: a new Tomcat on a new port, the old one drained.
+    let manager = a.manager();
+    let old = children(manager);
+    a.graceful();
+    if !wait_until(Duration::from_secs(60), || a.log_count("PD0204: group jsp") == 2) {
+        a.fail("no new Tomcat generation after graceful");
+    }
+    let r = a.get("/jsp/index.jsp");
+    if r.status != 200 || !r.text().contains("6 * 7 = 42") {
+        a.fail(&format!("after graceful: {} {}", r.status, r.text()));
+    }
+    if !wait_until(Duration::from_secs(20), || old.iter().all(|p| !pid_alive(*p))) {
+        a.fail(&format!("the old Tomcat {old:?} did not drain"));
+    }
+    let all_ports = ports(&a, "jsp");
+    if all_ports.len() != 2 || all_ports[0] == all_ports[1] {
+        a.fail(&format!("ports {all_ports:?}"));
+    }
+    a.stop();
+}
