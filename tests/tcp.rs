@@ -323,39 +323,9 @@ fn a_port_another_user_squats_is_refused() {
 const CATALINA: &str = "/usr/share/tomcat10/bin/catalina.sh";
 const JAVA: &str = "/usr/bin/java";
 
-const SERVER_XML: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
-<!-- One HTTP connector on 127.0.0.1:$PORT (EnvironmentPropertySource reads
-     ${PORT} from the environment), bound only once the webapps are
-     deployed (bindOnInit="false": the manager counts the program ready
-     when its port answers), no shutdown port (SIGTERM stops it). -->
-<Server port="-1" shutdown="SHUTDOWN">
-  <Service name="Catalina">
-    <Connector address="127.0.0.1" port="${PORT}" protocol="HTTP/1.1" bindOnInit="false" connectionTimeout="20000"/>
-    <Engine name="Catalina" defaultHost="localhost">
-      <Host name="localhost" appBase="webapps" unpackWARs="false" autoDeploy="false"/>
-    </Engine>
-  </Service>
-</Server>
-"#;
-
-/// The servlets Tomcat's own conf/web.xml declares (tomcat10-common ships
-/// none): static files and JSP.
-const WEB_XML: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
-<web-app xmlns="https://jakarta.ee/xml/ns/jakartaee" version="6.0">
-  <servlet><servlet-name>default</servlet-name><servlet-class>org.apache.catalina.servlets.DefaultServlet</servlet-class><load-on-startup>1</load-on-startup></servlet>
-  <servlet><servlet-name>jsp</servlet-name><servlet-class>org.apache.jasper.servlet.JspServlet</servlet-class><load-on-startup>3</load-on-startup></servlet>
-  <servlet-mapping><servlet-name>default</servlet-name><url-pattern>/</url-pattern></servlet-mapping>
-  <servlet-mapping><servlet-name>jsp</servlet-name><url-pattern>*.jsp</url-pattern></servlet-mapping>
-  <welcome-file-list><welcome-file>index.jsp</welcome-file></welcome-file-list>
-</web-app>
-"#;
-
-const INDEX_JSP: &str = r#"<%@ page contentType="text/html; charset=UTF-8" %>
-<html><body><h1>JSP under mod_procd</h1>
-<p>6 * 7 = <%= 6 * 7 %></p>
-<p>context <%= request.getContextPath() %>, URI <%= request.getRequestURI() %></p>
-</body></html>
-"#;
+/// The demo's Tomcat: conf/server.xml (the connector on 127.0.0.1:$PORT),
+/// conf/web.xml and the /jsp webapp, put together by its script.
+const JSP_DEMO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/docker/demo-apps/jsp");
 
 #[test]
 fn tomcat_serves_a_jsp_page_under_jsp() {
@@ -379,17 +349,15 @@ fn tomcat_serves_a_jsp_page_under_jsp() {
              LanguageMount /jsp jsp\n"
         ),
     );
-    let base = a.dir.join("tomcat");
-    for sub in ["conf", "logs", "temp", "work", "webapps/jsp"] {
-        std::fs::create_dir_all(base.join(sub)).unwrap();
-    }
-    std::fs::write(base.join("conf/server.xml"), SERVER_XML).unwrap();
-    std::fs::write(base.join("conf/web.xml"), WEB_XML).unwrap();
-    std::fs::write(base.join("webapps/jsp/index.jsp"), INDEX_JSP).unwrap();
-    let _ = std::process::Command::new("chmod").args(["-R", "a+rX"]).arg(&a.dir).status();
-    for sub in ["logs", "temp", "work"] {
-        let _ = std::process::Command::new("chown").arg("-R").arg("procd-test-a").arg(base.join(sub)).status();
-    }
+    let made = std::process::Command::new("sh")
+        .arg(format!("{JSP_DEMO}/make-base.sh"))
+        .arg(a.dir.join("tomcat"))
+        .arg("procd-test-a")
+        .arg(format!("{JSP_DEMO}/webapp"))
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(made, "make-base.sh failed");
+    let _ = std::process::Command::new("chmod").args(["a+rX"]).arg(&a.dir).status();
     let t0 = Instant::now();
     a.start();
     if !wait_until(Duration::from_secs(60), || a.log_count("PD0204: group jsp") == 1) {
@@ -398,7 +366,11 @@ fn tomcat_serves_a_jsp_page_under_jsp() {
     eprintln!("Tomcat serving after {:?}", t0.elapsed());
     let r = a.get("/jsp/index.jsp");
     let text = r.text();
-    if r.status != 200 || !text.contains("6 * 7 = 42") || !text.contains("context /jsp, URI /jsp/index.jsp") {
+    if r.status != 200
+        || !text.contains("6 * 7 = 42")
+        || !text.contains("context /jsp, URI /jsp/index.jsp")
+        || !text.contains("user procd-test-a")
+    {
         a.fail(&format!("the JSP page: {} {text}", r.status));
     }
     // The welcome file through Tomcat's redirect of /jsp to /jsp/.
