@@ -1,6 +1,7 @@
 //! `listen=tcp` for `language=http` groups (README, "Programs that listen
 //! on TCP"): a Node program on the loopback port the manager passes in
-//! PORT, with requests, bodies, streaming and 100-continue through Apache,
+//! PORT, with requests, bodies, streaming, 100-continue, a WebSocket, 504
+//! and 502 (and the crashed program's replacement on the same port),
 //! five graceful restarts under a stream of requests (a new port each
 //! time, old programs gone after their drain, no failed request), a
 //! program that never listens (startup-timeout), a port another user
@@ -60,7 +61,8 @@ fn node_on_a_port_serves_and_switches_ports_at_each_graceful() {
     let mut a = start(
         "tcp-node",
         &format!(
-            "LanguageGroup tnode language=http listen=tcp command=\"{NODE} @DIR@/app.js\" user=procd-test-a graceful-timeout=10\n\
+            "LanguageGroup tnode language=http listen=tcp command=\"{NODE} @DIR@/app.js\" user=procd-test-a graceful-timeout=10 \
+             request-timeout=3\n\
              LanguageMount /tcp tnode\n"
         ),
     );
@@ -134,6 +136,32 @@ fn node_on_a_port_serves_and_switches_ports_at_each_graceful() {
         a.fail(&format!("expected a bare 413: {text}"));
     }
 
+    // A WebSocket tunnel over the program's TCP connection.
+    let mut ws = Ws::connect(a.port, "/tcp/ws").unwrap_or_else(|e| a.fail(&e));
+    for i in 0..200 {
+        ws_echo(&a, &mut ws, i);
+    }
+    ws.close().unwrap_or_else(|e| a.fail(&e));
+    // request-timeout: 504. The program dies mid-request: 502, and its
+    // replacement serves on the same port, published again once it
+    // listens there as the group's user.
+    let t = Instant::now();
+    let r = a.get("/tcp/slow?ms=8000");
+    if r.status != 504 || t.elapsed() > Duration::from_secs(6) {
+        a.fail(&format!("slow program: {} after {:?}", r.status, t.elapsed()));
+    }
+    let r = a.get("/tcp/crash");
+    if r.status != 502 {
+        a.fail(&format!("crash: {} {}", r.status, r.text()));
+    }
+    wait_ok(&a, "/tcp/hello", Duration::from_secs(15));
+    // (A GET that broke before any answer is tried once more: that try
+    // crashes the replacement too, and a third program starts.)
+    let replaced = ports(&a, "tnode");
+    if replaced.len() < 2 || replaced.iter().any(|p| *p != port) {
+        a.fail(&format!("the replacements' ports: {replaced:?}, expected {port} each"));
+    }
+
     // Five gracefuls under a stream of requests: no failure, a new port
     // and a new program each time, the old ones gone after their drain.
     let manager = a.manager();
@@ -189,7 +217,7 @@ fn node_on_a_port_serves_and_switches_ports_at_each_graceful() {
         ));
     }
     let distinct: BTreeSet<u16> = all_ports.iter().copied().collect();
-    if all_ports.len() != 6 || distinct.len() != 6 || pids.len() < 5 || answered < 50 {
+    if all_ports.len() != replaced.len() + 5 || distinct.len() != 6 || pids.len() < 5 || answered < 50 {
         a.fail(&format!("{answered} answers from pids {pids:?}; ports {all_ports:?}: expected 6 distinct"));
     }
     let newest = *all_ports.last().unwrap_or(&0);
@@ -208,7 +236,7 @@ fn node_on_a_port_serves_and_switches_ports_at_each_graceful() {
     if !lingering.is_empty() {
         a.fail(&format!("programs of old generations still alive: {lingering:?}"));
     }
-    for old in &all_ports[..5] {
+    for old in distinct.iter().filter(|p| **p != newest) {
         if listener_uid(*old).is_some() {
             a.fail(&format!("old port {old} is still listened on"));
         }
