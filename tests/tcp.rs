@@ -63,7 +63,8 @@ fn node_on_a_port_serves_and_switches_ports_at_each_graceful() {
         &format!(
             "LanguageGroup tnode language=http listen=tcp command=\"{NODE} @DIR@/app.js\" user=procd-test-a graceful-timeout=10 \
              request-timeout=3\n\
-             LanguageMount /tcp tnode\n"
+             LanguageMount /tcp tnode\n\
+             <Location /procd-status>\nSetHandler procd-status\nRequire all granted\n</Location>\n"
         ),
     );
     wait_ok(&a, "/tcp/hello", Duration::from_secs(15));
@@ -86,6 +87,12 @@ fn node_on_a_port_serves_and_switches_ports_at_each_graceful() {
     let published = std::fs::read_to_string(a.socket("tnode").with_extension("port")).unwrap_or_default();
     if published.trim() != port.to_string() || listener_uid(port) != Some(uid_of("procd-test-a")) {
         a.fail(&format!("published {published:?}, listener uid {:?}", listener_uid(port)));
+    }
+
+    // The status page shows the serving generation's port.
+    let status = a.get("/procd-status?json").text();
+    if !status.contains(&format!("\"port\": {port}")) {
+        a.fail(&format!("procd-status does not show port {port}: {status}"));
     }
 
     // Bodies both ways: a 2 MB upload (known length), a chunked one, a

@@ -215,6 +215,9 @@ pub struct GenerationState {
     /// starting, serving, draining
     pub phase: String,
     pub age_ms: u64,
+    /// `listen=tcp` groups: the loopback port its program listens on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
