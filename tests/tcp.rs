@@ -12,11 +12,8 @@
 mod common;
 use common::*;
 use std::collections::BTreeSet;
-use std::io::{BufRead, Read, Write};
-use std::net::TcpStream;
+use std::io::{BufRead, Read};
 use std::os::unix::process::CommandExt;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const NODE: &str = "/usr/bin/node";
@@ -122,26 +119,8 @@ fn node_on_a_port_serves_and_switches_ports_at_each_graceful() {
     if r.status != 200 || r.body.len() != 20000 * 1024 {
         a.fail(&format!("20 MB answer: {} {} bytes", r.status, r.body.len()));
     }
-    let mut s = TcpStream::connect(("127.0.0.1", a.port)).unwrap();
-    let t0 = Instant::now();
-    write!(s, "GET /tcp/stream?gap=1000 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
-    let (text, first_at) = read_until_closed(&mut s, t0, "first");
-    if first_at.is_none_or(|t| t > Duration::from_millis(700)) || !text.contains("last") {
-        a.fail(&format!("streaming: first part at {first_at:?}: {text:?}"));
-    }
-    let mut s = TcpStream::connect(("127.0.0.1", a.port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    write!(
-        s,
-        "POST /tcp/sha256?refuse=1 HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\nExpect: 100-continue\r\n\r\n"
-    )
-    .unwrap();
-    let mut out = Vec::new();
-    let _ = s.read_to_end(&mut out);
-    let text = String::from_utf8_lossy(&out);
-    if !text.starts_with("HTTP/1.1 413") || text.contains("100 Continue") {
-        a.fail(&format!("expected a bare 413: {text}"));
-    }
+    first_part_before_the_last(&a, "/tcp/stream?gap=1000", "last");
+    refused_without_100_continue(&a, "/tcp/sha256?refuse=1");
 
     // A WebSocket tunnel over the program's TCP connection.
     let mut ws = Ws::connect(a.port, "/tcp/ws").unwrap_or_else(|e| a.fail(&e));
@@ -172,60 +151,15 @@ fn node_on_a_port_serves_and_switches_ports_at_each_graceful() {
     // Five gracefuls under a stream of requests: no failure, a new port
     // and a new program each time, the old ones gone after their drain.
     let manager = a.manager();
-    let stop = Arc::new(AtomicBool::new(false));
-    let ok = Arc::new(AtomicUsize::new(0));
-    let failures = Arc::new(Mutex::new(Vec::<String>::new()));
-    let pids = Arc::new(Mutex::new(BTreeSet::<i32>::new()));
-    let clients: Vec<_> = (0..4)
-        .map(|i| {
-            let (stop, ok, failures, pids, port) = (stop.clone(), ok.clone(), failures.clone(), pids.clone(), a.port);
-            std::thread::spawn(move || {
-                let deadline = Instant::now() + Duration::from_secs(120);
-                while !stop.load(Ordering::SeqCst) && Instant::now() < deadline {
-                    let path = if i % 2 == 0 { "/tcp/whoami" } else { "/tcp/stream?gap=20" };
-                    match http_get(port, path) {
-                        Ok(r) if r.status == 200 => {
-                            ok.fetch_add(1, Ordering::SeqCst);
-                            if let Ok(pid) = field(&r.text(), "pid").parse() {
-                                pids.lock().unwrap().insert(pid);
-                            }
-                        }
-                        Ok(r) => failures.lock().unwrap().push(format!("{path}: {} {}", r.status, r.text())),
-                        Err(e) => failures.lock().unwrap().push(e),
-                    }
-                }
-            })
-        })
+    let pids: BTreeSet<i32> = five_gracefuls_under_load(&mut a, "tnode", "/tcp")
+        .iter()
+        .filter_map(|w| w.strip_prefix("pid=")?.parse().ok())
         .collect();
-    for i in 1..=5 {
-        std::thread::sleep(Duration::from_millis(500));
-        let before = a.log_count("PD0204: group tnode");
-        a.graceful();
-        if !wait_until(Duration::from_secs(15), || a.log_count("PD0204: group tnode") > before) {
-            a.fail(&format!("graceful {i}: no new generation of tnode serves"));
-        }
-    }
-    std::thread::sleep(Duration::from_millis(500));
-    stop.store(true, Ordering::SeqCst);
-    for c in clients {
-        c.join().unwrap();
-    }
-    let failures = failures.lock().unwrap().clone();
-    let answered = ok.load(Ordering::SeqCst);
-    let pids = pids.lock().unwrap().clone();
     let all_ports = ports(&a, "tnode");
-    eprintln!("{answered} answers from {} programs on ports {all_ports:?}, {} failures", pids.len(), failures.len());
-    if !failures.is_empty() {
-        a.fail(&format!(
-            "{} of {} requests failed: {:?}",
-            failures.len(),
-            answered + failures.len(),
-            &failures[..failures.len().min(5)]
-        ));
-    }
+    eprintln!("answers from {} programs on ports {all_ports:?}", pids.len());
     let distinct: BTreeSet<u16> = all_ports.iter().copied().collect();
-    if all_ports.len() != replaced.len() + 5 || distinct.len() != 6 || pids.len() < 5 || answered < 50 {
-        a.fail(&format!("{answered} answers from pids {pids:?}; ports {all_ports:?}: expected 6 distinct"));
+    if all_ports.len() != replaced.len() + 5 || distinct.len() != 6 || pids.len() < 5 {
+        a.fail(&format!("answers from pids {pids:?}; ports {all_ports:?}: expected 6 distinct"));
     }
     let newest = *all_ports.last().unwrap_or(&0);
     let published = std::fs::read_to_string(a.socket("tnode").with_extension("port")).unwrap_or_default();
