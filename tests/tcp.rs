@@ -3,7 +3,8 @@
 //! PORT, with requests, bodies, streaming, 100-continue, a WebSocket, 504
 //! and 502 (and the crashed program's replacement on the same port),
 //! five graceful restarts under a stream of requests (a new port each
-//! time, old programs gone after their drain, no failed request), a
+//! time, old programs gone after their drain, no failed request; also
+//! under the worker and prefork MPMs), a
 //! program that never listens (startup-timeout), a port another user
 //! squats (refused, PD0218: no request reaches the squatter), and Debian's
 //! Tomcat 10 serving a JSP page under /jsp (skipped, with a message, where
@@ -188,6 +189,43 @@ fn node_on_a_port_serves_and_switches_ports_at_each_graceful() {
     a.stop();
     if a.socket("tnode").with_extension("port").exists() {
         panic!("the port file outlived the manager");
+    }
+}
+
+/// The same under the worker and prefork MPMs: requests (kept-alive
+/// connections in each child) and a graceful restart to a new port.
+#[test]
+fn node_on_a_port_under_worker_and_prefork() {
+    for mpm in [Mpm::Worker, Mpm::Prefork] {
+        ensure_user("procd-test-a");
+        let mut a = Apache::new(
+            &format!("tcp-{mpm:?}"),
+            mpm,
+            &format!(
+                "LanguageGroup tnode language=http listen=tcp command=\"{NODE} @DIR@/app.js\" user=procd-test-a\n\
+                 LanguageMount /tcp tnode\n"
+            ),
+        );
+        std::fs::copy(APP, a.dir.join("app.js")).unwrap();
+        let _ = std::process::Command::new("chmod").args(["-R", "a+rX"]).arg(&a.dir).status();
+        a.start();
+        wait_ok(&a, "/tcp/hello", Duration::from_secs(15));
+        for _ in 0..50 {
+            let r = a.get("/tcp/whoami");
+            if r.status != 200 {
+                a.fail(&format!("{mpm:?}: {} {}", r.status, r.text()));
+            }
+        }
+        let first = a.get("/tcp/env").text();
+        a.graceful();
+        if !wait_until(Duration::from_secs(15), || a.log_count("PD0204: group tnode") == 2) {
+            a.fail(&format!("{mpm:?}: no second generation"));
+        }
+        let second = a.get("/tcp/env").text();
+        if json_field(&first, "PORT").is_none() || json_field(&first, "PORT") == json_field(&second, "PORT") {
+            a.fail(&format!("{mpm:?}: the port did not change: {first} / {second}"));
+        }
+        a.stop();
     }
 }
 
