@@ -241,7 +241,7 @@ fn a_program_that_never_listens_fails_at_startup_timeout() {
     }
     let log = a.error_log();
     if !log.contains(
-        "PD0205: group never: generation 1 failed to start: not every worker became ready within startup-timeout (2 s)",
+        "PD0205: group never: generation 1 failed to start: not every worker became ready within startup-timeout (2 s): nothing accepted connections on 127.0.0.1:",
     ) {
         a.fail("no PD0205 line naming startup-timeout");
     }

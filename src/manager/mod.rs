@@ -937,7 +937,13 @@ impl Manager {
             if let Some(g) = group.generation(|p| p == Phase::Starting) {
                 let limit = Duration::from_millis(g.plan.startup_timeout_ms);
                 if g.started.elapsed() > limit {
-                    let why = format!("not every worker became ready within startup-timeout ({} s)", limit.as_secs());
+                    let mut why =
+                        format!("not every worker became ready within startup-timeout ({} s)", limit.as_secs());
+                    if let Listener::Tcp { port } = g.listener {
+                        why.push_str(&format!(
+                            ": nothing accepted connections on 127.0.0.1:{port}, the port in its PORT (the program must listen on 127.0.0.1 or 0.0.0.0 at $PORT; a slow starter needs a longer startup-timeout)"
+                        ));
+                    }
                     self.fail_starting(&name, &why);
                 }
             }
