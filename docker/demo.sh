@@ -38,7 +38,7 @@ fi
 [ "${1:-}" = config ] || stop
 
 # One system user per application: each group runs as its own.
-for u in procd-demo-py procd-demo-php procd-demo-rb procd-demo-pl procd-demo-cgi procd-demo-node; do
+for u in procd-demo-py procd-demo-php procd-demo-rb procd-demo-pl procd-demo-cgi procd-demo-node procd-demo-jsp; do
     id "$u" >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin "$u"
 done
 
@@ -59,6 +59,22 @@ the page passes: <a href="http://legacy.example/about.html">about</a>,
 </body></html>
 HTML
 echo "Hello, World!" > "$DEMO/htdocs/hello.txt"
+# JSP: Debian's Tomcat 10 (tomcat10-common, never the tomcat10 service) on
+# a loopback port the manager picks (listen=tcp), with a private
+# CATALINA_BASE; left out where Java or Tomcat is not installed.
+CATALINA=/usr/share/tomcat10/bin/catalina.sh
+JSP_LINK="" JSP_CONF="" JSP_PATH=""
+if [ -x "$CATALINA" ] && command -v java >/dev/null 2>&1; then
+    sh "$APPS/jsp/make-base.sh" "$DEMO/tomcat" procd-demo-jsp "$APPS/jsp/webapp"
+    JSP_LINK='<li>JSP on Tomcat 10 (a program that listens on a loopback port: listen=tcp), user procd-demo-jsp: <a href="/jsp/">/jsp/</a></li>'
+    JSP_CONF="LanguageGroup jsp language=http listen=tcp user=procd-demo-jsp home=$DEMO/tomcat startup-timeout=60 \\
+    \"command=$CATALINA run\" env=CATALINA_BASE=$DEMO/tomcat \\
+    env=CATALINA_OPTS=-Dorg.apache.tomcat.util.digester.PROPERTY_SOURCE=org.apache.tomcat.util.digester.EnvironmentPropertySource
+LanguageMount /jsp jsp"
+    JSP_PATH=/jsp/
+else
+    echo "demo: no /jsp (install tomcat10-common and a Java runtime for it)" >&2
+fi
 cat > "$DEMO/htdocs/index.html" <<HTML
 <!DOCTYPE html>
 <html><head><title>mod_procd demo</title></head>
@@ -73,6 +89,7 @@ each application in its own process group under its own user.</p>
 <li>Perl (PSGI), user procd-demo-pl: <a href="/perl/">/perl/</a></li>
 <li>CGI script, run per request as user procd-demo-cgi: <a href="/cgi/hello.cgi">/cgi/hello.cgi</a></li>
 <li>Node.js (any HTTP program), user procd-demo-node: <a href="/node/">/node/</a></li>
+$JSP_LINK
 <li>LinkRewrite on a legacy page: <a href="/legacy/">/legacy/</a></li>
 <li>Every group's state: <a href="/procd-status">/procd-status</a> (<a href="/procd-status?json">JSON</a>, <a href="/procd-status?prometheus">Prometheus</a>)</li>
 </ul>
@@ -132,6 +149,8 @@ LanguageGroup scripts language=cgi user=procd-demo-cgi
 LanguageGroup node language=http user=procd-demo-node "command=/usr/bin/node $DEMO/apps/server.js"
 LanguageMount /node node
 
+$JSP_CONF
+
 <Location /legacy/>
     LinkRewrite http://legacy.example/ /legacy/
 </Location>
@@ -146,10 +165,11 @@ CONF
 apache2 -t -f "$DEMO/httpd.conf"
 if [ "${1:-}" = config ]; then exit 0; fi
 apache2 -f "$DEMO/httpd.conf" -k start
-for path in /python/ /php/ /ruby/ /perl/ /cgi/hello.cgi /node/; do
-    for _ in $(seq 150); do curl -fs "http://127.0.0.1:$PORT$path" >/dev/null && break; sleep 0.1; done
+# Tomcat takes seconds to start: up to 60 s for it.
+for path in /python/ /php/ /ruby/ /perl/ /cgi/hello.cgi /node/ $JSP_PATH; do
+    for _ in $(seq 600); do curl -fs "http://127.0.0.1:$PORT$path" >/dev/null && break; sleep 0.1; done
 done
-for path in /hello.txt /python/ /php/ /ruby/ /perl/ /cgi/hello.cgi /node/ /legacy/; do
+for path in /hello.txt /python/ /php/ /ruby/ /perl/ /cgi/hello.cgi /node/ $JSP_PATH /legacy/; do
     printf '%-16s ' "$path"
     curl -s -o /dev/null -w '%{http_code}\n' "http://127.0.0.1:$PORT$path"
 done

@@ -25,6 +25,11 @@ PACKAGES=(
     # any HTTP program (language=http): tests/http.rs runs a Node app
     # (tests/apps/node/app.js, no npm packages) at /usr/bin/node
     nodejs
+    # programs that listen on TCP (listen=tcp): tests/tcp.rs and the demo's
+    # /jsp run Debian's Tomcat 10 from its files (never the tomcat10
+    # service package) on a private CATALINA_BASE; Jasper compiles JSP
+    # with ECJ (libeclipse-jdt-core-java, a dependency), Java 17 comes with it
+    tomcat10-common libtomcat10-java
     # LinkRewrite tests compare against the Apache manual
     apache2-doc
     # tests/package.rs builds the .deb (dpkg-shlibdeps) and runs lintian on it

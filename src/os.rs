@@ -300,9 +300,14 @@ pub fn set_sigaction(sig: Signal, action: &nix::sys::signal::SigAction) -> nix::
     unsafe { nix::sys::signal::sigaction(sig, action) }.map(|_| ())
 }
 
-/// Bytes this end of a Unix stream socket has sent that the peer has not
-/// read yet (SIOCOUTQ). Zero after a REQUEST means a worker took it.
-pub fn unread_by_peer(socket: &std::os::unix::net::UnixStream) -> std::io::Result<usize> {
+/// Bytes this end of a stream socket has sent that the peer has not taken
+/// yet (SIOCOUTQ). On a Unix socket: not read by the peer process, so zero
+/// after a REQUEST means a worker took it. On TCP: not acknowledged by the
+/// peer's kernel, which acknowledges what reaches the socket's receive
+/// buffer (also of a connection still waiting to be accepted), so zero
+/// means the request was delivered to the program's socket, not that the
+/// program read it (PROTOCOL.md, "The http protocol", listen=tcp).
+pub fn unread_by_peer(socket: &impl AsRawFd) -> std::io::Result<usize> {
     let mut n: libc::c_int = 0;
     // SAFETY: SIOCOUTQ writes one int through the pointer we pass.
     let rc = unsafe { libc::ioctl(socket.as_raw_fd(), libc::TIOCOUTQ, &mut n) };

@@ -61,6 +61,21 @@ fn language_group_option_errors() {
         ),
         case("no-language", "LanguageGroup a processes=2", &["LanguageGroup a: language= is required"]),
         case(
+            "listen-udp",
+            "LanguageGroup a language=http listen=udp command=/bin/sh",
+            &["LanguageGroup a: invalid listen=udp", "expected unix", "or tcp (a loopback port"],
+        ),
+        case(
+            "listen-tcp-python",
+            "LanguageGroup a language=python listen=tcp",
+            &["LanguageGroup a (at", "listen=tcp is only for language=http groups", "speaks the procd protocol"],
+        ),
+        case(
+            "listen-tcp-processes",
+            "LanguageGroup a language=http listen=tcp processes=2 command=/bin/sh",
+            &["processes=2 is not possible with listen=tcp", "use processes=1"],
+        ),
+        case(
             "unknown-language",
             "LanguageGroup a language=cobol",
             &[

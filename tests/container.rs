@@ -1,6 +1,6 @@
 //! The container's entry point, run on this host (there is no container
 //! engine here): docker/container-start.sh writes the demo (every
-//! language, each under its own user), runs Apache in the foreground as
+//! language, each under its own user, and JSP on Tomcat where installed), runs Apache in the foreground as
 //! its child with logs on stdout/stderr, and turns SIGTERM (docker stop)
 //! into a graceful stop, exiting 0 with nothing left running.
 
@@ -51,8 +51,16 @@ fn the_image_entry_point_serves_the_demo_and_stops_gracefully() {
         ("/node/", "Hello from Node.js"),
         ("/legacy/", "href=\"/legacy/about.html\""),
     ];
-    for (path, want) in pages {
-        let ok = wait_until(Duration::from_secs(30), || {
+    // Tomcat (listen=tcp) where it is installed; it takes seconds to start.
+    let tomcat = std::path::Path::new("/usr/share/tomcat10/bin/catalina.sh").exists()
+        && std::path::Path::new("/usr/bin/java").exists();
+    if !tomcat {
+        eprintln!("no /jsp page checked: tomcat10-common or Java is not installed");
+    }
+    let jsp = tomcat.then_some(("/jsp/", "6 * 7 = 42"));
+    for (path, want) in pages.into_iter().chain(jsp) {
+        let limit = if path == "/jsp/" { 90 } else { 30 };
+        let ok = wait_until(Duration::from_secs(limit), || {
             http_get(port, path).is_ok_and(|r| r.status == 200 && r.text().contains(want))
         });
         if !ok {

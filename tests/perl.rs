@@ -156,7 +156,7 @@ fn psgi_bodies_stream_both_ways() {
     // The writer of a delayed response, and a body handle: the first part
     // reaches the client before the last is made.
     for path in ["/pl/stream", "/pl/stream-handle"] {
-        first_part_before_the_last(&a, path);
+        first_part_before_the_last(&a, path, "second");
     }
     expect_100_continue_end_to_end(&a, "/pl");
     assert_lint_clean(&a);

@@ -148,7 +148,7 @@ fn rack_bodies_stream_both_ways() {
     // Streaming: the first part reaches the client before the last is made,
     // for an each-body and for a Rack 3 call-body.
     for path in ["/rb/stream", "/rb/call-body"] {
-        first_part_before_the_last(&a, path);
+        first_part_before_the_last(&a, path, "second");
     }
     // 100-continue end to end: none for an app that does not read, and
     // 100 Continue once the app reads rack.input.

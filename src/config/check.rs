@@ -6,7 +6,7 @@
 
 use super::access::{Identity, Need, WORKER_PATH, check_access, find_program};
 use super::group::GroupConfig;
-use super::languages::{Language, Protocol};
+use super::languages::{Language, Listen, Protocol};
 use super::scope::ServerConfig;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -219,6 +219,40 @@ fn probe_library(program: &Path, args: &[String], library: &super::languages::Li
     }
 }
 
+/// `listen=tcp` (from the group or its language): only for `http`
+/// programs, and one process per generation. The program binds the port
+/// itself, so the manager cannot hand one listener to several processes as
+/// it does a Unix socket; several processes would each need a port of
+/// their own and Apache would have to spread requests over them. A program
+/// that wants several processes runs them itself on the one port (Node's
+/// cluster, gunicorn's workers, Tomcat's threads).
+fn listen_error(g: &GroupConfig, lang: &Language, at: &str) -> Option<String> {
+    let listen = g.listen.unwrap_or(lang.listen);
+    if listen != Listen::Tcp {
+        return None;
+    }
+    let given = if g.listen.is_some() {
+        "listen=tcp".to_string()
+    } else {
+        format!("listen = \"tcp\" (from language {}, {})", lang.name, lang.origin)
+    };
+    if lang.protocol != Protocol::Http {
+        return Some(format!(
+            "{at}: {given} is only for language=http groups (programs that serve HTTP on a port); language={} speaks the {} protocol over the group's Unix socket: remove listen=tcp",
+            g.language,
+            lang.protocol.name()
+        ));
+    }
+    let p = g.processes;
+    if (p.min, p.max) != (1, 1) {
+        let given_processes = if p.min == p.max { p.min.to_string() } else { format!("{}-{}", p.min, p.max) };
+        return Some(format!(
+            "{at}: processes={given_processes} is not possible with {given}: each generation runs one program on a port of its own (the program binds it, so it cannot be shared out); use processes=1 and let the program run several processes on PORT itself (Node's cluster, gunicorn --workers, Tomcat's threads), or use listen=unix, where every process accepts on the group's socket"
+        ));
+    }
+    None
+}
+
 /// The identity a group's workers run as.
 pub fn group_identity(g: &GroupConfig, apache_user: &Identity) -> Identity {
     let (name, uid, gid) = match &g.user {
@@ -259,6 +293,8 @@ fn check_group(g: &GroupConfig, table: &BTreeMap<String, Language>, apache_user:
             lang.protocol.name()
         ));
     }
+
+    errors.extend(listen_error(g, lang, &at));
 
     match g.command.as_ref().or(lang.command.as_ref()).and_then(|c| c.first()) {
         None if lang.protocol == Protocol::Http => errors.push(format!(
@@ -351,6 +387,23 @@ mod tests {
             document_root: None,
         }));
         check_configuration(&views, &nobody())
+    }
+
+    #[test]
+    fn listen_tcp_is_for_one_http_process() {
+        let mut main = ServerConfig::default();
+        main.apply("LanguageGroup", "ok language=http listen=tcp command=/bin/sh", &ctx(1)).unwrap();
+        main.apply("LanguageGroup", "py language=python listen=tcp", &ctx(2)).unwrap();
+        main.apply("LanguageGroup", "many language=http listen=tcp processes=2-4 command=/bin/sh", &ctx(3)).unwrap();
+        main.apply("LanguageGroup", "many2 language=http listen=unix processes=2-4 command=/bin/sh", &ctx(4)).unwrap();
+        let errors = run(&main, &[]);
+        assert_eq!(errors.len(), 2, "{errors:#?}");
+        assert!(errors[0].starts_with("LanguageGroup py (at t.conf:2): listen=tcp is only for language=http groups"));
+        assert!(errors[0].contains("language=python speaks the procd protocol"), "{}", errors[0]);
+        assert!(
+            errors[1].starts_with("LanguageGroup many (at t.conf:3): processes=2-4 is not possible with listen=tcp")
+        );
+        assert!(errors[1].contains("use processes=1"), "{}", errors[1]);
     }
 
     #[test]

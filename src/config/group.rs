@@ -23,6 +23,9 @@ pub struct GroupConfig {
     /// What the language speaks, resolved once the language table is known
     /// (`ServerConfig::resolve_protocols`, at post_config).
     pub protocol: Option<super::languages::Protocol>,
+    /// `listen=` as given; once resolved with the language table
+    /// (`ServerConfig::resolve_protocols`), what the group uses.
+    pub listen: Option<super::languages::Listen>,
     pub processes: ProcessRange,
     pub threads: u32,
     /// `None`: Apache's own `User`.
@@ -80,6 +83,7 @@ pub const OPTIONS: &[(&str, &str)] = &[
     ("graceful-timeout", "a duration"),
     ("error-log", "a file path"),
     ("restart-file", "a file path"),
+    ("listen", "unix (default) or tcp (language=http only)"),
 ];
 
 /// Levenshtein distance, for "did you mean" hints.
@@ -153,6 +157,7 @@ pub fn parse_group(args: &str, server_root: &Path, origin: Origin) -> Result<Gro
         name: name.clone(),
         language: String::new(),
         protocol: None,
+        listen: None,
         processes: DEFAULT_PROCESSES,
         threads: DEFAULT_THREADS,
         user: None,
@@ -248,6 +253,7 @@ pub fn parse_group(args: &str, server_root: &Path, origin: Origin) -> Result<Gro
             "graceful-timeout" => g.graceful_timeout = parse_duration(value, Duration::ZERO, DAY).map_err(bad)?,
             "error-log" => g.error_log = Some(server_relative(server_root, value).map_err(bad)?),
             "restart-file" => g.restart_file = Some(server_relative(server_root, value).map_err(bad)?),
+            "listen" => g.listen = Some(super::languages::Listen::parse(value).map_err(bad)?),
             _ => return Err(format!("LanguageGroup {name}: {}", unknown_option(key))),
         }
     }
@@ -288,6 +294,22 @@ mod tests {
         assert_eq!(g.inactivity_timeout, None);
         assert_eq!(g.request_timeout, 90 * SEC);
         assert_eq!(g.graceful_timeout, Duration::ZERO);
+    }
+
+    #[test]
+    fn listen_is_unix_or_tcp() {
+        use crate::config::languages::Listen;
+        let g = parse("jsp language=http listen=tcp \"command=/usr/share/tomcat10/bin/catalina.sh run\"").unwrap();
+        assert_eq!(g.listen, Some(Listen::Tcp));
+        assert_eq!(parse("node language=http listen=unix command=/usr/bin/node").unwrap().listen, Some(Listen::Unix));
+        assert_eq!(parse("node language=http command=/usr/bin/node").unwrap().listen, None);
+        let e = err("jsp language=http listen=udp");
+        assert!(e.starts_with("LanguageGroup jsp: invalid listen=udp: expected unix"), "{e}");
+        assert!(e.contains("or tcp (a loopback port"), "{e}");
+        let e = err("jsp language=http listen=tcp listen=unix");
+        assert!(e.contains("listen= is given twice"), "{e}");
+        let e = err("jsp language=http lisen=tcp");
+        assert!(e.contains("did you mean listen=?"), "{e}");
     }
 
     #[test]

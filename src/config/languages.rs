@@ -32,6 +32,34 @@ pub enum Protocol {
     Http,
 }
 
+/// Where a group's programs take their connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Listen {
+    /// The group's Unix socket, created by the manager and passed as fd 3
+    /// (fd 0 for FastCGI): every protocol.
+    #[default]
+    Unix,
+    /// A loopback TCP port the manager picks for each generation and passes
+    /// in `PORT`; the program binds it (`http` only: Java servlet
+    /// containers, frameworks that follow the `PORT` convention).
+    Tcp,
+}
+
+impl Listen {
+    /// `listen=` as written in `LanguageGroup`.
+    pub fn parse(value: &str) -> Result<Listen, String> {
+        match value {
+            "unix" => Ok(Listen::Unix),
+            "tcp" => Ok(Listen::Tcp),
+            _ => Err(LISTEN_ALLOWED.to_string()),
+        }
+    }
+}
+
+/// What `listen=` accepts, for error messages.
+pub const LISTEN_ALLOWED: &str = "expected unix (the group's Unix socket, the default) or tcp (a loopback port the manager picks for each generation and passes in PORT; language=http only)";
+
 impl Protocol {
     pub fn name(self) -> &'static str {
         match self {
@@ -79,6 +107,8 @@ pub struct Language {
     /// script (`auto_prepend_file`): the guard that runs only what Apache
     /// maps to the group (built-in php only).
     pub guard: Option<Loader>,
+    /// Where its groups listen unless `listen=` says otherwise.
+    pub listen: Listen,
 }
 
 /// A library a loader needs: `probe` are arguments for the interpreter
@@ -118,6 +148,7 @@ fn builtin(name: &str, protocol: Protocol, command: Option<&str>, exts: &[&str],
         library: None,
         defaults: &[],
         guard: None,
+        listen: Listen::Unix,
     }
 }
 
@@ -195,6 +226,8 @@ pub struct LanguageEntry {
     pub command: Option<String>,
     pub extensions: Option<Vec<String>>,
     pub package: Option<String>,
+    /// `"unix"` (default) or `"tcp"` (protocol `http` only).
+    pub listen: Option<Listen>,
 }
 
 #[derive(Deserialize)]
@@ -294,6 +327,7 @@ impl LanguageOverrides {
                         library: None,
                         defaults: &[],
                         guard: None,
+                        listen: Listen::Unix,
                     },
                 };
                 let mut lang = lang;
@@ -307,6 +341,16 @@ impl LanguageOverrides {
                 }
                 if let Some(p) = &entry.package {
                     lang.package = Some(p.clone());
+                }
+                if let Some(l) = entry.listen {
+                    lang.listen = l;
+                }
+                if lang.listen == Listen::Tcp && lang.protocol != Protocol::Http {
+                    return Err(format!(
+                        "{}: [language.{name}] listen = \"tcp\" is only for protocol = \"http\" (programs that serve HTTP on a port); this language speaks the {} protocol, over the group's Unix socket: remove listen or set protocol = \"http\"",
+                        file.path,
+                        lang.protocol.name()
+                    ));
                 }
                 table.insert(name.clone(), lang);
             }
@@ -366,6 +410,27 @@ mod tests {
         assert_eq!(t["python"].protocol, Protocol::Procd);
         assert_eq!(t["python"].command.as_ref().unwrap(), &["/opt/py/bin/python3"]);
         assert_eq!(t["python"].package, None);
+    }
+
+    #[test]
+    fn languages_may_listen_on_tcp_only_for_http() {
+        let f = parse_language_file(
+            "l.toml",
+            "[language.tomcat]\nprotocol = \"http\"\nlisten = \"tcp\"\ncommand = \"/usr/share/tomcat10/bin/catalina.sh run\"\n",
+        )
+        .unwrap();
+        let t = LanguageOverrides { files: vec![f] }.table().unwrap();
+        assert_eq!(t["tomcat"].listen, Listen::Tcp);
+        assert_eq!(t["http"].listen, Listen::Unix);
+        let f = parse_language_file("l.toml", "[language.python]\nlisten = \"tcp\"\n").unwrap();
+        let err = LanguageOverrides { files: vec![f] }.table().unwrap_err();
+        assert!(err.contains("[language.python] listen = \"tcp\" is only for protocol = \"http\""), "{err}");
+        assert!(err.contains("procd protocol"), "{err}");
+        let err = parse_language_file("l.toml", "[language.x]\nprotocol = \"http\"\nlisten = \"udp\"\n").unwrap_err();
+        assert!(err.contains("line 3") && err.contains("tcp"), "{err}");
+        assert_eq!(Listen::parse("tcp"), Ok(Listen::Tcp));
+        assert_eq!(Listen::parse("unix"), Ok(Listen::Unix));
+        assert!(Listen::parse("udp").unwrap_err().contains("expected unix"));
     }
 
     #[test]

@@ -5,7 +5,7 @@
 use super::access::Identity;
 use super::access::{WORKER_PATH, find_program};
 use super::check::{ServerView, group_identity};
-use super::languages::{Language, Protocol, shipped_loaders};
+use super::languages::{Language, Listen, Protocol, shipped_loaders};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -54,6 +54,10 @@ pub struct GroupPlan {
     pub name: String,
     pub language: String,
     pub protocol: Protocol,
+    /// Where its programs listen: the group's Unix socket, or (`http`
+    /// only) a loopback port the manager picks per generation.
+    #[serde(default)]
+    pub listen: Listen,
     /// Program (absolute path) and arguments; empty: no resident workers
     /// (cgi: one exec per request).
     pub argv: Vec<String>,
@@ -241,6 +245,7 @@ pub fn build_plan(views: &[ServerView<'_>], apache: &Identity, runtime_dir: &str
                 name: g.name.clone(),
                 language: g.language.clone(),
                 protocol: lang.protocol,
+                listen: g.listen.unwrap_or(lang.listen),
                 argv,
                 user: who.user.clone(),
                 uid: who.uid,
@@ -370,6 +375,9 @@ impl Plan {
             if g.processes > 1024 || !(1..=1024).contains(&g.max_processes) || g.max_processes < g.processes {
                 return refuse(format!("group {n}: processes out of range"));
             }
+            if g.listen == Listen::Tcp && (g.protocol != Protocol::Http || g.processes != 1 || g.max_processes != 1) {
+                return refuse(format!("group {n}: listen=tcp is only for one http process"));
+            }
             if !(1..=1024).contains(&g.threads) {
                 return refuse(format!("group {n}: threads out of range"));
             }
@@ -484,6 +492,7 @@ mod tests {
             name: "shop".into(),
             language: "python".into(),
             protocol: Protocol::Procd,
+            listen: Listen::Unix,
             argv: vec!["/usr/bin/python3".into()],
             user: "nobody".into(),
             uid: 65534,
@@ -515,7 +524,8 @@ mod tests {
             ..Plan::default()
         };
         assert_eq!(plan(good.clone()).validate(), Ok(()));
-        let bad: [fn(&mut GroupPlan); 12] = [
+        let bad: [fn(&mut GroupPlan); 13] = [
+            |g| g.listen = Listen::Tcp,
             |g| g.uid = 0,
             |g| g.gid = 0,
             |g| g.groups.push(0),

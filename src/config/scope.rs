@@ -112,6 +112,7 @@ impl ServerConfig {
         let Ok(table) = self.languages.table() else { return };
         for g in self.groups.iter_mut().chain(self.inherited_groups.iter_mut()) {
             g.protocol = table.get(&g.language).map(|l| l.protocol);
+            g.listen = g.listen.or(table.get(&g.language).map(|l| l.listen));
         }
     }
 

@@ -608,6 +608,7 @@ fn handle(r: *mut sys::request_rec) -> c_int {
         let target = Target {
             group: group.name.clone(),
             protocol,
+            listen: group.listen.unwrap_or_default(),
             socket: runtime_dir.join(format!("{}.sock", group.name)),
             exits: runtime_dir.join(crate::manager::EXITS),
             queue_timeout: group.queue_timeout,

@@ -1,5 +1,6 @@
 //! The `http` backend: HTTP/1.1 to any program serving on the group's
-//! Unix socket (PROTOCOL.md, "The http protocol"). Bodies stream both
+//! Unix socket, or for `listen=tcp` on the loopback port its serving
+//! generation published (PROTOCOL.md, "The http protocol"). Bodies stream both
 //! ways (a chunked request body is re-chunked), `100 Continue` is end to
 //! end, idle connections are kept per Apache child for the next request,
 //! and an `Upgrade` (WebSocket) answered `101` becomes a tunnel.
@@ -8,10 +9,12 @@
 //! bounded parser of `protocol::http`, bad framing is a 502, and every
 //! wait has a deadline.
 
+use super::stream::Stream;
 use super::{
-    BodyLength, Client, HttpRequest, Outcome, Target, TunnelRead, bad_gateway_plain, connect_failure, connect_within,
-    recent_death,
+    BodyLength, Client, ConnectError, HttpRequest, Outcome, Target, TunnelRead, bad_gateway_plain, connect_failure,
+    connect_tcp_within, connect_within, recent_death,
 };
+use crate::config::languages::Listen;
 use crate::protocol::escape_log_bounded;
 use crate::protocol::http::{
     ChunkedDecoder, Forwarding, Framing, RequestBody, ResponseHead, encode_request_head, has_token,
@@ -21,7 +24,6 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use std::io::{ErrorKind, Read, Write};
 use std::os::fd::AsFd;
 use std::os::unix::fs::MetadataExt;
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
@@ -48,23 +50,42 @@ const POOL_IDLE: Duration = Duration::from_secs(2);
 
 /// An idle keep-alive connection to a program.
 struct Idle {
-    socket: PathBuf,
-    /// The inode of the group's socket when it was connected: a new
-    /// generation (a new socket renamed over the path) makes it stale.
-    inode: u64,
-    stream: UnixStream,
+    /// The file its generation was published in (`Target::published`).
+    published: PathBuf,
+    /// Which generation that was when it was connected (`generation_of`):
+    /// a new one (a new socket or port file renamed over the path) makes
+    /// the connection stale.
+    generation: u64,
+    stream: Stream,
     since: Instant,
 }
 
 static POOL: Mutex<Vec<Idle>> = Mutex::new(Vec::new());
 
-fn socket_inode(path: &Path) -> Option<u64> {
-    std::fs::metadata(path).ok().map(|m| m.ino())
+/// Which generation of the group serves now: the inode of its socket, or
+/// for `listen=tcp` the port it published (never one handed out lately).
+fn generation_of(target: &Target, published: &Path) -> Option<u64> {
+    match target.listen {
+        Listen::Unix => std::fs::metadata(published).ok().map(|m| m.ino()),
+        Listen::Tcp => super::published_port(published).map(u64::from),
+    }
+}
+
+/// A new connection to the group's serving generation, and which
+/// generation that is.
+fn connect(target: &Target, published: &Path, deadline: Instant) -> Result<(Stream, u64), ConnectError> {
+    match target.listen {
+        Listen::Unix => {
+            let inode = generation_of(target, published).unwrap_or(0);
+            Ok((Stream::Unix(connect_within(published, deadline)?), inode))
+        }
+        Listen::Tcp => connect_tcp_within(published, deadline).map(|(s, port)| (Stream::Tcp(s), u64::from(port))),
+    }
 }
 
 /// Whether an idle connection is still usable: open, and nothing unasked
 /// for waiting in it.
-fn still_open(stream: &UnixStream) -> bool {
+fn still_open(stream: &Stream) -> bool {
     use nix::sys::socket::{MsgFlags, recv};
     use std::os::fd::AsRawFd;
     let mut byte = [0u8; 1];
@@ -74,27 +95,29 @@ fn still_open(stream: &UnixStream) -> bool {
     )
 }
 
-/// An idle connection to the current generation of `socket`, if any.
-fn pool_take(socket: &Path) -> Option<(UnixStream, u64)> {
-    let inode = socket_inode(socket)?;
+/// An idle connection to the serving generation (`generation`) of the
+/// group published at `published`, if any.
+fn pool_take(published: &Path, generation: u64) -> Option<Stream> {
     let mut pool = POOL.lock().ok()?;
     let now = Instant::now();
-    pool.retain(|i| now.duration_since(i.since) < POOL_IDLE && (i.socket != socket || i.inode == inode));
-    while let Some(pos) = pool.iter().rposition(|i| i.socket == socket) {
+    pool.retain(|i| {
+        now.duration_since(i.since) < POOL_IDLE && (i.published != published || i.generation == generation)
+    });
+    while let Some(pos) = pool.iter().rposition(|i| i.published == published) {
         let idle = pool.remove(pos);
         if still_open(&idle.stream) {
-            return Some((idle.stream, inode));
+            return Some(idle.stream);
         }
     }
     None
 }
 
-fn pool_put(socket: &Path, inode: u64, stream: UnixStream) {
+fn pool_put(published: &Path, generation: u64, stream: Stream) {
     if let Ok(mut pool) = POOL.lock() {
         if pool.len() >= POOL_CAP {
             pool.remove(0);
         }
-        pool.push(Idle { socket: socket.to_path_buf(), inode, stream, since: Instant::now() });
+        pool.push(Idle { published: published.to_path_buf(), generation, stream, since: Instant::now() });
     }
 }
 
@@ -159,22 +182,24 @@ pub fn proxy(client: &mut dyn Client, target: &Target) -> Outcome {
     // broke can be sent again), then a new one; a broken try is repeated
     // once.
     let mut pooled = req.body == BodyLength::None && req.upgrade.is_none();
+    let published = target.published();
     let mut tries = 0;
     loop {
         tries += 1;
-        let conn = if pooled { pool_take(&target.socket).map(|(s, inode)| (s, inode, true)) } else { None };
-        let (stream, inode, reused) = match conn {
-            Some(c) => c,
-            None => {
-                let deadline = Instant::now() + req.queue_timeout;
-                let inode = socket_inode(&target.socket).unwrap_or(0);
-                match connect_within(&target.socket, deadline) {
-                    Ok(s) => (s, inode, false),
-                    Err(e) => return connect_failure(target, req.queue_timeout, e),
-                }
-            }
+        let conn = if pooled {
+            generation_of(target, &published)
+                .and_then(|generation| Some((pool_take(&published, generation)?, generation, true)))
+        } else {
+            None
         };
-        match exchange(client, &req, stream, inode, reused, &mut body_read) {
+        let (stream, generation, reused) = match conn {
+            Some(c) => c,
+            None => match connect(target, &published, Instant::now() + req.queue_timeout) {
+                Ok((s, generation)) => (s, generation, false),
+                Err(e) => return connect_failure(target, req.queue_timeout, e),
+            },
+        };
+        match exchange(client, &req, stream, &published, generation, reused, &mut body_read) {
             Attempt::Finished(outcome) => return outcome,
             Attempt::Retry(_) if reused => pooled = false,
             Attempt::Retry(_) if tries < 2 => pooled = false,
@@ -190,7 +215,7 @@ enum ReadError {
 }
 
 /// Reads more of the program's answer into `buf`, waiting until `until`.
-fn read_more(stream: &mut UnixStream, buf: &mut Vec<u8>, chunk: &mut [u8], until: Instant) -> Result<usize, ReadError> {
+fn read_more(stream: &mut Stream, buf: &mut Vec<u8>, chunk: &mut [u8], until: Instant) -> Result<usize, ReadError> {
     loop {
         let left = until.saturating_duration_since(Instant::now());
         if left.is_zero() {
@@ -213,14 +238,14 @@ fn read_more(stream: &mut UnixStream, buf: &mut Vec<u8>, chunk: &mut [u8], until
 }
 
 /// Whether the program has sent something (or closed) that is not read yet.
-fn readable_now(stream: &UnixStream) -> bool {
+fn readable_now(stream: &Stream) -> bool {
     let mut fds = [PollFd::new(stream.as_fd(), PollFlags::POLLIN)];
     poll(&mut fds, PollTimeout::ZERO).is_ok_and(|n| n > 0)
 }
 
 /// One connection's exchange.
 struct Conn<'a> {
-    stream: UnixStream,
+    stream: Stream,
     buf: Vec<u8>,
     chunk: Vec<u8>,
     /// When the program was seen to take the request (read it, or answer).
@@ -422,8 +447,9 @@ fn send_body(client: &mut dyn Client, conn: &mut Conn<'_>, body_read: &mut bool)
 fn exchange(
     client: &mut dyn Client,
     req: &Request<'_>,
-    stream: UnixStream,
-    inode: u64,
+    stream: Stream,
+    published: &Path,
+    generation: u64,
     reused: bool,
     body_read: &mut bool,
 ) -> Attempt {
@@ -503,7 +529,7 @@ fn exchange(
     client.start_response(status, &headers);
     let (outcome, clean) = relay_body(client, &mut conn, framing);
     if clean && keep_alive && body_complete && conn.buf.is_empty() {
-        pool_put(&req.target.socket, inode, conn.stream);
+        pool_put(published, generation, conn.stream);
     }
     if let Outcome::Cut { .. } = outcome {
         client.abort();
@@ -637,7 +663,7 @@ fn upgrade(client: &mut dyn Client, mut conn: Conn<'_>, head: ResponseHead) -> O
 /// Relays bytes both ways until both ends have closed, or nothing moved
 /// for `idle`. Half-closes are passed on. Bounded: one `READ_CHUNK` in
 /// hand per direction, written before more is read.
-fn tunnel(client: &mut dyn Client, mut stream: UnixStream, leftover: &[u8], idle: Duration) -> Result<(), String> {
+fn tunnel(client: &mut dyn Client, mut stream: Stream, leftover: &[u8], idle: Duration) -> Result<(), String> {
     if !leftover.is_empty() && !client.tunnel_write(leftover) {
         return Ok(()); // the client left
     }
@@ -709,7 +735,7 @@ fn tunnel(client: &mut dyn Client, mut stream: UnixStream, leftover: &[u8], idle
 
 /// Writes all of `data` to a non-blocking stream, waiting for room at
 /// most `limit` at a time.
-fn write_all_within(stream: &mut UnixStream, mut data: &[u8], limit: Duration) -> std::io::Result<()> {
+fn write_all_within(stream: &mut Stream, mut data: &[u8], limit: Duration) -> std::io::Result<()> {
     while !data.is_empty() {
         match stream.write(data) {
             Ok(0) => return Err(ErrorKind::WriteZero.into()),

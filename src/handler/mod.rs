@@ -16,10 +16,12 @@ mod cgi;
 mod fastcgi;
 mod http;
 mod procd;
+mod stream;
 
-use crate::config::languages::Protocol;
+use crate::config::languages::{Listen, Protocol};
 
 use crate::protocol::escape_log_bounded;
+use std::net::TcpStream;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -105,11 +107,36 @@ pub struct Target {
     pub group: String,
     /// What its workers speak.
     pub protocol: Protocol,
+    /// Where: the group's socket, or (`http` only) a loopback port.
+    pub listen: Listen,
+    /// `RUNTIME/GROUP.sock`; for `listen=tcp` the port is in `GROUP.port`
+    /// beside it.
     pub socket: PathBuf,
     /// `RUNTIME/exits`: how workers ended (written by the manager).
     pub exits: PathBuf,
     pub queue_timeout: Duration,
     pub request_timeout: Duration,
+}
+
+impl Target {
+    /// The file through which Apache's children find the serving
+    /// generation: the group's socket (a new generation's is renamed over
+    /// it), or for `listen=tcp` the file that names its port (replaced by
+    /// rename likewise).
+    pub(super) fn published(&self) -> PathBuf {
+        match self.listen {
+            Listen::Unix => self.socket.clone(),
+            Listen::Tcp => self.socket.with_extension("port"),
+        }
+    }
+
+    /// Where requests go, for log lines.
+    fn address(&self) -> String {
+        match self.listen {
+            Listen::Unix => self.socket.display().to_string(),
+            Listen::Tcp => format!("the 127.0.0.1 port named in {}", self.published().display()),
+        }
+    }
 }
 
 /// How a request ended, for the FFI layer.
@@ -225,22 +252,52 @@ pub(super) enum ConnectError {
 /// started, or its workers are in back-off), and the request waits for it
 /// like any queued request; at the deadline the error is returned.
 pub(super) fn connect_within(path: &Path, deadline: Instant) -> Result<UnixStream, ConnectError> {
-    use nix::errno::Errno;
     use nix::sys::socket::{AddressFamily, SockFlag, SockType, UnixAddr, connect, socket};
     use std::os::fd::AsRawFd;
-    let io = |e: Errno| ConnectError::Io(std::io::Error::from(e));
+    let io = |e: nix::errno::Errno| ConnectError::Io(std::io::Error::from(e));
     let addr = UnixAddr::new(path).map_err(io)?;
     let fd = socket(AddressFamily::Unix, SockType::Stream, SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC, None)
         .map_err(io)?;
+    connect_retrying(path, deadline, || connect(fd.as_raw_fd(), &addr))?;
+    let stream = UnixStream::from(fd);
+    stream.set_nonblocking(false).map_err(ConnectError::Io)?;
+    Ok(stream)
+}
+
+/// `connect_within` for a `listen=tcp` group: connects to 127.0.0.1 on
+/// the port its serving generation published in `port_file`, re-read at
+/// each try (a generation switch publishes a new one). No file yet is
+/// like no socket yet (the group is starting, or its program is being
+/// replaced); a handshake that does not complete by `deadline` (the
+/// program's accept backlog is full, so the kernel drops the SYN) is a
+/// full queue. Returns the stream (TCP_NODELAY) and the port.
+pub(super) fn connect_tcp_within(port_file: &Path, deadline: Instant) -> Result<(TcpStream, u16), ConnectError> {
+    connect_retrying(port_file, deadline, || {
+        let port = published_port(port_file).ok_or(nix::errno::Errno::ENOENT)?;
+        Ok((tcp_connect_by(port, deadline)?, port))
+    })
+}
+
+/// Retries `attempt` until `deadline` while the group is starting
+/// (ENOENT, ECONNREFUSED: nothing there yet, unless the manager says in
+/// `GROUP.down`, beside `published`, that the group is down) or its queue
+/// is full (EAGAIN), with a short sleep growing to 50 ms.
+fn connect_retrying<T>(
+    published: &Path,
+    deadline: Instant,
+    mut attempt: impl FnMut() -> nix::Result<T>,
+) -> Result<T, ConnectError> {
+    use nix::errno::Errno;
+    let io = |e: Errno| ConnectError::Io(std::io::Error::from(e));
     let mut pause = Duration::from_millis(5);
     loop {
-        match connect(fd.as_raw_fd(), &addr) {
-            Ok(()) => break,
+        match attempt() {
+            Ok(connected) => return Ok(connected),
             Err(Errno::EINTR) => {}
             Err(e @ (Errno::EAGAIN | Errno::ENOENT | Errno::ECONNREFUSED)) => {
                 if e != Errno::EAGAIN {
                     // Not starting but failed: no point in waiting.
-                    if let Some(why) = group_down(path) {
+                    if let Some(why) = group_down(published) {
                         return Err(ConnectError::Down(why));
                     }
                 }
@@ -254,13 +311,54 @@ pub(super) fn connect_within(path: &Path, deadline: Instant) -> Result<UnixStrea
             Err(e) => return Err(io(e)),
         }
     }
-    let stream = UnixStream::from(fd);
-    stream.set_nonblocking(false).map_err(ConnectError::Io)?;
+}
+
+/// One connect to 127.0.0.1:`port`, waiting for the handshake until
+/// `deadline` (then EAGAIN: nobody accepted it).
+fn tcp_connect_by(port: u16, deadline: Instant) -> nix::Result<TcpStream> {
+    use nix::errno::Errno;
+    let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
+    let addr = std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, port));
+    let stream = TcpStream::connect_timeout(&addr, left).map_err(|e| match e.kind() {
+        std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock => Errno::EAGAIN,
+        _ => Errno::from_raw(e.raw_os_error().unwrap_or(libc::ECONNREFUSED)),
+    })?;
+    // Heads and small bodies go out at once, not after the peer's ACK.
+    let _ = stream.set_nodelay(true);
     Ok(stream)
 }
 
-/// Why the group of socket `path` is down, if the manager says so: it
-/// writes `GROUP.down` beside `GROUP.sock` while the group has no working
+/// The port in a `listen=tcp` group's `GROUP.port` (written by root, read
+/// at most 16 bytes), remembered per Apache child while the file is the
+/// same one (inode and modification time; the manager replaces it by
+/// rename at each switch).
+fn published_port(file: &Path) -> Option<u16> {
+    use std::io::Read;
+    use std::os::unix::fs::MetadataExt;
+    type Seen = (PathBuf, (u64, i64, i64), u16);
+    static SEEN: std::sync::Mutex<Vec<Seen>> = std::sync::Mutex::new(Vec::new());
+    let meta = std::fs::metadata(file).ok()?;
+    let id = (meta.ino(), meta.mtime(), meta.mtime_nsec());
+    if let Ok(seen) = SEEN.lock() {
+        if let Some((_, _, port)) = seen.iter().find(|(f, i, _)| f == file && *i == id) {
+            return Some(*port);
+        }
+    }
+    let mut text = String::new();
+    std::fs::File::open(file).ok()?.take(16).read_to_string(&mut text).ok()?;
+    let port = text.trim().parse::<u16>().ok().filter(|p| *p != 0)?;
+    if let Ok(mut seen) = SEEN.lock() {
+        seen.retain(|(f, _, _)| f != file);
+        if seen.len() >= 1024 {
+            seen.remove(0);
+        }
+        seen.push((file.to_path_buf(), id, port));
+    }
+    Some(port)
+}
+
+/// Why the group of socket `path` (or port file) is down, if the manager
+/// says so: it writes `GROUP.down` beside `GROUP.sock` while the group has no working
 /// generation and waits in back-off (at most 4 KiB read).
 pub(super) fn group_down(path: &Path) -> Option<String> {
     use std::io::Read;
@@ -308,7 +406,7 @@ pub(super) fn connect_failure(target: &Target, queue_timeout: Duration, e: Conne
         ConnectError::QueueFull => unavailable(format!(
             "group {g}: its connection queue is full: for queue-timeout ({} s) no worker took a connection and the listen backlog of {} stayed full, so this request was not queued. Every worker is busy: add processes= or threads=, find what makes requests slow (the group's error log), or raise queue-timeout=",
             queue_timeout.as_secs_f32(),
-            target.socket.display()
+            target.address()
         )),
         ConnectError::Down(why) => unavailable(format!(
             "group {g} is not running: {}; the group's error log says more",
@@ -317,7 +415,7 @@ pub(super) fn connect_failure(target: &Target, queue_timeout: Duration, e: Conne
         ConnectError::Io(e) => match e.kind() {
             std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => unavailable(format!(
                 "group {g} is not running: nothing listened on {} within queue-timeout ({} s); the group's error log says why its workers do not start",
-                target.socket.display(),
+                target.address(),
                 queue_timeout.as_secs_f32()
             )),
             std::io::ErrorKind::PermissionDenied => Outcome::Failed {
@@ -325,10 +423,10 @@ pub(super) fn connect_failure(target: &Target, queue_timeout: Duration, e: Conne
                 retry_after: None,
                 log: format!(
                     "Apache's user may not connect to {}: check the permissions of the runtime dir",
-                    target.socket.display()
+                    target.address()
                 ),
             },
-            _ => unavailable(format!("group {g}: cannot connect to {}: {e}", target.socket.display())),
+            _ => unavailable(format!("group {g}: cannot connect to {}: {e}", target.address())),
         },
     }
 }

@@ -7,7 +7,6 @@ use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
 use nix::unistd::Pid;
 use std::ffi::CString;
 use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::net::UnixListener;
 
 fn cstrings(items: impl IntoIterator<Item = String>) -> Result<Vec<CString>, String> {
     items
@@ -16,12 +15,13 @@ fn cstrings(items: impl IntoIterator<Item = String>) -> Result<Vec<CString>, Str
         .collect()
 }
 
-/// Forks and execs one worker of `plan` on `listener`.
+/// Forks and execs one worker of `plan` on `listener` (a program on a
+/// port gets /dev/null as fd 3, and the port in `PORT`).
 pub fn start_worker(
     plan: &GroupPlan,
     gen_id: u64,
     slot: u32,
-    listener: &UnixListener,
+    listener: &super::Listener,
     cgroup: Option<&std::path::Path>,
 ) -> Result<(Pid, OwnedFd, OwnedFd), String> {
     let cgroup_procs = cgroup
@@ -32,9 +32,19 @@ pub fn start_worker(
         .map_err(|e| format!("socketpair: {e}"))?;
     let (out_read, out_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
     let argv = cstrings(plan.argv.clone())?;
-    let socket = (plan.protocol == crate::config::languages::Protocol::Http)
-        .then(|| listener.local_addr().ok()?.as_pathname().map(|p| p.display().to_string()))
-        .flatten();
+    let null;
+    let (listen, socket, port) = match listener {
+        super::Listener::Unix { socket, .. } => {
+            let path = (plan.protocol == crate::config::languages::Protocol::Http)
+                .then(|| socket.local_addr().ok()?.as_pathname().map(|p| p.display().to_string()))
+                .flatten();
+            (socket.as_fd(), path, None)
+        }
+        super::Listener::Tcp { port } => {
+            null = std::fs::File::open("/dev/null").map_err(|e| format!("/dev/null: {e}"))?;
+            (null.as_fd(), None, Some(*port))
+        }
+    };
     let contract = crate::protocol::launch::Worker {
         group: &plan.name,
         generation: gen_id,
@@ -48,6 +58,7 @@ pub fn start_worker(
         slot,
         slots: plan.processes,
         socket: socket.as_deref(),
+        port,
     };
     let env: Vec<String> = crate::protocol::launch::environment(&plan.env, &contract)
         .into_iter()
@@ -62,7 +73,7 @@ pub fn start_worker(
         gid: plan.gid,
         groups: &plan.groups,
         home: &home,
-        listen: listener.as_fd(),
+        listen,
         listen_at: crate::protocol::launch::listen_fd(plan.protocol.name()),
         status: theirs.as_fd(),
         output: out_write.as_fd(),

@@ -40,6 +40,7 @@ mod pool;
 mod procs;
 mod runtime;
 mod status;
+mod tcp;
 
 #[cfg(not(any(test, feature = "fuzzing")))]
 pub use event_loop::run_forked;
@@ -48,8 +49,11 @@ use launch::start_worker;
 use output::{MAX_LINE, OutputBudget, READ_BUDGET, read_some};
 use procs::{describe, own_children, signal_worker};
 pub use runtime::EXITS;
-use runtime::{GENERATIONS, bind_socket, mark_down, mark_up, prepare_runtime_dir, restart_mtime};
+use runtime::{
+    GENERATIONS, bind_socket, mark_down, mark_up, prepare_runtime_dir, publish_port, restart_mtime, unpublish_port,
+};
 
+use crate::config::languages::Listen;
 use crate::config::plan::{GroupPlan, Plan, SETTLE_MS};
 use log::{Logs, SharedLogs};
 use nix::sys::signal::{Signal, kill};
@@ -85,12 +89,40 @@ enum Phase {
     Draining { since: Instant, terminated: bool },
 }
 
+/// Where a generation's workers take their connections.
+enum Listener {
+    /// The generation's Unix socket (each worker's fd 3, or fd 0 for
+    /// FastCGI), at `path` until it is renamed over the group's path.
+    Unix { socket: UnixListener, path: PathBuf },
+    /// `listen=tcp`: the loopback port its program binds, published in
+    /// `GROUP.port` once the listener there is seen to be the group user's.
+    Tcp { port: u16 },
+}
+
+impl Listener {
+    /// Whether connections wait to be accepted (for a port: on the group
+    /// user's listener there; `uid`).
+    fn has_pending(&self, uid: u32) -> bool {
+        match self {
+            Listener::Unix { socket, .. } => procs::has_pending(socket),
+            Listener::Tcp { port } => {
+                matches!(tcp::who_listens(*port, uid), tcp::Owner::Group { backlog } if backlog > 0)
+            }
+        }
+    }
+
+    /// Removes the socket file of a generation that is going (a port has none).
+    fn remove_socket(&self) {
+        if let Listener::Unix { path, .. } = self {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
 struct Generation {
     id: u64,
     plan: GroupPlan,
-    listener: UnixListener,
-    /// The socket's own path until it is renamed over the group's path.
-    path: PathBuf,
+    listener: Listener,
     phase: Phase,
     started: Instant,
     workers: Vec<Pid>,
@@ -202,6 +234,22 @@ pub struct Manager {
     /// When the manager started, and its last `status.json`.
     started_wall: SystemTime,
     written: status::Written,
+    /// Loopback ports handed out to `listen=tcp` generations lately.
+    ports: tcp::Ports,
+}
+
+/// Who listens on a group's port, for a log line that says what happened.
+fn describe_owner(owner: tcp::Owner, plan: &GroupPlan) -> String {
+    match owner {
+        tcp::Owner::Nobody => "not listened on by anyone".to_string(),
+        tcp::Owner::Group { .. } => format!("listened on by the group's user {}", plan.user),
+        tcp::Owner::Other { uid } => format!(
+            "listened on by {}, not by the group's user {} (uid {}): another user took the port before the program bound it (or the program runs its listener as another user)",
+            tcp::user_name(uid),
+            plan.user,
+            plan.uid
+        ),
+    }
 }
 
 /// The main log, for the panic hook (which cannot reach the manager).
@@ -226,6 +274,7 @@ impl Manager {
             no_cgroups,
             started_wall: SystemTime::now(),
             written: Default::default(),
+            ports: Default::default(),
         }
     }
 
@@ -273,6 +322,7 @@ impl Manager {
         for name in removed {
             let stable = Path::new(&old_dir.runtime_dir).join(format!("{name}.sock"));
             let _ = std::fs::remove_file(stable);
+            unpublish_port(Path::new(&old_dir.runtime_dir), &name);
             if let Some(g) = self.groups.get_mut(&name) {
                 g.plan = None;
             }
@@ -282,6 +332,11 @@ impl Manager {
         for gp in self.plan.groups.clone() {
             // Starting afresh: requests wait for it rather than fail.
             mark_up(Path::new(&self.plan.runtime_dir), &gp.name);
+            if !self.groups.contains_key(&gp.name) {
+                // A port a previous manager published: its program is gone,
+                // and anyone may listen there now.
+                unpublish_port(Path::new(&self.plan.runtime_dir), &gp.name);
+            }
             let group = self.groups.entry(gp.name.clone()).or_default();
             let (key, why) = if group.generations.is_empty() && group.events.generations.is_empty() {
                 ("start", "httpd started, or the group is new")
@@ -313,13 +368,11 @@ impl Manager {
         }
         let gen_id = self.next_generation;
         self.next_generation += 1;
-        let path = Path::new(&self.plan.runtime_dir).join(GENERATIONS).join(format!("{name}.{gen_id}.sock"));
-        let _ = std::fs::remove_file(&path);
-        let listener = match bind_socket(&path, self.plan.socket_gid) {
+        let listener = match self.new_listener(&plan, gen_id) {
             Ok(l) => l,
-            Err(e) => {
-                pd_log!(id::GENERATION_FAILED, group = %name, log = %plan.error_log, "cannot create socket {}: {e}", path.display());
-                self.schedule_retry(name, "its socket could not be created");
+            Err((what, e)) => {
+                pd_log!(id::GENERATION_FAILED, group = %name, log = %plan.error_log, "cannot create {what}: {e}");
+                self.schedule_retry(name, &format!("{what} could not be created"));
                 return;
             }
         };
@@ -327,7 +380,6 @@ impl Manager {
             id: gen_id,
             plan: plan.clone(),
             listener,
-            path,
             phase: Phase::Starting,
             started: Instant::now(),
             workers: Vec::new(),
@@ -349,6 +401,22 @@ impl Manager {
         self.maybe_promote(name);
     }
 
+    /// A new generation's listener: a socket under `generations/`, or for
+    /// `listen=tcp` a free loopback port. On failure, what could not be
+    /// created, and why.
+    fn new_listener(&mut self, plan: &GroupPlan, gen_id: u64) -> Result<Listener, (String, std::io::Error)> {
+        if plan.listen == Listen::Tcp {
+            let port = self.ports.pick().map_err(|e| ("a loopback port for it".to_string(), e))?;
+            return Ok(Listener::Tcp { port });
+        }
+        let path = Path::new(&self.plan.runtime_dir).join(GENERATIONS).join(format!("{}.{gen_id}.sock", plan.name));
+        let _ = std::fs::remove_file(&path);
+        match bind_socket(&path, self.plan.socket_gid) {
+            Ok(socket) => Ok(Listener::Unix { socket, path }),
+            Err(e) => Err((format!("socket {}", path.display()), e)),
+        }
+    }
+
     fn spawn(&mut self, name: &str, gen_id: u64) -> bool {
         self.spawn_as(name, gen_id, Role::Serving).is_some()
     }
@@ -361,8 +429,12 @@ impl Manager {
         let slot = gen_.spawned;
         match start_worker(plan, gen_id, slot, &gen_.listener, gen_.cgroup.as_deref()) {
             Ok((pid, status, output)) => {
+                let port = match gen_.listener {
+                    Listener::Tcp { port } => format!(", PORT={port}"),
+                    Listener::Unix { .. } => String::new(),
+                };
                 let text = format!(
-                    "generation {gen_id}: started worker pid {pid} as user {} ({})",
+                    "generation {gen_id}: started worker pid {pid} as user {} ({}{port})",
                     plan.user,
                     plan.argv.join(" ")
                 );
@@ -417,7 +489,7 @@ impl Manager {
                 w.status = None;
             }
         }
-        let _ = std::fs::remove_file(&gen_.path);
+        gen_.listener.remove_socket();
     }
 
     /// The starting generation of `name` failed.
@@ -478,14 +550,37 @@ impl Manager {
         if !all_ready {
             return;
         }
-        let stable = Path::new(&self.plan.runtime_dir).join(format!("{name}.sock"));
-        if let Err(e) = std::fs::rename(&gen_.path, &stable) {
-            let why = format!("cannot rename {} over {}: {e}", gen_.path.display(), stable.display());
+        let runtime_dir = Path::new(&self.plan.runtime_dir);
+        let stable = runtime_dir.join(format!("{name}.sock"));
+        let switched = match &mut gen_.listener {
+            Listener::Unix { path, .. } => match std::fs::rename(&*path, &stable) {
+                Ok(()) => {
+                    *path = stable;
+                    // A listen=tcp generation before this one: its port is
+                    // not the group's any more.
+                    unpublish_port(runtime_dir, name);
+                    Ok(())
+                }
+                Err(e) => Err(format!("cannot rename {} over {}: {e}", path.display(), stable.display())),
+            },
+            Listener::Tcp { port } => {
+                // Checked again at the switch (the program may have gone
+                // since it was seen ready).
+                match tcp::who_listens(*port, gen_.plan.uid) {
+                    tcp::Owner::Group { .. } => publish_port(runtime_dir, name, *port)
+                        .map(|()| {
+                            let _ = std::fs::remove_file(&stable);
+                        })
+                        .map_err(|e| format!("cannot publish port {port} in {}: {e}", runtime_dir.display())),
+                    other => Err(format!("at the switch, 127.0.0.1:{port} is {}", describe_owner(other, &gen_.plan))),
+                }
+            }
+        };
+        if let Err(why) = switched {
             self.fail_starting(name, &why);
             return;
         }
         gen_.phase = Phase::Serving;
-        gen_.path = stable;
         mark_up(Path::new(&self.plan.runtime_dir), name);
         let (new_id, log, count) = (gen_.id, gen_.plan.error_log.clone(), gen_.workers.len());
         group.failures = 0;
@@ -535,7 +630,7 @@ impl Manager {
         // A connect that found the old socket just before the rename may
         // still be on its way into the backlog: give it QUIET_GRACE.
         let settled = matches!(gen_.phase, Phase::Draining { since, .. } if since.elapsed() >= QUIET_GRACE);
-        if gen_.quiet_termed || gen_.plan.ready_message || !settled || procs::has_pending(&gen_.listener) {
+        if gen_.quiet_termed || gen_.plan.ready_message || !settled || gen_.listener.has_pending(gen_.plan.uid) {
             return;
         }
         gen_.quiet_termed = true;
@@ -648,6 +743,11 @@ impl Manager {
             return;
         };
         gen_.workers.retain(|p| *p != pid);
+        if let (Listener::Tcp { .. }, Phase::Serving) = (&gen_.listener, gen_.phase) {
+            // Its port is free now, and anyone may bind it: no request goes
+            // there until a replacement listens on it as the group's user.
+            unpublish_port(Path::new(&self.plan.runtime_dir), &name);
+        }
         let (gen_id, left) = (gen_.id, gen_.workers.len());
         let stage = match gen_.phase {
             Phase::Starting => policy::Stage::Starting,
@@ -809,9 +909,16 @@ impl Manager {
         let now = Instant::now();
         let names: Vec<String> = self.groups.keys().cloned().collect();
         for name in names {
-            // Settled workers that cannot say READY.
+            // Programs on a port: ready once the group's user listens there.
+            self.look_at_ports(&name);
+            // Settled workers that cannot say READY (on a Unix socket).
             let settle = Duration::from_millis(SETTLE_MS);
-            let pids: Vec<Pid> = self.groups[&name].generations.iter().flat_map(|g| g.workers.clone()).collect();
+            let pids: Vec<Pid> = self.groups[&name]
+                .generations
+                .iter()
+                .filter(|g| matches!(g.listener, Listener::Unix { .. }))
+                .flat_map(|g| g.workers.clone())
+                .collect();
             for pid in pids {
                 let quiet = self.groups[&name]
                     .generations
@@ -830,7 +937,13 @@ impl Manager {
             if let Some(g) = group.generation(|p| p == Phase::Starting) {
                 let limit = Duration::from_millis(g.plan.startup_timeout_ms);
                 if g.started.elapsed() > limit {
-                    let why = format!("not every worker became ready within startup-timeout ({} s)", limit.as_secs());
+                    let mut why =
+                        format!("not every worker became ready within startup-timeout ({} s)", limit.as_secs());
+                    if let Listener::Tcp { port } = g.listener {
+                        why.push_str(&format!(
+                            ": nothing accepted connections on 127.0.0.1:{port}, the port in its PORT (the program must listen on 127.0.0.1 or 0.0.0.0 at $PORT; a slow starter needs a longer startup-timeout)"
+                        ));
+                    }
                     self.fail_starting(&name, &why);
                 }
             }
@@ -945,6 +1058,63 @@ impl Manager {
         self.write_status(now);
     }
 
+    /// `listen=tcp`: a program that is not ready yet (of a starting
+    /// generation, or the replacement of one that died in a serving one) is
+    /// ready once a connection to its port is accepted and the listener
+    /// there is the group user's; then a serving generation's port is
+    /// published again. A listener of another user on the port (a squatter,
+    /// or the program handing it to another user) is refused: the starting
+    /// generation fails (back-off, then a new port); a serving one drains
+    /// and a new generation starts on a new port.
+    fn look_at_ports(&mut self, name: &str) {
+        let Some(group) = self.groups.get(name) else {
+            return;
+        };
+        let mut waiting = Vec::new();
+        for g in &group.generations {
+            let (Listener::Tcp { port }, Phase::Starting | Phase::Serving) = (&g.listener, g.phase) else {
+                continue;
+            };
+            for pid in &g.workers {
+                if self.workers.get(pid).is_some_and(|w| !w.ready && w.role != Role::Retiring) {
+                    waiting.push((g.id, g.phase, *port, *pid, g.plan.clone()));
+                }
+            }
+        }
+        for (gen_id, phase, port, pid, plan) in waiting {
+            match tcp::who_listens(port, plan.uid) {
+                tcp::Owner::Nobody => {}
+                tcp::Owner::Group { .. } => {
+                    if !tcp::answers(port) {
+                        continue;
+                    }
+                    self.worker_ready(pid);
+                    if phase == Phase::Serving {
+                        if let Err(e) = publish_port(Path::new(&self.plan.runtime_dir), name, port) {
+                            pd_log!(id::GENERATION_FAILED, group = %name, log = %plan.error_log, generation = gen_id, "cannot publish port {port}: {e}");
+                        }
+                    }
+                }
+                other => {
+                    let why = format!(
+                        "127.0.0.1:{port} (PORT of worker pid {pid}) is {}; no request is sent there",
+                        describe_owner(other, &plan)
+                    );
+                    pd_log!(id::PORT_REFUSED, group = %name, log = %plan.error_log, generation = gen_id, pid = pid.as_raw(), reason = %why, "generation {gen_id}: {why}");
+                    if phase == Phase::Starting {
+                        self.fail_starting(name, &why);
+                    } else {
+                        self.note(name, status::Kind::Generation, "port-refused", &why);
+                        unpublish_port(Path::new(&self.plan.runtime_dir), name);
+                        self.drain(name, gen_id);
+                        self.start_generation(name);
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
     /// Everything stops: `apachectl stop` or `graceful-stop`, or httpd is
     /// gone. Workers first get EOF on their status channel (finish what you
     /// hold, then exit); whoever is left after a second gets SIGTERM, and
@@ -1010,10 +1180,11 @@ impl Manager {
             self.reap();
             std::thread::sleep(Duration::from_millis(10));
         }
-        for g in self.groups.values() {
+        for (name, g) in &self.groups {
             for gen_ in &g.generations {
-                let _ = std::fs::remove_file(&gen_.path);
+                gen_.listener.remove_socket();
             }
+            unpublish_port(Path::new(&self.plan.runtime_dir), name);
         }
         crate::os::exit_now(0);
     }

@@ -3,7 +3,7 @@
 //! replacement ready before the old worker stops, and retiring idle
 //! workers above MIN. The rules are `policy`'s; this applies them.
 
-use super::procs::{has_pending, io_calls, resident_bytes, signal_worker};
+use super::procs::{io_calls, resident_bytes, signal_worker};
 use super::status::Kind;
 use super::{Manager, Phase, Role, id, policy};
 use crate::config::plan::DEFAULT_INACTIVITY_MS;
@@ -69,6 +69,20 @@ impl Manager {
             return;
         };
         let (min, log) = (gen_.plan.processes, gen_.plan.error_log.clone());
+        if let super::Listener::Tcp { .. } = gen_.listener {
+            // One program on one port: its replacement cannot bind that
+            // port beside it, so it comes as a new generation on a new port
+            // (the old one drains once the new one serves), as at a graceful
+            // restart.
+            if self.groups.get(&name).is_some_and(|g| g.generation(|p| p == Phase::Starting).is_some()) {
+                return;
+            }
+            pd_log!(id::RECYCLE, group = %name, log = %log, generation = gen_id, pid = pid.as_raw(), reason = reason, "recycling worker pid {pid} ({reason}): a new generation starts on a new port; pid {pid} serves until it is ready");
+            self.note(&name, Kind::Recycle, &reason_key(reason), &format!("worker pid {pid}: {reason}"));
+            self.note(&name, Kind::Generation, "recycle", reason);
+            self.start_generation(&name);
+            return;
+        }
         let others: Vec<&super::Worker> =
             gen_.workers.iter().filter(|p| **p != pid).filter_map(|p| self.workers.get(p)).collect();
         if others.iter().any(|o| matches!(o.role, Role::Replacing(_))) {
@@ -137,8 +151,8 @@ impl Manager {
                 continue;
             };
             let idle = gen_.workers.iter().all(|p| self.workers.get(p).is_none_or(|w| w.role == Role::Retiring));
-            if idle {
-                if let Ok(fd) = std::os::fd::AsFd::as_fd(&gen_.listener).try_clone_to_owned() {
+            if let (true, super::Listener::Unix { socket, .. }) = (idle, &gen_.listener) {
+                if let Ok(fd) = std::os::fd::AsFd::as_fd(socket).try_clone_to_owned() {
                     out.push((name.clone(), fd));
                 }
             }
@@ -167,7 +181,7 @@ impl Manager {
             .filter(|p| self.workers.get(p).is_some_and(|w| w.role != Role::Retiring))
             .collect();
         let starting = live.iter().filter(|p| self.workers.get(p).is_some_and(|w| !w.ready)).count() as u32;
-        let waiting_now = (live.len() as u32) < max && has_pending(&gen_.listener);
+        let waiting_now = (live.len() as u32) < max && gen_.listener.has_pending(gen_.plan.uid);
         let pool = policy::Pool {
             min,
             max,

@@ -123,3 +123,31 @@ pub fn mark_down(dir: &Path, group: &str, why: &str) {
 pub fn mark_up(dir: &Path, group: &str) {
     let _ = std::fs::remove_file(dir.join(format!("{group}.down")));
 }
+
+/// `RUNTIME/GROUP.port`: where Apache's children find the serving
+/// generation of a `listen=tcp` group (`PORT\n`). Replaced by rename, as
+/// a new generation's socket is renamed over `GROUP.sock`: a reader sees
+/// the old port or the new one, never half a file.
+pub fn port_file(dir: &Path, group: &str) -> std::path::PathBuf {
+    dir.join(format!("{group}.port"))
+}
+
+/// Publishes `port` as the serving generation's of `group`.
+pub fn publish_port(dir: &Path, group: &str, port: u16) -> std::io::Result<()> {
+    let tmp = dir.join(format!(".{group}.port.tmp"));
+    let _ = std::fs::remove_file(&tmp);
+    let written = std::fs::write(&tmp, format!("{port}\n"))
+        .and_then(|()| std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644)))
+        .and_then(|()| std::fs::rename(&tmp, port_file(dir, group)));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
+}
+
+/// No port for `group` (its program is gone, or it listens on its Unix
+/// socket now): Apache's requests wait for the next one, or fail at
+/// queue-timeout, instead of going to a port someone else may bind.
+pub fn unpublish_port(dir: &Path, group: &str) {
+    let _ = std::fs::remove_file(port_file(dir, group));
+}

@@ -113,6 +113,10 @@ impl Manager {
                     id: gen_.id,
                     phase: phase.into(),
                     age_ms: gen_.started.elapsed().as_millis() as u64,
+                    port: match gen_.listener {
+                        super::Listener::Tcp { port } => Some(port),
+                        super::Listener::Unix { .. } => None,
+                    },
                 });
                 for pid in &gen_.workers {
                     let Some(w) = self.workers.get(pid) else { continue };

@@ -45,6 +45,10 @@ pub struct Worker<'a> {
     /// The path fd 3 is bound to (`PROCD_SOCKET`), for programs of the
     /// `http` protocol: to show, not to bind (see PROTOCOL.md).
     pub socket: Option<&'a str>,
+    /// `listen=tcp` (`http` only): the loopback port this generation's
+    /// program must bind on 127.0.0.1, passed in `PORT` and `PROCD_PORT`;
+    /// then there is no listening socket (fd 3 is /dev/null, no `LISTEN_*`).
+    pub port: Option<u16>,
     /// This worker's place among its generation's `processes` (`slot` of
     /// `slots`): FastCGI workers recycle after staggered counts.
     pub slot: u32,
@@ -91,6 +95,11 @@ pub fn environment(base: &[(String, String)], w: &Worker<'_>) -> Vec<(String, St
         ours.into_iter()
             .filter(|(k, _)| !k.starts_with("LISTEN_"))
             .chain([("PHP_FCGI_CHILDREN", "0".to_string()), ("PHP_FCGI_MAX_REQUESTS", max)])
+            .collect()
+    } else if let Some(port) = w.port {
+        ours.into_iter()
+            .filter(|(k, _)| !k.starts_with("LISTEN_"))
+            .chain([("PORT", port.to_string()), ("PROCD_PORT", port.to_string())])
             .collect()
     } else {
         ours.into_iter().collect()
@@ -156,6 +165,7 @@ mod tests {
             slot: 0,
             slots: 1,
             socket: Some("/run/procd/generations/shop.3.sock"),
+            port: None,
         };
         let env = environment(&base, &w);
         let get = |k: &str| env.iter().filter(|(n, _)| n == k).map(|(_, v)| v.as_str()).collect::<Vec<_>>();
@@ -166,6 +176,32 @@ mod tests {
         assert_eq!(get("PROCD_APP"), ["/srv/app.wsgi"]);
         assert_eq!(get("PROCD_SOCKET"), ["/run/procd/generations/shop.3.sock"]);
         assert!(says_ready(b"READY\n") && says_ready(b"hello\nREADY\n") && !says_ready(b"NOT READY\n"));
+    }
+
+    #[test]
+    fn tcp_programs_get_port_and_no_listen_fds() {
+        let base = vec![("PORT".to_string(), "80".to_string()), ("LISTEN_FDS".to_string(), "1".to_string())];
+        let w = Worker {
+            group: "jsp",
+            generation: 7,
+            protocol: "http",
+            threads: 1,
+            app: None,
+            script_roots: &[],
+            script_extensions: &[],
+            request_timeout_ms: 1000,
+            maximum_requests: 0,
+            slot: 0,
+            slots: 1,
+            socket: None,
+            port: Some(41234),
+        };
+        let env = environment(&base, &w);
+        let get = |k: &str| env.iter().filter(|(n, _)| n == k).map(|(_, v)| v.as_str()).collect::<Vec<_>>();
+        assert_eq!(get("PORT"), ["41234"]);
+        assert_eq!(get("PROCD_PORT"), ["41234"]);
+        assert!(get("LISTEN_FDS").is_empty() && get("LISTEN_FDNAMES").is_empty() && get("PROCD_SOCKET").is_empty());
+        assert_eq!(get("PROCD_GENERATION"), ["7"]);
     }
 
     #[test]
@@ -185,6 +221,7 @@ mod tests {
             slot: 0,
             slots: 1,
             socket: None,
+            port: None,
         };
         let env = environment(&base, &w);
         let get = |k: &str| env.iter().filter(|(n, _)| n == k).map(|(_, v)| v.as_str()).collect::<Vec<_>>();

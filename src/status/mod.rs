@@ -215,6 +215,9 @@ pub struct GenerationState {
     /// starting, serving, draining
     pub phase: String,
     pub age_ms: u64,
+    /// `listen=tcp` groups: the loopback port its program listens on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -233,7 +236,8 @@ pub struct WorkerState {
 /// Counters of what the manager did to a group, by reason.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Events {
-    /// New generations: start, graceful-restart, restart-file, retry.
+    /// New generations: start, graceful-restart, restart-file, retry, and
+    /// for `listen=tcp` groups recycle and port-refused.
     pub generations: BTreeMap<String, u64>,
     /// Recycled workers: maximum-requests, memory-limit, lifetime, request-timeout ...
     pub recycles: BTreeMap<String, u64>,

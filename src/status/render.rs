@@ -570,7 +570,10 @@ fn group_html(o: &mut String, r: &Report, g: &GroupView) {
     let gens = s
         .generations
         .iter()
-        .map(|x| format!("{} ({}, {})", x.id, html_escape(&x.phase), duration_ms(x.age_ms)))
+        .map(|x| {
+            let port = x.port.map_or(String::new(), |p| format!(", port {p}"));
+            format!("{} ({}, {}{port})", x.id, html_escape(&x.phase), duration_ms(x.age_ms))
+        })
         .collect::<Vec<_>>()
         .join("; ");
     let _ = write!(o, "<div>generations</div><div>{}</div>", if gens.is_empty() { "none".into() } else { gens });
@@ -699,7 +702,7 @@ mod tests {
             language: "python".into(),
             protocol: "procd".into(),
             user: "<shop>".into(),
-            generations: vec![GenerationState { id: 3, phase: "serving".into(), age_ms: 5000 }],
+            generations: vec![GenerationState { id: 3, phase: "serving".into(), age_ms: 5000, port: None }],
             workers: vec![WorkerState {
                 pid: 42,
                 generation: 3,

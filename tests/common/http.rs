@@ -3,6 +3,7 @@
 
 use super::apache::Apache;
 use super::apache::wait_until;
+use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -185,9 +186,9 @@ pub fn big_bodies_both_ways(a: &Apache, prefix: &str) {
     }
 }
 
-/// `path` answers "first", pauses about a second, then "second": the first
+/// `path` answers "first", pauses about a second, then `last`: the first
 /// part must reach the client before the last is made.
-pub fn first_part_before_the_last(a: &Apache, path: &str) {
+pub fn first_part_before_the_last(a: &Apache, path: &str, last: &str) {
     let mut s = TcpStream::connect(("127.0.0.1", a.port)).unwrap();
     let t0 = Instant::now();
     write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
@@ -195,8 +196,22 @@ pub fn first_part_before_the_last(a: &Apache, path: &str) {
     let total = t0.elapsed();
     let first = first_at.unwrap_or_else(|| a.fail(&format!("{path}: no first part in {text:?}")));
     eprintln!("{path}: first part after {} ms, all after {} ms", first.as_millis(), total.as_millis());
-    if first > Duration::from_millis(700) || total < Duration::from_millis(900) || !text.contains("second") {
+    if first > Duration::from_millis(700) || total < Duration::from_millis(900) || !text.contains(last) {
         a.fail(&format!("{path}: first part at {first:?}, end at {total:?}: {text:?}"));
+    }
+}
+
+/// `path` answers 413 without reading the body of a POST that expects
+/// `100 Continue`: the client gets the 413 and no 100 Continue.
+pub fn refused_without_100_continue(a: &Apache, path: &str) {
+    let mut s = TcpStream::connect(("127.0.0.1", a.port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(s, "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\nExpect: 100-continue\r\n\r\n").unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out);
+    if !text.starts_with("HTTP/1.1 413") || text.contains("100 Continue") {
+        a.fail(&format!("expected a bare 413: {text}"));
     }
 }
 
@@ -204,16 +219,7 @@ pub fn first_part_before_the_last(a: &Apache, path: &str) {
 /// so the client gets no 100 Continue; `PREFIX/upload` reads the body, so
 /// 100 Continue comes first, then the answer.
 pub fn expect_100_continue_end_to_end(a: &Apache, prefix: &str) {
-    let mut s = TcpStream::connect(("127.0.0.1", a.port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    write!(s, "POST {prefix}/reject HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\nExpect: 100-continue\r\n\r\n")
-        .unwrap();
-    let mut out = Vec::new();
-    let _ = s.read_to_end(&mut out);
-    let text = String::from_utf8_lossy(&out);
-    if !text.starts_with("HTTP/1.1 413") || text.contains("100 Continue") {
-        a.fail(&format!("expected a bare 413: {text}"));
-    }
+    refused_without_100_continue(a, &format!("{prefix}/reject"));
     let mut s = TcpStream::connect(("127.0.0.1", a.port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     write!(
@@ -235,16 +241,18 @@ pub fn expect_100_continue_end_to_end(a: &Apache, prefix: &str) {
 }
 
 /// Five `apachectl graceful` under 4 clients asking `PREFIX/whoami?s=0.05`
-/// (whose answer starts with the worker's generation) until after the
-/// last: no request fails, answers come from at least 5 generations, no
-/// generation was signalled (PD0207) or failed to start (PD0205).
-pub fn five_gracefuls_under_load(a: &mut Apache, group: &str, prefix: &str) {
+/// (whose answer starts with the worker's generation, or with anything
+/// that differs between generations) until after the last: no request
+/// fails, answers come from at least 5 generations, no generation was
+/// signalled (PD0207) or failed to start (PD0205). Returns the first words
+/// of the answers.
+pub fn five_gracefuls_under_load(a: &mut Apache, group: &str, prefix: &str) -> BTreeSet<String> {
     let path = format!("{prefix}/whoami?s=0.05");
     let serving = format!("PD0204: group {group}: generation");
     let stop = Arc::new(AtomicBool::new(false));
     let ok = Arc::new(AtomicUsize::new(0));
     let failures = Arc::new(Mutex::new(Vec::<String>::new()));
-    let generations = Arc::new(Mutex::new(std::collections::BTreeSet::<String>::new()));
+    let generations = Arc::new(Mutex::new(BTreeSet::<String>::new()));
     let clients: Vec<_> = (0..4)
         .map(|_| {
             let (stop, ok, failures, generations, port) =
@@ -299,4 +307,5 @@ pub fn five_gracefuls_under_load(a: &mut Apache, group: &str, prefix: &str) {
     if a.log_count("PD0207") > 0 || a.log_count("PD0205") > 0 {
         a.fail("a generation was signalled (PD0207) or failed to start (PD0205)");
     }
+    generations
 }

@@ -9,7 +9,8 @@
 //!
 //! Modules: `apache` (the instance), `procs` (/proc inspection), `users`
 //! (system users and groups), `http` (the HTTP client), `logs` (times of
-//! error-log lines), `echo` (the echo worker's line protocol). Everything
+//! error-log lines), `echo` (the echo worker's line protocol), `ws` (a
+//! WebSocket client). Everything
 //! is re-exported here, so tests `use common::*;`.
 
 #![allow(dead_code)]
@@ -20,6 +21,7 @@ pub mod http;
 pub mod logs;
 pub mod procs;
 pub mod users;
+pub mod ws;
 
 // Not every test binary uses every module.
 #[allow(unused_imports)]
@@ -34,3 +36,5 @@ pub use logs::*;
 pub use procs::*;
 #[allow(unused_imports)]
 pub use users::*;
+#[allow(unused_imports)]
+pub use ws::*;

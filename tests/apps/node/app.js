@@ -1,7 +1,8 @@
 // An HTTP program for mod_procd's `http` protocol (no npm dependencies).
 //
 // Under mod_procd it serves on the listening socket the manager passes as
-// fd 3 (LISTEN_FDS=1); run by hand, on PORT (default 8080):
+// fd 3 (LISTEN_FDS=1); with listen=tcp, and run by hand, on PORT
+// (default 8080) on 127.0.0.1:
 //   PORT=8080 node app.js
 // The URL it sees is the one the client asked for, mount prefix included;
 // X-Forwarded-Prefix names the prefix, and routes are matched below it.
@@ -26,7 +27,7 @@ const routes = {
       body: data.toString('latin1'),
       pid: process.pid,
       env: pick(process.env, ['PROCD_GROUP', 'PROCD_GENERATION', 'PROCD_PROTOCOL', 'PROCD_SOCKET',
-        'LISTEN_FDS', 'LISTEN_PID', 'LISTEN_FDNAMES', 'USER', 'HOME']),
+        'LISTEN_FDS', 'LISTEN_PID', 'LISTEN_FDNAMES', 'USER', 'HOME', 'PORT', 'PROCD_PORT']),
     });
   }),
 
