@@ -268,24 +268,41 @@ fn every_failure_has_its_status_and_log_line() {
     }
 }
 
-#[test]
-fn queue_and_request_timeouts() {
+/// A group `one` (mounted at /one) of a single one-thread worker, with
+/// `opts` on its LanguageGroup line and `more` after it; started and ready.
+fn one_worker(name: &str, opts: &str, more: &str) -> Apache {
     ensure_user("procd-test-a");
-    let conf = "LanguageGroup one language=python processes=1 threads=1 queue-timeout=1 request-timeout=3 user=procd-test-a app=@DIR@/wsgi_app.py\nLanguageMount /one one\n";
-    let mut a = Apache::new("wsgi-timeouts", Mpm::Event, conf);
+    let conf = format!(
+        "LanguageGroup one language=python processes=1 threads=1 {opts} user=procd-test-a app=@DIR@/wsgi_app.py\nLanguageMount /one one\n{more}"
+    );
+    let mut a = Apache::new(name, Mpm::Event, &conf);
     std::fs::copy(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/apps/wsgi_app.py"), a.dir.join("wsgi_app.py")).unwrap();
     a.start();
     wait_until(Duration::from_secs(10), || a.get("/one/env").status == 200);
-    // The only worker is busy for 2 s: a second request waits 1 s, then 503.
+    a
+}
+
+/// Keeps `one_worker`'s worker busy for `secs` seconds from a thread (its
+/// answer is the thread's result); returns 0.3 s later.
+fn keep_busy(a: &Apache, secs: u32) -> std::thread::JoinHandle<String> {
     let port = a.port;
     let busy = std::thread::spawn(move || {
         let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-        s.write_all(b"GET /one/sleep?s=2 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+        s.write_all(format!("GET /one/sleep?s={secs} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+            .unwrap();
         let mut out = String::new();
         s.read_to_string(&mut out).unwrap();
         out
     });
     std::thread::sleep(Duration::from_millis(300));
+    busy
+}
+
+#[test]
+fn queue_and_request_timeouts() {
+    let mut a = one_worker("wsgi-timeouts", "queue-timeout=1 request-timeout=3", "");
+    // The only worker is busy for 2 s: a second request waits 1 s, then 503.
+    let busy = keep_busy(&a, 2);
     let t0 = Instant::now();
     let r = a.get("/one/env");
     let waited = t0.elapsed();
@@ -479,26 +496,13 @@ fn request_headers_near_the_frame_limit() {
 
 #[test]
 fn access_log_can_show_the_queue_wait_and_the_worker() {
-    ensure_user("procd-test-a");
-    let conf = "LanguageGroup one language=python processes=1 threads=1 user=procd-test-a app=@DIR@/wsgi_app.py\n\
-                LanguageMount /one one\n\
-                CustomLog \"@DIR@/queue.log\" \"%U %{procd-queue-us}n %{procd-worker}n\"\n";
-    let mut a = Apache::new("wsgi-queue-note", Mpm::Event, conf);
-    std::fs::copy(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/apps/wsgi_app.py"), a.dir.join("wsgi_app.py")).unwrap();
-    a.start();
-    wait_until(Duration::from_secs(10), || a.get("/one/env").status == 200);
+    let mut a =
+        one_worker("wsgi-queue-note", "", "CustomLog \"@DIR@/queue.log\" \"%U %{procd-queue-us}n %{procd-worker}n\"\n");
     // The only worker is busy for 1 s: a request sent 0.3 s later waits
     // about 0.7 s for it.
-    let port = a.port;
-    let busy = std::thread::spawn(move || {
-        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-        s.write_all(b"GET /one/sleep?s=1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).unwrap();
-    });
-    std::thread::sleep(Duration::from_millis(300));
+    let busy = keep_busy(&a, 1);
     let r = a.get("/one/whoami");
-    busy.join().unwrap();
+    let _ = busy.join();
     let pid = r.text().trim().rsplit("pid=").next().unwrap_or("").to_string();
     let log = std::fs::read_to_string(a.dir.join("queue.log")).unwrap_or_default();
     let line = log.lines().find(|l| l.starts_with("/one/whoami ")).unwrap_or("").to_string();
