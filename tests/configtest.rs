@@ -72,8 +72,24 @@ fn language_group_option_errors() {
         ),
         case(
             "listen-tcp-processes",
-            "LanguageGroup a language=http listen=tcp processes=2 command=/bin/sh",
+            "LanguageGroup a language=http listen=tcp processes=2 command=/bin/sh user=daemon",
             &["processes=2 is not possible with listen=tcp", "use processes=1"],
+        ),
+        // Apache's user is every Apache child's (and mod_php's): it could
+        // take over the port.
+        case(
+            "listen-tcp-apache-user",
+            "LanguageGroup a language=http listen=tcp command=/bin/sh",
+            &[
+                "LanguageGroup a (at",
+                "listen=tcp with no user= runs the program as Apache's own user www-data",
+                "give the group its own user=",
+            ],
+        ),
+        case(
+            "listen-tcp-www-data",
+            "LanguageGroup a language=http listen=tcp command=/bin/sh user=www-data",
+            &["listen=tcp with user=www-data runs the program as Apache's own user www-data", "own user="],
         ),
         case(
             "unknown-language",
