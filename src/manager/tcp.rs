@@ -191,10 +191,27 @@ fn read_table(path: &str) -> String {
     }
 }
 
-/// Who listens on 127.0.0.1:`port`, for a group of user `uid`.
+/// The kernel's socket tables as read once (bounded), to judge any
+/// number of ports: the manager reads them once per tick.
+pub struct Tables {
+    v4: String,
+    v6: String,
+}
+
+impl Tables {
+    pub fn read() -> Tables {
+        Tables { v4: read_table("/proc/net/tcp"), v6: read_table("/proc/net/tcp6") }
+    }
+
+    /// Who listens on 127.0.0.1:`port`, for a group of user `uid`.
+    pub fn owner(&self, port: u16, uid: u32) -> Owner {
+        owner_in([self.v4.as_str(), self.v6.as_str()], port, uid)
+    }
+}
+
+/// Who listens on 127.0.0.1:`port`, for a group of user `uid`, now.
 pub fn who_listens(port: u16, uid: u32) -> Owner {
-    let (v4, v6) = (read_table("/proc/net/tcp"), read_table("/proc/net/tcp6"));
-    owner_in([v4.as_str(), v6.as_str()], port, uid)
+    Tables::read().owner(port, uid)
 }
 
 /// Whether a connection to 127.0.0.1:`port` is accepted (the handshake
