@@ -231,13 +231,20 @@ fn node_on_a_port_under_worker_and_prefork() {
     }
 }
 
+/// (It says READY on fd 4 first: on a port that counts for nothing, only
+/// the port checks make a program ready.)
 #[test]
 fn a_program_that_never_listens_fails_at_startup_timeout() {
-    let mut a = start(
+    let mut a = Apache::new(
         "tcp-never",
-        "LanguageGroup never language=http listen=tcp command=\"/bin/sleep 1000\" user=procd-test-a \
+        Mpm::Event,
+        "LanguageGroup never language=http listen=tcp command=\"/bin/sh @DIR@/never.sh\" user=procd-test-a \
          startup-timeout=2 queue-timeout=2\nLanguageMount /never never\n",
     );
+    ensure_user("procd-test-a");
+    std::fs::write(a.dir.join("never.sh"), "echo READY >&4\nexec sleep 1000\n").unwrap();
+    let _ = std::process::Command::new("chmod").args(["-R", "a+rX"]).arg(&a.dir).status();
+    a.start();
     if !wait_until(Duration::from_secs(10), || a.log_count("PD0203: group never") >= 1) {
         a.fail("no back-off after startup-timeout");
     }
