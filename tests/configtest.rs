@@ -356,6 +356,30 @@ fn configtest_within(a: &Apache, limit: std::time::Duration) -> Option<(std::pro
     status.map(|s| (s, stderr))
 }
 
+/// A listen=tcp group passes with a warning: its port is open to every
+/// local user, past Apache's access rules.
+#[test]
+fn listen_tcp_is_warned_about() {
+    ensure_user("procd-test-a");
+    let a = Apache::new(
+        "listen-tcp-warning",
+        Mpm::Event,
+        "LanguageGroup a language=http listen=tcp command=/bin/sh user=procd-test-a\nLanguageMount /a a",
+    );
+    let (ok, out) = a.configtest();
+    assert!(ok, "{out}");
+    for expected in [
+        "PD0103",
+        "LanguageGroup a (at",
+        "uses listen=tcp: any local user",
+        "bypassing Apache's access rules",
+        "X-Forwarded-*",
+        "Use listen=unix where the program supports it",
+    ] {
+        assert!(out.contains(expected), "no {expected:?} in:\n{out}");
+    }
+}
+
 /// The shipped example vhost (every directive) passes configtest.
 #[test]
 fn shipped_example_passes_configtest() {

@@ -52,7 +52,29 @@ pub fn warnings(servers: &[ServerView<'_>], apache_user: &Identity) -> Vec<Strin
             if rest.len() > 20 { format!("{} ...", rest[..20].join(", ")) } else { rest.join(", ") }
         ));
     }
+    lines.extend(tcp_warnings(servers));
     lines
+}
+
+/// Each `listen=tcp` group (from the group or its language): its port is
+/// open to every local user, not only to Apache.
+fn tcp_warnings(servers: &[ServerView<'_>]) -> Vec<String> {
+    let Some(table) = servers.first().and_then(|m| m.config.languages.table().ok()) else {
+        return Vec::new();
+    };
+    let mut seen = std::collections::BTreeSet::new();
+    servers
+        .iter()
+        .flat_map(|s| s.config.groups.iter())
+        .filter(|g| seen.insert(g.name.clone()))
+        .filter(|g| g.listen.or_else(|| table.get(&g.language).map(|l| l.listen)) == Some(Listen::Tcp))
+        .map(|g| {
+            format!(
+                "LanguageGroup {} (at {}) uses listen=tcp: any local user (other tenants, code in Apache's children) can connect to its program's port on 127.0.0.1 directly, bypassing Apache's access rules (Require, authentication, mod_security) and sending any X-Forwarded-* headers it likes; a group's Unix socket (listen=unix) admits only Apache. Use listen=unix where the program supports it, or make the program trust no request headers and check access itself",
+                g.name, g.declared_at
+            )
+        })
+        .collect()
 }
 
 /// Runs every cross-check; returns one sentence per problem (empty: fine).
@@ -419,6 +441,23 @@ mod tests {
             errors[1].starts_with("LanguageGroup many (at t.conf:3): processes=2-4 is not possible with listen=tcp")
         );
         assert!(errors[1].contains("use processes=1"), "{}", errors[1]);
+    }
+
+    #[test]
+    fn every_tcp_group_is_warned_about_direct_connections() {
+        let mut main = ServerConfig::default();
+        main.apply("LanguageGroup", "port language=http listen=tcp user=daemon command=/bin/sh", &ctx(1)).unwrap();
+        main.apply("LanguageGroup", "sock language=http user=daemon command=/bin/sh", &ctx(2)).unwrap();
+        let views =
+            [ServerView { label: "the main server".into(), config: &main, error_log: None, document_root: None }];
+        let lines: Vec<String> = warnings(&views, &nobody()).into_iter().filter(|l| l.contains("listen=tcp")).collect();
+        assert_eq!(lines.len(), 1, "{lines:#?}");
+        assert!(lines[0].starts_with("LanguageGroup port (at t.conf:1) uses listen=tcp: any local user"), "{lines:?}");
+        for said in
+            ["bypassing Apache's access rules", "X-Forwarded-*", "Use listen=unix where the program supports it"]
+        {
+            assert!(lines[0].contains(said), "no {said:?} in {}", lines[0]);
+        }
     }
 
     /// A port is the group's only while no other process has its uid:
