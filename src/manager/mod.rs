@@ -336,6 +336,21 @@ impl Manager {
             pd_log!(level: Level::Error, id::MANAGER, "cannot prepare the runtime dir {}: {e}; groups cannot start", plan.runtime_dir);
         }
         let old_dir = std::mem::replace(&mut self.plan, plan);
+        if old_dir.runtime_dir != self.plan.runtime_dir {
+            // A new manager (the old plan is empty), or a new runtime dir:
+            // no port published there is this manager's, and the ports it
+            // published in the old one are not read any more. Serving
+            // generations publish theirs again at the next tick.
+            runtime::remove_port_files(Path::new(&self.plan.runtime_dir));
+            if !old_dir.runtime_dir.is_empty() {
+                runtime::remove_port_files(Path::new(&old_dir.runtime_dir));
+            }
+            for g in self.groups.values_mut().flat_map(|g| g.generations.iter_mut()) {
+                if std::mem::replace(&mut g.shown, Shown::Hidden) == Shown::Deaf && !old_dir.runtime_dir.is_empty() {
+                    mark_up(Path::new(&old_dir.runtime_dir), &g.plan.name);
+                }
+            }
+        }
         pd_log!(
             id::MANAGER,
             "new configuration: {} group(s), runtime dir {}",
@@ -358,11 +373,6 @@ impl Manager {
         for gp in self.plan.groups.clone() {
             // Starting afresh: requests wait for it rather than fail.
             mark_up(Path::new(&self.plan.runtime_dir), &gp.name);
-            if !self.groups.contains_key(&gp.name) {
-                // A port a previous manager published: its program is gone,
-                // and anyone may listen there now.
-                unpublish_port(Path::new(&self.plan.runtime_dir), &gp.name);
-            }
             let group = self.groups.entry(gp.name.clone()).or_default();
             let (key, why) = if group.generations.is_empty() && group.events.generations.is_empty() {
                 ("start", "httpd started, or the group is new")

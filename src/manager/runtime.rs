@@ -145,9 +145,55 @@ pub fn publish_port(dir: &Path, group: &str, port: u16) -> std::io::Result<()> {
     written
 }
 
+/// Removes every `*.port` file in `dir` (and a half-written `.*.port.tmp`):
+/// ports published by a manager that is gone (killed with -9, in a runtime
+/// dir that outlives it), or by this one in a runtime dir it no longer
+/// uses; their programs are gone, and anyone may listen there now. By
+/// name: unlink removes a link, never what it points to.
+pub fn remove_port_files(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.ends_with(".port") || (name.starts_with('.') && name.ends_with(".port.tmp")) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
 /// No port for `group` (its program is gone, or it listens on its Unix
 /// socket now): Apache's requests wait for the next one, or fail at
 /// queue-timeout, instead of going to a port someone else may bind.
 pub fn unpublish_port(dir: &Path, group: &str) {
     let _ = std::fs::remove_file(port_file(dir, group));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_files_are_removed_by_name_and_nothing_else() {
+        let base = std::env::temp_dir().join(format!("procd-runtime-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        let (dir, outside) = (base.join("run"), base.join("outside"));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        std::fs::write(outside.join("precious"), "keep").unwrap();
+        publish_port(&dir, "a", 8080).unwrap();
+        std::fs::write(dir.join(".b.port.tmp"), "1").unwrap();
+        std::fs::write(dir.join("a.sock"), "").unwrap();
+        std::fs::write(dir.join("a.down"), "why").unwrap();
+        std::os::unix::fs::symlink(outside.join("precious"), dir.join("link.port")).unwrap();
+        assert_eq!(std::fs::read_to_string(port_file(&dir, "a")).unwrap(), "8080\n");
+        remove_port_files(&dir);
+        let mut left: Vec<String> =
+            std::fs::read_dir(&dir).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+        left.sort();
+        assert_eq!(left, ["a.down", "a.sock"]);
+        assert_eq!(std::fs::read_to_string(outside.join("precious")).unwrap(), "keep");
+        let _ = std::fs::remove_dir_all(&base);
+    }
 }
