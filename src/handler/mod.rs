@@ -126,7 +126,7 @@ impl Target {
     pub(super) fn published(&self) -> PathBuf {
         match self.listen {
             Listen::Unix => self.socket.clone(),
-            Listen::Tcp => self.socket.with_extension("port"),
+            Listen::Tcp => crate::manager::port_file(self.socket.parent().unwrap_or(Path::new("/")), &self.group),
         }
     }
 

@@ -48,7 +48,7 @@ pub use event_loop::run_forked;
 use launch::start_worker;
 use output::{MAX_LINE, OutputBudget, READ_BUDGET, read_some};
 use procs::{describe, own_children, signal_worker};
-pub use runtime::EXITS;
+pub use runtime::{EXITS, port_file};
 use runtime::{
     GENERATIONS, bind_socket, mark_down, mark_up, prepare_runtime_dir, publish_port, restart_mtime, unpublish_port,
 };
