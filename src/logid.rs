@@ -69,7 +69,7 @@ catalogue! {
     PANIC = "PD0002", Crit, "internal error (a Rust panic) in httpd: the directive or request fails, the process goes on";
     CONFIG_CHECK = "PD0101", Crit, "configuration check failure (configtest)";
     MANAGER_RESTARTED = "PD0102", Crit, "the process manager died, could not start, or was restarted by httpd";
-    CONFIG_WARNING = "PD0103", Warn, "configtest warning (a group without user= shares Apache's identity)";
+    CONFIG_WARNING = "PD0103", Warn, "configtest warning (a group without user= shares Apache's identity; a listen=tcp group's port is open to every local user)";
     SIGCHLD_TAKEN = "PD0104", Notice, "another module handles SIGCHLD: graceful restarts keep Apache's one-second refill pause";
     STATUS_SHM = "PD0105", Warn, "procd-status: no shared memory for request counters, or a group without a counter slot";
     MANAGER = "PD0200", Notice, "the manager: configuration received, refused, or a log it cannot open";
@@ -91,6 +91,7 @@ catalogue! {
     RECYCLE = "PD0216", Notice, "a worker is recycled (maximum-requests, memory-limit, lifetime): its replacement starts, then it retires";
     REQUEST_KILLED = "PD0217", Error, "a FastCGI worker held one request past request-timeout: the manager killed it";
     PORT_REFUSED = "PD0218", Error, "a listen=tcp program's port is listened on by another user (squatted): no request goes there, the generation is refused";
+    PORT_DEAF = "PD0219", Warn, "a listen=tcp program runs but nothing listens on its port any more: the port is unpublished (503 at once) until it listens there again";
     SCRIPT_MISSING = "PD0301", Error, "script not found or unable to stat";
     EXECCGI_OFF = "PD0302", Error, "Options ExecCGI is off where the script is";
     GROUP_NOT_HERE = "PD0303", Error, "the group is not declared for this virtual host, or its language is unknown";

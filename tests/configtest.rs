@@ -72,8 +72,24 @@ fn language_group_option_errors() {
         ),
         case(
             "listen-tcp-processes",
-            "LanguageGroup a language=http listen=tcp processes=2 command=/bin/sh",
+            "LanguageGroup a language=http listen=tcp processes=2 command=/bin/sh user=daemon",
             &["processes=2 is not possible with listen=tcp", "use processes=1"],
+        ),
+        // Apache's user is every Apache child's (and mod_php's): it could
+        // take over the port.
+        case(
+            "listen-tcp-apache-user",
+            "LanguageGroup a language=http listen=tcp command=/bin/sh",
+            &[
+                "LanguageGroup a (at",
+                "listen=tcp with no user= runs the program as Apache's own user www-data",
+                "give the group its own user=",
+            ],
+        ),
+        case(
+            "listen-tcp-www-data",
+            "LanguageGroup a language=http listen=tcp command=/bin/sh user=www-data",
+            &["listen=tcp with user=www-data runs the program as Apache's own user www-data", "own user="],
         ),
         case(
             "unknown-language",
@@ -338,6 +354,30 @@ fn configtest_within(a: &Apache, limit: std::time::Duration) -> Option<(std::pro
     };
     let stderr = reader.join().unwrap_or_default();
     status.map(|s| (s, stderr))
+}
+
+/// A listen=tcp group passes with a warning: its port is open to every
+/// local user, past Apache's access rules.
+#[test]
+fn listen_tcp_is_warned_about() {
+    ensure_user("procd-test-a");
+    let a = Apache::new(
+        "listen-tcp-warning",
+        Mpm::Event,
+        "LanguageGroup a language=http listen=tcp command=/bin/sh user=procd-test-a\nLanguageMount /a a",
+    );
+    let (ok, out) = a.configtest();
+    assert!(ok, "{out}");
+    for expected in [
+        "PD0103",
+        "LanguageGroup a (at",
+        "uses listen=tcp: any local user",
+        "bypassing Apache's access rules",
+        "X-Forwarded-*",
+        "Use listen=unix where the program supports it",
+    ] {
+        assert!(out.contains(expected), "no {expected:?} in:\n{out}");
+    }
 }
 
 /// The shipped example vhost (every directive) passes configtest.

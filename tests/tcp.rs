@@ -6,7 +6,9 @@
 //! time, old programs gone after their drain, no failed request; also
 //! under the worker and prefork MPMs), a
 //! program that never listens (startup-timeout), a port another user
-//! squats (refused, PD0218: no request reaches the squatter), and Debian's
+//! squats (refused, PD0218: no request reaches the squatter), a program
+//! that stops listening but runs (PD0219, a prompt 503; another user who
+//! then listens there gets nothing), and Debian's
 //! Tomcat 10 serving a JSP page under /jsp (skipped, with a message, where
 //! Java or tomcat10-common is not installed).
 
@@ -229,13 +231,20 @@ fn node_on_a_port_under_worker_and_prefork() {
     }
 }
 
+/// (It says READY on fd 4 first: on a port that counts for nothing, only
+/// the port checks make a program ready.)
 #[test]
 fn a_program_that_never_listens_fails_at_startup_timeout() {
-    let mut a = start(
+    let mut a = Apache::new(
         "tcp-never",
-        "LanguageGroup never language=http listen=tcp command=\"/bin/sleep 1000\" user=procd-test-a \
+        Mpm::Event,
+        "LanguageGroup never language=http listen=tcp command=\"/bin/sh @DIR@/never.sh\" user=procd-test-a \
          startup-timeout=2 queue-timeout=2\nLanguageMount /never never\n",
     );
+    ensure_user("procd-test-a");
+    std::fs::write(a.dir.join("never.sh"), "echo READY >&4\nexec sleep 1000\n").unwrap();
+    let _ = std::process::Command::new("chmod").args(["-R", "a+rX"]).arg(&a.dir).status();
+    a.start();
     if !wait_until(Duration::from_secs(10), || a.log_count("PD0203: group never") >= 1) {
         a.fail("no back-off after startup-timeout");
     }
@@ -285,22 +294,7 @@ fn a_port_another_user_squats_is_refused() {
     let port = std::fs::read_to_string(&port_file).unwrap().trim().to_string();
     // The squatter: a listener of procd-test-b that reports every
     // connection it is given.
-    let squatter = "import socket, sys\n\
-        s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
-        s.bind(('127.0.0.1', int(sys.argv[1]))); s.listen(16)\n\
-        print('listening', flush=True)\n\
-        while True:\n    c, _ = s.accept(); c.settimeout(1)\n    print('GOT', c.recv(100), flush=True); c.close()\n";
-    let mut child = std::process::Command::new("/usr/bin/python3")
-        .args(["-c", squatter, &port])
-        .uid(uid_of("procd-test-b"))
-        .gid(uid_of("procd-test-b"))
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("start the squatter");
-    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    out.read_line(&mut line).unwrap();
-    assert_eq!(line.trim(), "listening");
+    let (mut child, mut out) = squat(port.parse().unwrap());
     let refused = format!("PD0218: group squat: generation 1: 127.0.0.1:{port}");
     if !wait_until(Duration::from_secs(5), || a.log_count(&refused) == 1) {
         let _ = child.kill();
@@ -323,6 +317,114 @@ fn a_port_another_user_squats_is_refused() {
     }
     if r.status != 503 || seen.contains("GOT") {
         a.fail(&format!("a request reached the squatter ({seen:?}) or was not refused: {}", r.status));
+    }
+    a.stop();
+}
+
+/// A listener of procd-test-b on 127.0.0.1:`port` that reports every
+/// connection it is given ("GOT ..." on its stdout); returns once it listens.
+fn squat(port: u16) -> (std::process::Child, std::io::BufReader<std::process::ChildStdout>) {
+    let squatter = "import socket, sys\n\
+        s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+        s.bind(('127.0.0.1', int(sys.argv[1]))); s.listen(16)\n\
+        print('listening', flush=True)\n\
+        while True:\n    c, _ = s.accept(); c.settimeout(1)\n    print('GOT', c.recv(100), flush=True); c.close()\n";
+    let mut child = std::process::Command::new("/usr/bin/python3")
+        .args(["-c", squatter, &port.to_string()])
+        .uid(uid_of("procd-test-b"))
+        .gid(uid_of("procd-test-b"))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the squatter");
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "listening", "the squatter could not listen on {port}");
+    (child, out)
+}
+
+/// A program that serves, then closes its listener and keeps running (a
+/// supervisor shell, a stopped Tomcat connector): the manager unpublishes
+/// its port within a tick (PD0219), requests get a 503 at once that says
+/// why (not a wait for queue-timeout), and a process of another user that
+/// then listens on the port gets no connection from Apache: the manager
+/// refuses it (PD0218) and starts a new generation on a new port.
+#[test]
+fn a_program_that_stops_listening_gets_a_prompt_503_and_its_port_no_requests() {
+    ensure_user("procd-test-b");
+    let program = "import http.server, os, time\n\
+        served = 0\n\
+        class H(http.server.BaseHTTPRequestHandler):\n\
+        \x20   def do_GET(self):\n\
+        \x20       global served\n\
+        \x20       served += 1\n\
+        \x20       body = b'served %d\\n' % served\n\
+        \x20       self.send_response(200); self.send_header('Content-Length', str(len(body))); self.end_headers()\n\
+        \x20       self.wfile.write(body)\n\
+        s = http.server.HTTPServer(('127.0.0.1', int(os.environ['PORT'])), H)\n\
+        while served < 3:\n\
+        \x20   s.handle_request()\n\
+        s.server_close()\n\
+        print('closed the listener, still running', flush=True)\n\
+        time.sleep(1000)\n";
+    ensure_user("procd-test-a");
+    let mut a = Apache::new(
+        "tcp-deaf",
+        Mpm::Event,
+        "LanguageGroup deaf language=http listen=tcp command=\"/usr/bin/python3 @DIR@/deaf.py\" user=procd-test-a \
+         queue-timeout=10 graceful-timeout=2\nLanguageMount /deaf deaf\n",
+    );
+    std::fs::write(a.dir.join("deaf.py"), program).unwrap();
+    let _ = std::process::Command::new("chmod").args(["-R", "a+rX"]).arg(&a.dir).status();
+    a.start();
+    wait_ok(&a, "/deaf/x", Duration::from_secs(15));
+    let port = *ports(&a, "deaf").first().unwrap_or_else(|| a.fail("no PORT in PD0201"));
+    for _ in 0..2 {
+        let r = a.get("/deaf/x");
+        if r.status != 200 {
+            a.fail(&format!("the program's requests 2 and 3: {} {}", r.status, r.text()));
+        }
+    }
+    // It has closed its listener and sleeps: unpublished, PD0219.
+    if !wait_until(Duration::from_secs(5), || a.log_count("PD0219: group deaf: generation 1:") == 1) {
+        a.fail("no PD0219 line for the program that stopped listening");
+    }
+    if a.socket("deaf").with_extension("port").exists() {
+        a.fail("the port file is still there");
+    }
+    let t0 = Instant::now();
+    let r = a.get("/deaf/x");
+    let took = t0.elapsed();
+    if r.status != 503 || took > Duration::from_secs(2) {
+        a.fail(&format!("expected a prompt 503, got {} after {took:?}", r.status));
+    }
+    let log = a.error_log();
+    if !log.contains(&format!("runs but nothing listens on 127.0.0.1:{port}, the port in its PORT, any more"))
+        || !log.contains("group deaf is not running: its program (worker pid")
+    {
+        a.fail("the log does not say that the program stopped listening, or the 503's line does not");
+    }
+    // Another user listens on the port now: refused, and a new
+    // generation on a new port serves; the squatter gets nothing.
+    let (mut child, mut out) = squat(port);
+    let refused = format!("PD0218: group deaf: generation 1: 127.0.0.1:{port}");
+    if !wait_until(Duration::from_secs(5), || a.log_count(&refused) == 1) {
+        let _ = child.kill();
+        let _ = child.wait();
+        a.fail("no PD0218 line for the port another user took");
+    }
+    let statuses: Vec<u16> = (0..3).map(|_| a.get("/deaf/x").status).collect();
+    let _ = child.kill();
+    let _ = child.wait();
+    let mut seen = String::new();
+    let _ = out.read_to_string(&mut seen);
+    eprintln!("squatter saw: {seen:?}; requests: {statuses:?}");
+    if seen.contains("GOT") {
+        a.fail(&format!("a request reached the squatter: {seen:?}"));
+    }
+    let all = ports(&a, "deaf");
+    if statuses.iter().any(|s| *s != 200) || all.len() != 2 || all[1] == port {
+        a.fail(&format!("after the refusal: {statuses:?}, ports {all:?}"));
     }
     a.stop();
 }

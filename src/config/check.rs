@@ -52,7 +52,29 @@ pub fn warnings(servers: &[ServerView<'_>], apache_user: &Identity) -> Vec<Strin
             if rest.len() > 20 { format!("{} ...", rest[..20].join(", ")) } else { rest.join(", ") }
         ));
     }
+    lines.extend(tcp_warnings(servers));
     lines
+}
+
+/// Each `listen=tcp` group (from the group or its language): its port is
+/// open to every local user, not only to Apache.
+fn tcp_warnings(servers: &[ServerView<'_>]) -> Vec<String> {
+    let Some(table) = servers.first().and_then(|m| m.config.languages.table().ok()) else {
+        return Vec::new();
+    };
+    let mut seen = std::collections::BTreeSet::new();
+    servers
+        .iter()
+        .flat_map(|s| s.config.groups.iter())
+        .filter(|g| seen.insert(g.name.clone()))
+        .filter(|g| g.listen.or_else(|| table.get(&g.language).map(|l| l.listen)) == Some(Listen::Tcp))
+        .map(|g| {
+            format!(
+                "LanguageGroup {} (at {}) uses listen=tcp: any local user (other tenants, code in Apache's children) can connect to its program's port on 127.0.0.1 directly, bypassing Apache's access rules (Require, authentication, mod_security) and sending any X-Forwarded-* headers it likes; a group's Unix socket (listen=unix) admits only Apache. Use listen=unix where the program supports it, or make the program trust no request headers and check access itself",
+                g.name, g.declared_at
+            )
+        })
+        .collect()
 }
 
 /// Runs every cross-check; returns one sentence per problem (empty: fine).
@@ -220,13 +242,18 @@ fn probe_library(program: &Path, args: &[String], library: &super::languages::Li
 }
 
 /// `listen=tcp` (from the group or its language): only for `http`
-/// programs, and one process per generation. The program binds the port
-/// itself, so the manager cannot hand one listener to several processes as
-/// it does a Unix socket; several processes would each need a port of
-/// their own and Apache would have to spread requests over them. A program
-/// that wants several processes runs them itself on the one port (Node's
-/// cluster, gunicorn's workers, Tomcat's threads).
-fn listen_error(g: &GroupConfig, lang: &Language, at: &str) -> Option<String> {
+/// programs, one process per generation, and never as Apache's own user.
+/// The program binds the port itself, so the manager cannot hand one
+/// listener to several processes as it does a Unix socket; several
+/// processes would each need a port of their own and Apache would have to
+/// spread requests over them. A program that wants several processes runs
+/// them itself on the one port (Node's cluster, gunicorn's workers,
+/// Tomcat's threads). The port is the group's only as long as nobody else
+/// has its uid: code in any Apache child (mod_php, a CGI script) runs as
+/// Apache's user, and as that uid could bind the port once the program
+/// leaves it, or share it with `SO_REUSEPORT` (allowed between sockets of
+/// one uid), and receive the site's requests.
+fn listen_error(g: &GroupConfig, lang: &Language, who: &Identity, apache_user: &Identity, at: &str) -> Option<String> {
     let listen = g.listen.unwrap_or(lang.listen);
     if listen != Listen::Tcp {
         return None;
@@ -248,6 +275,16 @@ fn listen_error(g: &GroupConfig, lang: &Language, at: &str) -> Option<String> {
         let given_processes = if p.min == p.max { p.min.to_string() } else { format!("{}-{}", p.min, p.max) };
         return Some(format!(
             "{at}: processes={given_processes} is not possible with {given}: each generation runs one program on a port of its own (the program binds it, so it cannot be shared out); use processes=1 and let the program run several processes on PORT itself (Node's cluster, gunicorn --workers, Tomcat's threads), or use listen=unix, where every process accepts on the group's socket"
+        ));
+    }
+    if who.uid == apache_user.uid {
+        let user = match &g.user {
+            Some(u) => format!("user={}", u.name),
+            None => "no user=".to_string(),
+        };
+        return Some(format!(
+            "{at}: {given} with {user} runs the program as Apache's own user {} (uid {}): code in any Apache child (mod_php, CGI scripts) has that uid too, so it could bind the group's port whenever the program is not listening, or share it with SO_REUSEPORT, and receive the site's requests; give the group its own user= (a user nothing else runs as, e.g. useradd --system NAME), or use listen=unix",
+            apache_user.user, apache_user.uid
         ));
     }
     None
@@ -294,7 +331,7 @@ fn check_group(g: &GroupConfig, table: &BTreeMap<String, Language>, apache_user:
         ));
     }
 
-    errors.extend(listen_error(g, lang, &at));
+    errors.extend(listen_error(g, lang, &who, apache_user, &at));
 
     match g.command.as_ref().or(lang.command.as_ref()).and_then(|c| c.first()) {
         None if lang.protocol == Protocol::Http => errors.push(format!(
@@ -392,7 +429,7 @@ mod tests {
     #[test]
     fn listen_tcp_is_for_one_http_process() {
         let mut main = ServerConfig::default();
-        main.apply("LanguageGroup", "ok language=http listen=tcp command=/bin/sh", &ctx(1)).unwrap();
+        main.apply("LanguageGroup", "ok language=http listen=tcp user=daemon command=/bin/sh", &ctx(1)).unwrap();
         main.apply("LanguageGroup", "py language=python listen=tcp", &ctx(2)).unwrap();
         main.apply("LanguageGroup", "many language=http listen=tcp processes=2-4 command=/bin/sh", &ctx(3)).unwrap();
         main.apply("LanguageGroup", "many2 language=http listen=unix processes=2-4 command=/bin/sh", &ctx(4)).unwrap();
@@ -404,6 +441,49 @@ mod tests {
             errors[1].starts_with("LanguageGroup many (at t.conf:3): processes=2-4 is not possible with listen=tcp")
         );
         assert!(errors[1].contains("use processes=1"), "{}", errors[1]);
+    }
+
+    #[test]
+    fn every_tcp_group_is_warned_about_direct_connections() {
+        let mut main = ServerConfig::default();
+        main.apply("LanguageGroup", "port language=http listen=tcp user=daemon command=/bin/sh", &ctx(1)).unwrap();
+        main.apply("LanguageGroup", "sock language=http user=daemon command=/bin/sh", &ctx(2)).unwrap();
+        let views =
+            [ServerView { label: "the main server".into(), config: &main, error_log: None, document_root: None }];
+        let lines: Vec<String> = warnings(&views, &nobody()).into_iter().filter(|l| l.contains("listen=tcp")).collect();
+        assert_eq!(lines.len(), 1, "{lines:#?}");
+        assert!(lines[0].starts_with("LanguageGroup port (at t.conf:1) uses listen=tcp: any local user"), "{lines:?}");
+        for said in
+            ["bypassing Apache's access rules", "X-Forwarded-*", "Use listen=unix where the program supports it"]
+        {
+            assert!(lines[0].contains(said), "no {said:?} in {}", lines[0]);
+        }
+    }
+
+    /// A port is the group's only while no other process has its uid:
+    /// Apache's user is every Apache child's (and mod_php's).
+    #[test]
+    fn listen_tcp_never_as_apaches_user() {
+        let mut main = ServerConfig::default();
+        main.apply("LanguageGroup", "own language=http listen=tcp user=daemon command=/bin/sh", &ctx(1)).unwrap();
+        main.apply("LanguageGroup", "none language=http listen=tcp command=/bin/sh", &ctx(2)).unwrap();
+        main.apply("LanguageGroup", "same language=http listen=tcp user=nobody command=/bin/sh", &ctx(3)).unwrap();
+        main.apply("LanguageGroup", "unix language=http command=/bin/sh", &ctx(4)).unwrap();
+        let errors = run(&main, &[]);
+        assert_eq!(errors.len(), 2, "{errors:#?}");
+        assert!(
+            errors[0].starts_with("LanguageGroup none (at t.conf:2): listen=tcp with no user= runs the program as Apache's own user nobody (uid 65534)"),
+            "{}",
+            errors[0]
+        );
+        assert!(errors[0].contains("give the group its own user="), "{}", errors[0]);
+        assert!(
+            errors[1].starts_with(
+                "LanguageGroup same (at t.conf:3): listen=tcp with user=nobody runs the program as Apache's own user"
+            ),
+            "{}",
+            errors[1]
+        );
     }
 
     #[test]

@@ -17,6 +17,10 @@ pub struct Plan {
     pub main_error_log: String,
     /// Sockets are owned by root and this group (Apache's), mode 0660.
     pub socket_gid: u32,
+    /// Apache's `User` (its children's uid): no `listen=tcp` group runs
+    /// as it. 0: not said (a plan from an older module).
+    #[serde(default)]
+    pub apache_uid: u32,
     pub groups: Vec<GroupPlan>,
     /// The loaders of the module that made this plan, (file name, source):
     /// the manager may have been forked from an older module (it survives
@@ -283,6 +287,7 @@ pub fn build_plan(views: &[ServerView<'_>], apache: &Identity, runtime_dir: &str
         runtime_dir: runtime_dir.to_string(),
         main_error_log: main_log,
         socket_gid: apache.gid,
+        apache_uid: apache.uid,
         groups,
         loaders: shipped_loaders().iter().map(|l| (l.file.to_string(), l.source.to_string())).collect(),
         build: build_id(),
@@ -377,6 +382,13 @@ impl Plan {
             }
             if g.listen == Listen::Tcp && (g.protocol != Protocol::Http || g.processes != 1 || g.max_processes != 1) {
                 return refuse(format!("group {n}: listen=tcp is only for one http process"));
+            }
+            if g.listen == Listen::Tcp && g.uid == self.apache_uid {
+                // Code in any Apache child could take over its port.
+                return refuse(format!(
+                    "group {n}: listen=tcp as Apache's own user (uid {}): give it its own user=",
+                    g.uid
+                ));
             }
             if !(1..=1024).contains(&g.threads) {
                 return refuse(format!("group {n}: threads out of range"));
@@ -544,6 +556,14 @@ mod tests {
             change(&mut g);
             assert!(plan(g.clone()).validate().is_err(), "{g:?}");
         }
+        // listen=tcp as Apache's user: refused; as another user: fine.
+        let mut tcp = good.clone();
+        (tcp.protocol, tcp.listen) = (Protocol::Http, Listen::Tcp);
+        let mut p = plan(tcp.clone());
+        p.apache_uid = 33;
+        assert_eq!(p.validate(), Ok(()));
+        p.apache_uid = tcp.uid;
+        assert!(p.validate().unwrap_err().contains("listen=tcp as Apache's own user"), "{:?}", p.validate());
         let mut p = plan(good);
         p.loaders = vec![("../../etc/cron.d/x".into(), String::new())];
         assert!(p.validate().is_err());

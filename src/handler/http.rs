@@ -67,7 +67,7 @@ static POOL: Mutex<Vec<Idle>> = Mutex::new(Vec::new());
 fn generation_of(target: &Target, published: &Path) -> Option<u64> {
     match target.listen {
         Listen::Unix => std::fs::metadata(published).ok().map(|m| m.ino()),
-        Listen::Tcp => super::published_port(published).map(u64::from),
+        Listen::Tcp => super::published_port(published).ok().map(u64::from),
     }
 }
 

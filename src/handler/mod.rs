@@ -126,7 +126,7 @@ impl Target {
     pub(super) fn published(&self) -> PathBuf {
         match self.listen {
             Listen::Unix => self.socket.clone(),
-            Listen::Tcp => self.socket.with_extension("port"),
+            Listen::Tcp => crate::manager::port_file(self.socket.parent().unwrap_or(Path::new("/")), &self.group),
         }
     }
 
@@ -238,11 +238,43 @@ pub(super) fn recent_death(exits: &Path, group: &str, since: std::time::SystemTi
 pub(super) enum ConnectError {
     /// The listen backlog stayed full until the deadline.
     QueueFull,
-    /// The group has no working generation and waits in back-off: why
-    /// (the manager's `GROUP.down` file).
+    /// The group has no working generation and waits in back-off, or its
+    /// program does not listen: why (the manager's `GROUP.down` file).
     Down(String),
+    /// `listen=tcp`: connections to the published port were refused for
+    /// `REFUSED_GRACE` while it stayed published: nothing listens there.
+    NotListening(u16),
+    /// `listen=tcp`: the port file is there but cannot be read, or holds
+    /// no port: why.
+    PortFile(String),
     Io(std::io::Error),
 }
+
+/// What one connect attempt says: an error to wait out or retry
+/// (`connect_retrying` decides), or the end.
+pub(super) enum Failed {
+    Errno(nix::errno::Errno),
+    Final(ConnectError),
+}
+
+impl From<nix::errno::Errno> for Failed {
+    fn from(e: nix::errno::Errno) -> Failed {
+        Failed::Errno(e)
+    }
+}
+
+/// `listen=tcp`: how long connections refused by a port that is still
+/// published are tried again. The manager unpublishes the port of a
+/// program that died as soon as it reaps it, and of one that stopped
+/// listening within a tick (100 ms); a refusal that outlasts this is a
+/// program that is not listening, answered 503 at once rather than waited
+/// out for the whole queue-timeout.
+const REFUSED_GRACE: Duration = Duration::from_millis(300);
+/// `listen=tcp`: how long one connect waits for its handshake. A full
+/// accept backlog drops the SYN, which the kernel would send again only
+/// after 1 s, then 3 s ...: short connects, tried again (with the port
+/// file read again) until queue-timeout, take a free slot sooner.
+const TCP_TRY: Duration = Duration::from_millis(250);
 
 /// Connects to a group's socket without ever blocking: a full listen
 /// backlog (EAGAIN) is retried after a short sleep until `deadline`. (A
@@ -258,23 +290,41 @@ pub(super) fn connect_within(path: &Path, deadline: Instant) -> Result<UnixStrea
     let addr = UnixAddr::new(path).map_err(io)?;
     let fd = socket(AddressFamily::Unix, SockType::Stream, SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC, None)
         .map_err(io)?;
-    connect_retrying(path, deadline, || connect(fd.as_raw_fd(), &addr))?;
+    connect_retrying(path, deadline, || Ok(connect(fd.as_raw_fd(), &addr)?))?;
     let stream = UnixStream::from(fd);
     stream.set_nonblocking(false).map_err(ConnectError::Io)?;
     Ok(stream)
 }
 
 /// `connect_within` for a `listen=tcp` group: connects to 127.0.0.1 on
-/// the port its serving generation published in `port_file`, re-read at
-/// each try (a generation switch publishes a new one). No file yet is
+/// the port its serving generation published in `port_file`, read again
+/// at each try (a generation switch publishes a new one). No file yet is
 /// like no socket yet (the group is starting, or its program is being
 /// replaced); a handshake that does not complete by `deadline` (the
 /// program's accept backlog is full, so the kernel drops the SYN) is a
-/// full queue. Returns the stream (TCP_NODELAY) and the port.
+/// full queue. A refused connect is tried again only while the file
+/// changes or goes (then the request waits as for a starting group), or
+/// for `REFUSED_GRACE`; a port still published after that ends it:
+/// `NotListening`. Returns the stream (TCP_NODELAY) and the port.
 pub(super) fn connect_tcp_within(port_file: &Path, deadline: Instant) -> Result<(TcpStream, u16), ConnectError> {
+    // The port that refused, and since when.
+    let mut refused: Option<(u16, Instant)> = None;
     connect_retrying(port_file, deadline, || {
-        let port = published_port(port_file).ok_or(nix::errno::Errno::ENOENT)?;
-        Ok((tcp_connect_by(port, deadline)?, port))
+        let port = published_port(port_file)?;
+        match tcp_connect_once(port, deadline) {
+            Ok(stream) => Ok((stream, port)),
+            Err(nix::errno::Errno::ECONNREFUSED) => {
+                let since = match refused {
+                    Some((p, since)) if p == port => since,
+                    _ => refused.insert((port, Instant::now())).1,
+                };
+                if since.elapsed() >= REFUSED_GRACE {
+                    return Err(Failed::Final(ConnectError::NotListening(port)));
+                }
+                Err(nix::errno::Errno::ECONNREFUSED.into())
+            }
+            Err(e) => Err(e.into()),
+        }
     })
 }
 
@@ -285,7 +335,7 @@ pub(super) fn connect_tcp_within(port_file: &Path, deadline: Instant) -> Result<
 fn connect_retrying<T>(
     published: &Path,
     deadline: Instant,
-    mut attempt: impl FnMut() -> nix::Result<T>,
+    mut attempt: impl FnMut() -> Result<T, Failed>,
 ) -> Result<T, ConnectError> {
     use nix::errno::Errno;
     let io = |e: Errno| ConnectError::Io(std::io::Error::from(e));
@@ -293,8 +343,9 @@ fn connect_retrying<T>(
     loop {
         match attempt() {
             Ok(connected) => return Ok(connected),
-            Err(Errno::EINTR) => {}
-            Err(e @ (Errno::EAGAIN | Errno::ENOENT | Errno::ECONNREFUSED)) => {
+            Err(Failed::Final(e)) => return Err(e),
+            Err(Failed::Errno(Errno::EINTR)) => {}
+            Err(Failed::Errno(e @ (Errno::EAGAIN | Errno::ENOENT | Errno::ECONNREFUSED))) => {
                 if e != Errno::EAGAIN {
                     // Not starting but failed: no point in waiting.
                     if let Some(why) = group_down(published) {
@@ -308,16 +359,16 @@ fn connect_retrying<T>(
                 std::thread::sleep(pause.min(left));
                 pause = (pause * 2).min(Duration::from_millis(50));
             }
-            Err(e) => return Err(io(e)),
+            Err(Failed::Errno(e)) => return Err(io(e)),
         }
     }
 }
 
-/// One connect to 127.0.0.1:`port`, waiting for the handshake until
-/// `deadline` (then EAGAIN: nobody accepted it).
-fn tcp_connect_by(port: u16, deadline: Instant) -> nix::Result<TcpStream> {
+/// One connect to 127.0.0.1:`port`, waiting for the handshake at most
+/// `TCP_TRY` and never past `deadline` (then EAGAIN: nobody accepted it).
+fn tcp_connect_once(port: u16, deadline: Instant) -> nix::Result<TcpStream> {
     use nix::errno::Errno;
-    let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
+    let left = deadline.saturating_duration_since(Instant::now()).clamp(Duration::from_millis(1), TCP_TRY);
     let addr = std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, port));
     let stream = TcpStream::connect_timeout(&addr, left).map_err(|e| match e.kind() {
         std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock => Errno::EAGAIN,
@@ -330,23 +381,36 @@ fn tcp_connect_by(port: u16, deadline: Instant) -> nix::Result<TcpStream> {
 
 /// The port in a `listen=tcp` group's `GROUP.port` (written by root, read
 /// at most 16 bytes), remembered per Apache child while the file is the
-/// same one (inode and modification time; the manager replaces it by
-/// rename at each switch).
-fn published_port(file: &Path) -> Option<u16> {
+/// same one (inode and modification time of the file opened, by fstat:
+/// the manager replaces it by rename at each switch). No file: ENOENT (the
+/// group is starting, or its program is being replaced); a file that
+/// cannot be read or holds no port: `PortFile`.
+pub(super) fn published_port(file: &Path) -> Result<u16, Failed> {
     use std::io::Read;
     use std::os::unix::fs::MetadataExt;
     type Seen = (PathBuf, (u64, i64, i64), u16);
     static SEEN: std::sync::Mutex<Vec<Seen>> = std::sync::Mutex::new(Vec::new());
-    let meta = std::fs::metadata(file).ok()?;
+    let unreadable = |why: String| Failed::Final(ConnectError::PortFile(format!("{}: {why}", file.display())));
+    let mut opened = match std::fs::File::open(file) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(nix::errno::Errno::ENOENT.into()),
+        Err(e) => return Err(unreadable(format!("cannot open it: {e}"))),
+    };
+    let meta = opened.metadata().map_err(|e| unreadable(format!("cannot stat it: {e}")))?;
     let id = (meta.ino(), meta.mtime(), meta.mtime_nsec());
     if let Ok(seen) = SEEN.lock() {
         if let Some((_, _, port)) = seen.iter().find(|(f, i, _)| f == file && *i == id) {
-            return Some(*port);
+            return Ok(*port);
         }
     }
     let mut text = String::new();
-    std::fs::File::open(file).ok()?.take(16).read_to_string(&mut text).ok()?;
-    let port = text.trim().parse::<u16>().ok().filter(|p| *p != 0)?;
+    opened.by_ref().take(16).read_to_string(&mut text).map_err(|e| unreadable(format!("cannot read it: {e}")))?;
+    let port = text
+        .trim()
+        .parse::<u16>()
+        .ok()
+        .filter(|p| *p != 0)
+        .ok_or_else(|| unreadable(format!("it holds \"{}\", not a port number", text.trim())))?;
     if let Ok(mut seen) = SEEN.lock() {
         seen.retain(|(f, _, _)| f != file);
         if seen.len() >= 1024 {
@@ -354,7 +418,7 @@ fn published_port(file: &Path) -> Option<u16> {
         }
         seen.push((file.to_path_buf(), id, port));
     }
-    Some(port)
+    Ok(port)
 }
 
 /// Why the group of socket `path` (or port file) is down, if the manager
@@ -412,6 +476,19 @@ pub(super) fn connect_failure(target: &Target, queue_timeout: Duration, e: Conne
             "group {g} is not running: {}; the group's error log says more",
             escape_log_bounded(&why)
         )),
+        ConnectError::NotListening(port) => unavailable(format!(
+            "group {g}: its program is not listening: connections to 127.0.0.1:{port}, the port named in {}, were refused for {} ms; the request was not sent. The program runs but closed its listener, or just exited (the manager unpublishes the port at once then); the group's error log says more",
+            target.published().display(),
+            REFUSED_GRACE.as_millis()
+        )),
+        ConnectError::PortFile(why) => Outcome::Failed {
+            status: 500,
+            retry_after: None,
+            log: format!(
+                "group {g}: cannot use its port file {}; the manager writes it (root's, mode 0644) in the runtime dir: check the runtime dir's owner and permissions",
+                escape_log_bounded(&why)
+            ),
+        },
         ConnectError::Io(e) => match e.kind() {
             std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => unavailable(format!(
                 "group {g} is not running: nothing listened on {} within queue-timeout ({} s); the group's error log says why its workers do not start",
@@ -433,4 +510,64 @@ pub(super) fn connect_failure(target: &Target, queue_timeout: Duration, e: Conne
 
 pub(super) fn bad_gateway_plain(log: String) -> Outcome {
     Outcome::Failed { status: 502, retry_after: None, log }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outcome<T>(r: Result<T, ConnectError>) -> String {
+        match r {
+            Ok(_) => "connected".into(),
+            Err(ConnectError::QueueFull) => "queue full".into(),
+            Err(ConnectError::Down(why)) => format!("down: {why}"),
+            Err(ConnectError::NotListening(port)) => format!("not listening on {port}"),
+            Err(ConnectError::PortFile(why)) => format!("port file: {why}"),
+            Err(ConnectError::Io(e)) => format!("io: {:?}", e.kind()),
+        }
+    }
+
+    /// A refused port that stays published ends in NotListening within
+    /// about REFUSED_GRACE, not at queue-timeout; no file waits until the
+    /// deadline (or fails at once when the manager says the group is
+    /// down); a file that holds no port is reported as such.
+    #[test]
+    fn tcp_connects_end_promptly_and_say_why() {
+        let dir = std::env::temp_dir().join(format!("procd-handler-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        // A file name per case: the port is remembered per file while its
+        // inode and time stay the same.
+        let file = |n: u32| dir.join(format!("g{n}.port"));
+        let listener = std::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let open = listener.local_addr().unwrap().port();
+        let closed = {
+            let l = std::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0)).unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let far = Instant::now() + Duration::from_secs(20);
+
+        std::fs::write(file(1), format!("{open}\n")).unwrap();
+        assert_eq!(connect_tcp_within(&file(1), far).map(|(_, p)| p).ok(), Some(open));
+
+        std::fs::write(file(2), format!("{closed}\n")).unwrap();
+        let t = Instant::now();
+        assert_eq!(outcome(connect_tcp_within(&file(2), far)), format!("not listening on {closed}"));
+        assert!(t.elapsed() >= REFUSED_GRACE && t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+
+        std::fs::write(file(3), "garbage\n").unwrap();
+        let said = outcome(connect_tcp_within(&file(3), far));
+        assert!(said.contains("it holds \"garbage\", not a port number"), "{said}");
+
+        let t = Instant::now();
+        assert_eq!(outcome(connect_tcp_within(&file(4), Instant::now() + Duration::from_millis(200))), "io: NotFound");
+        assert!(t.elapsed() >= Duration::from_millis(200), "{:?}", t.elapsed());
+
+        std::fs::write(dir.join("g5.down"), "its program does not listen").unwrap();
+        let t = Instant::now();
+        assert_eq!(outcome(connect_tcp_within(&file(5), far)), "down: its program does not listen");
+        assert!(t.elapsed() < Duration::from_secs(1));
+        drop(listener);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -48,7 +48,7 @@ pub use event_loop::run_forked;
 use launch::start_worker;
 use output::{MAX_LINE, OutputBudget, READ_BUDGET, read_some};
 use procs::{describe, own_children, signal_worker};
-pub use runtime::EXITS;
+pub use runtime::{EXITS, port_file};
 use runtime::{
     GENERATIONS, bind_socket, mark_down, mark_up, prepare_runtime_dir, publish_port, restart_mtime, unpublish_port,
 };
@@ -100,6 +100,14 @@ enum Listener {
 }
 
 impl Listener {
+    /// The port of a `listen=tcp` generation.
+    fn port(&self) -> Option<u16> {
+        match self {
+            Listener::Tcp { port } => Some(*port),
+            Listener::Unix { .. } => None,
+        }
+    }
+
     /// Whether connections wait to be accepted (for a port: on the group
     /// user's listener there; `uid`).
     fn has_pending(&self, uid: u32) -> bool {
@@ -119,10 +127,28 @@ impl Listener {
     }
 }
 
+/// `listen=tcp`: what Apache's children are told about a serving
+/// generation's port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shown {
+    /// No `GROUP.port`: not serving yet, its program is being replaced, or
+    /// writing the file failed (tried again at the next tick).
+    Hidden,
+    /// `GROUP.port` names the port.
+    Published,
+    /// Its program runs but nothing listens on the port: no `GROUP.port`,
+    /// and `GROUP.down` says why (Apache answers 503 at once).
+    Deaf,
+}
+
 struct Generation {
     id: u64,
     plan: GroupPlan,
     listener: Listener,
+    /// `listen=tcp`: whether its port is published (see `Shown`).
+    shown: Shown,
+    /// Publishing its port failed and that was logged (once until it works).
+    publish_failed: bool,
     phase: Phase,
     started: Instant,
     workers: Vec<Pid>,
@@ -310,6 +336,21 @@ impl Manager {
             pd_log!(level: Level::Error, id::MANAGER, "cannot prepare the runtime dir {}: {e}; groups cannot start", plan.runtime_dir);
         }
         let old_dir = std::mem::replace(&mut self.plan, plan);
+        if old_dir.runtime_dir != self.plan.runtime_dir {
+            // A new manager (the old plan is empty), or a new runtime dir:
+            // no port published there is this manager's, and the ports it
+            // published in the old one are not read any more. Serving
+            // generations publish theirs again at the next tick.
+            runtime::remove_port_files(Path::new(&self.plan.runtime_dir));
+            if !old_dir.runtime_dir.is_empty() {
+                runtime::remove_port_files(Path::new(&old_dir.runtime_dir));
+            }
+            for g in self.groups.values_mut().flat_map(|g| g.generations.iter_mut()) {
+                if std::mem::replace(&mut g.shown, Shown::Hidden) == Shown::Deaf && !old_dir.runtime_dir.is_empty() {
+                    mark_up(Path::new(&old_dir.runtime_dir), &g.plan.name);
+                }
+            }
+        }
         pd_log!(
             id::MANAGER,
             "new configuration: {} group(s), runtime dir {}",
@@ -332,11 +373,6 @@ impl Manager {
         for gp in self.plan.groups.clone() {
             // Starting afresh: requests wait for it rather than fail.
             mark_up(Path::new(&self.plan.runtime_dir), &gp.name);
-            if !self.groups.contains_key(&gp.name) {
-                // A port a previous manager published: its program is gone,
-                // and anyone may listen there now.
-                unpublish_port(Path::new(&self.plan.runtime_dir), &gp.name);
-            }
             let group = self.groups.entry(gp.name.clone()).or_default();
             let (key, why) = if group.generations.is_empty() && group.events.generations.is_empty() {
                 ("start", "httpd started, or the group is new")
@@ -380,6 +416,8 @@ impl Manager {
             id: gen_id,
             plan: plan.clone(),
             listener,
+            shown: Shown::Hidden,
+            publish_failed: false,
             phase: Phase::Starting,
             started: Instant::now(),
             workers: Vec::new(),
@@ -429,10 +467,7 @@ impl Manager {
         let slot = gen_.spawned;
         match start_worker(plan, gen_id, slot, &gen_.listener, gen_.cgroup.as_deref()) {
             Ok((pid, status, output)) => {
-                let port = match gen_.listener {
-                    Listener::Tcp { port } => format!(", PORT={port}"),
-                    Listener::Unix { .. } => String::new(),
-                };
+                let port = gen_.listener.port().map(|p| format!(", PORT={p}")).unwrap_or_default();
                 let text = format!(
                     "generation {gen_id}: started worker pid {pid} as user {} ({}{port})",
                     plan.user,
@@ -569,6 +604,7 @@ impl Manager {
                 match tcp::who_listens(*port, gen_.plan.uid) {
                     tcp::Owner::Group { .. } => publish_port(runtime_dir, name, *port)
                         .map(|()| {
+                            gen_.shown = Shown::Published;
                             let _ = std::fs::remove_file(&stable);
                         })
                         .map_err(|e| format!("cannot publish port {port} in {}: {e}", runtime_dir.display())),
@@ -747,6 +783,10 @@ impl Manager {
             // Its port is free now, and anyone may bind it: no request goes
             // there until a replacement listens on it as the group's user.
             unpublish_port(Path::new(&self.plan.runtime_dir), &name);
+            if std::mem::replace(&mut gen_.shown, Shown::Hidden) == Shown::Deaf {
+                // Requests wait for the replacement now, as at any crash.
+                mark_up(Path::new(&self.plan.runtime_dir), &name);
+            }
         }
         let (gen_id, left) = (gen_.id, gen_.workers.len());
         let stage = match gen_.phase {
@@ -908,9 +948,12 @@ impl Manager {
         }
         let now = Instant::now();
         let names: Vec<String> = self.groups.keys().cloned().collect();
+        // The kernel's socket tables, read at most once per tick.
+        let mut tables = None;
         for name in names {
-            // Programs on a port: ready once the group's user listens there.
-            self.look_at_ports(&name);
+            // Programs on a port: ready once the group's user listens
+            // there; serving ones still listening there, and nobody else.
+            self.look_at_ports(&name, &mut tables);
             // Settled workers that cannot say READY (on a Unix socket).
             let settle = Duration::from_millis(SETTLE_MS);
             let pids: Vec<Pid> = self.groups[&name]
@@ -939,9 +982,9 @@ impl Manager {
                 if g.started.elapsed() > limit {
                     let mut why =
                         format!("not every worker became ready within startup-timeout ({} s)", limit.as_secs());
-                    if let Listener::Tcp { port } = g.listener {
+                    if let Some(port) = g.listener.port() {
                         why.push_str(&format!(
-                            ": nothing accepted connections on 127.0.0.1:{port}, the port in its PORT (the program must listen on 127.0.0.1 or 0.0.0.0 at $PORT; a slow starter needs a longer startup-timeout)"
+                            ": nothing accepted connections on 127.0.0.1:{port}, the port in its PORT (the program must listen on 127.0.0.1 at $PORT; a slow starter needs a longer startup-timeout)"
                         ));
                     }
                     self.fail_starting(&name, &why);
@@ -1058,41 +1101,82 @@ impl Manager {
         self.write_status(now);
     }
 
-    /// `listen=tcp`: a program that is not ready yet (of a starting
-    /// generation, or the replacement of one that died in a serving one) is
-    /// ready once a connection to its port is accepted and the listener
-    /// there is the group user's; then a serving generation's port is
-    /// published again. A listener of another user on the port (a squatter,
-    /// or the program handing it to another user) is refused: the starting
-    /// generation fails (back-off, then a new port); a serving one drains
-    /// and a new generation starts on a new port.
-    fn look_at_ports(&mut self, name: &str) {
+    /// `listen=tcp`, at every tick (`tables`: the kernel's socket tables,
+    /// read on first use in this tick). A program that is not ready yet (of
+    /// a starting generation, or the replacement of one that died in a
+    /// serving one) is ready once a connection to its port is accepted and
+    /// the listener there is the group user's; then a serving generation's
+    /// port is published (again). A serving generation's port is looked at
+    /// every tick as long as it serves:
+    /// - nobody listens there (the program closed its listener but runs:
+    ///   a supervisor shell, a stopped connector): unpublished at once,
+    ///   with `GROUP.down` saying why (Apache answers 503 at once), and
+    ///   published again when the group's user listens there again;
+    /// - the group's user listens there and it is not published (writing
+    ///   the file failed, or after the above): published;
+    /// - another user listens where 127.0.0.1's connections go (a
+    ///   squatter, or the program handing it to another user): `PD0218`,
+    ///   unpublished; a starting generation fails (back-off, then a new
+    ///   port); a serving one drains and a new generation starts on a new
+    ///   port.
+    ///
+    /// A draining generation's port is never published (a new one's
+    /// replaced it, or it was refused), so it is not looked at.
+    fn look_at_ports(&mut self, name: &str, tables: &mut Option<tcp::Tables>) {
         let Some(group) = self.groups.get(name) else {
             return;
         };
-        let mut waiting = Vec::new();
+        let mut looks = Vec::new();
         for g in &group.generations {
-            let (Listener::Tcp { port }, Phase::Starting | Phase::Serving) = (&g.listener, g.phase) else {
+            let (Some(port), Phase::Starting | Phase::Serving) = (g.listener.port(), g.phase) else {
                 continue;
             };
-            for pid in &g.workers {
-                if self.workers.get(pid).is_some_and(|w| !w.ready && w.role != Role::Retiring) {
-                    waiting.push((g.id, g.phase, *port, *pid, g.plan.clone()));
-                }
-            }
+            looks.extend(g.workers.iter().map(|pid| (g.id, port, *pid, g.plan.clone())));
         }
-        for (gen_id, phase, port, pid, plan) in waiting {
-            match tcp::who_listens(port, plan.uid) {
-                tcp::Owner::Nobody => {}
-                tcp::Owner::Group { .. } => {
-                    if !tcp::answers(port) {
+        if looks.is_empty() {
+            return;
+        }
+        let tables = tables.get_or_insert_with(tcp::Tables::read);
+        let dir = PathBuf::from(&self.plan.runtime_dir);
+        for (gen_id, port, pid, plan) in looks {
+            // As things are now: an earlier look may have promoted a
+            // generation (and begun draining the one before).
+            let Some(phase) = self.generation_mut(name, gen_id).map(|g| g.phase) else {
+                continue;
+            };
+            let Some(ready) = self.workers.get(&pid).filter(|w| w.role != Role::Retiring).map(|w| w.ready) else {
+                continue;
+            };
+            if !matches!(phase, Phase::Starting | Phase::Serving) {
+                continue;
+            }
+            match tables.owner(port, plan.uid) {
+                tcp::Owner::Nobody if ready && phase == Phase::Serving => {
+                    let Some(gen_) = self.generation_mut(name, gen_id) else {
+                        continue;
+                    };
+                    if gen_.shown == Shown::Deaf {
                         continue;
                     }
-                    self.worker_ready(pid);
-                    if phase == Phase::Serving {
-                        if let Err(e) = publish_port(Path::new(&self.plan.runtime_dir), name, port) {
-                            pd_log!(id::GENERATION_FAILED, group = %name, log = %plan.error_log, generation = gen_id, "cannot publish port {port}: {e}");
+                    gen_.shown = Shown::Deaf;
+                    unpublish_port(&dir, name);
+                    let why = format!(
+                        "its program (worker pid {pid}) runs but nothing listens on 127.0.0.1:{port}, the port in its PORT, any more; no request is sent there until the program listens there again as the group's user {} (or exits and is replaced)",
+                        plan.user
+                    );
+                    mark_down(&dir, name, &why);
+                    pd_log!(id::PORT_DEAF, group = %name, log = %plan.error_log, generation = gen_id, pid = pid.as_raw(), reason = %why, "generation {gen_id}: {why}");
+                }
+                tcp::Owner::Nobody => {}
+                tcp::Owner::Group { .. } => {
+                    if !ready {
+                        if !tcp::answers(port) {
+                            continue;
                         }
+                        self.worker_ready(pid);
+                    }
+                    if phase == Phase::Serving {
+                        self.show_port(name, gen_id);
                     }
                 }
                 other => {
@@ -1105,13 +1189,54 @@ impl Manager {
                         self.fail_starting(name, &why);
                     } else {
                         self.note(name, status::Kind::Generation, "port-refused", &why);
-                        unpublish_port(Path::new(&self.plan.runtime_dir), name);
+                        unpublish_port(&dir, name);
+                        if self.generation_mut(name, gen_id).map(|g| std::mem::replace(&mut g.shown, Shown::Hidden))
+                            == Some(Shown::Deaf)
+                        {
+                            // Requests wait for the new generation.
+                            mark_up(&dir, name);
+                        }
                         self.drain(name, gen_id);
                         self.start_generation(name);
                     }
                     return;
                 }
             }
+        }
+    }
+
+    fn generation_mut(&mut self, name: &str, gen_id: u64) -> Option<&mut Generation> {
+        self.groups.get_mut(name)?.generations.iter_mut().find(|g| g.id == gen_id)
+    }
+
+    /// Publishes the port of `name`'s serving generation `gen_id`, where
+    /// its program listens as the group's user, unless it is already.
+    /// A failure is logged once and tried again at the next tick.
+    fn show_port(&mut self, name: &str, gen_id: u64) {
+        let dir = PathBuf::from(&self.plan.runtime_dir);
+        let Some(gen_) = self.generation_mut(name, gen_id) else {
+            return;
+        };
+        let Some(port) = gen_.listener.port() else {
+            return;
+        };
+        if gen_.shown == Shown::Published || gen_.phase != Phase::Serving {
+            return;
+        }
+        let log = gen_.plan.error_log.clone();
+        match publish_port(&dir, name, port) {
+            Ok(()) => {
+                gen_.publish_failed = false;
+                if std::mem::replace(&mut gen_.shown, Shown::Published) == Shown::Deaf {
+                    mark_up(&dir, name);
+                    pd_log!(level: Level::Notice, id::PORT_DEAF, group = %name, log = %log, generation = gen_id, "generation {gen_id}: its program listens on 127.0.0.1:{port} again as the group's user: the port is published again");
+                }
+            }
+            Err(e) if !gen_.publish_failed => {
+                gen_.publish_failed = true;
+                pd_log!(id::GENERATION_FAILED, group = %name, log = %log, generation = gen_id, "cannot publish port {port} in {}: {e}; requests wait for it, and it is tried again at every tick", dir.display());
+            }
+            Err(_) => {}
         }
     }
 

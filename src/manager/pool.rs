@@ -23,12 +23,20 @@ impl Manager {
     /// A worker's message on fd 4 (`bytes`; `open`: the channel is still
     /// open).
     pub(super) fn status_message(&mut self, pid: Pid, bytes: &[u8], open: bool) {
+        // A program on a port is ready only once the port checks say so
+        // (`look_at_ports`): its READY would skip them.
+        let on_port = self.workers.get(&pid).is_some_and(|w| {
+            self.groups
+                .get(&w.group)
+                .and_then(|g| g.generations.iter().find(|x| x.id == w.generation))
+                .is_some_and(|g| g.listener.port().is_some())
+        });
         let Some(w) = self.workers.get_mut(&pid) else {
             return;
         };
         w.status_bytes += bytes.len();
         let recycle = crate::protocol::launch::recycle_reason(bytes);
-        let ready = !w.ready && crate::protocol::launch::says_ready(bytes);
+        let ready = !on_port && !w.ready && crate::protocol::launch::says_ready(bytes);
         if let Some(why) = &recycle {
             w.reported_recycle = Some(why.clone());
         }
@@ -69,7 +77,7 @@ impl Manager {
             return;
         };
         let (min, log) = (gen_.plan.processes, gen_.plan.error_log.clone());
-        if let super::Listener::Tcp { .. } = gen_.listener {
+        if gen_.listener.port().is_some() {
             // One program on one port: its replacement cannot bind that
             // port beside it, so it comes as a new generation on a new port
             // (the old one drains once the new one serves), as at a graceful

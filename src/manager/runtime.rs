@@ -78,11 +78,7 @@ pub fn prepare_runtime_dir(dir: &Path, apache_gid: u32, loader_files: &[(String,
     let loaders = dir.join("loaders");
     root_dir(&loaders, 0o755, 0)?;
     for (file, source) in loader_files {
-        let tmp = loaders.join(format!(".{file}.tmp"));
-        let _ = std::fs::remove_file(&tmp);
-        std::fs::write(&tmp, source)?;
-        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644))?;
-        std::fs::rename(&tmp, loaders.join(file))?;
+        write_by_rename(&loaders, file, source)?;
     }
     root_dir(&dir.join(EXITS), 0o750, apache_gid)?;
     // Sockets of generations of a previous manager (killed, or httpd
@@ -104,19 +100,27 @@ pub fn bind_socket(path: &Path, gid: u32) -> std::io::Result<UnixListener> {
     Ok(listener)
 }
 
+/// Writes `dir/name` (mode 0644, readable by all) as `dir/.name.tmp`,
+/// then renames it over: a reader sees the old file or the new one, never
+/// half of one. A failure leaves no temporary file behind.
+fn write_by_rename(dir: &Path, name: &str, contents: &str) -> std::io::Result<()> {
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let _ = std::fs::remove_file(&tmp);
+    let written = std::fs::write(&tmp, contents)
+        .and_then(|()| std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644)))
+        .and_then(|()| std::fs::rename(&tmp, dir.join(name)));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
+}
+
 /// Says, in `RUNTIME/GROUP.down`, that a group has no working generation
 /// and waits in back-off, and why: Apache answers its requests 503 at once
 /// instead of waiting for a socket that will not come soon. Written by
 /// rename (no reader sees half a file); readable by all, like the loaders.
 pub fn mark_down(dir: &Path, group: &str, why: &str) {
-    let tmp = dir.join(format!(".{group}.down.tmp"));
-    let _ = std::fs::remove_file(&tmp);
-    let written = std::fs::write(&tmp, why)
-        .and_then(|()| std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644)))
-        .and_then(|()| std::fs::rename(&tmp, dir.join(format!("{group}.down"))));
-    if written.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
+    let _ = write_by_rename(dir, &format!("{group}.down"), why);
 }
 
 /// The group serves again (or is gone): no `GROUP.down`.
@@ -124,25 +128,41 @@ pub fn mark_up(dir: &Path, group: &str) {
     let _ = std::fs::remove_file(dir.join(format!("{group}.down")));
 }
 
+/// The name of a `listen=tcp` group's port file in the runtime dir.
+fn port_file_name(group: &str) -> String {
+    format!("{group}.port")
+}
+
 /// `RUNTIME/GROUP.port`: where Apache's children find the serving
 /// generation of a `listen=tcp` group (`PORT\n`). Replaced by rename, as
 /// a new generation's socket is renamed over `GROUP.sock`: a reader sees
-/// the old port or the new one, never half a file.
+/// the old port or the new one, never half a file. The one place its name
+/// is made (the manager writes it, Apache's children read it).
 pub fn port_file(dir: &Path, group: &str) -> std::path::PathBuf {
-    dir.join(format!("{group}.port"))
+    dir.join(port_file_name(group))
 }
 
 /// Publishes `port` as the serving generation's of `group`.
 pub fn publish_port(dir: &Path, group: &str, port: u16) -> std::io::Result<()> {
-    let tmp = dir.join(format!(".{group}.port.tmp"));
-    let _ = std::fs::remove_file(&tmp);
-    let written = std::fs::write(&tmp, format!("{port}\n"))
-        .and_then(|()| std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644)))
-        .and_then(|()| std::fs::rename(&tmp, port_file(dir, group)));
-    if written.is_err() {
-        let _ = std::fs::remove_file(&tmp);
+    write_by_rename(dir, &port_file_name(group), &format!("{port}\n"))
+}
+
+/// Removes every `*.port` file in `dir` (and a half-written `.*.port.tmp`):
+/// ports published by a manager that is gone (killed with -9, in a runtime
+/// dir that outlives it), or by this one in a runtime dir it no longer
+/// uses; their programs are gone, and anyone may listen there now. By
+/// name: unlink removes a link, never what it points to.
+pub fn remove_port_files(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.ends_with(".port") || (name.starts_with('.') && name.ends_with(".port.tmp")) {
+            let _ = std::fs::remove_file(entry.path());
+        }
     }
-    written
 }
 
 /// No port for `group` (its program is gone, or it listens on its Unix
@@ -150,4 +170,32 @@ pub fn publish_port(dir: &Path, group: &str, port: u16) -> std::io::Result<()> {
 /// queue-timeout, instead of going to a port someone else may bind.
 pub fn unpublish_port(dir: &Path, group: &str) {
     let _ = std::fs::remove_file(port_file(dir, group));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_files_are_removed_by_name_and_nothing_else() {
+        let base = std::env::temp_dir().join(format!("procd-runtime-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        let (dir, outside) = (base.join("run"), base.join("outside"));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        std::fs::write(outside.join("precious"), "keep").unwrap();
+        publish_port(&dir, "a", 8080).unwrap();
+        std::fs::write(dir.join(".b.port.tmp"), "1").unwrap();
+        std::fs::write(dir.join("a.sock"), "").unwrap();
+        std::fs::write(dir.join("a.down"), "why").unwrap();
+        std::os::unix::fs::symlink(outside.join("precious"), dir.join("link.port")).unwrap();
+        assert_eq!(std::fs::read_to_string(port_file(&dir, "a")).unwrap(), "8080\n");
+        remove_port_files(&dir);
+        let mut left: Vec<String> =
+            std::fs::read_dir(&dir).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+        left.sort();
+        assert_eq!(left, ["a.down", "a.sock"]);
+        assert_eq!(std::fs::read_to_string(outside.join("precious")).unwrap(), "keep");
+        let _ = std::fs::remove_dir_all(&base);
+    }
 }
