@@ -98,27 +98,39 @@ fn still_open(stream: &Stream) -> bool {
 /// An idle connection to the serving generation (`generation`) of the
 /// group published at `published`, if any.
 fn pool_take(published: &Path, generation: u64) -> Option<Stream> {
-    let mut pool = POOL.lock().ok()?;
-    let now = Instant::now();
-    pool.retain(|i| {
-        now.duration_since(i.since) < POOL_IDLE && (i.published != published || i.generation == generation)
-    });
-    while let Some(pos) = pool.iter().rposition(|i| i.published == published) {
-        let idle = pool.remove(pos);
+    // The lock is held for list work only: every Apache thread of the
+    // child passes here twice a request, so the checks and the closing of
+    // stale connections (system calls) happen after it is released.
+    loop {
+        let (candidate, stale) = {
+            let mut pool = POOL.lock().ok()?;
+            let now = Instant::now();
+            let (stale, kept): (Vec<Idle>, Vec<Idle>) = std::mem::take(&mut *pool).into_iter().partition(|i| {
+                now.duration_since(i.since) >= POOL_IDLE || (i.published == published && i.generation != generation)
+            });
+            *pool = kept;
+            let candidate = pool.iter().rposition(|i| i.published == published).map(|pos| pool.remove(pos));
+            (candidate, stale)
+        };
+        drop(stale);
+        let idle = candidate?;
         if still_open(&idle.stream) {
             return Some(idle.stream);
         }
     }
-    None
 }
 
 fn pool_put(published: &Path, generation: u64, stream: Stream) {
-    if let Ok(mut pool) = POOL.lock() {
-        if pool.len() >= POOL_CAP {
-            pool.remove(0);
+    let idle = Idle { published: published.to_path_buf(), generation, stream, since: Instant::now() };
+    let evicted = match POOL.lock() {
+        Ok(mut pool) => {
+            let evicted = (pool.len() >= POOL_CAP).then(|| pool.remove(0));
+            pool.push(idle);
+            evicted
         }
-        pool.push(Idle { published: published.to_path_buf(), generation, stream, since: Instant::now() });
-    }
+        Err(_) => None,
+    };
+    drop(evicted);
 }
 
 /// What one try of the exchange came to.
