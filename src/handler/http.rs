@@ -105,10 +105,18 @@ fn pool_take(published: &Path, generation: u64) -> Option<Stream> {
         let (candidate, stale) = {
             let mut pool = POOL.lock().ok()?;
             let now = Instant::now();
-            let (stale, kept): (Vec<Idle>, Vec<Idle>) = std::mem::take(&mut *pool).into_iter().partition(|i| {
-                now.duration_since(i.since) >= POOL_IDLE || (i.published == published && i.generation != generation)
-            });
-            *pool = kept;
+            // Stale ones are rare: no allocation unless there are some.
+            let mut stale = Vec::new();
+            let mut at = 0;
+            while at < pool.len() {
+                let i = &pool[at];
+                if now.duration_since(i.since) >= POOL_IDLE || (i.published == published && i.generation != generation)
+                {
+                    stale.push(pool.remove(at));
+                } else {
+                    at += 1;
+                }
+            }
             let candidate = pool.iter().rposition(|i| i.published == published).map(|pos| pool.remove(pos));
             (candidate, stale)
         };
