@@ -827,11 +827,13 @@ fn escaped_descendants_are_gone(name: &str, wrapper: &[&str], expect_cgroup: boo
         }
         (field(&w, "pid").parse().unwrap(), pids)
     };
+    // The manager logs PD0214 (no cgroup) as it sets up, which may be
+    // after `start` returns: look once the group has served.
+    let (worker, pids) = escape(&a);
     let log_has_cgroup = a.log_count("PD0214") == 0;
     if log_has_cgroup != expect_cgroup {
         a.fail(&format!("cgroup containment expected: {expect_cgroup}, PD0214 lines: {}", a.log_count("PD0214")));
     }
-    let (worker, pids) = escape(&a);
     let t0 = Instant::now();
     a.graceful();
     // graceful-timeout (1 s) + SIGTERM, SIGKILL 2 s later: all gone within 6 s.
