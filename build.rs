@@ -85,4 +85,27 @@ fn main() {
         eprintln!("mod_procd: cannot write bindings: {e}");
         std::process::exit(1);
     }
+    build_cgi_launcher(&out);
+}
+
+/// The CGI launcher (src/launcher/procd_cgi.rs) is a program of its own,
+/// standard library only, that the .so carries (include_bytes!) and the
+/// manager writes to RUNTIME/loaders/: built here with the same rustc for
+/// the same target, optimised, stripped, aborting on panic.
+fn build_cgi_launcher(out: &std::path::Path) {
+    const SOURCE: &str = "src/launcher/procd_cgi.rs";
+    println!("cargo:rerun-if-changed={SOURCE}");
+    let rustc = env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let target = env::var("TARGET").expect("cargo sets TARGET");
+    let status = Command::new(&rustc)
+        .args(["--edition", "2024", "--crate-name", "procd_cgi_launcher", "--crate-type", "bin"])
+        .args(["-C", "opt-level=2", "-C", "panic=abort", "-C", "strip=symbols", "--target", &target])
+        .arg("-o")
+        .arg(out.join("procd-cgi-launcher"))
+        .arg(SOURCE)
+        .status();
+    if !matches!(status, Ok(s) if s.success()) {
+        eprintln!("mod_procd: building the CGI launcher ({rustc} {SOURCE}) failed: {status:?}");
+        std::process::exit(1);
+    }
 }

@@ -25,6 +25,12 @@
 
 #![cfg_attr(any(test, feature = "fuzzing"), allow(dead_code))]
 
+/// The CGI launcher is a program of its own (build.rs builds it); compiled
+/// here too for its unit tests and for clippy.
+#[cfg(test)]
+#[path = "launcher/procd_cgi.rs"]
+#[allow(dead_code)]
+mod cgi_launcher;
 mod config;
 mod ffi;
 #[cfg(any(test, feature = "fuzzing"))]

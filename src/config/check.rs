@@ -334,6 +334,10 @@ fn check_group(g: &GroupConfig, table: &BTreeMap<String, Language>, apache_user:
     errors.extend(listen_error(g, lang, &who, apache_user, &at));
 
     match g.command.as_ref().or(lang.command.as_ref()).and_then(|c| c.first()) {
+        Some(_) if lang.protocol == Protocol::Cgi => errors.push(format!(
+            "{at}: language={} takes no command=: mod_procd's own launcher runs each script, and a script's #! line names its interpreter",
+            g.language
+        )),
         None if lang.protocol == Protocol::Http => errors.push(format!(
             "{at}: language={} needs command=, the program that serves HTTP on the group's socket (e.g. command=\"/usr/bin/node /srv/app/server.js\")",
             g.language
@@ -493,8 +497,14 @@ mod tests {
         main.apply("LanguageGroup", "b language=python command=/no/such/python", &ctx(2)).unwrap();
         main.apply("LanguageGroup", "c language=http", &ctx(3)).unwrap();
         main.apply("LanguageGroup", "d language=cgi threads=4", &ctx(4)).unwrap();
+        main.apply("LanguageGroup", "e language=cgi command=/usr/bin/perl", &ctx(5)).unwrap();
         let errors = run(&main, &[]);
-        assert_eq!(errors.len(), 4, "{errors:#?}");
+        assert_eq!(errors.len(), 5, "{errors:#?}");
+        assert!(
+            errors[4].contains("(at t.conf:5): language=cgi takes no command=") && errors[4].contains("#!"),
+            "{}",
+            errors[4]
+        );
         assert!(errors[0].contains("unknown language=cobol: known languages are cgi, http"), "{}", errors[0]);
         assert!(errors[1].contains("command=/no/such/python is not installed"), "{}", errors[1]);
         assert!(errors[2].contains("needs command="), "{}", errors[2]);

@@ -157,9 +157,12 @@ fn builtin(name: &str, protocol: Protocol, command: Option<&str>, exts: &[&str],
 const PYTHON_LOADER: Loader = Loader { file: "procd_wsgi.py", source: include_str!("../loaders/procd_wsgi.py") };
 const RUBY_LOADER: Loader = Loader { file: "procd_rack.rb", source: include_str!("../loaders/procd_rack.rb") };
 const PERL_LOADER: Loader = Loader { file: "procd_psgi.pl", source: include_str!("../loaders/procd_psgi.pl") };
-/// The CGI launcher: not a language's loader but the group's one resident
-/// process, which runs a script per request as the group's user.
-const CGI_LAUNCHER: Loader = Loader { file: "procd_cgi.pl", source: include_str!("../loaders/procd_cgi.pl") };
+/// The CGI launcher: not a language's loader but the group's resident
+/// program (src/launcher/procd_cgi.rs, built by build.rs), which runs a
+/// script per request as the group's user. The manager writes it, from its
+/// own build, to `RUNTIME/loaders/` under this name.
+pub const CGI_LAUNCHER_FILE: &str = "procd-cgi-launcher";
+pub static CGI_LAUNCHER: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/procd-cgi-launcher"));
 
 /// php-cgi's guard: see src/loaders/procd_php_guard.php.
 const PHP_GUARD: Loader =
@@ -195,10 +198,7 @@ pub fn builtin_languages() -> Vec<Language> {
             guard: Some(PHP_GUARD),
             ..builtin("php", Fastcgi, Some("php-cgi"), &[".php"], Some("php-cgi"))
         },
-        Language {
-            loader: Some(CGI_LAUNCHER),
-            ..builtin("cgi", Cgi, Some("perl"), &[".cgi", ".pl", ".sh"], Some("perl"))
-        },
+        builtin("cgi", Cgi, None, &[".cgi", ".pl", ".sh"], None),
         builtin("http", Http, None, &[], None),
     ]
 }

@@ -5,7 +5,7 @@
 use super::access::Identity;
 use super::access::{WORKER_PATH, find_program};
 use super::check::{ServerView, group_identity};
-use super::languages::{Language, Listen, Protocol, shipped_loaders};
+use super::languages::{CGI_LAUNCHER, CGI_LAUNCHER_FILE, Language, Listen, Protocol, shipped_loaders};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -43,13 +43,22 @@ fn first_version() -> u32 {
 /// Identifies this build of the module: version plus a hash of the loaders
 /// and protocol description (what must match between Apache and workers).
 pub fn build_id() -> String {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for loader in shipped_loaders() {
-        for b in loader.source.bytes().chain(include_str!("../protocol/PROTOCOL.md").bytes()) {
-            h = (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
+    static ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    ID.get_or_init(|| {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        let mut hash = |bytes: &[u8]| {
+            for &b in bytes {
+                h = (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
+            }
+        };
+        for loader in shipped_loaders() {
+            hash(loader.source.as_bytes());
         }
-    }
-    format!("{}-{h:016x}", env!("CARGO_PKG_VERSION"))
+        hash(include_str!("../protocol/PROTOCOL.md").as_bytes());
+        hash(CGI_LAUNCHER);
+        format!("{}-{h:016x}", env!("CARGO_PKG_VERSION"))
+    })
+    .clone()
 }
 
 /// One group, resolved.
@@ -222,6 +231,11 @@ pub fn build_plan(views: &[ServerView<'_>], apache: &Identity, runtime_dir: &str
             // only the interpreter (e.g. a virtualenv's python).
             if let (false, Some(loader)) = (argv.is_empty(), loader_path(runtime_dir, lang)) {
                 argv.push(loader);
+            }
+            if lang.protocol == Protocol::Cgi {
+                // The launcher is mod_procd's own program; each script's #!
+                // line names its interpreter.
+                argv = vec![format!("{runtime_dir}/loaders/{CGI_LAUNCHER_FILE}")];
             }
             let home = g.home.as_ref().map_or_else(
                 || {
@@ -449,7 +463,7 @@ mod tests {
         assert_eq!(a.error_log, "/var/log/e.log");
         assert!(a.env.contains(&("PATH".into(), "/opt/bin".into())));
         assert!(a.env.contains(&("X".into(), "1".into())));
-        assert!(plan.groups[1].argv[1].ends_with("/loaders/procd_cgi.pl"), "the CGI launcher");
+        assert_eq!(plan.groups[1].argv, ["/run/procd/loaders/procd-cgi-launcher"], "the CGI launcher");
         // A virtual host without directives of ours shares the main
         // server's configuration: each group is planned once.
         let shared = [

@@ -1,7 +1,7 @@
 //! The `cgi` backend: one CGI script per request (RFC 3875), run by the
-//! group's launcher (`src/loaders/procd_cgi.pl`), a resident process of
-//! the group's user that forks and execs the script with this connection
-//! as its stdin and stdout. Apache never forks on the request path and
+//! group's launcher (`src/launcher/procd_cgi.rs`), a resident process of
+//! the group's user that spawns the script with this connection as its
+//! stdin and stdout. Apache never forks on the request path and
 //! nothing runs as root.
 //!
 //! The exchange (PROTOCOL.md, "CGI launcher"): connect within

@@ -2,6 +2,7 @@
 //! loaders and exit records, all root's; and restart files, read without
 //! following links.
 
+use crate::config::languages::{CGI_LAUNCHER, CGI_LAUNCHER_FILE};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixListener;
 use std::path::Path;
@@ -78,8 +79,11 @@ pub fn prepare_runtime_dir(dir: &Path, apache_gid: u32, loader_files: &[(String,
     let loaders = dir.join("loaders");
     root_dir(&loaders, 0o755, 0)?;
     for (file, source) in loader_files {
-        write_by_rename(&loaders, file, source)?;
+        write_by_rename(&loaders, file, source.as_bytes(), 0o644)?;
     }
+    // The CGI launcher is this manager's own build (a program, not a
+    // script: the plan carries scripts only).
+    write_by_rename(&loaders, CGI_LAUNCHER_FILE, CGI_LAUNCHER, 0o755)?;
     root_dir(&dir.join(EXITS), 0o750, apache_gid)?;
     // Sockets of generations of a previous manager (killed, or httpd
     // killed) are stale; nothing else lives there.
@@ -100,14 +104,15 @@ pub fn bind_socket(path: &Path, gid: u32) -> std::io::Result<UnixListener> {
     Ok(listener)
 }
 
-/// Writes `dir/name` (mode 0644, readable by all) as `dir/.name.tmp`,
+/// Writes `dir/name` (with `mode`, readable by all) as `dir/.name.tmp`,
 /// then renames it over: a reader sees the old file or the new one, never
-/// half of one. A failure leaves no temporary file behind.
-fn write_by_rename(dir: &Path, name: &str, contents: &str) -> std::io::Result<()> {
+/// half of one (and a running program keeps its own). A failure leaves no
+/// temporary file behind.
+fn write_by_rename(dir: &Path, name: &str, contents: &[u8], mode: u32) -> std::io::Result<()> {
     let tmp = dir.join(format!(".{name}.tmp"));
     let _ = std::fs::remove_file(&tmp);
     let written = std::fs::write(&tmp, contents)
-        .and_then(|()| std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644)))
+        .and_then(|()| std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode)))
         .and_then(|()| std::fs::rename(&tmp, dir.join(name)));
     if written.is_err() {
         let _ = std::fs::remove_file(&tmp);
@@ -120,7 +125,7 @@ fn write_by_rename(dir: &Path, name: &str, contents: &str) -> std::io::Result<()
 /// instead of waiting for a socket that will not come soon. Written by
 /// rename (no reader sees half a file); readable by all, like the loaders.
 pub fn mark_down(dir: &Path, group: &str, why: &str) {
-    let _ = write_by_rename(dir, &format!("{group}.down"), why);
+    let _ = write_by_rename(dir, &format!("{group}.down"), why.as_bytes(), 0o644);
 }
 
 /// The group serves again (or is gone): no `GROUP.down`.
@@ -144,7 +149,7 @@ pub fn port_file(dir: &Path, group: &str) -> std::path::PathBuf {
 
 /// Publishes `port` as the serving generation's of `group`.
 pub fn publish_port(dir: &Path, group: &str, port: u16) -> std::io::Result<()> {
-    write_by_rename(dir, &port_file_name(group), &format!("{port}\n"))
+    write_by_rename(dir, &port_file_name(group), format!("{port}\n").as_bytes(), 0o644)
 }
 
 /// Removes every `*.port` file in `dir` (and a half-written `.*.port.tmp`):

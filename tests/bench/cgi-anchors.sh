@@ -32,7 +32,7 @@ anchor_procd_cgi_start() {
   apache_conf "$1" "$2" "LoadModule alias_module $APACHE_MODS/mod_alias.so
 LoadModule procd_module $PROCD_SO
 ProcdRuntimeDir \"$1/run/procd\"
-LanguageGroup cgi language=cgi processes=4
+LanguageGroup cgi language=cgi processes=${PROCD_CGI_PROCESSES:-1}
 Alias /cgi/ \"$1/cgi/\"
 <Directory \"$1/cgi\">
     Options +ExecCGI

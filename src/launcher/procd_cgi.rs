@@ -1,0 +1,500 @@
+//! mod_procd's CGI launcher: a small program of its own (not part of the
+//! module's crate), built by build.rs with the Rust standard library only,
+//! shipped inside the .so and written by the manager to
+//! `RUNTIME/loaders/procd-cgi-launcher`. One runs per `processes` of a
+//! `language=cgi` group, as the group's user, and runs one CGI script per
+//! request (RFC 3875), so that neither the root manager nor suexec forks on
+//! Apache's request path.
+//!
+//! Why a native program: a script is started with posix_spawn (the kernel's
+//! vfork: nothing of the launcher's memory is copied), where the earlier
+//! Perl launcher's fork copied its page tables and then faulted in the pages
+//! it touched before exec, about half a millisecond a request. And it is a
+//! clean executable image: nothing of httpd's memory (TLS keys) reaches a
+//! process of the tenant's user.
+//!
+//! The launch contract (src/protocol/PROTOCOL.md, "CGI launcher"):
+//!   fd 3   the group's listening Unix socket: accept on it
+//!   fd 4   the status channel: we write READY; EOF means "drain and exit"
+//!   fd 1,2 a pipe to the manager: each line goes to the group's error log
+//!   PROCD_SCRIPT_ROOTS        directories (one a line) scripts may be run from
+//!   PROCD_SCRIPT_EXTS         extensions a script's name may end with
+//!   PROCD_REQUEST_TIMEOUT_MS  a script running longer is killed with its
+//!                             process group
+//!   PROCD_APP                 with `app=`: the one script to run
+//!
+//! Per connection: Apache sends one REQUEST frame (type 0x01, u32 length,
+//! u8 version 1, then NAME\0VALUE\0 pairs: the CGI environment), then the
+//! request body, CONTENT_LENGTH bytes, then shuts its side down. The
+//! launcher checks the script and spawns it with the connection as stdin
+//! and stdout and the group's log as stderr, in a process group of its own.
+//! Apache reads the script's output until EOF.
+
+use std::ffi::{OsStr, OsString};
+use std::fs::File;
+use std::io::{ErrorKind, Read, Write};
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+const REQUEST: u8 = 0x01;
+const VERSION: u8 = 1;
+const MAX_FRAME: usize = 1 << 20;
+/// How long a connection may take to send its REQUEST frame.
+const FRAME_TIMEOUT: Duration = Duration::from_secs(10);
+const LISTENER_FD: RawFd = 3;
+const STATUS_FD: RawFd = 4;
+
+/// The C library calls the standard library has no form of.
+mod sys {
+    pub const SIGKILL: i32 = 9;
+    const F_SETFD: i32 = 2;
+    const FD_CLOEXEC: i32 = 1;
+    const SOL_SOCKET: i32 = 1;
+    const SO_RCVTIMEO: i32 = 20;
+    const WNOHANG: i32 = 1;
+
+    #[repr(C)]
+    struct TimeVal {
+        sec: i64,
+        usec: i64,
+    }
+
+    unsafe extern "C" {
+        fn kill(pid: i32, sig: i32) -> i32;
+        fn fcntl(fd: i32, cmd: i32, ...) -> i32;
+        fn setsockopt(fd: i32, level: i32, name: i32, value: *const TimeVal, len: u32) -> i32;
+        fn waitpid(pid: i32, status: *mut i32, options: i32) -> i32;
+    }
+
+    /// kill(2): a signal to a process (pid > 0) or process group (pid < 0).
+    pub fn signal(pid: i32, sig: i32) {
+        // SAFETY: kill takes two integers and touches no memory of ours.
+        unsafe {
+            kill(pid, sig);
+        }
+    }
+
+    /// Marks an inherited descriptor close-on-exec: scripts must not get
+    /// the group's listener or the status channel.
+    pub fn close_on_exec(fd: i32) {
+        // SAFETY: fcntl(F_SETFD) on an integer descriptor; an invalid one
+        // only makes it fail.
+        unsafe {
+            fcntl(fd, F_SETFD, FD_CLOEXEC);
+        }
+    }
+
+    /// How long a blocking accept(2) on `fd` waits before it fails with
+    /// EAGAIN (Linux applies SO_RCVTIMEO to accept).
+    pub fn accept_timeout(fd: i32, wait: std::time::Duration) -> std::io::Result<()> {
+        let tv = TimeVal { sec: wait.as_secs() as i64, usec: i64::from(wait.subsec_micros()) };
+        // SAFETY: `tv` is a valid timeval that outlives the call, and its
+        // size is passed with it.
+        let r = unsafe { setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, std::mem::size_of::<TimeVal>() as u32) };
+        if r == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
+    }
+
+    /// A child of ours that has ended (reaped), if any.
+    pub fn reap_one() -> Option<i32> {
+        let mut status = 0;
+        // SAFETY: `status` is a valid int for the kernel to write.
+        let pid = unsafe { waitpid(-1, &mut status, WNOHANG) };
+        (pid > 0).then_some(pid)
+    }
+}
+
+/// One line to the group's error log, control characters replaced.
+fn log(text: &str) {
+    let clean: String = text.chars().map(|c| if c.is_control() { '?' } else { c }).collect();
+    eprintln!("cgi launcher: {clean}");
+}
+
+/// What every script may run and inherits, from the launch environment.
+struct Setup {
+    roots: Vec<PathBuf>,
+    exts: Vec<String>,
+    app: Option<PathBuf>,
+    timeout: Option<Duration>,
+    /// The group's environment without ours (`PROCD_*`, `LISTEN_*`).
+    base_env: Vec<(OsString, OsString)>,
+    user: String,
+}
+
+impl Setup {
+    fn from_env() -> Setup {
+        let var = |k: &str| std::env::var(k).unwrap_or_default();
+        let roots = var("PROCD_SCRIPT_ROOTS")
+            .lines()
+            .filter(|r| r.starts_with('/'))
+            .filter_map(|r| std::fs::canonicalize(r).ok())
+            .collect();
+        let exts = var("PROCD_SCRIPT_EXTS")
+            .split_whitespace()
+            .filter(|e| e.starts_with('.'))
+            .map(|e| e.to_ascii_lowercase())
+            .collect();
+        let app = std::env::var_os("PROCD_APP").filter(|a| !a.is_empty()).map(PathBuf::from);
+        let timeout =
+            var("PROCD_REQUEST_TIMEOUT_MS").parse::<u64>().ok().filter(|&ms| ms > 0).map(Duration::from_millis);
+        let base_env = std::env::vars_os()
+            .filter(|(k, _)| {
+                let k = k.as_bytes();
+                !k.starts_with(b"PROCD_") && !k.starts_with(b"LISTEN_")
+            })
+            .collect();
+        let user = std::env::var("USER").unwrap_or_else(|_| "of this group".into());
+        Setup { roots, exts, app, timeout, base_env, user }
+    }
+
+    /// The script to run, checked: under a LanguageHandler directory, with
+    /// a mapped extension. Err((status, reason)) on refusal.
+    fn script_for(&self, env: &[(OsString, OsString)]) -> Result<PathBuf, (u16, String)> {
+        if let Some(app) = &self.app {
+            // A mounted script (app=): the administrator named it.
+            return Ok(app.clone());
+        }
+        let path = lookup(env, "SCRIPT_FILENAME").unwrap_or_default();
+        let shown = path.to_string_lossy();
+        let real = match std::fs::canonicalize(path) {
+            Ok(real) if real.is_file() => real,
+            _ => return Err((404, format!("script '{shown}' does not exist"))),
+        };
+        if !self.roots.iter().any(|root| real.starts_with(root) && real != *root) {
+            let roots: Vec<String> = self.roots.iter().map(|r| r.display().to_string()).collect();
+            return Err((
+                403,
+                format!(
+                    "refusing to run '{shown}': it is not under a directory where this group is named by LanguageHandler ({})",
+                    if roots.is_empty() { "none".to_string() } else { roots.join(", ") }
+                ),
+            ));
+        }
+        let name = real.as_os_str().as_bytes().to_ascii_lowercase();
+        if !self.exts.iter().any(|e| name.ends_with(e.as_bytes())) {
+            return Err((
+                403,
+                format!(
+                    "refusing to run '{shown}': its name does not end with an extension LanguageHandler maps to this group ({})",
+                    if self.exts.is_empty() { "none".to_string() } else { self.exts.join(" ") }
+                ),
+            ));
+        }
+        Ok(real)
+    }
+}
+
+fn lookup<'a>(env: &'a [(OsString, OsString)], name: &str) -> Option<&'a OsStr> {
+    env.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_os_str())
+}
+
+/// Reads a REQUEST frame: the CGI environment, or why not.
+fn read_request(sock: &mut UnixStream) -> Result<Vec<(OsString, OsString)>, String> {
+    let deadline = Instant::now() + FRAME_TIMEOUT;
+    let mut read_within = |buf: &mut [u8]| -> std::io::Result<()> {
+        let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
+        sock.set_read_timeout(Some(left))?;
+        sock.read_exact(buf)
+    };
+    let mut head = [0u8; 5];
+    read_within(&mut head).map_err(|e| format!("no REQUEST frame from Apache ({e}); connection closed"))?;
+    let length = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
+    if head[0] != REQUEST || !(1..=MAX_FRAME).contains(&length) {
+        return Err(format!("not a REQUEST frame from Apache (type {}, {length} bytes); connection closed", head[0]));
+    }
+    let mut payload = vec![0u8; length];
+    read_within(&mut payload).map_err(|e| format!("a REQUEST frame cut short ({e}); connection closed"))?;
+    // The script reads its body from this socket: no timeout of ours.
+    sock.set_read_timeout(None).map_err(|e| format!("cannot reset the socket's timeout: {e}"))?;
+    if payload[0] != VERSION {
+        return Err("REQUEST of an unknown version; connection closed".into());
+    }
+    let mut fields: Vec<&[u8]> = payload[1..].split(|&b| b == 0).collect();
+    fields.pop(); // what follows the last NUL
+    Ok(fields
+        .chunks_exact(2)
+        .filter(|pair| !pair[0].is_empty() && !pair[0].contains(&b'='))
+        .map(|pair| (OsString::from_vec(pair[0].to_vec()), OsString::from_vec(pair[1].to_vec())))
+        .collect())
+}
+
+/// Why Apache no longer waits for this request (see PROTOCOL.md), or None.
+/// (A peek cannot tell: Apache shuts its side down after the body anyway.)
+fn abandoned(env: &[(OsString, OsString)]) -> Option<String> {
+    let number = |k: &str| lookup(env, k)?.to_str()?.parse::<u64>().ok();
+    let (queued_at, limit) = (number("PROCD_QUEUED_AT_MS")?, number("PROCD_QUEUE_TIMEOUT_MS")?);
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+    let waited = now.saturating_sub(queued_at);
+    (waited + 5 >= limit).then(|| {
+        format!("it waited {waited} ms in the queue, longer than queue-timeout ({limit} ms): Apache answered 503")
+    })
+}
+
+/// A short CGI answer of the launcher's own (the script never ran).
+fn refuse(sock: &mut UnixStream, status: u16, why: &str) {
+    log(why);
+    let _ = write!(sock, "Status: {status}\r\nContent-Type: text/plain\r\n\r\n{status}\n");
+}
+
+/// A script that runs, and when it is killed.
+struct Running {
+    pid: i32,
+    deadline: Option<Instant>,
+    what: String,
+}
+
+struct Launcher {
+    setup: Setup,
+    running: Vec<Running>,
+}
+
+impl Launcher {
+    fn serve_connection(&mut self, mut sock: UnixStream) {
+        let env = match read_request(&mut sock) {
+            Ok(env) => env,
+            Err(why) => return log(&why),
+        };
+        let what = format!(
+            "{} {}",
+            lookup(&env, "REQUEST_METHOD").unwrap_or(OsStr::new("?")).to_string_lossy(),
+            lookup(&env, "REQUEST_URI").unwrap_or(OsStr::new("?")).to_string_lossy()
+        );
+        if let Some(why) = abandoned(&env) {
+            return log(&format!("request dropped unrun: {what}: {why}"));
+        }
+        let script = match self.setup.script_for(&env) {
+            Ok(script) => script,
+            Err((status, why)) => return refuse(&mut sock, status, &why),
+        };
+        match self.spawn(&sock, &env, &script) {
+            Ok(child) => {
+                let pid = child.id() as i32;
+                let what = format!("{what} ({}, pid {pid})", script.display());
+                // The script's process group is killed a second after
+                // request-timeout (Apache answered 504 at it). It is reaped
+                // by pid (reap_and_enforce), not through `child`.
+                let deadline = self.setup.timeout.map(|t| Instant::now() + t + Duration::from_secs(1));
+                self.running.push(Running { pid, deadline, what });
+            }
+            Err(e) => {
+                let shown = script.display();
+                let (status, why) = match e.kind() {
+                    ErrorKind::PermissionDenied => {
+                        (403, format!("'{shown}' is not executable by user {} (chmod +x it)", self.setup.user))
+                    }
+                    ErrorKind::WouldBlock | ErrorKind::OutOfMemory => (503, format!("cannot start {shown}: {e}")),
+                    _ => (500, format!("cannot run {shown}: {e} (is its #! interpreter installed?)")),
+                };
+                refuse(&mut sock, status, &why);
+            }
+        }
+    }
+
+    /// The script, in a process group of its own, with the connection as
+    /// stdin and stdout, our stderr, in its directory, with the group's
+    /// environment plus the request's. posix_spawn: nothing is copied.
+    fn spawn(&self, sock: &UnixStream, env: &[(OsString, OsString)], script: &Path) -> std::io::Result<Child> {
+        let stdin = OwnedFd::from(sock.try_clone()?);
+        let stdout = OwnedFd::from(sock.try_clone()?);
+        let dir = script.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("/"));
+        let request_env = env.iter().filter(|(k, _)| {
+            !matches!(k.as_bytes(), b"PROCD_QUEUED_AT_MS" | b"PROCD_QUEUE_TIMEOUT_MS" | b"HTTP_PROXY")
+        });
+        Command::new(script)
+            .env_clear()
+            .envs(self.setup.base_env.iter().map(|(k, v)| (k, v)))
+            .envs(request_env.map(|(k, v)| (k, v)))
+            .current_dir(dir)
+            .process_group(0)
+            .stdin(Stdio::from(stdin))
+            .stdout(Stdio::from(stdout))
+            .stderr(Stdio::inherit())
+            .spawn()
+    }
+
+    /// Reaps the scripts that ended; kills those past their deadline.
+    fn reap_and_enforce(&mut self) {
+        while let Some(pid) = sys::reap_one() {
+            self.running.retain(|r| r.pid != pid);
+        }
+        let now = Instant::now();
+        let secs = self.setup.timeout.map_or(0.0, |t| t.as_secs_f64());
+        for r in self.running.iter_mut().filter(|r| r.deadline.is_some_and(|d| now > d)) {
+            log(&format!("request-timeout ({secs} s): killing {} and its process group", r.what));
+            sys::signal(-r.pid, sys::SIGKILL);
+            sys::signal(r.pid, sys::SIGKILL);
+            r.deadline = None;
+        }
+    }
+}
+
+/// How long accept waits before the launcher looks at its scripts and at
+/// the status channel again.
+const TICK: Duration = Duration::from_millis(200);
+
+fn main() {
+    for fd in [LISTENER_FD, STATUS_FD] {
+        sys::close_on_exec(fd);
+    }
+    // SAFETY: fds 3 and 4 are ours by the launch contract (the manager
+    // opens them for us and nothing else in this process uses them).
+    let listener = unsafe { UnixListener::from_raw_fd(LISTENER_FD) };
+    let mut status = unsafe { File::from_raw_fd(STATUS_FD) };
+    // A blocking accept: the kernel wakes one waiting launcher of the group
+    // per connection (poll would wake them all). The socket's flags are
+    // shared by the group's launchers, which all set the same.
+    if let Err(e) = listener.set_nonblocking(false).and_then(|()| sys::accept_timeout(LISTENER_FD, TICK)) {
+        log(&format!("fd 3 is not the group's listening socket: {e}"));
+        std::process::exit(1);
+    }
+    if let Err(e) = status.write_all(b"READY\n") {
+        log(&format!("fd 4 is not the status channel: {e}"));
+        std::process::exit(1);
+    }
+    // EOF on the status channel: take what is queued, finish, exit.
+    let draining = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let drain = draining.clone();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 64];
+        loop {
+            match status.read(&mut buf) {
+                Ok(n) if n > 0 => continue,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                _ => break,
+            }
+        }
+        drain.store(true, std::sync::atomic::Ordering::SeqCst);
+    });
+    let mut launcher = Launcher { setup: Setup::from_env(), running: Vec::new() };
+    loop {
+        launcher.reap_and_enforce();
+        match listener.accept() {
+            // Accepted sockets are blocking whatever the listener is.
+            Ok((sock, _)) => launcher.serve_connection(sock),
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                // Nothing queued for a tick.
+                if draining.load(std::sync::atomic::Ordering::SeqCst) && launcher.running.is_empty() {
+                    std::process::exit(0);
+                }
+            }
+            Err(e) => {
+                log(&format!("accept on the group's socket failed: {e}"));
+                std::thread::sleep(TICK);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(kind: u8, payload: &[u8]) -> Vec<u8> {
+        let mut out = vec![kind];
+        out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+        out.extend_from_slice(payload);
+        out
+    }
+
+    fn read(bytes: &[u8]) -> Result<Vec<(OsString, OsString)>, String> {
+        let (mut apache, mut launcher) = UnixStream::pair().unwrap();
+        apache.write_all(bytes).unwrap();
+        drop(apache);
+        read_request(&mut launcher)
+    }
+
+    #[test]
+    fn a_request_frame_is_the_environment() {
+        let env = read(&frame(REQUEST, b"\x01A\x001\x00EMPTY\x00\x00B\x00x=y\x00")).unwrap();
+        assert_eq!(env, [("A".into(), "1".into()), ("EMPTY".into(), "".into()), ("B".into(), "x=y".into())]);
+        // Names that cannot be environment names are dropped; a value
+        // without its name is ignored.
+        let env = read(&frame(REQUEST, b"\x01=x\x001\x00\x00v\x00ODD\x00")).unwrap();
+        assert!(env.is_empty(), "{env:?}");
+    }
+
+    #[test]
+    fn anything_else_is_refused_without_reading_past_it() {
+        assert!(read(&frame(2, b"\x01A\x001\x00")).unwrap_err().contains("type 2"));
+        assert!(read(&frame(REQUEST, b"")).unwrap_err().contains("0 bytes"));
+        assert!(read(&frame(REQUEST, b"\x02A\x001\x00")).unwrap_err().contains("unknown version"));
+        let mut huge = vec![REQUEST];
+        huge.extend_from_slice(&((MAX_FRAME + 1) as u32).to_be_bytes());
+        assert!(read(&huge).unwrap_err().contains("bytes"));
+        let mut short = frame(REQUEST, b"\x01A\x001\x00");
+        short.truncate(8);
+        assert!(read(&short).unwrap_err().contains("cut short"));
+        assert!(read(b"\x01\x00").unwrap_err().contains("no REQUEST frame"));
+    }
+
+    proptest::proptest! {
+        /// Whatever a connection sends, the reader answers or refuses
+        /// (bounded: at most the frame it announces, 1 MiB).
+        #[test]
+        fn any_bytes_are_read_or_refused(kind in 0u8..3, payload in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..400)) {
+            let _ = read(&frame(kind, &payload));
+            let _ = read(&payload);
+        }
+    }
+
+    #[test]
+    fn the_body_after_the_frame_is_left_for_the_script() {
+        let (mut apache, mut launcher) = UnixStream::pair().unwrap();
+        let mut bytes = frame(REQUEST, b"\x01A\x001\x00");
+        bytes.extend_from_slice(b"BODY");
+        apache.write_all(&bytes).unwrap();
+        drop(apache);
+        read_request(&mut launcher).unwrap();
+        let mut rest = String::new();
+        launcher.read_to_string(&mut rest).unwrap();
+        assert_eq!(rest, "BODY");
+    }
+
+    #[test]
+    fn a_request_that_outwaited_its_queue_timeout_is_dropped() {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64;
+        let env = |at: u64, limit: u64| {
+            vec![
+                ("PROCD_QUEUED_AT_MS".into(), at.to_string().into()),
+                ("PROCD_QUEUE_TIMEOUT_MS".into(), limit.to_string().into()),
+            ]
+        };
+        assert!(abandoned(&env(now, 10_000)).is_none());
+        assert!(abandoned(&env(now - 20_000, 10_000)).unwrap().contains("queue-timeout (10000 ms)"));
+        assert!(abandoned(&[]).is_none());
+    }
+
+    #[test]
+    fn only_mapped_scripts_under_the_roots_run() {
+        let dir = std::env::temp_dir().join(format!("procd-launcher-test-{}", std::process::id()));
+        let (inside, outside) = (dir.join("site"), dir.join("other"));
+        std::fs::create_dir_all(&inside).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        for f in [inside.join("a.CGI"), inside.join("a.txt"), outside.join("b.cgi")] {
+            std::fs::write(f, "#!/bin/sh\n").unwrap();
+        }
+        std::os::unix::fs::symlink(outside.join("b.cgi"), inside.join("link.cgi")).unwrap();
+        let setup = Setup {
+            roots: vec![std::fs::canonicalize(&inside).unwrap()],
+            exts: vec![".cgi".into()],
+            app: None,
+            timeout: None,
+            base_env: vec![],
+            user: "u".into(),
+        };
+        let run = |p: &Path| setup.script_for(&[("SCRIPT_FILENAME".into(), p.into())]);
+        assert!(run(&inside.join("a.CGI")).is_ok(), "extensions match whatever their case");
+        assert_eq!(run(&inside.join("a.txt")).unwrap_err().0, 403);
+        assert_eq!(run(&inside.join("nothing.cgi")).unwrap_err().0, 404);
+        assert_eq!(run(&inside).unwrap_err().0, 404, "a directory is not a script");
+        assert_eq!(run(&outside.join("b.cgi")).unwrap_err().0, 403);
+        assert_eq!(run(&inside.join("link.cgi")).unwrap_err().0, 403, "a link out of the roots");
+        assert_eq!(run(&inside.join("../other/b.cgi")).unwrap_err().0, 403);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
