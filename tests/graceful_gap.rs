@@ -19,7 +19,10 @@ use std::time::{Duration, Instant};
 const GRACEFULS: usize = 4;
 const CLIENTS: usize = 4;
 
-const CONFIG: &str = r#"LoadModule cgid_module /usr/lib/apache2/modules/mod_cgid.so
+/// With one `language=cgi` group (it starts nothing until a request), so
+/// that mod_procd's manager runs, as on any server that uses mod_procd.
+const CONFIG: &str = r#"LanguageGroup idle language=cgi
+LoadModule cgid_module /usr/lib/apache2/modules/mod_cgid.so
 ScriptSock "@DIR@/run/cgid.sock"
 CustomLog "|$trap '' TERM; exec /bin/cat >> @DIR@/access.log" "%r %>s"
 <Directory "@DIR@/htdocs">
@@ -145,6 +148,9 @@ fn no_intake_gap(mpm: Mpm) {
     if log.contains("PD0104") {
         a.fail("SIGCHLD was not ours to take here");
     }
+    if log.contains("AH00488") {
+        a.fail("the MPM reaped a child it did not know (long lost child)");
+    }
     // Stop is prompt and complete (the harness checks every process).
     let t = Instant::now();
     a.stop();
@@ -195,13 +201,13 @@ fn graceful_has_no_intake_gap_prefork() {
 }
 
 /// An old child still busy (a 0.3 s CGI request) when the graceful tells it
-/// to go: the MPM starts the new generation's children only as old ones are
-/// reaped (or after a second), so the fast clients should wait about as
-/// long as the slow request. Measured 2026-12-02: prefork 0.07-0.31 s at
-/// each graceful; event and worker about 1 s at 2-3 gracefuls of 4
-/// (1,002-1,073 ms), and the same with mod_procd's SIGCHLD wake removed:
-/// the pause there is not the parent's sleep. Known, in the README; the
-/// event and worker tests are ignored until it is understood.
+/// to go. The MPM replaces old children as they exit, and starts the rest
+/// after a second without an exit; mod_cgid's daemon, restarted at each
+/// graceful, is often reaped before the parent goes to sleep, so the SIGCHLD
+/// handler alone left ~1 s without intake at 2-3 gracefuls of 4 under event
+/// and worker (1,002-1,073 ms, 2026-12-02). The manager's wake
+/// (src/manager/parent_wake.rs) ends that sleep after 50 ms: 0-125 ms
+/// gaps measured under event (probe, 4 gracefuls).
 fn busy_child_replaced_at_its_exit(mpm: Mpm) {
     let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let mut a = Apache::new(&format!("gap-busy-{mpm:?}"), mpm, CONFIG);
@@ -220,8 +226,10 @@ fn busy_child_replaced_at_its_exit(mpm: Mpm) {
     if !failures.is_empty() {
         a.fail(&format!("{} failed requests, e.g. {:?}", failures.len(), &failures[..failures.len().min(3)]));
     }
-    let short = gaps.iter().filter(|g| **g < Duration::from_millis(700)).count();
-    if short < GRACEFULS - 1 {
+    // As for idle old children: at least 3 of the 4 under 0.3 s (noise on
+    // this shared box), none a second.
+    let short = gaps.iter().filter(|g| **g < Duration::from_millis(300)).count();
+    if short < GRACEFULS - 1 || gaps.iter().any(|g| *g >= Duration::from_millis(1000)) {
         a.fail(&format!("intake paused while old children finished: longest gaps {ms:?} ms"));
     }
     a.stop();
@@ -229,13 +237,11 @@ fn busy_child_replaced_at_its_exit(mpm: Mpm) {
 }
 
 #[test]
-#[ignore = "known: event pauses ~1 s at a graceful while an old child is busy, with or without the SIGCHLD wake (README, No pause in intake)"]
 fn a_busy_old_child_is_replaced_at_its_exit_event() {
     busy_child_replaced_at_its_exit(Mpm::Event);
 }
 
 #[test]
-#[ignore = "known: worker pauses ~1 s at a graceful while an old child is busy, with or without the SIGCHLD wake (README, No pause in intake)"]
 fn a_busy_old_child_is_replaced_at_its_exit_worker() {
     busy_child_replaced_at_its_exit(Mpm::Worker);
 }

@@ -4,7 +4,7 @@
 
 use super::output::{READ_BUDGET, read_some};
 use super::procs::set_nonblocking;
-use super::{EXIT_STARTUP_FAILURE, MAIN_LOG, Manager, TICK, id, log};
+use super::{EXIT_STARTUP_FAILURE, MAIN_LOG, Manager, TICK, id, log, parent_wake};
 use crate::logid::pd_log;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{SigSet, Signal};
@@ -86,7 +86,8 @@ pub fn run(control: OwnedFd) -> ! {
         for (_, fd) in &cold {
             fds.push(PollFd::new(fd.as_fd(), PollFlags::POLLIN));
         }
-        let _ = poll(&mut fds, PollTimeout::from(100u16));
+        let wait = if m.parent_wake.is_some() { parent_wake::LOOK_EVERY } else { TICK };
+        let _ = poll(&mut fds, PollTimeout::from(wait.as_millis().min(1000) as u16));
         let ready: Vec<bool> = fds.iter().map(|f| f.revents().is_some_and(|r| !r.is_empty())).collect();
         drop(fds);
         let woken: Vec<String> =
@@ -142,6 +143,7 @@ pub fn run(control: OwnedFd) -> ! {
             }
         }
         m.reap();
+        m.look_at_parent(Instant::now());
         // Timers need no finer grain than this; a busy worker's output must
         // not make the manager stat restart files for every line.
         if last_tick.elapsed() >= TICK {

@@ -35,6 +35,7 @@ mod launch;
 mod log;
 mod orphans;
 mod output;
+mod parent_wake;
 mod policy;
 mod pool;
 mod procs;
@@ -262,6 +263,9 @@ pub struct Manager {
     written: status::Written,
     /// Loopback ports handed out to `listen=tcp` generations lately.
     ports: tcp::Ports,
+    /// After a graceful plan: the watch that wakes the httpd parent out of
+    /// the MPM's one-second sleep (see `parent_wake`).
+    parent_wake: Option<parent_wake::ParentWake>,
 }
 
 /// Who listens on a group's port, for a log line that says what happened.
@@ -301,6 +305,7 @@ impl Manager {
             started_wall: SystemTime::now(),
             written: Default::default(),
             ports: Default::default(),
+            parent_wake: None,
         }
     }
 
@@ -336,6 +341,10 @@ impl Manager {
             pd_log!(level: Level::Error, id::MANAGER, "cannot prepare the runtime dir {}: {e}; groups cannot start", plan.runtime_dir);
         }
         let old_dir = std::mem::replace(&mut self.plan, plan);
+        if !old_dir.runtime_dir.is_empty() {
+            // Not this manager's first plan: httpd restarts gracefully.
+            self.parent_wake = Some(parent_wake::ParentWake::new(Instant::now()));
+        }
         if old_dir.runtime_dir != self.plan.runtime_dir {
             // A new manager (the old plan is empty), or a new runtime dir:
             // no port published there is this manager's, and the ports it
@@ -938,6 +947,16 @@ impl Manager {
 
     /// Timers: start-up timeouts, retries, drain deadlines, restart files.
     /// Whether the httpd parent that forked this manager still runs.
+    /// While a graceful restart's watch runs (the event loop then wakes
+    /// every `parent_wake::LOOK_EVERY`): looks at the httpd parent.
+    fn look_at_parent(&mut self, now: Instant) {
+        if let Some(watch) = self.parent_wake.as_mut() {
+            if self.stopping || watch.look(self.httpd, now) {
+                self.parent_wake = None;
+            }
+        }
+    }
+
     fn httpd_alive(&self) -> bool {
         nix::unistd::getppid() == self.httpd
     }
