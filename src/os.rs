@@ -137,7 +137,14 @@ pub struct Launch<'a> {
     pub output: BorrowedFd<'a>,
     /// The `cgroup.procs` of the generation's cgroup, entered before exec.
     pub cgroup_procs: Option<&'a CString>,
+    /// The program is this descriptor's file (`fexecve`; `argv[0]` is only
+    /// its name): mod_procd's own programs, kept in a sealed memfd, which
+    /// runs where the runtime dir's file system is mounted noexec.
+    pub program: Option<BorrowedFd<'a>>,
 }
+
+/// Where a `Launch::program` descriptor waits for exec (close-on-exec).
+const PROGRAM_FD: RawFd = STATUS_FD + 1;
 
 /// Says why on `log` (the manager's log pipe for this worker: its own
 /// descriptor until fd 2 is placed, then fd 2) and exits.
@@ -190,6 +197,7 @@ pub fn spawn_worker(l: &Launch<'_>) -> nix::Result<Pid> {
                 }
             };
             let null = high(null.as_raw_fd(), "/dev/null");
+            let program = l.program.map(|fd| high(fd.as_raw_fd(), "program"));
             let fastcgi = l.listen_at == FASTCGI_LISTEN_FD;
             let (fd0, fd3) = if fastcgi { (listen, null) } else { (null, listen) };
             for (source, target, what) in [
@@ -208,7 +216,14 @@ pub fn spawn_worker(l: &Launch<'_>) -> nix::Result<Pid> {
                     child_fail_to(to, &format!("placing {what}"), nix::Error::last());
                 }
             }
-            close_from(STATUS_FD + 1);
+            if let Some(program) = program.filter(|fd| *fd != PROGRAM_FD) {
+                // SAFETY: duplicating our own descriptor onto 5 (whatever was
+                // there is a moved source, already placed), close-on-exec.
+                if unsafe { libc::dup3(program, PROGRAM_FD, libc::O_CLOEXEC) } != PROGRAM_FD {
+                    child_fail("placing the program's descriptor", nix::Error::last());
+                }
+            }
+            close_from(if program.is_some() { PROGRAM_FD + 1 } else { PROGRAM_FD });
             reset_signals();
             if let Err(e) = nix::unistd::setsid() {
                 child_fail("setsid", e);
@@ -255,9 +270,14 @@ pub fn spawn_worker(l: &Launch<'_>) -> nix::Result<Pid> {
                     env.push(pid);
                 }
             }
-            let Some(program) = l.argv.first() else { child_fail("argv", nix::Error::EINVAL) };
-            let err = nix::unistd::execve(program, l.argv, &env).err().unwrap_or(nix::Error::EINVAL);
-            child_fail(&format!("exec {}", program.to_string_lossy()), err);
+            let Some(name) = l.argv.first() else { child_fail("argv", nix::Error::EINVAL) };
+            let err = match program {
+                Some(_) => nix::unistd::fexecve(PROGRAM_FD, l.argv, &env),
+                None => nix::unistd::execve(name, l.argv, &env),
+            }
+            .err()
+            .unwrap_or(nix::Error::EINVAL);
+            child_fail(&format!("exec {}", name.to_string_lossy()), err);
         }
     }
 }
@@ -353,6 +373,13 @@ pub fn wake_on_child_exit() -> bool {
     );
     // SAFETY: the handler is an empty extern "C" function: async-signal-safe.
     unsafe { nix::sys::signal::sigaction(Signal::SIGCHLD, &action) }.is_ok()
+}
+
+/// Whether SIGCHLD is the default or mod_procd's own handler (no other
+/// module's handler would see the manager's wake, `manager::parent_wake`).
+pub fn sigchld_is_ours_to_take() -> bool {
+    let now = sigchld_handler();
+    now == Some(libc::SIG_DFL) || now == Some(child_exited as *const () as libc::sighandler_t)
 }
 
 /// Puts the default disposition back if ours is installed: before this

@@ -29,12 +29,18 @@ const RUNAWAY_SH: &str = "#!/bin/sh\nsleep 300 &\necho \"child $!\" >&2\nwhile :
 const STREAM_SH: &str = "#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\n'\necho first\nsleep 1\necho last\n";
 
 fn start(name: &str) -> Apache {
+    start_with(name, "", |_| {})
+}
+
+/// `start` with more configuration, and `before` run on the Apache before
+/// it starts.
+fn start_with(name: &str, extra: &str, before: impl FnOnce(&Apache)) -> Apache {
     ensure_user(USER);
     let conf = format!(
         "LanguageGroup scripts language=cgi user={USER} request-timeout=2s\n\
          LanguageHandler scripts .cgi .pl\n\
          <Directory @DIR@/htdocs/cgi>\n  Options +ExecCGI\n</Directory>\n\
-         DirectoryIndex index.html\n"
+         DirectoryIndex index.html\n{extra}"
     );
     let mut a = Apache::new(name, Mpm::Event, &conf);
     let dir = a.dir.join("htdocs/cgi");
@@ -54,6 +60,7 @@ fn start(name: &str) -> Apache {
     std::fs::write(a.dir.join("htdocs/plain/env.cgi"), ENV_SH).expect("write");
     let _ = std::process::Command::new("chmod").arg("755").arg(a.dir.join("htdocs/plain/env.cgi")).status();
     let _ = std::process::Command::new("chmod").arg("a+rX").arg(&a.dir).arg(a.dir.join("htdocs")).status();
+    before(&a);
     a.start();
     if !wait_until(Duration::from_secs(10), || a.get("/cgi/env.cgi").status == 200) {
         a.fail("the cgi group does not answer");
@@ -205,4 +212,55 @@ fn refusals_and_a_runaway_script() {
         a.fail("no log line for the killed script");
     }
     a.stop();
+}
+
+/// The launcher runs from memory (a sealed memfd), so a runtime dir on a
+/// file system mounted noexec (Debian mounts /run so) serves all the same;
+/// and a request cannot set what would make the loader or an interpreter
+/// run code of its sender's (Apache passes SetEnv variables, and code in an
+/// Apache child may connect to the group's socket itself).
+/// Unmounts (lazily) on drop, also when the test fails.
+struct Mounted(std::path::PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_noexec_runtime_dir_and_variables_that_would_run_code() {
+    let mut mounted: Option<Mounted> = None;
+    let mut a = start_with(
+        "cgi-noexec",
+        "LoadModule env_module /usr/lib/apache2/modules/mod_env.so\n\
+         SetEnv LD_PRELOAD /nonexistent/evil.so\nSetEnv PERL5OPT -Mevil\nSetEnv APP_MODE demo\n",
+        |a| {
+            let dir = a.dir.join("run");
+            std::fs::create_dir_all(&dir).expect("run dir");
+            let ok = std::process::Command::new("mount")
+                .args(["-t", "tmpfs", "-o", "noexec,nosuid,nodev,mode=0755", "procd-test"])
+                .arg(&dir)
+                .status();
+            if !ok.is_ok_and(|s| s.success()) {
+                a.fail("cannot mount a noexec tmpfs for the runtime dir");
+            }
+            mounted = Some(Mounted(dir));
+        },
+    );
+    let r = a.get("/cgi/env.cgi");
+    let text = r.text();
+    if r.status != 200 || !text.lines().any(|l| l == "APP_MODE=demo") {
+        a.fail(&format!("with the runtime dir noexec: {} {text}", r.status));
+    }
+    if text.contains("LD_PRELOAD") || text.contains("PERL5OPT") {
+        a.fail(&format!("a request set LD_PRELOAD or PERL5OPT for the script:\n{text}"));
+    }
+    let _ = a.get("/cgi/env.cgi");
+    let said = |name: &str| a.error_log().matches(&format!("may not set {name}")).count();
+    if !wait_until(Duration::from_secs(3), || said("LD_PRELOAD") == 1 && said("PERL5OPT") == 1) {
+        a.fail("the dropped variables are not logged once each");
+    }
+    a.stop();
+    drop(mounted);
 }

@@ -60,7 +60,9 @@ fn pid_of(answer: &str) -> i32 {
 /// `secs` (since `t0`) is within [want, want + slack].
 fn at(a: &Apache, what: &str, secs: f64, want: f64, slack: f64) {
     eprintln!("{what}: {secs:.3} s (README: {want} s)");
-    if !(want - 0.05..=want + slack).contains(&secs) {
+    // Measured between two log lines: the first may be written a little
+    // after the moment the timer counts from (a loaded box: 76 ms seen).
+    if !(want - 0.15..=want + slack).contains(&secs) {
         a.fail(&format!("{what} after {secs:.3} s; expected {want} s (+{slack} s)"));
     }
 }

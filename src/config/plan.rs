@@ -31,6 +31,11 @@ pub struct Plan {
     /// The build of the module that made this plan.
     #[serde(default)]
     pub build: String,
+    /// Whether the manager may wake the httpd parent with SIGCHLD after a
+    /// graceful restart (`manager::parent_wake`): set by the parent when
+    /// SIGCHLD is not another module's (then mod_procd's handler takes it).
+    #[serde(default)]
+    pub wake_parent: bool,
     /// The control protocol's version (`protocol::control::VERSION`).
     #[serde(default = "first_version")]
     pub version: u32,
@@ -235,7 +240,7 @@ pub fn build_plan(views: &[ServerView<'_>], apache: &Identity, runtime_dir: &str
             if lang.protocol == Protocol::Cgi {
                 // The launcher is mod_procd's own program; each script's #!
                 // line names its interpreter.
-                argv = vec![format!("{runtime_dir}/loaders/{CGI_LAUNCHER_FILE}")];
+                argv = vec![CGI_LAUNCHER_FILE.to_string()];
             }
             let home = g.home.as_ref().map_or_else(
                 || {
@@ -305,6 +310,7 @@ pub fn build_plan(views: &[ServerView<'_>], apache: &Identity, runtime_dir: &str
         groups,
         loaders: shipped_loaders().iter().map(|l| (l.file.to_string(), l.source.to_string())).collect(),
         build: build_id(),
+        wake_parent: false,
         version: crate::protocol::control::VERSION,
     }
 }
@@ -382,7 +388,11 @@ impl Plan {
             if g.uid == 0 || g.gid == 0 || g.groups.contains(&0) {
                 return refuse(format!("group {n} would run with uid or gid 0"));
             }
-            if g.argv.first().is_some_and(|p| !plain_absolute(p)) || g.argv.iter().any(|a| a.contains('\0')) {
+            // A cgi group's program is the manager's own launcher, by name.
+            let launcher = g.protocol == Protocol::Cgi && g.argv == [CGI_LAUNCHER_FILE];
+            if (!launcher && g.argv.first().is_some_and(|p| !plain_absolute(p)))
+                || g.argv.iter().any(|a| a.contains('\0'))
+            {
                 return refuse(format!("group {n}: the program is not an absolute path"));
             }
             if !plain_absolute(&g.home) || !plain_absolute(&g.error_log) {
@@ -463,7 +473,7 @@ mod tests {
         assert_eq!(a.error_log, "/var/log/e.log");
         assert!(a.env.contains(&("PATH".into(), "/opt/bin".into())));
         assert!(a.env.contains(&("X".into(), "1".into())));
-        assert_eq!(plan.groups[1].argv, ["/run/procd/loaders/procd-cgi-launcher"], "the CGI launcher");
+        assert_eq!(plan.groups[1].argv, ["procd-cgi-launcher"], "the CGI launcher, by name (it runs from a memfd)");
         // A virtual host without directives of ours shares the main
         // server's configuration: each group is planned once.
         let shared = [

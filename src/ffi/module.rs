@@ -685,7 +685,9 @@ unsafe extern "C" fn post_config(
         // SAFETY: pconf is the configuration pool.
         unsafe { sys::ap_add_version_component(pconf, c"mod_procd/0.1.0".as_ptr()) };
         let runtime_dir = runtime_dir(main, pconf);
-        let plan = build_plan(&views, &apache_identity(), &runtime_dir);
+        let mut plan = build_plan(&views, &apache_identity(), &runtime_dir);
+        // Nobody else's SIGCHLD handler: ours goes in at post_config_last.
+        plan.wake_parent = crate::os::sigchld_is_ours_to_take();
         let groups = plan.groups.len();
         attach_status_table(&plan.groups.iter().map(|g| g.name.clone()).collect::<Vec<_>>());
         let plan_text = match plan.to_text() {

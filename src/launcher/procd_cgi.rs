@@ -58,10 +58,11 @@ mod sys {
     const SO_RCVTIMEO: i32 = 20;
     const WNOHANG: i32 = 1;
 
+    /// struct timeval: two C `long`s on Linux (isize, 32- or 64-bit).
     #[repr(C)]
     struct TimeVal {
-        sec: i64,
-        usec: i64,
+        sec: isize,
+        usec: isize,
     }
 
     unsafe extern "C" {
@@ -92,7 +93,7 @@ mod sys {
     /// How long a blocking accept(2) on `fd` waits before it fails with
     /// EAGAIN (Linux applies SO_RCVTIMEO to accept).
     pub fn accept_timeout(fd: i32, wait: std::time::Duration) -> std::io::Result<()> {
-        let tv = TimeVal { sec: wait.as_secs() as i64, usec: i64::from(wait.subsec_micros()) };
+        let tv = TimeVal { sec: wait.as_secs() as isize, usec: wait.subsec_micros() as isize };
         // SAFETY: `tv` is a valid timeval that outlives the call, and its
         // size is passed with it.
         let r = unsafe { setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, std::mem::size_of::<TimeVal>() as u32) };
@@ -108,10 +109,48 @@ mod sys {
     }
 }
 
-/// One line to the group's error log, control characters replaced.
+/// One line to the group's error log, control characters replaced, at
+/// most `LOG_CHARS` characters (a name in it comes from the request).
 fn log(text: &str) {
-    let clean: String = text.chars().map(|c| if c.is_control() { '?' } else { c }).collect();
-    eprintln!("cgi launcher: {clean}");
+    const LOG_CHARS: usize = 512;
+    let mut clean: String = text.chars().take(LOG_CHARS).map(|c| if c.is_control() { '?' } else { c }).collect();
+    if text.chars().nth(LOG_CHARS).is_some() {
+        clean.push_str("...");
+    }
+    // A log that cannot be written is no reason to stop serving.
+    let _ = writeln!(std::io::stderr().lock(), "cgi launcher: {clean}");
+}
+
+/// Names a request may not set, whatever Apache's configuration passes:
+/// they make the dynamic loader, a shell or an interpreter run code of the
+/// sender's choosing as the group's user (suexec refuses them too). Only
+/// Apache's children can connect to the group's socket, but code running
+/// in them (mod_php, say) is not to be trusted with the group's user.
+fn dangerous_name(name: &[u8]) -> bool {
+    const PREFIXES: &[&[u8]] = &[b"LD_", b"BASH_FUNC_", b"MALLOC_", b"PYTHON", b"PERL5", b"RUBY", b"NODE_", b"GCONV_"];
+    const NAMES: &[&[u8]] = &[
+        b"BASH_ENV",
+        b"ENV",
+        b"SHELLOPTS",
+        b"BASHOPTS",
+        b"PS4",
+        b"IFS",
+        b"CDPATH",
+        b"PERLLIB",
+        b"PERLIO",
+        b"GLIBC_TUNABLES",
+        b"LOCPATH",
+        b"NLSPATH",
+        b"HOSTALIASES",
+        b"RES_OPTIONS",
+        b"LOCALDOMAIN",
+        b"TZDIR",
+        b"PHPRC",
+        b"PHP_INI_SCAN_DIR",
+        b"JAVA_TOOL_OPTIONS",
+        b"_JAVA_OPTIONS",
+    ];
+    PREFIXES.iter().any(|p| name.starts_with(p)) || NAMES.contains(&name)
 }
 
 /// What every script may run and inherits, from the launch environment.
@@ -156,6 +195,9 @@ impl Setup {
     fn script_for(&self, env: &[(OsString, OsString)]) -> Result<PathBuf, (u16, String)> {
         if let Some(app) = &self.app {
             // A mounted script (app=): the administrator named it.
+            if !app.is_file() {
+                return Err((404, format!("app= script '{}' does not exist", app.display())));
+            }
             return Ok(app.clone());
         }
         let path = lookup(env, "SCRIPT_FILENAME").unwrap_or_default();
@@ -192,22 +234,42 @@ fn lookup<'a>(env: &'a [(OsString, OsString)], name: &str) -> Option<&'a OsStr> 
     env.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_os_str())
 }
 
-/// Reads a REQUEST frame: the CGI environment, or why not.
+/// The most NAME/VALUE pairs a REQUEST may carry (Apache sends about 40).
+const MAX_PAIRS: usize = 4096;
+
+/// Reads exactly `buf.len()` bytes by `deadline` (one deadline for all
+/// of them: a peer that trickles bytes does not hold the launcher longer).
+fn read_by(sock: &mut UnixStream, buf: &mut [u8], deadline: Instant) -> std::io::Result<()> {
+    let mut got = 0;
+    while got < buf.len() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(ErrorKind::TimedOut.into());
+        }
+        sock.set_read_timeout(Some(left))?;
+        match sock.read(&mut buf[got..]) {
+            Ok(0) => return Err(ErrorKind::UnexpectedEof.into()),
+            Ok(n) => got += n,
+            // EAGAIN is SO_RCVTIMEO's "time is up": the loop says TimedOut.
+            Err(e) if matches!(e.kind(), ErrorKind::Interrupted | ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Reads a REQUEST frame: the CGI environment (a name given twice keeps
+/// its last value), or why not.
 fn read_request(sock: &mut UnixStream) -> Result<Vec<(OsString, OsString)>, String> {
     let deadline = Instant::now() + FRAME_TIMEOUT;
-    let mut read_within = |buf: &mut [u8]| -> std::io::Result<()> {
-        let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
-        sock.set_read_timeout(Some(left))?;
-        sock.read_exact(buf)
-    };
     let mut head = [0u8; 5];
-    read_within(&mut head).map_err(|e| format!("no REQUEST frame from Apache ({e}); connection closed"))?;
+    read_by(sock, &mut head, deadline).map_err(|e| format!("no REQUEST frame from Apache ({e}); connection closed"))?;
     let length = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
     if head[0] != REQUEST || !(1..=MAX_FRAME).contains(&length) {
         return Err(format!("not a REQUEST frame from Apache (type {}, {length} bytes); connection closed", head[0]));
     }
     let mut payload = vec![0u8; length];
-    read_within(&mut payload).map_err(|e| format!("a REQUEST frame cut short ({e}); connection closed"))?;
+    read_by(sock, &mut payload, deadline).map_err(|e| format!("a REQUEST frame cut short ({e}); connection closed"))?;
     // The script reads its body from this socket: no timeout of ours.
     sock.set_read_timeout(None).map_err(|e| format!("cannot reset the socket's timeout: {e}"))?;
     if payload[0] != VERSION {
@@ -215,11 +277,22 @@ fn read_request(sock: &mut UnixStream) -> Result<Vec<(OsString, OsString)>, Stri
     }
     let mut fields: Vec<&[u8]> = payload[1..].split(|&b| b == 0).collect();
     fields.pop(); // what follows the last NUL
-    Ok(fields
-        .chunks_exact(2)
-        .filter(|pair| !pair[0].is_empty() && !pair[0].contains(&b'='))
-        .map(|pair| (OsString::from_vec(pair[0].to_vec()), OsString::from_vec(pair[1].to_vec())))
-        .collect())
+    if fields.len() / 2 > MAX_PAIRS {
+        return Err(format!("a REQUEST of more than {MAX_PAIRS} variables; connection closed"));
+    }
+    let mut env: Vec<(OsString, OsString)> = Vec::with_capacity(fields.len() / 2);
+    let mut at: std::collections::HashMap<&[u8], usize> = std::collections::HashMap::new();
+    for pair in fields.chunks_exact(2).filter(|pair| !pair[0].is_empty() && !pair[0].contains(&b'=')) {
+        let value = OsString::from_vec(pair[1].to_vec());
+        match at.get(pair[0]) {
+            Some(&i) => env[i].1 = value,
+            None => {
+                at.insert(pair[0], env.len());
+                env.push((OsString::from_vec(pair[0].to_vec()), value));
+            }
+        }
+    }
+    Ok(env)
 }
 
 /// Why Apache no longer waits for this request (see PROTOCOL.md), or None.
@@ -250,14 +323,29 @@ struct Running {
 struct Launcher {
     setup: Setup,
     running: Vec<Running>,
+    /// Names dropped from requests' environments so far (logged once each).
+    refused_names: std::collections::HashSet<Vec<u8>>,
 }
 
 impl Launcher {
     fn serve_connection(&mut self, mut sock: UnixStream) {
-        let env = match read_request(&mut sock) {
+        let mut env = match read_request(&mut sock) {
             Ok(env) => env,
             Err(why) => return log(&why),
         };
+        env.retain(|(name, _)| {
+            let name = name.as_bytes();
+            if !dangerous_name(name) {
+                return true;
+            }
+            if self.refused_names.insert(name.to_vec()) {
+                log(&format!(
+                    "the request's environment may not set {}: it would run code of the sender's as this group's user; dropped (logged once per launcher; to set it for every script, use env= on the LanguageGroup)",
+                    String::from_utf8_lossy(name)
+                ));
+            }
+            false
+        });
         let what = format!(
             "{} {}",
             lookup(&env, "REQUEST_METHOD").unwrap_or(OsStr::new("?")).to_string_lossy(),
@@ -301,8 +389,12 @@ impl Launcher {
         let stdin = OwnedFd::from(sock.try_clone()?);
         let stdout = OwnedFd::from(sock.try_clone()?);
         let dir = script.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("/"));
+        // The group's environment wins over the request's, and names that
+        // would run code of the sender's are dropped (see dangerous_name).
         let request_env = env.iter().filter(|(k, _)| {
-            !matches!(k.as_bytes(), b"PROCD_QUEUED_AT_MS" | b"PROCD_QUEUE_TIMEOUT_MS" | b"HTTP_PROXY")
+            let k = k.as_bytes();
+            !matches!(k, b"PROCD_QUEUED_AT_MS" | b"PROCD_QUEUE_TIMEOUT_MS" | b"HTTP_PROXY")
+                && !self.setup.base_env.iter().any(|(base, _)| base.as_bytes() == k)
         });
         Command::new(script)
             .env_clear()
@@ -369,7 +461,7 @@ fn main() {
         }
         drain.store(true, std::sync::atomic::Ordering::SeqCst);
     });
-    let mut launcher = Launcher { setup: Setup::from_env(), running: Vec::new() };
+    let mut launcher = Launcher { setup: Setup::from_env(), running: Vec::new(), refused_names: Default::default() };
     loop {
         launcher.reap_and_enforce();
         match listener.accept() {
@@ -453,6 +545,60 @@ mod tests {
         let mut rest = String::new();
         launcher.read_to_string(&mut rest).unwrap();
         assert_eq!(rest, "BODY");
+    }
+
+    #[test]
+    fn a_name_given_twice_keeps_its_last_value_and_too_many_are_refused() {
+        let env = read(&frame(REQUEST, b"\x01A\x001\x00B\x002\x00A\x003\x00")).unwrap();
+        assert_eq!(env, [("A".into(), "3".into()), ("B".into(), "2".into())]);
+        let mut many = vec![VERSION];
+        for i in 0..=MAX_PAIRS {
+            many.extend_from_slice(format!("N{i}\0v\0").as_bytes());
+        }
+        assert!(read(&frame(REQUEST, &many)).unwrap_err().contains("more than 4096"));
+    }
+
+    #[test]
+    fn a_trickling_peer_does_not_hold_the_launcher_past_the_deadline() {
+        let (mut apache, mut launcher) = UnixStream::pair().unwrap();
+        apache.write_all(&frame(REQUEST, b"\x01A\x001\x00")[..6]).unwrap();
+        let writer = std::thread::spawn(move || {
+            // One byte every 30 ms: each read succeeds, the whole does not.
+            for _ in 0..20 {
+                std::thread::sleep(Duration::from_millis(30));
+                if apache.write_all(b"A").is_err() {
+                    break;
+                }
+            }
+        });
+        let mut buf = [0u8; 100];
+        let t0 = Instant::now();
+        let err = read_by(&mut launcher, &mut buf, t0 + Duration::from_millis(200)).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::TimedOut);
+        assert!(t0.elapsed() < Duration::from_millis(400), "{:?}", t0.elapsed());
+        drop(launcher);
+        writer.join().unwrap();
+    }
+
+    #[test]
+    fn names_that_would_run_code_are_dangerous() {
+        for name in [
+            "LD_PRELOAD",
+            "LD_LIBRARY_PATH",
+            "BASH_ENV",
+            "BASH_FUNC_x%%",
+            "PERL5OPT",
+            "PYTHONPATH",
+            "RUBYOPT",
+            "NODE_OPTIONS",
+            "GLIBC_TUNABLES",
+            "IFS",
+        ] {
+            assert!(dangerous_name(name.as_bytes()), "{name}");
+        }
+        for name in ["HTTP_HOST", "QUERY_STRING", "SCRIPT_FILENAME", "APP_ENV", "SSL_CLIENT_S_DN", "REDIRECT_STATUS"] {
+            assert!(!dangerous_name(name.as_bytes()), "{name}");
+        }
     }
 
     #[test]

@@ -23,6 +23,7 @@ pub fn start_worker(
     slot: u32,
     listener: &super::Listener,
     cgroup: Option<&std::path::Path>,
+    program: Option<std::os::fd::BorrowedFd<'_>>,
 ) -> Result<(Pid, OwnedFd, OwnedFd), String> {
     let cgroup_procs = cgroup
         .map(|dir| CString::new(dir.join("cgroup.procs").into_os_string().into_encoded_bytes()))
@@ -78,6 +79,7 @@ pub fn start_worker(
         status: theirs.as_fd(),
         output: out_write.as_fd(),
         cgroup_procs: cgroup_procs.as_ref(),
+        program,
     };
     let pid = spawn_worker(&launch).map_err(|e| format!("fork: {e}"))?;
     drop(theirs);

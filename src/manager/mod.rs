@@ -266,6 +266,8 @@ pub struct Manager {
     /// After a graceful plan: the watch that wakes the httpd parent out of
     /// the MPM's one-second sleep (see `parent_wake`).
     parent_wake: Option<parent_wake::ParentWake>,
+    /// The CGI launcher's program, made once (see `runtime::cgi_launcher_memfd`).
+    cgi_launcher: Option<std::os::fd::OwnedFd>,
 }
 
 /// Who listens on a group's port, for a log line that says what happened.
@@ -306,6 +308,7 @@ impl Manager {
             written: Default::default(),
             ports: Default::default(),
             parent_wake: None,
+            cgi_launcher: None,
         }
     }
 
@@ -341,7 +344,7 @@ impl Manager {
             pd_log!(level: Level::Error, id::MANAGER, "cannot prepare the runtime dir {}: {e}; groups cannot start", plan.runtime_dir);
         }
         let old_dir = std::mem::replace(&mut self.plan, plan);
-        if !old_dir.runtime_dir.is_empty() {
+        if !old_dir.runtime_dir.is_empty() && self.plan.wake_parent {
             // Not this manager's first plan: httpd restarts gracefully.
             self.parent_wake = Some(parent_wake::ParentWake::new(Instant::now()));
         }
@@ -474,7 +477,25 @@ impl Manager {
         // Each new worker takes the next slot: replacements keep the
         // generation's recycling counts staggered.
         let slot = gen_.spawned;
-        match start_worker(plan, gen_id, slot, &gen_.listener, gen_.cgroup.as_deref()) {
+        // A cgi group runs mod_procd's launcher, from a sealed memfd.
+        let program = if plan.protocol == crate::config::languages::Protocol::Cgi {
+            if self.cgi_launcher.is_none() {
+                match runtime::cgi_launcher_memfd() {
+                    Ok(fd) => self.cgi_launcher = Some(fd),
+                    Err(e) => {
+                        let log = plan.error_log.clone();
+                        pd_log!(id::GENERATION_FAILED, group = %name, log = %log, "cannot hold the CGI launcher in memory (memfd_create): {e}");
+                        return None;
+                    }
+                }
+            }
+            self.cgi_launcher.as_ref().map(std::os::fd::AsFd::as_fd)
+        } else {
+            None
+        };
+        let gen_ = self.groups.get(name).and_then(|g| g.generations.iter().find(|x| x.id == gen_id))?;
+        let plan = &gen_.plan;
+        match start_worker(plan, gen_id, slot, &gen_.listener, gen_.cgroup.as_deref(), program) {
             Ok((pid, status, output)) => {
                 let port = gen_.listener.port().map(|p| format!(", PORT={p}")).unwrap_or_default();
                 let text = format!(
@@ -945,22 +966,25 @@ impl Manager {
         }
     }
 
-    /// Timers: start-up timeouts, retries, drain deadlines, restart files.
-    /// Whether the httpd parent that forked this manager still runs.
     /// While a graceful restart's watch runs (the event loop then wakes
     /// every `parent_wake::LOOK_EVERY`): looks at the httpd parent.
     fn look_at_parent(&mut self, now: Instant) {
         if let Some(watch) = self.parent_wake.as_mut() {
-            if self.stopping || watch.look(self.httpd, now) {
+            // httpd is our parent: while getppid() says so, it has not been
+            // reaped and its pid names no other process.
+            let alive = nix::unistd::getppid() == self.httpd;
+            if self.stopping || !alive || watch.look(self.httpd, now) {
                 self.parent_wake = None;
             }
         }
     }
 
+    /// Whether the httpd parent that forked this manager still runs.
     fn httpd_alive(&self) -> bool {
         nix::unistd::getppid() == self.httpd
     }
 
+    /// Timers: start-up timeouts, retries, drain deadlines, restart files.
     fn tick(&mut self) {
         if !self.httpd_alive() {
             self.shutdown("httpd has exited");

@@ -17,11 +17,12 @@
 //! parent has slept in that wait for `AFTER`, sends it one SIGCHLD. The
 //! parent's sleep ends with no child to reap, which the MPM takes as the
 //! end of its second: it starts the children still missing. Nothing else
-//! changes: the signal is only sent where the parent catches SIGCHLD (our
-//! handler, or another module's, which must cope with a SIGCHLD that finds
-//! no exited child, as every SIGCHLD handler must since signals merge), only
-//! once per graceful, and only into the MPM's plain sleep (`select` or
-//! `pselect6` with no descriptors, which is what `apr_sleep` is).
+//! changes: the signal is only sent where the parent catches SIGCHLD and no
+//! other module had a handler for it when the plan was made (so the
+//! handler is mod_procd's, which does nothing), to a parent that is still
+//! ours, only once per graceful, and only into the MPM's plain sleep
+//! (`select` or `pselect6` with no descriptors, which is what `apr_sleep`
+//! is).
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -38,18 +39,27 @@ pub const WATCH_FOR: Duration = Duration::from_millis(1500);
 /// How often it looks, while watching.
 pub const LOOK_EVERY: Duration = Duration::from_millis(10);
 
-/// Whether a `/proc/PID/syscall` line is a plain sleep: `select` (23) or
-/// `pselect6` (270) with no descriptors and no sets, or `nanosleep` (35) /
-/// `clock_nanosleep` (230). x86_64 numbers; other machines never match.
+/// `select`-like system calls of this machine (a sleep when they wait on
+/// no descriptors), and plain sleeps.
+#[cfg(target_arch = "x86_64")]
+const SELECTS: &[libc::c_long] = &[libc::SYS_select, libc::SYS_pselect6];
+#[cfg(not(target_arch = "x86_64"))]
+const SELECTS: &[libc::c_long] = &[libc::SYS_pselect6];
+#[cfg(target_arch = "x86_64")]
+const SLEEPS: &[libc::c_long] = &[libc::SYS_nanosleep, libc::SYS_clock_nanosleep];
+#[cfg(not(target_arch = "x86_64"))]
+const SLEEPS: &[libc::c_long] = &[libc::SYS_clock_nanosleep];
+
+/// Whether a `/proc/PID/syscall` line is a plain sleep: `select` or
+/// `pselect6` with no descriptors and no sets (`apr_sleep`), or
+/// `nanosleep` / `clock_nanosleep`.
 pub fn is_plain_sleep(line: &str) -> bool {
     let mut fields = line.split_whitespace();
-    let number = fields.next().and_then(|n| n.parse::<u32>().ok());
+    let Some(number) = fields.next().and_then(|n| n.parse::<libc::c_long>().ok()) else {
+        return false;
+    };
     let args: Vec<&str> = fields.take(4).collect();
-    match number {
-        Some(23 | 270) if cfg!(target_arch = "x86_64") => args.len() == 4 && args.iter().all(|a| *a == "0x0"),
-        Some(35 | 230) if cfg!(target_arch = "x86_64") => true,
-        _ => false,
-    }
+    (SELECTS.contains(&number) && args.len() == 4 && args.iter().all(|a| *a == "0x0")) || SLEEPS.contains(&number)
 }
 
 /// Whether a `/proc/PID/status` text says the process catches SIGCHLD.
@@ -94,7 +104,7 @@ impl ParentWake {
         if now.duration_since(since) < AFTER {
             return false;
         }
-        let status = read_bounded(&format!("/proc/{httpd}/status"), 4096).unwrap_or_default();
+        let status = read_bounded(&format!("/proc/{httpd}/status"), 16 << 10).unwrap_or_default();
         if catches_sigchld(&status) {
             let _ = kill(httpd, Signal::SIGCHLD);
         }
@@ -109,15 +119,17 @@ mod tests {
     #[test]
     fn only_the_mpms_plain_sleep_counts() {
         // What the httpd parent shows in ap_wait_or_timeout's apr_sleep.
+        let line = |n: libc::c_long, rest: &str| format!("{n} {rest}");
+        assert!(is_plain_sleep(&line(libc::SYS_pselect6, "0x0 0x0 0x0 0x0 0x7ffc5913a9a0 0x0 0x7ffc5913a990 0x7f99")));
+        assert!(is_plain_sleep(&line(libc::SYS_clock_nanosleep, "0x0 0x0 0x7ffd 0x7ffd 0x0 0x0 0x7ffd 0x7fc0")));
+        #[cfg(target_arch = "x86_64")]
         assert!(is_plain_sleep("270 0x0 0x0 0x0 0x0 0x7ffc5913a9a0 0x0 0x7ffc5913a990 0x7f99732c8954"));
-        assert!(is_plain_sleep("23 0x0 0x0 0x0 0x0 0x7ffc 0x0 0x7ffc 0x7f99"));
-        assert!(is_plain_sleep("230 0x0 0x0 0x7ffd 0x7ffd 0x0 0x0 0x7ffd 0x7fc0"));
         // Waiting on descriptors, reading, running, or nothing readable.
-        assert!(!is_plain_sleep("270 0x5 0x7ffc 0x0 0x0 0x7ffc 0x0 0x7ffc 0x7f99"));
+        assert!(!is_plain_sleep(&line(libc::SYS_pselect6, "0x5 0x7ffc 0x0 0x0 0x7ffc 0x0 0x7ffc 0x7f99")));
         assert!(!is_plain_sleep("0 0x3 0x7fed 0x20000 0x7fed 0xffffffff 0x0 0x7fff 0x7fed"));
         assert!(!is_plain_sleep("running"));
         assert!(!is_plain_sleep(""));
-        assert!(!is_plain_sleep("270 0x0"));
+        assert!(!is_plain_sleep(&line(libc::SYS_pselect6, "0x0")));
     }
 
     #[test]

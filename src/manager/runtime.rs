@@ -81,9 +81,8 @@ pub fn prepare_runtime_dir(dir: &Path, apache_gid: u32, loader_files: &[(String,
     for (file, source) in loader_files {
         write_by_rename(&loaders, file, source.as_bytes(), 0o644)?;
     }
-    // The CGI launcher is this manager's own build (a program, not a
-    // script: the plan carries scripts only).
-    write_by_rename(&loaders, CGI_LAUNCHER_FILE, CGI_LAUNCHER, 0o755)?;
+    // Written by earlier builds; the launcher now runs from memory.
+    let _ = std::fs::remove_file(loaders.join(CGI_LAUNCHER_FILE));
     root_dir(&dir.join(EXITS), 0o750, apache_gid)?;
     // Sockets of generations of a previous manager (killed, or httpd
     // killed) are stale; nothing else lives there.
@@ -93,6 +92,28 @@ pub fn prepare_runtime_dir(dir: &Path, apache_gid: u32, loader_files: &[(String,
         let _ = std::fs::remove_file(entry.path());
     }
     Ok(())
+}
+
+/// The CGI launcher (this manager's own build of it), as a sealed memfd
+/// that workers are exec'ed from: no file for it anywhere, so it runs
+/// where the runtime dir's file system is mounted noexec (Debian's /run),
+/// and nobody can change it.
+pub fn cgi_launcher_memfd() -> std::io::Result<std::os::fd::OwnedFd> {
+    use nix::sys::memfd::{MemFdCreateFlag, memfd_create};
+    let name = c"procd-cgi-launcher";
+    let flags = MemFdCreateFlag::MFD_CLOEXEC | MemFdCreateFlag::MFD_ALLOW_SEALING;
+    // MFD_EXEC (Linux 6.3+): executable whatever vm.memfd_noexec defaults
+    // to; older kernels refuse the flag, and their memfds are executable.
+    const MFD_EXEC: libc::c_uint = 0x10;
+    let fd = memfd_create(name, flags | MemFdCreateFlag::from_bits_retain(MFD_EXEC))
+        .or_else(|_| memfd_create(name, flags))
+        .map_err(std::io::Error::from)?;
+    let mut file = std::fs::File::from(fd);
+    std::io::Write::write_all(&mut file, CGI_LAUNCHER)?;
+    use nix::fcntl::{FcntlArg, SealFlag, fcntl};
+    let seals = SealFlag::F_SEAL_SEAL | SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW | SealFlag::F_SEAL_WRITE;
+    fcntl(std::os::fd::AsRawFd::as_raw_fd(&file), FcntlArg::F_ADD_SEALS(seals)).map_err(std::io::Error::from)?;
+    Ok(file.into())
 }
 
 /// A listening socket only root and Apache's group (its child user) may
