@@ -264,3 +264,30 @@ fn a_noexec_runtime_dir_and_variables_that_would_run_code() {
     a.stop();
     drop(mounted);
 }
+
+/// Code in an Apache child (mod_php) can connect to the group's socket and
+/// send nothing, or a frame a byte at a time: the launcher waits for such
+/// frames beside the others (10 s each at most), never in front of them.
+#[test]
+fn a_connection_that_sends_no_frame_holds_up_no_request() {
+    use std::io::Write;
+    let mut a = start("cgi-idle-peer");
+    let socket = a.dir.join("run/procd/scripts.sock");
+    let mut idle = Vec::new();
+    for piece in [&b""[..], &b"\x01\x00"[..], &b"\x01\x00\x00\x00\x10\x01A"[..]] {
+        let mut s = std::os::unix::net::UnixStream::connect(&socket)
+            .unwrap_or_else(|e| a.fail(&format!("connect to {}: {e}", socket.display())));
+        s.write_all(piece).unwrap_or_else(|e| a.fail(&format!("write: {e}")));
+        idle.push(s);
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    for _ in 0..3 {
+        let t0 = Instant::now();
+        let r = a.get("/cgi/env.cgi");
+        if r.status != 200 || t0.elapsed() > Duration::from_secs(2) {
+            a.fail(&format!("with idle connections on the launcher: {} after {:?}", r.status, t0.elapsed()));
+        }
+    }
+    drop(idle);
+    a.stop();
+}

@@ -33,7 +33,7 @@
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io::{ErrorKind, Read, Write};
-use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::os::unix::process::CommandExt;
@@ -54,22 +54,37 @@ mod sys {
     pub const SIGKILL: i32 = 9;
     const F_SETFD: i32 = 2;
     const FD_CLOEXEC: i32 = 1;
-    const SOL_SOCKET: i32 = 1;
-    const SO_RCVTIMEO: i32 = 20;
     const WNOHANG: i32 = 1;
 
-    /// struct timeval: two C `long`s on Linux (isize, 32- or 64-bit).
     #[repr(C)]
-    struct TimeVal {
-        sec: isize,
-        usec: isize,
+    pub struct PollFd {
+        fd: i32,
+        events: i16,
+        pub revents: i16,
     }
 
+    impl PollFd {
+        pub fn readable(fd: i32) -> PollFd {
+            PollFd { fd, events: POLLIN, revents: 0 }
+        }
+    }
+
+    const POLLIN: i16 = 0x1;
+
     unsafe extern "C" {
+        fn poll(fds: *mut PollFd, n: u64, timeout_ms: i32) -> i32;
         fn kill(pid: i32, sig: i32) -> i32;
         fn fcntl(fd: i32, cmd: i32, ...) -> i32;
-        fn setsockopt(fd: i32, level: i32, name: i32, value: *const TimeVal, len: u32) -> i32;
         fn waitpid(pid: i32, status: *mut i32, options: i32) -> i32;
+    }
+
+    /// poll(2) for input on `fds` for at most `wait`: how many are ready
+    /// (0 on timeout, -1 on error, EINTR included).
+    pub fn wait_readable(fds: &mut [PollFd], wait: std::time::Duration) -> i32 {
+        let ms = wait.as_millis().min(60_000) as i32;
+        // SAFETY: `fds` is a valid, exclusively borrowed array of
+        // `fds.len()` pollfd structures for the duration of the call.
+        unsafe { poll(fds.as_mut_ptr(), fds.len() as u64, ms) }
     }
 
     /// kill(2): a signal to a process (pid > 0) or process group (pid < 0).
@@ -88,16 +103,6 @@ mod sys {
         unsafe {
             fcntl(fd, F_SETFD, FD_CLOEXEC);
         }
-    }
-
-    /// How long a blocking accept(2) on `fd` waits before it fails with
-    /// EAGAIN (Linux applies SO_RCVTIMEO to accept).
-    pub fn accept_timeout(fd: i32, wait: std::time::Duration) -> std::io::Result<()> {
-        let tv = TimeVal { sec: wait.as_secs() as isize, usec: wait.subsec_micros() as isize };
-        // SAFETY: `tv` is a valid timeval that outlives the call, and its
-        // size is passed with it.
-        let r = unsafe { setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, std::mem::size_of::<TimeVal>() as u32) };
-        if r == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
     }
 
     /// A child of ours that has ended (reaped), if any.
@@ -237,42 +242,56 @@ fn lookup<'a>(env: &'a [(OsString, OsString)], name: &str) -> Option<&'a OsStr> 
 /// The most NAME/VALUE pairs a REQUEST may carry (Apache sends about 40).
 const MAX_PAIRS: usize = 4096;
 
-/// Reads exactly `buf.len()` bytes by `deadline` (one deadline for all
-/// of them: a peer that trickles bytes does not hold the launcher longer).
-fn read_by(sock: &mut UnixStream, buf: &mut [u8], deadline: Instant) -> std::io::Result<()> {
-    let mut got = 0;
-    while got < buf.len() {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(ErrorKind::TimedOut.into());
-        }
-        sock.set_read_timeout(Some(left))?;
-        match sock.read(&mut buf[got..]) {
-            Ok(0) => return Err(ErrorKind::UnexpectedEof.into()),
-            Ok(n) => got += n,
-            // EAGAIN is SO_RCVTIMEO's "time is up": the loop says TimedOut.
-            Err(e) if matches!(e.kind(), ErrorKind::Interrupted | ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
+/// A REQUEST frame arriving on a connection, read as the bytes come
+/// (never past the frame: the request body follows it, for the script).
+struct FrameReader {
+    head: [u8; 5],
+    payload: Vec<u8>,
+    got: usize,
 }
 
-/// Reads a REQUEST frame: the CGI environment (a name given twice keeps
-/// its last value), or why not.
-fn read_request(sock: &mut UnixStream) -> Result<Vec<(OsString, OsString)>, String> {
-    let deadline = Instant::now() + FRAME_TIMEOUT;
-    let mut head = [0u8; 5];
-    read_by(sock, &mut head, deadline).map_err(|e| format!("no REQUEST frame from Apache ({e}); connection closed"))?;
-    let length = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
-    if head[0] != REQUEST || !(1..=MAX_FRAME).contains(&length) {
-        return Err(format!("not a REQUEST frame from Apache (type {}, {length} bytes); connection closed", head[0]));
+impl FrameReader {
+    fn new() -> FrameReader {
+        FrameReader { head: [0; 5], payload: Vec::new(), got: 0 }
     }
-    let mut payload = vec![0u8; length];
-    read_by(sock, &mut payload, deadline).map_err(|e| format!("a REQUEST frame cut short ({e}); connection closed"))?;
-    // The script reads its body from this socket: no timeout of ours.
-    sock.set_read_timeout(None).map_err(|e| format!("cannot reset the socket's timeout: {e}"))?;
-    if payload[0] != VERSION {
+
+    /// Reads what `sock` has: `Ok(Some(env))` once the frame is whole,
+    /// `Ok(None)` when the rest has not come yet (non-blocking socket), or
+    /// why the connection is refused.
+    fn feed(&mut self, sock: &mut impl Read) -> Result<Option<Vec<(OsString, OsString)>>, String> {
+        loop {
+            let want = if self.got < 5 { &mut self.head[self.got..] } else { &mut self.payload[self.got - 5..] };
+            if want.is_empty() {
+                return parse_request(&self.payload).map(Some);
+            }
+            match sock.read(want) {
+                Ok(0) if self.got == 0 => {
+                    return Err("no REQUEST frame from Apache (it closed); connection closed".into());
+                }
+                Ok(0) => return Err("a REQUEST frame cut short (the connection closed); connection closed".into()),
+                Ok(n) => self.got += n,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(None),
+                Err(e) => return Err(format!("reading the REQUEST frame failed ({e}); connection closed")),
+            }
+            if self.got == 5 {
+                let length = u32::from_be_bytes([self.head[1], self.head[2], self.head[3], self.head[4]]) as usize;
+                if self.head[0] != REQUEST || !(1..=MAX_FRAME).contains(&length) {
+                    return Err(format!(
+                        "not a REQUEST frame from Apache (type {}, {length} bytes); connection closed",
+                        self.head[0]
+                    ));
+                }
+                self.payload = vec![0; length];
+            }
+        }
+    }
+}
+
+/// The CGI environment in a REQUEST frame's payload (a name given twice
+/// keeps its last value), or why not.
+fn parse_request(payload: &[u8]) -> Result<Vec<(OsString, OsString)>, String> {
+    if payload.first() != Some(&VERSION) {
         return Err("REQUEST of an unknown version; connection closed".into());
     }
     let mut fields: Vec<&[u8]> = payload[1..].split(|&b| b == 0).collect();
@@ -293,6 +312,13 @@ fn read_request(sock: &mut UnixStream) -> Result<Vec<(OsString, OsString)>, Stri
         }
     }
     Ok(env)
+}
+
+/// A connection whose REQUEST frame has not all come yet.
+struct Pending {
+    sock: UnixStream,
+    frame: FrameReader,
+    deadline: Instant,
 }
 
 /// Why Apache no longer waits for this request (see PROTOCOL.md), or None.
@@ -328,11 +354,8 @@ struct Launcher {
 }
 
 impl Launcher {
-    fn serve_connection(&mut self, mut sock: UnixStream) {
-        let mut env = match read_request(&mut sock) {
-            Ok(env) => env,
-            Err(why) => return log(&why),
-        };
+    /// Runs the request whose frame has come (`sock` is blocking again).
+    fn serve(&mut self, mut sock: UnixStream, mut env: Vec<(OsString, OsString)>) {
         env.retain(|(name, _)| {
             let name = name.as_bytes();
             if !dangerous_name(name) {
@@ -424,9 +447,41 @@ impl Launcher {
     }
 }
 
-/// How long accept waits before the launcher looks at its scripts and at
-/// the status channel again.
+/// How often the launcher looks at its scripts and the status channel
+/// when nothing else happens.
 const TICK: Duration = Duration::from_millis(200);
+/// The most connections whose frame is still coming: past that, new ones
+/// wait in the socket's backlog.
+const MAX_PENDING: usize = 512;
+
+impl Launcher {
+    /// A connection's frame progressed: run it, keep waiting, or drop it.
+    fn progress(&mut self, mut p: Pending) -> Option<Pending> {
+        match p.frame.feed(&mut p.sock) {
+            Ok(None) => Some(p),
+            Ok(Some(env)) => {
+                // The script gets this socket: blocking, as any stdin.
+                match p.sock.set_nonblocking(false) {
+                    Ok(()) => self.serve(p.sock, env),
+                    Err(e) => log(&format!("cannot make a connection blocking: {e}; connection closed")),
+                }
+                None
+            }
+            Err(why) => {
+                log(&why);
+                None
+            }
+        }
+    }
+
+    /// How long poll may sleep: a tick, or less until the next deadline of
+    /// a frame or a script.
+    fn poll_timeout(&self, pending: &[Pending], now: Instant) -> Duration {
+        let frames = pending.iter().map(|p| p.deadline);
+        let scripts = self.running.iter().filter_map(|r| r.deadline);
+        frames.chain(scripts).map(|d| d.saturating_duration_since(now)).fold(TICK, Duration::min)
+    }
+}
 
 fn main() {
     for fd in [LISTENER_FD, STATUS_FD] {
@@ -436,10 +491,10 @@ fn main() {
     // opens them for us and nothing else in this process uses them).
     let listener = unsafe { UnixListener::from_raw_fd(LISTENER_FD) };
     let mut status = unsafe { File::from_raw_fd(STATUS_FD) };
-    // A blocking accept: the kernel wakes one waiting launcher of the group
-    // per connection (poll would wake them all). The socket's flags are
-    // shared by the group's launchers, which all set the same.
-    if let Err(e) = listener.set_nonblocking(false).and_then(|()| sys::accept_timeout(LISTENER_FD, TICK)) {
+    // Non-blocking accept (the flag is the socket's, shared by the group's
+    // launchers, which all set the same): a connection whose frame is slow
+    // to come waits beside the others, never in front of them.
+    if let Err(e) = listener.set_nonblocking(true) {
         log(&format!("fd 3 is not the group's listening socket: {e}"));
         std::process::exit(1);
     }
@@ -462,21 +517,70 @@ fn main() {
         drain.store(true, std::sync::atomic::Ordering::SeqCst);
     });
     let mut launcher = Launcher { setup: Setup::from_env(), running: Vec::new(), refused_names: Default::default() };
+    let mut pending: Vec<Pending> = Vec::new();
     loop {
         launcher.reap_and_enforce();
-        match listener.accept() {
-            // Accepted sockets are blocking whatever the listener is.
-            Ok((sock, _)) => launcher.serve_connection(sock),
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                // Nothing queued for a tick.
-                if draining.load(std::sync::atomic::Ordering::SeqCst) && launcher.running.is_empty() {
-                    std::process::exit(0);
-                }
+        let now = Instant::now();
+        for p in pending.iter().filter(|p| now >= p.deadline) {
+            let _ = p.sock.shutdown(std::net::Shutdown::Both);
+        }
+        let before = pending.len();
+        pending.retain(|p| now < p.deadline);
+        if pending.len() < before {
+            log(&format!(
+                "{} connection(s) sent no whole REQUEST frame within {} s; closed",
+                before - pending.len(),
+                FRAME_TIMEOUT.as_secs()
+            ));
+        }
+        let mut fds: Vec<sys::PollFd> = pending.iter().map(|p| sys::PollFd::readable(p.sock.as_raw_fd())).collect();
+        let accepting = pending.len() < MAX_PENDING;
+        if accepting {
+            fds.push(sys::PollFd::readable(LISTENER_FD));
+        }
+        let ready = sys::wait_readable(&mut fds, launcher.poll_timeout(&pending, now));
+        let draining_now = draining.load(std::sync::atomic::Ordering::SeqCst);
+        if ready <= 0 {
+            if draining_now && pending.is_empty() && launcher.running.is_empty() {
+                std::process::exit(0);
             }
-            Err(e) => {
-                log(&format!("accept on the group's socket failed: {e}"));
-                std::thread::sleep(TICK);
+            continue;
+        }
+        // Frames that progressed (in the order they were polled).
+        let mut waiting = Vec::with_capacity(pending.len());
+        for (p, fd) in pending.drain(..).zip(&fds) {
+            if fd.revents == 0 {
+                waiting.push(p);
+            } else if let Some(p) = launcher.progress(p) {
+                waiting.push(p);
+            }
+        }
+        pending = waiting;
+        if accepting && fds.last().is_some_and(|fd| fd.revents != 0) {
+            // What is queued now, up to the cap.
+            while pending.len() < MAX_PENDING {
+                match listener.accept() {
+                    Ok((sock, _)) => {
+                        let p = Pending { sock, frame: FrameReader::new(), deadline: Instant::now() + FRAME_TIMEOUT };
+                        // Accepted sockets do not inherit O_NONBLOCK.
+                        if let Err(e) = p.sock.set_nonblocking(true) {
+                            log(&format!("cannot make a connection non-blocking: {e}; connection closed"));
+                            continue;
+                        }
+                        // Apache sends the frame with its connect: usually
+                        // it is all there.
+                        if let Some(p) = launcher.progress(p) {
+                            pending.push(p);
+                        }
+                    }
+                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                    Err(e) => {
+                        log(&format!("accept on the group's socket failed: {e}"));
+                        std::thread::sleep(Duration::from_millis(100));
+                        break;
+                    }
+                }
             }
         }
     }
@@ -497,7 +601,8 @@ mod tests {
         let (mut apache, mut launcher) = UnixStream::pair().unwrap();
         apache.write_all(bytes).unwrap();
         drop(apache);
-        read_request(&mut launcher)
+        // A blocking socket: the reader goes on until the frame is whole.
+        FrameReader::new().feed(&mut launcher).map(|env| env.expect("a blocking read finishes the frame"))
     }
 
     #[test]
@@ -521,7 +626,8 @@ mod tests {
         let mut short = frame(REQUEST, b"\x01A\x001\x00");
         short.truncate(8);
         assert!(read(&short).unwrap_err().contains("cut short"));
-        assert!(read(b"\x01\x00").unwrap_err().contains("no REQUEST frame"));
+        assert!(read(b"\x01\x00").unwrap_err().contains("cut short"));
+        assert!(read(b"").unwrap_err().contains("no REQUEST frame"));
     }
 
     proptest::proptest! {
@@ -541,7 +647,7 @@ mod tests {
         bytes.extend_from_slice(b"BODY");
         apache.write_all(&bytes).unwrap();
         drop(apache);
-        read_request(&mut launcher).unwrap();
+        FrameReader::new().feed(&mut launcher).unwrap().unwrap();
         let mut rest = String::new();
         launcher.read_to_string(&mut rest).unwrap();
         assert_eq!(rest, "BODY");
@@ -559,25 +665,22 @@ mod tests {
     }
 
     #[test]
-    fn a_trickling_peer_does_not_hold_the_launcher_past_the_deadline() {
+    fn a_frame_that_comes_in_pieces_waits_without_blocking() {
         let (mut apache, mut launcher) = UnixStream::pair().unwrap();
-        apache.write_all(&frame(REQUEST, b"\x01A\x001\x00")[..6]).unwrap();
-        let writer = std::thread::spawn(move || {
-            // One byte every 30 ms: each read succeeds, the whole does not.
-            for _ in 0..20 {
-                std::thread::sleep(Duration::from_millis(30));
-                if apache.write_all(b"A").is_err() {
-                    break;
-                }
-            }
-        });
-        let mut buf = [0u8; 100];
-        let t0 = Instant::now();
-        let err = read_by(&mut launcher, &mut buf, t0 + Duration::from_millis(200)).unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::TimedOut);
-        assert!(t0.elapsed() < Duration::from_millis(400), "{:?}", t0.elapsed());
-        drop(launcher);
-        writer.join().unwrap();
+        launcher.set_nonblocking(true).unwrap();
+        let whole = frame(REQUEST, b"\x01A\x001\x00");
+        let mut reader = FrameReader::new();
+        assert_eq!(reader.feed(&mut launcher), Ok(None), "nothing yet");
+        for piece in [&whole[..3], &whole[3..7], &whole[7..9]] {
+            apache.write_all(piece).unwrap();
+            assert_eq!(reader.feed(&mut launcher), Ok(None));
+        }
+        apache.write_all(&whole[9..]).unwrap();
+        apache.write_all(b"BODY").unwrap();
+        assert_eq!(reader.feed(&mut launcher), Ok(Some(vec![("A".into(), "1".into())])));
+        let mut rest = [0u8; 4];
+        launcher.read_exact(&mut rest).unwrap();
+        assert_eq!(&rest, b"BODY", "the body is left for the script");
     }
 
     #[test]
