@@ -31,6 +31,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("fastcgi_response", fastcgi_response),
     ("http_response", http_response),
     ("control_decode", control_decode),
+    ("cgi_frame", cgi_frame),
 ];
 
 /// The worker protocol decoder, on a stream of frames as the reader loop
@@ -533,6 +534,67 @@ pub fn rewrite_headers(data: &[u8]) {
         assert!(maps.iter().any(|m| url.starts_with(&m.to)), "{value:?} became {new:?}");
     }
     assert!(!matches!(lower.as_str(), "x-other"), "{name} is not a URL header");
+}
+
+/// The CGI launcher's REQUEST reader (`src/launcher/procd_cgi.rs`), fed as
+/// a non-blocking socket feeds it. Input: one byte for the size of the
+/// pieces, then the stream. The outcome is the same whether the stream
+/// comes whole or in pieces (with "nothing yet" between them); it never
+/// reads past the frame it announces (what follows is the script's body);
+/// what it accepts has unique, non-empty names without `=`, at most
+/// `MAX_PAIRS` of them.
+pub fn cgi_frame(data: &[u8]) {
+    use crate::cgi_launcher::{FrameReader, MAX_FRAME, MAX_PAIRS};
+    let Some((&size, stream)) = data.split_first() else { return };
+    let piece = usize::from(size % 16) + 1;
+
+    /// Gives `piece` bytes a call, with "would block" between pieces.
+    struct Pieces<'a> {
+        data: &'a [u8],
+        at: usize,
+        piece: usize,
+        paused: bool,
+        whole: bool,
+    }
+    impl std::io::Read for Pieces<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            if self.paused && !self.whole {
+                self.paused = false;
+                return Err(std::io::ErrorKind::WouldBlock.into());
+            }
+            self.paused = true;
+            let n = buf.len().min(self.data.len() - self.at);
+            let n = if self.whole { n } else { n.min(self.piece) };
+            buf[..n].copy_from_slice(&self.data[self.at..self.at + n]);
+            self.at += n;
+            Ok(n)
+        }
+    }
+    let run = |whole: bool| {
+        let mut src = Pieces { data: stream, at: 0, piece, paused: false, whole };
+        let mut reader = FrameReader::new();
+        loop {
+            match reader.feed(&mut src) {
+                Ok(None) => assert!(!whole, "a whole stream never waits"),
+                outcome => return (outcome, src.at),
+            }
+        }
+    };
+    let (whole, used) = run(true);
+    let (pieces, used_in_pieces) = run(false);
+    assert_eq!(whole, pieces, "the same stream whole and in pieces of {piece}");
+    if let Ok(Some(env)) = &whole {
+        assert_eq!(used, used_in_pieces);
+        let length = u32::from_be_bytes([stream[1], stream[2], stream[3], stream[4]]) as usize;
+        assert!(length <= MAX_FRAME && used == 5 + length, "read {used} for a frame of {length}");
+        assert!(env.len() <= MAX_PAIRS);
+        let mut names = std::collections::HashSet::new();
+        for (name, _) in env {
+            let name = std::os::unix::ffi::OsStrExt::as_bytes(name.as_os_str());
+            assert!(!name.is_empty() && !name.contains(&b'=') && !name.contains(&0));
+            assert!(names.insert(name.to_vec()), "a name twice");
+        }
+    }
 }
 
 #[cfg(test)]

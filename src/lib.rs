@@ -26,8 +26,8 @@
 #![cfg_attr(any(test, feature = "fuzzing"), allow(dead_code))]
 
 /// The CGI launcher is a program of its own (build.rs builds it); compiled
-/// here too for its unit tests and for clippy.
-#[cfg(test)]
+/// here too for its unit tests, its fuzz target and clippy.
+#[cfg(any(test, feature = "fuzzing"))]
 #[path = "launcher/procd_cgi.rs"]
 #[allow(dead_code)]
 mod cgi_launcher;

@@ -43,7 +43,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 const REQUEST: u8 = 0x01;
 const VERSION: u8 = 1;
-const MAX_FRAME: usize = 1 << 20;
+pub(crate) const MAX_FRAME: usize = 1 << 20;
 /// How long a connection may take to send its REQUEST frame.
 const FRAME_TIMEOUT: Duration = Duration::from_secs(10);
 const LISTENER_FD: RawFd = 3;
@@ -240,25 +240,25 @@ fn lookup<'a>(env: &'a [(OsString, OsString)], name: &str) -> Option<&'a OsStr> 
 }
 
 /// The most NAME/VALUE pairs a REQUEST may carry (Apache sends about 40).
-const MAX_PAIRS: usize = 4096;
+pub(crate) const MAX_PAIRS: usize = 4096;
 
 /// A REQUEST frame arriving on a connection, read as the bytes come
 /// (never past the frame: the request body follows it, for the script).
-struct FrameReader {
+pub(crate) struct FrameReader {
     head: [u8; 5],
     payload: Vec<u8>,
     got: usize,
 }
 
 impl FrameReader {
-    fn new() -> FrameReader {
+    pub(crate) fn new() -> FrameReader {
         FrameReader { head: [0; 5], payload: Vec::new(), got: 0 }
     }
 
     /// Reads what `sock` has: `Ok(Some(env))` once the frame is whole,
     /// `Ok(None)` when the rest has not come yet (non-blocking socket), or
     /// why the connection is refused.
-    fn feed(&mut self, sock: &mut impl Read) -> Result<Option<Vec<(OsString, OsString)>>, String> {
+    pub(crate) fn feed(&mut self, sock: &mut impl Read) -> Result<Option<Vec<(OsString, OsString)>>, String> {
         loop {
             let want = if self.got < 5 { &mut self.head[self.got..] } else { &mut self.payload[self.got - 5..] };
             if want.is_empty() {
