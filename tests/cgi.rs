@@ -35,9 +35,14 @@ fn start(name: &str) -> Apache {
 /// `start` with more configuration, and `before` run on the Apache before
 /// it starts.
 fn start_with(name: &str, extra: &str, before: impl FnOnce(&Apache)) -> Apache {
+    start_group(name, "", extra, before)
+}
+
+/// `start_with`, with more options on the group's line.
+fn start_group(name: &str, options: &str, extra: &str, before: impl FnOnce(&Apache)) -> Apache {
     ensure_user(USER);
     let conf = format!(
-        "LanguageGroup scripts language=cgi user={USER} request-timeout=2s\n\
+        "LanguageGroup scripts language=cgi user={USER} request-timeout=2s {options}\n\
          LanguageHandler scripts .cgi .pl\n\
          <Directory @DIR@/htdocs/cgi>\n  Options +ExecCGI\n</Directory>\n\
          DirectoryIndex index.html\n{extra}"
@@ -289,5 +294,64 @@ fn a_connection_that_sends_no_frame_holds_up_no_request() {
         }
     }
     drop(idle);
+    a.stop();
+}
+
+/// The group's launcher processes now (their argv[0]).
+fn launchers() -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            cmd.starts_with(b"procd-cgi-launcher\0")
+        })
+        .collect()
+}
+
+/// A launcher that is retired while its generation serves (lifetime=,
+/// here) exits once what it holds is done, however busy the group's
+/// socket stays: the other launcher takes the new connections.
+#[test]
+fn a_retired_launcher_exits_under_steady_traffic() {
+    let mut a = start_group("cgi-lifetime", "lifetime=2s", "", |_| {});
+    let before: Vec<i32> = launchers();
+    let port = a.port;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let client = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let (mut ok, mut failed) = (0, Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                match http_get(port, "/cgi/env.cgi") {
+                    Ok(r) if r.status == 200 => ok += 1,
+                    Ok(r) => failed.push(r.status.to_string()),
+                    Err(e) => failed.push(e),
+                }
+            }
+            (ok, failed)
+        })
+    };
+    let mut seen: std::collections::BTreeSet<i32> = before.iter().copied().collect();
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(7) {
+        seen.extend(launchers());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (ok, failed) = client.join().expect("client");
+    let now = launchers();
+    println!("lifetime=2s over 7 s: {ok} answers, {} failed, launchers seen {seen:?}, now {now:?}", failed.len());
+    if !failed.is_empty() {
+        a.fail(&format!("{} failed requests under recycling, e.g. {:?}", failed.len(), &failed[..failed.len().min(3)]));
+    }
+    if seen.len() < 3 {
+        a.fail(&format!("lifetime=2s over 7 s: only {} launchers", seen.len()));
+    }
+    if now.len() > 2 {
+        a.fail(&format!("retired launchers still run under traffic: {now:?}"));
+    }
     a.stop();
 }

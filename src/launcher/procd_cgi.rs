@@ -72,7 +72,7 @@ mod sys {
     const POLLIN: i16 = 0x1;
 
     unsafe extern "C" {
-        fn poll(fds: *mut PollFd, n: u64, timeout_ms: i32) -> i32;
+        fn poll(fds: *mut PollFd, n: std::ffi::c_ulong, timeout_ms: i32) -> i32;
         fn kill(pid: i32, sig: i32) -> i32;
         fn fcntl(fd: i32, cmd: i32, ...) -> i32;
         fn waitpid(pid: i32, status: *mut i32, options: i32) -> i32;
@@ -81,10 +81,11 @@ mod sys {
     /// poll(2) for input on `fds` for at most `wait`: how many are ready
     /// (0 on timeout, -1 on error, EINTR included).
     pub fn wait_readable(fds: &mut [PollFd], wait: std::time::Duration) -> i32 {
-        let ms = wait.as_millis().min(60_000) as i32;
+        // Rounded up: a deadline 0.9 ms away is not a poll of 0 ms.
+        let ms = wait.as_micros().div_ceil(1000).min(60_000) as i32;
         // SAFETY: `fds` is a valid, exclusively borrowed array of
         // `fds.len()` pollfd structures for the duration of the call.
-        unsafe { poll(fds.as_mut_ptr(), fds.len() as u64, ms) }
+        unsafe { poll(fds.as_mut_ptr(), fds.len() as std::ffi::c_ulong, ms) }
     }
 
     /// kill(2): a signal to a process (pid > 0) or process group (pid < 0).
@@ -246,30 +247,45 @@ pub(crate) const MAX_PAIRS: usize = 4096;
 /// (never past the frame: the request body follows it, for the script).
 pub(crate) struct FrameReader {
     head: [u8; 5],
+    /// What the header announces.
+    length: usize,
     payload: Vec<u8>,
     got: usize,
 }
 
 impl FrameReader {
     pub(crate) fn new() -> FrameReader {
-        FrameReader { head: [0; 5], payload: Vec::new(), got: 0 }
+        FrameReader { head: [0; 5], length: 0, payload: Vec::new(), got: 0 }
     }
 
     /// Reads what `sock` has: `Ok(Some(env))` once the frame is whole,
     /// `Ok(None)` when the rest has not come yet (non-blocking socket), or
     /// why the connection is refused.
     pub(crate) fn feed(&mut self, sock: &mut impl Read) -> Result<Option<Vec<(OsString, OsString)>>, String> {
+        // The payload grows as its bytes come, not to what a 5-byte header
+        // announces (512 pending connections must not hold 512 MiB).
+        let mut chunk = [0u8; 16 << 10];
         loop {
-            let want = if self.got < 5 { &mut self.head[self.got..] } else { &mut self.payload[self.got - 5..] };
-            if want.is_empty() {
+            if self.got >= 5 && self.payload.len() == self.length {
                 return parse_request(&self.payload).map(Some);
             }
-            match sock.read(want) {
+            let read = if self.got < 5 {
+                sock.read(&mut self.head[self.got..])
+            } else {
+                let want = (self.length - self.payload.len()).min(chunk.len());
+                sock.read(&mut chunk[..want])
+            };
+            match read {
                 Ok(0) if self.got == 0 => {
                     return Err("no REQUEST frame from Apache (it closed); connection closed".into());
                 }
                 Ok(0) => return Err("a REQUEST frame cut short (the connection closed); connection closed".into()),
-                Ok(n) => self.got += n,
+                Ok(n) => {
+                    if self.got >= 5 {
+                        self.payload.extend_from_slice(&chunk[..n]);
+                    }
+                    self.got += n;
+                }
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(None),
                 Err(e) => return Err(format!("reading the REQUEST frame failed ({e}); connection closed")),
@@ -282,7 +298,7 @@ impl FrameReader {
                         self.head[0]
                     ));
                 }
-                self.payload = vec![0; length];
+                self.length = length;
             }
         }
     }
@@ -361,7 +377,7 @@ impl Launcher {
             if !dangerous_name(name) {
                 return true;
             }
-            if self.refused_names.insert(name.to_vec()) {
+            if self.refused_names.len() < 64 && self.refused_names.insert(name.to_vec()) {
                 log(&format!(
                     "the request's environment may not set {}: it would run code of the sender's as this group's user; dropped (logged once per launcher; to set it for every script, use env= on the LanguageGroup)",
                     String::from_utf8_lossy(name)
@@ -398,6 +414,8 @@ impl Launcher {
                         (403, format!("'{shown}' is not executable by user {} (chmod +x it)", self.setup.user))
                     }
                     ErrorKind::WouldBlock | ErrorKind::OutOfMemory => (503, format!("cannot start {shown}: {e}")),
+                    // EMFILE, ENFILE: out of descriptors, not the script's fault.
+                    _ if matches!(e.raw_os_error(), Some(23 | 24)) => (503, format!("cannot start {shown}: {e}")),
                     _ => (500, format!("cannot run {shown}: {e} (is its #! interpreter installed?)")),
                 };
                 refuse(&mut sock, status, &why);
@@ -483,6 +501,14 @@ impl Launcher {
     }
 }
 
+/// After EOF on the status channel: how long the launcher still takes
+/// new connections (one may have found the group's socket just before
+/// the manager swapped it), before it serves only what it holds.
+const DRAIN_GRACE: Duration = Duration::from_millis(200);
+/// The most connections accepted in one pass of the loop, so that
+/// reaping, timeouts and slow frames get their turn.
+const ACCEPTS_PER_PASS: usize = 64;
+
 fn main() {
     for fd in [LISTENER_FD, STATUS_FD] {
         sys::close_on_exec(fd);
@@ -502,22 +528,13 @@ fn main() {
         log(&format!("fd 4 is not the status channel: {e}"));
         std::process::exit(1);
     }
-    // EOF on the status channel: take what is queued, finish, exit.
-    let draining = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let drain = draining.clone();
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 64];
-        loop {
-            match status.read(&mut buf) {
-                Ok(n) if n > 0 => continue,
-                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                _ => break,
-            }
-        }
-        drain.store(true, std::sync::atomic::Ordering::SeqCst);
-    });
     let mut launcher = Launcher { setup: Setup::from_env(), running: Vec::new(), refused_names: Default::default() };
     let mut pending: Vec<Pending> = Vec::new();
+    // EOF on the status channel: drain (since when).
+    let mut drain_since: Option<Instant> = None;
+    // After a failed accept (EMFILE...): the listener rests a little.
+    let mut accept_paused_until: Option<Instant> = None;
+    let mut accept_failing = false;
     loop {
         launcher.reap_and_enforce();
         let now = Instant::now();
@@ -533,18 +550,41 @@ fn main() {
                 FRAME_TIMEOUT.as_secs()
             ));
         }
-        let mut fds: Vec<sys::PollFd> = pending.iter().map(|p| sys::PollFd::readable(p.sock.as_raw_fd())).collect();
-        let accepting = pending.len() < MAX_PENDING;
-        if accepting {
-            fds.push(sys::PollFd::readable(LISTENER_FD));
+        // Draining: after the grace, no new connection is taken (the
+        // group's other launchers take them), and the launcher exits once
+        // what it holds is done, however busy the socket stays.
+        let grace_over = drain_since.is_some_and(|t| now.duration_since(t) >= DRAIN_GRACE);
+        if grace_over && pending.is_empty() && launcher.running.is_empty() {
+            std::process::exit(0);
         }
-        let ready = sys::wait_readable(&mut fds, launcher.poll_timeout(&pending, now));
-        let draining_now = draining.load(std::sync::atomic::Ordering::SeqCst);
-        if ready <= 0 {
-            if draining_now && pending.is_empty() && launcher.running.is_empty() {
-                std::process::exit(0);
-            }
+        // Poll set: the pending connections, the status channel (until its
+        // EOF), the listener (while there is room, it is not resting and
+        // the drain's grace has not passed).
+        let mut fds: Vec<sys::PollFd> = pending.iter().map(|p| sys::PollFd::readable(p.sock.as_raw_fd())).collect();
+        let status_at = drain_since.is_none().then(|| {
+            fds.push(sys::PollFd::readable(STATUS_FD));
+            fds.len() - 1
+        });
+        let resting = accept_paused_until.is_some_and(|t| now < t);
+        let listener_at = (pending.len() < MAX_PENDING && !grace_over && !resting).then(|| {
+            fds.push(sys::PollFd::readable(LISTENER_FD));
+            fds.len() - 1
+        });
+        let mut wait = launcher.poll_timeout(&pending, now);
+        let wake_at = drain_since.map(|t| t + DRAIN_GRACE).into_iter().chain(accept_paused_until.filter(|_| resting));
+        if let Some(t) = wake_at.min() {
+            wait = wait.min(t.saturating_duration_since(now));
+        }
+        if sys::wait_readable(&mut fds, wait) <= 0 {
             continue;
+        }
+        if status_at.is_some_and(|i| fds[i].revents != 0) {
+            let mut buf = [0u8; 64];
+            match status.read(&mut buf) {
+                Ok(n) if n > 0 => {}
+                Err(e) if matches!(e.kind(), ErrorKind::Interrupted | ErrorKind::WouldBlock) => {}
+                _ => drain_since = Some(Instant::now()),
+            }
         }
         // Frames that progressed (in the order they were polled).
         let mut waiting = Vec::with_capacity(pending.len());
@@ -556,11 +596,15 @@ fn main() {
             }
         }
         pending = waiting;
-        if accepting && fds.last().is_some_and(|fd| fd.revents != 0) {
-            // What is queued now, up to the cap.
-            while pending.len() < MAX_PENDING {
+        if listener_at.is_some_and(|i| fds[i].revents != 0) {
+            // What is queued now, up to the caps.
+            for _ in 0..ACCEPTS_PER_PASS {
+                if pending.len() >= MAX_PENDING {
+                    break;
+                }
                 match listener.accept() {
                     Ok((sock, _)) => {
+                        accept_failing = false;
                         let p = Pending { sock, frame: FrameReader::new(), deadline: Instant::now() + FRAME_TIMEOUT };
                         // Accepted sockets do not inherit O_NONBLOCK.
                         if let Err(e) = p.sock.set_nonblocking(true) {
@@ -573,11 +617,16 @@ fn main() {
                             pending.push(p);
                         }
                     }
-                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                    Err(e) if matches!(e.kind(), ErrorKind::Interrupted | ErrorKind::ConnectionAborted) => {}
                     Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                     Err(e) => {
-                        log(&format!("accept on the group's socket failed: {e}"));
-                        std::thread::sleep(Duration::from_millis(100));
+                        // Out of descriptors, say: the connection waits in
+                        // the backlog while the listener rests 100 ms.
+                        if !accept_failing {
+                            log(&format!("accept on the group's socket failed: {e}; retrying every 100 ms"));
+                        }
+                        accept_failing = true;
+                        accept_paused_until = Some(Instant::now() + Duration::from_millis(100));
                         break;
                     }
                 }

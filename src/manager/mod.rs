@@ -484,7 +484,7 @@ impl Manager {
                     Ok(fd) => self.cgi_launcher = Some(fd),
                     Err(e) => {
                         let log = plan.error_log.clone();
-                        pd_log!(id::GENERATION_FAILED, group = %name, log = %log, "cannot hold the CGI launcher in memory (memfd_create): {e}");
+                        pd_log!(id::GENERATION_FAILED, group = %name, log = %log, "cannot hold the CGI launcher in memory (a sealed memfd): {e}");
                         return None;
                     }
                 }

@@ -105,9 +105,16 @@ pub fn cgi_launcher_memfd() -> std::io::Result<std::os::fd::OwnedFd> {
     // MFD_EXEC (Linux 6.3+): executable whatever vm.memfd_noexec defaults
     // to; older kernels refuse the flag, and their memfds are executable.
     const MFD_EXEC: libc::c_uint = 0x10;
-    let fd = memfd_create(name, flags | MemFdCreateFlag::from_bits_retain(MFD_EXEC))
-        .or_else(|_| memfd_create(name, flags))
-        .map_err(std::io::Error::from)?;
+    let fd = match memfd_create(name, flags | MemFdCreateFlag::from_bits_retain(MFD_EXEC)) {
+        Err(nix::errno::Errno::EINVAL) => memfd_create(name, flags),
+        Err(nix::errno::Errno::EACCES) => {
+            return Err(std::io::Error::other(
+                "executable memfds are forbidden here (sysctl vm.memfd_noexec=2), and language=cgi runs its launcher from one",
+            ));
+        }
+        other => other,
+    }
+    .map_err(std::io::Error::from)?;
     let mut file = std::fs::File::from(fd);
     std::io::Write::write_all(&mut file, CGI_LAUNCHER)?;
     use nix::fcntl::{FcntlArg, SealFlag, fcntl};
