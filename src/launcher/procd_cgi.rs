@@ -1,7 +1,8 @@
-//! mod_procd's CGI launcher: a small program of its own (not part of the
-//! module's crate), built by build.rs with the Rust standard library only,
-//! shipped inside the .so and written by the manager to
-//! `RUNTIME/loaders/procd-cgi-launcher`. One runs per `processes` of a
+//! mod_procd's CGI launcher: a small program of its own (compiled into the
+//! module's crate only for tests and fuzzing), built by build.rs with the
+//! Rust standard library only and shipped inside the .so; the manager keeps
+//! it in a sealed memfd and execs it from there (`argv[0]`
+//! `procd-cgi-launcher`, no file anywhere). One runs per `processes` of a
 //! `language=cgi` group, as the group's user, and runs one CGI script per
 //! request (RFC 3875), so that neither the root manager nor suexec forks on
 //! Apache's request path.
