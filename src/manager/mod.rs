@@ -472,30 +472,25 @@ impl Manager {
     }
 
     fn spawn_as(&mut self, name: &str, gen_id: u64, role: Role) -> Option<Pid> {
+        // A cgi group runs mod_procd's launcher, from a sealed memfd made
+        // once (a failure is a failed start like any other, tried again).
+        let gen_ = self.groups.get(name).and_then(|g| g.generations.iter().find(|x| x.id == gen_id))?;
+        let cgi = gen_.plan.protocol == crate::config::languages::Protocol::Cgi;
+        let launcher = match (cgi, &self.cgi_launcher) {
+            (true, None) => runtime::cgi_launcher_memfd()
+                .map(|fd| self.cgi_launcher = Some(fd))
+                .map_err(|e| format!("cannot hold the CGI launcher in memory (a sealed memfd): {e}")),
+            _ => Ok(()),
+        };
+        // Looked up again: making the memfd needed `self` mutably.
         let gen_ = self.groups.get(name).and_then(|g| g.generations.iter().find(|x| x.id == gen_id))?;
         let plan = &gen_.plan;
         // Each new worker takes the next slot: replacements keep the
         // generation's recycling counts staggered.
         let slot = gen_.spawned;
-        // A cgi group runs mod_procd's launcher, from a sealed memfd.
-        let program = if plan.protocol == crate::config::languages::Protocol::Cgi {
-            if self.cgi_launcher.is_none() {
-                match runtime::cgi_launcher_memfd() {
-                    Ok(fd) => self.cgi_launcher = Some(fd),
-                    Err(e) => {
-                        let log = plan.error_log.clone();
-                        pd_log!(id::GENERATION_FAILED, group = %name, log = %log, "cannot hold the CGI launcher in memory (a sealed memfd): {e}");
-                        return None;
-                    }
-                }
-            }
-            self.cgi_launcher.as_ref().map(std::os::fd::AsFd::as_fd)
-        } else {
-            None
-        };
-        let gen_ = self.groups.get(name).and_then(|g| g.generations.iter().find(|x| x.id == gen_id))?;
-        let plan = &gen_.plan;
-        match start_worker(plan, gen_id, slot, &gen_.listener, gen_.cgroup.as_deref(), program) {
+        let program = if cgi { self.cgi_launcher.as_ref().map(std::os::fd::AsFd::as_fd) } else { None };
+        match launcher.and_then(|()| start_worker(plan, gen_id, slot, &gen_.listener, gen_.cgroup.as_deref(), program))
+        {
             Ok((pid, status, output)) => {
                 let port = gen_.listener.port().map(|p| format!(", PORT={p}")).unwrap_or_default();
                 let text = format!(
