@@ -56,7 +56,8 @@ pub enum Forked {
     Manager(OwnedFd),
 }
 
-/// Forks the manager from the httpd parent. In the child: a new session,
+/// Forks the manager from the httpd parent. In the child: a new session
+/// (its workers' too),
 /// SIGTERM when the httpd parent dies, default signals, stdio on /dev/null,
 /// and every descriptor of Apache's closed except `control`.
 pub fn fork_manager(control: BorrowedFd<'_>) -> nix::Result<Forked> {
@@ -72,6 +73,13 @@ pub fn fork_manager(control: BorrowedFd<'_>) -> nix::Result<Forked> {
             close_from(4);
             dev_null_stdio();
             reset_signals();
+            // A session of its own, without a controlling terminal: the
+            // workers run in it (each leads a process group), so no worker
+            // can reach a terminal httpd was started from, and, under the
+            // kernel's autogroup scheduling (one CPU share per session, on
+            // by default in Debian), all workers together weigh as much as
+            // Apache, whatever their number: busy applications cannot
+            // starve Apache, nor Apache them.
             let _ = nix::unistd::setsid();
             // `ps -o comm` and /proc/PID/comm show "procd-manager".
             let _ = nix::sys::prctl::set_name(c"procd-manager");
@@ -163,7 +171,8 @@ fn child_fail(what: &str, err: nix::Error) -> ! {
     child_fail_to(2, what, err)
 }
 
-/// fork+exec of a worker as `uid`/`gid`, in its own session, killed when
+/// fork+exec of a worker as `uid`/`gid`, in its own process group of the
+/// manager's session, killed when
 /// the manager dies.
 pub fn spawn_worker(l: &Launch<'_>) -> nix::Result<Pid> {
     let manager = nix::unistd::getpid();
@@ -225,8 +234,15 @@ pub fn spawn_worker(l: &Launch<'_>) -> nix::Result<Pid> {
             }
             close_from(if program.is_some() { PROGRAM_FD + 1 } else { PROGRAM_FD });
             reset_signals();
-            if let Err(e) = nix::unistd::setsid() {
-                child_fail("setsid", e);
+            // A process group of its own (signalled as one) in the
+            // manager's session, not a session of its own: under autogroup
+            // scheduling a session per worker made each worker as heavy as
+            // all of Apache, and a group with more processes heavier than
+            // one with fewer (see fork_manager). That session has no
+            // controlling terminal, and a worker, not its leader, can never
+            // acquire one.
+            if let Err(e) = nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0)) {
+                child_fail("setpgid", e);
             }
             if let Some(procs) = l.cgroup_procs {
                 // Still root here: enter the generation's cgroup, which the

@@ -813,7 +813,7 @@ fn escaped_descendants_are_gone(name: &str, wrapper: &[&str], expect_cgroup: boo
         let w = a.wait_for_group("esc", Duration::from_secs(10));
         let answer = ask(&a.socket("esc"), "escape").unwrap_or_else(|e| a.fail(&format!("escape: {e}")));
         let parts: Vec<&str> = answer.split_whitespace().collect();
-        if parts.len() != 4 || parts[0] != "escaped" || parts[1].contains(":ok") {
+        if parts.len() != 4 || parts[0] != "escaped" || parts[1].contains("setsid:ok") {
             a.fail(&format!("escape answered {answer:?} (a worker must not be able to leave its session)"));
         }
         let pids: Vec<i32> = parts[2..].iter().map(|p| p.parse().unwrap()).collect();
@@ -1111,4 +1111,86 @@ fn a_worker_whose_descriptors_cannot_be_placed_never_runs() {
         a.fail("the group did not start again once descriptors were available");
     }
     a.stop();
+}
+
+/// `(pgrp, session, tty_nr)` of a process, from /proc/PID/stat.
+fn pgrp_session_tty(pid: i32) -> (i32, i32, i32) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let f: Vec<i32> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .skip(2)
+        .take(3)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    match f[..] {
+        [pgrp, session, tty] => (pgrp, session, tty),
+        _ => panic!("cannot read /proc/{pid}/stat: {stat:?}"),
+    }
+}
+
+/// The manager leads a session of its own, without a terminal, and every
+/// worker leads a process group in it: out of Apache's process group
+/// (which the MPMs signal at stop) and, under the kernel's autogroup
+/// scheduling, one CPU share beside Apache's, however many workers run.
+/// Also when httpd runs in the foreground on a terminal, no worker has,
+/// or can get, a controlling terminal.
+#[test]
+fn workers_share_the_managers_session_and_never_a_terminal() {
+    ensure_user("procd-test-a");
+    let conf = group("sess", "procd-test-a", "");
+    let check = |a: &Apache, on_terminal: bool| -> Result<(), String> {
+        let (_, apache_session, apache_tty) = pgrp_session_tty(a.master.unwrap());
+        let manager = a.manager();
+        let worker: i32 = field(&a.wait_for_group("sess", Duration::from_secs(10)), "pid").parse().unwrap();
+        let (manager_pgrp, manager_session, manager_tty) = pgrp_session_tty(manager);
+        let (worker_pgrp, worker_session, worker_tty) = pgrp_session_tty(worker);
+        let seen = format!(
+            "apache session {apache_session} tty {apache_tty}; manager {manager}: group {manager_pgrp}, session {manager_session}, tty {manager_tty}; worker {worker}: group {worker_pgrp}, session {worker_session}, tty {worker_tty}"
+        );
+        if on_terminal && apache_tty == 0 {
+            return Err(format!("httpd under script(1) has no controlling terminal, the test proves nothing: {seen}"));
+        }
+        let ours = manager_session == manager && manager_pgrp == manager;
+        let workers = worker_session == manager && worker_pgrp == worker;
+        if !ours || !workers || manager_tty != 0 || worker_tty != 0 {
+            return Err(format!(
+                "expected the manager to lead a session with no terminal and the worker a group in it: {seen}"
+            ));
+        }
+        eprintln!("{}: {seen}", if on_terminal { "on a terminal" } else { "daemonised" });
+        Ok(())
+    };
+    let mut a = Apache::new("session", Mpm::Event, &conf);
+    a.start();
+    let verdict = check(&a, false);
+    a.stop();
+    verdict.unwrap_or_else(|e| panic!("{e}"));
+
+    // The same httpd in the foreground, on a terminal `script` gives it.
+    let mut a = Apache::new("session-tty", Mpm::Event, &conf);
+    let mut script = Command::new("script")
+        .arg("-qfec")
+        .arg(format!("{APACHE} -f {} -DFOREGROUND", a.conf.display()))
+        .arg("/dev/null")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("script (bsdutils)");
+    let master = || std::fs::read_to_string(a.dir.join("httpd.pid")).ok().and_then(|p| p.trim().parse::<i32>().ok());
+    if !wait_until(Duration::from_secs(10), || master().is_some_and(pid_alive)) {
+        let _ = script.kill();
+        let _ = script.wait();
+        a.fail("httpd did not start in the foreground under script(1)");
+    }
+    a.master = master();
+    let verdict = check(&a, true);
+    a.stop();
+    if !wait_until(Duration::from_secs(10), || matches!(script.try_wait(), Ok(Some(_)))) {
+        let _ = script.kill();
+    }
+    let _ = script.wait();
+    verdict.unwrap_or_else(|e| panic!("{e}"));
 }

@@ -61,13 +61,15 @@ pub fn escape(bytes: &[u8]) -> String {
 }
 
 /// Opens a log for appending: no link followed, no blocking open, a
-/// regular file with no other name (a hard link planted to another file).
+/// regular file with no other name (a hard link planted to another file),
+/// and never a controlling terminal (the manager leads the session its
+/// workers run in).
 fn open_log(path: &str) -> std::io::Result<File> {
     let file = OpenOptions::new()
         .append(true)
         .create(true)
         .mode(0o640)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC | libc::O_NOCTTY)
         .open(path)?;
     let meta = file.metadata()?;
     if !meta.file_type().is_file() {

@@ -654,6 +654,10 @@ impl Manager {
     }
 
     fn drain(&mut self, name: &str, gen_id: u64) {
+        // What the workers started since the last tick is theirs: a worker
+        // that drains fast may be gone before the next one (the orphans it
+        // leaves would then go to the serving generation of their user).
+        self.note_lineage();
         let Some(gen_) = self.groups.get_mut(name).and_then(|g| g.generations.iter_mut().find(|x| x.id == gen_id))
         else {
             return;

@@ -6,8 +6,8 @@ use nix::sys::wait::WaitStatus;
 use nix::unistd::Pid;
 use std::os::fd::{AsRawFd, OwnedFd};
 
-/// Sends `sig` to a worker's process group (it is a session leader) and to
-/// the worker itself, in case it left its group.
+/// Sends `sig` to a worker's process group (it leads one) and to the
+/// worker itself, in case it left its group.
 pub fn signal_worker(pid: Pid, sig: Signal) {
     let _ = killpg(pid, sig);
     let _ = kill(pid, sig);

@@ -62,7 +62,10 @@ def answer(conn, line):
         # too (setpgid), both staying children, not orphans. Answers
         # "escaped WORKER-RESULT CHILD GRANDCHILD".
         tried = []
-        for name, call in (("setsid", os.setsid), ("setpgid", lambda: os.setpgid(0, 0))):
+        # (setsid must fail: the worker leads its process group. Joining
+        # the manager's process group, in the same session, may succeed: a
+        # worker is killed by its pid as well as by its group.)
+        for name, call in (("setsid", os.setsid), ("setpgid", lambda: os.setpgid(0, os.getppid()))):
             try:
                 call()
                 tried.append(name + ":ok")
