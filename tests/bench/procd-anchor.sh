@@ -1,7 +1,8 @@
 # mod_procd as one more row of ../shared/bench (sourced by its anchors.sh /
 # graceful.sh through BENCH_EXTRA_ANCHORS; see tests/bench/run.sh).
 # Same hello apps, same Apache front end, same workers as mod_wsgi daemon
-# mode: 2 processes x 8 threads.
+# mode: 2 processes x 8 threads. PROCD_PY_SHAPE="processes=16 threads=1"
+# measures another shape of the hello group (not like for like).
 
 PROCD_SO=${PROCD_SO:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)/target/release/libmod_procd.so}
 
@@ -10,7 +11,7 @@ anchor_procd_path()  { [ "${1:-}" = sleep ] && echo /sleep || echo /hello; }
 anchor_procd_start() {
   apache_conf "$1" "$2" "LoadModule procd_module $PROCD_SO
 ProcdRuntimeDir \"$1/run/procd\"
-LanguageGroup hello language=python processes=2 threads=8 app=$BENCH_APPS/wsgi/hello.wsgi
+LanguageGroup hello language=python ${PROCD_PY_SHAPE:-processes=2 threads=8} app=$BENCH_APPS/wsgi/hello.wsgi
 LanguageGroup sleep language=python processes=2 threads=8 app=$BENCH_APPS/wsgi/sleep.wsgi
 LanguageMount /hello hello
 LanguageMount /sleep sleep" && apache_start "$1" || return 1

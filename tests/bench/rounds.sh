@@ -16,6 +16,11 @@ round_order() {
 #   tests/bench/ANCHOR_FILE's rows added, keeps each round's table as
 #   target/bench/NAME-round-N.txt and prints the medians and ratios.
 #   BENCH_PACE_MS=N: each wrk connection waits N ms after each answer.
+#   BENCH_AUTOGROUP=0|1: sets kernel.sched_autogroup_enabled for the run
+#   (restored after). With it on (Debian's default) each session is one CPU
+#   share, so the figures depend on which programs start sessions of their
+#   own: wrk, Apache, mod_procd's manager and its workers, php-fpm each get
+#   one, mod_wsgi's daemons share Apache's (README, "Performance").
 paired_rounds() {
   local name=$1 anchors=$2 procd_ids=$3 rows=$4 root bench copy p round
   shift 4
@@ -38,11 +43,19 @@ paired_rounds() {
       >> "$copy/lib/report.lua"
   fi
   rm -f "$root/target/bench/$name-round-"*.txt
+  local autogroup=/proc/sys/kernel/sched_autogroup_enabled was
+  was=$(cat "$autogroup" 2>/dev/null || echo absent)
+  if [ -n "${BENCH_AUTOGROUP:-}" ] && [ "$was" != absent ]; then
+    echo "$BENCH_AUTOGROUP" > "$autogroup"
+    # shellcheck disable=SC2064
+    trap "echo $was > $autogroup" EXIT
+  fi
   for round in $(seq "${BENCH_ROUNDS:-4}"); do
     # shellcheck disable=SC2046
     BENCH_EXTRA_ANCHORS="$root/tests/bench/$anchors" BENCH_EXTRA_IDS="$procd_ids" \
       "$copy/anchors.sh" $(round_order "$round" ${BENCH_IDS:-$rows})
     cp "$copy/results/anchors-latest.txt" "$root/target/bench/$name-round-$round.txt"
   done
+  echo "kernel.sched_autogroup_enabled: $(cat "$autogroup" 2>/dev/null || echo absent)"
   python3 "$root/tests/bench/summary.py" "$root/target/bench/$name-round-"*.txt
 }
