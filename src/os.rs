@@ -56,8 +56,9 @@ pub enum Forked {
     Manager(OwnedFd),
 }
 
-/// Forks the manager from the httpd parent. In the child: a new session
-/// (its workers' too),
+/// Forks the manager from the httpd parent. In the child: a process group
+/// of its own in a session without a controlling terminal (Apache's, or a
+/// new one when Apache's has one),
 /// SIGTERM when the httpd parent dies, default signals, stdio on /dev/null,
 /// and every descriptor of Apache's closed except `control`.
 pub fn fork_manager(control: BorrowedFd<'_>) -> nix::Result<Forked> {
@@ -73,14 +74,24 @@ pub fn fork_manager(control: BorrowedFd<'_>) -> nix::Result<Forked> {
             close_from(4);
             dev_null_stdio();
             reset_signals();
-            // A session of its own, without a controlling terminal: the
-            // workers run in it (each leads a process group), so no worker
-            // can reach a terminal httpd was started from, and, under the
-            // kernel's autogroup scheduling (one CPU share per session, on
-            // by default in Debian), all workers together weigh as much as
-            // Apache, whatever their number: busy applications cannot
-            // starve Apache, nor Apache them.
-            let _ = nix::unistd::setsid();
+            // A process group of its own (out of reach of the
+            // `killpg(getpgrp())` with which the MPMs end their children)
+            // in Apache's session, unless that session has a controlling
+            // terminal (httpd run in the foreground from a shell): then a
+            // session of its own, so that no worker can reach the
+            // administrator's terminal. Under the kernel's autogroup
+            // scheduling (one CPU share per session, on by default in
+            // Debian) Apache and every worker are then one share, as with
+            // mod_wsgi's daemons, mod_fcgid or mod_cgid: with a session of
+            // the manager's own, each request crossed between two shares
+            // twice, and the Python benchmark lost a third of its
+            // throughput and gained half again of its p99 at 64
+            // connections (README, "Performance").
+            if session_has_terminal() {
+                let _ = nix::unistd::setsid();
+            } else {
+                let _ = nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0));
+            }
             // `ps -o comm` and /proc/PID/comm show "procd-manager".
             let _ = nix::sys::prctl::set_name(c"procd-manager");
             let _ = nix::sys::prctl::set_pdeathsig(Some(Signal::SIGTERM));
@@ -92,6 +103,17 @@ pub fn fork_manager(control: BorrowedFd<'_>) -> nix::Result<Forked> {
             Ok(Forked::Manager(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(3) }))
         }
     }
+}
+
+/// Whether this process's session has a controlling terminal
+/// (`/proc/self/stat`'s tty_nr); unreadable counts as yes.
+fn session_has_terminal() -> bool {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return true;
+    };
+    // After the command name: state ppid pgrp session tty_nr ...
+    let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    after_name.split_whitespace().nth(4) != Some("0")
 }
 
 /// Writes all of `bytes` to the stream socket `fd` within `limit`, waiting

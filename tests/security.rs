@@ -1131,33 +1131,34 @@ fn pgrp_session_tty(pid: i32) -> (i32, i32, i32) {
     }
 }
 
-/// The manager leads a session of its own, without a terminal, and every
-/// worker leads a process group in it: out of Apache's process group
-/// (which the MPMs signal at stop) and, under the kernel's autogroup
-/// scheduling, one CPU share beside Apache's, however many workers run.
-/// Also when httpd runs in the foreground on a terminal, no worker has,
-/// or can get, a controlling terminal.
+/// The manager and every worker lead process groups of their own (out of
+/// Apache's, which the MPMs signal at stop) in Apache's session: under the
+/// kernel's autogroup scheduling, one CPU share with Apache, as mod_wsgi's
+/// daemons are. When httpd runs in the foreground on a terminal, the
+/// manager starts a session of its own instead: no worker has, or can get,
+/// a controlling terminal.
 #[test]
-fn workers_share_the_managers_session_and_never_a_terminal() {
+fn workers_share_apaches_session_but_never_its_terminal() {
     ensure_user("procd-test-a");
     let conf = group("sess", "procd-test-a", "");
     let check = |a: &Apache, on_terminal: bool| -> Result<(), String> {
-        let (_, apache_session, apache_tty) = pgrp_session_tty(a.master.unwrap());
+        let (apache_pgrp, apache_session, apache_tty) = pgrp_session_tty(a.master.unwrap());
         let manager = a.manager();
         let worker: i32 = field(&a.wait_for_group("sess", Duration::from_secs(10)), "pid").parse().unwrap();
         let (manager_pgrp, manager_session, manager_tty) = pgrp_session_tty(manager);
         let (worker_pgrp, worker_session, worker_tty) = pgrp_session_tty(worker);
         let seen = format!(
-            "apache session {apache_session} tty {apache_tty}; manager {manager}: group {manager_pgrp}, session {manager_session}, tty {manager_tty}; worker {worker}: group {worker_pgrp}, session {worker_session}, tty {worker_tty}"
+            "apache group {apache_pgrp} session {apache_session} tty {apache_tty}; manager {manager}: group {manager_pgrp}, session {manager_session}, tty {manager_tty}; worker {worker}: group {worker_pgrp}, session {worker_session}, tty {worker_tty}"
         );
         if on_terminal && apache_tty == 0 {
             return Err(format!("httpd under script(1) has no controlling terminal, the test proves nothing: {seen}"));
         }
-        let ours = manager_session == manager && manager_pgrp == manager;
-        let workers = worker_session == manager && worker_pgrp == worker;
-        if !ours || !workers || manager_tty != 0 || worker_tty != 0 {
+        let session = if on_terminal { manager } else { apache_session };
+        let groups = manager_pgrp == manager && worker_pgrp == worker && apache_pgrp != manager;
+        if manager_session != session || worker_session != session || !groups || manager_tty != 0 || worker_tty != 0 {
             return Err(format!(
-                "expected the manager to lead a session with no terminal and the worker a group in it: {seen}"
+                "expected groups of their own in {} session, with no terminal: {seen}",
+                if on_terminal { "the manager's own" } else { "Apache's" }
             ));
         }
         eprintln!("{}: {seen}", if on_terminal { "on a terminal" } else { "daemonised" });
