@@ -82,11 +82,10 @@ pub fn fork_manager(control: BorrowedFd<'_>) -> nix::Result<Forked> {
             // administrator's terminal. Under the kernel's autogroup
             // scheduling (one CPU share per session, on by default in
             // Debian) Apache and every worker are then one share, as with
-            // mod_wsgi's daemons, mod_fcgid or mod_cgid: with a session of
-            // the manager's own, each request crossed between two shares
-            // twice, and the Python benchmark lost a third of its
-            // throughput and gained half again of its p99 at 64
-            // connections (README, "Performance").
+            // mod_wsgi's daemons, mod_fcgid or mod_cgid. With a session of
+            // the manager's own instead, the Python benchmark lost about a
+            // third of its throughput and its p99 at 64 connections grew
+            // by half (README, "Performance").
             if session_has_terminal() {
                 let _ = nix::unistd::setsid();
             } else {
@@ -193,9 +192,8 @@ fn child_fail(what: &str, err: nix::Error) -> ! {
     child_fail_to(2, what, err)
 }
 
-/// fork+exec of a worker as `uid`/`gid`, in its own process group of the
-/// manager's session, killed when
-/// the manager dies.
+/// fork+exec of a worker as `uid`/`gid`, leading a process group of its
+/// own in the manager's session, killed when the manager dies.
 pub fn spawn_worker(l: &Launch<'_>) -> nix::Result<Pid> {
     let manager = nix::unistd::getpid();
     // SAFETY: the manager is single-threaded, so the child may allocate and

@@ -1180,13 +1180,12 @@ fn workers_share_apaches_session_but_never_its_terminal() {
         .stdout(std::process::Stdio::null())
         .spawn()
         .expect("script (bsdutils)");
-    let master = || std::fs::read_to_string(a.dir.join("httpd.pid")).ok().and_then(|p| p.trim().parse::<i32>().ok());
-    if !wait_until(Duration::from_secs(10), || master().is_some_and(pid_alive)) {
+    if !wait_until(Duration::from_secs(10), || a.pidfile().is_some_and(pid_alive)) {
         let _ = script.kill();
         let _ = script.wait();
         a.fail("httpd did not start in the foreground under script(1)");
     }
-    a.master = master();
+    a.master = a.pidfile();
     let verdict = check(&a, true);
     a.stop();
     if !wait_until(Duration::from_secs(10), || matches!(script.try_wait(), Ok(Some(_)))) {

@@ -62,8 +62,8 @@ pub fn escape(bytes: &[u8]) -> String {
 
 /// Opens a log for appending: no link followed, no blocking open, a
 /// regular file with no other name (a hard link planted to another file),
-/// and never a controlling terminal (the manager leads the session its
-/// workers run in).
+/// and never a controlling terminal (when httpd runs on a terminal, the
+/// manager leads the session its workers run in).
 fn open_log(path: &str) -> std::io::Result<File> {
     let file = OpenOptions::new()
         .append(true)

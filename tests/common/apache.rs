@@ -248,7 +248,8 @@ DocumentRoot "{d}/htdocs"
         (out.status.success(), text)
     }
 
-    fn pidfile(&self) -> Option<i32> {
+    /// The pid in Apache's PidFile, if any.
+    pub fn pidfile(&self) -> Option<i32> {
         std::fs::read_to_string(self.dir.join("httpd.pid")).ok()?.trim().parse().ok()
     }
 
