@@ -78,15 +78,36 @@ sub now_ms { int(Time::HiRes::time() * 1000) }
 # How long a request has run, less the time blocked on Apache (a slow
 # client): request-timeout measures the application.
 package Procd::Clock {
-    sub new { bless { start => Time::HiRes::time(), excluded => 0, blocked => undef }, shift }
+    # $limit: seconds of the application's own time before SIGALRM (0: none).
+    # The alarm is armed here and moved on after every wait on Apache that
+    # was long enough to matter, so that it rings only once the application's
+    # own time is over: an alarm that rang early would interrupt (EINTR) what
+    # the application is waiting on and end its sleep or select early.
+    sub new {
+        my ($class, $limit) = @_;
+        my $self = bless { start => Time::HiRes::time(), excluded => 0, blocked => undef, limit => $limit }, $class;
+        Time::HiRes::alarm($limit) if $limit > 0;
+        return $self;
+    }
     sub block { $_[0]{blocked} = Time::HiRes::time() }
 
     sub unblock {
         my $self = shift;
-        if (defined $self->{blocked}) {
-            $self->{excluded} += Time::HiRes::time() - $self->{blocked};
-            $self->{blocked} = undef;
-        }
+        return unless defined $self->{blocked};
+        my $waited = Time::HiRes::time() - $self->{blocked};
+        $self->{excluded} += $waited;
+        $self->{blocked} = undef;
+        $self->rearm if $waited > 0.01;
+    }
+
+    # Seconds of the application's own time left before the limit.
+    sub left { $_[0]{limit} - $_[0]->running }
+
+    sub rearm {
+        my $self = shift;
+        return unless $self->{limit} > 0;
+        my $left = $self->left;
+        Time::HiRes::alarm($left > 0.01 ? $left : 0.01);
     }
 
     sub running {
@@ -590,14 +611,13 @@ sub main {
     syswrite($status, "READY\n");
     my ($served, $dropped, $draining, $recycle_asked) = (0, 0, 0, 0);
     my $clock;
-    # request-timeout: an alarm at the deadline; time blocked on Apache
-    # moves the deadline, so the handler re-arms it until the application's
-    # own time is over, then logs the stack and exits.
+    # request-timeout (plus 1 s): the clock's alarm. It can still ring
+    # during a wait on Apache (not counted: armed again) or a few ms before
+    # the limit (the waits it excluded); otherwise log the stack and exit.
     local $SIG{ALRM} = sub {
         return unless $clock && $timeout > 0;
-        my $left = $timeout + 1 - $clock->running;
-        if ($left > 0) {
-            Time::HiRes::alarm($left + 0.05);
+        if ($clock->left > 0.05) {
+            $clock->rearm;
             return;
         }
         logline(sprintf("request-timeout (%d s) exceeded; this process exits so that the manager replaces it. "
@@ -623,8 +643,7 @@ sub main {
             next;
         }
         $sock->blocking(1);
-        $clock = Procd::Clock->new;
-        Time::HiRes::alarm($timeout + 1) if $timeout > 0;
+        $clock = Procd::Clock->new($timeout > 0 ? $timeout + 1 : 0);
         my $conn = Procd::Connection->new($sock, $clock);
         my $harakiri = 0;
         my $counted  = 1;

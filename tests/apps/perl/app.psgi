@@ -6,6 +6,7 @@ use warnings;
 use Digest::SHA;
 use JSON::PP;
 use POSIX ();
+use Time::HiRes ();
 use Plack::Request;
 use Plack::Response;
 use Plack::Middleware::Lint;
@@ -68,6 +69,13 @@ my $app = sub {
     if ($path eq '/upload') {
         my ($sha, $total, $input) = (Digest::SHA->new(256), 0, $env->{'psgi.input'});
         while (my $n = $input->read(my $buf, 65536)) { $sha->add($buf); $total += $n }
+        # then_sleep=S: wait S s after the body and say how long the wait
+        # really lasted (a signal could cut it short).
+        if (my $s = $query{then_sleep}) {
+            my $t0 = Time::HiRes::time();
+            select(undef, undef, undef, $s);
+            return text($sha->hexdigest . " $total " . sprintf('slept=%.2f', Time::HiRes::time() - $t0));
+        }
         return text($sha->hexdigest . " $total");
     }
     if ($path eq '/lines') {
