@@ -437,3 +437,19 @@ pub fn command_line() -> Vec<String> {
         })
         .unwrap_or_default()
 }
+
+/// This process's id, read once per process: `note_own_pid` is called in
+/// every Apache child (child_init), so a request does not pay a `getpid`
+/// system call (glibc no longer caches it).
+static OWN_PID: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+pub fn note_own_pid() {
+    OWN_PID.store(std::process::id(), std::sync::atomic::Ordering::Relaxed);
+}
+
+pub fn own_pid() -> u32 {
+    match OWN_PID.load(std::sync::atomic::Ordering::Relaxed) {
+        0 => std::process::id(),
+        pid => pid,
+    }
+}

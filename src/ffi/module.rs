@@ -611,6 +611,7 @@ unsafe extern "C" fn child_init(_pchild: *mut sys::apr_pool_t, _s: *mut sys::ser
     guard((), || {
         // Children reap nothing of the parent's: SIGCHLD as it was.
         crate::os::stop_waking_on_child_exit();
+        crate::os::note_own_pid();
         let r = retained();
         // SAFETY: this child's own copy of the retained data; the child is
         // single-threaded while child_init hooks run.

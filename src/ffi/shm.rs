@@ -247,7 +247,7 @@ impl Request {
             s.in_flight.fetch_add(1, Relaxed);
             flight = s.flights.iter().find(|f| f.state.compare_exchange(0, 1, Relaxed, Relaxed).is_ok());
             if let Some(f) = flight {
-                f.apache_pid.store(u64::from(std::process::id()), Relaxed);
+                f.apache_pid.store(u64::from(crate::os::own_pid()), Relaxed);
                 f.worker_pid.store(0, Relaxed);
                 f.started_ms.store(epoch_ms(), Relaxed);
                 f.method.store(method);

@@ -15,6 +15,7 @@
 //! kills the script's process group.
 
 use super::fastcgi::{Body, spool, write_body};
+use super::readbuf::ReadBuf;
 use super::{
     BodyLength, Client, Outcome, Target, bad_gateway_plain, connect_failure, connect_within, content_length, epoch_ms,
 };
@@ -84,7 +85,7 @@ pub fn proxy(client: &mut dyn Client, target: &Target, mut env: Vec<u8>) -> Outc
         let _ = stream.shutdown(std::net::Shutdown::Write);
     }
     let mut script_gone_reading = false;
-    let mut chunk = vec![0u8; 64 << 10];
+    let mut chunk = ReadBuf::take(64 << 10);
     let mut head_buf: Vec<u8> = Vec::new();
     let mut head_sent = false;
     let mut declared: Option<u64> = None;

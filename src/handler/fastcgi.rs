@@ -19,6 +19,7 @@
 //!    parsed as a CGI head then streamed to the client, STDERR lines to
 //!    the error log, until END_REQUEST.
 
+use super::readbuf::ReadBuf;
 use super::{
     BodyLength, Client, Outcome, Target, bad_gateway_plain, connect_failure, connect_within, content_length, epoch_ms,
     recent_death,
@@ -323,7 +324,7 @@ pub fn proxy(client: &mut dyn Client, target: &Target, env: Vec<u8>) -> Outcome 
     let mut body_done = false;
     let mut deadline = taken + target.request_timeout;
     let mut inbuf: Vec<u8> = Vec::with_capacity(64 << 10);
-    let mut chunk = vec![0u8; 64 << 10];
+    let mut chunk = ReadBuf::take(64 << 10);
     let mut head_buf: Vec<u8> = Vec::new();
     let mut head_sent = false;
     let mut redirect: Option<String> = None;

@@ -9,6 +9,7 @@
 //! bounded parser of `protocol::http`, bad framing is a 502, and every
 //! wait has a deadline.
 
+use super::readbuf::ReadBuf;
 use super::stream::Stream;
 use super::{
     BodyLength, Client, ConnectError, HttpRequest, Outcome, Target, TunnelRead, bad_gateway_plain, connect_failure,
@@ -267,7 +268,7 @@ fn readable_now(stream: &Stream) -> bool {
 struct Conn<'a> {
     stream: Stream,
     buf: Vec<u8>,
-    chunk: Vec<u8>,
+    chunk: ReadBuf,
     /// When the program was seen to take the request (read it, or answer).
     taken: Option<Instant>,
     /// Any byte of an answer arrived.
@@ -477,7 +478,7 @@ fn exchange(
     let mut conn = Conn {
         stream,
         buf: Vec::new(),
-        chunk: vec![0; READ_CHUNK],
+        chunk: ReadBuf::take(READ_CHUNK),
         taken: None,
         answered: false,
         req,
@@ -691,7 +692,7 @@ fn tunnel(client: &mut dyn Client, mut stream: Stream, leftover: &[u8], idle: Du
     let mut up = true; // client -> program
     let mut down = true; // program -> client
     let mut last = Instant::now();
-    let mut chunk = vec![0u8; READ_CHUNK];
+    let mut chunk = ReadBuf::take(READ_CHUNK);
     loop {
         while up {
             match client.tunnel_read(READ_CHUNK) {

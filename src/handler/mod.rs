@@ -16,6 +16,7 @@ mod cgi;
 mod fastcgi;
 mod http;
 mod procd;
+mod readbuf;
 mod stream;
 
 use crate::config::languages::{Listen, Protocol};

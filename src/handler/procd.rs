@@ -1,6 +1,7 @@
 //! The `procd` backend: mod_procd's own framed protocol (see
 //! src/protocol/PROTOCOL.md), spoken by the shipped loaders.
 
+use super::readbuf::ReadBuf;
 use super::{
     Client, Outcome, Target, bad_gateway_plain, connect_failure, connect_within, content_length, epoch_ms,
     recent_death, worker_fate,
@@ -19,7 +20,7 @@ const BODY_CHUNK: usize = 256 << 10;
 /// Bytes read from the worker, with one reusable read buffer per request.
 struct Inbox {
     buf: Vec<u8>,
-    chunk: Vec<u8>,
+    chunk: ReadBuf,
 }
 
 fn read_frame(stream: &mut UnixStream, inbox: &mut Inbox, deadline: Instant) -> Result<Frame, ReadError> {
@@ -85,7 +86,7 @@ pub fn proxy(client: &mut dyn Client, target: &Target, mut env: Vec<u8>) -> Outc
         Err(e) => return connect_failure(target, queue_timeout, e),
     };
     let connected = Instant::now();
-    let mut buf = Inbox { buf: Vec::new(), chunk: vec![0; 32 << 10] };
+    let mut buf = Inbox { buf: Vec::new(), chunk: ReadBuf::take(32 << 10) };
 
     // 1. The request waits in the socket until a worker accepts it...
     let queue_left = queue_deadline.saturating_duration_since(connected).max(Duration::from_millis(1));

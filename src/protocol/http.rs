@@ -78,7 +78,11 @@ pub fn is_token_byte(b: u8) -> bool {
 }
 
 fn latin1(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| char::from(*b)).collect()
+    match std::str::from_utf8(bytes) {
+        // The common case, ASCII: one allocation of the right size.
+        Ok(text) if bytes.is_ascii() => text.to_string(),
+        _ => bytes.iter().map(|b| char::from(*b)).collect(),
+    }
 }
 
 /// Whether a comma-separated header (over all its `values`) lists `token`.
@@ -101,7 +105,7 @@ pub fn parse_response_head(buf: &[u8]) -> Result<Option<(ResponseHead, usize)>, 
     let mut lines = std::iter::from_fn(|| Some(&head[starts.next()?..ends.next()?]));
     let status_line = lines.next().ok_or(HttpError::BadStatusLine)?;
     let (minor, status) = parse_status_line(status_line)?;
-    let mut headers = Vec::new();
+    let mut headers = Vec::with_capacity(16);
     for line in lines {
         // Only CRLF ends a line: a bare CR or LF inside is refused.
         if line.is_empty() || line.contains(&b'\r') || line.contains(&b'\n') {
@@ -315,15 +319,24 @@ pub fn is_hop_by_hop(lower: &str) -> bool {
 /// Removes the hop-by-hop headers of `headers`: the fixed ones and those
 /// its `Connection` headers name.
 pub fn strip_hop_by_hop(headers: &mut Vec<(String, String)>) {
-    let named: Vec<String> = headers
+    // Nothing is allocated unless there is a Connection header.
+    let mut listed = String::new();
+    for (n, v) in headers.iter() {
+        if n.eq_ignore_ascii_case("connection") {
+            listed.push_str(v);
+            listed.push(',');
+        }
+    }
+    let named: Vec<&str> = listed.split(',').map(str::trim).filter(|t| !t.is_empty()).collect();
+    headers.retain(|(n, _)| !is_hop_by_hop_name(n) && !named.iter().any(|t| n.eq_ignore_ascii_case(t)));
+}
+
+/// `is_hop_by_hop` for a name in any case.
+fn is_hop_by_hop_name(name: &str) -> bool {
+    ["connection", "keep-alive", "te", "trailer", "transfer-encoding", "upgrade"]
         .iter()
-        .filter(|(n, _)| n.eq_ignore_ascii_case("connection"))
-        .flat_map(|(_, v)| v.split(',').map(|t| t.trim().to_ascii_lowercase()).collect::<Vec<_>>())
-        .collect();
-    headers.retain(|(n, _)| {
-        let lower = n.to_ascii_lowercase();
-        !is_hop_by_hop(&lower) && !named.contains(&lower)
-    });
+        .any(|h| name.eq_ignore_ascii_case(h))
+        || name.get(..6).is_some_and(|p| p.eq_ignore_ascii_case("proxy-"))
 }
 
 /// How the request body goes to the program.
