@@ -4,8 +4,8 @@
 //! A fresh zeroed 32-64 KiB buffer per request cost about 6 µs of Apache's
 //! CPU (measured with `tests/bench/cpu-per-request.sh`: the memset, and
 //! glibc giving the freed chunk back to the kernel and faulting it in again
-//! at the next request). Each thread keeps one: at most `len` bytes
-//! resident per Apache thread that has served a mod_procd request.
+//! at the next request). Each thread keeps one, the largest it has taken
+//! (64 KiB), for as long as the thread lives.
 
 use std::cell::Cell;
 use std::ops::{Deref, DerefMut};

@@ -78,11 +78,10 @@ pub fn is_token_byte(b: u8) -> bool {
 }
 
 fn latin1(bytes: &[u8]) -> String {
-    match std::str::from_utf8(bytes) {
-        // The common case, ASCII: one allocation of the right size.
-        Ok(text) if bytes.is_ascii() => text.to_string(),
-        _ => bytes.iter().map(|b| char::from(*b)).collect(),
-    }
+    // Sized for the common case, ASCII: one allocation.
+    let mut text = String::with_capacity(bytes.len());
+    text.extend(bytes.iter().map(|b| char::from(*b)));
+    text
 }
 
 /// Whether a comma-separated header (over all its `values`) lists `token`.
@@ -309,11 +308,13 @@ fn hex(d: u8) -> u8 {
     }
 }
 
-/// Hop-by-hop headers (RFC 9110 §7.6.1), by lower-case name: never
+/// Hop-by-hop headers (RFC 9110 §7.6.1), by name in any case: never
 /// forwarded either way (`Upgrade` only for a tunnel).
-pub fn is_hop_by_hop(lower: &str) -> bool {
-    matches!(lower, "connection" | "keep-alive" | "te" | "trailer" | "transfer-encoding" | "upgrade")
-        || lower.starts_with("proxy-")
+pub fn is_hop_by_hop(name: &str) -> bool {
+    ["connection", "keep-alive", "te", "trailer", "transfer-encoding", "upgrade"]
+        .iter()
+        .any(|h| name.eq_ignore_ascii_case(h))
+        || name.get(..6).is_some_and(|p| p.eq_ignore_ascii_case("proxy-"))
 }
 
 /// Removes the hop-by-hop headers of `headers`: the fixed ones and those
@@ -328,15 +329,7 @@ pub fn strip_hop_by_hop(headers: &mut Vec<(String, String)>) {
         }
     }
     let named: Vec<&str> = listed.split(',').map(str::trim).filter(|t| !t.is_empty()).collect();
-    headers.retain(|(n, _)| !is_hop_by_hop_name(n) && !named.iter().any(|t| n.eq_ignore_ascii_case(t)));
-}
-
-/// `is_hop_by_hop` for a name in any case.
-fn is_hop_by_hop_name(name: &str) -> bool {
-    ["connection", "keep-alive", "te", "trailer", "transfer-encoding", "upgrade"]
-        .iter()
-        .any(|h| name.eq_ignore_ascii_case(h))
-        || name.get(..6).is_some_and(|p| p.eq_ignore_ascii_case("proxy-"))
+    headers.retain(|(n, _)| !is_hop_by_hop(n) && !named.iter().any(|t| n.eq_ignore_ascii_case(t)));
 }
 
 /// How the request body goes to the program.

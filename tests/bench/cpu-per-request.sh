@@ -41,19 +41,21 @@ for round in $(seq "${CPR_ROUNDS:-2}"); do
     WAIT_SECS=60 wait_for check_body "$url"
     run_wrk "$dir/warmup.txt" "$conns" 5 "$url" >/dev/null
     snapshot >"$dir/before.txt"
+    probes=()
     if [ -n "${CPR_PERF:-}" ]; then
       # A profile of the whole box during the run: perf report -i "$dir/perf.data".
       perf record -q -a ${CPR_PERF_CALLGRAPH:--g} -o "$dir/perf.data" -- sleep "$((secs - 2))" >/dev/null 2>&1 &
-      perf_pid=$!
+      probes+=($!)
     fi
     if [ -n "${CPR_SYSCALLS:-}" ]; then
       # System calls of Apache's children for 3 s of the run (slows them).
       kids=$(pgrep -d, -P "$(apache_pid "$dir")" || true)
       (sleep 2; timeout -s INT 3 strace -c -f -p "$kids" -o "$dir/syscalls.txt" >/dev/null 2>&1) &
-      perf_pid=$!
+      probes+=($!)
     fi
     res=$(run_wrk "$dir/wrk.txt" "$conns" "$secs" "$url")
-    [ -z "${perf_pid:-}" ] || wait "$perf_pid" || true
+    # Not a plain wait: the anchor's own background jobs (Node) run on.
+    for p in "${probes[@]}"; do wait "$p" || true; done
     snapshot >"$dir/after.txt"
     echo "round $round $id: $(python3 "$here/cpu_snapshot.py" diff "$dir/before.txt" "$dir/after.txt" "$(kv "$res" requests)") rps=$(kv "$res" rps) p99=$(kv "$res" p99_us)us"
     anchor_stop "$id" "$dir"

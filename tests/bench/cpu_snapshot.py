@@ -49,8 +49,8 @@ def diff(before, after, requests):
     requests = max(int(requests), 1)
     by_name = {}
     for pid, (ticks, name) in p1.items():
-        start = p0.get(pid, (0, name))[0] if pid in p0 else 0
-        by_name[name] = by_name.get(name, 0) + ticks - start
+        # A process started during the run counts from zero.
+        by_name[name] = by_name.get(name, 0) + ticks - p0.get(pid, (0, name))[0]
     parts = [
         f"{name}={ticks * TICK_US / requests:.0f}"
         for name, ticks in sorted(by_name.items(), key=lambda kv: -kv[1])
