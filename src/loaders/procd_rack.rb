@@ -58,6 +58,9 @@ module ProcdRack
   ERROR = 0x16
   MAX_FRAME = 1 << 20
   BINARY = Encoding::ASCII_8BIT
+  # HELLO with this process's pid, made once (Process.pid is a system call
+  # each time; the loader never forks).
+  HELLO_FRAME = [HELLO, 5, VERSION, Process.pid].pack("CNCN").freeze
 
   # Apache (or the client behind it) went away; not the application's fault.
   class TransportError < StandardError; end
@@ -81,14 +84,10 @@ module ProcdRack
   # Why Apache no longer waits for this request (it answered 503 after
   # queue-timeout, or its client left), or nil. See PROTOCOL.md.
   def self.abandoned(sock, env)
-    begin
-      peeked = sock.recv_nonblock(1, Socket::MSG_PEEK, exception: false)
-      if peeked.nil? || peeked == ""
-        return "Apache closed the connection before the request started (it answered 503 after queue-timeout)"
-      end
-    rescue SystemCallError => e
-      return "the connection is broken: #{e.message}"
-    end
+    # Apache gives a request up only at its queue deadline, so a request
+    # read well before it is answered by nobody else: the look at the
+    # connection (one more system call) is made only past half the
+    # queue-timeout.
     queued_at = env["PROCD_QUEUED_AT_MS"].to_s
     timeout = env["PROCD_QUEUE_TIMEOUT_MS"].to_s
     if queued_at.match?(/\A\d+\z/) && timeout.match?(/\A\d+\z/)
@@ -98,6 +97,15 @@ module ProcdRack
       if waited >= timeout.to_i - 5
         return "it waited #{waited} ms in the queue, longer than queue-timeout (#{timeout} ms): Apache answered 503"
       end
+      return nil if waited < timeout.to_i / 2
+    end
+    begin
+      peeked = sock.recv_nonblock(1, Socket::MSG_PEEK, exception: false)
+      if peeked.nil? || peeked == ""
+        return "Apache closed the connection before the request started (it answered 503 after queue-timeout)"
+      end
+    rescue SystemCallError => e
+      return "the connection is broken: #{e.message}"
     end
     nil
   end
@@ -157,7 +165,7 @@ module ProcdRack
       @outbox = []
       # HELLO rides along with the first frame we send anyway (Apache knows
       # the request was taken when the kernel says we read it).
-      @hello = [HELLO, 5, VERSION, Process.pid].pack("CNCN")
+      @hello = HELLO_FRAME
     end
 
     def queue(kind, payload = "".b)
@@ -654,11 +662,13 @@ module ProcdRack
     def accept_loop
       loop do
         draining = @draining
-        @listener.wait_readable(0.5) unless draining
+        # Under load a connection is usually waiting already: take it
+        # before asking the kernel to wait (one system call fewer).
         sock = @listener.accept_nonblock(exception: false)
         if sock == :wait_readable
           return if draining
 
+          @listener.wait_readable(0.5)
           next
         end
         sock.sync = true

@@ -3,14 +3,18 @@
 #   tests/bench/cpu-per-request.sh procd-http-anchors.sh node_proxy procd_http
 #   CPR_PERF=1 (perf record -a -g into each row's run dir)
 #   CPR_SYSCALLS=1 (strace -c of Apache's children for 3 s, in syscalls.txt)
-#   CPR_ROUNDS=3 CPR_CONNS=64 tests/bench/cpu-per-request.sh procd-anchors.sh wsgi_daemon procd_py
+#   CPR_ROUNDS=3 CPR_CONNS=64 tests/bench/cpu-per-request.sh procd-anchor.sh wsgi_daemon procd
 # Each round starts every row in turn (odd rounds in the order given, even
 # rounds reversed), warms it up, then reads utime+stime of every process on
 # the box (/proc/PID/stat) and the box's CPU (/proc/stat) before and after
 # one wrk run, and prints microseconds of CPU per answered request: per
 # program name (apache2, node, wrk, ...), the box's total, and the part of
-# it spent in softirq (loopback networking). CPU per request moves much less
-# than req/s on this box, so it tells a cost from a scheduling effect.
+# it spent in softirq (loopback networking); then, per program, how long its
+# threads waited runnable for a CPU per request and how many times per
+# request they were put on one (/proc/PID/task/TID/schedstat). CPU per
+# request moves much less than req/s on this box, so it tells a cost from a
+# scheduling effect; the run-queue wait shows where requests queue when
+# the box is saturated.
 # Not a test; the release module must be built (paired_rounds does it).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
