@@ -323,7 +323,9 @@ pub fn proxy(client: &mut dyn Client, target: &Target, env: Vec<u8>) -> Outcome 
     // The end of STDIN is sent even without a body (Body::Done gives it).
     let mut body_done = false;
     let mut deadline = taken + target.request_timeout;
-    let mut inbuf: Vec<u8> = Vec::with_capacity(64 << 10);
+    // Records not decoded yet: grows to what the answers need (a hello
+    // page's few hundred bytes), not a 64 KiB allocation per request.
+    let mut inbuf: Vec<u8> = Vec::new();
     let mut chunk = ReadBuf::take(64 << 10);
     let mut head_buf: Vec<u8> = Vec::new();
     let mut head_sent = false;
