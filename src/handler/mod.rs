@@ -277,23 +277,34 @@ const REFUSED_GRACE: Duration = Duration::from_millis(300);
 /// file read again) until queue-timeout, take a free slot sooner.
 const TCP_TRY: Duration = Duration::from_millis(250);
 
-/// Connects to a group's socket without ever blocking: a full listen
-/// backlog (EAGAIN) is retried after a short sleep until `deadline`. (A
-/// blocking connect waits for room in the backlog for as long as it takes.)
-/// So is a socket that is not there yet or has no listener (ENOENT,
-/// ECONNREFUSED): the group is starting (Apache or the manager just
-/// started, or its workers are in back-off), and the request waits for it
-/// like any queued request; at the deadline the error is returned.
+/// Unix sockets: how long one connect waits in the kernel for room in a
+/// full listen backlog before the path is looked up again (a generation
+/// switch puts a new socket there).
+const UNIX_TRY: Duration = Duration::from_millis(50);
+
+/// Connects to a group's socket, waiting at most until `deadline`. While
+/// the listen backlog is full the connect waits in the kernel for room (a
+/// blocking socket's connect is bounded by its send timeout: `UNIX_TRY` or
+/// the time left, then EAGAIN, tried again). A socket that is not there
+/// yet or has no listener (ENOENT, ECONNREFUSED) means the group is
+/// starting (Apache or the manager just started, or its workers are in
+/// back-off): the request waits for it like any queued request, trying
+/// again after a short sleep; at the deadline the error is returned. The
+/// stream keeps that send timeout (at most `UNIX_TRY`) until the caller
+/// sets another.
 pub(super) fn connect_within(path: &Path, deadline: Instant) -> Result<UnixStream, ConnectError> {
     use nix::sys::socket::{AddressFamily, SockFlag, SockType, UnixAddr, connect, socket};
     use std::os::fd::AsRawFd;
     let io = |e: nix::errno::Errno| ConnectError::Io(std::io::Error::from(e));
     let addr = UnixAddr::new(path).map_err(io)?;
-    let fd = socket(AddressFamily::Unix, SockType::Stream, SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC, None)
-        .map_err(io)?;
-    connect_retrying(path, deadline, || Ok(connect(fd.as_raw_fd(), &addr)?))?;
+    let fd = socket(AddressFamily::Unix, SockType::Stream, SockFlag::SOCK_CLOEXEC, None).map_err(io)?;
     let stream = UnixStream::from(fd);
-    stream.set_nonblocking(false).map_err(ConnectError::Io)?;
+    connect_retrying(path, deadline, || {
+        // Never zero: a zero send timeout means "wait for ever".
+        let left = deadline.saturating_duration_since(Instant::now()).clamp(Duration::from_millis(1), UNIX_TRY);
+        stream.set_write_timeout(Some(left)).map_err(|e| Failed::Final(ConnectError::Io(e)))?;
+        Ok(connect(stream.as_raw_fd(), &addr)?)
+    })?;
     Ok(stream)
 }
 

@@ -13,6 +13,9 @@ use std::time::{Duration, Instant};
 
 /// How often Apache asks the kernel whether a worker took a queued request.
 const QUEUE_POLL: Duration = Duration::from_millis(100);
+/// A REQUEST frame up to this size never waits to be sent: a Unix socket's
+/// send buffer holds about 200 KiB (net.core.wmem_default).
+const SMALL_REQUEST: usize = 64 << 10;
 
 /// Largest body chunk relayed in one BODY frame.
 const BODY_CHUNK: usize = 256 << 10;
@@ -88,13 +91,17 @@ pub fn proxy(client: &mut dyn Client, target: &Target, mut env: Vec<u8>) -> Outc
     let connected = Instant::now();
     let mut buf = Inbox { buf: Vec::new(), chunk: ReadBuf::take(32 << 10) };
 
-    // 1. The request waits in the socket until a worker accepts it...
-    let queue_left = queue_deadline.saturating_duration_since(connected).max(Duration::from_millis(1));
-    let _ = stream.set_write_timeout(Some(queue_left));
+    // 1. The request waits in the socket until a worker accepts it... A
+    // frame this small goes into the new connection's empty socket buffer
+    // at once (connect_within's short send timeout stays); a larger one
+    // may wait for a worker to read it, as long as queue-timeout allows.
+    if env.len() > SMALL_REQUEST {
+        let queue_left = queue_deadline.saturating_duration_since(connected).max(Duration::from_millis(1));
+        let _ = stream.set_write_timeout(Some(queue_left));
+    }
     if let Err(e) = send(&mut stream, &Frame::Request { env }) {
         return unavailable(format!("group {g}: cannot queue the request: {e}; the group is overloaded"));
     }
-    let _ = stream.set_write_timeout(Some(target.request_timeout));
 
     // 2. ...and the worker that does says HELLO. Its first frame (HELLO,
     // sent with the worker's first answer) may come long after it took the
@@ -172,6 +179,11 @@ pub fn proxy(client: &mut dyn Client, target: &Target, mut env: Vec<u8>) -> Outc
     let outcome = loop {
         match read_frame(&mut stream, &mut buf, deadline) {
             Ok(Frame::Pull { max }) => {
+                if !pulled {
+                    // BODY frames: each write is bounded by request-timeout
+                    // (set here, not for the many requests without a body).
+                    let _ = stream.set_write_timeout(Some(target.request_timeout));
+                }
                 pulled = true;
                 let chunk = if body_done {
                     Vec::new()
