@@ -516,3 +516,91 @@ fn access_log_can_show_the_queue_wait_and_the_worker() {
     }
     a.stop();
 }
+
+/// Reads one HTTP answer with a Content-Length from a kept-alive
+/// connection: (status, body).
+fn read_one(s: &mut TcpStream) -> Result<(u16, Vec<u8>), String> {
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 1];
+    while !buf.ends_with(b"\r\n\r\n") {
+        match s.read(&mut byte) {
+            Ok(1) => buf.push(byte[0]),
+            other => {
+                return Err(format!(
+                    "the connection ended in the head ({other:?}): {:?}",
+                    String::from_utf8_lossy(&buf)
+                ));
+            }
+        }
+    }
+    let head = String::from_utf8_lossy(&buf).to_ascii_lowercase();
+    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| format!("no Content-Length in {head:?}"))?;
+    let mut body = vec![0u8; length];
+    s.read_exact(&mut body).map_err(|e| format!("reading the body: {e}"))?;
+    Ok((status, body))
+}
+
+#[test]
+fn keepalive_thread_serves_a_connection_in_one_apache_thread() {
+    // %{tid}P: the Apache thread that served the request; %{remote}p: the
+    // client's port, which names the connection.
+    let mut a = one_worker(
+        "wsgi-keepalive-thread",
+        "",
+        "ProcdKeepAliveThread On\nCustomLog \"@DIR@/tid.log\" \"%U %{remote}p %{tid}P %>s\"\n",
+    );
+    let mut s = TcpStream::connect(("127.0.0.1", a.port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let port = s.local_addr().unwrap().port();
+    for i in 0..6 {
+        let body = format!("body {i}");
+        let req = if i % 2 == 0 {
+            format!("GET /one/whoami HTTP/1.1\r\nHost: x\r\n\r\n")
+        } else {
+            format!("POST /one/env HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{body}", body.len())
+        };
+        s.write_all(req.as_bytes()).unwrap();
+        match read_one(&mut s) {
+            Ok((200, got)) if i % 2 == 0 || String::from_utf8_lossy(&got).contains(&body) => {}
+            other => a.fail(&format!("request {i} on the kept-alive connection: {other:?}")),
+        }
+        // Idle between requests, as a client is.
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(s);
+    let mut tids = Vec::new();
+    wait_until(Duration::from_secs(5), || {
+        let log = std::fs::read_to_string(a.dir.join("tid.log")).unwrap_or_default();
+        tids = log
+            .lines()
+            .filter(|l| l.split(' ').nth(1) == Some(&port.to_string()))
+            .filter_map(|l| l.split(' ').nth(2).map(str::to_string))
+            .collect();
+        tids.len() == 6
+    });
+    // The first request is read by the event MPM as usual; from the second
+    // on, the connection stays with the thread that took it.
+    if tids.len() != 6 || tids[1..].iter().any(|t| t != &tids[1]) {
+        a.fail(&format!("expected requests 2-6 of the connection in one Apache thread, got threads {tids:?}"));
+    }
+    a.stop();
+}
+
+#[test]
+fn keepalive_thread_takes_on_or_off() {
+    let mut a = Apache::new("wsgi-keepalive-thread-bad", Mpm::Event, "ProcdKeepAliveThread sometimes\n");
+    let (ok, out) = a.configtest();
+    if ok || !out.contains("ProcdKeepAliveThread \"sometimes\": expected On or Off") {
+        a.fail(&format!("configtest should refuse ProcdKeepAliveThread sometimes, said: {out}"));
+    }
+    a.set_extra("ProcdKeepAliveThread off\n");
+    let (ok, out) = a.configtest();
+    if !ok {
+        a.fail(&format!("configtest refused ProcdKeepAliveThread off: {out}"));
+    }
+}

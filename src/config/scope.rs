@@ -54,6 +54,10 @@ pub struct ServerConfig {
     pub runtime_dir: Option<PathBuf>,
     /// `ProcdLanguages` files (main server only).
     pub languages: LanguageOverrides,
+    /// `ProcdKeepAliveThread On|Off`: a client connection that a group
+    /// served keeps its Apache thread between its requests (unset: Off,
+    /// Apache's own keep-alive handling).
+    pub keepalive_thread: Option<bool>,
 }
 
 /// One `LinkRewrite FROM TO` map.
@@ -103,7 +107,13 @@ impl ServerConfig {
             group_refs: vhost.group_refs.clone(),
             runtime_dir: base.runtime_dir.clone(),
             languages: base.languages.clone(),
+            keepalive_thread: vhost.keepalive_thread.or(base.keepalive_thread),
         }
+    }
+
+    /// Whether connections this server's groups serve keep their thread.
+    pub fn keeps_keepalive_thread(&self) -> bool {
+        self.keepalive_thread.unwrap_or(false)
     }
 
     /// Notes on each group what its language speaks, from this server's
@@ -136,6 +146,19 @@ impl ServerConfig {
                 Ok(())
             }
             "LanguageMount" => self.apply_mount(args, ctx),
+            "ProcdKeepAliveThread" => {
+                let words = split_words(args).map_err(|e| format!("{directive}: {e}"))?;
+                self.keepalive_thread = Some(match words.as_slice() {
+                    [w] if w.eq_ignore_ascii_case("on") => true,
+                    [w] if w.eq_ignore_ascii_case("off") => false,
+                    _ => {
+                        return Err(format!(
+                            "ProcdKeepAliveThread \"{args}\": expected On or Off (On: a client connection that a group served keeps its Apache thread between its requests, up to KeepAliveTimeout; Off: Apache's own keep-alive handling)"
+                        ));
+                    }
+                });
+                Ok(())
+            }
             "ProcdRuntimeDir" => {
                 let dir = main_server_only(directive, args, ctx)?;
                 self.runtime_dir =
@@ -423,6 +446,21 @@ mod tests {
         assert!(e.contains("\".php\""), "{e}");
         let e = inner.apply("LanguageHandler", "blog", &ctx()).unwrap_err();
         assert!(e.contains("at least one extension"), "{e}");
+    }
+
+    #[test]
+    fn keepalive_thread_is_on_off_and_a_vhost_inherits_it() {
+        let mut main = ServerConfig::default();
+        assert!(!main.keeps_keepalive_thread());
+        main.apply("ProcdKeepAliveThread", "On", &ctx()).unwrap();
+        assert!(ServerConfig::merge(&main, &ServerConfig::default()).keeps_keepalive_thread());
+        let mut vhost = ServerConfig::default();
+        vhost.apply("ProcdKeepAliveThread", "off", &ctx()).unwrap();
+        assert!(!ServerConfig::merge(&main, &vhost).keeps_keepalive_thread());
+        for bad in ["", "yes", "On Off"] {
+            let e = vhost.apply("ProcdKeepAliveThread", bad, &ctx()).unwrap_err();
+            assert!(e.contains("ProcdKeepAliveThread") && e.contains("expected On or Off"), "{e}");
+        }
     }
 
     #[test]

@@ -34,7 +34,7 @@ const SERVER: c_int = sys::RSRC_CONF;
 const SERVER_AND_DIR: c_int = sys::RSRC_CONF | sys::ACCESS_CONF;
 
 /// The directive table. Apache reads it; it must outlive the module.
-static mut COMMANDS: [sys::command_rec; 9] = [
+static mut COMMANDS: [sys::command_rec; 10] = [
     raw_directive(c"LanguageGroup", SERVER, c"NAME language=LANG [key=value ...]: declare a process group"),
     raw_directive(
         c"LanguageHandler",
@@ -50,6 +50,11 @@ static mut COMMANDS: [sys::command_rec; 9] = [
     ),
     raw_directive(c"ProcdRuntimeDir", SERVER, c"DIR: where group sockets and state live"),
     raw_directive(c"ProcdLanguages", SERVER, c"FILE.toml: add or override language definitions"),
+    raw_directive(
+        c"ProcdKeepAliveThread",
+        SERVER,
+        c"On|Off: a client connection a group served keeps its Apache thread between requests",
+    ),
     raw_directive(
         c"ProcdStatus",
         SERVER_AND_DIR,

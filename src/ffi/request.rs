@@ -56,6 +56,19 @@ impl Request {
         }
     }
 
+    /// Marks the client connection so that Apache serves its next requests
+    /// in this thread, reading each one as the worker MPM does, instead of
+    /// handing the idle connection to the event MPM's listener between
+    /// requests (`ProcdKeepAliveThread On`). The flag is the one filters
+    /// that cannot be polled set ("clogging" input filters): http_core then
+    /// runs the connection's remaining requests in its synchronous loop,
+    /// which waits up to KeepAliveTimeout for each.
+    fn keep_thread_for_connection(&self) {
+        // SAFETY: r->connection is the request's live connection, written
+        // only by the thread that serves it.
+        unsafe { (*self.r().connection).set_clogging_input_filters(1) };
+    }
+
     fn set_note(&self, key: &std::ffi::CStr, value: &str) {
         // SAFETY: notes is the request's live table; the value is copied.
         unsafe {
@@ -596,6 +609,9 @@ fn handle(r: *mut sys::request_rec) -> c_int {
             pd_log!(logid::GROUP_NOT_HERE, group = group_name, "not declared for this virtual host");
             return sys::HTTP_INTERNAL_SERVER_ERROR;
         };
+        if config.keeps_keepalive_thread() {
+            req.keep_thread_for_connection();
+        }
         let runtime_dir = config.runtime_dir.as_ref().map_or_else(
             // SAFETY: the request pool is live.
             || PathBuf::from(unsafe { string_from(sys::ap_runtime_dir_relative(req.pool(), c"procd".as_ptr())) }),

@@ -2,14 +2,23 @@
 # graceful.sh through BENCH_EXTRA_ANCHORS; see tests/bench/run.sh).
 # Same hello apps, same Apache front end, same workers as mod_wsgi daemon
 # mode: 2 processes x 8 threads. PROCD_PY_SHAPE="processes=16 threads=1"
-# measures another shape of the hello group (not like for like).
+# measures another shape of the hello group (not like for like). The row
+# procd_kat is the same with ProcdKeepAliveThread On.
 
 PROCD_SO=${PROCD_SO:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)/target/release/libmod_procd.so}
 
 anchor_procd_info()  { echo "mod_procd + Python WSGI|2 procs x 8 threads"; }
 anchor_procd_path()  { [ "${1:-}" = sleep ] && echo /sleep || echo /hello; }
-anchor_procd_start() {
+anchor_procd_start() { procd_python_start "$1" "$2" ""; }
+
+anchor_procd_kat_info()  { echo "mod_procd + Python, ProcdKeepAliveThread On|2 procs x 8 threads"; }
+anchor_procd_kat_path()  { anchor_procd_path "$@"; }
+anchor_procd_kat_start() { procd_python_start "$1" "$2" "ProcdKeepAliveThread On"; }
+
+# procd_python_start DIR PORT EXTRA_LINE
+procd_python_start() {
   apache_conf "$1" "$2" "LoadModule procd_module $PROCD_SO
+$3
 ProcdRuntimeDir \"$1/run/procd\"
 LanguageGroup hello language=python ${PROCD_PY_SHAPE:-processes=2 threads=8} app=$BENCH_APPS/wsgi/hello.wsgi
 LanguageGroup sleep language=python processes=2 threads=8 app=$BENCH_APPS/wsgi/sleep.wsgi
