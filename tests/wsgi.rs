@@ -560,7 +560,7 @@ fn keepalive_thread_serves_a_connection_in_one_apache_thread() {
     for i in 0..6 {
         let body = format!("body {i}");
         let req = if i % 2 == 0 {
-            format!("GET /one/whoami HTTP/1.1\r\nHost: x\r\n\r\n")
+            "GET /one/whoami HTTP/1.1\r\nHost: x\r\n\r\n".to_string()
         } else {
             format!("POST /one/env HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{body}", body.len())
         };
