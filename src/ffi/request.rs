@@ -56,17 +56,48 @@ impl Request {
         }
     }
 
-    /// Marks the client connection so that Apache serves its next requests
-    /// in this thread, reading each one as the worker MPM does, instead of
-    /// handing the idle connection to the event MPM's listener between
-    /// requests (`ProcdKeepAliveThread On`). The flag is the one filters
-    /// that cannot be polled set ("clogging" input filters): http_core then
-    /// runs the connection's remaining requests in its synchronous loop,
-    /// which waits up to KeepAliveTimeout for each.
-    fn keep_thread_for_connection(&self) {
-        // SAFETY: r->connection is the request's live connection, written
-        // only by the thread that serves it.
-        unsafe { (*self.r().connection).set_clogging_input_filters(1) };
+    /// `ProcdKeepAliveThread On`, after a response sent whole: Apache
+    /// serves the connection's next requests in this thread, reading each
+    /// one as the worker MPM does, instead of handing the idle connection to
+    /// the event MPM's listener between requests. The flag is the one
+    /// filters that cannot be polled set ("clogging" input filters):
+    /// http_core then runs the connection's remaining requests in its
+    /// synchronous loop, which waits up to KeepAliveTimeout for each.
+    ///
+    /// The event MPM, seeing that flag, goes back to reading without
+    /// writing what its write-completion state still held, so the flag is
+    /// set only once this response has gone out completely: its end (EOS:
+    /// a chunked body's last chunk, a compressor's tail) is sent here and
+    /// flushed to the socket, and nothing may be left in the output
+    /// filters. Returns whether the connection was marked.
+    fn finish_and_keep_thread(&self) -> bool {
+        // SAFETY: the live request and its connection, used by this thread
+        // only; ap_finalize_request_protocol sends EOS once (Apache's own
+        // later call sees eos_sent); the FLUSH brigade is the connection's,
+        // passed down its filters and emptied before it goes.
+        unsafe {
+            let c = self.r().connection;
+            if (*c).aborted != 0 {
+                return false;
+            }
+            sys::ap_finalize_request_protocol(self.0);
+            let bb = sys::apr_brigade_create(self.pool(), (*c).bucket_alloc);
+            sys::procd_brigade_insert_tail(bb, sys::apr_bucket_flush_create((*c).bucket_alloc));
+            let rv = sys::ap_pass_brigade((*c).output_filters, bb);
+            sys::apr_brigade_cleanup(bb.cast());
+            // Kept alive is decided as the response head goes out (by EOS
+            // at the latest).
+            let kept_alive = (*c).keepalive == sys::ap_conn_keepalive_e_AP_CONN_KEEPALIVE;
+            if rv != sys::APR_SUCCESS as sys::apr_status_t
+                || (*c).aborted != 0
+                || (*c).data_in_output_filters != 0
+                || !kept_alive
+            {
+                return false;
+            }
+            (*c).set_clogging_input_filters(1);
+            true
+        }
     }
 
     fn set_note(&self, key: &std::ffi::CStr, value: &str) {
@@ -609,9 +640,6 @@ fn handle(r: *mut sys::request_rec) -> c_int {
             pd_log!(logid::GROUP_NOT_HERE, group = group_name, "not declared for this virtual host");
             return sys::HTTP_INTERNAL_SERVER_ERROR;
         };
-        if config.keeps_keepalive_thread() {
-            req.keep_thread_for_connection();
-        }
         let runtime_dir = config.runtime_dir.as_ref().map_or_else(
             // SAFETY: the request pool is live.
             || PathBuf::from(unsafe { string_from(sys::ap_runtime_dir_relative(req.pool(), c"procd".as_ptr())) }),
@@ -644,7 +672,12 @@ fn handle(r: *mut sys::request_rec) -> c_int {
         let outcome = serve(&mut client, &target, env);
         super::status::count(&mut client.counted, req.r().status, &outcome);
         match outcome {
-            Outcome::Done => sys::OK,
+            Outcome::Done => {
+                if config.keeps_keepalive_thread() {
+                    req.finish_and_keep_thread();
+                }
+                sys::OK
+            }
             Outcome::Failed { status, retry_after, log } => {
                 pd_log!(logid::REQUEST_FAILED, status, "{}", escape(&log));
                 if let Some(secs) = retry_after {

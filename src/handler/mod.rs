@@ -342,8 +342,9 @@ pub(super) fn connect_tcp_within(port_file: &Path, deadline: Instant) -> Result<
 
 /// Retries `attempt` until `deadline` while the group is starting
 /// (ENOENT, ECONNREFUSED: nothing there yet, unless the manager says in
-/// `GROUP.down`, beside `published`, that the group is down) or its queue
-/// is full (EAGAIN), with a short sleep growing to 50 ms.
+/// `GROUP.down`, beside `published`, that the group is down; a short sleep
+/// growing to 50 ms between tries) or its queue is full (EAGAIN, after the
+/// attempt itself waited: tried again at once).
 fn connect_retrying<T>(
     published: &Path,
     deadline: Instant,
@@ -367,6 +368,11 @@ fn connect_retrying<T>(
                 let left = deadline.saturating_duration_since(Instant::now());
                 if left.is_zero() {
                     return Err(if e == Errno::EAGAIN { ConnectError::QueueFull } else { io(e) });
+                }
+                if e == Errno::EAGAIN {
+                    // The connect itself waited (in the kernel, for room in
+                    // the backlog, or for a TCP handshake): try again at once.
+                    continue;
                 }
                 std::thread::sleep(pause.min(left));
                 pause = (pause * 2).min(Duration::from_millis(50));

@@ -15,9 +15,11 @@
 #                             serve on until EOF there (0: never)
 # One request at a time per process: Perl's threads are not fit for serving
 # (configtest refuses threads= above 1 for perl); use processes=.
-# A request whose connection Apache has closed already, or that waited in the
-# queue longer than its PROCD_QUEUE_TIMEOUT_MS (both in the REQUEST), was
-# answered 503 by Apache: it is dropped unrun, with one line on stderr.
+# A request that waited in the queue longer than its PROCD_QUEUE_TIMEOUT_MS
+# (both in the REQUEST) was answered 503 by Apache: it is dropped unrun, with
+# one line on stderr; so is one whose connection Apache has closed already,
+# when that is seen (looked at past half the queue-timeout: before that
+# Apache has answered nobody else, and a request whose client left is run).
 # The frames and the launch contract are in src/protocol/PROTOCOL.md; the
 # Python loader (procd_wsgi.py) is the reference this one mirrors.
 #

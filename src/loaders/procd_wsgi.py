@@ -14,9 +14,11 @@ which starts it as: python3 procd_wsgi.py, with
                             slow client, not the application
   PROCD_MAX_REQUESTS        after that many requests, write RECYCLE on fd 4 and
                             serve on until EOF there (0: never)
-A request whose connection Apache has closed already, or that waited in the
-queue longer than its PROCD_QUEUE_TIMEOUT_MS (both in the REQUEST), was
-answered 503 by Apache: it is dropped unrun, with one line on stderr.
+A request that waited in the queue longer than its PROCD_QUEUE_TIMEOUT_MS
+(both in the REQUEST) was answered 503 by Apache: it is dropped unrun, with
+one line on stderr; so is one whose connection Apache has closed already,
+when that is seen (looked at past half the queue-timeout: before that
+Apache has answered nobody else, and a request whose client left is run).
 The frames and the launch contract (descriptors, environment, READY/EOF,
 exit codes) are described in src/protocol/PROTOCOL.md.
 """
