@@ -8,8 +8,18 @@ PROCD_SO=${PROCD_SO:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)/target/
 
 anchor_procd_rack_info()  { echo "mod_procd + Ruby Rack|4 procs x 1 thread"; }
 anchor_procd_rack_path()  { echo /hello; }
-anchor_procd_rack_start() {
+anchor_procd_rack_start() { procd_rack_start "$1" "$2" ""; }
+
+# The same with ProcdKeepAliveThread On (as Passenger's connections are
+# served on this front end: one thread per kept-alive connection).
+anchor_procd_rack_kat_info()  { echo "mod_procd + Ruby Rack, ProcdKeepAliveThread On|4 procs x 1 thread"; }
+anchor_procd_rack_kat_path()  { echo /hello; }
+anchor_procd_rack_kat_start() { procd_rack_start "$1" "$2" "ProcdKeepAliveThread On"; }
+
+# procd_rack_start DIR PORT EXTRA_LINE
+procd_rack_start() {
   apache_conf "$1" "$2" "LoadModule procd_module $PROCD_SO
+$3
 ProcdRuntimeDir \"$1/run/procd\"
 LanguageGroup rack language=ruby processes=4 threads=1 app=$BENCH_APPS/passenger-ruby/config.ru
 LanguageMount /hello rack" && apache_start "$1" || return 1

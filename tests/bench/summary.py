@@ -30,6 +30,7 @@ PAIRS = [
     ("mod_procd + Python, ProcdKeepAliveThread On", "mod_wsgi daemon"),
     ("mod_procd + Python, ProcdKeepAliveThread On", "mod_procd + Python WSGI"),
     ("mod_procd + Ruby Rack", "Passenger + Ruby Rack"),
+    ("mod_procd + Ruby Rack, ProcdKeepAliveThread On", "Passenger + Ruby Rack"),
     ("mod_procd + Perl PSGI", "mod_proxy_http + starman PSGI"),
     ("mod_procd + php-cgi", "proxy_fcgi + php-fpm"),
     ("mod_procd + php-cgi", "mod_fcgid + php-cgi"),
