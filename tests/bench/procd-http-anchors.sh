@@ -11,8 +11,16 @@ NODE_APP=$PROCD_ROOT/tests/apps/node/app.js
 
 anchor_procd_http_info()  { echo "mod_procd + Node (language=http)|1 process"; }
 anchor_procd_http_path()  { echo /node/hello; }
-anchor_procd_http_start() {
+anchor_procd_http_start() { procd_http_start "$1" "$2" ""; }
+
+anchor_procd_http_kat_info()  { echo "mod_procd + Node, ProcdKeepAliveThread On|1 process"; }
+anchor_procd_http_kat_path()  { echo /node/hello; }
+anchor_procd_http_kat_start() { procd_http_start "$1" "$2" "ProcdKeepAliveThread On"; }
+
+# procd_http_start DIR PORT EXTRA_LINE
+procd_http_start() {
   apache_conf "$1" "$2" "LoadModule procd_module $PROCD_SO
+$3
 ProcdRuntimeDir \"$1/run/procd\"
 LanguageGroup node language=http processes=1 command=\"/usr/bin/node $NODE_APP\"
 LanguageMount /node node" && apache_start "$1" || return 1

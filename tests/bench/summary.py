@@ -35,6 +35,7 @@ PAIRS = [
     ("mod_procd + php-cgi", "proxy_fcgi + php-fpm"),
     ("mod_procd + php-cgi", "mod_fcgid + php-cgi"),
     ("mod_procd + Node (language=http)", "mod_proxy_http + Node on TCP"),
+    ("mod_procd + Node, ProcdKeepAliveThread On", "mod_proxy_http + Node on TCP"),
     ("mod_procd + CGI", "mod_cgid"),
 ]
 for conns in sorted({c for _, c in rows}):
