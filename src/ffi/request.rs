@@ -69,8 +69,8 @@ impl Request {
     /// set only once this response has gone out completely: its end (EOS:
     /// a chunked body's last chunk, a compressor's tail) is sent here and
     /// flushed to the socket, and nothing may be left in the output
-    /// filters. Returns whether the connection was marked.
-    fn finish_and_keep_thread(&self) -> bool {
+    /// filters; otherwise the connection stays as Apache has it.
+    fn finish_and_keep_thread(&self) {
         // SAFETY: the live request and its connection, used by this thread
         // only; ap_finalize_request_protocol sends EOS once (Apache's own
         // later call sees eos_sent); the FLUSH brigade is the connection's,
@@ -78,7 +78,7 @@ impl Request {
         unsafe {
             let c = self.r().connection;
             if (*c).aborted != 0 {
-                return false;
+                return;
             }
             sys::ap_finalize_request_protocol(self.0);
             let bb = sys::apr_brigade_create(self.pool(), (*c).bucket_alloc);
@@ -93,10 +93,9 @@ impl Request {
                 || (*c).data_in_output_filters != 0
                 || !kept_alive
             {
-                return false;
+                return;
             }
             (*c).set_clogging_input_filters(1);
-            true
         }
     }
 

@@ -13,9 +13,6 @@ use std::time::{Duration, Instant};
 
 /// How often Apache asks the kernel whether a worker took a queued request.
 const QUEUE_POLL: Duration = Duration::from_millis(100);
-/// A REQUEST frame up to this size never waits to be sent: a Unix socket's
-/// send buffer holds about 200 KiB (net.core.wmem_default).
-const SMALL_REQUEST: usize = 64 << 10;
 
 /// Largest body chunk relayed in one BODY frame.
 const BODY_CHUNK: usize = 256 << 10;
@@ -68,6 +65,31 @@ fn send(stream: &mut UnixStream, frame: &Frame) -> std::io::Result<()> {
     stream.write_all(&out)
 }
 
+/// Sends the REQUEST frame on a new connection. It usually fits the empty
+/// socket buffer at once, under the short send timeout `connect_within`
+/// left; one that does not (large headers, a small net.core.wmem_default)
+/// waits for a worker to read it, up to the queue deadline.
+fn send_request(stream: &mut UnixStream, env: Vec<u8>, queue_deadline: Instant) -> std::io::Result<()> {
+    let mut out = Vec::new();
+    encode(&Frame::Request { env }, &mut out);
+    let mut at = 0;
+    let mut patient = false;
+    while at < out.len() {
+        match stream.write(&out[at..]) {
+            Ok(0) => return Err(ErrorKind::WriteZero.into()),
+            Ok(n) => at += n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) if !patient && matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                patient = true;
+                let left = queue_deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
+                stream.set_write_timeout(Some(left))?;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 /// Sends one request to `target` and streams the answer to `client`.
 pub fn proxy(client: &mut dyn Client, target: &Target, mut env: Vec<u8>) -> Outcome {
     let g = &target.group;
@@ -88,18 +110,10 @@ pub fn proxy(client: &mut dyn Client, target: &Target, mut env: Vec<u8>) -> Outc
         Ok(s) => s,
         Err(e) => return connect_failure(target, queue_timeout, e),
     };
-    let connected = Instant::now();
     let mut buf = Inbox { buf: Vec::new(), chunk: ReadBuf::take(32 << 10) };
 
-    // 1. The request waits in the socket until a worker accepts it... A
-    // frame this small goes into the new connection's empty socket buffer
-    // at once (connect_within's short send timeout stays); a larger one
-    // may wait for a worker to read it, as long as queue-timeout allows.
-    if env.len() > SMALL_REQUEST {
-        let queue_left = queue_deadline.saturating_duration_since(connected).max(Duration::from_millis(1));
-        let _ = stream.set_write_timeout(Some(queue_left));
-    }
-    if let Err(e) = send(&mut stream, &Frame::Request { env }) {
+    // 1. The request waits in the socket until a worker accepts it...
+    if let Err(e) = send_request(&mut stream, env, queue_deadline) {
         return unavailable(format!("group {g}: cannot queue the request: {e}; the group is overloaded"));
     }
 
