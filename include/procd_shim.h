@@ -20,6 +20,8 @@ apr_bucket *procd_brigade_first(apr_bucket_brigade *bb);
 apr_bucket *procd_brigade_sentinel(apr_bucket_brigade *bb);
 apr_bucket *procd_bucket_next(apr_bucket *b);
 int procd_brigade_empty(apr_bucket_brigade *bb);
+/* APR_STATUS_IS_EAGAIN, a macro. */
+int procd_status_is_eagain(apr_status_t s);
 void procd_brigade_insert_tail(apr_bucket_brigade *bb, apr_bucket *b);
 void procd_brigade_concat(apr_bucket_brigade *a, apr_bucket_brigade *b);
 void procd_bucket_remove(apr_bucket *b);

@@ -585,16 +585,7 @@ fn keepalive_thread_serves_a_connection_in_one_apache_thread() {
         std::thread::sleep(Duration::from_millis(100));
     }
     drop(s);
-    let mut tids = Vec::new();
-    wait_until(Duration::from_secs(5), || {
-        let log = std::fs::read_to_string(a.dir.join("tid.log")).unwrap_or_default();
-        tids = log
-            .lines()
-            .filter(|l| l.split(' ').nth(1) == Some(&port.to_string()))
-            .filter_map(|l| l.split(' ').nth(2).map(str::to_string))
-            .collect();
-        tids.len() == 6
-    });
+    let tids = threads_of_connection(&a, port, 6);
     // The first request is read by the event MPM as usual; from the second
     // on, the connection stays with the thread that took it.
     if tids.len() != 6 || tids[1..].iter().any(|t| t != &tids[1]) {
@@ -604,27 +595,105 @@ fn keepalive_thread_serves_a_connection_in_one_apache_thread() {
 }
 
 #[test]
-fn keepalive_thread_takes_on_or_off() {
+fn keepalive_thread_takes_off_on_or_a_duration() {
     let mut a = Apache::new("wsgi-keepalive-thread-bad", Mpm::Event, "ProcdKeepAliveThread sometimes\n");
-    let (ok, out) = a.configtest();
-    if ok || !out.contains("ProcdKeepAliveThread \"sometimes\": expected On or Off") {
-        a.fail(&format!("configtest should refuse ProcdKeepAliveThread sometimes, said: {out}"));
+    for bad in ["sometimes", "2", "5s"] {
+        a.set_extra(&format!("ProcdKeepAliveThread {bad}\n"));
+        let (ok, out) = a.configtest();
+        let said = format!("ProcdKeepAliveThread \"{bad}\": expected Off, On or a duration from 1ms to 1s");
+        if ok || !out.contains(&said) {
+            a.fail(&format!("configtest should refuse ProcdKeepAliveThread {bad}, said: {out}"));
+        }
     }
-    a.set_extra("ProcdKeepAliveThread off\n");
-    let (ok, out) = a.configtest();
-    if !ok {
-        a.fail(&format!("configtest refused ProcdKeepAliveThread off: {out}"));
+    for good in ["off", "On", "2ms", "1s"] {
+        a.set_extra(&format!("ProcdKeepAliveThread {good}\n"));
+        let (ok, out) = a.configtest();
+        if !ok {
+            a.fail(&format!("configtest refused ProcdKeepAliveThread {good}: {out}"));
+        }
     }
+}
+
+/// The Apache threads (%{tid}P) that served requests on the connection
+/// from local port `port`, in order, once `n` are logged.
+fn threads_of_connection(a: &Apache, port: u16, n: usize) -> Vec<String> {
+    let mut tids = Vec::new();
+    wait_until(Duration::from_secs(5), || {
+        let log = std::fs::read_to_string(a.dir.join("tid.log")).unwrap_or_default();
+        tids = log
+            .lines()
+            .filter(|l| l.split(' ').nth(1) == Some(&port.to_string()))
+            .filter_map(|l| l.split(' ').nth(2).map(str::to_string))
+            .collect();
+        tids.len() == n
+    });
+    tids
+}
+
+#[test]
+fn keepalive_wait_keeps_the_thread_for_quick_requests_only() {
+    let mut a = one_worker(
+        "wsgi-keepalive-wait",
+        "",
+        "ProcdKeepAliveThread 300ms\nCustomLog \"@DIR@/tid.log\" \"%U %{remote}p %{tid}P %>s\"\n",
+    );
+    let mut s = TcpStream::connect(("127.0.0.1", a.port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let port = s.local_addr().unwrap().port();
+    // Four requests, each sent as soon as the previous answer is in, then
+    // two after pauses longer than the wait (the connection goes back to
+    // the event MPM's listener and is served from there).
+    for i in 0..6 {
+        if i >= 4 {
+            std::thread::sleep(Duration::from_millis(600));
+        }
+        s.write_all(b"GET /one/whoami HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        match read_one(&mut s) {
+            Ok((200, _)) => {}
+            other => a.fail(&format!("request {i} on the kept-alive connection: {other:?}")),
+        }
+    }
+    // Two requests in one write (pipelined): the second is in Apache's
+    // buffer, not the socket, and must not wait for the 300 ms.
+    let t0 = Instant::now();
+    s.write_all(b"GET /one/whoami HTTP/1.1\r\nHost: x\r\n\r\nGET /one/whoami HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    for i in 0..2 {
+        match read_one(&mut s) {
+            Ok((200, _)) => {}
+            other => a.fail(&format!("pipelined request {i}: {other:?}")),
+        }
+    }
+    let pipelined = t0.elapsed();
+    drop(s);
+    let tids = threads_of_connection(&a, port, 8);
+    if tids.len() != 8 || tids[1..4].iter().any(|t| t != &tids[0]) {
+        a.fail(&format!("expected requests 1-4 of the connection in one Apache thread, got threads {tids:?}"));
+    }
+    if pipelined > Duration::from_millis(250) {
+        a.fail(&format!("two pipelined requests took {pipelined:?}: the second waited"));
+    }
+    a.stop();
 }
 
 #[test]
 fn keepalive_thread_finishes_a_big_response_to_a_slow_reader() {
-    // The flag is set only once a response has gone out whole: the event
-    // MPM skips its write completion for such connections, so a response
-    // left half-written would wait, unsent, behind the read of the next
-    // request. (The race is narrow; this checks big responses to a reader
-    // that starts late all arrive, and the connection serves on.)
-    let mut a = one_worker("wsgi-keepalive-thread-slow", "", "ProcdKeepAliveThread On\n");
+    big_responses_to_a_slow_reader("wsgi-keepalive-thread-slow", "ProcdKeepAliveThread On\n");
+}
+
+#[test]
+fn keepalive_wait_finishes_a_big_response_to_a_slow_reader() {
+    big_responses_to_a_slow_reader("wsgi-keepalive-wait-slow", "ProcdKeepAliveThread 200ms\n");
+}
+
+fn big_responses_to_a_slow_reader(name: &str, directive: &str) {
+    // The connection is kept (On) or waited on (a duration) only once a
+    // response has gone out whole: the event MPM skips its write completion
+    // for kept connections, so a response left half-written would wait,
+    // unsent, behind the read of the next request; a wait with output
+    // still held would delay that output. (The race is narrow; this checks
+    // big responses to a reader that starts late all arrive, and the
+    // connection serves on.)
+    let mut a = one_worker(name, "", directive);
     let mut s = TcpStream::connect(("127.0.0.1", a.port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let t0 = Instant::now();

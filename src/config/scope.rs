@@ -13,9 +13,11 @@
 
 use super::group::{GroupConfig, parse_group, server_relative};
 use super::languages::{LanguageFile, LanguageOverrides, check_extension, load_language_file, valid_name};
+use super::units::{parse_duration, show_duration};
 use super::words::split_words;
 use super::{DirectiveContext, Origin};
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// A reference to a group by name, checked once the whole configuration is
 /// read (the group may be declared further down the file).
@@ -54,11 +56,28 @@ pub struct ServerConfig {
     pub runtime_dir: Option<PathBuf>,
     /// `ProcdLanguages` files (main server only).
     pub languages: LanguageOverrides,
-    /// `ProcdKeepAliveThread On|Off`: a client connection that a group
-    /// served keeps its Apache thread between its requests (unset: Off,
-    /// Apache's own keep-alive handling).
-    pub keepalive_thread: Option<bool>,
+    /// `ProcdKeepAliveThread Off|On|DURATION` (unset: Off).
+    pub keepalive_thread: Option<KeepAliveThread>,
 }
+
+/// What happens to a kept-alive client connection after a group's
+/// response, under the event MPM (`ProcdKeepAliveThread`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeepAliveThread {
+    /// Apache's own handling: the connection goes back to the MPM's
+    /// listener until its next request.
+    Off,
+    /// The connection keeps its thread for all its requests, waiting up to
+    /// KeepAliveTimeout for each (as under the worker MPM).
+    On,
+    /// The thread waits this long for the connection's next request, then
+    /// hands it back to the listener.
+    Wait(Duration),
+}
+
+/// The longest `ProcdKeepAliveThread DURATION`: longer waits are what `On`
+/// is for.
+pub const MAX_KEEPALIVE_WAIT: Duration = Duration::from_secs(1);
 
 /// One `LinkRewrite FROM TO` map.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -111,9 +130,9 @@ impl ServerConfig {
         }
     }
 
-    /// Whether connections this server's groups serve keep their thread.
-    pub fn keeps_keepalive_thread(&self) -> bool {
-        self.keepalive_thread.unwrap_or(false)
+    /// What connections this server's groups serve do between requests.
+    pub fn keepalive_thread(&self) -> KeepAliveThread {
+        self.keepalive_thread.unwrap_or(KeepAliveThread::Off)
     }
 
     /// Notes on each group what its language speaks, from this server's
@@ -147,15 +166,21 @@ impl ServerConfig {
             }
             "LanguageMount" => self.apply_mount(args, ctx),
             "ProcdKeepAliveThread" => {
+                let what = || {
+                    format!(
+                        "ProcdKeepAliveThread \"{args}\": expected Off, On or a duration from 1ms to {} (Off: Apache's own keep-alive handling; On: a client connection that a group served keeps its Apache thread between its requests, up to KeepAliveTimeout; a duration such as 2ms: the thread waits that long for the next request, then hands the connection back to the event MPM)",
+                        show_duration(MAX_KEEPALIVE_WAIT)
+                    )
+                };
                 let words = split_words(args).map_err(|e| format!("{directive}: {e}"))?;
                 self.keepalive_thread = Some(match words.as_slice() {
-                    [w] if w.eq_ignore_ascii_case("on") => true,
-                    [w] if w.eq_ignore_ascii_case("off") => false,
-                    _ => {
-                        return Err(format!(
-                            "ProcdKeepAliveThread \"{args}\": expected On or Off (On: a client connection that a group served keeps its Apache thread between its requests, up to KeepAliveTimeout; Off: Apache's own keep-alive handling)"
-                        ));
-                    }
+                    [w] if w.eq_ignore_ascii_case("on") => KeepAliveThread::On,
+                    [w] if w.eq_ignore_ascii_case("off") => KeepAliveThread::Off,
+                    // A bare number would read as seconds: a unit is required.
+                    [w] if w.ends_with(|c: char| c.is_ascii_alphabetic()) => KeepAliveThread::Wait(
+                        parse_duration(w, Duration::from_millis(1), MAX_KEEPALIVE_WAIT).map_err(|_| what())?,
+                    ),
+                    _ => return Err(what()),
                 });
                 Ok(())
             }
@@ -449,17 +474,24 @@ mod tests {
     }
 
     #[test]
-    fn keepalive_thread_is_on_off_and_a_vhost_inherits_it() {
+    fn keepalive_thread_is_off_on_or_a_wait_and_a_vhost_inherits_it() {
         let mut main = ServerConfig::default();
-        assert!(!main.keeps_keepalive_thread());
+        assert_eq!(main.keepalive_thread(), KeepAliveThread::Off);
         main.apply("ProcdKeepAliveThread", "On", &ctx()).unwrap();
-        assert!(ServerConfig::merge(&main, &ServerConfig::default()).keeps_keepalive_thread());
+        assert_eq!(ServerConfig::merge(&main, &ServerConfig::default()).keepalive_thread(), KeepAliveThread::On);
         let mut vhost = ServerConfig::default();
         vhost.apply("ProcdKeepAliveThread", "off", &ctx()).unwrap();
-        assert!(!ServerConfig::merge(&main, &vhost).keeps_keepalive_thread());
-        for bad in ["", "yes", "On Off"] {
+        assert_eq!(ServerConfig::merge(&main, &vhost).keepalive_thread(), KeepAliveThread::Off);
+        vhost.apply("ProcdKeepAliveThread", "2ms", &ctx()).unwrap();
+        assert_eq!(
+            ServerConfig::merge(&main, &vhost).keepalive_thread(),
+            KeepAliveThread::Wait(Duration::from_millis(2))
+        );
+        vhost.apply("ProcdKeepAliveThread", "1s", &ctx()).unwrap();
+        assert_eq!(vhost.keepalive_thread(), KeepAliveThread::Wait(Duration::from_secs(1)));
+        for bad in ["", "yes", "On Off", "2", "0ms", "2s", "-1ms", "2 ms"] {
             let e = vhost.apply("ProcdKeepAliveThread", bad, &ctx()).unwrap_err();
-            assert!(e.contains("ProcdKeepAliveThread") && e.contains("expected On or Off"), "{e}");
+            assert!(e.contains("ProcdKeepAliveThread") && e.contains("expected Off, On or a duration"), "{bad}: {e}");
         }
     }
 

@@ -113,6 +113,12 @@ unsafe extern "C" fn register_hooks(_pool: *mut sys::apr_pool_t) {
             sys::ap_hook_fixups(Some(super::request::fixups), null(), null(), sys::APR_HOOK_LAST);
             sys::ap_hook_handler(Some(super::request::handler), null(), null(), sys::APR_HOOK_MIDDLE);
             sys::ap_hook_handler(Some(super::status::handler), null(), null(), sys::APR_HOOK_MIDDLE);
+            sys::ap_hook_log_transaction(
+                Some(super::request::log_transaction),
+                null(),
+                null(),
+                sys::APR_HOOK_REALLY_LAST,
+            );
             // mod_status's optional hook (a line per group on server-status);
             // nothing happens when mod_status is not loaded.
             // SAFETY: mod_status calls the functions of its status_hook as

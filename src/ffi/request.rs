@@ -8,7 +8,7 @@ use super::apache::{
 use super::module::server_config_of;
 use super::sys;
 use crate::config::languages::Protocol;
-use crate::config::scope::DirConfig;
+use crate::config::scope::{DirConfig, KeepAliveThread};
 use crate::handler::{BodyLength, Client, HttpRequest, Outcome, Target, TunnelRead, serve};
 use crate::logid::{self, pd_log};
 use std::ffi::{c_char, c_int};
@@ -16,6 +16,81 @@ use std::path::PathBuf;
 
 const NOTE_GROUP: &std::ffi::CStr = c"procd-group";
 const NOTE_KIND: &std::ffi::CStr = c"procd-kind";
+/// Set on a request whose response went out whole on a kept-alive
+/// connection: how many milliseconds its thread waits for the next request
+/// (`ProcdKeepAliveThread DURATION`), in `log_transaction`.
+const NOTE_WAIT_MS: &std::ffi::CStr = c"procd-keepalive-wait-ms";
+
+/// Blank lines ap_check_pipeline may consume before a request, as http_core
+/// passes (DEFAULT_LIMIT_BLANK_LINES).
+const BLANK_LINES: std::ffi::c_uint = 10;
+
+/// log_transaction, after every logger: the wait of `ProcdKeepAliveThread
+/// DURATION`. The request is logged (its time does not include the wait)
+/// and its response is on the wire; if the connection's next request
+/// arrives within the wait, http_core finds it at once and this thread
+/// serves it, without the trip through the event MPM's listener (two
+/// epoll_ctl calls and the hand-over to another thread); if not, the
+/// connection goes back to the listener as it would have.
+pub unsafe extern "C" fn log_transaction(r: *mut sys::request_rec) -> c_int {
+    guard(sys::DECLINED, || {
+        let req = Request(r);
+        let Some(ms) = req.note(NOTE_WAIT_MS).and_then(|v| v.parse::<c_int>().ok()) else {
+            return sys::DECLINED;
+        };
+        // SAFETY: the live request's connection and its socket; poll only
+        // reads the descriptor's state.
+        unsafe {
+            let c = req.r().connection;
+            // Output still held (a slow reader), or the connection ending:
+            // the MPM has work to do with it, the wait would delay that.
+            if (*c).aborted != 0
+                || (*c).data_in_output_filters != 0
+                || (*c).keepalive != sys::ap_conn_keepalive_e_AP_CONN_KEEPALIVE
+            {
+                return sys::DECLINED;
+            }
+            let mut mpm_state: c_int = 0;
+            sys::ap_mpm_query(sys::AP_MPMQ_MPM_STATE as c_int, &mut mpm_state);
+            if mpm_state == sys::AP_MPMQ_STOPPING as c_int {
+                return sys::DECLINED; // the child is ending: no next request here
+            }
+            let s = sys::ap_get_conn_socket(c);
+            let mut fd: sys::apr_os_sock_t = -1;
+            if s.is_null() || sys::apr_os_sock_get(&mut fd, s) != sys::APR_SUCCESS as sys::apr_status_t || fd < 0 {
+                return sys::DECLINED;
+            }
+            // A pipelined request read already sits in Apache's input
+            // filters, not in the socket: Apache's own look (the same
+            // non-blocking call, next) finds it, and waiting would only
+            // delay it.
+            let bb = sys::apr_brigade_create(req.pool(), (*c).bucket_alloc);
+            let pending = sys::ap_check_pipeline(c, bb, BLANK_LINES);
+            sys::apr_brigade_destroy(bb);
+            if sys::procd_status_is_eagain(pending) == 0 {
+                return sys::DECLINED; // a request is there, or the connection ended
+            }
+            let mut p = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+            // Readable, timed out or interrupted: Apache's check for the
+            // next request follows in every case.
+            libc::poll(&mut p, 1, ms);
+        }
+        sys::DECLINED
+    })
+}
+
+/// Whether this child's MPM hands kept-alive connections to a listener
+/// between requests (event); under worker and prefork the thread reads the
+/// next request itself, so there is nothing to wait for.
+fn mpm_is_async() -> bool {
+    static ASYNC: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ASYNC.get_or_init(|| {
+        let mut v: c_int = 0;
+        // SAFETY: ap_mpm_query writes one int.
+        let rv = unsafe { sys::ap_mpm_query(sys::AP_MPMQ_IS_ASYNC as c_int, &mut v) };
+        rv == sys::APR_SUCCESS as sys::apr_status_t && v != 0
+    })
+}
 /// The `LanguageMount` prefix a request came through.
 const NOTE_PREFIX: &std::ffi::CStr = c"procd-prefix";
 const HANDLER_MOUNT: &str = "procd-mount";
@@ -70,15 +145,19 @@ impl Request {
     /// a chunked body's last chunk, a compressor's tail) is sent here and
     /// flushed to the socket, and nothing may be left in the output
     /// filters; otherwise the connection stays as Apache has it.
-    fn finish_and_keep_thread(&self) {
+    /// Sends the response's end and flushes it to the client; true when
+    /// it went out whole and the connection is kept alive.
+    fn finish_response(&self) -> bool {
         // SAFETY: the live request and its connection, used by this thread
         // only; ap_finalize_request_protocol sends EOS once (Apache's own
         // later call sees eos_sent); the FLUSH brigade is the connection's,
         // passed down its filters and emptied before it goes.
         unsafe {
             let c = self.r().connection;
-            if (*c).aborted != 0 {
-                return;
+            // Closing already (an ended tunnel among others): nothing to wait
+            // for, and no end to send after a tunnel.
+            if (*c).aborted != 0 || (*c).keepalive == sys::ap_conn_keepalive_e_AP_CONN_CLOSE {
+                return false;
             }
             sys::ap_finalize_request_protocol(self.0);
             let bb = sys::apr_brigade_create(self.pool(), (*c).bucket_alloc);
@@ -88,14 +167,24 @@ impl Request {
             // Kept alive is decided as the response head goes out (by EOS
             // at the latest).
             let kept_alive = (*c).keepalive == sys::ap_conn_keepalive_e_AP_CONN_KEEPALIVE;
-            if rv != sys::APR_SUCCESS as sys::apr_status_t
-                || (*c).aborted != 0
-                || (*c).data_in_output_filters != 0
-                || !kept_alive
-            {
-                return;
-            }
-            (*c).set_clogging_input_filters(1);
+            rv == sys::APR_SUCCESS as sys::apr_status_t
+                && (*c).aborted == 0
+                && (*c).data_in_output_filters == 0
+                && kept_alive
+        }
+    }
+
+    /// Whether the request has its client connection to itself (not a
+    /// stream of an HTTP/2 connection).
+    fn is_own_connection(&self) -> bool {
+        // SAFETY: the live request's connection.
+        unsafe { (*self.r().connection).master.is_null() }
+    }
+
+    fn finish_and_keep_thread(&self) {
+        if self.finish_response() {
+            // SAFETY: the live connection, used by this thread only.
+            unsafe { (*self.r().connection).set_clogging_input_filters(1) };
         }
     }
 
@@ -672,8 +761,18 @@ fn handle(r: *mut sys::request_rec) -> c_int {
         super::status::count(&mut client.counted, req.r().status, &outcome);
         match outcome {
             Outcome::Done => {
-                if config.keeps_keepalive_thread() {
-                    req.finish_and_keep_thread();
+                match config.keepalive_thread() {
+                    KeepAliveThread::Off => {}
+                    KeepAliveThread::On if req.is_own_connection() => req.finish_and_keep_thread(),
+                    KeepAliveThread::On => {}
+                    KeepAliveThread::Wait(wait) => {
+                        // Only on a connection of its own (not an HTTP/2
+                        // stream) and whole: the wait is for the client's
+                        // next request, after it has this response.
+                        if mpm_is_async() && req.is_own_connection() && req.finish_response() {
+                            req.set_note(NOTE_WAIT_MS, &wait.as_millis().to_string());
+                        }
+                    }
                 }
                 sys::OK
             }

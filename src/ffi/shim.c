@@ -31,3 +31,5 @@ apr_status_t procd_bucket_read(apr_bucket *b, const char **str, apr_size_t *len,
 {
     return apr_bucket_read(b, str, len, block);
 }
+
+int procd_status_is_eagain(apr_status_t s) { return APR_STATUS_IS_EAGAIN(s); }

@@ -3,7 +3,8 @@
 # Same hello apps, same Apache front end, same workers as mod_wsgi daemon
 # mode: 2 processes x 8 threads. PROCD_PY_SHAPE="processes=16 threads=1"
 # measures another shape of the hello group (not like for like). The row
-# procd_kat is the same with ProcdKeepAliveThread On.
+# procd_kat is the same with ProcdKeepAliveThread On, procd_wait with
+# ProcdKeepAliveThread 2ms (PROCD_KA_WAIT=5ms for another wait).
 
 PROCD_SO=${PROCD_SO:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)/target/release/libmod_procd.so}
 
@@ -27,3 +28,7 @@ LanguageMount /sleep sleep" && apache_start "$1" || return 1
   # Groups become ready a moment after Apache answers.
   wait_for curl -fso /dev/null "http://127.0.0.1:$2/hello" && wait_for curl -fso /dev/null "http://127.0.0.1:$2/sleep"
 }
+
+anchor_procd_wait_info()  { echo "mod_procd + Python, ProcdKeepAliveThread ${PROCD_KA_WAIT:-2ms}|2 procs x 8 threads"; }
+anchor_procd_wait_path()  { anchor_procd_path "$@"; }
+anchor_procd_wait_start() { procd_python_start "$1" "$2" "ProcdKeepAliveThread ${PROCD_KA_WAIT:-2ms}"; }

@@ -16,6 +16,9 @@ anchor_procd_http_start() { procd_http_start "$1" "$2" ""; }
 anchor_procd_http_kat_info()  { echo "mod_procd + Node, ProcdKeepAliveThread On|1 process"; }
 anchor_procd_http_kat_path()  { echo /node/hello; }
 anchor_procd_http_kat_start() { procd_http_start "$1" "$2" "ProcdKeepAliveThread On"; }
+anchor_procd_http_wait_info()  { echo "mod_procd + Node, ProcdKeepAliveThread ${PROCD_KA_WAIT:-2ms}|1 process"; }
+anchor_procd_http_wait_path()  { echo /node/hello; }
+anchor_procd_http_wait_start() { procd_http_start "$1" "$2" "ProcdKeepAliveThread ${PROCD_KA_WAIT:-2ms}"; }
 
 # procd_http_start DIR PORT EXTRA_LINE
 procd_http_start() {

@@ -15,6 +15,9 @@ anchor_procd_rack_start() { procd_rack_start "$1" "$2" ""; }
 anchor_procd_rack_kat_info()  { echo "mod_procd + Ruby Rack, ProcdKeepAliveThread On|4 procs x 1 thread"; }
 anchor_procd_rack_kat_path()  { echo /hello; }
 anchor_procd_rack_kat_start() { procd_rack_start "$1" "$2" "ProcdKeepAliveThread On"; }
+anchor_procd_rack_wait_info()  { echo "mod_procd + Ruby Rack, ProcdKeepAliveThread ${PROCD_KA_WAIT:-2ms}|4 procs x 1 thread"; }
+anchor_procd_rack_wait_path()  { echo /hello; }
+anchor_procd_rack_wait_start() { procd_rack_start "$1" "$2" "ProcdKeepAliveThread ${PROCD_KA_WAIT:-2ms}"; }
 
 # procd_rack_start DIR PORT EXTRA_LINE
 procd_rack_start() {
@@ -28,8 +31,15 @@ LanguageMount /hello rack" && apache_start "$1" || return 1
 
 anchor_procd_psgi_info()  { echo "mod_procd + Perl PSGI|4 procs"; }
 anchor_procd_psgi_path()  { echo /hello; }
-anchor_procd_psgi_start() {
+anchor_procd_psgi_start() { procd_psgi_start "$1" "$2" ""; }
+anchor_procd_psgi_wait_info()  { echo "mod_procd + Perl PSGI, ProcdKeepAliveThread ${PROCD_KA_WAIT:-2ms}|4 procs"; }
+anchor_procd_psgi_wait_path()  { echo /hello; }
+anchor_procd_psgi_wait_start() { procd_psgi_start "$1" "$2" "ProcdKeepAliveThread ${PROCD_KA_WAIT:-2ms}"; }
+
+# procd_psgi_start DIR PORT EXTRA_LINE
+procd_psgi_start() {
   apache_conf "$1" "$2" "LoadModule procd_module $PROCD_SO
+$3
 ProcdRuntimeDir \"$1/run/procd\"
 LanguageGroup psgi language=perl processes=4 app=$BENCH_APPS/psgi/hello.psgi
 LanguageMount /hello psgi" && apache_start "$1" || return 1

@@ -7,4 +7,4 @@
 # within 5% of mod_proxy_http or better, p99 no worse.
 set -euo pipefail
 . "$(dirname "$0")/rounds.sh"
-paired_rounds http procd-http-anchors.sh "node_proxy procd_http procd_http_kat" "static node_proxy procd_http" nodejs
+paired_rounds http procd-http-anchors.sh "node_proxy procd_http procd_http_kat procd_http_wait" "static node_proxy procd_http" nodejs

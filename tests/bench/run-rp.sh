@@ -8,4 +8,4 @@
 # at least 1.2x Passenger and starman, p99 no worse.
 set -euo pipefail
 . "$(dirname "$0")/rounds.sh"
-paired_rounds rp procd-rp-anchors.sh "procd_rack procd_rack_kat procd_psgi" "static passenger_ruby procd_rack starman procd_psgi" starman libapache2-mod-passenger ruby ruby-rack
+paired_rounds rp procd-rp-anchors.sh "procd_rack procd_rack_kat procd_rack_wait procd_psgi procd_psgi_wait" "static passenger_ruby procd_rack starman procd_psgi" starman libapache2-mod-passenger ruby ruby-rack

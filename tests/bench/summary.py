@@ -38,6 +38,13 @@ PAIRS = [
     ("mod_procd + Node, ProcdKeepAliveThread On", "mod_proxy_http + Node on TCP"),
     ("mod_procd + CGI", "mod_cgid"),
 ]
+# Rows with ProcdKeepAliveThread DURATION (PROCD_KA_WAIT, 2ms unless set):
+# against the anchor and against the default row of the same run.
+for name in sorted({n for n, _ in rows}):
+    base, _, setting = name.partition(", ProcdKeepAliveThread ")
+    if setting and setting != "On":
+        default = {"mod_procd + Python": "mod_procd + Python WSGI", "mod_procd + Node": "mod_procd + Node (language=http)"}.get(base, base)
+        PAIRS += [(name, theirs) for ours, theirs in PAIRS if ours == default] + [(name, default)]
 for conns in sorted({c for _, c in rows}):
     for ours, theirs in PAIRS:
         ratios = [(r[(ours, conns)][0] / r[(theirs, conns)][0], r[(ours, conns)][1] / r[(theirs, conns)][1])
