@@ -64,7 +64,7 @@ fn main() {
         )
         .allowlist_var("(AP_|APR_|APLOG_|HTTP_|M_|OK|DECLINED|DONE|RSRC_CONF|ACCESS_CONF|OR_|MODULE_MAGIC_).*")
         .allowlist_var("ap_unixd_config|ap_server_conf|ap_server_root")
-        .allowlist_var("APR_OC_REASON_.*|OPT_.*|REQUEST_CHUNKED_.*")
+        .allowlist_var("APR_OC_REASON_.*|OPT_.*|REQUEST_CHUNKED_.*|DEFAULT_LIMIT_BLANK_LINES|SERVER_BUSY_KEEPALIVE")
         .blocklist_function(".*_v(printf|snprintf|formatter)")
         .blocklist_function("apr_pvsprintf|ap_log_.*_v|ap_vrprintf|apr_vsnprintf|apr_vformatter")
         .default_macro_constant_type(bindgen::MacroTypeVariation::Signed)

@@ -180,6 +180,9 @@ impl ServerConfig {
                     [w] if w.ends_with(|c: char| c.is_ascii_alphabetic()) => KeepAliveThread::Wait(
                         parse_duration(w, Duration::from_millis(1), MAX_KEEPALIVE_WAIT).map_err(|_| what())?,
                     ),
+                    [w] if w.parse::<u64>().is_ok() => {
+                        return Err(format!("{}; a number needs its unit, as in {w}ms", what()));
+                    }
                     _ => return Err(what()),
                 });
                 Ok(())
@@ -489,6 +492,8 @@ mod tests {
         );
         vhost.apply("ProcdKeepAliveThread", "1s", &ctx()).unwrap();
         assert_eq!(vhost.keepalive_thread(), KeepAliveThread::Wait(Duration::from_secs(1)));
+        let e = vhost.apply("ProcdKeepAliveThread", "2", &ctx()).unwrap_err();
+        assert!(e.contains("a number needs its unit, as in 2ms"), "{e}");
         for bad in ["", "yes", "On Off", "2", "0ms", "2s", "-1ms", "2 ms"] {
             let e = vhost.apply("ProcdKeepAliveThread", bad, &ctx()).unwrap_err();
             assert!(e.contains("ProcdKeepAliveThread") && e.contains("expected Off, On or a duration"), "{bad}: {e}");

@@ -21,10 +21,6 @@ const NOTE_KIND: &std::ffi::CStr = c"procd-kind";
 /// (`ProcdKeepAliveThread DURATION`), in `log_transaction`.
 const NOTE_WAIT_MS: &std::ffi::CStr = c"procd-keepalive-wait-ms";
 
-/// Blank lines ap_check_pipeline may consume before a request, as http_core
-/// passes (DEFAULT_LIMIT_BLANK_LINES).
-const BLANK_LINES: std::ffi::c_uint = 10;
-
 /// log_transaction, after every logger: the wait of `ProcdKeepAliveThread
 /// DURATION`. The request is logged (its time does not include the wait)
 /// and its response is on the wire; if the connection's next request
@@ -32,14 +28,32 @@ const BLANK_LINES: std::ffi::c_uint = 10;
 /// serves it, without the trip through the event MPM's listener (two
 /// epoll_ctl calls and the hand-over to another thread); if not, the
 /// connection goes back to the listener as it would have.
+///
+/// Apache runs this hook as the request's EOR bucket is destroyed, that is
+/// from inside the connection's output filters once they have written the
+/// response: the pipeline check below reads through the input filters from
+/// there. Under TLS that re-enters mod_ssl's input side while its output
+/// side is idle (nothing is left to write, checked first), which is the
+/// same order http_core's own check takes after the request.
 pub unsafe extern "C" fn log_transaction(r: *mut sys::request_rec) -> c_int {
     guard(sys::DECLINED, || {
-        let req = Request(r);
+        // The hook gets the first request of an internal redirect chain;
+        // the handler that set the note ran in the last one.
+        // SAFETY: r and its `next` chain are live for the hook's call.
+        let last = unsafe {
+            let mut last = r;
+            while !(*last).next.is_null() {
+                last = (*last).next;
+            }
+            last
+        };
+        let req = Request(last);
         let Some(ms) = req.note(NOTE_WAIT_MS).and_then(|v| v.parse::<c_int>().ok()) else {
             return sys::DECLINED;
         };
-        // SAFETY: the live request's connection and its socket; poll only
-        // reads the descriptor's state.
+        // SAFETY: the live request's connection, its scoreboard handle and
+        // its socket; the brigade is the request pool's, destroyed here;
+        // poll writes only the pollfd's revents.
         unsafe {
             let c = req.r().connection;
             // Output still held (a slow reader), or the connection ending:
@@ -65,11 +79,18 @@ pub unsafe extern "C" fn log_transaction(r: *mut sys::request_rec) -> c_int {
             // non-blocking call, next) finds it, and waiting would only
             // delay it.
             let bb = sys::apr_brigade_create(req.pool(), (*c).bucket_alloc);
-            let pending = sys::ap_check_pipeline(c, bb, BLANK_LINES);
+            let pending = sys::ap_check_pipeline(c, bb, sys::DEFAULT_LIMIT_BLANK_LINES as std::ffi::c_uint);
             sys::apr_brigade_destroy(bb);
             if sys::procd_status_is_eagain(pending) == 0 {
                 return sys::DECLINED; // a request is there, or the connection ended
             }
+            // Never longer than Apache itself waits for a kept-alive
+            // connection's next request.
+            let keepalive_ms = (*req.r().server).keep_alive_timeout / 1000;
+            let ms = ms.min(c_int::try_from(keepalive_ms).unwrap_or(c_int::MAX));
+            // server-status shows the thread as it is: waiting on a
+            // kept-alive connection ("K").
+            sys::ap_update_child_status((*c).sbh.cast(), sys::SERVER_BUSY_KEEPALIVE as c_int, std::ptr::null_mut());
             let mut p = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
             // Readable, timed out or interrupted: Apache's check for the
             // next request follows in every case.
@@ -131,6 +152,55 @@ impl Request {
         }
     }
 
+    /// Sends the response's end (EOS: a chunked body's last chunk, a
+    /// compressor's tail) and writes what the connection's filters hold to
+    /// the socket without blocking, as the event MPM's write completion
+    /// does: a slow reader's rest stays buffered for the MPM, which writes
+    /// it out without holding this thread. True when the response went
+    /// out whole and the connection is kept alive.
+    fn finish_response(&self) -> bool {
+        // SAFETY: the live request and its connection, used by this thread
+        // only; ap_finalize_request_protocol sends EOS once (Apache's own
+        // later call sees eos_sent); the last output filter (the core's)
+        // takes a NULL brigade as "write what you hold, without blocking".
+        unsafe {
+            let c = self.r().connection;
+            // Closing already (an ended tunnel among others): nothing to wait
+            // for, and no end to send after a tunnel.
+            if (*c).aborted != 0 || (*c).keepalive == sys::ap_conn_keepalive_e_AP_CONN_CLOSE {
+                return false;
+            }
+            sys::ap_finalize_request_protocol(self.0);
+            let mut last = (*c).output_filters;
+            while !last.is_null() && !(*last).next.is_null() {
+                last = (*last).next;
+            }
+            let write =
+                if last.is_null() || (*last).frec.is_null() { None } else { (*(*last).frec).filter_func.out_func };
+            let Some(write) = write else { return false };
+            let rv = write(last, std::ptr::null_mut());
+            // Kept alive is decided as the response head goes out (by EOS
+            // at the latest).
+            rv == sys::APR_SUCCESS as sys::apr_status_t
+                && (*c).aborted == 0
+                && (*c).data_in_output_filters == 0
+                && (*c).keepalive == sys::ap_conn_keepalive_e_AP_CONN_KEEPALIVE
+        }
+    }
+
+    /// Whether this is a subrequest (an include, a lookup), whose output
+    /// is part of its main request's response.
+    fn is_subrequest(&self) -> bool {
+        !self.r().main.is_null()
+    }
+
+    /// Whether the request has its client connection to itself (not a
+    /// stream of an HTTP/2 connection).
+    fn is_own_connection(&self) -> bool {
+        // SAFETY: the live request's connection.
+        unsafe { (*self.r().connection).master.is_null() }
+    }
+
     /// `ProcdKeepAliveThread On`, after a response sent whole: Apache
     /// serves the connection's next requests in this thread, reading each
     /// one as the worker MPM does, instead of handing the idle connection to
@@ -141,46 +211,8 @@ impl Request {
     ///
     /// The event MPM, seeing that flag, goes back to reading without
     /// writing what its write-completion state still held, so the flag is
-    /// set only once this response has gone out completely: its end (EOS:
-    /// a chunked body's last chunk, a compressor's tail) is sent here and
-    /// flushed to the socket, and nothing may be left in the output
-    /// filters; otherwise the connection stays as Apache has it.
-    /// Sends the response's end and flushes it to the client; true when
-    /// it went out whole and the connection is kept alive.
-    fn finish_response(&self) -> bool {
-        // SAFETY: the live request and its connection, used by this thread
-        // only; ap_finalize_request_protocol sends EOS once (Apache's own
-        // later call sees eos_sent); the FLUSH brigade is the connection's,
-        // passed down its filters and emptied before it goes.
-        unsafe {
-            let c = self.r().connection;
-            // Closing already (an ended tunnel among others): nothing to wait
-            // for, and no end to send after a tunnel.
-            if (*c).aborted != 0 || (*c).keepalive == sys::ap_conn_keepalive_e_AP_CONN_CLOSE {
-                return false;
-            }
-            sys::ap_finalize_request_protocol(self.0);
-            let bb = sys::apr_brigade_create(self.pool(), (*c).bucket_alloc);
-            sys::procd_brigade_insert_tail(bb, sys::apr_bucket_flush_create((*c).bucket_alloc));
-            let rv = sys::ap_pass_brigade((*c).output_filters, bb);
-            sys::apr_brigade_cleanup(bb.cast());
-            // Kept alive is decided as the response head goes out (by EOS
-            // at the latest).
-            let kept_alive = (*c).keepalive == sys::ap_conn_keepalive_e_AP_CONN_KEEPALIVE;
-            rv == sys::APR_SUCCESS as sys::apr_status_t
-                && (*c).aborted == 0
-                && (*c).data_in_output_filters == 0
-                && kept_alive
-        }
-    }
-
-    /// Whether the request has its client connection to itself (not a
-    /// stream of an HTTP/2 connection).
-    fn is_own_connection(&self) -> bool {
-        // SAFETY: the live request's connection.
-        unsafe { (*self.r().connection).master.is_null() }
-    }
-
+    /// set only when `finish_response` found nothing left to write; a slow
+    /// reader's connection stays as Apache has it.
     fn finish_and_keep_thread(&self) {
         if self.finish_response() {
             // SAFETY: the live connection, used by this thread only.
@@ -763,6 +795,8 @@ fn handle(r: *mut sys::request_rec) -> c_int {
             Outcome::Done => {
                 match config.keepalive_thread() {
                     KeepAliveThread::Off => {}
+                    // A subrequest's response is part of its main request's.
+                    _ if req.is_subrequest() => {}
                     KeepAliveThread::On if req.is_own_connection() => req.finish_and_keep_thread(),
                     KeepAliveThread::On => {}
                     KeepAliveThread::Wait(wait) => {
