@@ -676,6 +676,76 @@ fn keepalive_wait_keeps_the_thread_for_quick_requests() {
 }
 
 #[test]
+fn keepalive_wait_follows_an_internal_redirect() {
+    // /missing is a static 404 whose ErrorDocument the group serves: the
+    // handler runs in the redirect's request, while log_transaction (where
+    // the wait is) gets the first request of the chain.
+    let mut a = one_worker(
+        "wsgi-keepalive-wait-redirect",
+        "",
+        "ProcdKeepAliveThread 1s\nErrorDocument 404 /one/whoami\n\
+         CustomLog \"@DIR@/tid.log\" \"%U %{remote}p %{tid}P %>s\"\n",
+    );
+    let mut s = TcpStream::connect(("127.0.0.1", a.port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let port = s.local_addr().unwrap().port();
+    for i in 0..4 {
+        s.write_all(b"GET /missing HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        match read_one(&mut s) {
+            // The status is the application's (200 here), as with mod_wsgi
+            // and CGI, which see the original one in REDIRECT_STATUS.
+            Ok((200, body)) if String::from_utf8_lossy(&body).contains("pid=") => {}
+            other => a.fail(&format!("request {i}: expected the group's page, got {other:?}")),
+        }
+    }
+    drop(s);
+    let tids = threads_of_connection(&a, port, 4);
+    if tids.len() != 4 || tids.iter().any(|t| t != &tids[0]) {
+        a.fail(&format!("expected the 4 redirected requests in one Apache thread, got threads {tids:?}"));
+    }
+    a.stop();
+}
+
+#[test]
+fn keepalive_settings_leave_an_included_response_whole() {
+    // A server-side include is a subrequest: its response is part of the
+    // page's, so neither setting may end the response or hand the
+    // connection on there. The page goes on after the include, and the
+    // connection serves a next request.
+    for (name, setting) in [("wsgi-keepalive-include-on", "On"), ("wsgi-keepalive-include-wait", "1s")] {
+        let mut a = one_worker(
+            name,
+            "",
+            &format!(
+                "ProcdKeepAliveThread {setting}\n\
+                 LoadModule include_module {MODULES}/mod_include.so\n\
+                 <Directory \"@DIR@/htdocs\">\n  Options +Includes\n</Directory>\n\
+                 AddOutputFilter INCLUDES .shtml\n"
+            ),
+        );
+        std::fs::write(a.dir.join("htdocs/page.shtml"), "before\n<!--#include virtual=\"/one/whoami\" -->after\n")
+            .unwrap();
+        let mut s = TcpStream::connect(("127.0.0.1", a.port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        for i in 0..3 {
+            let t0 = Instant::now();
+            s.write_all(b"GET /page.shtml HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+            let page = match read_one(&mut s) {
+                Ok((200, body)) => String::from_utf8_lossy(&body).into_owned(),
+                other => a.fail(&format!("ProcdKeepAliveThread {setting}, request {i}: {other:?}")),
+            };
+            if !(page.starts_with("before\n") && page.contains("pid=") && page.ends_with("after\n")) {
+                a.fail(&format!("ProcdKeepAliveThread {setting}, request {i}: the page is not whole: {page:?}"));
+            }
+            if t0.elapsed() > Duration::from_millis(900) {
+                a.fail(&format!("ProcdKeepAliveThread {setting}, request {i} took {:?}", t0.elapsed()));
+            }
+        }
+        a.stop();
+    }
+}
+
+#[test]
 fn keepalive_thread_finishes_a_big_response_to_a_slow_reader() {
     big_responses_to_a_slow_reader("wsgi-keepalive-thread-slow", "ProcdKeepAliveThread On\n");
 }
