@@ -63,7 +63,7 @@ fn main() {
             "(request_rec|server_rec|conn_rec|cmd_parms|command_rec|module|process_rec|ap_conf_vector_t|apr_.*|ap_.*|unixd_config_rec)",
         )
         .allowlist_var("(AP_|APR_|APLOG_|HTTP_|M_|OK|DECLINED|DONE|RSRC_CONF|ACCESS_CONF|OR_|MODULE_MAGIC_).*")
-        .allowlist_var("ap_unixd_config|ap_server_conf|ap_server_root")
+        .allowlist_var("ap_unixd_config|ap_server_conf|ap_server_root|ap_core_output_filter_handle")
         .allowlist_var("APR_OC_REASON_.*|OPT_.*|REQUEST_CHUNKED_.*|DEFAULT_LIMIT_BLANK_LINES|SERVER_BUSY_KEEPALIVE")
         .blocklist_function(".*_v(printf|snprintf|formatter)")
         .blocklist_function("apr_pvsprintf|ap_log_.*_v|ap_vrprintf|apr_vsnprintf|apr_vformatter")

@@ -130,8 +130,10 @@ fn a_group_behind_mod_http2_h2c() {
     a.stop();
 }
 
-#[test]
-fn a_group_behind_mod_ssl_sees_https() {
+/// An Apache with a TLS vhost (self-signed certificate, h2 and http/1.1)
+/// that mounts the group, `vhost_extra` inside it; started and answering.
+/// Returns it, the TLS port and the certificate's path.
+fn start_tls(name: &str, vhost_extra: &str) -> (Apache, u16, String) {
     let sport = free_port();
     let tls = format!(
         "LoadModule ssl_module {MODULES}/mod_ssl.so\n\
@@ -143,9 +145,10 @@ fn a_group_behind_mod_ssl_sees_https() {
          \x20   SSLCertificateKeyFile @DIR@/tls/key.pem\n\
          \x20   Protocols h2 http/1.1\n\
          \x20   LanguageMount /app py\n\
+         {vhost_extra}\
          </VirtualHost>\n"
     );
-    let mut a = start("front-tls", &tls);
+    let mut a = start(name, &tls);
     let dir = a.dir.join("tls");
     std::fs::create_dir_all(&dir).unwrap();
     let out = Command::new("openssl")
@@ -161,8 +164,14 @@ fn a_group_behind_mod_ssl_sees_https() {
     if !wait_until(Duration::from_secs(10), || a.get("/app/env").status == 200) {
         a.fail("the group does not answer");
     }
-    let url = format!("https://127.0.0.1:{sport}/app/env");
     let cert = dir.join("cert.pem").display().to_string();
+    (a, sport, cert)
+}
+
+#[test]
+fn a_group_behind_mod_ssl_sees_https() {
+    let (mut a, sport, cert) = start_tls("front-tls", "");
+    let url = format!("https://127.0.0.1:{sport}/app/env");
     for (proto, want) in [("--http1.1", "200 1.1"), ("--http2", "200 2")] {
         let (body, status) = curl(&a, &["--cacert", &cert, proto, &url]);
         if status != want {
@@ -180,6 +189,48 @@ fn a_group_behind_mod_ssl_sees_https() {
         a.fail(&format!("plain HTTP: {}", r.text()));
     }
     a.stop();
+}
+
+#[test]
+fn keepalive_settings_serve_tls_and_h2_connections() {
+    // ProcdKeepAliveThread behind mod_ssl: the response's end goes through
+    // mod_ssl to the core filter, and the wait reads (non-blocking) through
+    // mod_ssl's input side. Over h2 the settings stand aside (a stream is
+    // not a connection). Five requests on one connection, each answered,
+    // none waiting out the setting.
+    for setting in ["On", "500ms"] {
+        let (mut a, sport, cert) = start_tls(
+            &format!("front-tls-keepalive-{}", setting.to_lowercase()),
+            &format!("ProcdKeepAliveThread {setting}\n"),
+        );
+        let url = format!("https://127.0.0.1:{sport}/app/whoami");
+        for proto in ["--http1.1", "--http2"] {
+            let t0 = Instant::now();
+            let out = Command::new("curl")
+                .args(["-sS", "--max-time", "20", "--cacert", &cert, proto])
+                .args(["-w", "\nW %{http_code} %{http_version} %{num_connects}\n"])
+                .args([&url, &url, &url, &url, &url])
+                .output()
+                .expect("run curl");
+            let took = t0.elapsed();
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            let lines: Vec<&str> = text.lines().filter_map(|l| l.strip_prefix("W ")).collect();
+            let version = if proto == "--http2" { "2" } else { "1.1" };
+            let want: Vec<String> = (0..5).map(|i| format!("200 {version} {}", if i == 0 { 1 } else { 0 })).collect();
+            if !out.status.success() || lines != want {
+                a.fail(&format!(
+                    "ProcdKeepAliveThread {setting}, TLS {proto}: expected {want:?} (one connection), got {lines:?} {}",
+                    String::from_utf8_lossy(&out.stderr)
+                ));
+            }
+            // A TLS handshake and five quick requests; a wait served out
+            // in full would take 2 s.
+            if took > Duration::from_millis(1500) {
+                a.fail(&format!("ProcdKeepAliveThread {setting}, TLS {proto}: five requests took {took:?}"));
+            }
+        }
+        a.stop();
+    }
 }
 
 /// A group declared in the main server, with a `<VirtualHost>` that has no

@@ -84,9 +84,19 @@ pub unsafe extern "C" fn log_transaction(r: *mut sys::request_rec) -> c_int {
             if sys::procd_status_is_eagain(pending) == 0 {
                 return sys::DECLINED; // a request is there, or the connection ended
             }
+            // That read may have written (under TLS, a record OpenSSL
+            // sends while reading, set aside by the core filter) or found
+            // the connection gone: the MPM has work with it then.
+            if (*c).aborted != 0 || (*c).data_in_output_filters != 0 {
+                return sys::DECLINED;
+            }
             // Never longer than Apache itself waits for a kept-alive
-            // connection's next request.
-            let keepalive_ms = (*req.r().server).keep_alive_timeout / 1000;
+            // connection's next request (http_core's choice of server: the
+            // request's, or the connection's base server when the request's
+            // sets no KeepAliveTimeout).
+            let server =
+                if (*req.r().server).keep_alive_timeout_set() != 0 { req.r().server } else { (*c).base_server };
+            let keepalive_ms = (*server).keep_alive_timeout / 1000;
             let ms = ms.min(c_int::try_from(keepalive_ms).unwrap_or(c_int::MAX));
             // server-status shows the thread as it is: waiting on a
             // kept-alive connection ("K").
@@ -175,15 +185,23 @@ impl Request {
             while !last.is_null() && !(*last).next.is_null() {
                 last = (*last).next;
             }
-            let write =
-                if last.is_null() || (*last).frec.is_null() { None } else { (*(*last).frec).filter_func.out_func };
-            let Some(write) = write else { return false };
+            // Only the core's own filter (as the event MPM assumes) takes
+            // NULL as "write without blocking"; a connection that ends in
+            // another one is left as Apache has it.
+            if last.is_null() || (*last).frec != sys::ap_core_output_filter_handle {
+                return false;
+            }
+            let Some(write) = (*(*last).frec).filter_func.out_func else { return false };
             let rv = write(last, std::ptr::null_mut());
             // Kept alive is decided as the response head goes out (by EOS
-            // at the latest).
+            // at the latest). mod_ssl marks a write that must first read
+            // (a renegotiation) with CONN_SENSE_WANT_READ, which the event
+            // MPM counts as output still pending.
+            let ssl_wants_read = !(*c).cs.is_null() && (*(*c).cs).sense == sys::conn_sense_e_CONN_SENSE_WANT_READ;
             rv == sys::APR_SUCCESS as sys::apr_status_t
                 && (*c).aborted == 0
                 && (*c).data_in_output_filters == 0
+                && !ssl_wants_read
                 && (*c).keepalive == sys::ap_conn_keepalive_e_AP_CONN_KEEPALIVE
         }
     }
@@ -201,13 +219,17 @@ impl Request {
         unsafe { (*self.r().connection).master.is_null() }
     }
 
-    /// `ProcdKeepAliveThread On`, after a response sent whole: Apache
-    /// serves the connection's next requests in this thread, reading each
-    /// one as the worker MPM does, instead of handing the idle connection to
-    /// the event MPM's listener between requests. The flag is the one
-    /// filters that cannot be polled set ("clogging" input filters):
-    /// http_core then runs the connection's remaining requests in its
-    /// synchronous loop, which waits up to KeepAliveTimeout for each.
+    /// `ProcdKeepAliveThread On`, after a response sent whole: from the
+    /// connection's next request on, Apache serves it in one thread,
+    /// reading each request as the worker MPM does, instead of handing the
+    /// idle connection to the event MPM's listener between requests. The
+    /// flag is the one filters that cannot be polled set ("clogging" input
+    /// filters), and it stays set: this request's connection still goes
+    /// back to the listener once (the event MPM checks the flag as it
+    /// takes a connection), and the thread that takes the next request
+    /// runs the connection's remaining requests in http_core's synchronous
+    /// loop, waiting up to KeepAliveTimeout for each (a thread per idle
+    /// kept-alive connection, the cost the README states).
     ///
     /// The event MPM, seeing that flag, goes back to reading without
     /// writing what its write-completion state still held, so the flag is
@@ -797,7 +819,9 @@ fn handle(r: *mut sys::request_rec) -> c_int {
                     KeepAliveThread::Off => {}
                     // A subrequest's response is part of its main request's.
                     _ if req.is_subrequest() => {}
-                    KeepAliveThread::On if req.is_own_connection() => req.finish_and_keep_thread(),
+                    // Under worker and prefork the thread keeps the
+                    // connection anyway.
+                    KeepAliveThread::On if mpm_is_async() && req.is_own_connection() => req.finish_and_keep_thread(),
                     KeepAliveThread::On => {}
                     KeepAliveThread::Wait(wait) => {
                         // Only on a connection of its own (not an HTTP/2
