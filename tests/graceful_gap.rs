@@ -161,15 +161,15 @@ fn no_intake_gap(mpm: Mpm) {
     // logger ignores it and drains until the last writer closes.)
     let access = dir.join("access.log");
     let logged = || std::fs::read_to_string(&access).unwrap_or_default().matches("GET /hello.txt HTTP/1.1 200").count();
-    // Under worker one line in about 20,000 has gone missing in each of 5
-    // runs (2026-12-02; no AH00646, no other line; cause not found): that
-    // is allowed there, at most one per graceful. Under event, once in CI
-    // under load (2 of 20,710, both reported by Apache as AH00646 "Broken
-    // pipe" at one graceful; not seen in 6 runs here; cause not found):
-    // lines Apache itself reports lost (AH00646) are allowed too, up to
-    // one per graceful. Nothing else.
-    let reported = std::fs::read_to_string(dir.join("error.log")).unwrap_or_default().matches("AH00646").count();
-    let allowed = if matches!(mpm, Mpm::Worker) { GRACEFULS } else { 0 } + reported.min(GRACEFULS);
+    // Apache itself loses a few piped-log lines at gracefuls, some of them
+    // without a word: `piped_log_loss_diagnostic` (below, by hand) measured
+    // plain Apache 2.4.71 without mod_procd on 2026-12-04, 4 gracefuls per
+    // run: event 0-3 lines of 22,000-25,600 per run (4 of 7 unreported),
+    // worker 3-9 per run (9 of 27 unreported), prefork 0-4 (unreported);
+    // with mod_procd no more (event 0-2, worker 0-1, prefork 0-4). So this
+    // checks that the logger keeps working across gracefuls: at most one
+    // line in 1,000 missing (a logger that stopped would miss thousands).
+    let allowed = answers / 1000;
     if !wait_until(Duration::from_secs(5), || logged() + allowed >= answers) {
         let errlog = std::fs::read_to_string(dir.join("error.log")).unwrap_or_default();
         let notes: Vec<&str> = errlog.lines().filter(|l| l.contains("AH006") || l.contains("piped")).take(5).collect();
@@ -257,4 +257,66 @@ fn a_busy_old_child_is_replaced_at_its_exit_worker() {
 #[test]
 fn a_busy_old_child_is_replaced_at_its_exit_prefork() {
     busy_child_replaced_at_its_exit(Mpm::Prefork);
+}
+
+/// Diagnostic (run by hand): piped-log lines lost, and the longest gap in
+/// intake, across gracefuls under `PROCD_LOSS_MPM` (event, worker, prefork;
+/// worker by default), with mod_procd loaded or not (`PROCD_LOSS_WITHOUT=1`),
+/// with mod_cgid's daemon or not (`PROCD_LOSS_NOCGID=1`), `PROCD_LOSS_RUNS`
+/// runs:
+///   PROCD_LOSS_NOCGID=1 PROCD_LOSS_WITHOUT=1 PROCD_LOSS_MPM=event \
+///     cargo test --test graceful_gap piped_log_loss -- --ignored --nocapture
+#[test]
+#[ignore]
+fn piped_log_loss_diagnostic() {
+    let mpm = match std::env::var("PROCD_LOSS_MPM").as_deref() {
+        Ok("event") => Mpm::Event,
+        Ok("prefork") => Mpm::Prefork,
+        _ => Mpm::Worker,
+    };
+    let without = std::env::var("PROCD_LOSS_WITHOUT").is_ok();
+    let runs: usize = std::env::var("PROCD_LOSS_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
+    for run in 0..runs {
+        let mut config =
+            if without { CONFIG.replace("LanguageGroup idle language=cgi\n", "") } else { CONFIG.to_string() };
+        if std::env::var("PROCD_LOSS_NOCGID").is_ok() {
+            config = config
+                .replace("LoadModule cgid_module /usr/lib/apache2/modules/mod_cgid.so\n", "")
+                .replace("ScriptSock \"@DIR@/run/cgid.sock\"\n", "");
+            config = config.replace("    AddHandler cgi-script .cgi\n", "");
+        }
+        let mut a = Apache::new(&format!("loss-{mpm:?}-{run}"), mpm, &config);
+        if without {
+            a.set_module_conf("");
+        }
+        let dir = a.dir.clone();
+        std::fs::write(dir.join("htdocs/env.cgi"), "#!/bin/sh\nprintf 'Content-Type: text/plain\\n\\n'\nenv\n")
+            .unwrap();
+        if std::env::var("PROCD_LOSS_NOCGID").is_ok() {
+            // Served as a file: what the graceful loop looks for.
+            std::fs::write(dir.join("htdocs/env.cgi"), "GATEWAY_INTERFACE=CGI/1.1\n").unwrap();
+        }
+        let _ = std::process::Command::new("chmod").arg("755").arg(dir.join("htdocs/env.cgi")).status();
+        a.start();
+        let (answers, failures, gaps) = gap_under_gracefuls(&mut a, 0);
+        a.stop();
+        let access = dir.join("access.log");
+        let logged =
+            || std::fs::read_to_string(&access).unwrap_or_default().matches("GET /hello.txt HTTP/1.1 200").count();
+        wait_until(Duration::from_secs(5), || logged() >= answers);
+        let reported = std::fs::read_to_string(dir.join("error.log")).unwrap_or_default().matches("AH00646").count();
+        println!(
+            "{mpm:?} without={without} run {run}: {answers} answers, {} logged, {} missing, AH00646 {reported}, failed {}, gaps {:?}",
+            logged(),
+            answers.saturating_sub(logged()),
+            failures.len(),
+            gaps.iter().map(Duration::as_millis).collect::<Vec<_>>()
+        );
+        let text = std::fs::read_to_string(&access).unwrap_or_default();
+        let odd: Vec<&str> = text.lines().filter(|l| *l != "GET /hello.txt HTTP/1.1 200").take(12).collect();
+        println!("  other lines: {odd:?}");
+        if logged() == answers {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+    }
 }
