@@ -262,8 +262,9 @@ fn a_busy_old_child_is_replaced_at_its_exit_prefork() {
 /// Diagnostic (run by hand): piped-log lines lost, and the longest gap in
 /// intake, across gracefuls under `PROCD_LOSS_MPM` (event, worker, prefork;
 /// worker by default), with mod_procd loaded or not (`PROCD_LOSS_WITHOUT=1`),
-/// with mod_cgid's daemon or not (`PROCD_LOSS_NOCGID=1`), `PROCD_LOSS_RUNS`
-/// runs:
+/// with mod_cgid's daemon or not (`PROCD_LOSS_NOCGID=1`), with clients of
+/// a 0.3 s CGI script that keep old children busy (`PROCD_LOSS_SLOW=2`),
+/// `PROCD_LOSS_RUNS` runs:
 ///   PROCD_LOSS_NOCGID=1 PROCD_LOSS_WITHOUT=1 PROCD_LOSS_MPM=event \
 ///     cargo test --test graceful_gap piped_log_loss -- --ignored --nocapture
 #[test]
@@ -297,8 +298,12 @@ fn piped_log_loss_diagnostic() {
             std::fs::write(dir.join("htdocs/env.cgi"), "GATEWAY_INTERFACE=CGI/1.1\n").unwrap();
         }
         let _ = std::process::Command::new("chmod").arg("755").arg(dir.join("htdocs/env.cgi")).status();
+        let slow: usize = std::env::var("PROCD_LOSS_SLOW").ok().and_then(|v| v.parse().ok()).unwrap_or(0);
+        let script = "#!/bin/sh\nsleep 0.3\nprintf 'Content-Type: text/plain\\n\\nslow\\n'\n";
+        std::fs::write(dir.join("htdocs/slow.cgi"), script).unwrap();
+        let _ = std::process::Command::new("chmod").arg("755").arg(dir.join("htdocs/slow.cgi")).status();
         a.start();
-        let (answers, failures, gaps) = gap_under_gracefuls(&mut a, 0);
+        let (answers, failures, gaps) = gap_under_gracefuls(&mut a, slow);
         a.stop();
         let access = dir.join("access.log");
         let logged =
