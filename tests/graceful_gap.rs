@@ -264,6 +264,7 @@ fn a_busy_old_child_is_replaced_at_its_exit_prefork() {
 /// worker by default), with mod_procd loaded or not (`PROCD_LOSS_WITHOUT=1`),
 /// with mod_cgid's daemon or not (`PROCD_LOSS_NOCGID=1`), with clients of
 /// a 0.3 s CGI script that keep old children busy (`PROCD_LOSS_SLOW=2`),
+/// more configuration (`PROCD_LOSS_EXTRA='StartServers 6\nMinSpareServers 4'`),
 /// `PROCD_LOSS_RUNS` runs:
 ///   PROCD_LOSS_NOCGID=1 PROCD_LOSS_WITHOUT=1 PROCD_LOSS_MPM=event \
 ///     cargo test --test graceful_gap piped_log_loss -- --ignored --nocapture
@@ -286,6 +287,9 @@ fn piped_log_loss_diagnostic() {
                 .replace("ScriptSock \"@DIR@/run/cgid.sock\"\n", "");
             config = config.replace("    AddHandler cgi-script .cgi\n", "");
         }
+        // More configuration, e.g. "StartServers 6" (last one wins).
+        config.push_str(&std::env::var("PROCD_LOSS_EXTRA").unwrap_or_default().replace("\\n", "\n"));
+        config.push('\n');
         let mut a = Apache::new(&format!("loss-{mpm:?}-{run}"), mpm, &config);
         if without {
             a.set_module_conf("");
