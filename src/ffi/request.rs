@@ -84,9 +84,12 @@ pub unsafe extern "C" fn log_transaction(r: *mut sys::request_rec) -> c_int {
             if sys::procd_status_is_eagain(pending) == 0 {
                 return sys::DECLINED; // a request is there, or the connection ended
             }
-            // That read may have written (under TLS, a record OpenSSL
-            // sends while reading, set aside by the core filter) or found
-            // the connection gone: the MPM has work with it then.
+            // That read may have written: under TLS, OpenSSL can send a
+            // record while reading, which re-enters mod_ssl's output side
+            // and the core output filter while their pass with the EOR is
+            // still on the stack (the core filter sets the record aside).
+            // Or it found the connection gone. Either way the MPM has work
+            // with the connection: no wait.
             if (*c).aborted != 0 || (*c).data_in_output_filters != 0 {
                 return sys::DECLINED;
             }
