@@ -213,7 +213,9 @@ fn refusals_and_a_runaway_script() {
     if !gone {
         a.fail(&format!("the runaway script's child {child} still runs 1.5 s after the 504"));
     }
-    if !a.error_log().contains("request-timeout (2 s): killing GET /cgi/runaway.cgi") {
+    if !wait_until(Duration::from_secs(5), || {
+        a.error_log().contains("request-timeout (2 s): killing GET /cgi/runaway.cgi")
+    }) {
         a.fail("no log line for the killed script");
     }
     a.stop();

@@ -129,7 +129,7 @@ fn stop_escalates(how: &str, mpm: Mpm) {
     for line in
         [format!("worker pid {quick} exited with status 0"), format!("worker pid {soft} was killed by signal SIGTERM")]
     {
-        if !a.error_log().contains(&line) {
+        if !wait_until(Duration::from_secs(5), || a.error_log().contains(&line)) {
             a.fail(&format!("{how}: no line {line:?}"));
         }
     }

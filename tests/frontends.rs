@@ -265,7 +265,7 @@ fn a_server_level_group_runs_beside_a_plain_vhost() {
     if !wait_until(Duration::from_secs(10), || a.get("/app/env").status == 200) {
         a.fail("a group declared in the main server does not start when a plain <VirtualHost> exists");
     }
-    if !a.error_log().contains("configured: 1 process group(s)") {
+    if !wait_until(Duration::from_secs(5), || a.error_log().contains("configured: 1 process group(s)")) {
         a.fail("the group is counted more than once");
     }
     a.stop();

@@ -56,7 +56,10 @@ fn groups_run_as_their_users_and_hold_nothing_of_apaches() {
 
     holds_nothing_of_apaches(&a, 3, "at start");
     // Start-up output of workers reached the log, with group and pid.
-    if !a.error_log().contains("[procd:app] [group ga] [pid") || !a.error_log().contains("a line on stderr") {
+    if !wait_until(Duration::from_secs(5), || {
+        let log = a.error_log();
+        log.contains("[procd:app] [group ga] [pid") && log.contains("a line on stderr")
+    }) {
         a.fail("worker output is not in the error log");
     }
     // The same after a graceful restart (new workers, a new plan) ...
@@ -216,7 +219,9 @@ fn killed_worker_is_replaced_and_killed_manager_comes_back() {
         a.fail(&format!("worker {victim} was not replaced: {:?}", children(manager)));
     }
     a.wait_for_group("crash", Duration::from_secs(5));
-    if !a.error_log().contains(&format!("worker pid {victim} was killed by signal SIGKILL")) {
+    if !wait_until(Duration::from_secs(5), || {
+        a.error_log().contains(&format!("worker pid {victim} was killed by signal SIGKILL"))
+    }) {
         a.fail("the log does not say how the worker died");
     }
 
@@ -386,7 +391,9 @@ fn broken_new_generation_keeps_the_old_one_serving() {
     if !wait_until(Duration::from_secs(10), || a.error_log().contains("failed to start")) {
         a.fail("the broken generation was not reported");
     }
-    if !a.error_log().contains(&format!("the previous generation ({gen1}) keeps serving")) {
+    if !wait_until(Duration::from_secs(5), || {
+        a.error_log().contains(&format!("the previous generation ({gen1}) keeps serving"))
+    }) {
         a.fail("the log should say the previous generation keeps serving");
     }
     for _ in 0..20 {
@@ -455,7 +462,7 @@ fn startup_timeout_bounds_a_worker_that_never_gets_ready() {
     }) {
         a.fail("the start-up timeout was not enforced");
     }
-    if !a.error_log().contains("PD0203: group slow") {
+    if !wait_until(Duration::from_secs(5), || a.error_log().contains("PD0203: group slow")) {
         a.fail("no back-off line after the start-up timeout");
     }
     a.stop();

@@ -113,7 +113,7 @@ fn maximum_requests_recycles_without_a_failed_request() {
     if paced.len() < 3 {
         a.fail(&format!("12 paced requests with maximum-requests=5: {} workers answered", paced.len()));
     }
-    if !a.error_log().contains("PD0216: group pool: recycling worker pid") {
+    if !wait_until(Duration::from_secs(5), || a.error_log().contains("PD0216: group pool: recycling worker pid")) {
         a.fail("no PD0216 line for the recycling");
     }
     a.stop();
@@ -160,7 +160,7 @@ fn lifetime_recycles_workers_in_turn() {
     if pids.len() < 4 {
         a.fail(&format!("lifetime=2s over 7 s: only {} distinct workers answered", pids.len()));
     }
-    if !a.error_log().contains("(lifetime: ") {
+    if !wait_until(Duration::from_secs(5), || a.error_log().contains("(lifetime: ")) {
         a.fail("no PD0216 line naming the lifetime");
     }
     a.stop();
@@ -215,7 +215,9 @@ fn processes_zero_starts_on_the_first_request() {
     if !workers(&a).contains(&pid) {
         a.fail("the cold-started worker is not running");
     }
-    if !a.error_log().contains("PD0215: group pool: scaling up to 1 of 2 worker(s): cold start") {
+    if !wait_until(Duration::from_secs(5), || {
+        a.error_log().contains("PD0215: group pool: scaling up to 1 of 2 worker(s): cold start")
+    }) {
         a.fail("no PD0215 cold-start line");
     }
     a.stop();

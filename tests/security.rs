@@ -233,7 +233,7 @@ fn a_tenants_log_directory_cannot_redirect_roots_writes() {
     if std::fs::read_to_string(&victim).unwrap() != "secret\n" {
         a.fail("root appended to the file the tenant's link points to");
     }
-    if !a.error_log().contains("cannot open the log") {
+    if !wait_until(Duration::from_secs(5), || a.error_log().contains("cannot open the log")) {
         a.fail("the refused log is not reported in the main log");
     }
     // A FIFO instead: the manager must not block in open().
@@ -529,7 +529,7 @@ fn a_panicking_manager_exits_and_is_replaced() {
         a.fail("no PD0210 line for the manager's panic");
     }
     a.wait_for_group("p", Duration::from_secs(15));
-    if !a.error_log().contains("exited with status 70") {
+    if !wait_until(Duration::from_secs(5), || a.error_log().contains("exited with status 70")) {
         a.fail("the httpd parent did not see the manager exit with status 70");
     }
     std::thread::sleep(Duration::from_millis(500));

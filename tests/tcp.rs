@@ -259,7 +259,9 @@ fn a_program_that_never_listens_fails_at_startup_timeout() {
     if r.status != 503 || t0.elapsed() > Duration::from_secs(3) {
         a.fail(&format!("expected a 503 within queue-timeout, got {} after {:?}", r.status, t0.elapsed()));
     }
-    if !a.error_log().contains("group never is not running: its workers fail to start") {
+    if !wait_until(Duration::from_secs(5), || {
+        a.error_log().contains("group never is not running: its workers fail to start")
+    }) {
         a.fail("the 503's log line does not say the group does not start");
     }
     a.stop();

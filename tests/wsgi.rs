@@ -313,7 +313,7 @@ fn queue_and_request_timeouts() {
     {
         a.fail(&format!("queue-timeout: {} after {waited:?}: {}", r.status, r.head));
     }
-    if !a.error_log().contains("no worker became free within queue-timeout") {
+    if !wait_until(Duration::from_secs(5), || a.error_log().contains("no worker became free within queue-timeout")) {
         a.fail("no queue-timeout log line");
     }
     if !busy.join().unwrap().contains("slept") {
@@ -331,7 +331,10 @@ fn queue_and_request_timeouts() {
     if !wait_until(Duration::from_secs(6), || !children(manager).is_empty() && children(manager).is_disjoint(&before)) {
         a.fail("the timed-out worker was not replaced");
     }
-    if !a.error_log().contains("request-timeout (3 s) exceeded") || !a.error_log().contains("Stacks of all threads") {
+    if !wait_until(Duration::from_secs(5), || {
+        let log = a.error_log();
+        log.contains("request-timeout (3 s) exceeded") && log.contains("Stacks of all threads")
+    }) {
         a.fail("no request-timeout log lines (Apache's and the worker's stack dump)");
     }
     wait_until(Duration::from_secs(10), || a.get("/one/env").status == 200);
