@@ -31,6 +31,23 @@ CustomLog "|$trap '' TERM; exec /bin/cat >> @DIR@/access.log" "%r %>s"
 </Directory>
 "#;
 
+/// mod_cgid's test script (its output names the CGI interface) and one
+/// that keeps a child busy for 0.3 s.
+const ENV_CGI: &str = "#!/bin/sh\nprintf 'Content-Type: text/plain\\n\\n'\nenv\n";
+const SLOW_CGI: &str = "#!/bin/sh\nsleep 0.3\nprintf 'Content-Type: text/plain\\n\\nslow\\n'\n";
+
+/// Writes an executable file into the test server's document root.
+fn write_script(dir: &std::path::Path, name: &str, text: &str) {
+    let path = dir.join("htdocs").join(name);
+    std::fs::write(&path, text).expect("write a CGI script");
+    let _ = std::process::Command::new("chmod").arg("755").arg(&path).status();
+}
+
+/// How many answers to /hello.txt the piped access log holds.
+fn logged_answers(access: &std::path::Path) -> usize {
+    std::fs::read_to_string(access).unwrap_or_default().matches("GET /hello.txt HTTP/1.1 200").count()
+}
+
 /// Runs clients against /hello.txt through `GRACEFULS` graceful restarts:
 /// returns (answers, failures, the longest gap between two answers around
 /// each restart: from its command to the next one's, or to the end).
@@ -123,9 +140,7 @@ fn no_intake_gap(mpm: Mpm) {
     let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let mut a = Apache::new(&format!("gap-{mpm:?}"), mpm, CONFIG);
     let dir = a.dir.clone();
-    std::fs::write(dir.join("htdocs/env.cgi"), "#!/bin/sh\nprintf 'Content-Type: text/plain\\n\\n'\nenv\n")
-        .expect("write the CGI script");
-    let _ = std::process::Command::new("chmod").arg("755").arg(dir.join("htdocs/env.cgi")).status();
+    write_script(&dir, "env.cgi", ENV_CGI);
     a.start();
     let (answers, failures, gaps) = gap_under_gracefuls(&mut a, 0);
     let ms: Vec<u128> = gaps.iter().map(Duration::as_millis).collect();
@@ -160,13 +175,14 @@ fn no_intake_gap(mpm: Mpm) {
     // old logger SIGTERM while old children may still write to it; this
     // logger ignores it and drains until the last writer closes.)
     let access = dir.join("access.log");
-    let logged = || std::fs::read_to_string(&access).unwrap_or_default().matches("GET /hello.txt HTTP/1.1 200").count();
+    let logged = || logged_answers(&access);
     // Apache itself loses a few piped-log lines at gracefuls, some of them
     // without a word: `piped_log_loss_diagnostic` (below, by hand) measured
     // plain Apache 2.4.71 without mod_procd on 2026-12-04, 4 gracefuls per
     // run: event 0-3 lines per run of 21,000-30,000 answers (4 of 7 unreported),
     // worker 3-9 per run (9 of 27 unreported), prefork 0-4 (unreported);
-    // with mod_procd no more (event 0-2, worker 0-1, prefork 0-4). So this
+    // with mod_procd about the same (event 0-8, worker 0-1, prefork 0-4,
+    // 3-5 runs each). So this
     // checks that the logger keeps working across gracefuls: at most one
     // line in 2,000 missing and never fewer than 3 per graceful (the loss
     // comes per graceful, not per answer; a logger that stopped would miss
@@ -217,13 +233,8 @@ fn busy_child_replaced_at_its_exit(mpm: Mpm) {
     let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let mut a = Apache::new(&format!("gap-busy-{mpm:?}"), mpm, CONFIG);
     let dir = a.dir.clone();
-    for (name, text) in [
-        ("env.cgi", "#!/bin/sh\nprintf 'Content-Type: text/plain\\n\\n'\nenv\n"),
-        ("slow.cgi", "#!/bin/sh\nsleep 0.3\nprintf 'Content-Type: text/plain\\n\\nslow\\n'\n"),
-    ] {
-        std::fs::write(dir.join("htdocs").join(name), text).expect("write a CGI script");
-        let _ = std::process::Command::new("chmod").arg("755").arg(dir.join("htdocs").join(name)).status();
-    }
+    write_script(&dir, "env.cgi", ENV_CGI);
+    write_script(&dir, "slow.cgi", SLOW_CGI);
     a.start();
     let (answers, failures, gaps) = gap_under_gracefuls(&mut a, 2);
     let ms: Vec<u128> = gaps.iter().map(Duration::as_millis).collect();
@@ -279,49 +290,41 @@ fn piped_log_loss_diagnostic() {
         _ => Mpm::Worker,
     };
     let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let without = std::env::var("PROCD_LOSS_WITHOUT").is_ok();
+    let set = |name: &str| std::env::var(name).is_ok_and(|v| !v.is_empty());
+    let (without, nocgid) = (set("PROCD_LOSS_WITHOUT"), set("PROCD_LOSS_NOCGID"));
     let runs: usize = std::env::var("PROCD_LOSS_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
+    let slow: usize = std::env::var("PROCD_LOSS_SLOW").ok().and_then(|v| v.parse().ok()).unwrap_or(0);
+    assert!(slow == 0 || !nocgid, "PROCD_LOSS_SLOW needs mod_cgid (without PROCD_LOSS_NOCGID)");
+    let cut = |config: String, line: &str| {
+        assert!(config.contains(line), "CONFIG no longer has {line:?}");
+        config.replace(line, "")
+    };
+    let mut config = CONFIG.to_string();
+    if without {
+        config = cut(config, "LanguageGroup idle language=cgi\n");
+    }
+    if nocgid {
+        config = cut(config, "LoadModule cgid_module /usr/lib/apache2/modules/mod_cgid.so\n");
+        config = cut(config, "ScriptSock \"@DIR@/run/cgid.sock\"\n");
+        config = cut(config, "    AddHandler cgi-script .cgi\n");
+    }
+    // More configuration, e.g. "StartServers 6" (last one wins).
+    config.push_str(&std::env::var("PROCD_LOSS_EXTRA").unwrap_or_default().replace("\\n", "\n"));
+    config.push('\n');
     for run in 0..runs {
-        let cut = |config: String, line: &str| {
-            assert!(config.contains(line), "CONFIG no longer has {line:?}");
-            config.replace(line, "")
-        };
-        let mut config = CONFIG.to_string();
-        if without {
-            config = cut(config, "LanguageGroup idle language=cgi\n");
-        }
-        let nocgid = std::env::var("PROCD_LOSS_NOCGID").is_ok();
-        if nocgid {
-            config = cut(config, "LoadModule cgid_module /usr/lib/apache2/modules/mod_cgid.so\n");
-            config = cut(config, "ScriptSock \"@DIR@/run/cgid.sock\"\n");
-            config = cut(config, "    AddHandler cgi-script .cgi\n");
-        }
-        // More configuration, e.g. "StartServers 6" (last one wins).
-        config.push_str(&std::env::var("PROCD_LOSS_EXTRA").unwrap_or_default().replace("\\n", "\n"));
-        config.push('\n');
         let mut a = Apache::new(&format!("loss-{mpm:?}-{run}"), mpm, &config);
         if without {
             a.set_module_conf("");
         }
         let dir = a.dir.clone();
-        std::fs::write(dir.join("htdocs/env.cgi"), "#!/bin/sh\nprintf 'Content-Type: text/plain\\n\\n'\nenv\n")
-            .unwrap();
-        if nocgid {
-            // Served as a file: what the graceful loop looks for.
-            std::fs::write(dir.join("htdocs/env.cgi"), "GATEWAY_INTERFACE=CGI/1.1\n").unwrap();
-        }
-        let _ = std::process::Command::new("chmod").arg("755").arg(dir.join("htdocs/env.cgi")).status();
-        let slow: usize = std::env::var("PROCD_LOSS_SLOW").ok().and_then(|v| v.parse().ok()).unwrap_or(0);
-        assert!(slow == 0 || !nocgid, "PROCD_LOSS_SLOW needs mod_cgid (without PROCD_LOSS_NOCGID)");
-        let script = "#!/bin/sh\nsleep 0.3\nprintf 'Content-Type: text/plain\\n\\nslow\\n'\n";
-        std::fs::write(dir.join("htdocs/slow.cgi"), script).unwrap();
-        let _ = std::process::Command::new("chmod").arg("755").arg(dir.join("htdocs/slow.cgi")).status();
+        // Without mod_cgid, served as a file: what the graceful loop looks for.
+        write_script(&dir, "env.cgi", if nocgid { "GATEWAY_INTERFACE=CGI/1.1\n" } else { ENV_CGI });
+        write_script(&dir, "slow.cgi", SLOW_CGI);
         a.start();
         let (answers, failures, gaps) = gap_under_gracefuls(&mut a, slow);
         a.stop();
         let access = dir.join("access.log");
-        let logged =
-            || std::fs::read_to_string(&access).unwrap_or_default().matches("GET /hello.txt HTTP/1.1 200").count();
+        let logged = || logged_answers(&access);
         wait_until(Duration::from_secs(5), || logged() >= answers);
         let reported = std::fs::read_to_string(dir.join("error.log")).unwrap_or_default().matches("AH00646").count();
         println!(
