@@ -99,6 +99,7 @@ catalogue! {
     RESPONSE_CUT = "PD0305", Error, "a request failed after its headers were sent: the response was cut";
     WORKER_STDERR = "PD0306", Error, "a line a FastCGI worker sent on FCGI_STDERR (PHP's errors and warnings), escaped";
     STATUS_FAILED = "PD0307", Error, "procd-status could not answer (a format or state it cannot produce)";
+    KEEPALIVE_THREAD_IDLE = "PD0308", Info, "ProcdKeepAliveThread has no effect: a connection's last output filter is not Apache's core one (once per child)";
     UNDECODABLE = "PD0401", Warn, "LinkRewrite: a content encoding it cannot decode passes through untouched";
     CHARSET = "PD0402", Warn, "LinkRewrite: a charset that is not ASCII-compatible passes through untouched";
     CORRUPT_BODY = "PD0403", Error, "LinkRewrite: a corrupt gzip/deflate body: 502 or a cut response";

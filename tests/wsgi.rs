@@ -746,6 +746,81 @@ fn keepalive_settings_leave_an_included_response_whole() {
     }
 }
 
+/// A module that puts an output filter of its own after Apache's core
+/// output filter (an ftype above AP_FTYPE_NETWORK), built with apxs. The
+/// event MPM's write completion calls the last filter with NULL to flush
+/// what the core holds, so this one hands that call to the core's. (The
+/// core's pre_connection hook returns DONE, so the filter is added before
+/// it and sorted behind it by its ftype.)
+const LAST_FILTER_MODULE: &str = r#"
+#include "httpd.h"
+#include "http_config.h"
+#include "http_connection.h"
+#include "util_filter.h"
+static ap_filter_rec_t *last_filter;
+static apr_status_t last_out(ap_filter_t *f, apr_bucket_brigade *bb) {
+    ap_filter_t *core = f->c->output_filters;
+    if (bb) return ap_pass_brigade(f->next, bb);
+    while (core->next != f) core = core->next;
+    return core->frec->filter_func.out_func(core, NULL);
+}
+static int last_pre_connection(conn_rec *c, void *csd) {
+    ap_add_output_filter_handle(last_filter, NULL, NULL, c);
+    return OK;
+}
+static void last_hooks(apr_pool_t *p) {
+    last_filter = ap_register_output_filter("PROBE_AFTER_CORE", last_out, NULL, AP_FTYPE_NETWORK + 5);
+    ap_hook_pre_connection(last_pre_connection, NULL, NULL, APR_HOOK_MIDDLE);
+}
+module AP_MODULE_DECLARE_DATA after_core_module = { STANDARD20_MODULE_STUFF, NULL, NULL, NULL, NULL, NULL, last_hooks };
+"#;
+
+#[test]
+fn keepalive_settings_say_when_the_core_filter_is_not_last() {
+    // Only the core's own output filter can be asked to write without
+    // blocking; behind another module's filter both settings stand aside,
+    // the connection is served as with Off, and the error log says so once
+    // per child.
+    let build = std::env::temp_dir().join(format!("procd-after-core-{}", std::process::id()));
+    std::fs::create_dir_all(&build).unwrap();
+    std::fs::write(build.join("mod_after_core.c"), LAST_FILTER_MODULE).unwrap();
+    let out =
+        std::process::Command::new("apxs").arg("-c").arg("mod_after_core.c").current_dir(&build).output().unwrap();
+    assert!(out.status.success(), "apxs -c failed: {}", String::from_utf8_lossy(&out.stderr));
+    let so = build.join(".libs/mod_after_core.so");
+    for (name, setting) in [("wsgi-keepalive-after-core-on", "On"), ("wsgi-keepalive-after-core-wait", "1s")] {
+        let mut a = one_worker(
+            name,
+            "",
+            &format!(
+                "ProcdKeepAliveThread {setting}\nLoadModule after_core_module {}\nLogLevel notice procd:info\n",
+                so.display()
+            ),
+        );
+        let mut s = TcpStream::connect(("127.0.0.1", a.port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        for i in 0..3 {
+            s.write_all(b"GET /one/whoami HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+            match read_one(&mut s) {
+                Ok((200, _)) => {}
+                other => a.fail(&format!("ProcdKeepAliveThread {setting}, request {i}: {other:?}")),
+            }
+        }
+        drop(s);
+        let said = "PD0308: ProcdKeepAliveThread has no effect on this connection: its last output filter is \
+                    \"probe_after_core\"";
+        wait_until(Duration::from_secs(5), || a.error_log().contains(said));
+        let log = a.error_log();
+        // Once per child: the test's requests reach one or two children.
+        let times = log.matches(said).count();
+        if !(1..=2).contains(&times) {
+            a.fail(&format!("ProcdKeepAliveThread {setting}: expected the PD0308 line once per child, found {times}"));
+        }
+        a.stop();
+    }
+    std::fs::remove_dir_all(&build).unwrap();
+}
+
 #[test]
 fn keepalive_thread_finishes_a_big_response_to_a_slow_reader() {
     big_responses_to_a_slow_reader("wsgi-keepalive-thread-slow", "ProcdKeepAliveThread On\n");

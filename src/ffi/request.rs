@@ -192,6 +192,8 @@ impl Request {
             // NULL as "write without blocking"; a connection that ends in
             // another one is left as Apache has it.
             if last.is_null() || (*last).frec != sys::ap_core_output_filter_handle {
+                let name = if last.is_null() { "none".to_string() } else { string_from((*(*last).frec).name) };
+                log_keepalive_thread_idle(&name);
                 return false;
             }
             let Some(write) = (*(*last).frec).filter_func.out_func else { return false };
@@ -862,5 +864,21 @@ fn handle(r: *mut sys::request_rec) -> c_int {
                 sys::OK
             }
         }
+    }
+}
+
+/// Says once per child that `ProcdKeepAliveThread` stands aside: a module
+/// put output filter `last` after Apache's core output filter, and only
+/// the core's own filter can be asked to write without blocking.
+fn log_keepalive_thread_idle(last: &str) {
+    static LOGGED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if !LOGGED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        pd_log!(
+            logid::KEEPALIVE_THREAD_IDLE,
+            "ProcdKeepAliveThread has no effect on this connection: its last output filter is \"{}\", not Apache's \
+             core output filter, so its connections are served as with ProcdKeepAliveThread Off (the module that \
+             added that filter decides how they are written; this line is logged once per child)",
+            crate::protocol::escape_controls(last)
+        );
     }
 }
