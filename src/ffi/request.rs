@@ -875,9 +875,9 @@ fn log_keepalive_thread_idle(last: &str) {
     if !LOGGED.swap(true, std::sync::atomic::Ordering::Relaxed) {
         pd_log!(
             logid::KEEPALIVE_THREAD_IDLE,
-            "ProcdKeepAliveThread has no effect on this connection: its last output filter is \"{}\", not Apache's \
-             core output filter, so its connections are served as with ProcdKeepAliveThread Off (the module that \
-             added that filter decides how they are written; this line is logged once per child)",
+            "ProcdKeepAliveThread has no effect where a connection's last output filter is \"{}\" and not Apache's \
+             core output filter: such connections are served as with ProcdKeepAliveThread Off. Set it Off, or \
+             leave out the module that adds that filter (logged once per child)",
             crate::protocol::escape_controls(last)
         );
     }
