@@ -83,6 +83,11 @@ module ProcdRack
     Process.clock_gettime(Process::CLOCK_MONOTONIC)
   end
 
+  # A string of decimal digits as an Integer; nil for anything else.
+  def self.decimal(text)
+    text.to_i if text && !text.empty? && text.count("0-9") == text.length
+  end
+
   # Why Apache no longer waits for this request (it answered 503 after
   # queue-timeout, or its client left), or nil. See PROTOCOL.md.
   def self.abandoned(sock, env)
@@ -90,16 +95,16 @@ module ProcdRack
     # read well before it is answered by nobody else: the look at the
     # connection (one more system call) is made only past half the
     # queue-timeout.
-    queued_at = env["PROCD_QUEUED_AT_MS"].to_s
-    timeout = env["PROCD_QUEUE_TIMEOUT_MS"].to_s
-    if queued_at.match?(/\A\d+\z/) && timeout.match?(/\A\d+\z/)
-      waited = (Time.now.to_f * 1000).to_i - queued_at.to_i
+    queued_at = decimal(env["PROCD_QUEUED_AT_MS"])
+    timeout = decimal(env["PROCD_QUEUE_TIMEOUT_MS"])
+    if queued_at && timeout
+      waited = Process.clock_gettime(Process::CLOCK_REALTIME, :millisecond) - queued_at
       # Apache answers 503 at the deadline and closes just after: a request
       # read in that last moment counts as too old as well.
-      if waited >= timeout.to_i - 5
+      if waited >= timeout - 5
         return "it waited #{waited} ms in the queue, longer than queue-timeout (#{timeout} ms): Apache answered 503"
       end
-      return nil if waited < timeout.to_i / 2
+      return nil if waited < timeout / 2
     end
     begin
       peeked = sock.recv_nonblock(1, Socket::MSG_PEEK, exception: false)
@@ -146,10 +151,7 @@ module ProcdRack
   def self.encode_pairs(pairs)
     out = [pairs.length].pack("N")
     pairs.each do |name, value|
-      [name, value].each do |s|
-        b = s.to_s.b
-        out << [b.bytesize].pack("N") << b
-      end
+      out << [name.bytesize, name, value.bytesize, value].pack("Na*Na*")
     end
     out
   end
@@ -246,7 +248,7 @@ module ProcdRack
       @remaining = length # nil: unknown (chunked)
       @eof = length.zero? if length
       @eof ||= false
-      @spool = StringIO.new(String.new(encoding: BINARY))
+      @spool = nil # made when first needed: most requests have no body
       @spooled = 0
     end
 
@@ -267,10 +269,10 @@ module ProcdRack
         @eof = true if @remaining <= 0
       end
       unless payload.empty?
-        at = @spool.pos
-        @spool.seek(0, IO::SEEK_END)
-        @spool.write(payload)
-        @spool.seek(at)
+        at = spool.pos
+        spool.seek(0, IO::SEEK_END)
+        spool.write(payload)
+        spool.seek(at)
         @spooled += payload.bytesize
         to_file if @spool.is_a?(StringIO) && @spooled > SPOOL_IN_MEMORY
       end
@@ -281,15 +283,19 @@ module ProcdRack
       file = Tempfile.new("procd-rack-input")
       file.unlink
       file.binmode
-      at = @spool.pos
-      file.write(@spool.string)
+      at = spool.pos
+      file.write(spool.string)
       file.seek(at)
       @spool = file
     end
 
+    def spool
+      @spool ||= StringIO.new(String.new(encoding: BINARY))
+    end
+
     # Buffered bytes not yet given to the application.
     def buffered
-      @spooled - @spool.pos
+      @spool ? @spooled - @spool.pos : 0
     end
 
     def fill_to(size)
@@ -299,12 +305,12 @@ module ProcdRack
     def read(length = nil, outbuf = nil)
       if length.nil?
         pull(1 << 16) until @eof
-        data = @spool.read || "".b
+        data = spool.read || "".b
       else
         raise ArgumentError, "negative length #{length} given" if length.negative?
 
         fill_to(length)
-        data = length.zero? ? "".b : @spool.read(length) # nil at the end
+        data = length.zero? ? "".b : spool.read(length) # nil at the end
       end
       data = data&.b
       if outbuf
@@ -317,13 +323,13 @@ module ProcdRack
     def gets
       loop do
         # What is buffered: a line, or pull more.
-        at = @spool.pos
-        line = @spool.gets
+        at = spool.pos
+        line = spool.gets
         if line && (line.end_with?("\n") || @eof)
           return line.b
         end
 
-        @spool.seek(at)
+        spool.seek(at)
         return (line&.b) if @eof
 
         pull(8192)
@@ -337,7 +343,7 @@ module ProcdRack
     end
 
     def rewind
-      @spool.rewind
+      spool.rewind
       0
     end
 
@@ -453,14 +459,23 @@ module ProcdRack
       raise TypeError, "response header names must be Strings, got #{name.inspect}" unless name.is_a?(String)
       next if name.start_with?("rack.")
 
-      values = value.is_a?(Array) ? value : value.to_s.split("\n")
-      values.each { |v| pairs << [name, v.to_s] }
+      if value.is_a?(Array)
+        value.each { |v| pairs << [name, v.to_s] }
+      else
+        # As String#split("\n"): an empty value is no header at all.
+        value = value.to_s
+        if value.include?("\n")
+          value.split("\n").each { |v| pairs << [name, v] }
+        elsif !value.empty?
+          pairs << [name, value]
+        end
+      end
     end
     pairs
   end
 
   def self.status_code(status)
-    code = Integer(status, exception: false) || (status.respond_to?(:to_i) ? status.to_i : 0)
+    code = status.is_a?(Integer) ? status : Integer(status, exception: false) || (status.respond_to?(:to_i) ? status.to_i : 0)
     unless (200..599).cover?(code)
       # Apache refuses interim (1xx) and out-of-range statuses with a 502.
       raise ArgumentError, "invalid status #{status.inspect}: a response status is 200 to 599"
@@ -486,9 +501,8 @@ module ProcdRack
     Rack::Utils.escape_path(decoded.b).b
   end
 
-  def self.rack_version
-    defined?(Rack::VERSION) ? Rack::VERSION : [1, 3]
-  end
+  # rack.version: what the loaded rack says (Rack 3 dropped the constant).
+  RACK_VERSION = defined?(Rack::VERSION) ? Rack::VERSION : [1, 3]
 
   def self.handle(conn, apps, threads)
     kind, payload = conn.receive
@@ -496,7 +510,12 @@ module ProcdRack
 
     fields = payload.byteslice(1, payload.bytesize - 1).split("\0", -1)
     env = {}
-    (0...(fields.length - 1)).step(2) { |i| env[fields[i]] = fields[i + 1] }
+    i = 0
+    last = fields.length - 1
+    while i < last
+      env[fields[i]] = fields[i + 1]
+      i += 2
+    end
     why = abandoned(conn.sock, env)
     raise Dropped, "#{env.fetch('REQUEST_METHOD', '?')} #{printable(env.fetch('REQUEST_URI', '?'))}: #{why}" if why
 
@@ -506,25 +525,24 @@ module ProcdRack
     env.delete("HTTP_CONTENT_TYPE")
     env.delete("HTTP_CONTENT_LENGTH")
     length = env["CONTENT_LENGTH"].to_s
-    https = %w[on 1].include?(env.fetch("HTTPS", "off").downcase) || env["REQUEST_SCHEME"] == "https"
-    input = Input.new(conn, length.match?(/\A\d+\z/) ? length.to_i : nil)
+    https = env["REQUEST_SCHEME"] == "https" || ((flag = env["HTTPS"]) && (flag == "1" || flag.casecmp?("on")))
+    input = Input.new(conn, decimal(length))
     finished = []
-    env.update(
-      "rack.version" => rack_version,
-      "rack.url_scheme" => https ? "https" : "http",
-      "rack.input" => input,
-      "rack.errors" => $stderr,
-      "rack.multithread" => threads > 1,
-      "rack.multiprocess" => true,
-      "rack.run_once" => false,
-      "rack.hijack?" => false,
-      "rack.response_finished" => finished,
-      "SCRIPT_NAME" => env.fetch("SCRIPT_NAME", ""),
-      "PATH_INFO" => env.fetch("PATH_INFO", ""),
-      "QUERY_STRING" => env.fetch("QUERY_STRING", ""),
-      "SERVER_NAME" => env.fetch("SERVER_NAME", "localhost"),
-      "SERVER_PORT" => env.fetch("SERVER_PORT", "80")
-    )
+    # One key at a time: no temporary Hash per request.
+    env["rack.version"] = RACK_VERSION
+    env["rack.url_scheme"] = https ? "https" : "http"
+    env["rack.input"] = input
+    env["rack.errors"] = $stderr
+    env["rack.multithread"] = threads > 1
+    env["rack.multiprocess"] = true
+    env["rack.run_once"] = false
+    env["rack.hijack?"] = false
+    env["rack.response_finished"] = finished
+    env["SCRIPT_NAME"] ||= ""
+    env["PATH_INFO"] ||= ""
+    env["QUERY_STRING"] ||= ""
+    env["SERVER_NAME"] ||= "localhost"
+    env["SERVER_PORT"] ||= "80"
     env["PATH_INFO"] = raw_path_info(env["PATH_INFO"], env["REQUEST_URI"].to_s)
     # Rack's rule: SCRIPT_NAME is never "/" (the root mount is "").
     if env["SCRIPT_NAME"] == "/"
