@@ -434,13 +434,12 @@ sub check_bytes {
 
 sub encode_pairs {
     my ($pairs) = @_;
-    my $out = pack('N', @$pairs / 2);
-    for my $s (@$pairs) {
-        my $b = defined $s ? "$s" : '';
+    my @bytes = map {
+        my $b = defined $_ ? "$_" : '';
         utf8::encode($b) if utf8::is_utf8($b) && !utf8::downgrade($b, 1);
-        $out .= pack('N', length $b) . $b;
-    }
-    return $out;
+        $b
+    } @$pairs;
+    return pack('N(N/a*)*', @$pairs / 2, @bytes);
 }
 
 sub status_code {
@@ -470,35 +469,35 @@ sub handle {
         if $kind != REQUEST || $payload eq '' || ord($payload) != VERSION;
     my @fields = split /\0/, substr($payload, 1), -1;
     pop @fields;
-    my %env;
-    for (my $i = 0; $i + 1 < @fields; $i += 2) { $env{ $fields[$i] } = $fields[ $i + 1 ] }
+    pop @fields if @fields % 2;    # a name without its value
+    my %env = @fields;
     my $env = \%env;
     if (my $why = abandoned($conn->{sock}, $env)) {
         die { dropped => ($env->{REQUEST_METHOD} // '?') . ' ' . printable($env->{REQUEST_URI} // '?') . ": $why" };
     }
     delete @env{qw(PROCD_QUEUED_AT_MS PROCD_QUEUE_TIMEOUT_MS HTTP_CONTENT_TYPE HTTP_CONTENT_LENGTH)};
     my $length = $env{CONTENT_LENGTH} // '';
-    my $https  = lc($env{HTTPS} // 'off') =~ /^(on|1)$/ || ($env{REQUEST_SCHEME} // '') eq 'https';
+    my $flag   = $env{HTTPS} // '';
+    my $https  = ($env{REQUEST_SCHEME} // '') eq 'https' || $flag eq '1' || lc $flag eq 'on';
     $env{SCRIPT_NAME} //= '';
     $env{PATH_INFO}   //= '';
     if ($env{SCRIPT_NAME} eq '/') {    # PSGI's rule: the root mount is ""
         $env{SCRIPT_NAME} = '';
         $env{PATH_INFO} = '/' . ($env{PATH_INFO} =~ s{^/}{}r);
     }
-    %env = (
-        %env,
-        'psgi.version'         => [1, 1],
-        'psgi.url_scheme'      => $https ? 'https' : 'http',
-        'psgi.input'           => Procd::Input->new($conn, $length =~ /^\d+$/ ? 0 + $length : undef),
-        'psgi.errors'          => \*STDERR,
-        'psgi.multithread'     => '',
-        'psgi.multiprocess'    => 1,
-        'psgi.run_once'        => '',
-        'psgi.nonblocking'     => '',
-        'psgi.streaming'       => 1,
-        'psgix.input.buffered' => '',
-        'psgix.harakiri'       => 1,
-    );
+    # One key at a time: copying %env into a new list and back cost more
+    # than the rest of the request's set-up.
+    $env{'psgi.version'}         = [1, 1];
+    $env{'psgi.url_scheme'}      = $https ? 'https' : 'http';
+    $env{'psgi.input'}           = Procd::Input->new($conn, $length =~ /^\d+$/ ? 0 + $length : undef);
+    $env{'psgi.errors'}          = \*STDERR;
+    $env{'psgi.multithread'}     = '';
+    $env{'psgi.multiprocess'}    = 1;
+    $env{'psgi.run_once'}        = '';
+    $env{'psgi.nonblocking'}     = '';
+    $env{'psgi.streaming'}       = 1;
+    $env{'psgix.input.buffered'} = '';
+    $env{'psgix.harakiri'}       = 1;
 
     my $trace;
     my $sent = 0;    # HEADERS is out
@@ -593,6 +592,15 @@ sub send_body {
 
 # ---------------------------------------------------------------- serving --
 
+# The next connection on the (non-blocking) listener, or undef: Perl's own
+# accept, a plain handle (IO::Socket's accept builds an object through
+# several method calls per request, for nothing this loader uses).
+sub take {
+    my ($listener) = @_;
+    my $sock;
+    return accept($sock, $listener) ? $sock : undef;
+}
+
 # Seconds to wait for the manager's answer to RECYCLE before draining anyway.
 use constant RECYCLE_PATIENCE => 60;
 
@@ -642,7 +650,7 @@ sub main {
         # Under load a connection is usually waiting already: take it before
         # asking the kernel to wait (one system call fewer), but look at the
         # status channel at least every 0.5 s.
-        $sock = $listener->accept if !$draining && Time::HiRes::time() - $status_seen < 0.5;
+        $sock = take($listener) if !$draining && Time::HiRes::time() - $status_seen < 0.5;
         if (!$sock && !$draining) {
             my @ready = $select->can_read(0.5);
             $status_seen = Time::HiRes::time();
@@ -655,7 +663,7 @@ sub main {
             }
             next unless grep { $_ == $listener } @ready;
         }
-        $sock //= $listener->accept;
+        $sock //= take($listener);
         if (!$sock) {
             exit 0 if $draining;
             next;
