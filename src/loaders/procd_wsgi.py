@@ -119,12 +119,13 @@ class RequestClock:
         return now - self.start - excluded
 
 def encode_pairs(pairs):
-    out = [struct.pack(">I", len(pairs))]
+    # Latin-1 (with "replace") gives one byte per character: the lengths
+    # are the strings' own.
+    pack = struct.pack
+    out = [pack(">I", len(pairs))]
     for name, value in pairs:
-        for s in (name, value):
-            b = s.encode("latin-1", "replace")
-            out.append(struct.pack(">I", len(b)))
-            out.append(b)
+        out.append(pack(">I", len(name)) + name.encode("latin-1", "replace") + pack(">I", len(value))
+                   + value.encode("latin-1", "replace"))
     return b"".join(out)
 
 
@@ -389,11 +390,10 @@ def handle(conn, apps, threads):
         "wsgi.run_once": False,
         "wsgi.file_wrapper": FileWrapper,
     })
-    state = {"status": None, "headers": None, "sent": False}
+    state = {"status": None, "code": 0, "headers": None, "sent": False}
 
     def send_headers():
-        code = status_code(state["status"])
-        conn.queue(HEADERS, struct.pack(">H", code) + encode_pairs(state["headers"]))
+        conn.queue(HEADERS, struct.pack(">H", state["code"]) + encode_pairs(state["headers"]))
         state["sent"] = True
 
     def write(data):
@@ -417,11 +417,12 @@ def handle(conn, apps, threads):
                 exc_info = None
         elif state["status"] is not None:
             raise AssertionError("start_response() called twice without exc_info")
-        status_code(status)
+        code = status_code(status)
         for pair in response_headers:
-            if not (isinstance(pair, tuple) and len(pair) == 2 and all(isinstance(x, str) for x in pair)):
+            if not (isinstance(pair, tuple) and len(pair) == 2 and isinstance(pair[0], str)
+                    and isinstance(pair[1], str)):
                 raise TypeError("response headers must be (str, str) tuples, got %r" % (pair,))
-        state["status"], state["headers"] = status, list(response_headers)
+        state["status"], state["code"], state["headers"] = status, code, list(response_headers)
         return write
 
     try:
