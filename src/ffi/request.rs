@@ -192,8 +192,10 @@ impl Request {
             // NULL as "write without blocking"; a connection that ends in
             // another one is left as Apache has it.
             if last.is_null() || (*last).frec != sys::ap_core_output_filter_handle {
-                let name = if last.is_null() { "none".to_string() } else { string_from((*(*last).frec).name) };
-                log_keepalive_thread_idle(&name);
+                // The name is read only for the one line a child logs.
+                log_keepalive_thread_idle(|| {
+                    if last.is_null() { "none".to_string() } else { string_from((*(*last).frec).name) }
+                });
                 return false;
             }
             let Some(write) = (*(*last).frec).filter_func.out_func else { return false };
@@ -868,9 +870,9 @@ fn handle(r: *mut sys::request_rec) -> c_int {
 }
 
 /// Says once per child that `ProcdKeepAliveThread` stands aside: a module
-/// put output filter `last` after Apache's core output filter, and only
+/// put the output filter `last()` names after Apache's core output filter, and only
 /// the core's own filter can be asked to write without blocking.
-fn log_keepalive_thread_idle(last: &str) {
+fn log_keepalive_thread_idle(last: impl FnOnce() -> String) {
     static LOGGED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
     if !LOGGED.swap(true, std::sync::atomic::Ordering::Relaxed) {
         pd_log!(
@@ -878,7 +880,7 @@ fn log_keepalive_thread_idle(last: &str) {
             "ProcdKeepAliveThread has no effect where a connection's last output filter is \"{}\" and not Apache's \
              core output filter: such connections are served as with ProcdKeepAliveThread Off. Set it Off, or \
              leave out the module that adds that filter (logged once per child)",
-            crate::protocol::escape_controls(last)
+            crate::protocol::escape_controls(&last())
         );
     }
 }

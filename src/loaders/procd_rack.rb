@@ -501,7 +501,7 @@ module ProcdRack
     Rack::Utils.escape_path(decoded.b).b
   end
 
-  # rack.version: what the loaded rack says (Rack 3 dropped the constant).
+  # rack.version: the loaded rack's Rack::VERSION where it defines one.
   RACK_VERSION = defined?(Rack::VERSION) ? Rack::VERSION : [1, 3]
 
   def self.handle(conn, apps, threads)
