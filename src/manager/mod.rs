@@ -1226,11 +1226,16 @@ impl Manager {
                         "127.0.0.1:{port} (PORT of worker pid {pid}) is {}; no request is sent there",
                         describe_owner(other, &plan)
                     );
-                    pd_log!(id::PORT_REFUSED, group = %name, log = %plan.error_log, generation = gen_id, pid = pid.as_raw(), reason = %why, "generation {gen_id}: {why}");
+                    let refused = || {
+                        pd_log!(id::PORT_REFUSED, group = %name, log = %plan.error_log, generation = gen_id, pid = pid.as_raw(), reason = %why, "generation {gen_id}: {why}");
+                    };
                     if phase == Phase::Starting {
+                        refused();
                         self.fail_starting(name, &why);
                     } else {
-                        self.note(name, status::Kind::Generation, "port-refused", &why);
+                        // The files first, then the line: whoever reads the
+                        // line finds requests already waiting for the new
+                        // generation, not the 503 of the deaf one.
                         unpublish_port(&dir, name);
                         if self.generation_mut(name, gen_id).map(|g| std::mem::replace(&mut g.shown, Shown::Hidden))
                             == Some(Shown::Deaf)
@@ -1238,6 +1243,8 @@ impl Manager {
                             // Requests wait for the new generation.
                             mark_up(&dir, name);
                         }
+                        refused();
+                        self.note(name, status::Kind::Generation, "port-refused", &why);
                         self.drain(name, gen_id);
                         self.start_generation(name);
                     }
