@@ -237,24 +237,14 @@ enum ReadError {
 
 /// Reads more of the program's answer into `buf`, waiting until `until`.
 fn read_more(stream: &mut Stream, buf: &mut Vec<u8>, chunk: &mut [u8], until: Instant) -> Result<usize, ReadError> {
-    loop {
-        let left = until.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(ReadError::Timeout);
+    match super::read_within(stream.as_fd(), chunk, until) {
+        Ok(0) => Err(ReadError::Closed),
+        Ok(n) => {
+            buf.extend_from_slice(&chunk[..n]);
+            Ok(n)
         }
-        let _ = stream.set_read_timeout(Some(left.max(Duration::from_millis(1))));
-        match stream.read(chunk) {
-            Ok(0) => return Err(ReadError::Closed),
-            Ok(n) => {
-                buf.extend_from_slice(&chunk[..n]);
-                return Ok(n);
-            }
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                return Err(ReadError::Timeout);
-            }
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(_) => return Err(ReadError::Closed),
-        }
+        Err(e) if e.kind() == ErrorKind::TimedOut => Err(ReadError::Timeout),
+        Err(_) => Err(ReadError::Closed),
     }
 }
 

@@ -449,6 +449,42 @@ pub(super) fn group_down(path: &Path) -> Option<String> {
     Some(text.trim().to_string())
 }
 
+/// Reads what a worker's connection has into `chunk`, waiting for it
+/// until `until` (then `TimedOut`). 0: the worker closed it.
+///
+/// The wait is a `poll` for input, not a read blocked under a receive
+/// timeout: on a Unix socket the kernel wakes every thread asleep in a
+/// read of it whenever the peer reads what this side sent (the buffer
+/// space freed is announced to all sleepers alike), so a blocked read woke
+/// its Apache thread once for nothing at every request, when the worker
+/// read the request. `poll` sleeps until there is input, the only thing
+/// worth waking for; then a read that cannot block takes it.
+pub(super) fn read_within(fd: std::os::fd::BorrowedFd<'_>, chunk: &mut [u8], until: Instant) -> std::io::Result<usize> {
+    use nix::errno::Errno;
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    use nix::sys::socket::{MsgFlags, recv};
+    use std::os::fd::AsRawFd;
+    loop {
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(std::io::ErrorKind::TimedOut.into());
+        }
+        // Whole milliseconds, rounded up; long waits in steps of a minute.
+        let ms = u16::try_from(left.as_micros().div_ceil(1000).min(60_000)).unwrap_or(60_000);
+        let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::from(ms)) {
+            Ok(0) | Err(Errno::EINTR) => continue,
+            Ok(_) => {}
+            Err(e) => return Err(e.into()),
+        }
+        match recv(fd.as_raw_fd(), chunk, MsgFlags::MSG_DONTWAIT) {
+            Ok(n) => return Ok(n),
+            Err(Errno::EAGAIN | Errno::EINTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
 /// Milliseconds since the epoch (the clock the worker compares with).
 pub(super) fn epoch_ms(t: std::time::SystemTime) -> u128 {
     t.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis())
@@ -533,6 +569,50 @@ pub(super) fn bad_gateway_plain(log: String) -> Outcome {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Voluntary context switches of the calling thread so far.
+    fn sleeps_so_far() -> u64 {
+        let status = std::fs::read_to_string("/proc/thread-self/status").unwrap();
+        let line = status.lines().find(|l| l.starts_with("voluntary_ctxt_switches:")).unwrap();
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    }
+
+    #[test]
+    fn waiting_for_the_answer_sleeps_once_and_not_when_the_worker_reads_the_request() {
+        use std::io::{Read, Write};
+        use std::os::fd::AsFd;
+        let (mut apache, mut worker) = UnixStream::pair().unwrap();
+        let peer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            let mut request = [0u8; 7];
+            worker.read_exact(&mut request).unwrap();
+            // A read blocked in the kernel is woken here, for nothing.
+            std::thread::sleep(Duration::from_millis(100));
+            worker.write_all(b"answer").unwrap();
+        });
+        apache.write_all(b"request").unwrap();
+        let before = sleeps_so_far();
+        let mut chunk = [0u8; 16];
+        let n = read_within(apache.as_fd(), &mut chunk, Instant::now() + Duration::from_secs(10)).unwrap();
+        let slept = sleeps_so_far() - before;
+        peer.join().unwrap();
+        assert_eq!(&chunk[..n], b"answer");
+        assert_eq!(slept, 1, "the thread went to sleep {slept} times waiting for one answer");
+    }
+
+    #[test]
+    fn waiting_for_the_answer_ends_at_the_deadline_or_when_the_worker_closes() {
+        use std::os::fd::AsFd;
+        let (apache, worker) = UnixStream::pair().unwrap();
+        let mut chunk = [0u8; 16];
+        let t0 = Instant::now();
+        let e = read_within(apache.as_fd(), &mut chunk, t0 + Duration::from_millis(150)).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::TimedOut);
+        let took = t0.elapsed();
+        assert!(took >= Duration::from_millis(150) && took < Duration::from_secs(2), "{took:?}");
+        drop(worker);
+        assert_eq!(read_within(apache.as_fd(), &mut chunk, Instant::now() + Duration::from_secs(5)).unwrap(), 0);
+    }
 
     fn outcome<T>(r: Result<T, ConnectError>) -> String {
         match r {

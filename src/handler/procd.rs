@@ -3,11 +3,12 @@
 
 use super::readbuf::ReadBuf;
 use super::{
-    Client, Outcome, Target, bad_gateway_plain, connect_failure, connect_within, content_length, epoch_ms,
+    Client, Outcome, Target, bad_gateway_plain, connect_failure, connect_within, content_length, epoch_ms, read_within,
     recent_death, worker_fate,
 };
 use crate::protocol::{EnvBuilder, Frame, ProtocolError, decode, encode, escape_log_bounded};
-use std::io::{ErrorKind, Read, Write};
+use std::io::{ErrorKind, Write};
+use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
@@ -34,18 +35,10 @@ fn read_frame(stream: &mut UnixStream, inbox: &mut Inbox, deadline: Instant) -> 
             Ok(None) => {}
             Err(e) => return Err(ReadError::Protocol(e)),
         }
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(ReadError::Timeout);
-        }
-        let _ = stream.set_read_timeout(Some(left.max(Duration::from_millis(1))));
-        match stream.read(chunk) {
+        match read_within(stream.as_fd(), chunk, deadline) {
             Ok(0) => return Err(ReadError::Closed),
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                return Err(ReadError::Timeout);
-            }
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == ErrorKind::TimedOut => return Err(ReadError::Timeout),
             Err(_) => return Err(ReadError::Io),
         }
     }

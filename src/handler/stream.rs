@@ -24,10 +24,6 @@ macro_rules! either {
 }
 
 impl Stream {
-    pub fn set_read_timeout(&self, t: Option<Duration>) -> std::io::Result<()> {
-        either!(self, s => s.set_read_timeout(t))
-    }
-
     pub fn set_write_timeout(&self, t: Option<Duration>) -> std::io::Result<()> {
         either!(self, s => s.set_write_timeout(t))
     }

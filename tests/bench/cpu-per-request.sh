@@ -3,6 +3,9 @@
 #   tests/bench/cpu-per-request.sh procd-http-anchors.sh node_proxy procd_http
 #   CPR_PERF=1 (perf record -a -g into each row's run dir)
 #   CPR_SYSCALLS=1 (strace -c of Apache's children for 3 s, in syscalls.txt)
+#   CPR_SCHED=1 (perf record of every context switch for 3 s, with call
+#     stacks, in sched.data: why each program's threads left the CPU;
+#     tests/bench/switches.py sched.data summarises it)
 #   CPR_ROUNDS=3 CPR_CONNS=64 tests/bench/cpu-per-request.sh procd-anchor.sh wsgi_daemon procd
 # Each round starts every row in turn (odd rounds in the order given, even
 # rounds reversed), warms it up, then reads utime+stime of every process on
@@ -49,6 +52,10 @@ for round in $(seq "${CPR_ROUNDS:-2}"); do
     if [ -n "${CPR_PERF:-}" ]; then
       # A profile of the whole box during the run: perf report -i "$dir/perf.data".
       perf record -q -a ${CPR_PERF_CALLGRAPH:--g} -o "$dir/perf.data" -- sleep "$((secs - 2))" >/dev/null 2>&1 &
+      probes+=($!)
+    fi
+    if [ -n "${CPR_SCHED:-}" ]; then
+      (sleep 2; perf record -q -a -g -e sched:sched_switch -o "$dir/sched.data" -- sleep 3 >/dev/null 2>&1) &
       probes+=($!)
     fi
     if [ -n "${CPR_SYSCALLS:-}" ]; then
