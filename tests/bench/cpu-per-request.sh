@@ -5,7 +5,8 @@
 #   CPR_SYSCALLS=1 (strace -c of Apache's children for 3 s, in syscalls.txt)
 #   CPR_SCHED=1 (perf record of every context switch for 3 s, with call
 #     stacks, in sched.data: why each program's threads left the CPU;
-#     tests/bench/switches.py sched.data summarises it)
+#     tests/bench/switches.py sched.data summarises it; CPR_SCHED_CALLGRAPH=
+#     "--call-graph dwarf" for stacks through code without frame pointers)
 #   CPR_ROUNDS=3 CPR_CONNS=64 tests/bench/cpu-per-request.sh procd-anchor.sh wsgi_daemon procd
 # Each round starts every row in turn (odd rounds in the order given, even
 # rounds reversed), warms it up, then reads utime+stime of every process on
@@ -55,7 +56,7 @@ for round in $(seq "${CPR_ROUNDS:-2}"); do
       probes+=($!)
     fi
     if [ -n "${CPR_SCHED:-}" ]; then
-      (sleep 2; perf record -q -a -g -e sched:sched_switch -o "$dir/sched.data" -- sleep 3 >/dev/null 2>&1) &
+      (sleep 2; perf record -q -a ${CPR_SCHED_CALLGRAPH:--g} -e sched:sched_switch -o "$dir/sched.data" -- sleep 3 >/dev/null 2>&1) &
       probes+=($!)
     fi
     if [ -n "${CPR_SYSCALLS:-}" ]; then
