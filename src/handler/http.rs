@@ -238,12 +238,12 @@ enum ReadError {
 /// Reads more of the program's answer into `buf`, waiting until `until`.
 fn read_more(stream: &mut Stream, buf: &mut Vec<u8>, chunk: &mut [u8], until: Instant) -> Result<usize, ReadError> {
     match super::read_within(stream.as_fd(), chunk, until) {
-        Ok(0) => Err(ReadError::Closed),
-        Ok(n) => {
+        Ok(None) => Err(ReadError::Timeout),
+        Ok(Some(0)) => Err(ReadError::Closed),
+        Ok(Some(n)) => {
             buf.extend_from_slice(&chunk[..n]);
             Ok(n)
         }
-        Err(e) if e.kind() == ErrorKind::TimedOut => Err(ReadError::Timeout),
         Err(_) => Err(ReadError::Closed),
     }
 }

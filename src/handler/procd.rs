@@ -36,9 +36,9 @@ fn read_frame(stream: &mut UnixStream, inbox: &mut Inbox, deadline: Instant) -> 
             Err(e) => return Err(ReadError::Protocol(e)),
         }
         match read_within(stream.as_fd(), chunk, deadline) {
-            Ok(0) => return Err(ReadError::Closed),
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            Err(e) if e.kind() == ErrorKind::TimedOut => return Err(ReadError::Timeout),
+            Ok(None) => return Err(ReadError::Timeout),
+            Ok(Some(0)) => return Err(ReadError::Closed),
+            Ok(Some(n)) => buf.extend_from_slice(&chunk[..n]),
             Err(_) => return Err(ReadError::Io),
         }
     }

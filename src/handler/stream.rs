@@ -37,6 +37,9 @@ impl Stream {
     }
 }
 
+/// Only for a stream set non-blocking (the tunnel): no receive timeout is
+/// ever set on these sockets, so a blocking read would have no bound; wait
+/// for a worker's answer with `read_within`.
 impl Read for Stream {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         either!(self, s => s.read(buf))
