@@ -266,9 +266,7 @@ fn a_worker_that_never_gets_ready_is_killed_at_startup_timeout() {
     if most > 1 {
         a.fail(&format!("{most} hung workers at once: the discarded ones were not killed"));
     }
-    // A worker killed a moment ago is a zombie until the manager's next
-    // wake-up reaps it: only one that stays is a fault.
-    if !wait_until(Duration::from_secs(2), || zombie_children(manager).is_empty()) {
+    if !zombies_reaped(manager) {
         a.fail("zombies under the manager");
     }
     a.stop();

@@ -181,9 +181,7 @@ fn run(mpm: Mpm) {
     if !lingering.is_empty() {
         a.fail(&format!("workers of old generations still alive: {lingering:?}"));
     }
-    // A worker killed a moment ago is a zombie until the manager's next
-    // wake-up reaps it: only one that stays is a fault.
-    if !wait_until(Duration::from_secs(2), || zombie_children(manager).is_empty()) {
+    if !zombies_reaped(manager) {
         a.fail("zombies under the manager");
     }
     a.stop();

@@ -372,9 +372,7 @@ fn failing_command_backs_off_quietly() {
     if cpu > 50 {
         a.fail(&format!("the manager used {cpu} ticks in 6 s: not idle"));
     }
-    // A worker killed a moment ago is a zombie until the manager's next
-    // wake-up reaps it: only one that stays is a fault.
-    if !wait_until(Duration::from_secs(2), || zombie_children(manager).is_empty()) {
+    if !zombies_reaped(manager) {
         a.fail("zombies under the manager");
     }
     a.stop();

@@ -236,7 +236,7 @@ enum ReadError {
 }
 
 /// Reads more of the program's answer into `buf`, waiting until `until`.
-fn read_more(stream: &mut Stream, buf: &mut Vec<u8>, chunk: &mut [u8], until: Instant) -> Result<usize, ReadError> {
+fn read_more(stream: &Stream, buf: &mut Vec<u8>, chunk: &mut [u8], until: Instant) -> Result<usize, ReadError> {
     match super::read_within(stream.as_fd(), chunk, until) {
         Ok(None) => Err(ReadError::Timeout),
         Ok(Some(0)) => Err(ReadError::Closed),

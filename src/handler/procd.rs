@@ -24,7 +24,7 @@ struct Inbox {
     chunk: ReadBuf,
 }
 
-fn read_frame(stream: &mut UnixStream, inbox: &mut Inbox, deadline: Instant) -> Result<Frame, ReadError> {
+fn read_frame(stream: &UnixStream, inbox: &mut Inbox, deadline: Instant) -> Result<Frame, ReadError> {
     let Inbox { buf, chunk } = inbox;
     loop {
         match decode(buf) {
@@ -122,7 +122,7 @@ pub fn proxy(client: &mut dyn Client, target: &Target, mut env: Vec<u8>) -> Outc
             None => (Instant::now() + QUEUE_POLL).min(queue_deadline),
             Some(taken) => taken + target.request_timeout,
         };
-        match read_frame(&mut stream, &mut buf, until) {
+        match read_frame(&stream, &mut buf, until) {
             Ok(Frame::Hello { pid }) => {
                 client.taken(taken_at.unwrap_or_else(Instant::now).saturating_duration_since(begun), pid);
                 break pid;
@@ -184,7 +184,7 @@ pub fn proxy(client: &mut dyn Client, target: &Target, mut env: Vec<u8>) -> Outc
         if headers_sent { Outcome::Cut { log } } else { Outcome::Failed { status, retry_after: None, log } }
     };
     let outcome = loop {
-        match read_frame(&mut stream, &mut buf, deadline) {
+        match read_frame(&stream, &mut buf, deadline) {
             Ok(Frame::Pull { max }) => {
                 if !pulled {
                     // BODY frames: each write is bounded by request-timeout

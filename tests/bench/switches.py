@@ -38,7 +38,10 @@ def main():
             if len(parts) < 2 or "kernel.kallsyms" in parts[1]:
                 continue
             sym = parts[1].rsplit(" (", 1)
-            name = sym[0] if sym[0] != "[unknown]" else "?(" + sym[1].rstrip(")").rsplit("/", 1)[-1] + ")"
+            if sym[0] != "[unknown]" or len(sym) < 2:
+                name = sym[0]
+            else:
+                name = "?(" + sym[1].rstrip(")").rsplit("/", 1)[-1] + ")"
             user.append(name)
             if len(user) >= depth:
                 break

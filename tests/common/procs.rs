@@ -109,6 +109,13 @@ pub fn zombie_children(pid: i32) -> Vec<i32> {
         .collect()
 }
 
+/// Whether `pid` is left with no zombie children within 2 s: a child
+/// killed a moment ago is a zombie until its parent's next wake-up reaps
+/// it; only one that stays is a fault.
+pub fn zombies_reaped(pid: i32) -> bool {
+    super::apache::wait_until(std::time::Duration::from_secs(2), || zombie_children(pid).is_empty())
+}
+
 /// Every open descriptor of a process: (number, what it points to). Each
 /// descriptor counts, also two pointing to the same pipe or file.
 pub fn fd_list(pid: i32) -> Vec<(i32, String)> {
