@@ -237,14 +237,26 @@ enum ReadError {
 
 /// Reads more of the program's answer into `buf`, waiting until `until`.
 fn read_more(stream: &Stream, buf: &mut Vec<u8>, chunk: &mut [u8], until: Instant) -> Result<usize, ReadError> {
-    match super::read_within(stream.as_fd(), chunk, until) {
-        Ok(None) => Err(ReadError::Timeout),
-        Ok(Some(0)) => Err(ReadError::Closed),
-        Ok(Some(n)) => {
+    match super::read_within(stream.as_fd(), chunk, until).transpose() {
+        None => Err(ReadError::Timeout),
+        Some(got) => keep(got, buf, chunk),
+    }
+}
+
+/// Reads into `buf` what the program has already sent, without waiting:
+/// `None` if nothing is there yet.
+fn take_ready(stream: &Stream, buf: &mut Vec<u8>, chunk: &mut [u8]) -> Option<Result<usize, ReadError>> {
+    super::read_ready(stream.as_fd(), chunk).transpose().map(|got| keep(got, buf, chunk))
+}
+
+/// A read's bytes appended to `buf`; its end or error is the end of the connection.
+fn keep(got: std::io::Result<usize>, buf: &mut Vec<u8>, chunk: &[u8]) -> Result<usize, ReadError> {
+    match got {
+        Ok(0) | Err(_) => Err(ReadError::Closed),
+        Ok(n) => {
             buf.extend_from_slice(&chunk[..n]);
             Ok(n)
         }
-        Err(_) => Err(ReadError::Closed),
     }
 }
 
@@ -607,17 +619,22 @@ fn relay_body(client: &mut dyn Client, conn: &mut Conn<'_>, framing: Framing) ->
             conn.buf = pending;
             return (Outcome::Done, true);
         }
-        // Nothing more right now: pass on what the client has so far.
-        if !readable_now(&conn.stream) {
-            let waiting = Instant::now();
-            let flushed = client.flush();
-            deadline += waiting.elapsed();
-            if !flushed {
-                return (Outcome::Done, false);
-            }
-        }
+        // More if the program has sent it; if not, pass on what the client
+        // has so far, then wait for it.
         let Conn { stream, chunk, .. } = conn;
-        match read_more(stream, &mut pending, chunk, deadline) {
+        let more = match take_ready(stream, &mut pending, chunk) {
+            Some(more) => more,
+            None => {
+                let waiting = Instant::now();
+                let flushed = client.flush();
+                deadline += waiting.elapsed();
+                if !flushed {
+                    return (Outcome::Done, false);
+                }
+                read_more(stream, &mut pending, chunk, deadline)
+            }
+        };
+        match more {
             Ok(_) => {}
             Err(ReadError::Closed) if framing == Framing::UntilClose => return (Outcome::Done, false),
             Err(ReadError::Closed) => {

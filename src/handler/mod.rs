@@ -491,6 +491,23 @@ pub(super) fn read_within(
     }
 }
 
+/// Reads what `fd` has for us now, without waiting: `Ok(None)` if nothing
+/// is there yet. One system call where a zero-timeout `poll` and then a
+/// read would take two.
+pub(super) fn read_ready(fd: std::os::fd::BorrowedFd<'_>, chunk: &mut [u8]) -> std::io::Result<Option<usize>> {
+    use nix::errno::Errno;
+    use nix::sys::socket::{MsgFlags, recv};
+    use std::os::fd::AsRawFd;
+    loop {
+        match recv(fd.as_raw_fd(), chunk, MsgFlags::MSG_DONTWAIT) {
+            Ok(n) => return Ok(Some(n)),
+            Err(Errno::EINTR) => {}
+            Err(Errno::EAGAIN) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
 /// Milliseconds since the epoch (the clock the worker compares with).
 pub(super) fn epoch_ms(t: std::time::SystemTime) -> u128 {
     t.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis())

@@ -202,7 +202,14 @@ package Procd::Connection {
             $self->{clock}->block;
             my $want = $n - length $self->{inbox};
             $want = 65536 if $want < 65536;
-            my $got = sysread($self->{sock}, $self->{inbox}, $want, length $self->{inbox});
+            # What is there, without blocking; else wait in select below. A
+            # read blocked on a Unix socket is woken for nothing when Apache
+            # reads what we sent (the PULL before a BODY).
+            my $got;
+            if (defined recv($self->{sock}, my $chunk, $want, Socket::MSG_DONTWAIT())) {
+                $got = length $chunk;
+                $self->{inbox} .= $chunk;
+            }
             my $err = $!;
             $self->{clock}->unblock;
             if (!defined $got) {

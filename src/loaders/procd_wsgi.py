@@ -146,6 +146,7 @@ class Connection:
         # HELLO rides along with the first frame we send anyway (Apache knows
         # the request was taken when the kernel says we read it).
         self.hello = HELLO_FRAME
+        self.poller = None  # made at the first read that has to wait
 
     def queue(self, kind, payload=b""):
         self.outbox.append(struct.pack(">BI", kind, len(payload)))
@@ -183,7 +184,7 @@ class Connection:
         while len(self.inbox) < n:
             self.clock.block()
             try:
-                chunk = self.sock.recv(max(n - len(self.inbox), 1 << 16))
+                chunk = self._recv(max(n - len(self.inbox), 1 << 16))
             except OSError as e:
                 raise TransportError("cannot read from Apache: %s" % e)
             finally:
@@ -191,6 +192,20 @@ class Connection:
             if not chunk:
                 raise TransportError("Apache closed the connection")
             self.inbox += chunk
+
+    def _recv(self, size):
+        # What is there, without blocking; else wait in poll. A read
+        # blocked on a Unix socket is woken for nothing when Apache reads
+        # what we sent (the PULL before a BODY): poll waits for input only.
+        while True:
+            try:
+                return self.sock.recv(size, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                pass
+            if self.poller is None:
+                self.poller = select.poll()
+                self.poller.register(self.sock, select.POLLIN)
+            self.poller.poll()
 
     def receive(self):
         self._fill(5)
