@@ -942,3 +942,62 @@ fn big_responses_to_a_slow_reader(name: &str, directive: &str) {
     }
     a.stop();
 }
+
+/// Sends `per_client` GETs of `path` from each of `clients` threads at
+/// once; the bodies, in no particular order.
+fn bodies_from_clients(port: u16, path: &'static str, clients: usize, per_client: usize) -> Vec<String> {
+    let threads: Vec<_> = (0..clients)
+        .map(|_| {
+            std::thread::spawn(move || {
+                (0..per_client)
+                    .map(|_| http_get(port, path).map_or_else(|e| e, |r| format!("{} {}", r.status, r.text().trim())))
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    threads.into_iter().flat_map(|t| t.join().unwrap_or_default()).collect()
+}
+
+/// Under the GIL a second request taken while the first computes only
+/// shares the CPU with it: with `intake=gil`, while requests are quick a
+/// process takes them one at a time (the rest wait for a free process, in
+/// order); one that sleeps lets the process take requests on all its
+/// threads. Without it (the default) every thread takes requests.
+#[test]
+fn intake_gil_takes_quick_requests_in_turn_and_sleeping_ones_side_by_side() {
+    ensure_user("procd-test-a");
+    let conf = "LanguageGroup gil language=python processes=1 threads=4 intake=gil user=procd-test-a app=@DIR@/wsgi_app.py\n\
+                LanguageMount /gil gil\n\
+                LanguageGroup all language=python processes=1 threads=4 user=procd-test-a app=@DIR@/wsgi_app.py\n\
+                LanguageMount /all all\n";
+    let mut a = Apache::new("wsgi-intake", Mpm::Event, conf);
+    std::fs::copy(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/apps/wsgi_app.py"), a.dir.join("wsgi_app.py")).unwrap();
+    a.start();
+    wait_until(Duration::from_secs(10), || a.get("/gil/env").status == 200 && a.get("/all/env").status == 200);
+
+    // Quick requests from 8 clients at once: with intake=gil each ran alone
+    // in its process (a request the loaded box stalls may let one more in);
+    // by default most ran beside another.
+    let overlapped = |a: &Apache, path: &'static str| {
+        let answers = bodies_from_clients(a.port, path, 8, 40);
+        let failed: Vec<_> = answers.iter().filter(|b| !b.starts_with("200 ")).cloned().collect();
+        if !failed.is_empty() {
+            a.fail(&format!("{path}: failed requests: {failed:?}"));
+        }
+        answers.iter().filter(|b| b.as_str() == "200 overlap").count()
+    };
+    let gil = overlapped(&a, "/gil/overlap");
+    let all = overlapped(&a, "/all/overlap");
+    if gil * 4 > 320 || all * 4 < 320 {
+        a.fail(&format!("quick requests that ran beside another: {gil} of 320 with intake=gil, {all} of 320 without"));
+    }
+
+    // Sleeping ones (0.6 s) on all 4 threads at once, not one by one.
+    let t0 = Instant::now();
+    let answers = bodies_from_clients(a.port, "/gil/sleep?s=0.6", 4, 1);
+    let took = t0.elapsed();
+    if answers.iter().any(|b| b != "200 slept") || took > Duration::from_millis(1500) {
+        a.fail(&format!("4 requests asleep 0.6 s on 4 threads took {took:?}: {answers:?}"));
+    }
+    a.stop();
+}

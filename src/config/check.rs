@@ -331,6 +331,12 @@ fn check_group(g: &GroupConfig, table: &BTreeMap<String, Language>, apache_user:
         ));
     }
 
+    if g.intake_gil && lang.loader.is_none_or(|l| l.file != "procd_wsgi.py") {
+        errors.push(format!(
+            "{at}: intake=gil is not possible for language={}: only the Python (WSGI) loader takes requests that way; remove intake= or use intake=threads",
+            g.language
+        ));
+    }
     errors.extend(listen_error(g, lang, &who, apache_user, &at));
 
     match g.command.as_ref().or(lang.command.as_ref()).and_then(|c| c.first()) {
@@ -509,6 +515,22 @@ mod tests {
         assert!(errors[1].contains("command=/no/such/python is not installed"), "{}", errors[1]);
         assert!(errors[2].contains("needs command="), "{}", errors[2]);
         assert!(errors[3].contains("threads=4 is not possible"), "{}", errors[3]);
+    }
+
+    #[test]
+    fn intake_gil_is_for_python_groups() {
+        let mut main = ServerConfig::default();
+        main.apply("LanguageGroup", "py language=python threads=8 intake=gil", &ctx(1)).unwrap();
+        main.apply("LanguageGroup", "rb language=ruby threads=4 intake=gil", &ctx(2)).unwrap();
+        main.apply("LanguageGroup", "rb2 language=ruby threads=4 intake=threads", &ctx(3)).unwrap();
+        let errors: Vec<String> = run(&main, &[]).into_iter().filter(|e| e.contains("intake=")).collect();
+        assert_eq!(errors.len(), 1, "{errors:#?}");
+        assert!(
+            errors[0].contains("LanguageGroup rb (at t.conf:2): intake=gil is not possible for language=ruby")
+                && errors[0].contains("intake=threads"),
+            "{}",
+            errors[0]
+        );
     }
 
     #[test]

@@ -28,6 +28,9 @@ pub struct GroupConfig {
     pub listen: Option<super::languages::Listen>,
     pub processes: ProcessRange,
     pub threads: u32,
+    /// `intake=gil`: a python worker takes a new request only while none of
+    /// its requests in progress computes (`false`: on every thread).
+    pub intake_gil: bool,
     /// `None`: Apache's own `User`.
     pub user: Option<RunAs>,
     /// `group=`; `None`: the user's primary group.
@@ -67,6 +70,7 @@ pub const OPTIONS: &[(&str, &str)] = &[
     ("language", "a language name (python, ruby, perl, php, cgi, http, or one from ProcdLanguages)"),
     ("processes", "N or MIN-MAX"),
     ("threads", "1 to 1024"),
+    ("intake", "threads (default) or gil (language=python only)"),
     ("user", "an existing user other than root"),
     ("group", "an existing group other than root"),
     ("home", "a directory"),
@@ -160,6 +164,7 @@ pub fn parse_group(args: &str, server_root: &Path, origin: Origin) -> Result<Gro
         listen: None,
         processes: DEFAULT_PROCESSES,
         threads: DEFAULT_THREADS,
+        intake_gil: false,
         user: None,
         group: None,
         home: None,
@@ -203,6 +208,13 @@ pub fn parse_group(args: &str, server_root: &Path, origin: Origin) -> Result<Gro
             }
             "processes" => g.processes = parse_processes(value).map_err(bad)?,
             "threads" => g.threads = parse_count(value, 1, 1024).map_err(bad)? as u32,
+            "intake" => {
+                g.intake_gil = match value {
+                    "threads" => false,
+                    "gil" => true,
+                    _ => return Err(bad("expected threads (every thread takes requests, the default) or gil (a python worker takes a new request only while none of its requests computes)".into())),
+                }
+            }
             "user" => {
                 let u = lookup_user(value).map_err(bad)?;
                 if u.uid.is_root() {
@@ -285,6 +297,8 @@ mod tests {
         assert_eq!(g.name, "shop");
         assert_eq!(g.processes, ProcessRange { min: 2, max: 8 });
         assert_eq!(g.threads, 4);
+        assert!(!g.intake_gil);
+        assert!(parse("shop language=python threads=8 intake=gil").unwrap().intake_gil);
         assert_eq!(g.user.as_ref().unwrap().name, "nobody");
         assert_eq!(g.memory_limit, Some(512 << 20));
         assert_eq!(g.error_log.as_deref(), Some(Path::new("/etc/apache2/logs/shop.log")));
@@ -330,6 +344,8 @@ mod tests {
         assert!(e.contains("unknown option \"proceses\"") && e.contains("did you mean processes=?"), "{e}");
         let e = err("shop language=python processes=abc");
         assert!(e.starts_with("LanguageGroup shop: invalid processes=abc: expected N"), "{e}");
+        let e = err("shop language=python intake=one");
+        assert!(e.contains("invalid intake=one") && e.contains("expected threads") && e.contains("or gil"), "{e}");
         let e = err("shop language=python threads=0");
         assert!(e.contains("invalid threads=0") && e.contains("1 to 1024"), "{e}");
         let e = err("shop language=python memory-limit=lots");

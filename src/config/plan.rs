@@ -264,6 +264,11 @@ pub fn build_plan(views: &[ServerView<'_>], apache: &Identity, runtime_dir: &str
                 env.retain(|(old, _)| old != k);
                 env.push((k.clone(), v.clone()));
             }
+            if g.intake_gil {
+                // Read by the WSGI loader (see README, "How a process's
+                // threads take requests").
+                env.push(("PROCD_INTAKE".to_string(), "gil".to_string()));
+            }
             groups.push(GroupPlan {
                 name: g.name.clone(),
                 language: g.language.clone(),

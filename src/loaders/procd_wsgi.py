@@ -484,6 +484,136 @@ def handle(conn, apps, threads):
 RECYCLE_PATIENCE = 60.0
 
 
+class Intake:
+    """Which of this process's threads may take a new request (intake=gil).
+
+    Under the GIL one thread runs Python at a time, so a request taken while
+    another one computes only shares the CPU with it, and both finish later
+    (the threads hand the GIL over at every system call). While this
+    process's requests only compute, it takes them one at a time: those that
+    come meanwhile wait in the group's socket, first come first served, for
+    whichever thread of the group is free first. Once a request is seen
+    asleep in the kernel (waiting on a database, a file, a slow client,
+    time.sleep) or has computed past LONG, the process takes requests on
+    all its threads, up to threads= at once, for SLOW_FOR. A waiting thread
+    looks at the threads of the requests in progress (in /proc) QUICK after
+    the youngest began and every QUICK after; twice, half a millisecond
+    apart, and a thread counts as asleep only if it has not run in between
+    (one that only waited for the GIL or a lock has)."""
+
+    QUICK = 0.001
+    LONG = 0.1
+    SLOW_FOR = 1.0
+
+    def __init__(self):
+        self.cond = threading.Condition(threading.Lock())
+        self.running = []  # (start time, native thread id) of each request in progress
+        self.slow_until = 0.0
+        self.watcher = False  # a waiting thread looks again every QUICK
+
+    def wait_turn(self, draining):
+        """Waits until this thread may take a request; returns its token."""
+        with self.cond:
+            watching = False
+            try:
+                while True:
+                    now = time.monotonic()
+                    if not self.running or now < self.slow_until or draining.is_set():
+                        break
+                    youngest = max(start for start, _ in self.running)
+                    if now - youngest >= self.QUICK:
+                        first = self.looks(now)
+                        if any(asleep for asleep, _ in first.values()):
+                            # Again a moment later: a thread that only waited
+                            # for the GIL or this lock has run meanwhile.
+                            self.cond.wait(0.0005)
+                            now = time.monotonic()
+                            if self.still_asleep(first, now):
+                                self.slow_until = now + self.SLOW_FOR
+                                self.cond.notify_all()  # every waiting thread may go
+                                break
+                            continue
+                    if not self.watcher:
+                        self.watcher = watching = True
+                    if watching:
+                        late = now - youngest >= self.QUICK
+                        self.cond.wait(self.QUICK if late else youngest + self.QUICK - now)
+                    else:
+                        self.cond.wait(0.5)  # and looks at draining
+            finally:
+                if watching:
+                    self.watcher = False
+                    self.cond.notify()  # another waiter watches now
+            token = (now, threading.get_native_id())
+            self.running.append(token)
+            return token
+
+    def looks(self, now):
+        """Each request in progress: whether its thread looks asleep in the
+        kernel (or it has computed past LONG), and how many times the thread
+        has been put on a CPU."""
+        looks = {}
+        for token in self.running:
+            start, tid = token
+            if now - start >= self.LONG:
+                looks[token] = (True, None)
+            else:
+                state, runs = thread_state(tid)
+                looks[token] = (state in ("S", "D", "?"), runs)
+        return looks
+
+    def still_asleep(self, first, now):
+        """Whether a request seen asleep in `first` still is, and its thread
+        has not run since (one asleep is enough: requests here do not only
+        compute). Without /proc every thread takes requests, as before."""
+        again = self.looks(now)
+        return any(asleep and token in again and again[token] == (True, runs)
+                   for token, (asleep, runs) in first.items())
+
+    def done(self, token):
+        with self.cond:
+            self.running.remove(token)
+
+
+class AllThreads:
+    """Every thread takes requests (intake=threads, the default)."""
+
+    @staticmethod
+    def wait_turn(draining):
+        return None
+
+    @staticmethod
+    def done(token):
+        pass
+
+
+def thread_state(tid, files={}):
+    """A thread of this process as /proc shows it: its state (R running or
+    runnable, S asleep, D in disk I/O, ...; "?" if it cannot be read) and
+    how many times it has been put on a CPU (0 if unknown). The files stay
+    open: a look is two system calls."""
+    fds = files.get(tid)
+    if fds is None:
+        fds = files[tid] = [open_or_none("/proc/self/task/%d/%s" % (tid, name)) for name in ("stat", "schedstat")]
+    try:
+        stat = os.pread(fds[0], 512, 0)
+        state = chr(stat[stat.rindex(b")") + 2])
+    except (OSError, TypeError, ValueError, IndexError):
+        return "?", 0
+    try:
+        runs = int(os.pread(fds[1], 128, 0).split()[2])
+    except (OSError, TypeError, ValueError, IndexError):
+        runs = 0
+    return state, runs
+
+
+def open_or_none(path):
+    try:
+        return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+
+
 class Worker:
     def __init__(self):
         self.threads = max(1, int(os.environ.get("PROCD_THREADS", "1")))
@@ -500,6 +630,9 @@ class Worker:
         self.dropped = 0
         self.lock = threading.Lock()
         self.apps = Applications(os.environ.get("PROCD_APP") or None)
+        # intake=gil (PROCD_INTAKE=gil): while requests only compute, one
+        # at a time; else every thread takes requests.
+        self.intake = Intake() if os.environ.get("PROCD_INTAKE") == "gil" else AllThreads()
 
     def serve_one(self, sock):
         # accept() gives a blocking socket (its listener's timeout is 0, the
@@ -544,17 +677,23 @@ class Worker:
         # waiting thread of one process, not every thread of the generation.
         poller = select.epoll()
         poller.register(self.listener.fileno(), select.EPOLLIN | getattr(select, "EPOLLEXCLUSIVE", 0))
+        intake = self.intake
         while True:
             draining = self.draining.is_set()
             if not draining:
                 poller.poll(0.5)
+            token = intake.wait_turn(self.draining)
             try:
                 sock, _ = self.listener.accept()
             except (BlockingIOError, InterruptedError):
+                intake.done(token)
                 if draining:
                     return
                 continue
-            self.serve_one(sock)
+            try:
+                self.serve_one(sock)
+            finally:
+                intake.done(token)
 
     def watchdog(self):
         """Main thread: status channel and request timeouts."""

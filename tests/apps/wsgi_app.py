@@ -5,6 +5,7 @@ import json
 import os
 import signal
 import sys
+import threading
 import time
 from wsgiref.validate import validator
 
@@ -22,6 +23,25 @@ def simple(environ, start_response):
 
 
 validated = validator(simple)
+
+
+# /overlap: whether another request of this process ran while this one did.
+overlap_lock = threading.Lock()
+overlap_state = {"inside": 0, "entered": 0}
+
+
+def overlap(start_response):
+    with overlap_lock:
+        alone = overlap_state["inside"] == 0
+        overlap_state["inside"] += 1
+        overlap_state["entered"] += 1
+        me = overlap_state["entered"]
+    hashlib.sha256(b"x" * 4096).digest()  # a little computing, GIL held
+    time.sleep(0)  # a moment without the GIL, as a database call would give
+    with overlap_lock:
+        overlap_state["inside"] -= 1
+        alone = alone and overlap_state["entered"] == me
+    return reply(start_response, b"alone\n" if alone else b"overlap\n")
 
 
 def application(environ, start_response):
@@ -76,6 +96,8 @@ def application(environ, start_response):
         return gen()
     if path == "/reject":
         return reply(start_response, b"too large\n", status="413 Payload Too Large")
+    if path == "/overlap":
+        return overlap(start_response)
     if path == "/sleep":
         time.sleep(float(query.get("s", "1")))
         return reply(start_response, b"slept\n")

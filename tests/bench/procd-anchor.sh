@@ -12,6 +12,32 @@ anchor_procd_info()  { echo "mod_procd + Python WSGI|2 procs x 8 threads"; }
 anchor_procd_path()  { [ "${1:-}" = sleep ] && echo /sleep || echo /hello; }
 anchor_procd_start() { procd_python_start "$1" "$2" ""; }
 
+# The hello group with intake=gil (a process takes one request at a time
+# while its requests only compute; README, "Serving Python").
+anchor_procd_gil_info()  { echo "mod_procd + Python, intake=gil|2 procs x 8 threads"; }
+anchor_procd_gil_path()  { anchor_procd_path "$@"; }
+anchor_procd_gil_start() { PROCD_PY_SHAPE="${PROCD_PY_SHAPE:-processes=2 threads=8} intake=gil" procd_python_start "$1" "$2" ""; }
+
+# An app that sleeps 5 ms per request (a database call): requests that wait
+# rather than compute, 1 process x 8 threads; procd_io_gil with intake=gil.
+anchor_procd_io_info()  { echo "mod_procd + Python, 5 ms asleep|1 proc x 8 threads"; }
+anchor_procd_io_path()  { echo /io; }
+anchor_procd_io_start() { procd_io_start "$1" "$2" ""; }
+anchor_procd_io_gil_info()  { echo "mod_procd + Python, 5 ms asleep, intake=gil|1 proc x 8 threads"; }
+anchor_procd_io_gil_path()  { echo /io; }
+anchor_procd_io_gil_start() { procd_io_start "$1" "$2" "intake=gil"; }
+
+# procd_io_start DIR PORT EXTRA_OPTIONS
+procd_io_start() {
+  local apps
+  apps="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/apps"
+  apache_conf "$1" "$2" "LoadModule procd_module $PROCD_SO
+ProcdRuntimeDir \"$1/run/procd\"
+LanguageGroup io language=python processes=1 threads=8 $3 app=$apps/io.wsgi
+LanguageMount /io io" && apache_start "$1" || return 1
+  wait_for curl -fso /dev/null "http://127.0.0.1:$2/io"
+}
+
 anchor_procd_kat_info()  { echo "mod_procd + Python, ProcdKeepAliveThread On|2 procs x 8 threads"; }
 anchor_procd_kat_path()  { anchor_procd_path "$@"; }
 anchor_procd_kat_start() { procd_python_start "$1" "$2" "ProcdKeepAliveThread On"; }
