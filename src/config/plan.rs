@@ -265,8 +265,8 @@ pub fn build_plan(views: &[ServerView<'_>], apache: &Identity, runtime_dir: &str
                 env.push((k.clone(), v.clone()));
             }
             if g.intake_gil {
-                // Read by the WSGI loader (see README, "How a process's
-                // threads take requests").
+                // Read by the WSGI loader (README, Serving Python,
+                // "intake=gil").
                 env.push(("PROCD_INTAKE".to_string(), "gil".to_string()));
             }
             groups.push(GroupPlan {

@@ -619,10 +619,11 @@ fn relay_body(client: &mut dyn Client, conn: &mut Conn<'_>, framing: Framing) ->
             conn.buf = pending;
             return (Outcome::Done, true);
         }
-        // More if the program has sent it; if not, pass on what the client
-        // has so far, then wait for it.
+        // More if the program has sent it (within request-timeout); if not,
+        // pass on what the client has so far, then wait for it.
         let Conn { stream, chunk, .. } = conn;
-        let more = match take_ready(stream, &mut pending, chunk) {
+        let ready = if Instant::now() < deadline { take_ready(stream, &mut pending, chunk) } else { None };
+        let more = match ready {
             Some(more) => more,
             None => {
                 let waiting = Instant::now();

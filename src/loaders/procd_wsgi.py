@@ -489,17 +489,19 @@ class Intake:
 
     Under the GIL one thread runs Python at a time, so a request taken while
     another one computes only shares the CPU with it, and both finish later
-    (the threads hand the GIL over at every system call). While this
-    process's requests only compute, it takes them one at a time: those that
-    come meanwhile wait in the group's socket, first come first served, for
-    whichever thread of the group is free first. Once a request is seen
-    asleep in the kernel (waiting on a database, a file, a slow client,
-    time.sleep) or has computed past LONG, the process takes requests on
-    all its threads, up to threads= at once, for SLOW_FOR. A waiting thread
-    looks at the threads of the requests in progress (in /proc) QUICK after
-    the youngest began and every QUICK after; twice, half a millisecond
-    apart, and a thread counts as asleep only if it has not run in between
-    (one that only waited for the GIL or a lock has)."""
+    (the threads hand the GIL over at each blocking call and every switch
+    interval). While this process's requests only compute, it takes them
+    one at a time: only one of its threads waits for a connection, and only
+    while none runs, so a new connection wakes an idle process, not a
+    thread of this busy one, and the rest wait in the group's socket, first
+    come first served. Once a request is seen asleep in the kernel (waiting
+    on a database, a file, a slow client, time.sleep) or has run past LONG,
+    the process takes requests on all its threads, up to threads= at once,
+    for SLOW_FOR. An idle thread looks at the threads of the requests in
+    progress (in /proc) QUICK after the youngest began and every QUICK
+    after; twice, half a millisecond apart, and a thread counts as asleep
+    only if it has not run in between (one that only waited for the GIL or
+    a lock has)."""
 
     QUICK = 0.001
     LONG = 0.1
@@ -510,18 +512,26 @@ class Intake:
         self.running = []  # (start time, native thread id) of each request in progress
         self.slow_until = 0.0
         self.watcher = False  # a waiting thread looks again every QUICK
+        self.next_look = 0.0
+        self.turn_taken = False  # a thread waits for a connection (one at a time)
 
     def wait_turn(self, draining):
-        """Waits until this thread may take a request; returns its token."""
+        """Waits until this thread may wait for a connection and take it:
+        while requests only compute, one thread of the process at a time,
+        and only while none runs (so a connection wakes another process, not
+        a thread of this busy one). Returns whether it holds that turn."""
         with self.cond:
             watching = False
             try:
                 while True:
                     now = time.monotonic()
-                    if not self.running or now < self.slow_until or draining.is_set():
-                        break
-                    youngest = max(start for start, _ in self.running)
-                    if now - youngest >= self.QUICK:
+                    if now < self.slow_until or draining.is_set():
+                        return False
+                    if not self.running and not self.turn_taken:
+                        self.turn_taken = True
+                        return True
+                    youngest = max((start for start, _ in self.running), default=now)
+                    if self.running and now - youngest >= self.QUICK and now >= self.next_look:
                         first = self.looks(now)
                         if any(asleep for asleep, _ in first.values()):
                             # Again a moment later: a thread that only waited
@@ -531,10 +541,13 @@ class Intake:
                             if self.still_asleep(first, now):
                                 self.slow_until = now + self.SLOW_FOR
                                 self.cond.notify_all()  # every waiting thread may go
-                                break
-                            continue
-                    if not self.watcher:
+                                return False
+                        self.next_look = now + self.QUICK  # not more often
+                        continue
+                    if self.running and not self.watcher:
                         self.watcher = watching = True
+                    elif not self.running and watching:
+                        self.watcher = watching = False  # nothing to watch
                     if watching:
                         late = now - youngest >= self.QUICK
                         self.cond.wait(self.QUICK if late else youngest + self.QUICK - now)
@@ -544,9 +557,24 @@ class Intake:
                 if watching:
                     self.watcher = False
                     self.cond.notify()  # another waiter watches now
-            token = (now, threading.get_native_id())
+
+    def begin(self, turn):
+        """A connection was taken: its request is in progress."""
+        with self.cond:
+            if turn:
+                self.turn_taken = False
+            token = (time.monotonic(), threading.get_native_id())
             self.running.append(token)
+            if not self.watcher:
+                self.cond.notify()  # a waiting thread watches this request
             return token
+
+    def give_back(self, turn):
+        """No connection was there after all."""
+        if turn:
+            with self.cond:
+                self.turn_taken = False
+                self.cond.notify()
 
     def looks(self, now):
         """Each request in progress: whether its thread looks asleep in the
@@ -580,7 +608,15 @@ class AllThreads:
 
     @staticmethod
     def wait_turn(draining):
+        return False
+
+    @staticmethod
+    def begin(turn):
         return None
+
+    @staticmethod
+    def give_back(turn):
+        pass
 
     @staticmethod
     def done(token):
@@ -594,7 +630,10 @@ def thread_state(tid, files={}):
     open: a look is two system calls."""
     fds = files.get(tid)
     if fds is None:
-        fds = files[tid] = [open_or_none("/proc/self/task/%d/%s" % (tid, name)) for name in ("stat", "schedstat")]
+        fds = [open_or_none("/proc/self/task/%d/%s" % (tid, name)) for name in ("stat", "schedstat")]
+        if fds[0] is None:
+            return "?", 0
+        files[tid] = fds
     try:
         stat = os.pread(fds[0], 512, 0)
         state = chr(stat[stat.rindex(b")") + 2])
@@ -680,16 +719,26 @@ class Worker:
         intake = self.intake
         while True:
             draining = self.draining.is_set()
-            if not draining:
-                poller.poll(0.5)
-            token = intake.wait_turn(self.draining)
+            # intake=gil: the turn to wait for a connection comes first, so a
+            # busy process leaves new connections to another one.
+            turn = intake.wait_turn(self.draining)
+            if not draining and not poller.poll(0.5):
+                intake.give_back(turn)
+                continue
             try:
                 sock, _ = self.listener.accept()
             except (BlockingIOError, InterruptedError):
-                intake.done(token)
+                intake.give_back(turn)
                 if draining:
                     return
                 continue
+            except OSError as e:
+                # Out of file descriptors, or the like: this thread stays.
+                intake.give_back(turn)
+                log("cannot accept a connection: %s" % e)
+                time.sleep(0.1)
+                continue
+            token = intake.begin(turn)
             try:
                 self.serve_one(sock)
             finally:

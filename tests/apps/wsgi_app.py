@@ -98,6 +98,12 @@ def application(environ, start_response):
         return reply(start_response, b"too large\n", status="413 Payload Too Large")
     if path == "/overlap":
         return overlap(start_response)
+    if path == "/compute":
+        # Computes (holding the GIL) for ms milliseconds; says which process.
+        end = time.monotonic() + float(query.get("ms", "60")) / 1000
+        while time.monotonic() < end:
+            pass
+        return reply(start_response, ("pid=%d\n" % os.getpid()).encode())
     if path == "/sleep":
         time.sleep(float(query.get("s", "1")))
         return reply(start_response, b"slept\n")
