@@ -468,8 +468,6 @@ pub(super) fn read_within(
 ) -> std::io::Result<Option<usize>> {
     use nix::errno::Errno;
     use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-    use nix::sys::socket::{MsgFlags, recv};
-    use std::os::fd::AsRawFd;
     loop {
         let left = until.saturating_duration_since(Instant::now());
         if left.is_zero() {
@@ -483,10 +481,8 @@ pub(super) fn read_within(
             Ok(_) => {}
             Err(e) => return Err(e.into()),
         }
-        match recv(fd.as_raw_fd(), chunk, MsgFlags::MSG_DONTWAIT) {
-            Ok(n) => return Ok(Some(n)),
-            Err(Errno::EAGAIN | Errno::EINTR) => {}
-            Err(e) => return Err(e.into()),
+        if let Some(n) = read_ready(fd, chunk)? {
+            return Ok(Some(n));
         }
     }
 }
