@@ -497,22 +497,33 @@ class Intake:
     come first served. Once a request is seen asleep in the kernel (waiting
     on a database, a file, a slow client, time.sleep) or has run past LONG,
     the process takes requests on all its threads, up to threads= at once,
-    for SLOW_FOR. An idle thread looks at the threads of the requests in
-    progress (in /proc) QUICK after the youngest began and every QUICK
-    after; twice, half a millisecond apart, and a thread counts as asleep
-    only if it has not run in between (one that only waited for the GIL or
-    a lock has)."""
+    for SLOW_FOR.
+
+    One idle thread watches: QUICK after a request began, then every
+    LOOK_EVERY while requests come, it looks (in /proc) at the threads of
+    the requests that have run QUICK or longer. A thread in a system call
+    other than futex is asleep. One in futex waits for the GIL or a lock,
+    which another thread of this process holds: it counts as asleep only if
+    the next look finds it there again and it has not run in between. Each
+    look wakes the watcher once, and takes the GIL from the request that
+    runs, so looks are rare (LOOK_EVERY): a request that sleeps only now and
+    then is caught at a later look, a later request, and a process whose
+    requests sleep is soon taking them side by side."""
 
     QUICK = 0.001
+    LOOK_EVERY = 0.004
     LONG = 0.1
     SLOW_FOR = 1.0
 
     def __init__(self):
         self.cond = threading.Condition(threading.Lock())
         self.running = []  # (start time, native thread id) of each request in progress
+        self.begun = 0  # requests begun so far
         self.slow_until = 0.0
-        self.watcher = False  # a waiting thread looks again every QUICK
+        self.watcher = False  # a waiting thread looks every LOOK_EVERY
         self.next_look = 0.0
+        self.seen_begun = 0  # self.begun at the last look
+        self.in_futex = {}  # request -> run count of its thread, seen in futex at the last look
         self.turn_taken = False  # a thread waits for a connection (one at a time)
 
     def wait_turn(self, draining):
@@ -530,29 +541,29 @@ class Intake:
                     if not self.running and not self.turn_taken:
                         self.turn_taken = True
                         return True
-                    youngest = max((start for start, _ in self.running), default=now)
-                    if self.running and now - youngest >= self.QUICK and now >= self.next_look:
-                        first = self.looks(now)
-                        if any(asleep for asleep, _ in first.values()):
-                            # Again a moment later: a thread that only waited
-                            # for the GIL or this lock has run meanwhile.
-                            self.cond.wait(0.0005)
-                            now = time.monotonic()
-                            if self.still_asleep(first, now):
-                                self.slow_until = now + self.SLOW_FOR
-                                self.cond.notify_all()  # every waiting thread may go
-                                return False
-                        self.next_look = now + self.QUICK  # not more often
-                        continue
-                    if self.running and not self.watcher:
+                    if not watching:
+                        if not self.running or self.watcher:
+                            self.cond.wait(0.5)  # and looks at draining
+                            continue
                         self.watcher = watching = True
-                    elif not self.running and watching:
-                        self.watcher = watching = False  # nothing to watch
-                    if watching:
-                        late = now - youngest >= self.QUICK
-                        self.cond.wait(self.QUICK if late else youngest + self.QUICK - now)
-                    else:
-                        self.cond.wait(0.5)  # and looks at draining
+                        youngest = max(start for start, _ in self.running)
+                        self.next_look = max(self.next_look, youngest + self.QUICK)
+                        self.seen_begun = self.begun
+                    if now >= self.next_look:
+                        if not self.running and self.begun == self.seen_begun:
+                            # Nothing began since the last look: idle. The
+                            # next request wakes a watcher (begin).
+                            self.watcher = watching = False
+                            self.in_futex = {}
+                            continue
+                        self.seen_begun = self.begun
+                        if self.sees_one_asleep(now):
+                            self.slow_until = now + self.SLOW_FOR
+                            self.in_futex = {}
+                            self.cond.notify_all()  # every waiting thread may go
+                            return False
+                        self.next_look = now + self.LOOK_EVERY
+                    self.cond.wait(self.next_look - now)
             finally:
                 if watching:
                     self.watcher = False
@@ -565,6 +576,7 @@ class Intake:
                 self.turn_taken = False
             token = (time.monotonic(), threading.get_native_id())
             self.running.append(token)
+            self.begun += 1
             if not self.watcher:
                 self.cond.notify()  # a waiting thread watches this request
             return token
@@ -576,27 +588,26 @@ class Intake:
                 self.turn_taken = False
                 self.cond.notify()
 
-    def looks(self, now):
-        """Each request in progress: whether its thread looks asleep in the
-        kernel (or it has computed past LONG), and how many times the thread
-        has been put on a CPU."""
-        looks = {}
+    def sees_one_asleep(self, now):
+        """Whether a request in progress for QUICK or longer has run past
+        LONG, or its thread is asleep in a system call, or was in futex at
+        the last look and still is without having run in between."""
+        in_futex = {}
         for token in self.running:
             start, tid = token
+            if now - start < self.QUICK:
+                continue
             if now - start >= self.LONG:
-                looks[token] = (True, None)
-            else:
-                state, runs = thread_state(tid)
-                looks[token] = (state in ("S", "D", "?"), runs)
-        return looks
-
-    def still_asleep(self, first, now):
-        """Whether a request seen asleep in `first` still is, and its thread
-        has not run since (one asleep is enough: requests here do not only
-        compute). Without /proc every thread takes requests, as before."""
-        again = self.looks(now)
-        return any(asleep and token in again and again[token] == (True, runs)
-                   for token, (asleep, runs) in first.items())
+                return True
+            state, runs = thread_state(tid)
+            if state == "asleep":
+                return True
+            if state == "futex":
+                if self.in_futex.get(token) == runs:
+                    return True
+                in_futex[token] = runs
+        self.in_futex = in_futex
+        return False
 
     def done(self, token):
         with self.cond:
@@ -623,27 +634,39 @@ class AllThreads:
         pass
 
 
+# The futex system call's number, by machine (os.uname): a thread in it
+# waits for the GIL or a lock. Elsewhere every system call counts as futex
+# (asleep only when seen twice, see Intake).
+FUTEX = {"x86_64": b"202", "aarch64": b"98", "arm64": b"98", "riscv64": b"98",
+         "ppc64le": b"221", "s390x": b"238", "i686": b"240", "armv7l": b"240"}.get(os.uname().machine)
+
+
 def thread_state(tid, files={}):
-    """A thread of this process as /proc shows it: its state (R running or
-    runnable, S asleep, D in disk I/O, ...; "?" if it cannot be read) and
-    how many times it has been put on a CPU (0 if unknown). The files stay
-    open: a look is two system calls."""
+    """What a thread of this process does, by /proc/self/task/TID/syscall:
+    "run" (on a CPU or waiting for one), "asleep" (in a system call other
+    than futex, or in the kernel outside one: a page from disk), or "futex"
+    (waiting for the GIL or a lock; also when /proc cannot tell), and, for
+    "futex", how many times it has been put on a CPU (schedstat; 0 if
+    unknown). The files stay open: a look is one or two system calls."""
     fds = files.get(tid)
     if fds is None:
-        fds = [open_or_none("/proc/self/task/%d/%s" % (tid, name)) for name in ("stat", "schedstat")]
+        fds = [open_or_none("/proc/self/task/%d/%s" % (tid, name)) for name in ("syscall", "schedstat")]
         if fds[0] is None:
-            return "?", 0
+            return "futex", 0
         files[tid] = fds
     try:
-        stat = os.pread(fds[0], 512, 0)
-        state = chr(stat[stat.rindex(b")") + 2])
-    except (OSError, TypeError, ValueError, IndexError):
-        return "?", 0
+        call = os.pread(fds[0], 64, 0).split(None, 1)[0]
+    except (OSError, TypeError, IndexError):
+        return "futex", 0
+    if call == b"running":
+        return "run", 0
+    if FUTEX is not None and call != FUTEX:
+        return "asleep", 0
     try:
         runs = int(os.pread(fds[1], 128, 0).split()[2])
     except (OSError, TypeError, ValueError, IndexError):
         runs = 0
-    return state, runs
+    return "futex", runs
 
 
 def open_or_none(path):

@@ -18,6 +18,12 @@ anchor_procd_gil_info()  { echo "mod_procd + Python, intake=gil|2 procs x 8 thre
 anchor_procd_gil_path()  { anchor_procd_path "$@"; }
 anchor_procd_gil_start() { PROCD_PY_SHAPE="${PROCD_PY_SHAPE:-processes=2 threads=8} intake=gil" procd_python_start "$1" "$2" ""; }
 
+# One thread per process (2 x 1): each process takes one request at a time,
+# whatever it does; what intake=gil does while requests only compute.
+anchor_procd_1t_info()  { echo "mod_procd + Python, one thread per process|2 procs x 1 thread"; }
+anchor_procd_1t_path()  { anchor_procd_path "$@"; }
+anchor_procd_1t_start() { PROCD_PY_SHAPE="processes=2 threads=1" procd_python_start "$1" "$2" ""; }
+
 # An app that sleeps 5 ms per request (a database call): requests that wait
 # rather than compute, 1 process x 8 threads; procd_io_gil with intake=gil.
 anchor_procd_io_info()  { echo "mod_procd + Python, 5 ms asleep|1 proc x 8 threads"; }
