@@ -264,9 +264,11 @@ pub fn build_plan(views: &[ServerView<'_>], apache: &Identity, runtime_dir: &str
                 env.retain(|(old, _)| old != k);
                 env.push((k.clone(), v.clone()));
             }
+            // Read by the WSGI loader (README, Serving Python, "intake=gil"):
+            // set by the option alone, which configtest allows for python
+            // only, never by env=.
+            env.retain(|(k, _)| k != "PROCD_INTAKE");
             if g.intake_gil {
-                // Read by the WSGI loader (README, Serving Python,
-                // "intake=gil").
                 env.push(("PROCD_INTAKE".to_string(), "gil".to_string()));
             }
             groups.push(GroupPlan {
@@ -458,9 +460,14 @@ mod tests {
             server_root: "/etc/apache2".into(),
         };
         let mut main = ServerConfig::default();
-        main.apply("LanguageGroup", "a language=python processes=0-4 user=nobody env=X=1 env=PATH=/opt/bin", &ctx)
-            .unwrap();
+        main.apply(
+            "LanguageGroup",
+            "a language=python processes=0-4 user=nobody env=X=1 env=PATH=/opt/bin env=PROCD_INTAKE=gil",
+            &ctx,
+        )
+        .unwrap();
         main.apply("LanguageGroup", "b language=cgi", &ctx).unwrap();
+        main.apply("LanguageGroup", "c language=python intake=gil", &ctx).unwrap();
         let views = [ServerView {
             label: "main".into(),
             config: &main,
@@ -478,6 +485,8 @@ mod tests {
         assert_eq!(a.error_log, "/var/log/e.log");
         assert!(a.env.contains(&("PATH".into(), "/opt/bin".into())));
         assert!(a.env.contains(&("X".into(), "1".into())));
+        assert!(!a.env.iter().any(|(k, _)| k == "PROCD_INTAKE"), "intake= decides, not env=: {:?}", a.env);
+        assert!(plan.groups[2].env.contains(&("PROCD_INTAKE".into(), "gil".into())));
         assert_eq!(plan.groups[1].argv, ["procd-cgi-launcher"], "the CGI launcher, by name (it runs from a memfd)");
         // A virtual host without directives of ours shares the main
         // server's configuration: each group is planned once.
@@ -485,7 +494,7 @@ mod tests {
             ServerView { label: "main".into(), config: &main, error_log: None, document_root: None },
             ServerView { label: "vhost".into(), config: &main, error_log: None, document_root: None },
         ];
-        assert_eq!(build_plan(&shared, &apache, "/run/procd").groups.len(), 2);
+        assert_eq!(build_plan(&shared, &apache, "/run/procd").groups.len(), 3);
         assert_eq!(build_plan(&shared, &apache, "/run/procd").validate(), Ok(()));
         let text = plan.to_text().unwrap();
         assert_eq!(Plan::from_text(&text).unwrap(), plan);
