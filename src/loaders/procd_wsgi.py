@@ -634,11 +634,13 @@ class AllThreads:
         pass
 
 
-# The futex system call's number, by machine (os.uname): a thread in it
-# waits for the GIL or a lock. Elsewhere every system call counts as futex
-# (asleep only when seen twice, see Intake).
-FUTEX = {"x86_64": b"202", "aarch64": b"98", "arm64": b"98", "riscv64": b"98",
-         "ppc64le": b"221", "s390x": b"238", "i686": b"240", "armv7l": b"240"}.get(os.uname().machine)
+# The futex system calls' numbers, by machine (os.uname; on 32-bit ones
+# also futex_time64): a thread in one waits for the GIL or a lock.
+# Elsewhere every system call counts as futex (asleep only when seen
+# twice, see Intake).
+FUTEX = {"x86_64": (b"202",), "aarch64": (b"98",), "arm64": (b"98",), "riscv64": (b"98",),
+         "ppc64le": (b"221",), "s390x": (b"238",), "i686": (b"240", b"422"),
+         "armv7l": (b"240", b"422")}.get(os.uname().machine)
 
 
 def thread_state(tid, files={}):
@@ -660,7 +662,7 @@ def thread_state(tid, files={}):
         return "futex", 0
     if call == b"running":
         return "run", 0
-    if FUTEX is not None and call != FUTEX:
+    if FUTEX is not None and call not in FUTEX:
         return "asleep", 0
     try:
         runs = int(os.pread(fds[1], 128, 0).split()[2])
