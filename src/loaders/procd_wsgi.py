@@ -500,7 +500,7 @@ class Intake:
     for SLOW_FOR.
 
     One idle thread watches: QUICK after a request began, then every
-    LOOK_EVERY while requests come, it looks (in /proc) at the threads of
+    LOOK_EVERY while requests run or come, it looks (in /proc) at the threads of
     the requests that have run QUICK or longer. A thread in a system call
     other than futex is asleep. One in futex waits for the GIL or a lock,
     which another thread of this process holds: it counts as asleep only if
@@ -581,6 +581,14 @@ class Intake:
                 self.cond.notify()  # a waiting thread watches this request
             return token
 
+    def poll_for(self, turn):
+        """How long a thread waits for a connection before it asks for its
+        turn again: one that took requests side by side only until that
+        time ends."""
+        if turn:
+            return 0.5
+        return min(0.5, max(0.001, self.slow_until - time.monotonic()))
+
     def give_back(self, turn):
         """No connection was there after all."""
         if turn:
@@ -602,7 +610,7 @@ class Intake:
             state, runs = thread_state(tid)
             if state == "asleep":
                 return True
-            if state == "futex":
+            if state == "futex" and runs:  # 0: schedstat cannot tell
                 if self.in_futex.get(token) == runs:
                     return True
                 in_futex[token] = runs
@@ -626,6 +634,10 @@ class AllThreads:
         return None
 
     @staticmethod
+    def poll_for(turn):
+        return 0.5
+
+    @staticmethod
     def give_back(turn):
         pass
 
@@ -634,32 +646,54 @@ class AllThreads:
         pass
 
 
-# The futex system calls' numbers, by machine (os.uname; on 32-bit ones
-# also futex_time64): a thread in one waits for the GIL or a lock.
-# Elsewhere every system call counts as futex (asleep only when seen
-# twice, see Intake).
-FUTEX = {"x86_64": (b"202",), "aarch64": (b"98",), "arm64": (b"98",), "riscv64": (b"98",),
-         "ppc64le": (b"221",), "s390x": (b"238",), "i686": (b"240", b"422"),
-         "armv7l": (b"240", b"422")}.get(os.uname().machine)
+def futex_numbers():
+    """The futex system calls' numbers for this interpreter (on 32-bit ones
+    also futex_time64; a 32-bit python on a 64-bit kernel makes the 32-bit
+    calls): a thread in one waits for the GIL or a lock. None where not
+    known: then every system call counts as futex (see Intake)."""
+    machine = os.uname().machine
+    if struct.calcsize("P") == 4:
+        if "x32" in getattr(sys.implementation, "_multiarch", ""):
+            return None
+        if machine in ("x86_64", "aarch64", "arm64", "i686", "i586", "i386", "armv7l", "armv8l"):
+            return (b"240", b"422")
+        return None
+    return {"x86_64": (b"202",), "aarch64": (b"98",), "arm64": (b"98",), "riscv64": (b"98",),
+            "ppc64le": (b"221",), "s390x": (b"238",)}.get(machine)
+
+
+FUTEX = futex_numbers()
 
 
 def thread_state(tid, files={}):
     """What a thread of this process does, by /proc/self/task/TID/syscall:
     "run" (on a CPU or waiting for one), "asleep" (in a system call other
-    than futex, or in the kernel outside one: a page from disk), or "futex"
-    (waiting for the GIL or a lock; also when /proc cannot tell), and, for
-    "futex", how many times it has been put on a CPU (schedstat; 0 if
-    unknown). The files stay open: a look is one or two system calls."""
-    fds = files.get(tid)
-    if fds is None:
-        fds = [open_or_none("/proc/self/task/%d/%s" % (tid, name)) for name in ("syscall", "schedstat")]
-        if fds[0] is None:
-            return "futex", 0
+    than futex, or in the kernel outside one: a page from disk), "futex"
+    (waiting for the GIL or a lock) with how many times it has been put on
+    a CPU (schedstat; 0 if unknown), or "unknown" if /proc cannot tell (a
+    process made not dumpable, whose /proc files only root may read): then
+    only LONG lets the process take requests side by side. The files stay
+    open, and a file that cannot be opened is not tried again: a look is
+    one or two system calls."""
+    fds = files.get(tid, False)
+    if fds is False:
+        base = "/proc/self/task/%d/" % tid
+        try:
+            syscall = os.open(base + "syscall", os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as e:
+            fds = None
+            if not files:
+                log("intake=gil cannot see what its requests do (%s): a request counts as asleep only after "
+                    "%.1f s" % (e, Intake.LONG))
+        else:
+            fds = (syscall, open_or_none(base + "schedstat"))
         files[tid] = fds
+    if fds is None:
+        return "unknown", 0
     try:
         call = os.pread(fds[0], 64, 0).split(None, 1)[0]
-    except (OSError, TypeError, IndexError):
-        return "futex", 0
+    except (OSError, IndexError):
+        return "unknown", 0
     if call == b"running":
         return "run", 0
     if FUTEX is not None and call not in FUTEX:
@@ -743,11 +777,11 @@ class Worker:
         poller.register(self.listener.fileno(), select.EPOLLIN | getattr(select, "EPOLLEXCLUSIVE", 0))
         intake = self.intake
         while True:
-            draining = self.draining.is_set()
             # intake=gil: the turn to wait for a connection comes first, so a
             # busy process leaves new connections to another one.
             turn = intake.wait_turn(self.draining)
-            if not draining and not poller.poll(0.5):
+            draining = self.draining.is_set()
+            if not draining and not poller.poll(intake.poll_for(turn)):
                 intake.give_back(turn)
                 continue
             try:
