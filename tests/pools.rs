@@ -166,6 +166,36 @@ fn lifetime_recycles_workers_in_turn() {
     a.stop();
 }
 
+/// `sys.exit()` in a request: that request gets a 500, its thread lives on,
+/// and the worker is recycled as it asked, without failing a neighbour.
+#[test]
+fn sys_exit_in_a_request_recycles_the_worker_without_a_failed_request() {
+    let mut a = start("pool-exit", "processes=1 threads=2");
+    let before = pid_of(a.port, "/app/pid").unwrap_or_else(|e| a.fail(&e));
+    let load = Load::start(a.port, 2, "/app/pid");
+    let r = http_get(a.port, "/app/exit").unwrap_or_else(|e| a.fail(&e));
+    if r.status != 500 {
+        a.fail(&format!("/app/exit: {} {:?}", r.status, r.text()));
+    }
+    let replaced = wait_until(Duration::from_secs(10), || {
+        pid_of(a.port, "/app/pid").is_ok_and(|p| p != before) && !workers(&a).contains(&before)
+    });
+    let (_, failed, n) = load.finish();
+    if !replaced {
+        a.fail("the worker whose request called sys.exit() was not replaced within 10 s");
+    }
+    if !failed.is_empty() {
+        a.fail(&format!("{} of {n} requests failed, e.g. {:?}", failed.len(), &failed[..failed.len().min(3)]));
+    }
+    let log = a.error_log();
+    if !log.contains("the application called sys.exit() (this worker is recycled) in GET /app/exit")
+        || !log.contains(&format!("recycling worker pid {before} (application-exit"))
+    {
+        a.fail("no log lines for the sys.exit() and the recycling it asked for");
+    }
+    a.stop();
+}
+
 #[test]
 fn scales_up_under_load_and_down_after_idle() {
     let mut a = start("pool-scale", "processes=1-3 threads=1 inactivity-timeout=2s");

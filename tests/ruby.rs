@@ -247,6 +247,23 @@ fn rack_maximum_requests_and_request_timeout() {
     if !wait_until(Duration::from_secs(10), || a.get("/rb/whoami").status == 200) {
         a.fail("no worker after the timed-out one");
     }
+    // exit in a request: a 500, and the worker is recycled as it asked.
+    let before = a.get("/rb/whoami").text();
+    let r = a.get("/rb/exit");
+    if r.status != 500 {
+        a.fail(&format!("/rb/exit: {} {}", r.status, r.text()));
+    }
+    if !wait_until(Duration::from_secs(10), || {
+        let r = a.get("/rb/whoami");
+        r.status == 200 && r.text() != before
+    }) {
+        a.fail("the worker whose request called exit was not replaced");
+    }
+    if !a.error_log().contains("the application called exit (this worker is recycled) in GET /rb/exit")
+        || !a.error_log().contains("(application-exit")
+    {
+        a.fail("no log lines for the exit and the recycling it asked for");
+    }
     assert_lint_clean(&a);
 }
 

@@ -552,6 +552,7 @@ module ProcdRack
 
     status = headers = body = nil
     error = nil
+    exits = false
     sent = false
     begin
       app = apps.for_request(env)
@@ -598,10 +599,15 @@ module ProcdRack
       error = e
       raise
     rescue Exception => e # rubocop:disable Lint/RescueException -- the app's failure must not end the thread
-      raise if e.is_a?(SystemExit) || e.is_a?(SignalException) || e.is_a?(NoMemoryError)
+      raise if e.is_a?(SignalException) || e.is_a?(NoMemoryError)
 
+      # exit in a request is answered like any other failure; the process
+      # then asks to be recycled (the caller sees true), so it ends as
+      # asked without ending a request of another thread.
+      exits = e.is_a?(SystemExit)
       error = e
-      log("application error in #{printable(env['REQUEST_METHOD'])} #{printable(env['REQUEST_URI'])}:\n".b +
+      what = exits ? "the application called exit (this worker is recycled)" : "application error"
+      log("#{what} in #{printable(env['REQUEST_METHOD'])} #{printable(env['REQUEST_URI'])}:\n".b +
           "#{e.class}: #{e.message}".b + "\n" + (e.backtrace || []).map { |l| "\tfrom #{l}".b }.join("\n").b)
       message = "#{e.class}: #{e.message}".b.byteslice(0, 4096)
       conn.outbox = [] # what the app had produced is not sent
@@ -617,6 +623,7 @@ module ProcdRack
         end
       end
     end
+    exits
   end
 
   # Seconds to wait for the manager's answer to RECYCLE before draining anyway.
@@ -645,8 +652,9 @@ module ProcdRack
       clock = RequestClock.new
       @started[Thread.current] = clock
       conn = Connection.new(sock, clock)
+      exits = false
       begin
-        ProcdRack.handle(conn, @apps, @threads)
+        exits = ProcdRack.handle(conn, @apps, @threads)
       rescue Dropped => e
         dropped = @lock.synchronize { @dropped += 1 }
         ProcdRack.log("request dropped unrun (#{dropped} so far): #{e.message}")
@@ -666,16 +674,25 @@ module ProcdRack
       end
       @lock.synchronize do
         @served += 1
-        if @max_requests.positive? && @served == @max_requests
-          # The manager starts a replacement and, once it is ready, closes
-          # fd 4: then this process drains. Until then it serves.
-          @recycle_asked = ProcdRack.monotonic
-          begin
-            @status.syswrite("RECYCLE maximum-requests\n")
-          rescue IOError, SystemCallError
-            @draining = true
-          end
+        if exits
+          ask_recycle("application-exit")
+        elsif @max_requests.positive? && @served == @max_requests
+          ask_recycle("maximum-requests")
         end
+      end
+    end
+
+    # Send RECYCLE once (the protocol allows one): the manager starts a
+    # replacement and, once it is ready, closes fd 4; then this process
+    # drains. Until then it serves, so the group never lacks a worker.
+    def ask_recycle(reason)
+      return if @recycle_asked
+
+      @recycle_asked = ProcdRack.monotonic
+      begin
+        @status.syswrite("RECYCLE #{reason}\n")
+      rescue IOError, SystemCallError
+        @draining = true
       end
     end
 
@@ -734,11 +751,7 @@ module ProcdRack
           Thread.list.each do |t|
             ProcdRack.log("thread #{t.name || t.object_id}:\n#{(t.backtrace || []).map { |l| "\t#{l}" }.join("\n")}")
           end
-          begin
-            @status.syswrite("RECYCLE request-timeout\n")
-          rescue IOError, SystemCallError
-            nil
-          end
+          @lock.synchronize { ask_recycle("request-timeout") }
           @draining = true
         end
         next if @stuck.nil?

@@ -470,12 +470,19 @@ def handle(conn, apps, threads):
         conn.send_queued()
     except TransportError:
         raise
-    except Exception as e:
-        log("application error in %s %s:\n%s" % (environ.get("REQUEST_METHOD"), printable(environ.get("REQUEST_URI", "")),
-                                                  traceback.format_exc().rstrip()))
+    except (Exception, SystemExit) as e:
+        # sys.exit() in a request is answered like any other failure; the
+        # process then asks to be recycled (the caller sees True), so it
+        # ends as asked without ending a request of another thread.
+        exits = isinstance(e, SystemExit)
+        what = "the application called sys.exit() (this worker is recycled)" if exits else "application error"
+        log("%s in %s %s:\n%s" % (what, environ.get("REQUEST_METHOD"), printable(environ.get("REQUEST_URI", "")),
+                                  traceback.format_exc().rstrip()))
         message = ("%s: %s" % (type(e).__name__, e)).encode("utf-8", "replace")[:4096]
         conn.outbox = []  # what the app had produced is not sent
         conn.send(ERROR, struct.pack(">I", len(message)) + message)
+        return exits
+    return False
 
 
 # ----------------------------------------------------------------- serving --
@@ -742,8 +749,9 @@ class Worker:
         clock = RequestClock()
         self.started[name] = clock
         conn = Connection(sock, clock)
+        exits = False
         try:
-            handle(conn, self.apps, self.threads)
+            exits = handle(conn, self.apps, self.threads)
         except Dropped as e:
             with self.lock:
                 self.dropped += 1
@@ -752,23 +760,31 @@ class Worker:
             return
         except TransportError as e:
             log("request abandoned: %s" % e)
-        except Exception:
-            # Never let anything end this thread's accept loop.
+        except BaseException:
+            # Never let anything end this thread's accept loop (a
+            # BaseException too: a lost thread is a lost request slot).
             log("internal error in the loader:\n%s" % traceback.format_exc().rstrip())
         finally:
             sock.close()
             self.started.pop(name, None)
         with self.lock:
             self.served += 1
-            if self.max_requests and self.served == self.max_requests:
-                # The manager starts a replacement and, once it is ready,
-                # closes fd 4: then this process drains. Until then it
-                # serves, so the group never lacks a worker.
-                self.recycle_asked = time.monotonic()
-                try:
-                    os.write(4, b"RECYCLE maximum-requests\n")
-                except OSError:
-                    self.draining.set()
+            if exits:
+                self.ask_recycle(b"application-exit")
+            elif self.max_requests and self.served == self.max_requests:
+                self.ask_recycle(b"maximum-requests")
+
+    def ask_recycle(self, reason):
+        """Send RECYCLE once (the protocol allows one): the manager starts a
+        replacement and, once it is ready, closes fd 4; then this process
+        drains. Until then it serves, so the group never lacks a worker."""
+        if self.recycle_asked is not None:
+            return
+        self.recycle_asked = time.monotonic()
+        try:
+            os.write(4, b"RECYCLE " + reason + b"\n")
+        except OSError:
+            self.draining.set()
 
     def accept_loop(self):
         # One epoll per thread with EPOLLEXCLUSIVE: a new connection wakes one
@@ -832,10 +848,8 @@ class Worker:
                         frame = frames.get(thread.ident)
                         if frame is not None:
                             log("thread %s:\n%s" % (thread.name, "".join(traceback.format_stack(frame)).rstrip()))
-                    try:
-                        os.write(4, b"RECYCLE request-timeout\n")
-                    except OSError:
-                        pass
+                    with self.lock:
+                        self.ask_recycle(b"request-timeout")
                     self.draining.set()
                     self.stuck_at = now
                 if self.stuck is not None:

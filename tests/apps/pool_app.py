@@ -1,5 +1,6 @@
-"""A WSGI app for the pool-policy tests: /pid, /sleep?MS, /grow?MB."""
+"""A WSGI app for the pool-policy tests: /pid, /sleep?MS, /grow?MB, /exit."""
 import os
+import sys
 import time
 
 # A slow start on purpose (requests sent meanwhile must wait, not fail).
@@ -11,6 +12,8 @@ _hoard = []
 def application(environ, start_response):
     path = environ.get("PATH_INFO", "")
     query = environ.get("QUERY_STRING", "")
+    if path == "/exit":
+        sys.exit(3)
     if path == "/sleep":
         time.sleep(int(query or "0") / 1000.0)
     elif path == "/grow":

@@ -131,6 +131,8 @@ App = lambda do |env|
     raise "boom: secret detail"
   when "/die"
     exit!(7)
+  when "/exit"
+    exit(3)
   when "/bad-header"
     text("x", 200, "X-Bad" => "a\r\nInjected: yes")
   when "/forever"
