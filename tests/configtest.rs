@@ -380,6 +380,22 @@ fn listen_tcp_is_warned_about() {
     }
 }
 
+/// intake=gil with threads=1 passes with a warning: it changes nothing.
+#[test]
+fn intake_gil_with_one_thread_is_warned_about() {
+    ensure_user("procd-test-a");
+    let a = Apache::new(
+        "intake-one-thread",
+        Mpm::Event,
+        "LanguageGroup a language=python threads=1 intake=gil user=procd-test-a",
+    );
+    let (ok, out) = a.configtest();
+    assert!(ok, "{out}");
+    for expected in ["PD0103", "LanguageGroup a (at", "has intake=gil with threads=1", "changes nothing"] {
+        assert!(out.contains(expected), "no {expected:?} in:\n{out}");
+    }
+}
+
 /// The shipped example vhost (every directive) passes configtest.
 #[test]
 fn shipped_example_passes_configtest() {

@@ -53,7 +53,25 @@ pub fn warnings(servers: &[ServerView<'_>], apache_user: &Identity) -> Vec<Strin
         ));
     }
     lines.extend(tcp_warnings(servers));
+    lines.extend(intake_warnings(servers));
     lines
+}
+
+/// `intake=gil` with `threads=1`: a process of one thread takes one request
+/// at a time anyway, so the option does nothing there.
+fn intake_warnings(servers: &[ServerView<'_>]) -> Vec<String> {
+    let mut seen = std::collections::BTreeSet::new();
+    servers
+        .iter()
+        .flat_map(|s| s.config.groups.iter())
+        .filter(|g| seen.insert(g.name.clone()) && g.intake_gil && g.threads <= 1)
+        .map(|g| {
+            format!(
+                "LanguageGroup {} (at {}) has intake=gil with threads={}: a process of one thread takes one request at a time anyway, so intake=gil changes nothing; give threads= above 1 (e.g. threads=8) for it to matter, or remove intake=",
+                g.name, g.declared_at, g.threads
+            )
+        })
+        .collect()
 }
 
 /// Each `listen=tcp` group (from the group or its language): its port is
@@ -515,6 +533,18 @@ mod tests {
         assert!(errors[1].contains("command=/no/such/python is not installed"), "{}", errors[1]);
         assert!(errors[2].contains("needs command="), "{}", errors[2]);
         assert!(errors[3].contains("threads=4 is not possible"), "{}", errors[3]);
+    }
+
+    #[test]
+    fn intake_gil_with_one_thread_is_warned_about() {
+        let mut main = ServerConfig::default();
+        main.apply("LanguageGroup", "one language=python threads=1 intake=gil", &ctx(1)).unwrap();
+        main.apply("LanguageGroup", "many language=python threads=8 intake=gil", &ctx(2)).unwrap();
+        let views =
+            [ServerView { label: "the main server".into(), config: &main, error_log: None, document_root: None }];
+        let lines: Vec<String> = warnings(&views, &nobody()).into_iter().filter(|l| l.contains("intake=gil")).collect();
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert!(lines[0].starts_with("LanguageGroup one (at t.conf:1) has intake=gil with threads=1"), "{lines:?}");
     }
 
     #[test]
