@@ -26,6 +26,7 @@ exit codes) are described in src/protocol/PROTOCOL.md.
 import importlib.machinery
 import importlib.util
 import os
+import _socket
 import select
 import socket
 import struct
@@ -386,8 +387,8 @@ def handle(conn, apps, threads):
     kind, payload = conn.receive()
     if kind != REQUEST or not payload or payload[0] != VERSION:
         raise TransportError("expected a version %d REQUEST" % VERSION)
-    fields = payload[1:].decode("latin-1").split("\0")
-    environ = dict(zip(fields[0:-1:2], fields[1:-1:2]))
+    fields = iter(payload[1:].decode("latin-1").split("\0"))
+    environ = dict(zip(fields, fields))  # name, value, name, value, ..., ""
     why = abandoned(conn.sock, environ)
     if why:
         raise Dropped("%s %s: %s" % (environ.get("REQUEST_METHOD", "?"), printable(environ.get("REQUEST_URI", "?")), why))
@@ -801,7 +802,12 @@ class Worker:
                 intake.give_back(turn)
                 continue
             try:
-                sock, _ = self.listener.accept()
+                # socket.accept() wraps the descriptor in a socket.socket,
+                # whose Python __init__ and family/type enum lookups were a
+                # sixth of this process's GIL time per request (py-spy
+                # --gil, hello app): the C-level socket does all we need.
+                fd, _ = self.listener._accept()
+                sock = _socket.socket(socket.AF_UNIX, socket.SOCK_STREAM, 0, fd)
             except (BlockingIOError, InterruptedError):
                 intake.give_back(turn)
                 if draining:
