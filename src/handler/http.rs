@@ -279,6 +279,9 @@ struct Conn<'a> {
     queue_deadline: Instant,
     /// request-timeout, moved on by the time spent waiting on the client.
     deadline: Option<Instant>,
+    /// The send timeout the socket has now. A pooled connection always
+    /// has its group's queue-timeout (see `exchange`).
+    write_timeout: Option<Duration>,
 }
 
 /// A failure while reading the head: what to do about it.
@@ -384,9 +387,16 @@ impl Conn<'_> {
     /// Writes all of `data` to the program (the body: bounded by
     /// request-timeout).
     fn send(&mut self, data: &[u8]) -> std::io::Result<()> {
-        let timeout = self.req.target.request_timeout.max(self.req.queue_timeout);
-        let _ = self.stream.set_write_timeout(Some(timeout));
+        self.set_write_timeout(self.req.target.request_timeout.max(self.req.queue_timeout));
         self.stream.write_all(data)
+    }
+
+    /// A system call only when the timeout changes (a body is sent in
+    /// many writes, and most requests on a pooled connection need none).
+    fn set_write_timeout(&mut self, timeout: Duration) {
+        if self.write_timeout != Some(timeout) && self.stream.set_write_timeout(Some(timeout)).is_ok() {
+            self.write_timeout = Some(timeout);
+        }
     }
 }
 
@@ -486,13 +496,15 @@ fn exchange(
         req,
         queue_deadline: Instant::now() + req.queue_timeout,
         deadline: None,
+        // Put back in the pool only with this timeout (below).
+        write_timeout: reused.then_some(req.queue_timeout),
     };
     if reused {
         // An accepted connection: the program reads it now.
         conn.mark_taken();
     }
     // The head waits in the socket until the program accepts.
-    let _ = conn.stream.set_write_timeout(Some(req.queue_timeout));
+    conn.set_write_timeout(req.queue_timeout);
     if let Err(e) = conn.stream.write_all(&req.head) {
         let why = format!("group {g}: cannot send the request: {e}");
         return if reused || !*body_read { Attempt::Retry(why) } else { Attempt::Finished(bad_gateway_plain(why)) };
@@ -552,7 +564,10 @@ fn exchange(
     client.start_response(status, &headers);
     let (outcome, clean) = relay_body(client, &mut conn, framing);
     if clean && keep_alive && body_complete && conn.buf.is_empty() {
-        pool_put(published, generation, conn.stream);
+        conn.set_write_timeout(req.queue_timeout);
+        if conn.write_timeout == Some(req.queue_timeout) {
+            pool_put(published, generation, conn.stream);
+        }
     }
     if let Outcome::Cut { .. } = outcome {
         client.abort();
