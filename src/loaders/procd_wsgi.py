@@ -582,7 +582,8 @@ class Intake:
         with self.cond:
             if turn:
                 self.turn_taken = False
-            token = (time.monotonic(), threading.get_native_id())
+            # Set once per thread (get_native_id() is a system call each time).
+            token = (time.monotonic(), threading.current_thread().native_id)
             self.running.append(token)
             self.begun += 1
             if not self.watcher:
