@@ -88,6 +88,22 @@ fn workers(a: &Apache) -> BTreeSet<i32> {
     descendants(master).into_iter().filter(|p| uid_gid(*p).0 == uid && comm(*p).starts_with("python")).collect()
 }
 
+/// Waits (10 s at most) until worker `before` is gone and another answers,
+/// then stops `load`: fails the test if that did not happen or a request
+/// of the load failed.
+fn replaced_under_load(a: &Apache, before: i32, load: Load, which: &str) {
+    let replaced = wait_until(Duration::from_secs(10), || {
+        pid_of(a.port, "/app/pid").is_ok_and(|p| p != before) && !workers(a).contains(&before)
+    });
+    let (_, failed, n) = load.finish();
+    if !replaced {
+        a.fail(&format!("{which} (pid {before}) was not replaced within 10 s"));
+    }
+    if !failed.is_empty() {
+        a.fail(&format!("{} of {n} requests failed, e.g. {:?}", failed.len(), &failed[..failed.len().min(3)]));
+    }
+}
+
 #[test]
 fn maximum_requests_recycles_without_a_failed_request() {
     let mut a = start("pool-maxreq", "processes=1 threads=2 maximum-requests=5");
@@ -130,16 +146,7 @@ fn memory_limit_recycles_a_growing_worker() {
             a.fail(&e);
         }
     }
-    let replaced = wait_until(Duration::from_secs(10), || {
-        pid_of(a.port, "/app/pid").is_ok_and(|p| p != before) && !workers(&a).contains(&(before))
-    });
-    let (_, failed, n) = load.finish();
-    if !replaced {
-        a.fail("the worker past memory-limit was not replaced within 10 s");
-    }
-    if !failed.is_empty() {
-        a.fail(&format!("{} of {n} requests failed, e.g. {:?}", failed.len(), &failed[..failed.len().min(3)]));
-    }
+    replaced_under_load(&a, before, load, "the worker past memory-limit");
     let log = a.error_log();
     if !log.contains(&format!("recycling worker pid {before} (memory-limit: resident set")) {
         a.fail("no PD0216 line naming the resident set");
@@ -177,16 +184,7 @@ fn sys_exit_in_a_request_recycles_the_worker_without_a_failed_request() {
     if r.status != 500 {
         a.fail(&format!("/app/exit: {} {:?}", r.status, r.text()));
     }
-    let replaced = wait_until(Duration::from_secs(10), || {
-        pid_of(a.port, "/app/pid").is_ok_and(|p| p != before) && !workers(&a).contains(&before)
-    });
-    let (_, failed, n) = load.finish();
-    if !replaced {
-        a.fail("the worker whose request called sys.exit() was not replaced within 10 s");
-    }
-    if !failed.is_empty() {
-        a.fail(&format!("{} of {n} requests failed, e.g. {:?}", failed.len(), &failed[..failed.len().min(3)]));
-    }
+    replaced_under_load(&a, before, load, "the worker whose request called sys.exit()");
     let log = a.error_log();
     if !log.contains("the application called sys.exit() (this worker is recycled) in GET /app/exit")
         || !log.contains(&format!("recycling worker pid {before} (application-exit"))

@@ -27,6 +27,8 @@ print()
 PAIRS = [
     ("mod_procd + Python WSGI", "mod_wsgi daemon"),
     ("mod_procd + Python WSGI", "mod_wsgi embedded"),
+    ("mod_procd + Python, intake=gil", "mod_wsgi daemon"),
+    ("mod_procd + Python, one thread per process", "mod_wsgi daemon"),
     ("mod_procd + Python, ProcdKeepAliveThread On", "mod_wsgi daemon"),
     ("mod_procd + Python, ProcdKeepAliveThread On", "mod_procd + Python WSGI"),
     ("mod_procd + Ruby Rack", "Passenger + Ruby Rack"),
