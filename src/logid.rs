@@ -69,7 +69,7 @@ catalogue! {
     PANIC = "PD0002", Crit, "internal error (a Rust panic) in httpd: the directive or request fails, the process goes on";
     CONFIG_CHECK = "PD0101", Crit, "configuration check failure (configtest)";
     MANAGER_RESTARTED = "PD0102", Crit, "the process manager died, could not start, or was restarted by httpd";
-    CONFIG_WARNING = "PD0103", Warn, "configtest warning (a group without user= shares Apache's identity; a listen=tcp group's port is open to every local user)";
+    CONFIG_WARNING = "PD0103", Warn, "configtest warning (a group without user= shares Apache's identity; a listen=tcp group's port is open to every local user; intake=gil with threads=1 does nothing)";
     SIGCHLD_TAKEN = "PD0104", Notice, "another module handles SIGCHLD: graceful restarts keep Apache's one-second refill pause";
     STATUS_SHM = "PD0105", Warn, "procd-status: no shared memory for request counters, or a group without a counter slot";
     MANAGER = "PD0200", Notice, "the manager: configuration received, refused, or a log it cannot open";

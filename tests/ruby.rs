@@ -248,6 +248,8 @@ fn rack_maximum_requests_and_request_timeout() {
         a.fail("no worker after the timed-out one");
     }
     // exit in a request: a 500, and the worker is recycled as it asked.
+    // (maximum-requests=4 replaces workers too: the "(application-exit"
+    // log line below is what shows this recycling came from the exit.)
     let before = a.get("/rb/whoami").text();
     let r = a.get("/rb/exit");
     if r.status != 500 {

@@ -611,16 +611,26 @@ module ProcdRack
           "#{e.class}: #{e.message}".b + "\n" + (e.backtrace || []).map { |l| "\tfrom #{l}".b }.join("\n").b)
       message = "#{e.class}: #{e.message}".b.byteslice(0, 4096)
       conn.outbox = [] # what the app had produced is not sent
-      conn.send(ERROR, [message.bytesize].pack("N") + message)
+      begin
+        conn.send(ERROR, [message.bytesize].pack("N") + message)
+      rescue TransportError => t
+        raise unless exits
+
+        log("request abandoned: #{t.message}") # the exit is still honoured
+      end
     ensure
+      # The app's cleanup may fail or exit too; neither ends this thread.
       begin
         body.close if body.respond_to?(:close)
-      ensure
-        finished.reverse_each do |callback|
-          callback.call(env, status, headers, error)
-        rescue StandardError => e
-          log("rack.response_finished callback failed: #{e.class}: #{e.message}")
-        end
+      rescue Exception => e # rubocop:disable Lint/RescueException -- as above
+        exits ||= e.is_a?(SystemExit)
+        log("the body's close failed: #{e.class}: #{e.message}") unless e.is_a?(SystemExit)
+      end
+      finished.reverse_each do |callback|
+        callback.call(env, status, headers, error)
+      rescue Exception => e # rubocop:disable Lint/RescueException -- as above
+        exits ||= e.is_a?(SystemExit)
+        log("rack.response_finished callback failed: #{e.class}: #{e.message}") unless e.is_a?(SystemExit)
       end
     end
     exits
@@ -661,8 +671,9 @@ module ProcdRack
         return
       rescue TransportError => e
         ProcdRack.log("request abandoned: #{e.message}")
-      rescue StandardError, ScriptError => e
+      rescue Exception => e # rubocop:disable Lint/RescueException -- a lost thread is a lost request slot
         # Never let anything end this thread's accept loop.
+        exits ||= e.is_a?(SystemExit)
         ProcdRack.log("internal error in the loader: #{e.class}: #{e.message}\n#{(e.backtrace || []).join("\n")}")
       ensure
         begin

@@ -481,7 +481,12 @@ def handle(conn, apps, threads):
                                   traceback.format_exc().rstrip()))
         message = ("%s: %s" % (type(e).__name__, e)).encode("utf-8", "replace")[:4096]
         conn.outbox = []  # what the app had produced is not sent
-        conn.send(ERROR, struct.pack(">I", len(message)) + message)
+        try:
+            conn.send(ERROR, struct.pack(">I", len(message)) + message)
+        except TransportError as t:
+            if not exits:
+                raise
+            log("request abandoned: %s" % t)  # the exit is still honoured
         return exits
     return False
 
@@ -742,9 +747,9 @@ class Worker:
         self.intake = Intake() if os.environ.get("PROCD_INTAKE") == "gil" else AllThreads()
 
     def serve_one(self, sock):
-        # accept() gives a blocking socket (its listener's timeout is 0, the
-        # default timeout None); setblocking(True) here was one more system
-        # call per request, made only where that is not so.
+        # take() gives a blocking socket (the default timeout is None
+        # unless the app changed it); setblocking(True) here was one more
+        # system call per request, made only where that is not so.
         if sock.gettimeout() is not None:
             sock.setblocking(True)
         name = threading.current_thread().name
@@ -805,8 +810,13 @@ class Worker:
         # socket.accept() wraps the descriptor in a socket.socket, whose
         # Python __init__ and family/type enum lookups were a sixth of this
         # process's GIL time per request (py-spy --gil, hello app): the
-        # C-level socket does all we need.
-        return _socket.socket(socket.AF_UNIX, socket.SOCK_STREAM, 0, fd)
+        # C-level socket does all we need. It is blocking, as the default
+        # timeout is None (see serve_one).
+        try:
+            return _socket.socket(socket.AF_UNIX, socket.SOCK_STREAM, 0, fd)
+        except BaseException:
+            os.close(fd)
+            raise
 
     def accept_loop(self):
         # One epoll per thread with EPOLLEXCLUSIVE: a new connection wakes one
@@ -821,7 +831,7 @@ class Worker:
             draining = self.draining.is_set()
             try:
                 sock = self.take(poller, None if draining else intake.poll_for(turn))
-            except OSError as e:
+            except Exception as e:
                 # Out of file descriptors, or the like: this thread stays.
                 intake.give_back(turn)
                 log("cannot accept a connection: %s" % e)
