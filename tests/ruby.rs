@@ -269,6 +269,33 @@ fn rack_maximum_requests_and_request_timeout() {
     assert_lint_clean(&a);
 }
 
+/// exit in a body's close (after the response went out): the answer
+/// stands, the thread lives on, and the worker is recycled as it asked.
+#[test]
+fn exit_in_a_bodys_close_recycles_the_worker() {
+    let conf = "LanguageGroup rb language=ruby processes=1 threads=2 user=procd-test-a app=@DIR@/ruby/config.ru\n\
+                LanguageMount /rb rb\n";
+    let mut a = start("rack-exit-close", conf);
+    if !wait_until(Duration::from_secs(15), || a.get("/rb/whoami").status == 200) {
+        a.fail("the ruby group does not answer");
+    }
+    let before = a.get("/rb/whoami").text();
+    let r = a.get("/rb/exit-in-close");
+    if r.status != 200 || r.text() != "closing\n" {
+        a.fail(&format!("/rb/exit-in-close: {} {:?}", r.status, r.text()));
+    }
+    if !wait_until(Duration::from_secs(10), || {
+        let r = a.get("/rb/whoami");
+        r.status == 200 && r.text() != before
+    }) {
+        a.fail("the worker whose body's close called exit was not replaced");
+    }
+    if !a.error_log().contains("(application-exit") || a.error_log().contains("internal error in the loader") {
+        a.fail("no application-exit recycling, or an internal error, after exit in close");
+    }
+    a.stop();
+}
+
 #[test]
 fn sinatra_runs_unchanged_plain_and_under_bundler() {
     let conf = "LanguageGroup sin language=ruby processes=1 threads=4 user=procd-test-a app=@DIR@/ruby/sinatra/config.ru\n\

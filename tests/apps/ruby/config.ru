@@ -40,6 +40,17 @@ class Forever
   end
 end
 
+# A body whose close calls exit (as a BodyProxy block might).
+class ExitOnClose
+  def each
+    yield "closing\n"
+  end
+
+  def close
+    exit(4)
+  end
+end
+
 def utf8(value)
   value.is_a?(String) ? value.dup.force_encoding("UTF-8").scrub : value.to_s
 end
@@ -133,6 +144,8 @@ App = lambda do |env|
     exit!(7)
   when "/exit"
     exit(3)
+  when "/exit-in-close"
+    [200, { "Content-Type" => "text/plain" }, ExitOnClose.new]
   when "/bad-header"
     text("x", 200, "X-Bad" => "a\r\nInjected: yes")
   when "/forever"
