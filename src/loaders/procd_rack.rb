@@ -599,11 +599,10 @@ module ProcdRack
       error = e
       raise
     rescue Exception => e # rubocop:disable Lint/RescueException -- the app's failure must not end the thread
-      raise if e.is_a?(SignalException) || e.is_a?(NoMemoryError)
-
-      # exit in a request is answered like any other failure; the process
-      # then asks to be recycled (the caller sees true), so it ends as
-      # asked without ending a request of another thread.
+      # Anything the app raises (an Interrupt, a NoMemoryError too) is its
+      # failure: a 500 and its backtrace in the log. After an exit the
+      # process also asks to be recycled (the caller sees true), so it ends
+      # as asked without ending a request of another thread.
       exits = e.is_a?(SystemExit)
       error = e
       what = exits ? "the application called exit (this worker is recycled)" : "application error"

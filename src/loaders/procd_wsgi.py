@@ -515,9 +515,10 @@ class Intake:
     One idle thread watches: QUICK after a request began, then every
     LOOK_EVERY while requests run or come, it looks (in /proc) at the
     threads of the requests that have run QUICK or longer (thread_state).
-    A thread in a system call other than futex is asleep. One in futex waits for the GIL or a lock,
-    which another thread of this process holds: it counts as asleep only if
-    the next look finds it there again and it has not run in between. Each
+    A thread in a system call other than futex is asleep. One in futex
+    waits for the GIL or a lock, which another thread of this process
+    holds: it counts as asleep only if the next look finds it there again
+    and it has not run in between. Each
     look wakes the watcher once, and takes the GIL from the request that
     runs, so looks are rare (LOOK_EVERY): a request that sleeps only now and
     then is caught at a later look, a later request, and a process whose
