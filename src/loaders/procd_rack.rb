@@ -646,6 +646,10 @@ module ProcdRack
       @listener = UNIXServer.for_fd(3)
       @status = IO.for_fd(4, "r+b", autoclose: false)
       @draining = false
+      # Readable once draining: wakes every thread waiting for a
+      # connection, so none takes a new one after EOF on fd 4 (the listener
+      # is shared with this worker's replacement).
+      @wake_r, @wake_w = IO.pipe
       @started = {} # thread -> RequestClock of its current request
       @served = 0
       @recycle_asked = nil # when RECYCLE was sent
@@ -702,8 +706,16 @@ module ProcdRack
       begin
         @status.syswrite("RECYCLE #{reason}\n")
       rescue IOError, SystemCallError
-        @draining = true
+        drain
       end
+    end
+
+    # Finish what is held, serve what is already queued, then end.
+    def drain
+      return if @draining
+
+      @draining = true
+      @wake_w.write_nonblock("x", exception: false)
     end
 
     def accept_loop
@@ -715,7 +727,7 @@ module ProcdRack
         if sock == :wait_readable
           return if draining
 
-          @listener.wait_readable(0.5)
+          IO.select([@listener, @wake_r], nil, nil, 0.5)
           next
         end
         sock.sync = true
@@ -739,11 +751,11 @@ module ProcdRack
           end
           if eof
             status_open = false
-            @draining = true
+            drain
           end
         end
         # A manager that does not answer RECYCLE (an older build): drain anyway.
-        @draining = true if @recycle_asked && ProcdRack.monotonic - @recycle_asked > RECYCLE_PATIENCE
+        drain if @recycle_asked && ProcdRack.monotonic - @recycle_asked > RECYCLE_PATIENCE
         next unless @timeout.positive?
 
         now = ProcdRack.monotonic
@@ -762,7 +774,7 @@ module ProcdRack
             ProcdRack.log("thread #{t.name || t.object_id}:\n#{(t.backtrace || []).map { |l| "\t#{l}" }.join("\n")}")
           end
           @lock.synchronize { ask_recycle("request-timeout") }
-          @draining = true
+          drain
         end
         next if @stuck.nil?
 

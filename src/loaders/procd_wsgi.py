@@ -735,6 +735,10 @@ class Worker:
         self.listener = socket.socket(fileno=3)
         self.listener.setblocking(False)
         self.draining = threading.Event()
+        # Readable once draining: wakes every thread waiting in poll, so
+        # none takes a new connection after EOF on fd 4 (the listener is
+        # shared with this worker's replacement).
+        self.wake_r, self.wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
         self.started = {}  # thread name -> RequestClock of its current request
         self.served = 0
         self.recycle_asked = None  # when RECYCLE was sent
@@ -792,7 +796,16 @@ class Worker:
         try:
             os.write(4, b"RECYCLE " + reason + b"\n")
         except OSError:
+            self.drain()
+
+    def drain(self):
+        """Finish what is held, serve what is already queued, then end."""
+        if not self.draining.is_set():
             self.draining.set()
+            try:
+                os.write(self.wake_w, b"x")
+            except OSError:
+                pass
 
     def take(self, poller, wait):
         """The socket of a connection waiting in the group's queue, or None.
@@ -802,7 +815,7 @@ class Worker:
         try:
             fd, _ = self.listener._accept()
         except (BlockingIOError, InterruptedError):
-            if wait is None or not poller.poll(wait):
+            if wait is None or not poller.poll(wait) or self.draining.is_set():
                 return None
             try:
                 fd, _ = self.listener._accept()
@@ -824,6 +837,7 @@ class Worker:
         # waiting thread of one process, not every thread of the generation.
         poller = select.epoll()
         poller.register(self.listener.fileno(), select.EPOLLIN | getattr(select, "EPOLLEXCLUSIVE", 0))
+        poller.register(self.wake_r, select.EPOLLIN)
         intake = self.intake
         while True:
             # intake=gil: the turn to wait for a connection comes first, so a
@@ -856,11 +870,11 @@ class Worker:
             readable = select.select([4] if status_open else [], [], [], 0.5)[0]
             if readable and os.read(4, 64) == b"":
                 status_open = False
-                self.draining.set()
+                self.drain()
             if self.recycle_asked is not None and time.monotonic() - self.recycle_asked > RECYCLE_PATIENCE:
                 # A manager that does not answer RECYCLE (an older build):
                 # drain anyway.
-                self.draining.set()
+                self.drain()
             if self.timeout:
                 now = time.monotonic()
                 # One second after Apache's own deadline: Apache answers 504
@@ -880,7 +894,7 @@ class Worker:
                             log("thread %s:\n%s" % (thread.name, "".join(traceback.format_stack(frame)).rstrip()))
                     with self.lock:
                         self.ask_recycle(b"request-timeout")
-                    self.draining.set()
+                    self.drain()
                     self.stuck_at = now
                 if self.stuck is not None:
                     others = [n for n in list(self.started) if n not in self.stuck]
