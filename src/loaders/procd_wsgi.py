@@ -59,15 +59,16 @@ def printable(text):
     return "".join(c if " " <= c <= "~" and c != "\\" else "\\x%02x" % (ord(c) & 0xFF) for c in text)
 
 
-def abandoned(sock, environ):
+def abandoned(sock, queued_at, timeout):
     """Why Apache no longer waits for this request (it answered 503 after
     queue-timeout, or its client left), or None. See PROTOCOL.md.
 
     Apache gives a request up only at its queue deadline, so a request
     read well before it is answered by nobody else: the look at the
     connection (one more system call, and a GIL hand-off between this
-    worker's threads) is made only past half the queue-timeout."""
-    queued_at, timeout = environ.get("PROCD_QUEUED_AT_MS", ""), environ.get("PROCD_QUEUE_TIMEOUT_MS", "")
+    worker's threads) is made only past half the queue-timeout. `queued_at`
+    and `timeout` are PROCD_QUEUED_AT_MS and PROCD_QUEUE_TIMEOUT_MS, as
+    sent ("" if not)."""
     if queued_at.isdigit() and timeout.isdigit():
         waited, timeout = int(time.time() * 1000) - int(queued_at), int(timeout)
         # Apache answers 503 at the deadline and closes just after: a
@@ -389,11 +390,9 @@ def handle(conn, apps, threads):
         raise TransportError("expected a version %d REQUEST" % VERSION)
     fields = iter(payload[1:].decode("latin-1").split("\0"))
     environ = dict(zip(fields, fields))  # name, value, name, value, ..., ""
-    why = abandoned(conn.sock, environ)
+    why = abandoned(conn.sock, environ.pop("PROCD_QUEUED_AT_MS", ""), environ.pop("PROCD_QUEUE_TIMEOUT_MS", ""))
     if why:
         raise Dropped("%s %s: %s" % (environ.get("REQUEST_METHOD", "?"), printable(environ.get("REQUEST_URI", "?")), why))
-    environ.pop("PROCD_QUEUED_AT_MS", None)
-    environ.pop("PROCD_QUEUE_TIMEOUT_MS", None)
     length = environ.get("CONTENT_LENGTH", "")
     https = environ.get("HTTPS", "off").lower() in ("on", "1") or environ.get("REQUEST_SCHEME") == "https"
     environ.update({
@@ -530,7 +529,11 @@ class Intake:
     SLOW_FOR = 1.0
 
     def __init__(self):
-        self.cond = threading.Condition(threading.Lock())
+        # begin, done and a turn free at once take the plain lock: the
+        # Condition's own methods are Python code, a tenth of a hello
+        # request's GIL time when every step went through them (py-spy).
+        self.lock = threading.Lock()
+        self.cond = threading.Condition(self.lock)
         self.running = []  # (start time, native thread id) of each request in progress
         self.begun = 0  # requests begun so far
         self.slow_until = 0.0
@@ -545,6 +548,13 @@ class Intake:
         while requests only compute, one thread of the process at a time,
         and only while none runs (so a connection wakes another process, not
         a thread of this busy one). Returns whether it holds that turn."""
+        with self.lock:
+            # Under load the thread that just ended a request finds the turn
+            # free: it takes it without a wait.
+            if (not self.running and not self.turn_taken and not draining.is_set()
+                    and time.monotonic() >= self.slow_until):
+                self.turn_taken = True
+                return True
         with self.cond:
             watching = False
             try:
@@ -583,13 +593,13 @@ class Intake:
                     self.watcher = False
                     self.cond.notify()  # another waiter watches now
 
-    def begin(self, turn):
-        """A connection was taken: its request is in progress."""
-        with self.cond:
+    def begin(self, turn, tid):
+        """A connection was taken by thread `tid` (its native id): its
+        request is in progress."""
+        with self.lock:
             if turn:
                 self.turn_taken = False
-            # Set once per thread (get_native_id() is a system call each time).
-            token = (time.monotonic(), threading.current_thread().native_id)
+            token = (time.monotonic(), tid)
             self.running.append(token)
             self.begun += 1
             if not self.watcher:
@@ -607,7 +617,7 @@ class Intake:
     def give_back(self, turn):
         """No connection was there after all."""
         if turn:
-            with self.cond:
+            with self.lock:
                 self.turn_taken = False
                 self.cond.notify()
 
@@ -633,7 +643,7 @@ class Intake:
         return False
 
     def done(self, token):
-        with self.cond:
+        with self.lock:
             self.running.remove(token)
 
 
@@ -645,7 +655,7 @@ class AllThreads:
         return False
 
     @staticmethod
-    def begin(turn):
+    def begin(turn, tid):
         return None
 
     @staticmethod
@@ -751,13 +761,12 @@ class Worker:
         # at a time; else every thread takes requests.
         self.intake = Intake() if os.environ.get("PROCD_INTAKE") == "gil" else AllThreads()
 
-    def serve_one(self, sock):
+    def serve_one(self, sock, name):
         # take() gives a blocking socket (the default timeout is None
         # unless the app changed it); setblocking(True) here was one more
         # system call per request, made only where that is not so.
         if sock.gettimeout() is not None:
             sock.setblocking(True)
-        name = threading.current_thread().name
         clock = RequestClock()
         self.started[name] = clock
         conn = Connection(sock, clock)
@@ -839,6 +848,8 @@ class Worker:
         poller.register(self.listener.fileno(), select.EPOLLIN | getattr(select, "EPOLLEXCLUSIVE", 0))
         poller.register(self.wake_r, select.EPOLLIN)
         intake = self.intake
+        tid = threading.get_native_id()  # a system call: once per thread
+        name = threading.current_thread().name
         while True:
             # intake=gil: the turn to wait for a connection comes first, so a
             # busy process leaves new connections to another one.
@@ -857,9 +868,9 @@ class Worker:
                 if draining:
                     return
                 continue
-            token = intake.begin(turn)
+            token = intake.begin(turn, tid)
             try:
-                self.serve_one(sock)
+                self.serve_one(sock, name)
             finally:
                 intake.done(token)
 
