@@ -269,6 +269,56 @@ fn psgi_harakiri_maximum_requests_and_request_timeout() {
     assert_lint_clean(&a);
 }
 
+/// `exit` in a request ends the request, not the process under it: a 500
+/// (not Apache's 502 for a vanished worker), a log line, and the worker is
+/// recycled as it asked (its replacement started first), with every
+/// request of a client that keeps coming answered. An exit the
+/// application catches in its own eval still recycles.
+#[test]
+fn exit_in_a_request_recycles_the_worker_without_a_failed_request() {
+    let conf = "LanguageGroup pl language=perl processes=1 user=procd-test-a app=@DIR@/perl/app.psgi\n\
+                LanguageMount /pl pl\n";
+    let a = start("psgi-exit", conf);
+    let pid_of = |r: &Response| r.text().split("pid=").nth(1).unwrap_or("").trim().to_string();
+    if !wait_until(Duration::from_secs(15), || a.get("/pl/whoami").status == 200) {
+        a.fail("the perl group does not answer");
+    }
+    for (path, status) in [("/pl/exit", 500), ("/pl/exit-caught", 200)] {
+        let before = pid_of(&a.get("/pl/whoami"));
+        let r = a.get(path);
+        if r.status != status || r.text().contains("exit(") {
+            a.fail(&format!("{path}: {} {:?}", r.status, r.text()));
+        }
+        // A client that keeps coming: every request answered, by the new
+        // worker within 10 s.
+        let mut replaced = false;
+        for i in 0..100 {
+            let r = a.get("/pl/whoami");
+            if r.status != 200 {
+                a.fail(&format!("{path}, request {i} after it: {} {}", r.status, r.text()));
+            }
+            if pid_of(&r) != before {
+                replaced = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        if !replaced {
+            a.fail(&format!("pid {before} still answers 10 s after {path}"));
+        }
+        if !a.error_log().contains(&format!("recycling worker pid {before} (application-exit")) {
+            a.fail(&format!("no recycling line for pid {before} after {path}"));
+        }
+    }
+    let log = a.error_log();
+    if !log.contains("the application called exit(3) (this worker is recycled) in GET /pl/exit")
+        || !log.contains("the application called exit(0) in GET /pl/exit-caught and caught it in an eval")
+    {
+        a.fail("no log lines for the exits");
+    }
+    assert_lint_clean(&a);
+}
+
 #[test]
 fn configtest_refuses_threads_for_perl() {
     ensure_user("procd-test-a");

@@ -76,6 +76,37 @@ sub printable {
 
 sub now_ms { int(Time::HiRes::time() * 1000) }
 
+# exit in a request (the application's, or a module's it calls) ends the
+# request, not the process: the request gets a 500, the log a line, and
+# this process asks to be recycled (RECYCLE application-exit), so the
+# manager starts its replacement first, as for maximum-requests. Without
+# this, exit ended the process under its request (Apache answered 502) and
+# the manager saw a crash. As with mod_perl's exit, an eval of the
+# application's own catches it; the process is recycled all the same. A
+# process the application forked exits as usual. CORE::GLOBAL::exit is
+# looked up when code is compiled: this comes before any application is.
+our $in_request = 0;      # set while the application runs
+our $exit_called;         # the status an exit in this request gave (main resets it)
+my  $loader_pid = $$;
+BEGIN {
+    no warnings 'once';
+    *CORE::GLOBAL::exit = sub (;$) {
+        my $code = @_ ? $_[0] : 0;
+        $code = 0 unless defined $code;
+        if ($main::in_request && $$ == $loader_pid) {
+            $main::exit_called = $code;
+            die Procd::Exit->new($code);
+        }
+        CORE::exit($code);
+    };
+}
+
+package Procd::Exit {
+    sub new { my ($class, $code) = @_; bless { code => $code }, $class }
+    sub code { $_[0]{code} }
+    use overload '""' => sub { "exit($_[0]{code})" }, fallback => 1;
+}
+
 # HELLO with this process's pid, made once (a system call fewer per
 # request; the loader never forks).
 our $HELLO_FRAME = pack('CNCN', HELLO, 5, VERSION, $$);
@@ -467,8 +498,11 @@ sub headers_frame {
 
 my $threads = 1;
 
-# Serves one connection: 1 if the application asked the process to exit
-# afterwards (psgix.harakiri.commit).
+# Serves one connection: HARAKIRI if the application asked the process to
+# exit afterwards (psgix.harakiri.commit), EXITED if it called exit (the
+# process asks to be recycled), else 0.
+use constant { HARAKIRI => 1, EXITED => 2 };
+
 sub handle {
     my ($conn) = @_;
     my ($kind, $payload) = $conn->receive;
@@ -509,6 +543,7 @@ sub handle {
     my $trace;
     my $sent = 0;    # HEADERS is out
     my $done = 0;    # END is out
+    local $in_request = 1;
     my $ok   = eval {
         # The stack where the application died, for the log.
         local $SIG{__DIE__} = sub {
@@ -551,19 +586,32 @@ sub handle {
         }
         1;
     };
-    return $env->{'psgix.harakiri.commit'} ? 1 : 0 if $ok;
+    my $outcome = defined $exit_called ? EXITED : $env->{'psgix.harakiri.commit'} ? HARAKIRI : 0;
+    if ($ok) {
+        logline("the application called exit($exit_called) in " . printable($env->{REQUEST_METHOD}) . " "
+              . printable($env->{REQUEST_URI}) . " and caught it in an eval; this worker is recycled")
+            if $outcome == EXITED;
+        return $outcome;
+    }
     my $err = $@;
     die $err if ref $err && (ref $err eq 'Procd::TransportError' || ref $err eq 'HASH');
     my $message = defined $err ? "$err" : 'unknown error';
     $message =~ s/\s+$//;
-    logline("application error in " . printable($env->{REQUEST_METHOD}) . " " . printable($env->{REQUEST_URI}) . ":\n$message"
+    my $what = ref $err eq 'Procd::Exit' ? "the application called $message (this worker is recycled)" : 'application error';
+    logline("$what in " . printable($env->{REQUEST_METHOD}) . " " . printable($env->{REQUEST_URI}) . ":\n$message"
           . ($trace ? "\nstack:$trace" : ''));
     my $text = substr($message, 0, 4096);
     utf8::encode($text) if utf8::is_utf8($text);
     $conn->discard;    # what the app had produced is not sent
     # Before the headers: a 500; after them, the response is cut.
+    if ($outcome == EXITED) {
+        # The exit is honoured even when the 500 cannot go out.
+        eval { $conn->send(ERROR, pack('N', length $text) . $text); 1 }
+            or logline('request abandoned: ' . (ref $@ eq 'Procd::TransportError' ? $@->why : $@));
+        return $outcome;
+    }
     $conn->send(ERROR, pack('N', length $text) . $text);
-    return $env->{'psgix.harakiri.commit'} ? 1 : 0;
+    return $outcome;
 }
 
 sub send_body {
@@ -679,9 +727,10 @@ sub main {
         # listener's O_NONBLOCK.
         $clock = Procd::Clock->new($timeout > 0 ? $timeout + 1 : 0);
         my $conn = Procd::Connection->new($sock, $clock);
-        my $harakiri = 0;
-        my $counted  = 1;
-        eval { $harakiri = handle($conn); 1 } or do {
+        my $outcome = 0;
+        my $counted = 1;
+        $exit_called = undef;
+        eval { $outcome = handle($conn); 1 } or do {
             my $err = $@;
             if (ref $err eq 'HASH' && $err->{dropped}) {
                 $dropped++;
@@ -698,15 +747,19 @@ sub main {
         close $sock;
         next unless $counted;
         $served++;
-        if ($harakiri) {
+        if ($outcome == HARAKIRI) {
             logline('psgix.harakiri.commit: the application asked this process to exit; exiting');
             exit 0;
         }
-        if ($max_requests > 0 && $served == $max_requests) {
+        # An exit recycles even if the request then failed another way.
+        my $recycle = defined $exit_called ? 'application-exit'
+            : $max_requests > 0 && $served == $max_requests ? 'maximum-requests' : undef;
+        if ($recycle && !$recycle_asked) {
             # The manager starts a replacement and, once it is ready,
             # closes fd 4: then this process drains. Until then it serves.
+            # RECYCLE goes out once (the protocol allows one).
             $recycle_asked = Time::HiRes::time();
-            $draining = 1 unless syswrite($status, "RECYCLE maximum-requests\n");
+            $draining = 1 unless syswrite($status, "RECYCLE $recycle\n");
         }
         # A manager that does not answer RECYCLE (an older build): drain anyway.
         $draining = 1 if $recycle_asked && Time::HiRes::time() - $recycle_asked > RECYCLE_PATIENCE;

@@ -145,6 +145,11 @@ my $app = sub {
         warn "warn line from the perl app\n";
         return text("logged\n");
     }
+    exit 3 if $path eq '/exit';
+    if ($path eq '/exit-caught') {
+        eval { exit 0 };
+        return text("caught pid=$$\n");
+    }
     die "boom: secret detail\n" if $path eq '/raise';
     POSIX::_exit(7) if $path eq '/die';
     return text('x', 200, 'X-Bad' => "a\r\nInjected: yes") if $path eq '/bad-header';
