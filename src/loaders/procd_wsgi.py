@@ -169,9 +169,19 @@ class Connection:
         self.outbox = []
         if self.hello:
             data, self.hello = self.hello + data, None
+        try:
+            # Usually all of it fits the socket's buffer at once; only a
+            # wait for Apache (a slow client) is kept off the request's clock.
+            sent = self.sock.send(data, socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError as e:
+            raise TransportError("cannot send to Apache: %s" % e)
+        if sent == len(data):
+            return
         self.clock.block()
         try:
-            self.sock.sendall(data)
+            self.sock.sendall(memoryview(data)[sent:])
         except OSError as e:
             raise TransportError("cannot send to Apache: %s" % e)
         finally:
@@ -184,30 +194,32 @@ class Connection:
 
     def _fill(self, n):
         while len(self.inbox) < n:
-            self.clock.block()
             try:
                 chunk = self._recv(max(n - len(self.inbox), 1 << 16))
             except OSError as e:
                 raise TransportError("cannot read from Apache: %s" % e)
-            finally:
-                self.clock.unblock()
             if not chunk:
                 raise TransportError("Apache closed the connection")
             self.inbox += chunk
 
     def _recv(self, size):
-        # What is there, without blocking; else wait in poll. A read
+        # What is there, without blocking; else wait in poll, off the
+        # request's clock (a wait for Apache: a slow upload). A read
         # blocked on a Unix socket is woken for nothing when Apache reads
         # what we sent (the PULL before a BODY): poll waits for input only.
         while True:
             try:
                 return self.sock.recv(size, socket.MSG_DONTWAIT)
-            except BlockingIOError:
+            except (BlockingIOError, InterruptedError):
                 pass
             if self.poller is None:
                 self.poller = select.poll()
                 self.poller.register(self.sock, select.POLLIN)
-            self.poller.poll()
+            self.clock.block()
+            try:
+                self.poller.poll()
+            finally:
+                self.clock.unblock()
 
     def receive(self):
         self._fill(5)
