@@ -100,9 +100,13 @@ fn stop_escalates(how: &str, mpm: Mpm) {
     // own children are done, at once when they are idle (they are: the
     // requests go to the group sockets; 26 ms measured, 29 ms for stop;
     // about 1 s when Apache's parent still slept a second between looks).
-    // Prefork: 1.018 s once in a clean-clone CI run (a child not yet idle
-    // keeps the parent in its one-second wait), so 1.5 s there.
-    let most = if matches!(mpm, Mpm::Prefork) && how == "graceful-stop" { 1.5 } else { 0.5 };
+    // graceful-stop: 1.018 s once under prefork in a clean-clone CI run,
+    // 1.024 s once under event in a full local run (1 in 16 runs that
+    // evening): the parent then slept its one second, as it does when a
+    // child is not yet idle, or when the SIGCHLD that ends its sleep
+    // arrives between its look for exits and the sleep (nothing can end a
+    // sleep begun after the signal). So 1.5 s for graceful-stop.
+    let most = if how == "graceful-stop" { 1.5 } else { 0.5 };
     eprintln!("{how} ({mpm:?}): the manager began stopping {:.3} s after the command (at most {most} s)", t0 - issued);
     if t0 - issued > most {
         a.fail(&format!("{how}: the manager began stopping {:.3} s after the command", t0 - issued));
