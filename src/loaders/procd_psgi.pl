@@ -13,6 +13,9 @@
 #                             BODY frame) does not count
 #   PROCD_MAX_REQUESTS        after that many requests, write RECYCLE on fd 4 and
 #                             serve on until EOF there (0: never)
+# An exit in a request is a 500 and RECYCLE application-exit, not the end of
+# the process under it (CORE::GLOBAL::exit, below); CORE::exit and
+# POSIX::_exit still end it (Apache answers 502, the manager restarts it).
 # One request at a time per process: Perl's threads are not fit for serving
 # (configtest refuses threads= above 1 for perl); use processes=.
 # A request that waited in the queue longer than its PROCD_QUEUE_TIMEOUT_MS
@@ -505,6 +508,11 @@ use constant { HARAKIRI => 1, EXITED => 2 };
 
 sub handle {
     my ($conn) = @_;
+    # First, so that it is still set while the request's objects (the
+    # environment, the body) are freed at the end: an exit in a DESTROY
+    # there is caught too (Perl turns the die into an "(in cleanup)"
+    # warning) and recycles the worker like any other.
+    local $in_request = 1;
     my ($kind, $payload) = $conn->receive;
     Procd::TransportError->throw('expected a version ' . VERSION . ' REQUEST')
         if $kind != REQUEST || $payload eq '' || ord($payload) != VERSION;
@@ -543,7 +551,6 @@ sub handle {
     my $trace;
     my $sent = 0;    # HEADERS is out
     my $done = 0;    # END is out
-    local $in_request = 1;
     my $ok   = eval {
         # The stack where the application died, for the log.
         local $SIG{__DIE__} = sub {
@@ -586,20 +593,25 @@ sub handle {
         }
         1;
     };
-    my $outcome = defined $exit_called ? EXITED : $env->{'psgix.harakiri.commit'} ? HARAKIRI : 0;
+    # Harakiri first: the process exits right after this response anyway.
+    my $outcome = $env->{'psgix.harakiri.commit'} ? HARAKIRI : defined $exit_called ? EXITED : 0;
     if ($ok) {
-        logline("the application called exit($exit_called) in " . printable($env->{REQUEST_METHOD}) . " "
-              . printable($env->{REQUEST_URI}) . " and caught it in an eval; this worker is recycled")
-            if $outcome == EXITED;
+        logline("the application called exit(" . printable($exit_called) . ") in " . printable($env->{REQUEST_METHOD})
+              . " " . printable($env->{REQUEST_URI}) . " and caught it in an eval; this worker is recycled")
+            if defined $exit_called;
         return $outcome;
     }
     my $err = $@;
     die $err if ref $err && (ref $err eq 'Procd::TransportError' || ref $err eq 'HASH');
     my $message = defined $err ? "$err" : 'unknown error';
     $message =~ s/\s+$//;
-    my $what = ref $err eq 'Procd::Exit' ? "the application called $message (this worker is recycled)" : 'application error';
-    logline("$what in " . printable($env->{REQUEST_METHOD}) . " " . printable($env->{REQUEST_URI}) . ":\n$message"
-          . ($trace ? "\nstack:$trace" : ''));
+    # By $exit_called, not the error's class: an exit while a script
+    # compiles comes back as the string "exit(3)BEGIN failed--...".
+    my $what = defined $exit_called
+        ? "the application called exit(" . printable($exit_called) . ") (this worker is recycled)"
+        : 'application error';
+    logline("$what in " . printable($env->{REQUEST_METHOD}) . " " . printable($env->{REQUEST_URI}) . ":"
+          . (ref $err eq 'Procd::Exit' ? '' : "\n$message") . ($trace ? "\nstack:$trace" : ''));
     my $text = substr($message, 0, 4096);
     utf8::encode($text) if utf8::is_utf8($text);
     $conn->discard;    # what the app had produced is not sent

@@ -138,7 +138,8 @@ HELLO_FRAME = struct.pack(">BIBI", HELLO, 5, VERSION, os.getpid())
 
 class Connection:
     """Frames over one connection. Outgoing frames are collected with
-    `queue` and written in one system call by `send_queued`."""
+    `queue` and written by `send_queued`, in one system call unless the
+    socket's buffer is full."""
 
     def __init__(self, sock, clock=None):
         self.sock = sock
