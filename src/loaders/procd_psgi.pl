@@ -106,7 +106,6 @@ BEGIN {
 
 package Procd::Exit {
     sub new { my ($class, $code) = @_; bless { code => $code }, $class }
-    sub code { $_[0]{code} }
     use overload '""' => sub { "exit($_[0]{code})" }, fallback => 1;
 }
 
@@ -501,11 +500,10 @@ sub headers_frame {
 
 my $threads = 1;
 
-# Serves one connection: HARAKIRI if the application asked the process to
-# exit afterwards (psgix.harakiri.commit), EXITED if it called exit (the
-# process asks to be recycled), else 0.
-use constant { HARAKIRI => 1, EXITED => 2 };
-
+# Serves one connection: 1 if the application asked the process to exit
+# afterwards (psgix.harakiri.commit). An exit in the request sets
+# $exit_called, which main turns into RECYCLE application-exit, even if
+# this then dies (the 500 could not be sent).
 sub handle {
     my ($conn) = @_;
     # First, so that it is still set while the request's objects (the
@@ -593,13 +591,12 @@ sub handle {
         }
         1;
     };
-    # Harakiri first: the process exits right after this response anyway.
-    my $outcome = $env->{'psgix.harakiri.commit'} ? HARAKIRI : defined $exit_called ? EXITED : 0;
+    my $harakiri = $env->{'psgix.harakiri.commit'} ? 1 : 0;
     if ($ok) {
         logline("the application called exit(" . printable($exit_called) . ") in " . printable($env->{REQUEST_METHOD})
               . " " . printable($env->{REQUEST_URI}) . " and caught it in an eval; this worker is recycled")
             if defined $exit_called;
-        return $outcome;
+        return $harakiri;
     }
     my $err = $@;
     die $err if ref $err && (ref $err eq 'Procd::TransportError' || ref $err eq 'HASH');
@@ -616,14 +613,8 @@ sub handle {
     utf8::encode($text) if utf8::is_utf8($text);
     $conn->discard;    # what the app had produced is not sent
     # Before the headers: a 500; after them, the response is cut.
-    if ($outcome == EXITED) {
-        # The exit is honoured even when the 500 cannot go out.
-        eval { $conn->send(ERROR, pack('N', length $text) . $text); 1 }
-            or logline('request abandoned: ' . (ref $@ eq 'Procd::TransportError' ? $@->why : $@));
-        return $outcome;
-    }
     $conn->send(ERROR, pack('N', length $text) . $text);
-    return $outcome;
+    return $harakiri;
 }
 
 sub send_body {
@@ -739,10 +730,10 @@ sub main {
         # listener's O_NONBLOCK.
         $clock = Procd::Clock->new($timeout > 0 ? $timeout + 1 : 0);
         my $conn = Procd::Connection->new($sock, $clock);
-        my $outcome = 0;
-        my $counted = 1;
+        my $harakiri = 0;
+        my $counted  = 1;
         $exit_called = undef;
-        eval { $outcome = handle($conn); 1 } or do {
+        eval { $harakiri = handle($conn); 1 } or do {
             my $err = $@;
             if (ref $err eq 'HASH' && $err->{dropped}) {
                 $dropped++;
@@ -759,7 +750,8 @@ sub main {
         close $sock;
         next unless $counted;
         $served++;
-        if ($outcome == HARAKIRI) {
+        # Harakiri first: it exits now, where a recycle would wait.
+        if ($harakiri) {
             logline('psgix.harakiri.commit: the application asked this process to exit; exiting');
             exit 0;
         }

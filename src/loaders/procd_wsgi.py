@@ -174,7 +174,7 @@ class Connection:
             # Usually all of it fits the socket's buffer at once; only a
             # wait for Apache (a slow client) is kept off the request's clock.
             sent = self.sock.send(data, socket.MSG_DONTWAIT)
-        except (BlockingIOError, InterruptedError):
+        except BlockingIOError:
             sent = 0
         except OSError as e:
             raise TransportError("cannot send to Apache: %s" % e)
@@ -211,7 +211,7 @@ class Connection:
         while True:
             try:
                 return self.sock.recv(size, socket.MSG_DONTWAIT)
-            except (BlockingIOError, InterruptedError):
+            except BlockingIOError:
                 pass
             if self.poller is None:
                 self.poller = select.poll()
