@@ -884,7 +884,11 @@ fn late_reader_does_not_hold_the_thread(name: &str, directive: &str) {
     let t0 = Instant::now();
     let mut other = TcpStream::connect(("127.0.0.1", a.port)).unwrap();
     other.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    other.write_all(b"GET /one/whoami HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    // Connection: close: with ProcdKeepAliveThread 200ms the only thread
+    // would otherwise wait up to 200 ms for this connection's next request,
+    // and the event MPM closes kept-alive connections (the late reader's,
+    // once its response is out) while no thread is idle.
+    other.write_all(b"GET /one/whoami HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
     let served = read_one(&mut other);
     let took = t0.elapsed();
     match served {
@@ -968,7 +972,7 @@ fn intake_gil_takes_quick_requests_in_turn_and_sleeping_ones_side_by_side() {
     ensure_user("procd-test-a");
     let conf = "LanguageGroup gil language=python processes=1 threads=4 intake=gil user=procd-test-a app=@DIR@/wsgi_app.py\n\
                 LanguageMount /gil gil\n\
-                LanguageGroup all language=python processes=1 threads=4 user=procd-test-a app=@DIR@/wsgi_app.py\n\
+                LanguageGroup all language=python processes=1 threads=4 intake=threads user=procd-test-a app=@DIR@/wsgi_app.py\n\
                 LanguageMount /all all\n\
                 LanguageGroup two language=python processes=2 threads=4 intake=gil user=procd-test-a app=@DIR@/wsgi_app.py\n\
                 LanguageMount /two two\n";
@@ -992,23 +996,70 @@ fn intake_gil_takes_quick_requests_in_turn_and_sleeping_ones_side_by_side() {
         }
         answers.iter().filter(|b| b.as_str() == "200 overlap").count()
     };
-    let gil = overlapped(&a, "/gil/overlap");
-    let all = overlapped(&a, "/all/overlap");
-    if gil * 10 > 320 || all * 4 < 320 {
-        a.fail(&format!("quick requests that ran beside another: {gil} of 320 with intake=gil, {all} of 320 without"));
+    // /overlap lets go of the GIL for a moment (time.sleep(0), a system
+    // call): a look that finds a thread there, preempted on a loaded box,
+    // rightly lets its process take requests side by side for SLOW_FOR.
+    // Up to 3 tries, each after SLOW_FOR.
+    let mut tries = Vec::new();
+    while tries.len() < 3 && tries.last().is_none_or(|&(gil, all)| gil * 10 > 320 || all * 4 < 320) {
+        if !tries.is_empty() {
+            std::thread::sleep(Duration::from_millis(1200));
+        }
+        tries.push((overlapped(&a, "/gil/overlap"), overlapped(&a, "/all/overlap")));
+    }
+    if tries.iter().all(|&(gil, all)| gil * 10 > 320 || all * 4 < 320) {
+        a.fail(&format!(
+            "quick requests that ran beside another, of 320 (with intake=gil, with intake=threads), in 3 tries: {tries:?}"
+        ));
     }
 
     // Two computing requests at once: a process that computes leaves the
-    // second to the other process, not to one of its own idle threads.
+    // second to the other process, not to one of its own idle threads. A
+    // request whose head Apache is slow to send (a loaded box) is rightly
+    // seen asleep, and its process takes requests side by side for
+    // SLOW_FOR: up to 3 tries of 5 pairs, each after SLOW_FOR.
     wait_until(Duration::from_secs(10), || a.get("/two/env").status == 200);
-    let apart = (0..5)
-        .filter(|_| {
-            let pids = bodies_from_clients(a.port, "/two/compute?ms=80", 2, 1);
-            pids.len() == 2 && pids[0].starts_with("200 pid=") && pids[0] != pids[1]
-        })
-        .count();
-    if apart < 4 {
-        a.fail(&format!("of 5 pairs of computing requests, only {apart} went to the two processes"));
+    let mut tries = Vec::new();
+    while tries.len() < 3 && tries.last().is_none_or(|&apart| apart < 4) {
+        std::thread::sleep(Duration::from_millis(1200));
+        let apart = (0..5)
+            .filter(|_| {
+                let pids = bodies_from_clients(a.port, "/two/compute?ms=80", 2, 1);
+                pids.len() == 2 && pids[0].starts_with("200 pid=") && pids[0] != pids[1]
+            })
+            .count();
+        tries.push(apart);
+    }
+    if tries.iter().all(|&apart| apart < 4) {
+        a.fail(&format!("of 5 pairs of computing requests, only {tries:?} went to the two processes, in 3 tries"));
+    }
+
+    // Computing without the GIL (hashlib lets go of it, as numpy does): the
+    // process takes the others beside it; computing in Python: one at a
+    // time. 4 requests of 60 ms at once, a round of each; the watcher may
+    // wake too late to tell on a loaded box, so up to 3 rounds.
+    let overlapping = |path: &'static str| {
+        std::thread::sleep(Duration::from_millis(1200)); // past SLOW_FOR of anything before
+        let answers = bodies_from_clients(a.port, path, 4, 1);
+        if answers.iter().any(|b| !b.starts_with("200 ")) {
+            a.fail(&format!("{path}: {answers:?}"));
+        }
+        answers.iter().filter(|b| b.as_str() == "200 overlap").count()
+    };
+    let mut rounds = Vec::new();
+    for _ in 0..3 {
+        let nogil = overlapping("/gil/overlap?work=nogil&ms=60");
+        let gil = overlapping("/gil/overlap?work=gil&ms=60");
+        rounds.push((nogil, gil));
+        if nogil >= 3 && gil <= 2 {
+            break;
+        }
+    }
+    if !rounds.iter().any(|&(nogil, gil)| nogil >= 3 && gil <= 2) {
+        a.fail(&format!(
+            "of 4 requests at once that ran beside another, (without the GIL, in Python) in each round: {rounds:?}; \
+             expected 3 or 4 without the GIL and at most 2 in Python"
+        ));
     }
 
     // Sleeping ones (0.6 s) on all 4 threads at once, not one by one.

@@ -64,7 +64,7 @@ fn intake_warnings(servers: &[ServerView<'_>]) -> Vec<String> {
     servers
         .iter()
         .flat_map(|s| s.config.groups.iter())
-        .filter(|g| seen.insert(g.name.clone()) && g.intake_gil && g.threads <= 1)
+        .filter(|g| seen.insert(g.name.clone()) && g.intake_gil == Some(true) && g.threads <= 1)
         .map(|g| {
             format!(
                 "LanguageGroup {} (at {}) has intake=gil with threads={}: a process of one thread takes one request at a time anyway, so intake=gil changes nothing; give threads= above 1 (e.g. threads=8) for it to matter, or remove intake=",
@@ -349,7 +349,7 @@ fn check_group(g: &GroupConfig, table: &BTreeMap<String, Language>, apache_user:
         ));
     }
 
-    if g.intake_gil && lang.loader.is_none_or(|l| l.file != "procd_wsgi.py") {
+    if g.intake_gil == Some(true) && lang.loader.is_none_or(|l| l.file != "procd_wsgi.py") {
         errors.push(format!(
             "{at}: intake=gil is not possible for language={}: only the Python (WSGI) loader takes requests that way; remove intake= or use intake=threads",
             g.language
@@ -540,6 +540,8 @@ mod tests {
         let mut main = ServerConfig::default();
         main.apply("LanguageGroup", "one language=python threads=1 intake=gil", &ctx(1)).unwrap();
         main.apply("LanguageGroup", "many language=python threads=8 intake=gil", &ctx(2)).unwrap();
+        // gil by default: no warning for what the administrator did not write.
+        main.apply("LanguageGroup", "plain language=python threads=1", &ctx(3)).unwrap();
         let views =
             [ServerView { label: "the main server".into(), config: &main, error_log: None, document_root: None }];
         let lines: Vec<String> = warnings(&views, &nobody()).into_iter().filter(|l| l.contains("intake=gil")).collect();
@@ -553,6 +555,7 @@ mod tests {
         main.apply("LanguageGroup", "py language=python threads=8 intake=gil", &ctx(1)).unwrap();
         main.apply("LanguageGroup", "rb language=ruby threads=4 intake=gil", &ctx(2)).unwrap();
         main.apply("LanguageGroup", "rb2 language=ruby threads=4 intake=threads", &ctx(3)).unwrap();
+        main.apply("LanguageGroup", "rb3 language=ruby threads=4", &ctx(4)).unwrap();
         let errors: Vec<String> = run(&main, &[]).into_iter().filter(|e| e.contains("intake=")).collect();
         assert_eq!(errors.len(), 1, "{errors:#?}");
         assert!(

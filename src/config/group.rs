@@ -28,9 +28,11 @@ pub struct GroupConfig {
     pub listen: Option<super::languages::Listen>,
     pub processes: ProcessRange,
     pub threads: u32,
-    /// `intake=gil`: a python worker takes a new request only while none of
-    /// its requests in progress computes (`false`: on every thread).
-    pub intake_gil: bool,
+    /// `intake=`: `Some(true)` for gil (a python worker takes a new request
+    /// only while none of its requests in progress computes), `Some(false)`
+    /// for threads (on every thread), `None` if not given: gil for groups
+    /// the Python loader serves, threads for the others.
+    pub intake_gil: Option<bool>,
     /// `None`: Apache's own `User`.
     pub user: Option<RunAs>,
     /// `group=`; `None`: the user's primary group.
@@ -70,7 +72,7 @@ pub const OPTIONS: &[(&str, &str)] = &[
     ("language", "a language name (python, ruby, perl, php, cgi, http, or one from ProcdLanguages)"),
     ("processes", "N or MIN-MAX"),
     ("threads", "1 to 1024"),
-    ("intake", "threads (default) or gil (language=python only)"),
+    ("intake", "gil (the default for python) or threads (language=python only)"),
     ("user", "an existing user other than root"),
     ("group", "an existing group other than root"),
     ("home", "a directory"),
@@ -164,7 +166,7 @@ pub fn parse_group(args: &str, server_root: &Path, origin: Origin) -> Result<Gro
         listen: None,
         processes: DEFAULT_PROCESSES,
         threads: DEFAULT_THREADS,
-        intake_gil: false,
+        intake_gil: None,
         user: None,
         group: None,
         home: None,
@@ -210,9 +212,9 @@ pub fn parse_group(args: &str, server_root: &Path, origin: Origin) -> Result<Gro
             "threads" => g.threads = parse_count(value, 1, 1024).map_err(bad)? as u32,
             "intake" => {
                 g.intake_gil = match value {
-                    "threads" => false,
-                    "gil" => true,
-                    _ => return Err(bad("expected threads (every thread takes requests, the default) or gil (a python worker takes a new request only while none of its requests computes)".into())),
+                    "threads" => Some(false),
+                    "gil" => Some(true),
+                    _ => return Err(bad("expected gil (a python worker takes a new request only while none of its requests computes, the default for python) or threads (every thread takes requests)".into())),
                 }
             }
             "user" => {
@@ -297,8 +299,9 @@ mod tests {
         assert_eq!(g.name, "shop");
         assert_eq!(g.processes, ProcessRange { min: 2, max: 8 });
         assert_eq!(g.threads, 4);
-        assert!(!g.intake_gil);
-        assert!(parse("shop language=python threads=8 intake=gil").unwrap().intake_gil);
+        assert_eq!(g.intake_gil, None);
+        assert_eq!(parse("shop language=python threads=8 intake=gil").unwrap().intake_gil, Some(true));
+        assert_eq!(parse("shop language=python threads=8 intake=threads").unwrap().intake_gil, Some(false));
         assert_eq!(g.user.as_ref().unwrap().name, "nobody");
         assert_eq!(g.memory_limit, Some(512 << 20));
         assert_eq!(g.error_log.as_deref(), Some(Path::new("/etc/apache2/logs/shop.log")));
@@ -345,7 +348,7 @@ mod tests {
         let e = err("shop language=python processes=abc");
         assert!(e.starts_with("LanguageGroup shop: invalid processes=abc: expected N"), "{e}");
         let e = err("shop language=python intake=one");
-        assert!(e.contains("invalid intake=one") && e.contains("expected threads") && e.contains("or gil"), "{e}");
+        assert!(e.contains("invalid intake=one") && e.contains("expected gil") && e.contains("or threads"), "{e}");
         let e = err("shop language=python threads=0");
         assert!(e.contains("invalid threads=0") && e.contains("1 to 1024"), "{e}");
         let e = err("shop language=python memory-limit=lots");

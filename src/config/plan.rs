@@ -265,10 +265,11 @@ pub fn build_plan(views: &[ServerView<'_>], apache: &Identity, runtime_dir: &str
                 env.push((k.clone(), v.clone()));
             }
             // Read by the WSGI loader (README, Serving Python, "intake=gil"):
-            // set by the option alone, which configtest allows for python
-            // only, never by env=.
+            // set by the option alone (gil unless intake=threads), which
+            // configtest allows for python only, never by env=.
             env.retain(|(k, _)| k != "PROCD_INTAKE");
-            if g.intake_gil {
+            let python_loader = lang.loader.as_ref().is_some_and(|l| l.file == "procd_wsgi.py");
+            if g.intake_gil.unwrap_or(python_loader) && python_loader {
                 env.push(("PROCD_INTAKE".to_string(), "gil".to_string()));
             }
             groups.push(GroupPlan {
@@ -462,12 +463,12 @@ mod tests {
         let mut main = ServerConfig::default();
         main.apply(
             "LanguageGroup",
-            "a language=python processes=0-4 user=nobody env=X=1 env=PATH=/opt/bin env=PROCD_INTAKE=gil",
+            "a language=python processes=0-4 user=nobody env=X=1 env=PATH=/opt/bin env=PROCD_INTAKE=gil intake=threads",
             &ctx,
         )
         .unwrap();
         main.apply("LanguageGroup", "b language=cgi", &ctx).unwrap();
-        main.apply("LanguageGroup", "c language=python intake=gil", &ctx).unwrap();
+        main.apply("LanguageGroup", "c language=python", &ctx).unwrap();
         let views = [ServerView {
             label: "main".into(),
             config: &main,
@@ -486,7 +487,8 @@ mod tests {
         assert!(a.env.contains(&("PATH".into(), "/opt/bin".into())));
         assert!(a.env.contains(&("X".into(), "1".into())));
         assert!(!a.env.iter().any(|(k, _)| k == "PROCD_INTAKE"), "intake= decides, not env=: {:?}", a.env);
-        assert!(plan.groups[2].env.contains(&("PROCD_INTAKE".into(), "gil".into())));
+        assert!(plan.groups[2].env.contains(&("PROCD_INTAKE".into(), "gil".into())), "gil, the default for python");
+        assert!(!plan.groups[1].env.iter().any(|(k, _)| k == "PROCD_INTAKE"), "only the python loader reads it");
         assert_eq!(plan.groups[1].argv, ["procd-cgi-launcher"], "the CGI launcher, by name (it runs from a memfd)");
         // A virtual host without directives of ours shares the main
         // server's configuration: each group is planned once.

@@ -534,12 +534,25 @@ class Intake:
     look wakes the watcher once, and takes the GIL from the request that
     runs, so looks are rare (LOOK_EVERY): a request that sleeps only now and
     then is caught at a later look, a later request, and a process whose
-    requests sleep is soon taking them side by side."""
+    requests sleep is soon taking them side by side.
+
+    A request that computes *without* the GIL (numpy, hashlib, zlib, bcrypt
+    release it) leaves the CPU to a second one, so it counts as asleep too.
+    The watcher's own wake-up tells: it needs the GIL to look, and a request
+    that computes in Python holds it until the interpreter makes it let go
+    (sys.getswitchinterval(), 5 ms), while one that computes in C without it
+    leaves it free. A request whose thread runs at a look the watcher woke
+    for within GIL_FREE of its time, and again at the next such look with at
+    least half the time between on a CPU, computes without the GIL. (A
+    request that only waits for a CPU, or for the GIL after a system call,
+    gathers no CPU time meanwhile.)"""
 
     QUICK = 0.001
     LOOK_EVERY = 0.004
     LONG = 0.1
     SLOW_FOR = 1.0
+    # The watcher got the GIL at once: no request held it.
+    GIL_FREE = min(0.001, sys.getswitchinterval() / 2)
 
     def __init__(self):
         # begin, done and a turn free at once take the plain lock: the
@@ -554,6 +567,7 @@ class Intake:
         self.next_look = 0.0
         self.seen_begun = 0  # self.begun at the last look
         self.in_futex = {}  # request -> run count of its thread, seen in futex at the last look
+        self.gil_free = {}  # request -> (CPU ns of its thread, when): seen running at the last look, the GIL free
         self.turn_taken = False  # a thread waits for a connection (one at a time)
 
     def wait_turn(self, draining):
@@ -570,9 +584,14 @@ class Intake:
                 return True
         with self.cond:
             watching = False
+            asked = None  # when the last wait was to end, for a look
             try:
                 while True:
                     now = time.monotonic()
+                    # How late the watcher woke for its look: a request
+                    # computing in Python held the GIL it needed.
+                    gil_free = asked is not None and 0 <= now - asked < self.GIL_FREE
+                    asked = None
                     if now < self.slow_until or draining.is_set():
                         return False
                     if not self.running and not self.turn_taken:
@@ -592,19 +611,30 @@ class Intake:
                             # next request wakes a watcher (begin).
                             self.watcher = watching = False
                             self.in_futex = {}
+                            self.gil_free = {}
                             continue
                         self.seen_begun = self.begun
-                        if self.sees_one_asleep(now):
+                        if self.sees_one_asleep(now, gil_free):
                             self.slow_until = now + self.SLOW_FOR
                             self.in_futex = {}
+                            self.gil_free = {}
                             self.cond.notify_all()  # every waiting thread may go
                             return False
                         self.next_look = now + self.LOOK_EVERY
-                    self.cond.wait(self.next_look - now)
+                    # The look itself may have waited for the GIL (it is
+                    # later than `now`): only a wait that lets go of the GIL
+                    # and ends on time tells how soon the GIL comes back.
+                    wait = self.next_look - time.monotonic()
+                    asked = self.next_look if wait > 0 else None
+                    self.cond.wait(wait)
             finally:
                 if watching:
                     self.watcher = False
                     self.cond.notify()  # another waiter watches now
+
+    @staticmethod
+    def thread_started(tid):
+        thread_files(tid)
 
     def begin(self, turn, tid):
         """A connection was taken by thread `tid` (its native id): its
@@ -634,11 +664,14 @@ class Intake:
                 self.turn_taken = False
                 self.cond.notify()
 
-    def sees_one_asleep(self, now):
+    def sees_one_asleep(self, now, gil_free):
         """Whether a request in progress for QUICK or longer has run past
         LONG, or its thread is asleep in a system call, or was in futex at
-        the last look and still is without having run in between."""
+        the last look and still is without having run in between, or
+        computes without the GIL (`gil_free`: the watcher got the GIL at
+        once for this look)."""
         in_futex = {}
+        seen_free = {}
         for token in self.running:
             start, tid = token
             if now - start < self.QUICK:
@@ -652,7 +685,15 @@ class Intake:
                 if self.in_futex.get(token) == runs:
                     return True
                 in_futex[token] = runs
+            if state == "run" and gil_free:
+                cpu = thread_cpu_ns(tid)
+                if cpu is not None:
+                    last = self.gil_free.get(token)
+                    if last is not None and cpu - last[0] >= (now - last[1]) * 0.5e9:
+                        return True
+                    seen_free[token] = (cpu, now)
         self.in_futex = in_futex
+        self.gil_free = seen_free
         return False
 
     def done(self, token):
@@ -666,6 +707,10 @@ class AllThreads:
     @staticmethod
     def wait_turn(draining):
         return False
+
+    @staticmethod
+    def thread_started(tid):
+        pass
 
     @staticmethod
     def begin(turn, tid):
@@ -703,7 +748,12 @@ def futex_numbers():
 FUTEX = futex_numbers()
 
 
-def thread_state(tid, files={}):
+# Native thread id -> (fd of its syscall file, fd of its schedstat file or
+# None), or None where they cannot be opened.
+THREAD_FILES = {}
+
+
+def thread_state(tid):
     """What a thread of this process does, by /proc/self/task/TID/syscall:
     "run" (on a CPU or waiting for one), "asleep" (in a system call other
     than futex, or in the kernel outside one: a page from disk), "futex"
@@ -713,19 +763,7 @@ def thread_state(tid, files={}):
     only LONG lets the process take requests side by side. The files stay
     open, and a file that cannot be opened is not tried again: a look is
     one or two system calls."""
-    fds = files.get(tid, False)
-    if fds is False:
-        base = "/proc/self/task/%d/" % tid
-        try:
-            syscall = os.open(base + "syscall", os.O_RDONLY | os.O_CLOEXEC)
-        except OSError as e:
-            fds = None
-            if not files:
-                log("intake=gil cannot see what its requests do (%s): a request counts as asleep only after "
-                    "%.1f s" % (e, Intake.LONG))
-        else:
-            fds = (syscall, open_or_none(base + "schedstat"))
-        files[tid] = fds
+    fds = thread_files(tid)
     if fds is None:
         return "unknown", 0
     try:
@@ -741,6 +779,39 @@ def thread_state(tid, files={}):
     except (OSError, TypeError, ValueError, IndexError):
         runs = 0
     return "futex", runs
+
+
+def thread_files(tid):
+    """The thread's /proc syscall and schedstat files, opened once, when the
+    thread starts (so that a worker's descriptors stay as they were once it
+    is ready): (syscall fd, schedstat fd or None), or None if the syscall
+    file cannot be opened (said once in the log)."""
+    fds = THREAD_FILES.get(tid, False)
+    if fds is False:
+        base = "/proc/self/task/%d/" % tid
+        try:
+            syscall = os.open(base + "syscall", os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as e:
+            fds = None
+            if not any(f is None for f in THREAD_FILES.values()):
+                log("intake=gil cannot see what its requests do (%s): a request counts as asleep only after "
+                    "%.1f s" % (e, Intake.LONG))
+        else:
+            fds = (syscall, open_or_none(base + "schedstat"))
+        THREAD_FILES[tid] = fds
+    return fds
+
+
+def thread_cpu_ns(tid):
+    """How long a thread of this process has been on a CPU (ns), by the
+    schedstat file thread_state opened: None if unknown."""
+    fds = THREAD_FILES.get(tid)
+    if not fds or fds[1] is None:
+        return None
+    try:
+        return int(os.pread(fds[1], 128, 0).split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def open_or_none(path):
@@ -770,9 +841,13 @@ class Worker:
         self.dropped = 0
         self.lock = threading.Lock()
         self.apps = Applications(os.environ.get("PROCD_APP") or None)
-        # intake=gil (PROCD_INTAKE=gil): while requests only compute, one
-        # at a time; else every thread takes requests.
-        self.intake = Intake() if os.environ.get("PROCD_INTAKE") == "gil" else AllThreads()
+        # intake=gil (PROCD_INTAKE=gil, the default): while requests only
+        # compute, one at a time; else every thread takes requests. A
+        # process of one thread takes one at a time anyway, and a
+        # free-threaded Python (3.13t) has no GIL to wait for.
+        gil = (os.environ.get("PROCD_INTAKE") == "gil" and self.threads > 1
+               and getattr(sys, "_is_gil_enabled", lambda: True)())
+        self.intake = Intake() if gil else AllThreads()
 
     def serve_one(self, sock, name):
         # take() gives a blocking socket (the default timeout is None
@@ -863,6 +938,7 @@ class Worker:
         intake = self.intake
         tid = threading.get_native_id()  # a system call: once per thread
         name = threading.current_thread().name
+        intake.thread_started(tid)
         while True:
             # intake=gil: the turn to wait for a connection comes first, so a
             # busy process leaves new connections to another one.

@@ -30,14 +30,26 @@ overlap_lock = threading.Lock()
 overlap_state = {"inside": 0, "entered": 0}
 
 
-def overlap(start_response):
+# ?work=nogil&ms=N computes N ms without the GIL (hashlib lets go of it
+# for a pbkdf2 round, as numpy does for an array operation), ?work=gil&ms=N
+# computes N ms in Python.
+def overlap(start_response, query):
     with overlap_lock:
         alone = overlap_state["inside"] == 0
         overlap_state["inside"] += 1
         overlap_state["entered"] += 1
         me = overlap_state["entered"]
-    hashlib.sha256(b"x" * 4096).digest()  # a little computing, GIL held
-    time.sleep(0)  # a moment without the GIL, as a database call would give
+    work = query.get("work")
+    end = time.monotonic() + float(query.get("ms", "0")) / 1000
+    if work == "nogil":
+        while time.monotonic() < end:
+            hashlib.pbkdf2_hmac("sha256", b"password", b"salt", 500)
+    elif work == "gil":
+        while time.monotonic() < end:
+            pass
+    else:
+        hashlib.sha256(b"x" * 4096).digest()  # a little computing, GIL held
+        time.sleep(0)  # a moment without the GIL, as a database call would give
     with overlap_lock:
         overlap_state["inside"] -= 1
         alone = alone and overlap_state["entered"] == me
@@ -97,7 +109,7 @@ def application(environ, start_response):
     if path == "/reject":
         return reply(start_response, b"too large\n", status="413 Payload Too Large")
     if path == "/overlap":
-        return overlap(start_response)
+        return overlap(start_response, query)
     if path == "/compute":
         # Computes (holding the GIL) for ms milliseconds; says which process.
         end = time.monotonic() + float(query.get("ms", "60")) / 1000

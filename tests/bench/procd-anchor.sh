@@ -13,10 +13,17 @@ anchor_procd_path()  { [ "${1:-}" = sleep ] && echo /sleep || echo /hello; }
 anchor_procd_start() { procd_python_start "$1" "$2" ""; }
 
 # The hello group with intake=gil (a process takes one request at a time
-# while its requests only compute; README, "Serving Python").
+# while its requests only compute; README, "Serving Python"): the default
+# since 2026-12-04 evening, so the same as procd; named for older runs.
 anchor_procd_gil_info()  { echo "mod_procd + Python, intake=gil|2 procs x 8 threads"; }
 anchor_procd_gil_path()  { anchor_procd_path "$@"; }
 anchor_procd_gil_start() { PROCD_PY_SHAPE="${PROCD_PY_SHAPE:-processes=2 threads=8} intake=gil" procd_python_start "$1" "$2" ""; }
+
+# The hello group with intake=threads (every thread takes requests, the
+# default before 2026-12-04 evening, as mod_wsgi's daemon threads do).
+anchor_procd_threads_info()  { echo "mod_procd + Python, intake=threads|2 procs x 8 threads"; }
+anchor_procd_threads_path()  { anchor_procd_path "$@"; }
+anchor_procd_threads_start() { PROCD_PY_SHAPE="${PROCD_PY_SHAPE:-processes=2 threads=8} intake=threads" procd_python_start "$1" "$2" ""; }
 
 # One thread per process (2 x 1): each process takes one request at a time,
 # whatever it does; what intake=gil does while requests only compute.
@@ -25,13 +32,22 @@ anchor_procd_1t_path()  { anchor_procd_path "$@"; }
 anchor_procd_1t_start() { PROCD_PY_SHAPE="processes=2 threads=1" procd_python_start "$1" "$2" ""; }
 
 # An app that sleeps 5 ms per request (a database call): requests that wait
-# rather than compute, 1 process x 8 threads; procd_io_gil with intake=gil.
+# rather than compute, 1 process x 8 threads, intake=threads; procd_io_gil
+# with intake=gil.
 anchor_procd_io_info()  { echo "mod_procd + Python, 5 ms asleep|1 proc x 8 threads"; }
 anchor_procd_io_path()  { echo /io; }
-anchor_procd_io_start() { procd_io_start "$1" "$2" ""; }
+anchor_procd_io_start() { procd_io_start "$1" "$2" "intake=threads"; }
 anchor_procd_io_gil_info()  { echo "mod_procd + Python, 5 ms asleep, intake=gil|1 proc x 8 threads"; }
 anchor_procd_io_gil_path()  { echo /io; }
 anchor_procd_io_gil_start() { procd_io_start "$1" "$2" "intake=gil"; }
+
+# An app whose requests compute 10 ms without the GIL (as numpy does), 1
+# process x 4 threads, intake=gil: side by side once seen (README,
+# "intake=gil the default"); paired-builds.sh compares it with the build
+# before.
+anchor_procd_nogil_info()  { echo "mod_procd + Python, 10 ms without the GIL, intake=gil|1 proc x 4 threads"; }
+anchor_procd_nogil_path()  { echo /io; }
+anchor_procd_nogil_start() { PROCD_IO_APP=nogil.wsgi PROCD_IO_THREADS=4 procd_io_start "$1" "$2" "intake=gil"; }
 
 # procd_io_start DIR PORT EXTRA_OPTIONS
 procd_io_start() {
@@ -39,7 +55,7 @@ procd_io_start() {
   apps="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/apps"
   apache_conf "$1" "$2" "LoadModule procd_module $PROCD_SO
 ProcdRuntimeDir \"$1/run/procd\"
-LanguageGroup io language=python processes=1 threads=8 $3 app=$apps/io.wsgi
+LanguageGroup io language=python processes=1 threads=${PROCD_IO_THREADS:-8} $3 app=$apps/${PROCD_IO_APP:-io.wsgi}
 LanguageMount /io io" && apache_start "$1" || return 1
   wait_for curl -fso /dev/null "http://127.0.0.1:$2/io"
 }

@@ -15,4 +15,4 @@
 # Not part of the test suite: figures go to the README.
 set -euo pipefail
 . "$(dirname "$0")/rounds.sh"
-paired_rounds python procd-anchor.sh "procd procd_kat procd_wait" "static wsgi_daemon procd" libapache2-mod-wsgi-py3
+paired_rounds python procd-anchor.sh "procd procd_gil procd_threads procd_kat procd_wait" "static wsgi_daemon procd" libapache2-mod-wsgi-py3
