@@ -884,11 +884,7 @@ fn late_reader_does_not_hold_the_thread(name: &str, directive: &str) {
     let t0 = Instant::now();
     let mut other = TcpStream::connect(("127.0.0.1", a.port)).unwrap();
     other.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    // Connection: close: with ProcdKeepAliveThread 200ms the only thread
-    // would otherwise wait up to 200 ms for this connection's next request,
-    // and the event MPM closes kept-alive connections (the late reader's,
-    // once its response is out) while no thread is idle.
-    other.write_all(b"GET /one/whoami HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    other.write_all(b"GET /one/whoami HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
     let served = read_one(&mut other);
     let took = t0.elapsed();
     match served {

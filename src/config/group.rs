@@ -72,7 +72,7 @@ pub const OPTIONS: &[(&str, &str)] = &[
     ("language", "a language name (python, ruby, perl, php, cgi, http, or one from ProcdLanguages)"),
     ("processes", "N or MIN-MAX"),
     ("threads", "1 to 1024"),
-    ("intake", "gil (the default for python) or threads (language=python only)"),
+    ("intake", "gil (language=python only, its default) or threads"),
     ("user", "an existing user other than root"),
     ("group", "an existing group other than root"),
     ("home", "a directory"),
@@ -214,7 +214,7 @@ pub fn parse_group(args: &str, server_root: &Path, origin: Origin) -> Result<Gro
                 g.intake_gil = match value {
                     "threads" => Some(false),
                     "gil" => Some(true),
-                    _ => return Err(bad("expected gil (a python worker takes a new request only while none of its requests computes, the default for python) or threads (every thread takes requests)".into())),
+                    _ => return Err(bad("expected gil (a python worker takes a new request only while none of its requests computes; python only, its default) or threads (every thread takes requests)".into())),
                 }
             }
             "user" => {

@@ -542,17 +542,18 @@ class Intake:
     that computes in Python holds it until the interpreter makes it let go
     (sys.getswitchinterval(), 5 ms), while one that computes in C without it
     leaves it free. A request whose thread runs at a look the watcher woke
-    for within GIL_FREE of its time, and again at the next such look with at
-    least half the time between on a CPU, computes without the GIL. (A
-    request that only waits for a CPU, or for the GIL after a system call,
-    gathers no CPU time meanwhile.)"""
+    for within GIL_FREE (or half the switch interval, if the app set it
+    lower) of its time, and again at the next such look with at least half
+    the time between on a CPU (the thread's CPU clock), computes without the
+    GIL. (A request that only waits for a CPU, or for the GIL after a system
+    call, gathers no CPU time meanwhile.)"""
 
     QUICK = 0.001
     LOOK_EVERY = 0.004
     LONG = 0.1
     SLOW_FOR = 1.0
     # The watcher got the GIL at once: no request held it.
-    GIL_FREE = min(0.001, sys.getswitchinterval() / 2)
+    GIL_FREE = 0.001
 
     def __init__(self):
         # begin, done and a turn free at once take the plain lock: the
@@ -590,7 +591,8 @@ class Intake:
                     now = time.monotonic()
                     # How late the watcher woke for its look: a request
                     # computing in Python held the GIL it needed.
-                    gil_free = asked is not None and 0 <= now - asked < self.GIL_FREE
+                    gil_free = (asked is not None
+                                and 0 <= now - asked < min(self.GIL_FREE, sys.getswitchinterval() / 2))
                     asked = None
                     if now < self.slow_until or draining.is_set():
                         return False
@@ -602,7 +604,7 @@ class Intake:
                             self.cond.wait(0.5)  # and looks at draining
                             continue
                         self.watcher = watching = True
-                        youngest = max(start for start, _ in self.running)
+                        youngest = max(token[0] for token in self.running)
                         self.next_look = max(self.next_look, youngest + self.QUICK)
                         self.seen_begun = self.begun
                     if now >= self.next_look:
@@ -636,13 +638,13 @@ class Intake:
     def thread_started(tid):
         thread_files(tid)
 
-    def begin(self, turn, tid):
-        """A connection was taken by thread `tid` (its native id): its
-        request is in progress."""
+    def begin(self, turn, tid, clock):
+        """A connection was taken by thread `tid` (its native id; `clock`:
+        its CPU clock, or None): its request is in progress."""
         with self.lock:
             if turn:
                 self.turn_taken = False
-            token = (time.monotonic(), tid)
+            token = (time.monotonic(), tid, clock)
             self.running.append(token)
             self.begun += 1
             if not self.watcher:
@@ -673,7 +675,7 @@ class Intake:
         in_futex = {}
         seen_free = {}
         for token in self.running:
-            start, tid = token
+            start, tid, clock = token
             if now - start < self.QUICK:
                 continue
             if now - start >= self.LONG:
@@ -686,7 +688,7 @@ class Intake:
                     return True
                 in_futex[token] = runs
             if state == "run" and gil_free:
-                cpu = thread_cpu_ns(tid)
+                cpu = thread_cpu_ns(clock)
                 if cpu is not None:
                     last = self.gil_free.get(token)
                     if last is not None and cpu - last[0] >= (now - last[1]) * 0.5e9:
@@ -702,7 +704,7 @@ class Intake:
 
 
 class AllThreads:
-    """Every thread takes requests (intake=threads, the default)."""
+    """Every thread takes requests (intake=threads, threads=1, or no GIL)."""
 
     @staticmethod
     def wait_turn(draining):
@@ -713,7 +715,7 @@ class AllThreads:
         pass
 
     @staticmethod
-    def begin(turn, tid):
+    def begin(turn, tid, clock):
         return None
 
     @staticmethod
@@ -751,6 +753,7 @@ FUTEX = futex_numbers()
 # Native thread id -> (fd of its syscall file, fd of its schedstat file or
 # None), or None where they cannot be opened.
 THREAD_FILES = {}
+THREAD_FILES_UNREADABLE = []  # not empty once that was logged
 
 
 def thread_state(tid):
@@ -783,9 +786,9 @@ def thread_state(tid):
 
 def thread_files(tid):
     """The thread's /proc syscall and schedstat files, opened once, when the
-    thread starts (so that a worker's descriptors stay as they were once it
-    is ready): (syscall fd, schedstat fd or None), or None if the syscall
-    file cannot be opened (said once in the log)."""
+    thread starts (so that a worker's descriptors stay as they were once its
+    threads have started): (syscall fd, schedstat fd or None), or None if
+    the syscall file cannot be opened (said once in the log)."""
     fds = THREAD_FILES.get(tid, False)
     if fds is False:
         base = "/proc/self/task/%d/" % tid
@@ -793,7 +796,8 @@ def thread_files(tid):
             syscall = os.open(base + "syscall", os.O_RDONLY | os.O_CLOEXEC)
         except OSError as e:
             fds = None
-            if not any(f is None for f in THREAD_FILES.values()):
+            if not THREAD_FILES_UNREADABLE:
+                THREAD_FILES_UNREADABLE.append(tid)
                 log("intake=gil cannot see what its requests do (%s): a request counts as asleep only after "
                     "%.1f s" % (e, Intake.LONG))
         else:
@@ -802,16 +806,33 @@ def thread_files(tid):
     return fds
 
 
-def thread_cpu_ns(tid):
-    """How long a thread of this process has been on a CPU (ns), by the
-    schedstat file thread_state opened: None if unknown."""
-    fds = THREAD_FILES.get(tid)
-    if not fds or fds[1] is None:
+def thread_cpu_ns(clock):
+    """How long a thread has been on a CPU (ns), by its CPU clock (exact
+    for a running thread, where schedstat moves only at scheduler ticks):
+    None if unknown."""
+    if clock is None:
         return None
     try:
-        return int(os.pread(fds[1], 128, 0).split()[0])
-    except (OSError, ValueError, IndexError):
+        return time.clock_gettime_ns(clock)
+    except OSError:
         return None
+
+
+def room_for_threads(threads):
+    """Raises the soft limit on open files, within the hard one, to what the
+    request threads hold at most (each: its epoll, its /proc files with
+    intake=gil, a request's connection and a file or two) with room for the
+    app: threads=1024 would not fit the usual 1024."""
+    try:
+        import resource
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        want = threads * 6 + 256
+        if soft != resource.RLIM_INFINITY and soft < want:
+            new = want if hard == resource.RLIM_INFINITY else min(want, hard)
+            if new > soft:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+    except (ImportError, ValueError, OSError):
+        pass
 
 
 def open_or_none(path):
@@ -824,6 +845,7 @@ def open_or_none(path):
 class Worker:
     def __init__(self):
         self.threads = max(1, int(os.environ.get("PROCD_THREADS", "1")))
+        room_for_threads(self.threads)
         self.timeout = int(os.environ.get("PROCD_REQUEST_TIMEOUT_MS", "0")) / 1000.0
         self.max_requests = int(os.environ.get("PROCD_MAX_REQUESTS", "0"))
         self.listener = socket.socket(fileno=3)
@@ -938,6 +960,10 @@ class Worker:
         intake = self.intake
         tid = threading.get_native_id()  # a system call: once per thread
         name = threading.current_thread().name
+        try:
+            clock = time.pthread_getcpuclockid(threading.get_ident())
+        except (AttributeError, OSError):
+            clock = None
         intake.thread_started(tid)
         while True:
             # intake=gil: the turn to wait for a connection comes first, so a
@@ -957,7 +983,7 @@ class Worker:
                 if draining:
                     return
                 continue
-            token = intake.begin(turn, tid)
+            token = intake.begin(turn, tid, clock)
             try:
                 self.serve_one(sock, name)
             finally:
