@@ -269,7 +269,7 @@ pub fn build_plan(views: &[ServerView<'_>], apache: &Identity, runtime_dir: &str
             // configtest allows for python only, never by env=.
             env.retain(|(k, _)| k != "PROCD_INTAKE");
             let python_loader = lang.loader.as_ref().is_some_and(|l| l.file == "procd_wsgi.py");
-            if g.intake_gil.unwrap_or(python_loader) && python_loader {
+            if python_loader && g.intake_gil != Some(false) {
                 env.push(("PROCD_INTAKE".to_string(), "gil".to_string()));
             }
             groups.push(GroupPlan {

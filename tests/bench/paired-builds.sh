@@ -14,12 +14,9 @@ ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 BENCH_SRC="${BENCH_DIR:-$ROOT/../shared/bench}"
 [ -x "$BENCH_SRC/anchors.sh" ] || { echo "bench: $BENCH_SRC/anchors.sh not found (set BENCH_DIR)" >&2; exit 1; }
 : "${BASE_SO:?set BASE_SO to the libmod_procd.so of the other build}"
-# The anchor row (mod_wsgi daemon mode) and what the harness insists on, as
-# rounds.sh installs them for run.sh.
-for p in wrk curl php-fpm starman libapache2-mod-wsgi-py3; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" \
-    || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$p" >/dev/null
-done
+# The anchor row (mod_wsgi daemon mode) and what the harness insists on.
+. "$ROOT/tests/bench/rounds.sh"
+bench_install libapache2-mod-wsgi-py3
 CUR_SO=${CUR_SO:-$ROOT/target/release/libmod_procd.so}
 BENCH="$ROOT/target/bench/harness"
 rm -rf "$BENCH" && mkdir -p "$ROOT/target/bench" && cp -r "$BENCH_SRC" "$BENCH" && chmod -R u+w "$BENCH"

@@ -14,13 +14,13 @@ anchor_procd_start() { procd_python_start "$1" "$2" ""; }
 
 # The hello group with intake=gil (a process takes one request at a time
 # while its requests only compute; README, "Serving Python"): the default
-# since 2026-12-04 evening, so the same as procd; named for older runs.
+# since 2026-12-04 night, so the same as procd; named for older runs.
 anchor_procd_gil_info()  { echo "mod_procd + Python, intake=gil|2 procs x 8 threads"; }
 anchor_procd_gil_path()  { anchor_procd_path "$@"; }
 anchor_procd_gil_start() { PROCD_PY_SHAPE="${PROCD_PY_SHAPE:-processes=2 threads=8} intake=gil" procd_python_start "$1" "$2" ""; }
 
 # The hello group with intake=threads (every thread takes requests, the
-# default before 2026-12-04 evening, as mod_wsgi's daemon threads do).
+# default before 2026-12-04 night, as mod_wsgi's daemon threads do).
 anchor_procd_threads_info()  { echo "mod_procd + Python, intake=threads|2 procs x 8 threads"; }
 anchor_procd_threads_path()  { anchor_procd_path "$@"; }
 anchor_procd_threads_start() { PROCD_PY_SHAPE="${PROCD_PY_SHAPE:-processes=2 threads=8} intake=threads" procd_python_start "$1" "$2" ""; }

@@ -9,6 +9,17 @@ round_order() {
   if [ $((r % 2)) = 0 ]; then printf '%s\n' "$@" | tac | tr '\n' ' '; else echo "$@"; fi
 }
 
+# bench_install [DEBIAN_PACKAGES...]: installs what is missing of wrk, curl,
+# php-fpm and starman (the harness refuses to run without them, whatever the
+# rows) and the packages given.
+bench_install() {
+  local p
+  export DEBIAN_FRONTEND=noninteractive
+  for p in wrk curl php-fpm starman "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || apt-get install -y -qq "$p" >/dev/null
+  done
+}
+
 # paired_rounds NAME ANCHOR_FILE "PROCD_IDS" "ROWS" [DEBIAN_PACKAGES...]
 #   Installs what is missing (wrk, curl, php-fpm, starman and the packages), builds the
 #   release module, runs BENCH_ROUNDS (default 4) rounds of ROWS (or
@@ -22,16 +33,12 @@ round_order() {
 #   own: wrk, Apache, mod_procd's manager and its workers, php-fpm each get
 #   one, mod_wsgi's daemons share Apache's (README, "Performance").
 paired_rounds() {
-  local name=$1 anchors=$2 procd_ids=$3 rows=$4 root bench copy p round
+  local name=$1 anchors=$2 procd_ids=$3 rows=$4 root bench copy round
   shift 4
   root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
   bench="${BENCH_DIR:-$root/../shared/bench}"
   [ -x "$bench/anchors.sh" ] || { echo "bench: $bench/anchors.sh not found (set BENCH_DIR)" >&2; return 1; }
-  export DEBIAN_FRONTEND=noninteractive
-  # The harness refuses to run without php-fpm and starman, whatever the rows.
-  for p in wrk curl php-fpm starman "$@"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || apt-get install -y -qq "$p" >/dev/null
-  done
+  bench_install "$@"
   (cd "$root" && flock /tmp/procd-build.lock cargo build --release --lib --quiet)
   # A private copy: the harness writes its results next to itself.
   copy="$root/target/bench/harness-$name"
