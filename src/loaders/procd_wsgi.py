@@ -856,6 +856,7 @@ class Worker:
         # shared with this worker's replacement).
         self.wake_r, self.wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
         self.started = {}  # thread name -> RequestClock of its current request
+        self.names = {}  # thread ident -> the name it started with (an app may rename its thread)
         self.served = 0
         self.recycle_asked = None  # when RECYCLE was sent
         self.stuck = None  # threads past request-timeout, once seen
@@ -960,6 +961,7 @@ class Worker:
         intake = self.intake
         tid = threading.get_native_id()  # a system call: once per thread
         name = threading.current_thread().name
+        self.names[threading.get_ident()] = name
         try:
             clock = time.pthread_getcpuclockid(threading.get_ident())
         except (AttributeError, OSError):
@@ -1017,7 +1019,11 @@ class Worker:
                     for thread in threading.enumerate():
                         frame = frames.get(thread.ident)
                         if frame is not None:
-                            log("thread %s:\n%s" % (thread.name, "".join(traceback.format_stack(frame)).rstrip()))
+                            # The name the timeout line gives, and the app's own if it renamed the thread.
+                            label = self.names.get(thread.ident, thread.name)
+                            if label != thread.name:
+                                label = "%s (named %r by the application)" % (label, thread.name)
+                            log("thread %s:\n%s" % (label, "".join(traceback.format_stack(frame)).rstrip()))
                     with self.lock:
                         self.ask_recycle(b"request-timeout")
                     self.drain()

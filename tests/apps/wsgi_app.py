@@ -117,6 +117,8 @@ def application(environ, start_response):
             pass
         return reply(start_response, ("pid=%d\n" % os.getpid()).encode())
     if path == "/sleep":
+        if "name" in query:
+            threading.current_thread().name = query["name"]  # as some apps do
         time.sleep(float(query.get("s", "1")))
         return reply(start_response, b"slept\n")
     if path == "/whoami":
