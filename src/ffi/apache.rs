@@ -165,7 +165,11 @@ pub unsafe fn bytes_from(p: *const c_char) -> Vec<u8> {
 
 /// A latin-1 string (WSGI's header strings) back to its bytes; characters
 /// above U+00FF become '?'.
-pub fn latin1_bytes(text: &str) -> Vec<u8> {
+pub fn latin1_bytes(text: &str) -> std::borrow::Cow<'_, [u8]> {
+    if text.is_ascii() {
+        // Most header strings: the same bytes, with no copy.
+        return std::borrow::Cow::Borrowed(text.as_bytes());
+    }
     text.chars().map(|c| u8::try_from(u32::from(c)).unwrap_or(b'?')).collect()
 }
 
@@ -174,7 +178,7 @@ pub fn latin1_bytes(text: &str) -> Vec<u8> {
 /// # Safety
 /// `pool` is a live APR pool.
 pub unsafe fn pool_bytes(pool: *mut sys::apr_pool_t, bytes: &[u8]) -> *const c_char {
-    let end = bytes.iter().position(|b| *b == 0).unwrap_or(bytes.len());
+    let end = memchr::memchr(0, bytes).unwrap_or(bytes.len());
     // SAFETY: apr_pstrmemdup copies `end` bytes and adds the NUL.
     unsafe { sys::apr_pstrmemdup(pool, bytes.as_ptr().cast(), end) }
 }
@@ -184,6 +188,11 @@ pub unsafe fn pool_bytes(pool: *mut sys::apr_pool_t, bytes: &[u8]) -> *const c_c
 /// # Safety
 /// `pool` is a live APR pool.
 pub unsafe fn pool_string(pool: *mut sys::apr_pool_t, text: &str) -> *const c_char {
+    if memchr::memchr(0, text.as_bytes()).is_none() {
+        // SAFETY: apr_pstrmemdup copies the bytes and adds the NUL; there
+        // is none inside (the usual case: no temporary CString).
+        return unsafe { sys::apr_pstrmemdup(pool, text.as_ptr().cast(), text.len()) };
+    }
     let c = c_string(text);
     // SAFETY: apr_pstrdup copies the NUL-terminated string into the pool.
     unsafe { sys::apr_pstrdup(pool, c.as_ptr()) }

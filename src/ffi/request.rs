@@ -285,7 +285,7 @@ impl Request {
     }
 
     /// Calls `f` with the bytes of each (name, value) of an APR table.
-    fn for_each_entry(&self, table: *mut sys::apr_table_t, mut f: impl FnMut(&[u8], &[u8])) {
+    fn for_each_entry(&self, table: *mut sys::apr_table_t, mut f: impl FnMut(&std::ffi::CStr, &std::ffi::CStr)) {
         // SAFETY: apr_table_elts is a cast of the table to its array header;
         // entries are `nelts` apr_table_entry_t with string key/val (or NULL).
         unsafe {
@@ -296,8 +296,8 @@ impl Request {
                 if e.key.is_null() {
                     continue;
                 }
-                let value: &[u8] = if e.val.is_null() { b"" } else { std::ffi::CStr::from_ptr(e.val).to_bytes() };
-                f(std::ffi::CStr::from_ptr(e.key).to_bytes(), value);
+                let value = if e.val.is_null() { c"" } else { std::ffi::CStr::from_ptr(e.val) };
+                f(std::ffi::CStr::from_ptr(e.key), value);
             }
         }
     }
@@ -489,7 +489,7 @@ impl Client for ApacheClient {
         let req = Request(self.r);
         let r = req.r();
         let mut headers = Vec::new();
-        req.for_each_entry(r.headers_in, |k, v| headers.push((k.to_vec(), v.to_vec())));
+        req.for_each_entry(r.headers_in, |k, v| headers.push((k.to_bytes().to_vec(), v.to_bytes().to_vec())));
         // SAFETY: NUL-terminated strings of the live request, or NULL;
         // ap_run_http_scheme runs a hook on the live request.
         let (method, path, query, client_ip, scheme) = unsafe {
@@ -737,7 +737,7 @@ fn environment(req: &Request, kind: &str, app: Option<&str>, speaks: Protocol) -
         sys::apr_table_unset(env_table, c"HTTP_PROXY".as_ptr());
     }
     let mut env = crate::protocol::EnvBuilder::with_capacity(2048);
-    req.for_each_entry(env_table, |k, v| env.add(k, v));
+    req.for_each_entry(env_table, |k, v| env.add_c(k, v));
     env.finish()
 }
 
@@ -807,7 +807,8 @@ fn handle(r: *mut sys::request_rec) -> c_int {
             queue_timeout: group.queue_timeout,
             request_timeout: group.request_timeout,
         };
-        let app = group.app.as_ref().map(|p| p.display().to_string());
+        // Borrowed when the path is UTF-8, as it nearly always is.
+        let app = group.app.as_ref().map(|p| p.to_string_lossy());
         // The http backend forwards the request itself, not an environment.
         let env =
             if protocol == Protocol::Http { Vec::new() } else { environment(&req, &kind, app.as_deref(), protocol) };

@@ -63,7 +63,7 @@ fn send(stream: &mut UnixStream, frame: &Frame) -> std::io::Result<()> {
 /// left; one that does not (large headers, a small net.core.wmem_default)
 /// waits for a worker to read it, up to the queue deadline.
 fn send_request(stream: &mut UnixStream, env: Vec<u8>, queue_deadline: Instant) -> std::io::Result<()> {
-    let mut out = Vec::new();
+    let mut out = Vec::with_capacity(env.len() + 16);
     encode(&Frame::Request { env }, &mut out);
     let mut at = 0;
     let mut patient = false;
@@ -84,7 +84,7 @@ fn send_request(stream: &mut UnixStream, env: Vec<u8>, queue_deadline: Instant) 
 }
 
 /// Sends one request to `target` and streams the answer to `client`.
-pub fn proxy(client: &mut dyn Client, target: &Target, mut env: Vec<u8>) -> Outcome {
+pub fn proxy(client: &mut dyn Client, target: &Target, env: Vec<u8>) -> Outcome {
     let g = &target.group;
     let started = std::time::SystemTime::now();
     let unavailable = |log: String| Outcome::Failed { status: 503, retry_after: Some(5), log };
@@ -95,10 +95,10 @@ pub fn proxy(client: &mut dyn Client, target: &Target, mut env: Vec<u8>) -> Outc
     let queue_deadline = begun + queue_timeout;
     // A worker that takes the request after this deadline (Apache has
     // answered 503 by then) drops it unrun: see PROTOCOL.md.
-    let mut extra = EnvBuilder::default();
-    extra.add(b"PROCD_QUEUED_AT_MS", epoch_ms(started).to_string().as_bytes());
-    extra.add(b"PROCD_QUEUE_TIMEOUT_MS", queue_timeout.as_millis().to_string().as_bytes());
-    env.extend_from_slice(&extra.finish());
+    let mut env = EnvBuilder::continuing(env);
+    env.add(b"PROCD_QUEUED_AT_MS", epoch_ms(started).to_string().as_bytes());
+    env.add(b"PROCD_QUEUE_TIMEOUT_MS", queue_timeout.as_millis().to_string().as_bytes());
+    let env = env.finish();
     let mut stream = match connect_within(&target.socket, queue_deadline) {
         Ok(s) => s,
         Err(e) => return connect_failure(target, queue_timeout, e),

@@ -333,16 +333,40 @@ impl EnvBuilder {
         EnvBuilder(Vec::with_capacity(n))
     }
 
+    /// Goes on adding to an environment `finish` gave.
+    pub fn continuing(env: Vec<u8>) -> EnvBuilder {
+        EnvBuilder(env)
+    }
+
     /// Adds one variable; NUL bytes (impossible in C strings) are dropped.
     pub fn add(&mut self, name: &[u8], value: &[u8]) {
-        self.0.extend(name.iter().filter(|b| **b != 0));
+        push_without_nul(&mut self.0, name);
         self.0.push(0);
-        self.0.extend(value.iter().filter(|b| **b != 0));
+        push_without_nul(&mut self.0, value);
         self.0.push(0);
+    }
+
+    /// Adds one variable from C strings (no NUL inside, and their own
+    /// terminators end the name and the value): two copies, no scan. Apache's
+    /// environment goes this way; a byte-at-a-time copy of it was a quarter
+    /// of mod_procd's own instructions per request (callgrind, hello app).
+    pub fn add_c(&mut self, name: &std::ffi::CStr, value: &std::ffi::CStr) {
+        self.0.extend_from_slice(name.to_bytes_with_nul());
+        self.0.extend_from_slice(value.to_bytes_with_nul());
     }
 
     pub fn finish(self) -> Vec<u8> {
         self.0
+    }
+}
+
+/// Appends `bytes` less any NUL in them (a byte-at-a-time copy only when
+/// there is one).
+fn push_without_nul(out: &mut Vec<u8>, bytes: &[u8]) {
+    if bytes.contains(&0) {
+        out.extend(bytes.iter().filter(|b| **b != 0));
+    } else {
+        out.extend_from_slice(bytes);
     }
 }
 
@@ -405,6 +429,22 @@ mod tests {
         for cut in 0..buf.len() {
             assert_eq!(decode(&buf[..cut]).unwrap(), None, "a cut at {cut} must ask for more");
         }
+    }
+
+    #[test]
+    fn environment_from_c_strings_and_from_bytes_is_the_same() {
+        let mut from_bytes = EnvBuilder::default();
+        from_bytes.add(b"HTTP_HOST", b"example.org");
+        from_bytes.add(b"EMPTY", b"");
+        from_bytes.add(b"WITH\0NUL", b"a\0b\0");
+        let mut from_c = EnvBuilder::with_capacity(4);
+        from_c.add_c(c"HTTP_HOST", c"example.org");
+        from_c.add_c(c"EMPTY", c"");
+        let mut from_c = EnvBuilder::continuing(from_c.finish());
+        from_c.add(b"WITH\0NUL", b"a\0b\0");
+        let env = from_c.finish();
+        assert_eq!(env, from_bytes.finish());
+        assert_eq!(env, b"HTTP_HOST\0example.org\0EMPTY\0\0WITHNUL\0ab\0");
     }
 
     #[test]
