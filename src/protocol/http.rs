@@ -78,10 +78,31 @@ pub fn is_token_byte(b: u8) -> bool {
 }
 
 fn latin1(bytes: &[u8]) -> String {
-    // Sized for the common case, ASCII: one allocation.
-    let mut text = String::with_capacity(bytes.len());
-    text.extend(bytes.iter().map(|b| char::from(*b)));
-    text
+    match std::str::from_utf8(bytes) {
+        // ASCII (nearly every header): the same text, copied at once.
+        Ok(text) if text.is_ascii() => text.to_owned(),
+        _ => bytes.iter().map(|b| char::from(*b)).collect(),
+    }
+}
+
+/// The lines of a head whose blank line is cut off: each but the last
+/// ends with CRLF (taken off), and a bare LF is refused. (Two `memmem`
+/// searches for CRLF, built for each response, cost more than the parse.)
+fn head_lines(head: &[u8]) -> impl Iterator<Item = Result<&[u8], HttpError>> {
+    let mut rest = Some(head);
+    std::iter::from_fn(move || {
+        let text = rest?;
+        match memchr::memchr(b'\n', text) {
+            Some(at) => {
+                rest = Some(&text[at + 1..]);
+                Some(text[..at].strip_suffix(b"\r").ok_or(HttpError::BadHeader))
+            }
+            None => {
+                rest = None;
+                Some(Ok(text))
+            }
+        }
+    })
 }
 
 /// Whether a comma-separated header (over all its `values`) lists `token`.
@@ -99,13 +120,12 @@ pub fn parse_response_head(buf: &[u8]) -> Result<Option<(ResponseHead, usize)>, 
     };
     let used = end + 4;
     let head = &buf[..end];
-    let mut starts = std::iter::once(0).chain(memchr::memmem::find_iter(head, b"\r\n").map(|i| i + 2));
-    let mut ends = memchr::memmem::find_iter(head, b"\r\n").chain(std::iter::once(end));
-    let mut lines = std::iter::from_fn(|| Some(&head[starts.next()?..ends.next()?]));
-    let status_line = lines.next().ok_or(HttpError::BadStatusLine)?;
+    let mut lines = head_lines(head);
+    let status_line = lines.next().and_then(Result::ok).ok_or(HttpError::BadStatusLine)?;
     let (minor, status) = parse_status_line(status_line)?;
     let mut headers = Vec::with_capacity(16);
     for line in lines {
+        let line = line?;
         // Only CRLF ends a line: a bare CR or LF inside is refused.
         if line.is_empty() || line.contains(&b'\r') || line.contains(&b'\n') {
             return Err(HttpError::BadHeader);
@@ -311,10 +331,14 @@ fn hex(d: u8) -> u8 {
 /// Hop-by-hop headers (RFC 9110 §7.6.1), by name in any case: never
 /// forwarded either way (`Upgrade` only for a tunnel).
 pub fn is_hop_by_hop(name: &str) -> bool {
+    is_hop_by_hop_bytes(name.as_bytes())
+}
+
+fn is_hop_by_hop_bytes(name: &[u8]) -> bool {
     ["connection", "keep-alive", "te", "trailer", "transfer-encoding", "upgrade"]
         .iter()
-        .any(|h| name.eq_ignore_ascii_case(h))
-        || name.get(..6).is_some_and(|p| p.eq_ignore_ascii_case("proxy-"))
+        .any(|h| name.eq_ignore_ascii_case(h.as_bytes()))
+        || name.get(..6).is_some_and(|p| p.eq_ignore_ascii_case(b"proxy-"))
 }
 
 /// Removes the hop-by-hop headers of `headers`: the fixed ones and those
@@ -369,7 +393,6 @@ pub fn encode_request_head(
     out: &mut Vec<u8>,
 ) {
     let clean = |v: &[u8]| !v.iter().any(|b| matches!(b, b'\r' | b'\n' | 0));
-    let lower = |n: &[u8]| String::from_utf8_lossy(n).to_ascii_lowercase();
     let named: Vec<String> = headers
         .iter()
         .filter(|(n, _)| n.eq_ignore_ascii_case(b"connection"))
@@ -386,10 +409,11 @@ pub fn encode_request_head(
     let mut forwarded: Option<Vec<u8>> = None;
     let mut host: Option<&[u8]> = None;
     for (name, value) in headers {
-        let n = lower(name);
         if !clean(value) || name.is_empty() || !name.iter().all(|b| is_token_byte(*b)) {
             continue;
         }
+        // Compared without a lowercased copy of each name.
+        let is = |known: &str| name.eq_ignore_ascii_case(known.as_bytes());
         let join = |slot: &mut Option<Vec<u8>>| {
             let v = slot.get_or_insert_with(Vec::new);
             if !v.is_empty() {
@@ -397,20 +421,22 @@ pub fn encode_request_head(
             }
             v.extend_from_slice(value);
         };
-        match n.as_str() {
-            "x-forwarded-for" => join(&mut xff),
-            "x-forwarded-host" => join(&mut xfh),
-            "forwarded" => join(&mut forwarded),
-            "content-length" | "x-forwarded-proto" | "x-forwarded-prefix" => {}
+        if is("x-forwarded-for") {
+            join(&mut xff);
+        } else if is("x-forwarded-host") {
+            join(&mut xfh);
+        } else if is("forwarded") {
+            join(&mut forwarded);
+        } else if is("content-length") || is("x-forwarded-proto") || is("x-forwarded-prefix") {
+        } else if is("host") {
             // Folded into one Host header below.
-            "host" => host = host.or(Some(value)),
-            _ if is_hop_by_hop(&n) || named.contains(&n) => {}
-            _ => {
-                out.extend_from_slice(name);
-                out.extend_from_slice(b": ");
-                out.extend_from_slice(value);
-                out.extend_from_slice(b"\r\n");
-            }
+            host = host.or(Some(value));
+        } else if is_hop_by_hop_bytes(name) || named.iter().any(|t| is(t)) {
+        } else {
+            out.extend_from_slice(name);
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(value);
+            out.extend_from_slice(b"\r\n");
         }
     }
     let mut line = |name: &str, value: &[u8]| {
