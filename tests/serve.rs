@@ -4,6 +4,7 @@
 
 mod common;
 use common::{Apache, Mpm};
+use std::time::Duration;
 
 const GROUPS: &str = "LanguageGroup site language=cgi processes=2 app=/etc/hostname\nLanguageMount /app site\nLanguageHandler site .cgi\n<Location /legacy/>\n  LinkRewrite http://127.0.0.1:9/ /legacy/\n</Location>";
 
@@ -20,8 +21,14 @@ fn loads_and_serves_under_every_mpm() {
         let mut a = Apache::new(&format!("mpm-{mpm:?}"), mpm, GROUPS);
         a.start();
         serves_static_file(&a);
-        let log = a.error_log();
-        if !log.contains("PD0001: mod_procd") || !log.contains("mod_procd/0.1.0 configured") {
+        // The parent writes "... configured -- resuming normal operations"
+        // after it has started its children (prefork), so a child may
+        // answer before that line is in the log.
+        let logged = common::wait_until(Duration::from_secs(5), || {
+            let log = a.error_log();
+            log.contains("PD0001: mod_procd") && log.contains("mod_procd/0.1.0 configured")
+        });
+        if !logged {
             a.fail("no PD0001 start-up line");
         }
         a.stop();
