@@ -5,16 +5,18 @@
 //! thread.
 //!
 //! The exchange, and why:
-//! 1. Connect (within `queue-timeout`), send BEGIN_REQUEST and the PARAMS
-//!    records, but *not* the empty PARAMS record that ends them.
+//! 1. Connect (within `queue-timeout`) and send BEGIN_REQUEST and the
+//!    PARAMS records whole, with the empty one that ends them (a worker
+//!    that takes the request has all of it at once, no round trip). Among
+//!    the parameters: when Apache began to queue it and its queue-timeout.
 //! 2. Wait until a worker has read them (the kernel's count of unread
 //!    bytes drops to zero; a tiny send buffer makes the socket writable
 //!    exactly then, so the wait is a `poll`, not a timer). Nobody within
-//!    `queue-timeout`: 503. Apache closes the connection, and a worker
-//!    that takes it later reads PARAMS without their end, then EOF: php-cgi
-//!    drops such a request unrun. **A request answered 503 is never run.**
-//! 3. From then on `request-timeout` runs: the end of PARAMS, the body as
-//!    STDIN records (as Apache reads it from the client, interleaved with
+//!    `queue-timeout`: 503. A worker that takes such a request later
+//!    finds it older than its queue-timeout, and the guard drops it unrun
+//!    (`procd_php_guard.php`). **A request answered 503 is never run.**
+//! 3. From then on `request-timeout` runs: the body as STDIN records and
+//!    their end (as Apache reads it from the client, interleaved with
 //!    reading the answer, so neither side can block the other), STDOUT
 //!    parsed as a CGI head then streamed to the client, STDERR lines to
 //!    the error log, until END_REQUEST.

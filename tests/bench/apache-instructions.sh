@@ -4,9 +4,13 @@
 # box, unlike req/s, for changes to mod_procd's handler.
 #   tests/bench/apache-instructions.sh [ROWS...]
 #   rows: static procd_python procd_http proxy_http wsgi_embedded
+#         procd_php fpm
 #   (default: static procd_python procd_http proxy_http)
 #   AI_FEW=500 AI_MANY=1500 (requests of the two runs of each row)
 #   AI_SO=/path/other.so (another build of mod_procd)
+#   AI_PHP_EXTRA='...' (more options for the procd_php row's group, e.g.
+#     command= a script that runs php-cgi under callgrind, to count
+#     php-cgi's side too)
 # Each row runs Apache (event MPM, one child, the shared harness's config)
 # under callgrind twice, with AI_FEW and with AI_MANY keep-alive requests
 # from one `ab -k` connection after 100 of warm-up; the difference of the
@@ -20,6 +24,9 @@
 #   procd_http     GET /node/hello through language=http (tests/apps/node)
 #   proxy_http     the same Node program behind mod_proxy_http on TCP
 #   wsgi_embedded  mod_wsgi embedded, the hello app in Apache's own threads
+#   procd_php      GET /hello.php through a php group (4 php-cgi)
+#   fpm            the same hello.php through mod_proxy_fcgi to php-fpm
+#                  (pm=static, 4 children, on a Unix socket)
 # Not a test; the release module must be built (cargo build --release).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -42,10 +49,36 @@ port=18290
 node_port=18291
 bench_mkrun
 node_pid=""
+fpm_pid=""
 vg_pid=""
 stop_all() {
   if [ -n "$vg_pid" ] && pid_alive "$vg_pid"; then kill -TERM "$vg_pid"; wait_gone "$vg_pid" 60 || kill -KILL "$vg_pid"; fi
   if [ -n "$node_pid" ] && pid_alive "$node_pid"; then kill -TERM "$node_pid"; wait_gone "$node_pid" 20 || true; fi
+  if [ -n "$fpm_pid" ] && pid_alive "$fpm_pid"; then kill -QUIT "$fpm_pid"; wait_gone "$fpm_pid" 20 || true; fi
+}
+fpm_dir="$BENCH_RUN/fpm"
+# start_fpm: php-fpm as the harness's fpm anchor runs it, in the foreground
+# of a background job so that its pid is ours to stop.
+start_fpm() {
+  mkdir -p "$fpm_dir"
+  cat >"$fpm_dir/php-fpm.conf" <<EOF
+[global]
+error_log = $fpm_dir/php-fpm.log
+daemonize = no
+
+[hello]
+user = www-data
+group = www-data
+listen = $fpm_dir/php-fpm.sock
+listen.owner = www-data
+listen.group = www-data
+listen.mode = 0660
+pm = static
+pm.max_children = 4
+EOF
+  php-fpm8.2 -F -c /etc/php/8.2/fpm/php.ini -y "$fpm_dir/php-fpm.conf" >"$fpm_dir/stdout.log" 2>&1 </dev/null &
+  fpm_pid=$!
+  wait_for test -S "$fpm_dir/php-fpm.sock" || die "php-fpm did not start (see $fpm_dir)"
 }
 trap stop_all EXIT
 
@@ -64,7 +97,12 @@ row_extra() {
       "LoadModule proxy_http_module $APACHE_MODS/mod_proxy_http.so" \
       "ProxyPass /node http://127.0.0.1:$node_port" "ProxyPassReverse /node http://127.0.0.1:$node_port" ;;
     wsgi_embedded) WSGI_COMMON "$dir" ;;
-    *) die "unknown row $1 (static procd_python procd_http proxy_http wsgi_embedded)" ;;
+    procd_php) printf '%s\n' "LoadModule procd_module $so" "ProcdRuntimeDir \"$dir/run/procd\"" \
+      "LanguageGroup php language=php processes=4 ${AI_PHP_EXTRA:-}" "LanguageHandler php .php" ;;
+    fpm) printf '%s\n' "LoadModule proxy_module $APACHE_MODS/mod_proxy.so" \
+      "LoadModule proxy_fcgi_module $APACHE_MODS/mod_proxy_fcgi.so" \
+      "<FilesMatch \"\\.php\$\">" "    SetHandler \"proxy:unix:$fpm_dir/php-fpm.sock|fcgi://localhost\"" "</FilesMatch>" ;;
+    *) die "unknown row $1 (static procd_python procd_http proxy_http wsgi_embedded procd_php fpm)" ;;
   esac
 }
 row_path() {
@@ -72,6 +110,7 @@ row_path() {
     static) echo /hello.txt ;;
     procd_python | wsgi_embedded) echo /hello ;;
     procd_http | proxy_http) echo /node/hello ;;
+    procd_php | fpm) echo /hello.php ;;
   esac
 }
 
@@ -111,6 +150,10 @@ for row in "${rows[@]}"; do
     PORT=$node_port setsid runuser -u www-data -- /usr/bin/node "$node_app" >"$BENCH_RUN/node.log" 2>&1 </dev/null &
     node_pid=$!
     wait_for curl -fso /dev/null "http://127.0.0.1:$node_port/hello" || die "node did not start on $node_port"
+  fi
+  if [ "$row" = fpm ] && [ -z "$fpm_pid" ]; then
+    bench_install php-fpm
+    start_fpm
   fi
   count "$row" "$few"
   a=$total
