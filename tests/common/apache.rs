@@ -266,6 +266,12 @@ DocumentRoot "{d}/htdocs"
         if !wait_until(Duration::from_secs(10), || TcpStream::connect(("127.0.0.1", self.port)).is_ok()) {
             self.fail("Apache does not accept connections 10 s after start");
         }
+        // The parent logs "resuming normal operations" once it has started
+        // its children (prefork: after them, so a child can answer first);
+        // `graceful` counts these lines, so the first must be there.
+        if !wait_until(Duration::from_secs(30), || self.generations() >= 1) {
+            self.fail("no \"resuming normal operations\" line 30 s after start");
+        }
         self.note_processes();
     }
 
