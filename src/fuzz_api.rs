@@ -142,7 +142,7 @@ pub fn control_decode(data: &[u8]) {
 /// only to a path. The input read as PARAMS name-value pairs: what decodes
 /// re-encodes and decodes to the same pairs.
 pub fn fastcgi_response(data: &[u8]) {
-    use crate::protocol::cgi::{CgiHead, parse_head};
+    use crate::protocol::cgi::{CgiHead, head_may_have_changed, parse_head};
     use crate::protocol::fastcgi::{self, Record};
     let mut rest = data;
     let mut stdout = Vec::new();
@@ -181,6 +181,19 @@ pub fn fastcgi_response(data: &[u8]) {
             Err(e) => assert!(!e.to_string().is_empty()),
         }
     }
+    // Parsed only when a read may have changed the answer, a head that
+    // arrives in pieces gives what the parser gives at every read.
+    let (mut last, mut end) = (Ok(None), 0);
+    for piece in data[..data.len().min(4096)].chunks(pieces_of(data)) {
+        end += piece.len();
+        if head_may_have_changed(end, piece) {
+            last = parse_head(&data[..end]);
+        }
+        assert_eq!(last, parse_head(&data[..end]), "at {end}");
+        if !matches!(last, Ok(None)) {
+            break;
+        }
+    }
     if let Ok(pairs) = fastcgi::decode_pairs(data, 1000) {
         let mut again = Vec::new();
         for (n, v) in &pairs {
@@ -188,6 +201,11 @@ pub fn fastcgi_response(data: &[u8]) {
         }
         assert_eq!(fastcgi::decode_pairs(&again, 1000).as_ref(), Ok(&pairs));
     }
+}
+
+/// The size of the pieces a head is fed in, chosen by the input's first byte (1 to 7).
+fn pieces_of(data: &[u8]) -> usize {
+    1 + usize::from(data.first().copied().unwrap_or(0) % 7)
 }
 
 /// What an `http` program answers: the response head parser, the framing
@@ -199,7 +217,19 @@ pub fn fastcgi_response(data: &[u8]) {
 /// end whether fed whole or a byte at a time, and never uses more than it
 /// was given.
 pub fn http_response(data: &[u8]) {
-    use crate::protocol::http::{ChunkedDecoder, Framing, is_token_byte, parse_response_head, response_framing};
+    use crate::protocol::http::{
+        ChunkedDecoder, Framing, HeadSearch, is_token_byte, parse_response_head, response_framing,
+    };
+    // Searched as it grows, a head gives what the parser gives at every read.
+    let (mut search, mut end) = (HeadSearch::default(), 0);
+    for piece in data[..data.len().min(4096)].chunks(pieces_of(data)) {
+        end += piece.len();
+        let got = search.parse(&data[..end]);
+        assert_eq!(got, parse_response_head(&data[..end]), "at {end}");
+        if !matches!(got, Ok(None)) {
+            break;
+        }
+    }
     let (head, used) = match parse_response_head(data) {
         Ok(Some(parsed)) => parsed,
         Ok(None) => {

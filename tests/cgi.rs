@@ -22,7 +22,7 @@ print "Content-Type: text/plain\r\n\r\n";
 print "length=", length($got), " declared=$len sha256=", sha256_hex($got), "\n";
 "#;
 
-const HEADERS_SH: &str = "#!/bin/sh\ncase \"$QUERY_STRING\" in\n  missing) printf 'Status: 404 Nothing Here\\r\\nContent-Type: text/plain\\r\\n\\r\\nno\\n' ;;\n  away) printf 'Location: http://example.invalid/elsewhere\\r\\n\\r\\n' ;;\n  local) printf 'Location: /hello.txt\\r\\n\\r\\n' ;;\n  cookies) printf 'Set-Cookie: a=1\\r\\nSet-Cookie: b=2\\r\\nContent-Type: text/plain\\r\\n\\r\\nok\\n' ;;\n  *) printf 'Content-Type: text/plain\\r\\n\\r\\nplain\\n' ;;\nesac\necho \"to the log from $QUERY_STRING\" >&2\n";
+const HEADERS_SH: &str = "#!/bin/sh\ncase \"$QUERY_STRING\" in\n  missing) printf 'Status: 404 Nothing Here\\r\\nContent-Type: text/plain\\r\\n\\r\\nno\\n' ;;\n  away) printf 'Location: http://example.invalid/elsewhere\\r\\n\\r\\n' ;;\n  local) printf 'Location: /hello.txt\\r\\n\\r\\n' ;;\n  cookies) printf 'Set-Cookie: a=1\\r\\nSet-Cookie: b=2\\r\\nContent-Type: text/plain\\r\\n\\r\\nok\\n' ;;\n  dribble) for c in X - D r i b b l e : ' ' y e s '\\r' '\\n' '\\r' '\\n'; do printf %b \"$c\"; sleep 0.01; done; echo dribbled ;;\n  *) printf 'Content-Type: text/plain\\r\\n\\r\\nplain\\n' ;;\nesac\necho \"to the log from $QUERY_STRING\" >&2\n";
 
 const RUNAWAY_SH: &str = "#!/bin/sh\nsleep 300 &\necho \"child $!\" >&2\nwhile :; do sleep 1; done\n";
 
@@ -147,6 +147,10 @@ fn status_location_and_stderr_as_cgi_defines_them() {
     let r = a.get("/cgi/headers.cgi?local");
     if r.status != 200 || r.text() != "Hello, World!\n" {
         a.fail(&format!("a local Location gave {} {:?}", r.status, r.text()));
+    }
+    let r = a.get("/cgi/headers.cgi?dribble");
+    if r.status != 200 || !r.head.contains("X-Dribble: yes") || r.text() != "dribbled\n" {
+        a.fail(&format!("a head written a byte at a time gave {} {} {:?}", r.status, r.head, r.text()));
     }
     let r = a.get("/cgi/headers.cgi?cookies");
     if !r.head.contains("Set-Cookie: a=1") || !r.head.contains("Set-Cookie: b=2") {

@@ -270,6 +270,10 @@ fn failures_get_proper_statuses() {
             a.fail(&format!("/bad/{path} was not cut: {r:?}"));
         }
     }
+    let r = a.get("/bad/dribble");
+    if r.status != 200 || header(&r, "X-Dribble") != ["yes"] || r.text() != "dribbled\n" {
+        a.fail(&format!("a head sent a byte at a time: {} {} {:?}", r.status, r.head, r.text()));
+    }
     let r = a.get("/bad/close");
     if r.status != 200 || r.text() != "until close\n" {
         a.fail(&format!("close-delimited: {} {:?}", r.status, r.text()));

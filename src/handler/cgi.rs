@@ -19,7 +19,7 @@ use super::readbuf::ReadBuf;
 use super::{
     BodyLength, Client, Outcome, Target, bad_gateway_plain, connect_failure, connect_within, content_length, epoch_ms,
 };
-use crate::protocol::cgi::{CgiHead, parse_head};
+use crate::protocol::cgi::{CgiHead, head_may_have_changed, parse_head};
 use crate::protocol::{EnvBuilder, Frame, encode};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use std::io::{ErrorKind, Read, Write};
@@ -193,6 +193,9 @@ pub fn proxy(client: &mut dyn Client, target: &Target, mut env: Vec<u8>) -> Outc
             continue;
         }
         head_buf.extend_from_slice(data);
+        if !head_may_have_changed(head_buf.len(), data) {
+            continue;
+        }
         match parse_head(&head_buf) {
             Ok(None) => {}
             Err(e) => break fail(false, 502, format!("group {g}: bad answer from the script: {e}")),

@@ -26,7 +26,7 @@ use super::{
     BodyLength, Client, Outcome, Target, bad_gateway_plain, connect_failure, connect_within, content_length, epoch_ms,
     recent_death,
 };
-use crate::protocol::cgi::{CgiHead, parse_head};
+use crate::protocol::cgi::{CgiHead, head_may_have_changed, parse_head};
 use crate::protocol::escape_log_bounded;
 use crate::protocol::fastcgi::{self, Record, kind};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
@@ -442,6 +442,9 @@ pub fn proxy(client: &mut dyn Client, target: &Target, env: Vec<u8>) -> Outcome 
                 }
                 Record::Stdout(data) if !head_sent => {
                     head_buf.extend_from_slice(data);
+                    if !head_may_have_changed(head_buf.len(), data) {
+                        continue;
+                    }
                     match parse_head(&head_buf) {
                         Ok(None) => {}
                         Err(e) => {

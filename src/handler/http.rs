@@ -18,8 +18,8 @@ use super::{
 use crate::config::languages::Listen;
 use crate::protocol::escape_log_bounded;
 use crate::protocol::http::{
-    ChunkedDecoder, Forwarding, Framing, RequestBody, ResponseHead, encode_request_head, has_token,
-    parse_response_head, requested_upgrade, response_framing, strip_hop_by_hop,
+    ChunkedDecoder, Forwarding, Framing, HeadSearch, RequestBody, ResponseHead, encode_request_head, has_token,
+    requested_upgrade, response_framing, strip_hop_by_hop,
 };
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use std::io::{ErrorKind, Read, Write};
@@ -314,8 +314,9 @@ impl Conn<'_> {
     /// skipped otherwise. Other interim answers (102, 103) are skipped.
     fn read_head(&mut self, continue_wait: bool) -> Result<Option<ResponseHead>, HeadError> {
         let g = self.req.target.group.clone();
+        let mut search = HeadSearch::default();
         loop {
-            match parse_response_head(&self.buf) {
+            match search.parse(&self.buf) {
                 Ok(Some((head, used))) => {
                     self.buf.drain(..used);
                     match head.status {

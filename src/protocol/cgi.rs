@@ -52,6 +52,14 @@ fn is_token(name: &[u8]) -> bool {
     !name.is_empty() && name.iter().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(b))
 }
 
+/// Whether [`parse_head`] of a buffer now `len` bytes long can answer
+/// differently than before `added` was appended to it: only a new line end,
+/// or going over the size limit, changes its answer. A head that dribbles
+/// in without line ends is then parsed once per line, not once per read.
+pub fn head_may_have_changed(len: usize, added: &[u8]) -> bool {
+    len > MAX_HEADERS_SIZE || memchr::memchr(b'\n', added).is_some()
+}
+
 /// Parses the head at the front of `buf`: `Ok(None)` if it is not complete
 /// yet (and still within the limits), else what it asks for and the bytes
 /// it used (the body starts there).
@@ -118,6 +126,35 @@ mod tests {
 
     fn resp(status: u16, headers: &[(&str, &str)]) -> CgiHead {
         CgiHead::Response { status, headers: headers.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect() }
+    }
+
+    #[test]
+    fn a_head_parsed_only_when_it_may_have_changed_gives_what_the_parser_gives() {
+        let long = format!("X: {}\n\n", "v".repeat(MAX_HEADERS_SIZE));
+        let heads: [&[u8]; 6] = [
+            b"Content-type: text/html\r\n\r\nbody",
+            b"Status: 404 Not here\nX: y\n\n",
+            b"Location: /else\n\n",
+            b"no colon here\nX: y\n\n",
+            b"X: a\rb\n\n",
+            long.as_bytes(),
+        ];
+        for raw in heads {
+            let steps: &[usize] = if raw.len() > 1000 { &[1000, 4096] } else { &[1, 2, 3, 7, 4096] };
+            for &step in steps {
+                let (mut buf, mut last) = (Vec::new(), Ok(None));
+                for piece in raw.chunks(step) {
+                    buf.extend_from_slice(piece);
+                    if head_may_have_changed(buf.len(), piece) {
+                        last = parse_head(&buf);
+                    }
+                    assert_eq!(last, parse_head(&buf), "{:?} in pieces of {step}", &raw[..raw.len().min(40)]);
+                    if !matches!(last, Ok(None)) {
+                        break;
+                    }
+                }
+            }
+        }
     }
 
     #[test]

@@ -150,6 +150,36 @@ pub fn parse_response_head(buf: &[u8]) -> Result<Option<(ResponseHead, usize)>, 
     Ok(Some((ResponseHead { minor, status, headers }, used)))
 }
 
+/// A response head that arrives a few bytes per read, searched once in
+/// all for its end rather than once per read: a program that dribbles a
+/// 64 KiB head a byte at a time would otherwise make Apache search up to
+/// 64 KiB per byte. Use one per head being read, over a buffer that only
+/// grows until the head is parsed.
+#[derive(Debug, Default)]
+pub struct HeadSearch {
+    /// The buffer's length at the last call that found no end.
+    searched: usize,
+}
+
+impl HeadSearch {
+    /// [`parse_response_head`] of `buf`, with the same answer; the bytes
+    /// searched before are not searched again (but for the 3 that can
+    /// start an end split across reads).
+    pub fn parse(&mut self, buf: &[u8]) -> Result<Option<(ResponseHead, usize)>, HttpError> {
+        if buf.len() < MAX_HEADERS_SIZE {
+            let from = self.searched.min(buf.len()).saturating_sub(3);
+            if memchr::memmem::find(&buf[from..], b"\r\n\r\n").is_none() {
+                self.searched = buf.len();
+                return Ok(None);
+            }
+        }
+        // Found (or at the limit): the whole head is parsed, and the
+        // caller drains what it used before any next head.
+        self.searched = 0;
+        parse_response_head(buf)
+    }
+}
+
 fn parse_status_line(line: &[u8]) -> Result<(u8, u16), HttpError> {
     let rest = line.strip_prefix(b"HTTP/1.").ok_or(HttpError::BadStatusLine)?;
     let minor = match rest.first() {
@@ -506,6 +536,33 @@ mod tests {
 
     fn head(text: &str) -> ResponseHead {
         parse_response_head(text.as_bytes()).expect("valid").expect("complete").0
+    }
+
+    #[test]
+    fn a_head_searched_as_it_grows_gives_what_the_parser_gives() {
+        let heads: [&[u8]; 5] = [
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-A: b\r\n\r\nhi",
+            b"HTTP/1.1 200 OK\nBad: lf\n\n\r\n\r\n",
+            b"HTTP/1.1 204 No Content\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\n folded\r\n\r\n",
+            b"junk\r\n\r\n",
+        ];
+        for raw in heads {
+            for step in [1, 2, 3, 5, 7] {
+                let mut search = HeadSearch::default();
+                let mut buf = Vec::new();
+                for piece in raw.chunks(step) {
+                    buf.extend_from_slice(piece);
+                    assert_eq!(search.parse(&buf), parse_response_head(&buf), "{raw:?} in pieces of {step}");
+                }
+            }
+        }
+        // Over the limit without an end: the same error, however it came.
+        let mut search = HeadSearch::default();
+        let mut buf = b"HTTP/1.1 200 OK\r\nX: ".to_vec();
+        assert_eq!(search.parse(&buf), Ok(None));
+        buf.resize(MAX_HEADERS_SIZE, b'v');
+        assert_eq!(search.parse(&buf), Err(HttpError::HeadTooLarge));
     }
 
     #[test]

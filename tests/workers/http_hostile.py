@@ -33,6 +33,12 @@ while True:
             time.sleep(30)
         elif path.endswith("/nothing"):
             pass
+        elif path.endswith("/dribble"):
+            # A head a byte per write: Apache waits for the whole of it.
+            for b in b"HTTP/1.1 200 OK\r\nX-Dribble: yes\r\nContent-Length: 9\r\n\r\n":
+                conn.sendall(bytes([b]))
+                time.sleep(0.002)
+            conn.sendall(b"dribbled\n")
         else:
             key = "/" + path.rsplit("/", 1)[-1]
             conn.sendall(ANSWERS.get(key, b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"))
