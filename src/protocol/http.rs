@@ -118,6 +118,11 @@ pub fn parse_response_head(buf: &[u8]) -> Result<Option<(ResponseHead, usize)>, 
     let Some(end) = memchr::memmem::find(window, b"\r\n\r\n") else {
         return if buf.len() >= MAX_HEADERS_SIZE { Err(HttpError::HeadTooLarge) } else { Ok(None) };
     };
+    parse_head_ending_at(buf, end).map(Some)
+}
+
+/// The head of `buf` whose first CRLFCRLF starts at `end`.
+fn parse_head_ending_at(buf: &[u8], end: usize) -> Result<(ResponseHead, usize), HttpError> {
     let used = end + 4;
     let head = &buf[..end];
     let mut lines = head_lines(head);
@@ -147,7 +152,7 @@ pub fn parse_response_head(buf: &[u8]) -> Result<Option<(ResponseHead, usize)>, 
         }
         headers.push((latin1(name), latin1(value)));
     }
-    Ok(Some((ResponseHead { minor, status, headers }, used)))
+    Ok((ResponseHead { minor, status, headers }, used))
 }
 
 /// A response head that arrives a few bytes per read, searched once in
@@ -166,17 +171,24 @@ impl HeadSearch {
     /// searched before are not searched again (but for the 3 that can
     /// start an end split across reads).
     pub fn parse(&mut self, buf: &[u8]) -> Result<Option<(ResponseHead, usize)>, HttpError> {
-        if buf.len() < MAX_HEADERS_SIZE {
-            let from = self.searched.min(buf.len()).saturating_sub(3);
-            if memchr::memmem::find(&buf[from..], b"\r\n\r\n").is_none() {
+        if buf.len() >= MAX_HEADERS_SIZE {
+            self.searched = 0;
+            return parse_response_head(buf);
+        }
+        // No end lies wholly in what was searched, so the first one
+        // starts at or after `from`.
+        let from = self.searched.min(buf.len()).saturating_sub(3);
+        match memchr::memmem::find(&buf[from..], b"\r\n\r\n") {
+            None => {
                 self.searched = buf.len();
-                return Ok(None);
+                Ok(None)
+            }
+            Some(at) => {
+                // The caller drains what the head used before any next head.
+                self.searched = 0;
+                parse_head_ending_at(buf, from + at).map(Some)
             }
         }
-        // Found (or at the limit): the whole head is parsed, and the
-        // caller drains what it used before any next head.
-        self.searched = 0;
-        parse_response_head(buf)
     }
 }
 
