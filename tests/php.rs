@@ -595,6 +595,11 @@ fn hostile_fastcgi_workers_get_502_504_never_a_hang() {
             a.fail(&format!("{mode}: {} (expected {status} and a log line with {logged:?}) {}", r.status, r.text()));
         }
     }
+    // A head in one-byte records, one write each: the whole of it, once.
+    let r = a.get("/evil?dribble");
+    if r.status != 200 || !r.head.contains("X-Dribble: yes") || r.text() != "dribbled" {
+        a.fail(&format!("a head in one-byte records: {} {} {:?}", r.status, r.head, r.text()));
+    }
     // A Content-Length lie: the response is cut, never padded or run on.
     let r = a.request("GET /evil?cllie HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
     if r.body.len() >= 100 || !a.error_log().contains("of its Content-Length (100)") {

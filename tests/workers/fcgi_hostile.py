@@ -85,6 +85,13 @@ def serve(conn):
         conn.sendall(end())
     elif mode == "cllie":
         conn.sendall(out(b"Content-Length: 100\r\n\r\n0123456789") + end())
+    elif mode == "dribble":
+        import time
+        # The head in one-byte STDOUT records, one write each.
+        for b in b"Content-Type: text/plain\r\nX-Dribble: yes\r\n\r\n":
+            conn.sendall(out(bytes([b])))
+            time.sleep(0.002)
+        conn.sendall(out(b"dribbled") + out(b"") + end())
     elif mode == "silent":
         import time
         time.sleep(60)
