@@ -142,7 +142,7 @@ pub fn control_decode(data: &[u8]) {
 /// only to a path. The input read as PARAMS name-value pairs: what decodes
 /// re-encodes and decodes to the same pairs.
 pub fn fastcgi_response(data: &[u8]) {
-    use crate::protocol::cgi::{CgiHead, head_may_have_changed, parse_head};
+    use crate::protocol::cgi::{CgiHead, parse_head};
     use crate::protocol::fastcgi::{self, Record};
     let mut rest = data;
     let mut stdout = Vec::new();
@@ -181,19 +181,7 @@ pub fn fastcgi_response(data: &[u8]) {
             Err(e) => assert!(!e.to_string().is_empty()),
         }
     }
-    // Parsed only when a read may have changed the answer, a head that
-    // arrives in pieces gives what the parser gives at every read.
-    let (mut last, mut end) = (Ok(None), 0);
-    for piece in data[..data.len().min(4096)].chunks(pieces_of(data)) {
-        end += piece.len();
-        if head_may_have_changed(end, piece) {
-            last = parse_head(&data[..end]);
-        }
-        assert_eq!(last, parse_head(&data[..end]), "at {end}");
-        if !matches!(last, Ok(None)) {
-            break;
-        }
-    }
+    cgi_gate_agrees(&data[..data.len().min(4096)], pieces_of(data));
     if let Ok(pairs) = fastcgi::decode_pairs(data, 1000) {
         let mut again = Vec::new();
         for (n, v) in &pairs {
@@ -208,6 +196,39 @@ fn pieces_of(data: &[u8]) -> usize {
     1 + usize::from(data.first().copied().unwrap_or(0) % 7)
 }
 
+/// `data` arriving `step` bytes per read: parsed only when
+/// `head_may_have_changed` says a read may have changed the answer, a CGI
+/// head gives at every read what `parse_head` gives.
+pub fn cgi_gate_agrees(data: &[u8], step: usize) {
+    use crate::protocol::cgi::{head_may_have_changed, parse_head};
+    let (mut last, mut end) = (Ok(None), 0);
+    for piece in data.chunks(step) {
+        end += piece.len();
+        if head_may_have_changed(end, piece) {
+            last = parse_head(&data[..end]);
+        }
+        assert_eq!(last, parse_head(&data[..end]), "at {end} in pieces of {step}");
+        if !matches!(last, Ok(None)) {
+            break;
+        }
+    }
+}
+
+/// `data` arriving `step` bytes per read: `HeadSearch` gives at every read
+/// what `parse_response_head` gives.
+pub fn head_search_agrees(data: &[u8], step: usize) {
+    use crate::protocol::http::{HeadSearch, parse_response_head};
+    let (mut search, mut end) = (HeadSearch::default(), 0);
+    for piece in data.chunks(step) {
+        end += piece.len();
+        let got = search.parse(&data[..end]);
+        assert_eq!(got, parse_response_head(&data[..end]), "at {end} in pieces of {step}");
+        if !matches!(got, Ok(None)) {
+            break;
+        }
+    }
+}
+
 /// What an `http` program answers: the response head parser, the framing
 /// rules and the chunked decoder on the bytes after the head. An accepted
 /// head used at most the input and ends at its empty line; shorter cuts ask
@@ -217,19 +238,8 @@ fn pieces_of(data: &[u8]) -> usize {
 /// end whether fed whole or a byte at a time, and never uses more than it
 /// was given.
 pub fn http_response(data: &[u8]) {
-    use crate::protocol::http::{
-        ChunkedDecoder, Framing, HeadSearch, is_token_byte, parse_response_head, response_framing,
-    };
-    // Searched as it grows, a head gives what the parser gives at every read.
-    let (mut search, mut end) = (HeadSearch::default(), 0);
-    for piece in data[..data.len().min(4096)].chunks(pieces_of(data)) {
-        end += piece.len();
-        let got = search.parse(&data[..end]);
-        assert_eq!(got, parse_response_head(&data[..end]), "at {end}");
-        if !matches!(got, Ok(None)) {
-            break;
-        }
-    }
+    use crate::protocol::http::{ChunkedDecoder, Framing, is_token_byte, parse_response_head, response_framing};
+    head_search_agrees(&data[..data.len().min(4096)], pieces_of(data));
     let (head, used) = match parse_response_head(data) {
         Ok(Some(parsed)) => parsed,
         Ok(None) => {
